@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up a virtual environment with everything dynopt needs, on a fresh machine.
+# Idempotent: re-running only reinstalls when setup.cfg changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.dynopt-installed
+want=$(sha1sum setup.cfg setup.py | sha1sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  # The CPU build of torch 2.13.0 (an unpinned torch may pull a multi-GB CUDA build).
+  .venv/bin/python -m pip install --quiet "torch==2.13.0"
+  .venv/bin/python -m pip install --quiet -e ".[test,dev]"
+  echo "$want" > "$stamp"
+fi

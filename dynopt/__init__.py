@@ -1,0 +1,19 @@
+"""dynopt: neural-network training as continuous-time dynamics.
+
+* :mod:`dynopt.systems`: the dynamics (Hamiltonian, Langevin, thermostats, ...).
+* :mod:`dynopt.integrators`: discretizations as splitting strings (``"BAOAB"``) and more.
+* :func:`dynopt.integrate`: many chains, many steps, recorded for studies.
+* :mod:`dynopt.diagnostics`: energy drift, temperatures, ACF / ESS / R-hat, Gibbs histograms.
+* :mod:`dynopt.optim`: the same schemes as ``torch.optim.Optimizer`` objects.
+"""
+
+from . import integrators, potentials, systems
+from .errors import DivergenceError
+from .integrate import integrate
+from .stepping import State
+from .trajectory import Trajectory
+
+__version__ = "0.1.0"
+
+__all__ = ["DivergenceError", "State", "Trajectory", "__version__", "integrate", "integrators",
+           "potentials", "systems"]

@@ -1,0 +1,122 @@
+"""Parameter validation shared by systems, integrators, integrate() and the optimizers.
+
+Every check raises ``ValueError`` (or ``TypeError`` for a wrong type) with a message that names the
+parameter and shows the offending value, e.g. ``"gamma must be >= 0, got -1.0"``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "as_finite_array",
+    "check_choice",
+    "check_int",
+    "check_nonnegative",
+    "check_positive",
+    "check_probability",
+    "check_real",
+]
+
+
+def check_real(name: str, value: Any) -> float:
+    """Return ``value`` as a finite Python float, or raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        # Accept 0-d numpy arrays and 1-element tensors as well.
+        try:
+            if hasattr(value, "numel") and value.numel() == 1:  # torch.Tensor
+                value = float(value.item())
+            elif isinstance(value, np.ndarray) and value.size == 1:
+                value = float(value.reshape(()))
+            else:
+                raise TypeError
+        except TypeError:
+            raise TypeError(
+                f"{name} must be a real number, got {value!r} of type {type(value).__name__}"
+            ) from None
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def check_positive(name: str, value: Any) -> float:
+    """A finite real number > 0."""
+    v = check_real(name, value)
+    if v <= 0.0:
+        raise ValueError(f"{name} must be > 0, got {v}")
+    return v
+
+
+def check_nonnegative(name: str, value: Any) -> float:
+    """A finite real number >= 0."""
+    v = check_real(name, value)
+    if v < 0.0:
+        raise ValueError(f"{name} must be >= 0, got {v}")
+    return v
+
+
+def check_probability(name: str, value: Any, *, open_right: bool = False) -> float:
+    """A real number in [0, 1] (or [0, 1) with ``open_right``)."""
+    v = check_real(name, value)
+    if v < 0.0 or v > 1.0 or (open_right and v == 1.0):
+        bracket = ")" if open_right else "]"
+        raise ValueError(f"{name} must be in [0, 1{bracket}, got {v}")
+    return v
+
+
+def check_int(name: str, value: Any, *, minimum: int | None = None) -> int:
+    """An integer (bools rejected), optionally ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}")
+    v = int(value)
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return v
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    """One of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def as_finite_array(
+    name: str,
+    value: Any,
+    *,
+    ndim: int | tuple[int, ...] | None = None,
+    positive: bool = False,
+) -> np.ndarray:
+    """Convert to a float64 numpy array, rejecting NaN/inf (and non-positive entries if asked)."""
+    if hasattr(value, "detach"):  # torch.Tensor
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be array-like of real numbers, got {value!r}") from None
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else ndim
+        if arr.ndim not in allowed:
+            raise ValueError(
+                f"{name} must have {' or '.join(map(str, allowed))} dimension(s), "
+                f"got shape {arr.shape}"
+            )
+    if not np.all(np.isfinite(arr)):
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise ValueError(
+            f"{name} must be finite, got {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}"
+        )
+    if positive and np.any(arr <= 0):
+        bad = np.argwhere(arr <= 0)[0]
+        raise ValueError(
+            f"{name} must be > 0 everywhere, got {arr[tuple(bad)]} at index "
+            f"{tuple(int(i) for i in bad)}"
+        )
+    return arr

@@ -1,0 +1,25 @@
+"""Backends that execute programs: ``numba`` (CPU, fused, cached kernels) and ``torch``."""
+
+from __future__ import annotations
+
+from .base import AbstractBackend, Divergence, Records
+
+__all__ = ["AbstractBackend", "Divergence", "Records", "get_backend"]
+
+_INSTANCES: dict[str, AbstractBackend] = {}
+
+
+def get_backend(name: str) -> AbstractBackend:
+    """The backend called ``name`` (imported lazily, so numba is not compiled for torch users)."""
+    if name not in _INSTANCES:
+        if name == "numba":
+            from .numba.runner import NumbaBackend
+
+            _INSTANCES[name] = NumbaBackend()
+        elif name == "torch":
+            from .torch.runner import TorchBackend
+
+            _INSTANCES[name] = TorchBackend()
+        else:
+            raise ValueError(f"backend must be 'numba' or 'torch', got {name!r}")
+    return _INSTANCES[name]

@@ -1,0 +1,343 @@
+"""The fused numba kernel: one compiled interpreter of :mod:`dynopt.program` ops for all schemes.
+
+Loop order (chains are independent, so they are the parallel and the vector dimension):
+
+    prange over blocks of LANES chains
+        load the block into structure-of-arrays buffers Q[d, l], P[d, l], X[e, l]
+        for each step
+            every few steps: fill the noise buffer for the coming steps (Philox, vectorized)
+            for each op of the program: one vectorized loop over lanes
+            check that Q is finite (else record the step and stop this block)
+            every ``record_every`` steps: write q, p, extras, U to the output arrays
+        store the block back
+
+The op interpreter dispatches on the op code once per op per step per block, so its cost is
+amortized over ``LANES`` chains; a new splitting string is just a new op list, never new code.
+The kernel has an explicit signature (user potentials enter as first-class function pointers),
+so it compiles once and is cached on disk.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+from numba import types
+
+from ...program import OpCode
+from .philox import fill_lanes
+from .potentials import GRAD_FN, VALUE_FN, grad_block, value_lane
+
+__all__ = ["LANES", "run_block_kernel", "potential_values"]
+
+#: Chains per block (the vector width of the op loops).
+LANES = 64
+#: Target number of normals per lane generated per fill of the noise buffer.
+_NOISE_CHUNK = 64
+
+_DRIFT = int(OpCode.DRIFT)
+_KICK = int(OpCode.KICK)
+_OU = int(OpCode.OU)
+_GRAD_STEP = int(OpCode.GRAD_STEP)
+_WIENER = int(OpCode.WIENER)
+_LM_NOISE = int(OpCode.LM_NOISE)
+_FRICTION = int(OpCode.FRICTION)
+_ADD_NOISE = int(OpCode.ADD_NOISE)
+_THERMOSTAT = int(OpCode.THERMOSTAT)
+_OU_XI = int(OpCode.OU_XI)
+_NHC = int(OpCode.NHC)
+
+_f1 = types.float64[::1]
+_f2 = types.float64[:, ::1]
+_f3 = types.float64[:, :, ::1]
+_i1 = types.int64[::1]
+_i2 = types.int64[:, ::1]
+
+_SIGNATURE = types.void(
+    _f2, _f2, _f2,  # q, p, x
+    _f1, _f1,  # minv, sqrtm
+    _i1, _i1, _f1, _i1, _i1,  # codes, fstart, fpar, istart, ipar
+    types.int64, _f1, VALUE_FN, GRAD_FN,  # potential kind, params, user functions
+    types.uint64, types.uint64, types.int64,  # key0, key1, noise kind
+    types.int64, types.int64, types.int64, types.int64,  # step0, n_steps, record_every, rec_start
+    _f3, _f3, _f3, _f2,  # rec_q, rec_p, rec_x, rec_u
+    _i2,  # status (block, [step, chain])
+)
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _nhc_lane(P, X, minv, f, i0, fpar, ipar, lane, n_dof):  # type: ignore[no-untyped-def]
+    """Nosé–Hoover-chain propagation of one lane (see the NHC entry in dynopt.program)."""
+    D = P.shape[0]
+    t = fpar[f]
+    kT = fpar[f + 1]
+    q1 = fpar[f + 2] * n_dof
+    m = ipar[i0]
+    n_sub = ipar[i0 + 1]
+    n_sy = ipar[i0 + 2]
+    xo = ipar[i0 + 3]
+    eo = ipar[i0 + 4]
+    wbase = f + 3 + (m - 1)
+    k2 = 0.0
+    for d in range(D):
+        k2 += P[d, lane] * P[d, lane] * minv[d]
+    scale = 1.0
+    for a in range(n_sy):
+        for _ in range(n_sub):
+            ts = fpar[wbase + a] * t / n_sub
+            # top-down half update of the thermostat velocities
+            for j in range(m - 1, -1, -1):
+                if j == 0:
+                    g = (k2 - n_dof * kT) / q1
+                else:
+                    qprev = q1 if j == 1 else fpar[f + 3 + (j - 2)]
+                    g = (qprev * X[xo + j - 1, lane] ** 2 - kT) / fpar[f + 3 + (j - 1)]
+                if j < m - 1:
+                    e = math.exp(-0.25 * ts * X[xo + j + 1, lane])
+                    X[xo + j, lane] = (X[xo + j, lane] * e + 0.5 * ts * g) * e
+                else:
+                    X[xo + j, lane] += 0.5 * ts * g
+            # particle scaling and thermostat positions
+            s = math.exp(-ts * X[xo, lane])
+            scale *= s
+            k2 *= s * s
+            for j in range(m):
+                X[eo + j, lane] += ts * X[xo + j, lane]
+            # bottom-up half update
+            for j in range(m):
+                if j == 0:
+                    g = (k2 - n_dof * kT) / q1
+                else:
+                    qprev = q1 if j == 1 else fpar[f + 3 + (j - 2)]
+                    g = (qprev * X[xo + j - 1, lane] ** 2 - kT) / fpar[f + 3 + (j - 1)]
+                if j < m - 1:
+                    e = math.exp(-0.25 * ts * X[xo + j + 1, lane])
+                    X[xo + j, lane] = (X[xo + j, lane] * e + 0.5 * ts * g) * e
+                else:
+                    X[xo + j, lane] += 0.5 * ts * g
+    for d in range(D):
+        P[d, lane] *= scale
+
+
+@nb.njit(_SIGNATURE, parallel=True, cache=True, error_model="numpy")
+def run_block_kernel(  # type: ignore[no-untyped-def]
+    q, p, x, minv, sqrtm, codes, fstart, fpar, istart, ipar, pot_kind, pot_par, value_fn,
+    grad_fn, key0, key1, noise_kind, step0, n_steps, record_every, rec_start, rec_q, rec_p, rec_x,
+    rec_u, status,
+):
+    C, D = q.shape
+    Dp = p.shape[1]
+    E = x.shape[1]
+    n_ops = codes.shape[0]
+    n_noise_ops = 0
+    for k in range(n_ops):
+        c = codes[k]
+        if c == _OU or c == _WIENER or c == _LM_NOISE or c == _ADD_NOISE or c == _OU_XI:
+            n_noise_ops += 1
+    S = n_noise_ops * D  # normals per lane per step
+    K = max(1, _NOISE_CHUNK // max(S, 1))  # steps per noise fill
+    z_rows = 4 * ((K * S + 3) // 4 + 1) if S > 0 else 4
+    n_blocks = (C + LANES - 1) // LANES
+    n_dof = np.float64(D)
+    for b in nb.prange(n_blocks):
+        c0 = b * LANES
+        nl = min(LANES, C - c0)
+        Q = np.empty((D, LANES))
+        P = np.empty((max(Dp, 1), LANES))
+        X = np.empty((max(E, 1), LANES))
+        G = np.zeros((D, LANES))
+        Z = np.empty((z_rows, LANES))
+        tmp = np.empty(LANES)
+        tmp2 = np.empty(LANES)
+        tq = np.empty(D)
+        tg = np.empty(D)
+        for lane in range(nl):
+            for d in range(D):
+                Q[d, lane] = q[c0 + lane, d]
+            for d in range(Dp):
+                P[d, lane] = p[c0 + lane, d]
+            for e in range(E):
+                X[e, lane] = x[c0 + lane, e]
+        grad_ok = False
+        z_offset = 0
+        for n in range(n_steps):
+            gs = step0 + n
+            if S > 0 and n % K == 0:
+                steps_here = min(K, n_steps - n)
+                first = gs * S
+                call_first = first // 4
+                n_calls = (first + steps_here * S + 3) // 4 - call_first
+                fill_lanes(Z, c0, nl, call_first, n_calls, 0, key0, key1, noise_kind)
+                z_offset = first - 4 * call_first
+            zb = z_offset + (n % K) * S
+            for k in range(n_ops):
+                code = codes[k]
+                f = fstart[k]
+                i0 = istart[k]
+                if code == _DRIFT:
+                    t = fpar[f]
+                    for d in range(D):
+                        a = t * minv[d]
+                        for lane in range(nl):
+                            Q[d, lane] += a * P[d, lane]
+                    grad_ok = False
+                elif code == _KICK:
+                    if not grad_ok:
+                        grad_block(pot_kind, pot_par, Q, G, nl, grad_fn, tq, tg)
+                        grad_ok = True
+                    t = fpar[f]
+                    for d in range(D):
+                        for lane in range(nl):
+                            P[d, lane] -= t * G[d, lane]
+                elif code == _OU:
+                    c = fpar[f]
+                    for d in range(D):
+                        s = fpar[f + 1] * sqrtm[d]
+                        for lane in range(nl):
+                            P[d, lane] = c * P[d, lane] + s * Z[zb + d, lane]
+                    zb += D
+                elif code == _GRAD_STEP:
+                    if not grad_ok:
+                        grad_block(pot_kind, pot_par, Q, G, nl, grad_fn, tq, tg)
+                    s = fpar[f]
+                    for d in range(D):
+                        for lane in range(nl):
+                            Q[d, lane] -= s * G[d, lane]
+                    grad_ok = False
+                elif code == _WIENER:
+                    s = fpar[f]
+                    for d in range(D):
+                        for lane in range(nl):
+                            Q[d, lane] += s * Z[zb + d, lane]
+                    zb += D
+                    grad_ok = False
+                elif code == _LM_NOISE:
+                    s = fpar[f]
+                    xo = ipar[i0]
+                    for d in range(D):
+                        for lane in range(nl):
+                            z = Z[zb + d, lane]
+                            Q[d, lane] += s * (X[xo + d, lane] + z)
+                            X[xo + d, lane] = z
+                    zb += D
+                    grad_ok = False
+                elif code == _FRICTION:
+                    t = fpar[f]
+                    xo = ipar[i0]
+                    eo = ipar[i0 + 1]
+                    for lane in range(nl):
+                        tmp[lane] = math.exp(-t * X[xo, lane])
+                    for d in range(D):
+                        for lane in range(nl):
+                            P[d, lane] *= tmp[lane]
+                    if eo >= 0:
+                        for lane in range(nl):
+                            X[eo, lane] += t * X[xo, lane]
+                elif code == _ADD_NOISE:
+                    for d in range(D):
+                        s = fpar[f] * sqrtm[d]
+                        for lane in range(nl):
+                            P[d, lane] += s * Z[zb + d, lane]
+                    zb += D
+                elif code == _THERMOSTAT:
+                    a = fpar[f]
+                    b_tau = fpar[f + 1]
+                    norm = n_dof if fpar[f + 2] > 0.5 else 1.0
+                    xo = ipar[i0]
+                    for lane in range(nl):
+                        tmp[lane] = 0.0
+                    for d in range(D):
+                        for lane in range(nl):
+                            tmp[lane] += P[d, lane] * P[d, lane] * minv[d]
+                    for lane in range(nl):
+                        X[xo, lane] += a * (tmp[lane] - b_tau * n_dof) / norm
+                elif code == _OU_XI:
+                    t = fpar[f]
+                    sigma = fpar[f + 1]
+                    xo = ipar[i0]
+                    for lane in range(nl):
+                        xi = X[xo, lane]
+                        # (1 - e^{-2ξt}) / (2ξ), continuous at ξ = 0 (value t)
+                        u = 2.0 * xi * t
+                        var = t if abs(u) < 1e-12 else -math.expm1(-u) / (2.0 * xi)
+                        tmp[lane] = sigma * math.sqrt(var)
+                        tmp2[lane] = math.exp(-xi * t)
+                    for d in range(D):
+                        for lane in range(nl):
+                            P[d, lane] = tmp2[lane] * P[d, lane] + tmp[lane] * sqrtm[d] * Z[zb + d, lane]
+                    zb += D
+                elif code == _NHC:
+                    for lane in range(nl):
+                        _nhc_lane(P, X, minv, f, i0, fpar, ipar, lane, n_dof)
+            # divergence check: any non-finite coordinate stops this block at this step
+            acc = 0.0
+            for d in range(D):
+                for lane in range(nl):
+                    acc += Q[d, lane]
+            if not math.isfinite(acc):
+                bad = 0
+                for lane in range(nl):
+                    ok = True
+                    for d in range(D):
+                        if not math.isfinite(Q[d, lane]):
+                            ok = False
+                    if not ok:
+                        bad = lane
+                        break
+                status[b, 0] = gs + 1
+                status[b, 1] = c0 + bad
+                break
+            if (n + 1) % record_every == 0:
+                r = rec_start + (n + 1) // record_every - 1
+                for lane in range(nl):
+                    cc = c0 + lane
+                    for d in range(D):
+                        rec_q[cc, r, d] = Q[d, lane]
+                    for d in range(Dp):
+                        rec_p[cc, r, d] = P[d, lane]
+                    for e in range(E):
+                        rec_x[cc, r, e] = X[e, lane]
+                    rec_u[cc, r] = value_lane(pot_kind, pot_par, Q, lane, value_fn, tq)
+        for lane in range(nl):
+            for d in range(D):
+                q[c0 + lane, d] = Q[d, lane]
+            for d in range(Dp):
+                p[c0 + lane, d] = P[d, lane]
+            for e in range(E):
+                x[c0 + lane, e] = X[e, lane]
+
+
+@nb.njit(cache=True, error_model="numpy")
+def potential_values(q, pot_kind, pot_par, value_fn):  # type: ignore[no-untyped-def]
+    """U for each row of ``q`` (C, D), with the kernel's own potential code."""
+    C, D = q.shape
+    out = np.empty(C)
+    Q = np.empty((D, 1))
+    tq = np.empty(D)
+    for c in range(C):
+        for d in range(D):
+            Q[d, 0] = q[c, d]
+        out[c] = value_lane(pot_kind, pot_par, Q, 0, value_fn, tq)
+    return out
+
+
+@nb.njit(cache=True, error_model="numpy")
+def potential_grads(q, pot_kind, pot_par, grad_fn):  # type: ignore[no-untyped-def]
+    """∇U for each row of ``q`` (C, D), with the kernel's own potential code."""
+    C, D = q.shape
+    out = np.empty((C, D))
+    Q = np.empty((D, LANES))
+    G = np.empty((D, LANES))
+    tq = np.empty(D)
+    tg = np.empty(D)
+    for c0 in range(0, C, LANES):
+        nl = min(LANES, C - c0)
+        for lane in range(nl):
+            for d in range(D):
+                Q[d, lane] = q[c0 + lane, d]
+        grad_block(pot_kind, pot_par, Q, G, nl, grad_fn, tq, tg)
+        for lane in range(nl):
+            for d in range(D):
+                out[c0 + lane, d] = G[d, lane]
+    return out

@@ -1,0 +1,130 @@
+"""Built-in potentials inside the fused numba kernel, on a block of lanes.
+
+A block holds ``Q[d, l]``: coordinate ``d`` of lane (chain) ``l``. Built-ins are selected by
+``kind`` (the potential's ``numba_kind``) and inlined, so their lane loops vectorize. Any other
+potential (``kind == 0``) is called through first-class function pointers ``value_fn(q, par)``
+and ``grad_fn(q, par, out)`` on one configuration at a time, which keeps the kernel cacheable.
+
+The formulas mirror the array-form methods in :mod:`dynopt.potentials`; ``tests/test_potentials.py``
+checks the two against each other.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+from numba import types
+
+__all__ = ["VALUE_FN", "GRAD_FN", "grad_block", "value_lane", "dummy_value", "dummy_grad"]
+
+_F1 = types.float64[::1]
+VALUE_SIG = types.float64(_F1, _F1)
+GRAD_SIG = types.void(_F1, _F1, _F1)
+VALUE_FN = types.FunctionType(VALUE_SIG)
+GRAD_FN = types.FunctionType(GRAD_SIG)
+
+HARMONIC, DOUBLE_WELL, ACKLEY, RASTRIGIN, ROSENBROCK = 1, 2, 3, 4, 5
+_TWO_PI = 2.0 * math.pi
+
+
+@nb.njit(VALUE_SIG, cache=True)
+def dummy_value(q: np.ndarray, par: np.ndarray) -> float:  # pragma: no cover - placeholder
+    return 0.0
+
+
+@nb.njit(GRAD_SIG, cache=True)
+def dummy_grad(q: np.ndarray, par: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+    return None
+
+
+@nb.njit(cache=True, error_model="numpy")
+def grad_block(kind, par, Q, G, n_lanes, grad_fn, tq, tg):  # type: ignore[no-untyped-def]
+    """G[:, :n_lanes] = ∇U(Q[:, :n_lanes])."""
+    D = Q.shape[0]
+    if kind == HARMONIC:
+        for d in range(D):
+            w2 = par[d]
+            for lane in range(n_lanes):
+                G[d, lane] = w2 * Q[d, lane]
+    elif kind == DOUBLE_WELL:
+        for d in range(D):
+            for lane in range(n_lanes):
+                x = Q[d, lane]
+                G[d, lane] = 4.0 * x * (x * x - 1.0)
+    elif kind == RASTRIGIN:
+        amp = par[0]
+        for d in range(D):
+            for lane in range(n_lanes):
+                x = Q[d, lane]
+                G[d, lane] = 2.0 * x + _TWO_PI * amp * math.sin(_TWO_PI * x)
+    elif kind == ACKLEY:
+        a, b, c = par[0], par[1], par[2]
+        for lane in range(n_lanes):
+            r2 = 0.0
+            cs = 0.0
+            for d in range(D):
+                x = Q[d, lane]
+                r2 += x * x
+                cs += math.cos(c * x)
+            r = math.sqrt(r2 / D)
+            radial = a * b * math.exp(-b * r) / (D * r) if r > 0.0 else 0.0
+            osc = math.exp(cs / D) * c / D
+            for d in range(D):
+                x = Q[d, lane]
+                G[d, lane] = radial * x + osc * math.sin(c * x)
+    elif kind == ROSENBROCK:
+        a, b = par[0], par[1]
+        for lane in range(n_lanes):
+            for d in range(D):
+                G[d, lane] = 0.0
+            for d in range(D - 1):
+                x = Q[d, lane]
+                inner = Q[d + 1, lane] - x * x
+                G[d, lane] += -4.0 * b * x * inner - 2.0 * (a - x)
+                G[d + 1, lane] += 2.0 * b * inner
+    else:
+        for lane in range(n_lanes):
+            for d in range(D):
+                tq[d] = Q[d, lane]
+            grad_fn(tq, par, tg)
+            for d in range(D):
+                G[d, lane] = tg[d]
+
+
+@nb.njit(cache=True, error_model="numpy")
+def value_lane(kind, par, Q, lane, value_fn, tq):  # type: ignore[no-untyped-def]
+    """U at lane ``lane`` of the block."""
+    D = Q.shape[0]
+    u = 0.0
+    if kind == HARMONIC:
+        for d in range(D):
+            u += 0.5 * par[d] * Q[d, lane] ** 2
+    elif kind == DOUBLE_WELL:
+        for d in range(D):
+            u += (Q[d, lane] ** 2 - 1.0) ** 2
+    elif kind == RASTRIGIN:
+        u = par[0] * D
+        for d in range(D):
+            x = Q[d, lane]
+            u += x * x - par[0] * math.cos(_TWO_PI * x)
+    elif kind == ACKLEY:
+        a, b, c = par[0], par[1], par[2]
+        r2 = 0.0
+        cs = 0.0
+        for d in range(D):
+            x = Q[d, lane]
+            r2 += x * x
+            cs += math.cos(c * x)
+        u = -a * math.exp(-b * math.sqrt(r2 / D)) - math.exp(cs / D) + a + math.e
+    elif kind == ROSENBROCK:
+        a, b = par[0], par[1]
+        for d in range(D - 1):
+            x = Q[d, lane]
+            u += b * (Q[d + 1, lane] - x * x) ** 2 + (a - x) ** 2
+    else:
+        for d in range(D):
+            tq[d] = Q[d, lane]
+        u = value_fn(tq, par)
+    return u

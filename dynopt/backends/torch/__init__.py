@@ -1,0 +1,1 @@
+"""The torch backend: dynopt programs as batched tensor operations (CPU or CUDA)."""

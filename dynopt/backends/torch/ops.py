@@ -1,0 +1,143 @@
+"""Primitive updates of :mod:`dynopt.program` as in-place torch operations on one tensor.
+
+Each function implements one op code for a batch: ``q`` and ``p`` have shape ``(..., dim)`` and
+thermostat variables ``xi`` broadcast against ``p`` (``(chains, 1)`` in ``integrate()``; a 0-d
+tensor per parameter tensor in an optimizer). ``kinetic2(p)`` reduces pᵀM⁻¹p over the
+thermostat's scope to the shape of ``xi``. These single-tensor functions are the reference path;
+the optimizers' foreach path must agree with them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "add_noise_",
+    "drift_",
+    "friction_",
+    "grad_step_",
+    "kick_",
+    "lm_noise_",
+    "nhc_",
+    "ou_",
+    "ou_thermostat_",
+    "thermostat_",
+    "wiener_",
+]
+
+Kinetic = Callable[[Tensor], Tensor]
+
+
+def drift_(q: Tensor, p: Tensor, t: float, minv: Tensor | float) -> None:
+    """DRIFT: q ← q + t M⁻¹p."""
+    q.add_(p * minv, alpha=t) if isinstance(minv, Tensor) else q.add_(p, alpha=t * minv)
+
+
+def kick_(p: Tensor, grad: Tensor, t: float) -> None:
+    """KICK: p ← p − t ∇U."""
+    p.add_(grad, alpha=-t)
+
+
+def ou_(p: Tensor, c: float, d: float, sqrtm: Tensor | float, z: Tensor) -> None:
+    """OU: p ← c p + d M^½ R."""
+    p.mul_(c).add_(z * sqrtm, alpha=d) if isinstance(sqrtm, Tensor) else p.mul_(c).add_(
+        z, alpha=d * sqrtm)
+
+
+def grad_step_(q: Tensor, grad: Tensor, s: float) -> None:
+    """GRAD_STEP: q ← q − s ∇U."""
+    q.add_(grad, alpha=-s)
+
+
+def wiener_(q: Tensor, s: float, z: Tensor) -> None:
+    """WIENER: q ← q + s R."""
+    q.add_(z, alpha=s)
+
+
+def lm_noise_(q: Tensor, prev: Tensor, s: float, z: Tensor) -> None:
+    """LM_NOISE: q ← q + s (R_prev + R); R_prev ← R."""
+    q.add_(prev + z, alpha=s)
+    prev.copy_(z)
+
+
+def friction_(p: Tensor, xi: Tensor, t: float, eta: Tensor | None = None) -> None:
+    """FRICTION: p ← e^{−ξt} p (and η ← η + ξt)."""
+    p.mul_(torch.exp(-t * xi))
+    if eta is not None:
+        eta.add_(xi, alpha=t)
+
+
+def add_noise_(p: Tensor, s: float, sqrtm: Tensor | float, z: Tensor) -> None:
+    """ADD_NOISE: p ← p + s M^½ R."""
+    p.add_(z * sqrtm, alpha=s) if isinstance(sqrtm, Tensor) else p.add_(z, alpha=s * sqrtm)
+
+
+def thermostat_(xi: Tensor, p: Tensor, a: float, b: float, per_dof: bool, n_dof: float,
+                kinetic2: Kinetic) -> None:
+    """THERMOSTAT: ξ ← ξ + a (pᵀM⁻¹p − b N) / N^e."""
+    inc = (kinetic2(p) - b * n_dof) * (a / (n_dof if per_dof else 1.0))
+    xi.add_(inc)
+
+
+def ou_thermostat_(p: Tensor, xi: Tensor, t: float, sigma: float, sqrtm: Tensor | float,
+                   z: Tensor) -> None:
+    """OU_XI: p ← e^{−ξt} p + σ √((1 − e^{−2ξt})/(2ξ)) M^½ R (value t·σ² variance at ξ = 0)."""
+    u = 2.0 * xi * t
+    small = u.abs() < 1e-12
+    var = torch.where(small, torch.full_like(xi, t), -torch.expm1(-u) / torch.where(
+        small, torch.ones_like(xi), 2.0 * xi))
+    p.mul_(torch.exp(-t * xi)).add_(sigma * torch.sqrt(var) * sqrtm * z)
+
+
+def nhc_(p: Tensor, v: list[Tensor], eta: list[Tensor], t: float, kT: float, q1: float,
+         q_rest: list[float], weights: list[float], n_sub: int, n_dof: float,
+         kinetic2: Kinetic) -> None:
+    """NHC: Nosé–Hoover-chain propagation for time t (see :mod:`dynopt.program`).
+
+    ``v`` and ``eta`` are the chain velocities and positions (each broadcastable against p).
+    """
+    m = len(v)
+    qs = [q1 * n_dof, *q_rest]
+    k2 = kinetic2(p)
+    scale = torch.ones_like(k2)
+
+    def force(j: int) -> Tensor:
+        if j == 0:
+            return (k2 - n_dof * kT) / qs[0]
+        return (qs[j - 1] * v[j - 1] ** 2 - kT) / qs[j]
+
+    def update(j: int, ts: float) -> None:
+        g = force(j)
+        if j < m - 1:
+            e = torch.exp(-0.25 * ts * v[j + 1])
+            v[j].copy_((v[j] * e + 0.5 * ts * g) * e)
+        else:
+            v[j].add_(0.5 * ts * g)
+
+    for w in weights:
+        for _ in range(n_sub):
+            ts = w * t / n_sub
+            for j in range(m - 1, -1, -1):
+                update(j, ts)
+            s = torch.exp(-ts * v[0])
+            scale = scale * s
+            k2 = k2 * s * s
+            for j in range(m):
+                eta[j].add_(ts * v[j])
+            for j in range(m):
+                update(j, ts)
+    p.mul_(scale)
+
+
+def standard_normal(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype,
+                    device: torch.device, kind: str = "gaussian") -> Tensor:
+    """Normals from the run's own generator (``kind="discrete"``: ±√3 w.p. 1/6, else 0)."""
+    if kind == "gaussian":
+        return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+    u = torch.rand(shape, generator=generator, dtype=dtype, device=device)
+    root3 = math.sqrt(3.0)
+    return root3 * ((u < 1.0 / 6.0).to(dtype) - ((u >= 1.0 / 6.0) & (u < 1.0 / 3.0)).to(dtype))

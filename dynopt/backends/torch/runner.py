@@ -1,0 +1,180 @@
+"""The torch backend for ``integrate()``: a program executed on ``(chains, dim)`` tensors."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ...program import OpCode
+from ..base import AbstractBackend, Divergence, Records
+from . import ops
+
+if TYPE_CHECKING:
+    from ...program import Program
+    from ...stepping import State
+    from ...systems.base import AbstractSystem
+
+__all__ = ["TorchBackend", "resolve_dtype"]
+
+
+def resolve_dtype(dtype: Any) -> torch.dtype:
+    if dtype is None:
+        return torch.float64
+    if isinstance(dtype, torch.dtype):
+        out = dtype
+    else:
+        names = {"float64": torch.float64, "float32": torch.float32, "double": torch.float64,
+                 "float": torch.float32}
+        key = getattr(dtype, "__name__", str(dtype))
+        if key not in names:
+            raise ValueError(f"dtype must be float32 or float64 for backend='torch', got {dtype!r}")
+        out = names[key]
+    if out not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be float32 or float64 for backend='torch', got {dtype!r}")
+    return out
+
+
+class TorchBackend(AbstractBackend):
+    """Batched tensor ops over all chains; noise from a seeded ``torch.Generator``.
+
+    Noise is drawn as one ``(chains, dim)`` tensor per noise op per step, in program order, from
+    the state's generator: the same draw sequence a :mod:`dynopt.optim` optimizer makes for a
+    single parameter tensor, so the two agree for the same seed.
+    """
+
+    name = "torch"
+
+    def init_state(self, system, q, p, *, seed, noise, dtype, device):  # type: ignore[no-untyped-def]
+        from ...stepping import State
+
+        dt = resolve_dtype(dtype)
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(seed)
+        n, dim = q.shape
+
+        def draw(shape: tuple[int, ...]) -> np.ndarray:
+            z = ops.standard_normal(shape, gen, torch.float64, dev, noise)
+            return z.cpu().numpy()
+
+        if p is None:
+            p = system.initial_momentum(n, dim, draw)
+        x = system.initial_extras(n, dim, draw)
+
+        def tens(a: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev).reshape(n, -1)
+
+        return State(q=tens(q), p=tens(p), x=tens(x), step=0, seed=seed, backend="torch",
+                     noise=noise, generator=gen)
+
+    def advance(self, system, program: Program, state: State, n_steps: int,  # type: ignore[no-untyped-def]
+                records: Records | None) -> Divergence | None:
+        if n_steps == 0:
+            return None
+        q, p, x = state.q, state.p, state.x
+        dt, dev = q.dtype, q.device
+        dim = q.shape[1]
+        minv = torch.as_tensor(1.0 / system.mass_vector(dim), dtype=dt, device=dev)
+        sqrtm = torch.as_tensor(np.sqrt(system.mass_vector(dim)), dtype=dt, device=dev)
+        potential = system.potential
+        n_dof = float(dim)
+
+        def kinetic2(pp: torch.Tensor) -> torch.Tensor:
+            return (pp * pp * minv).sum(-1, keepdim=True)
+
+        def noise() -> torch.Tensor:
+            return ops.standard_normal(tuple(q.shape), state.generator, dt, dev, state.noise)
+
+        def col(i: int) -> torch.Tensor:
+            return x[:, i:i + 1]
+
+        first_bad = torch.full((), -1, dtype=torch.int64, device=dev)
+        bad_chain = torch.zeros((), dtype=torch.int64, device=dev)
+        grad: torch.Tensor | None = None
+        every = records.every if records is not None else n_steps + 1
+        for n in range(n_steps):
+            for op in program.ops:
+                code = op.code
+                if code == OpCode.DRIFT:
+                    ops.drift_(q, p, op.f[0], minv)
+                    grad = None
+                elif code == OpCode.KICK:
+                    if grad is None:
+                        grad = potential.grad(q)
+                    ops.kick_(p, grad, op.f[0])
+                elif code == OpCode.OU:
+                    ops.ou_(p, op.f[0], op.f[1], sqrtm, noise())
+                elif code == OpCode.GRAD_STEP:
+                    if grad is None:
+                        grad = potential.grad(q)
+                    ops.grad_step_(q, grad, op.f[0])
+                    grad = None
+                elif code == OpCode.WIENER:
+                    ops.wiener_(q, op.f[0], noise())
+                    grad = None
+                elif code == OpCode.LM_NOISE:
+                    o = op.i[0]
+                    prev = x[:, o:o + dim]
+                    ops.lm_noise_(q, prev, op.f[0], noise())
+                    grad = None
+                elif code == OpCode.FRICTION:
+                    eta = col(op.i[1]) if op.i[1] >= 0 else None
+                    ops.friction_(p, col(op.i[0]), op.f[0], eta)
+                elif code == OpCode.ADD_NOISE:
+                    ops.add_noise_(p, op.f[0], sqrtm, noise())
+                elif code == OpCode.THERMOSTAT:
+                    ops.thermostat_(col(op.i[0]), p, op.f[0], op.f[1], op.f[2] > 0.5, n_dof,
+                                    kinetic2)
+                elif code == OpCode.OU_XI:
+                    ops.ou_thermostat_(p, col(op.i[0]), op.f[0], op.f[1], sqrtm, noise())
+                elif code == OpCode.NHC:
+                    m, n_sub, n_sy, xo, eo = op.i
+                    q_rest = list(op.f[3:3 + m - 1])
+                    weights = list(op.f[3 + m - 1:3 + m - 1 + n_sy])
+                    ops.nhc_(p, [col(xo + j) for j in range(m)], [col(eo + j) for j in range(m)],
+                             op.f[0], op.f[1], op.f[2], q_rest, weights, n_sub, n_dof, kinetic2)
+                else:  # pragma: no cover - guarded by Program construction
+                    raise NotImplementedError(f"op {code!r} is not implemented on torch")
+            # divergence bookkeeping on the device: no host synchronisation per step
+            finite = torch.isfinite(q).all(dim=1)
+            newly = (~finite.all()) & (first_bad < 0)
+            first_bad = torch.where(newly, torch.as_tensor(state.step + n + 1, device=dev),
+                                    first_bad)
+            bad_chain = torch.where(newly, torch.argmin(finite.to(torch.int64)), bad_chain)
+            if records is not None and (n + 1) % every == 0:
+                r = records.next + (n + 1) // every - 1
+                records.q[:, r] = q
+                records.p[:, r] = p
+                records.x[:, r] = x
+                records.u[:, r] = potential.value(q)
+        fb = int(first_bad.item())
+        if fb >= 0:
+            return Divergence(step=fb, chain=int(bad_chain.item()))
+        state.step += n_steps
+        if records is not None:
+            records.next += n_steps // every
+        return None
+
+    def potential_values(self, system, q):  # type: ignore[no-untyped-def]
+        if not isinstance(q, torch.Tensor):
+            q = torch.as_tensor(np.asarray(q, dtype=np.float64))
+        return system.potential.value(q).detach().cpu().numpy().astype(np.float64)
+
+    def allocate_records(self, state, n_records, every):  # type: ignore[no-untyped-def]
+        q = state.q
+        c = q.shape[0]
+
+        def full(*shape: int) -> torch.Tensor:
+            return torch.full(shape, float("nan"), dtype=q.dtype, device=q.device)
+
+        return Records(q=full(c, n_records, q.shape[1]), p=full(c, n_records, state.p.shape[1]),
+                       x=full(c, n_records, state.x.shape[1]), u=full(c, n_records), every=every)
+
+    def records_to_numpy(self, records):  # type: ignore[no-untyped-def]
+        def conv(t: torch.Tensor) -> np.ndarray:
+            return t.detach().cpu().to(torch.float64).numpy()
+
+        return {"q": conv(records.q), "p": conv(records.p), "x": conv(records.x),
+                "u": conv(records.u)}

@@ -1,0 +1,187 @@
+"""``integrate()``: many steps of many chains, recorded for studies."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._validation import check_int, check_positive
+from .backends import get_backend
+from .errors import DivergenceError
+from .integrators import resolve
+from .stepping import init
+from .trajectory import Trajectory
+
+if TYPE_CHECKING:
+    from .integrators.base import AbstractIntegrator
+    from .stepping import State
+    from .systems.base import AbstractSystem
+
+__all__ = ["integrate"]
+
+#: Refuse to allocate more than this many bytes of records.
+MAX_RECORD_BYTES = 4 * 2**30
+#: Chain-steps per kernel call (sets the progress-bar granularity).
+CHUNK_WORK = 4_000_000
+
+
+def integrate(
+    system: AbstractSystem,
+    integrator: AbstractIntegrator | str | None,
+    q0: Any,
+    *,
+    h: float,
+    n_steps: int,
+    backend: str = "numba",
+    seed: int | None = None,
+    p0: Any = None,
+    n_chains: int | None = None,
+    record_every: int = 1,
+    noise: str = "gaussian",
+    dtype: Any = None,
+    device: Any = None,
+    progress: bool | None = None,
+    state: State | None = None,
+) -> Trajectory:
+    """Integrate ``n_chains`` independent chains of ``system`` for ``n_steps`` steps.
+
+    Example:
+        >>> import dynopt
+        >>> sys = dynopt.systems.Langevin(dynopt.potentials.DoubleWell(), gamma=1.0,
+        ...                               temperature=0.25)
+        >>> traj = dynopt.integrate(sys, "BAOAB", [1.0], h=0.05, n_steps=1000, n_chains=8,
+        ...                         seed=0)
+        >>> traj.q.shape
+        (8, 1001, 1)
+
+    Args:
+        system: The dynamics (a :mod:`dynopt.systems` object).
+        integrator: An integrator, a name (``"BAOAB"``, ``"leapfrog"``, ``"lm"``), a splitting
+            string, or None for the system's default scheme.
+        q0: Initial positions, ``(dim,)`` for all chains or ``(chains, dim)``.
+        h: Step size (> 0).
+        n_steps: Number of steps (>= 0).
+        backend: ``"numba"`` (CPU, float64, fused parallel kernel) or ``"torch"``.
+        seed: Integer seed (a fresh one is drawn and stored in the result if None).
+        p0: Initial momenta (default: Maxwell–Boltzmann at the system's temperature, or zero).
+        n_chains: Number of chains (default from ``q0``).
+        record_every: Record every this many steps (the initial state is always record 0).
+        noise: ``"gaussian"`` or ``"discrete"`` (±√3 w.p. 1/6, 0 w.p. 2/3: cheaper, matches
+            Gaussian moments to fifth order, weak order 2 is kept).
+        dtype: Torch dtype for ``backend="torch"`` (float32 or float64, default float64).
+        device: Torch device for ``backend="torch"``.
+        progress: Show a tqdm progress bar (default: for runs over ~10⁸ chain-steps).
+        state: Continue from this state (e.g. ``traj.final_state``) instead of ``q0``/``p0``.
+
+    Returns:
+        A :class:`~dynopt.trajectory.Trajectory` with ``n_steps // record_every + 1`` draws.
+
+    Raises:
+        ValueError: On invalid parameters (the message names the parameter and value).
+        DivergenceError: If the state becomes NaN/inf; it names the step and carries the
+            trajectory recorded before it (``err.trajectory``).
+    """
+    integ = resolve(integrator if integrator is not None else system.default_scheme)
+    h = check_positive("h", h)
+    n_steps = check_int("n_steps", n_steps, minimum=0)
+    record_every = check_int("record_every", record_every, minimum=1)
+    if state is None:
+        state = init(system, integ, q0, backend=backend, seed=seed, p0=p0, n_chains=n_chains,
+                     noise=noise, dtype=dtype, device=device)
+    else:
+        integ.check(system)
+        state = state.copy()
+    program = integ.program(system, h)
+    be = get_backend(state.backend)
+    n_records = n_steps // record_every + 1
+    width = state.dim + state.p.shape[1] + state.x.shape[1] + 1
+    need = n_records * state.n_chains * width * 8
+    if need > MAX_RECORD_BYTES:
+        raise ValueError(
+            f"recording {n_records} draws x {state.n_chains} chains needs {need / 2**30:.1f} GiB; "
+            f"raise record_every (got {record_every})"
+        )
+    records = be.allocate_records(state, n_records, record_every)
+    _record_initial(be, system, state, records)
+    chunk = max(1, CHUNK_WORK // max(state.n_chains, 1))
+    chunk = record_every * max(1, math.ceil(chunk / record_every))
+    show = progress if progress is not None else n_steps * state.n_chains > 10**8
+    bar = _progress(show, n_steps, f"{integ.name} on {type(system).__name__}")
+    done = 0
+    start_step = state.step
+    while done < n_steps:
+        todo = min(chunk, n_steps - done)
+        div = be.advance(system, program, state, todo, records)
+        if div is not None:
+            bar.close()
+            partial = _assemble(be, system, integ, state, records, h, record_every,
+                                upto=(div.step - start_step - 1) // record_every + 1)
+            raise DivergenceError(
+                f"integration diverged at step {div.step} (t = {div.step * h:.6g}): chain "
+                f"{div.chain} reached a non-finite position with {integ.name} at h = {h}. "
+                "The step size is probably beyond the stability limit of this potential; "
+                "err.trajectory holds the records before the divergence.",
+                step=div.step, chain=div.chain, trajectory=partial)
+        done += todo
+        bar.update(todo)
+    bar.close()
+    state.h = h
+    return _assemble(be, system, integ, state, records, h, record_every, upto=records.next)
+
+
+def _record_initial(be: Any, system: AbstractSystem, state: State, records: Any) -> None:
+    records.q[:, 0] = state.q
+    records.p[:, 0] = state.p
+    records.x[:, 0] = state.x
+    u0 = be.potential_values(system, state.q)
+    if be.name == "torch":
+        import torch
+
+        records.u[:, 0] = torch.as_tensor(u0, dtype=state.q.dtype, device=state.q.device)
+    else:
+        records.u[:, 0] = u0
+    records.next = 1
+
+
+def _assemble(be: Any, system: AbstractSystem, integ: AbstractIntegrator, state: State,
+              records: Any, h: float, record_every: int, upto: int) -> Trajectory:
+    arr = be.records_to_numpy(records)
+    q = arr["q"][:, :upto]
+    u = arr["u"][:, :upto]
+    dim = q.shape[2]
+    p = arr["p"][:, :upto] if system.has_momentum else None
+    kinetic = system.kinetic_energy(p) if p is not None else np.zeros_like(u)
+    energy = u + kinetic
+    layout = system.extras_layout(dim)
+    raw: dict[str, np.ndarray] = {}
+    off = 0
+    for name, size in layout.items():
+        raw[name] = arr["x"][:, :upto, off:off + size]
+        off += size
+    extras: dict[str, np.ndarray] = {"potential": u, "kinetic": kinetic}
+    extras.update({k: (v[..., 0] if v.shape[-1] == 1 else v) for k, v in raw.items()})
+    inv = system.invariant(u, kinetic, raw, dim)
+    if inv is not None:
+        extras["invariant"] = inv
+    t = (np.arange(upto) * record_every + (state.step - (records.next - 1) * record_every)) * h
+    return Trajectory(t=t, q=q, p=p, energy=energy, extras=extras, h=h,
+                      record_every=record_every, seed=state.seed, backend=state.backend,
+                      system=system, integrator=integ, final_state=state)
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(show: bool, total: int, desc: str) -> Any:
+    if not show:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", unit_scale=True, leave=False)

@@ -1,0 +1,39 @@
+"""Integrators: discretizations of a system into steps.
+
+Splitting schemes are data (a letter string); Euler–Maruyama and Leimkuhler–Matthews are the
+overdamped schemes. Every integrator lowers to the same primitive ops, executed by either backend.
+"""
+
+from .base import AbstractIntegrator as AbstractIntegrator
+from .overdamped import EulerMaruyama as EulerMaruyama
+from .overdamped import LeimkuhlerMatthews as LeimkuhlerMatthews
+from .splitting import ABOBA as ABOBA
+from .splitting import ALPHABET as ALPHABET
+from .splitting import BAOAB as BAOAB
+from .splitting import OBABO as OBABO
+from .splitting import Leapfrog as Leapfrog
+from .splitting import Splitting as Splitting
+from .splitting import VelocityVerlet as VelocityVerlet
+
+__all__ = ["ABOBA", "ALPHABET", "BAOAB", "OBABO", "AbstractIntegrator", "EulerMaruyama",
+           "Leapfrog", "LeimkuhlerMatthews", "Splitting", "VelocityVerlet", "resolve"]
+
+
+def resolve(spec: "str | AbstractIntegrator") -> AbstractIntegrator:
+    """An integrator from an instance, a name (``"BAOAB"``, ``"leapfrog"``, ``"euler-maruyama"``,
+    ``"lm"``) or a splitting string."""
+    if isinstance(spec, AbstractIntegrator):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"integrator must be an integrator or a string, got {spec!r}")
+    key = spec.strip().lower().replace("_", "-")
+    named = {
+        "baoab": BAOAB, "aboba": ABOBA, "obabo": OBABO, "leapfrog": Leapfrog,
+        "velocity-verlet": Leapfrog, "verlet": Leapfrog, "euler-maruyama": EulerMaruyama,
+        "eulermaruyama": EulerMaruyama, "em": EulerMaruyama, "sgld": EulerMaruyama,
+        "leimkuhler-matthews": LeimkuhlerMatthews, "leimkuhlermatthews": LeimkuhlerMatthews,
+        "lm": LeimkuhlerMatthews,
+    }
+    if key in named:
+        return named[key]()
+    return Splitting(spec.strip())

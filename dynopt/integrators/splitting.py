@@ -1,0 +1,135 @@
+"""Splitting integrators written as letter strings (the openmmtools pattern)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from .._validation import check_real
+from .base import AbstractIntegrator, LetterSequence
+
+#: The documented alphabet. Each system offers a subset (``system.letters``).
+ALPHABET: dict[str, str] = {
+    "A": "drift: q += t M⁻¹p",
+    "B": "kick: p −= t ∇U(q)",
+    "O": "Ornstein–Uhlenbeck: exact friction + noise on p",
+    "C": "thermostat friction: p ∗= exp(−ξt)",
+    "D": "additive noise: p += σ√t M^½ R",
+    "E": "thermostat variable: ξ += t k (pᵀM⁻¹p − Nτ)",
+    "T": "Nosé–Hoover chain propagation",
+    "G": "explicit gradient step (overdamped)",
+    "W": "Brownian increment (overdamped)",
+    "L": "Leimkuhler–Matthews increment (overdamped)",
+}
+
+__all__ = ["ABOBA", "ALPHABET", "BAOAB", "OBABO", "Leapfrog", "Splitting", "VelocityVerlet"]
+
+
+class Splitting(AbstractIntegrator):
+    r"""A splitting integrator given by a string over the letter alphabet.
+
+    ``Splitting("BAOAB")`` is the composition B_{h/2} A_{h/2} O_h A_{h/2} B_{h/2} (applied left
+    to right). By default each occurrence of a letter gets the fraction 1/(number of occurrences
+    of that letter), which is the symmetric Strang choice for palindromes; pass ``fractions`` for
+    anything else. Every letter's fractions must sum to 1 (consistency).
+
+    Alphabet (:data:`ALPHABET`; which letters a system offers is ``system.letters``):
+
+    | letter | sub-flow |
+    |---|---|
+    | A | drift q += t M⁻¹p |
+    | B | kick p −= t∇U(q) |
+    | O | Ornstein–Uhlenbeck (exact) |
+    | C, D, E | adaptive-Langevin / Nosé–Hoover friction, noise, thermostat |
+    | T | Nosé–Hoover chain |
+    | G, W, L | overdamped gradient step, Brownian and Leimkuhler–Matthews increments |
+
+    A palindromic composition of exact (or symmetric) sub-flows is time-symmetric and therefore
+    second order; ``weak_order`` reports 2 for palindromes and 1 otherwise.
+
+    Args:
+        scheme: The letter string, e.g. ``"BAOAB"``. Spaces are ignored (``"B A O A B"``).
+        fractions: Optional fraction of h for each letter of ``scheme``.
+        name: Display name (defaults to the string).
+    """
+
+    def __init__(
+        self, scheme: str, fractions: Sequence[float] | None = None, *, name: str | None = None
+    ) -> None:
+        if not isinstance(scheme, str):
+            raise TypeError(f"scheme must be a string of letters, got {scheme!r}")
+        letters = scheme.replace(" ", "")
+        if not letters:
+            raise ValueError("scheme must contain at least one letter, got an empty string")
+        unknown = sorted({c for c in letters if c not in ALPHABET})
+        if unknown:
+            raise ValueError(
+                f"scheme {scheme!r} contains unknown letter(s) {unknown}; the alphabet is "
+                + ", ".join(f"{k} ({v})" for k, v in ALPHABET.items())
+            )
+        counts = Counter(letters)
+        if fractions is None:
+            fr = [1.0 / counts[c] for c in letters]
+        else:
+            fr = [check_real(f"fractions[{i}]", f) for i, f in enumerate(fractions)]
+            if len(fr) != len(letters):
+                raise ValueError(
+                    f"fractions has {len(fr)} entries but scheme {scheme!r} has {len(letters)} letters"
+                )
+            for c in counts:
+                total = sum(f for l2, f in zip(letters, fr, strict=True) if l2 == c)
+                if abs(total - 1.0) > 1e-12:
+                    raise ValueError(
+                        f"the fractions of letter {c!r} in scheme {scheme!r} sum to {total}, not 1: "
+                        "the scheme would not be consistent"
+                    )
+        self.scheme = letters
+        self.fractions = tuple(fr)
+        self.name = name or letters
+        self.weak_order = 2 if self._is_symmetric() else 1
+        self.is_symplectic = set(letters) <= {"A", "B"}
+
+    def _is_symmetric(self) -> bool:
+        seq = list(zip(self.scheme, self.fractions, strict=True))
+        return len(seq) > 1 and all(
+            a[0] == b[0] and abs(a[1] - b[1]) < 1e-15 for a, b in zip(seq, reversed(seq), strict=True)
+        )
+
+    def letters(self) -> LetterSequence:
+        return list(zip(self.scheme, self.fractions, strict=True))
+
+    def __repr__(self) -> str:
+        if self.name != self.scheme:
+            return f"{self.name}()"
+        return f"Splitting({self.scheme!r})"
+
+
+class BAOAB(Splitting):
+    """B½ A½ O A½ B½: Langevin with exact configurational sampling on quadratics (LM 2013)."""
+
+    def __init__(self) -> None:
+        super().__init__("BAOAB", name="BAOAB")
+
+
+class ABOBA(Splitting):
+    """A½ B½ O B½ A½."""
+
+    def __init__(self) -> None:
+        super().__init__("ABOBA", name="ABOBA")
+
+
+class OBABO(Splitting):
+    """O½ B½ A B½ O½ (velocity Verlet between two half OU steps; the BBK/VVR family)."""
+
+    def __init__(self) -> None:
+        super().__init__("OBABO", name="OBABO")
+
+
+class Leapfrog(Splitting):
+    """Velocity Verlet / Störmer–Verlet, B½ A B½: symplectic, reversible, second order."""
+
+    def __init__(self) -> None:
+        super().__init__("BAB", name="Leapfrog")
+
+
+VelocityVerlet = Leapfrog

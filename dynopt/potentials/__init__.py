@@ -1,0 +1,16 @@
+"""Potentials U(q) with gradients for both backends.
+
+Built-ins: :class:`Harmonic`, :class:`DoubleWell`, :class:`Ackley`, :class:`Rastrigin`,
+:class:`Rosenbrock`. Bring your own with :class:`Custom`.
+"""
+
+from .ackley import Ackley as Ackley
+from .base import AbstractPotential as AbstractPotential
+from .custom import Custom as Custom
+from .double_well import DoubleWell as DoubleWell
+from .harmonic import Harmonic as Harmonic
+from .rastrigin import Rastrigin as Rastrigin
+from .rosenbrock import Rosenbrock as Rosenbrock
+
+__all__ = ["AbstractPotential", "Ackley", "Custom", "DoubleWell", "Harmonic", "Rastrigin",
+           "Rosenbrock"]

@@ -1,0 +1,194 @@
+"""Explicit state and the single-step API.
+
+``integrate()`` is a loop over this API; the torch optimizers wrap the same programs. Everything
+a run needs to continue bit for bit lives in :class:`State`: positions, momenta, extras, the step
+counter and the RNG (for the numba backend the counter-based generator makes ``(seed, step)`` the
+whole RNG state; the torch backend carries a ``torch.Generator``).
+
+Example:
+    >>> import dynopt
+    >>> sys = dynopt.systems.Langevin(dynopt.potentials.DoubleWell(), gamma=1.0, temperature=0.25)
+    >>> scheme = dynopt.integrators.BAOAB()
+    >>> state = scheme.init(sys, [1.0], seed=0)          # numba backend by default
+    >>> for _ in range(10):
+    ...     state = scheme.step(sys, state, h=0.05)
+    >>> state.step
+    10
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._validation import check_choice, check_int, check_positive
+
+if TYPE_CHECKING:
+    from .integrators.base import AbstractIntegrator
+    from .systems.base import AbstractSystem
+
+__all__ = ["State", "init", "run", "step"]
+
+BACKENDS = ("numba", "torch")
+NOISES = ("gaussian", "discrete")
+
+
+@dataclass
+class State:
+    """The full state of a batch of chains.
+
+    Attributes:
+        q: Positions, shape ``(chains, dim)`` (numpy float64 for numba, a tensor for torch).
+        p: Momenta, ``(chains, dim)``, or ``(chains, 0)`` for first-order systems.
+        x: Extras (thermostat variables, noise memory), ``(chains, n_extras)``.
+        step: Number of steps taken.
+        seed: The run's seed (the numba RNG is a pure function of seed, chain and step).
+        backend: ``"numba"`` or ``"torch"``.
+        noise: ``"gaussian"`` or ``"discrete"``.
+        h: Step size of the last step taken (None before the first).
+        generator: The torch generator (torch backend only).
+    """
+
+    q: Any
+    p: Any
+    x: Any
+    step: int = 0
+    seed: int = 0
+    backend: str = "numba"
+    noise: str = "gaussian"
+    h: float | None = None
+    generator: Any = field(default=None, repr=False)
+
+    @property
+    def n_chains(self) -> int:
+        return int(self.q.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.q.shape[1])
+
+    def copy(self) -> State:
+        """A deep copy (arrays, tensors and the torch generator state)."""
+        new = copy.copy(self)
+        if self.backend == "torch":
+            new.q, new.p, new.x = self.q.clone(), self.p.clone(), self.x.clone()
+            if self.generator is not None:
+                import torch
+
+                g = torch.Generator(device=self.generator.device)
+                g.set_state(self.generator.get_state())
+                new.generator = g
+        else:
+            new.q, new.p, new.x = self.q.copy(), self.p.copy(), self.x.copy()
+        return new
+
+
+def new_seed() -> int:
+    """A fresh random 63-bit seed (recorded in the state so the run can be reproduced)."""
+    return secrets.randbits(63)
+
+
+def init(
+    system: AbstractSystem,
+    integrator: AbstractIntegrator,
+    q0: Any,
+    *,
+    backend: str = "numba",
+    seed: int | None = None,
+    p0: Any = None,
+    n_chains: int | None = None,
+    noise: str = "gaussian",
+    dtype: Any = None,
+    device: Any = None,
+) -> State:
+    """Initial state for ``n_chains`` chains started at ``q0``.
+
+    Args:
+        system: The dynamics.
+        integrator: The scheme (checked against the system's letters here).
+        q0: ``(dim,)`` (broadcast to all chains) or ``(chains, dim)``.
+        backend: ``"numba"`` (CPU, fused, float64) or ``"torch"`` (CPU/GPU, float32/float64).
+        seed: Integer seed; a fresh one is drawn (and stored in the state) if None.
+        p0: Initial momenta, like ``q0``; by default Maxwell–Boltzmann for systems with a
+            temperature, zero otherwise.
+        n_chains: Number of independent chains (default: ``q0.shape[0]`` or 1).
+        noise: ``"gaussian"`` (default) or ``"discrete"`` (moment-matched three-point noise).
+        dtype: Torch dtype (torch backend; default float64).
+        device: Torch device (torch backend; default CPU).
+    """
+    from .backends import get_backend
+
+    check_choice("backend", backend, BACKENDS)
+    check_choice("noise", noise, NOISES)
+    if seed is None:
+        seed = new_seed()
+    seed = check_int("seed", seed, minimum=0)
+    if system.potential is None:
+        raise ValueError(f"{type(system).__name__} needs a potential to be integrated")
+    integrator.check(system)
+    q, p = _initial_arrays(system, q0, p0, n_chains)
+    return get_backend(backend).init_state(system, q, p, seed=seed, noise=noise, dtype=dtype,
+                                          device=device)
+
+
+def step(
+    system: AbstractSystem, integrator: AbstractIntegrator, state: State, *, h: float | None = None
+) -> State:
+    """One step; returns a new state and leaves ``state`` unchanged."""
+    return run(system, integrator, state, n_steps=1, h=h)
+
+
+def run(
+    system: AbstractSystem,
+    integrator: AbstractIntegrator,
+    state: State,
+    *,
+    n_steps: int,
+    h: float | None = None,
+) -> State:
+    """``n_steps`` steps without recording; returns a new state."""
+    from .backends import get_backend
+
+    h = state.h if h is None else h
+    if h is None:
+        raise ValueError("h must be given (the state has no previous step size)")
+    h = check_positive("h", h)
+    n_steps = check_int("n_steps", n_steps, minimum=0)
+    program = integrator.program(system, h)
+    new = state.copy()
+    get_backend(state.backend).advance(system, program, new, n_steps, records=None)
+    new.h = h
+    return new
+
+
+def _initial_arrays(
+    system: AbstractSystem, q0: Any, p0: Any, n_chains: int | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validate and broadcast q0, p0 to ``(chains, dim)`` float64 arrays."""
+    from ._validation import as_finite_array
+
+    q = as_finite_array("q0", q0, ndim=(0, 1, 2))
+    if q.ndim == 0:
+        q = q.reshape(1)
+    dim = q.shape[-1]
+    system.potential.check_dim(dim)  # type: ignore[union-attr]
+    if n_chains is not None:
+        n_chains = check_int("n_chains", n_chains, minimum=1)
+    if q.ndim == 1:
+        q = np.broadcast_to(q, (n_chains or 1, dim)).copy()
+    elif n_chains is not None and q.shape[0] != n_chains:
+        raise ValueError(f"q0 has {q.shape[0]} chains (rows) but n_chains={n_chains}")
+    p = None
+    if p0 is not None:
+        if not system.has_momentum:
+            raise ValueError(f"p0 given but {type(system).__name__} has no momenta")
+        p = as_finite_array("p0", p0, ndim=(1, 2))
+        if p.ndim == 1:
+            p = np.broadcast_to(p, q.shape).copy()
+        if p.shape != q.shape:
+            raise ValueError(f"p0 has shape {p.shape} but q0 gives shape {q.shape}")
+    return np.ascontiguousarray(q), p

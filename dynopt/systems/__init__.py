@@ -1,0 +1,23 @@
+"""Continuous-time systems: the dynamics, one object each.
+
+A system knows its state variables, the sub-flows (letters) it offers to splitting integrators,
+its energy or conserved invariant, and its parameters (validated at construction).
+"""
+
+from .adaptive_langevin import AdaptiveLangevin as AdaptiveLangevin
+from .base import AbstractSystem as AbstractSystem
+from .hamiltonian import Hamiltonian as Hamiltonian
+from .langevin import Langevin as Langevin
+from .nose_hoover import NoseHoover as NoseHoover
+from .nose_hoover_chain import NoseHooverChain as NoseHooverChain
+from .overdamped import OverdampedLangevin as OverdampedLangevin
+
+__all__ = [
+    "AbstractSystem",
+    "AdaptiveLangevin",
+    "Hamiltonian",
+    "Langevin",
+    "NoseHoover",
+    "NoseHooverChain",
+    "OverdampedLangevin",
+]

@@ -1,0 +1,82 @@
+"""Trajectories: what ``integrate()`` returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .stepping import State
+
+__all__ = ["Trajectory"]
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """Recorded states of a batch of chains, as numpy arrays in ``(chain, draw, ...)`` layout.
+
+    The layout is the one ArviZ and BlackJAX use, so ``az.from_dict(posterior={"q": traj.q})``
+    works directly (see docs/user-guide.md, "Diagnostics").
+
+    Attributes:
+        t: Times of the records, shape ``(draw,)``; the first record is the initial state.
+        q: Positions, ``(chain, draw, dim)``.
+        p: Momenta, ``(chain, draw, dim)``, or None for first-order dynamics.
+        energy: H = U + pᵀM⁻¹p/2 (U for first-order dynamics), ``(chain, draw)``.
+        extras: ``potential`` and ``kinetic`` energies, the system's extra variables (e.g. ``xi``;
+            size-1 variables are squeezed to ``(chain, draw)``) and ``invariant`` for extended
+            systems (Nosé–Hoover), all numpy.
+        h: Step size.
+        record_every: Steps between records.
+        seed: The seed that reproduces the run.
+        backend: ``"numba"`` or ``"torch"``.
+        system: The system.
+        integrator: The integrator.
+        final_state: The state after the last step, to continue the run bit for bit.
+    """
+
+    t: np.ndarray
+    q: np.ndarray
+    p: np.ndarray | None
+    energy: np.ndarray
+    extras: dict[str, np.ndarray]
+    h: float
+    record_every: int
+    seed: int
+    backend: str
+    system: Any = field(repr=False)
+    integrator: Any = field(repr=False)
+    final_state: State | None = field(default=None, repr=False)
+
+    @property
+    def n_chains(self) -> int:
+        return int(self.q.shape[0])
+
+    @property
+    def n_draws(self) -> int:
+        return int(self.q.shape[1])
+
+    @property
+    def dim(self) -> int:
+        return int(self.q.shape[2])
+
+    @property
+    def conserved(self) -> np.ndarray:
+        """The quantity the deterministic dynamics conserves: the extended-system invariant if
+        there is one, else the energy."""
+        return self.extras.get("invariant", self.energy)
+
+    def to_arviz_dict(self) -> dict[str, np.ndarray]:
+        """Arrays for ``arviz.from_dict(posterior=...)``: q, and p / extras when present."""
+        out = {"q": self.q}
+        if self.p is not None:
+            out["p"] = self.p
+        out.update({k: v for k, v in self.extras.items() if v.ndim >= 2})
+        return out
+
+    def __repr__(self) -> str:
+        return (f"Trajectory(chains={self.n_chains}, draws={self.n_draws}, dim={self.dim}, "
+                f"h={self.h}, record_every={self.record_every}, backend={self.backend!r}, "
+                f"system={self.system!r}, integrator={self.integrator!r})")
