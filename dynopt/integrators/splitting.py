@@ -74,14 +74,15 @@ class Splitting(AbstractIntegrator):
             fr = [check_real(f"fractions[{i}]", f) for i, f in enumerate(fractions)]
             if len(fr) != len(letters):
                 raise ValueError(
-                    f"fractions has {len(fr)} entries but scheme {scheme!r} has {len(letters)} letters"
+                    f"fractions has {len(fr)} entries but scheme {scheme!r} has "
+                    f"{len(letters)} letters"
                 )
             for c in counts:
                 total = sum(f for l2, f in zip(letters, fr, strict=True) if l2 == c)
                 if abs(total - 1.0) > 1e-12:
                     raise ValueError(
-                        f"the fractions of letter {c!r} in scheme {scheme!r} sum to {total}, not 1: "
-                        "the scheme would not be consistent"
+                        f"the fractions of letter {c!r} in scheme {scheme!r} sum to {total}, "
+                        "not 1: the scheme would not be consistent"
                     )
         self.scheme = letters
         self.fractions = tuple(fr)
@@ -91,9 +92,8 @@ class Splitting(AbstractIntegrator):
 
     def _is_symmetric(self) -> bool:
         seq = list(zip(self.scheme, self.fractions, strict=True))
-        return len(seq) > 1 and all(
-            a[0] == b[0] and abs(a[1] - b[1]) < 1e-15 for a, b in zip(seq, reversed(seq), strict=True)
-        )
+        pairs = zip(seq, reversed(seq), strict=True)
+        return len(seq) > 1 and all(a[0] == b[0] and abs(a[1] - b[1]) < 1e-15 for a, b in pairs)
 
     def letters(self) -> LetterSequence:
         return list(zip(self.scheme, self.fractions, strict=True))

@@ -91,7 +91,8 @@ class AbstractPotential(abc.ABC):
     def check_dim(self, dim: int) -> None:
         if dim != self.dim:
             raise ValueError(
-                f"q0 has {dim} coordinate(s) per chain but the potential {self!r} has dim={self.dim}"
+                f"q0 has {dim} coordinate(s) per chain but the potential {self!r} has "
+                f"dim={self.dim}"
             )
 
     def __repr__(self) -> str:

@@ -50,7 +50,8 @@ class AbstractSystem(abc.ABC):
         self.potential = potential
         m = as_finite_array("mass", mass, ndim=(0, 1), positive=True)
         if m.ndim == 1 and potential is not None and m.shape[0] != potential.dim:
-            raise ValueError(f"mass has {m.shape[0]} entries but the potential has dim={potential.dim}")
+            raise ValueError(
+                f"mass has {m.shape[0]} entries but the potential has dim={potential.dim}")
         self._mass = m
 
     # --- shape ----------------------------------------------------------------------------

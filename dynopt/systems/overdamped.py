@@ -67,7 +67,8 @@ class OverdampedLangevin(AbstractSystem):
             return Op(OpCode.GRAD_STEP, (t / self.gamma,), (), "G")
         if letter == "W":
             return Op(OpCode.WIENER, (math.sqrt(2.0 * self.temperature * t / self.gamma),), (), "W")
-        return Op(OpCode.LM_NOISE, (math.sqrt(self.temperature * t / (2.0 * self.gamma)),), (0,), "L")
+        s = math.sqrt(self.temperature * t / (2.0 * self.gamma))
+        return Op(OpCode.LM_NOISE, (s,), (0,), "L")
 
     def extras_layout(self, dim: int) -> dict[str, int]:
         return {"noise_prev": dim}

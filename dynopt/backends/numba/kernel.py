@@ -29,7 +29,7 @@ from ...program import OpCode
 from .philox import fill_lanes
 from .potentials import GRAD_FN, VALUE_FN, grad_block, value_lane
 
-__all__ = ["LANES", "run_block_kernel", "potential_values"]
+__all__ = ["LANES", "potential_values", "run_block_kernel"]
 
 #: Chains per block (the vector width of the op loops).
 LANES = 64
@@ -133,7 +133,7 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
     n_noise_ops = 0
     for k in range(n_ops):
         c = codes[k]
-        if c == _OU or c == _WIENER or c == _LM_NOISE or c == _ADD_NOISE or c == _OU_XI:
+        if c == _OU or c == _WIENER or c == _LM_NOISE or c == _ADD_NOISE or c == _OU_XI:  # noqa: SIM109
             n_noise_ops += 1
     S = n_noise_ops * D  # normals per lane per step
     K = max(1, _NOISE_CHUNK // max(S, 1))  # steps per noise fill
@@ -265,7 +265,8 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
                         tmp2[lane] = math.exp(-xi * t)
                     for d in range(D):
                         for lane in range(nl):
-                            P[d, lane] = tmp2[lane] * P[d, lane] + tmp[lane] * sqrtm[d] * Z[zb + d, lane]
+                            P[d, lane] = (tmp2[lane] * P[d, lane]
+                                          + tmp[lane] * sqrtm[d] * Z[zb + d, lane])
                     zb += D
                 elif code == _NHC:
                     for lane in range(nl):

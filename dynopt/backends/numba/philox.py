@@ -33,7 +33,7 @@ import numpy as np
 
 from .intrinsics import f64_as_u64, u64_as_f64
 
-__all__ = ["GAUSSIAN", "DISCRETE", "fill_lanes", "philox4x32", "normals_for"]
+__all__ = ["DISCRETE", "GAUSSIAN", "fill_lanes", "normals_for", "philox4x32"]
 
 GAUSSIAN = 0
 DISCRETE = 1

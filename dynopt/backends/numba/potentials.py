@@ -17,7 +17,7 @@ import numba as nb
 import numpy as np
 from numba import types
 
-__all__ = ["VALUE_FN", "GRAD_FN", "grad_block", "value_lane", "dummy_value", "dummy_grad"]
+__all__ = ["GRAD_FN", "VALUE_FN", "dummy_grad", "dummy_value", "grad_block", "value_lane"]
 
 _F1 = types.float64[::1]
 VALUE_SIG = types.float64(_F1, _F1)

@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from ...potentials.base import AbstractPotential
     from ...program import Program
     from ...stepping import State
-    from ...systems.base import AbstractSystem
 
 __all__ = ["NumbaBackend", "pack_potential"]
 

@@ -14,7 +14,6 @@ from . import ops
 if TYPE_CHECKING:
     from ...program import Program
     from ...stepping import State
-    from ...systems.base import AbstractSystem
 
 __all__ = ["TorchBackend", "resolve_dtype"]
 

@@ -1,0 +1,285 @@
+"""The torch.optim contract, implemented once for every dynopt optimizer.
+
+:class:`DynamicsOptimizer` subclasses ``torch.optim.Optimizer`` and provides what every dynamics
+optimizer needs and none should write twice:
+
+* validation of every hyperparameter when a group is added (``ValueError`` naming the group,
+  the hyperparameter and the value), and again when a schedule produces a value;
+* hyperparameters given as a float, a 1-element tensor or a *schedule* ``callable(step) -> value``
+  (``lr`` is read fresh every step, so torch LR schedulers drive the step size);
+* the optimizer's own RNG: one ``torch.Generator`` per device, seeded from ``seed`` (never the
+  global generator, never rank-dependent, so DDP replicas draw identical noise);
+* optimizer-level state (generator states, the step counter, model-wide variables such as a
+  thermostat or BBI's energy) saved in ``state_dict()["dynopt"]`` as plain tensors and numbers,
+  so a checkpoint loads with ``torch.load(..., weights_only=True)`` and resumes bit for bit;
+* ``step(closure=None, **kwargs)`` returning the closure's loss, with a check that gradients are
+  finite *before* anything is updated (``nonfinite="raise"`` raises
+  :class:`~dynopt.errors.DivergenceError` naming the step and parameter, ``"skip"`` skips the
+  update and counts it, ``"ignore"`` trusts the gradients).
+
+Subclasses implement ``_update(loss)`` and extend ``_validate_group``.
+"""
+
+from __future__ import annotations
+
+import numbers
+import secrets
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from .._validation import check_choice, check_int
+from ..errors import DivergenceError
+
+__all__ = ["SCHEDULE", "DynamicsOptimizer", "Hyper"]
+
+#: Placeholder stored in ``state_dict()`` for a hyperparameter given as a schedule callable.
+SCHEDULE = "<schedule>"
+
+Hyper = float | Tensor | Callable[[int], float]
+Check = Callable[[str, Any], float]
+
+
+def _broadcast_seed(seed: int | None) -> int:
+    """A seed shared by every rank: drawn on rank 0 and broadcast when torch.distributed runs."""
+    if seed is not None:
+        return check_int("seed", seed, minimum=0)
+    fresh = secrets.randbits(62)
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        t = torch.tensor([fresh], dtype=torch.int64)
+        if dist.get_backend() == "nccl":
+            t = t.cuda()
+        dist.broadcast(t, src=0)
+        fresh = int(t.item())
+    return fresh
+
+
+class DynamicsOptimizer(torch.optim.Optimizer):
+    """Base class of the dynopt optimizers (see the module docstring for the contract).
+
+    Args:
+        params: Parameters or param groups (dicts), as for any torch optimizer.
+        defaults: Default hyperparameters (copied into each group).
+        seed: Seed of the optimizer's own generators (a fresh one, shared across DDP ranks, if
+            None; read it back from ``optimizer.seed``).
+        nonfinite: What to do with NaN/inf gradients: ``"raise"`` (default), ``"skip"`` or
+            ``"ignore"``.
+    """
+
+    #: Hyperparameters that may be given as a schedule ``callable(step) -> value``.
+    schedulable: ClassVar[tuple[str, ...]] = ("lr",)
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        defaults: dict[str, Any],
+        *,
+        seed: int | None = None,
+        nonfinite: str = "raise",
+    ) -> None:
+        self.nonfinite = check_choice("nonfinite", nonfinite, ("raise", "skip", "ignore"))
+        self.seed = _broadcast_seed(seed)
+        self._generators: dict[str, torch.Generator] = {}
+        self.global_state: dict[str, Any] = {"step": 0, "skipped": 0}
+        defaults = {"maximize": False, "foreach": None, "differentiable": False, **defaults}
+        super().__init__(params, defaults)
+
+    # --- groups and hyperparameters --------------------------------------------------------
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        for p in group["params"]:
+            if p.is_complex():
+                raise ValueError(f"{type(self).__name__} does not support complex parameters "
+                                 f"(got a {p.dtype} tensor of shape {tuple(p.shape)})")
+        self._validate_group(group, len(self.param_groups) - 1)
+
+    def _validate_group(self, group: dict[str, Any], index: int) -> None:
+        """Validate a group's hyperparameters; subclasses extend (call super first)."""
+        from .._validation import check_positive
+
+        self._check_hyper(group, index, "lr", check_positive)
+        for flag in ("maximize", "differentiable"):
+            if not isinstance(group.get(flag, False), bool):
+                raise TypeError(f"{flag} must be a bool, got {group[flag]!r} (param group {index})")
+        if group.get("foreach") not in (None, True, False):
+            raise TypeError(f"foreach must be None or a bool, got {group['foreach']!r}")
+
+    def _check_hyper(self, group: dict[str, Any], index: int, name: str, check: Check) -> None:
+        """Validate ``group[name]`` now (or, for a schedule, each time it is evaluated)."""
+        value = group[name]
+        if callable(value) and not isinstance(value, Tensor):
+            if name not in self.schedulable:
+                raise TypeError(f"{name} cannot be a schedule for {type(self).__name__}; "
+                                f"schedulable: {list(self.schedulable)}")
+            return
+        if isinstance(value, Tensor):
+            if value.numel() != 1:
+                raise ValueError(f"{name} as a tensor must have 1 element, got shape "
+                                 f"{tuple(value.shape)} (param group {index})")
+            check(name, float(value.item()))
+            return
+        try:
+            check(name, value)
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"{err} (param group {index})") from None
+
+    def hyper(self, group: dict[str, Any], name: str, check: Check | None = None) -> float:
+        """The current value of hyperparameter ``name``: schedules are evaluated at the current
+        step (and validated with ``check``), tensors converted to float."""
+        value = group[name]
+        if callable(value) and not isinstance(value, Tensor):
+            value = value(self.global_state["step"])
+            if check is not None:
+                return check(f"{name} (schedule value at step {self.global_state['step']})", value)
+        if isinstance(value, Tensor):
+            value = value.item()
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            raise TypeError(f"{name} must be a real number, got {value!r}")
+        return float(value)
+
+    @property
+    def step_count(self) -> int:
+        """Number of completed ``step()`` calls (skipped ones included)."""
+        return int(self.global_state["step"])
+
+    # --- random numbers ----------------------------------------------------------------------
+    def generator(self, device: torch.device | str) -> torch.Generator:
+        """The optimizer's generator on ``device`` (created lazily, seeded from ``seed``)."""
+        dev = torch.device(device)
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        key = str(dev)
+        gen = self._generators.get(key)
+        if gen is None:
+            gen = torch.Generator(device=key)
+            gen.manual_seed(self.seed)
+            self._generators[key] = gen
+        return gen
+
+    # --- state dict --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        for g in sd["param_groups"]:
+            for k, v in list(g.items()):
+                if callable(v) and not isinstance(v, Tensor):
+                    g[k] = SCHEDULE
+        sd["dynopt"] = {
+            "seed": self.seed,
+            "global": _detach_tree(self.global_state),
+            "generators": {k: g.get_state() for k, g in self._generators.items()},
+        }
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("dynopt", None)
+        groups = []
+        for saved, current in zip(state_dict["param_groups"], self.param_groups, strict=False):
+            saved = dict(saved)
+            for k, v in saved.items():
+                if isinstance(v, str) and v == SCHEDULE:
+                    if not callable(current.get(k)):
+                        raise ValueError(f"the checkpoint's {k} was a schedule; construct the "
+                                         f"optimizer with the same schedule before loading")
+                    saved[k] = current[k]
+            groups.append(saved)
+        state_dict["param_groups"] = groups
+        super().load_state_dict(state_dict)
+        if extra is not None:
+            self.seed = int(extra["seed"])
+            self.global_state = dict(extra["global"])
+            self._generators = {}
+            for key, st in extra["generators"].items():
+                gen = torch.Generator(device=key)
+                gen.set_state(st.cpu() if isinstance(st, Tensor) else st)
+                self._generators[key] = gen
+
+    # --- stepping ----------------------------------------------------------------------------
+    def _step_impl(self, closure: Callable[[], Any] | None, **kwargs: Any) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if self.nonfinite != "ignore" and not self._gradients_finite():
+            # only reached with nonfinite="skip"; "raise" raised inside the check
+            self.global_state["skipped"] += 1
+            self.global_state["step"] += 1
+            return loss
+        self._update(loss=loss, **kwargs)
+        self.global_state["step"] += 1
+        return loss
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:  # type: ignore[override]
+        """One step; returns the closure's loss (None without a closure).
+
+        Raises:
+            DivergenceError: With ``nonfinite="raise"``, if a gradient is NaN/inf; the
+                parameters and the optimizer state are left unchanged.
+        """
+        if any(g.get("differentiable") for g in self.param_groups):
+            with torch.enable_grad():
+                return self._step_impl(closure, **kwargs)
+        return self._step_impl(closure, **kwargs)
+
+    def _update(self, loss: Any = None, **kwargs: Any) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _gradients_finite(self) -> bool:
+        """One fused reduction per (device, dtype); raises or returns False on NaN/inf."""
+        buckets: dict[tuple[torch.device, torch.dtype], list[tuple[int, int, Tensor]]] = {}
+        for gi, group in enumerate(self.param_groups):
+            for pi, p in enumerate(group["params"]):
+                if p.grad is not None:
+                    if p.grad.is_sparse:
+                        raise ValueError(f"{type(self).__name__} does not support sparse "
+                                         f"gradients (param group {gi}, parameter {pi})")
+                    buckets.setdefault((p.grad.device, p.grad.dtype), []).append((gi, pi, p.grad))
+        for items in buckets.values():
+            grads = [g for _, _, g in items]
+            norms = torch._foreach_norm(grads)
+            if bool(torch.isfinite(torch.stack(norms)).all()):
+                continue
+            if self.nonfinite == "skip":
+                return False
+            gi, pi = next((gi, pi) for gi, pi, g in items if not bool(torch.isfinite(g).all()))
+            step = self.global_state["step"] + 1
+            raise DivergenceError(
+                f"{type(self).__name__}: non-finite gradient at step {step} in param group {gi}, "
+                f"parameter {pi}; no parameter or optimizer state was changed. Lower lr or "
+                "use nonfinite='skip' to skip such steps.",
+                step=step, chain=pi)
+        return True
+
+    def params_with_grad(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor]]:
+        """``(params, grads)`` of a group, skipping params without gradients; with
+        ``maximize`` the gradients are negated (new tensors, ``.grad`` is untouched)."""
+        params, grads = [], []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            params.append(p)
+            grads.append(-p.grad if group.get("maximize") else p.grad)
+        return params, grads
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            group.setdefault("differentiable", False)
+
+
+def _detach_tree(obj: Any) -> Any:
+    """A copy of nested dicts/lists with tensors detached and cloned (numbers kept)."""
+    if isinstance(obj, Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _detach_tree(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_detach_tree(v) for v in obj)
+    return obj

@@ -1,0 +1,168 @@
+"""A small, explicit training loop shared by ``dynopt train`` and the reproductions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._validation import check_int
+from .data import Split, batches
+
+__all__ = ["History", "accuracy", "evaluate", "fit", "train_from_cli"]
+
+#: ``step(optimizer, closure, loss)``: how one optimizer step is taken. ``closure`` recomputes the
+#: loss and gradients; ``loss`` is the minibatch loss whose gradients are already in ``.grad``.
+StepFn = Callable[[torch.optim.Optimizer, Callable[[], torch.Tensor], torch.Tensor], Any]
+
+
+def default_step(opt: torch.optim.Optimizer, closure: Callable[[], torch.Tensor],
+                 loss: torch.Tensor) -> Any:
+    return opt.step()
+
+
+@dataclass
+class History:
+    """Per-evaluation metrics of a run."""
+
+    epoch: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    test_accuracy: list[float] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "train_loss": self.train_loss, "test_loss": self.test_loss,
+                "test_accuracy": self.test_accuracy, "train_accuracy": self.train_accuracy,
+                "seconds": self.seconds}
+
+
+def loss_function(split: Split) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """BCE on sigmoid outputs for binary tasks (as in the AdLaLa paper), cross-entropy otherwise."""
+    if split.n_classes == 2 and split.y_train.dtype.is_floating_point:
+        bce = nn.BCELoss()
+        return lambda out, y: bce(out.reshape(-1), y)
+    return nn.CrossEntropyLoss()
+
+
+def accuracy(out: torch.Tensor, y: torch.Tensor) -> float:
+    """Fraction correct: rounding for a single sigmoid output, argmax otherwise."""
+    if out.ndim == 1 or out.shape[-1] == 1:
+        return float((out.reshape(-1).round() == y.reshape(-1)).float().mean())
+    return float((out.argmax(-1) == y).float().mean())
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[float, float]:
+    """(loss, accuracy) on a full set."""
+    out = model(x)
+    return float(loss_fn(out, y)), accuracy(out, y)
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    split: Split,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int = 0,
+    eval_every: int = 1,
+    step: StepFn = default_step,
+    scheduler: Any = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    callback: Callable[[int, History], None] | None = None,
+) -> History:
+    """Train ``model`` with minibatches and record test metrics every ``eval_every`` epochs.
+
+    The standard loop is ``zero_grad(); loss.backward(); step(optimizer, closure, loss)``; pass
+    ``step`` to use an optimizer's own calling convention (e.g. ``opt.step(loss=loss)``).
+    """
+    epochs = check_int("epochs", epochs, minimum=0)
+    eval_every = check_int("eval_every", eval_every, minimum=1)
+    loss_fn = loss_fn or loss_function(split)
+    g = torch.Generator().manual_seed(seed)
+    hist = History()
+    t0 = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        last = 0.0
+        for xb, yb in batches(split.x_train, split.y_train, batch_size, g):
+
+            def closure(xb: torch.Tensor = xb, yb: torch.Tensor = yb) -> torch.Tensor:
+                optimizer.zero_grad()
+                out = loss_fn(model(xb), yb)
+                out.backward()
+                return out
+
+            loss = closure()
+            step(optimizer, closure, loss)
+            last = float(loss)
+        if scheduler is not None:
+            scheduler.step()
+        if epoch % eval_every == 0 or epoch == epochs:
+            model.eval()
+            te_loss, te_acc = evaluate(model, split.x_test, split.y_test, loss_fn)
+            _, tr_acc = evaluate(model, split.x_train, split.y_train, loss_fn)
+            hist.epoch.append(epoch)
+            hist.train_loss.append(last)
+            hist.test_loss.append(te_loss)
+            hist.test_accuracy.append(te_acc)
+            hist.train_accuracy.append(tr_acc)
+            if callback is not None:
+                callback(epoch, hist)
+    hist.seconds = time.perf_counter() - t0
+    return hist
+
+
+def mlp(n_in: int, n_out: int, hidden: tuple[int, ...] = (100,), activation: type[nn.Module] =
+        nn.ReLU, sigmoid_output: bool = False) -> nn.Sequential:
+    """A plain MLP ``Linear-act-...-Linear`` (``-Sigmoid`` for binary BCE tasks)."""
+    layers: list[nn.Module] = []
+    prev = n_in
+    for width in hidden:
+        layers += [nn.Linear(prev, width), activation()]
+        prev = width
+    layers.append(nn.Linear(prev, n_out))
+    if sigmoid_output:
+        layers.append(nn.Sigmoid())
+    return nn.Sequential(*layers)
+
+
+def train_from_cli(args: Any) -> int:
+    """``dynopt train``: an MLP on the chosen data with a dynopt optimizer, printing metrics."""
+    import json
+    from pathlib import Path
+
+    from . import data, optim
+
+    torch.manual_seed(args.seed)
+    if args.data == "spirals":
+        split = data.make_spirals(seed=args.seed)
+        model = mlp(2, 1, (100,), sigmoid_output=True)
+    elif args.data == "digits":
+        split = data.load_digits_split(seed=args.seed)
+        model = mlp(split.n_features, split.n_classes, (64,))
+    else:
+        split = data.load_wine_split(seed=args.seed)
+        model = mlp(split.n_features, split.n_classes, (32,))
+    kwargs: dict[str, Any] = {"seed": args.seed}
+    if args.lr is not None:
+        kwargs["lr"] = args.lr
+    opt = optim.make(args.optimizer, model, **kwargs)
+    hist = fit(model, opt, split, epochs=args.epochs, batch_size=25, seed=args.seed,
+               eval_every=max(1, args.epochs // 10),
+               callback=lambda e, h: print(f"epoch {e:5d}  train loss {h.train_loss[-1]:.4f}  "
+                                           f"test loss {h.test_loss[-1]:.4f}  "
+                                           f"test acc {100 * h.test_accuracy[-1]:.1f}%"))
+    out = Path(args.out) / "train"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.optimizer}-{args.data}.json").write_text(json.dumps(hist.as_dict()))
+    print(f"wrote {out / f'{args.optimizer}-{args.data}.json'} ({hist.seconds:.1f} s)")
+    return 0
