@@ -10,8 +10,8 @@ from .base import AbstractIntegrator, LetterSequence
 
 #: The documented alphabet. Each system offers a subset (``system.letters``).
 ALPHABET: dict[str, str] = {
-    "A": "drift: q += t M⁻¹p",
-    "B": "kick: p −= t ∇U(q)",
+    "A": "drift: q += t M⁻¹p (BornInfeld, ECDSep: q += t ∂H/∂p with their rates)",
+    "B": "kick: p −= t ∇U(q) (BornInfeld, ECDSep: p −= t ∂H/∂q with their rates)",
     "O": "Ornstein–Uhlenbeck: exact friction + noise on p",
     "C": "thermostat friction: p ∗= exp(−ξt)",
     "D": "additive noise: p += σ√t M^½ R",
@@ -20,6 +20,9 @@ ALPHABET: dict[str, str] = {
     "G": "explicit gradient step (overdamped)",
     "W": "Brownian increment (overdamped)",
     "L": "Leimkuhler–Matthews increment (overdamped)",
+    "S": "energy shell: projection onto the energy surface and bounces (BornInfeld, ECDSep)",
+    "R": "random rotation of p keeping |p| (ECDSep's generalised bounce)",
+    "F": "explicit-Euler friction: p ∗= (1 − tγ) (PortHamiltonian heavy ball)",
 }
 
 __all__ = ["ABOBA", "ALPHABET", "BAOAB", "OBABO", "Leapfrog", "Splitting", "VelocityVerlet"]
@@ -43,6 +46,8 @@ class Splitting(AbstractIntegrator):
     | C, D, E | adaptive-Langevin / Nosé–Hoover friction, noise, thermostat |
     | T | Nosé–Hoover chain |
     | G, W, L | overdamped gradient step, Brownian and Leimkuhler–Matthews increments |
+    | S, R | energy shell (projection, bounces) and momentum rotation of BornInfeld / ECDSep |
+    | F | explicit-Euler friction of the port-Hamiltonian heavy ball |
 
     A palindromic composition of exact (or symmetric) sub-flows is time-symmetric and therefore
     second order; ``weak_order`` reports 2 for palindromes and 1 otherwise.

@@ -1,7 +1,8 @@
 """Potentials U(q) with gradients for both backends.
 
 Built-ins: :class:`Harmonic`, :class:`DoubleWell`, :class:`Ackley`, :class:`Rastrigin`,
-:class:`Rosenbrock`. Bring your own with :class:`Custom`.
+:class:`Rosenbrock`, :class:`Zakharov`,
+:class:`MultiBasin`. Bring your own with :class:`Custom`.
 """
 
 from .ackley import Ackley as Ackley
@@ -9,8 +10,10 @@ from .base import AbstractPotential as AbstractPotential
 from .custom import Custom as Custom
 from .double_well import DoubleWell as DoubleWell
 from .harmonic import Harmonic as Harmonic
+from .multi_basin import MultiBasin as MultiBasin
 from .rastrigin import Rastrigin as Rastrigin
 from .rosenbrock import Rosenbrock as Rosenbrock
+from .zakharov import Zakharov as Zakharov
 
-__all__ = ["AbstractPotential", "Ackley", "Custom", "DoubleWell", "Harmonic", "Rastrigin",
-           "Rosenbrock"]
+__all__ = ["AbstractPotential", "Ackley", "Custom", "DoubleWell", "Harmonic", "MultiBasin",
+           "Rastrigin", "Rosenbrock", "Zakharov"]

@@ -6,18 +6,24 @@ its energy or conserved invariant, and its parameters (validated at construction
 
 from .adaptive_langevin import AdaptiveLangevin as AdaptiveLangevin
 from .base import AbstractSystem as AbstractSystem
+from .born_infeld import BornInfeld as BornInfeld
+from .ecd_sep import ECDSep as ECDSep
 from .hamiltonian import Hamiltonian as Hamiltonian
 from .langevin import Langevin as Langevin
 from .nose_hoover import NoseHoover as NoseHoover
 from .nose_hoover_chain import NoseHooverChain as NoseHooverChain
 from .overdamped import OverdampedLangevin as OverdampedLangevin
+from .port_hamiltonian import PortHamiltonian as PortHamiltonian
 
 __all__ = [
     "AbstractSystem",
     "AdaptiveLangevin",
+    "BornInfeld",
+    "ECDSep",
     "Hamiltonian",
     "Langevin",
     "NoseHoover",
     "NoseHooverChain",
     "OverdampedLangevin",
+    "PortHamiltonian",
 ]

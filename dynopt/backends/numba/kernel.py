@@ -26,6 +26,15 @@ import numpy as np
 from numba import types
 
 from ...program import OpCode
+from .energy_ops import (
+    bbi_shell_block,
+    ecd_drift_block,
+    ecd_shell_block,
+    linear_friction_block,
+    rotate_block,
+    scaled_drift_block,
+    scaled_kick_block,
+)
 from .philox import fill_lanes
 from .potentials import GRAD_FN, VALUE_FN, grad_block, value_lane
 
@@ -47,6 +56,13 @@ _ADD_NOISE = int(OpCode.ADD_NOISE)
 _THERMOSTAT = int(OpCode.THERMOSTAT)
 _OU_XI = int(OpCode.OU_XI)
 _NHC = int(OpCode.NHC)
+_LIN_FRIC = int(OpCode.LIN_FRIC)
+_SC_KICK = int(OpCode.SC_KICK)
+_SC_DRIFT = int(OpCode.SC_DRIFT)
+_BBI_SHELL = int(OpCode.BBI_SHELL)
+_ECD_SHELL = int(OpCode.ECD_SHELL)
+_ECD_DRIFT = int(OpCode.ECD_DRIFT)
+_ROTATE = int(OpCode.ROTATE)
 
 _f1 = types.float64[::1]
 _f2 = types.float64[:, ::1]
@@ -134,6 +150,8 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
     for k in range(n_ops):
         c = codes[k]
         if c == _OU or c == _WIENER or c == _LM_NOISE or c == _ADD_NOISE or c == _OU_XI:  # noqa: SIM109
+            n_noise_ops += 1
+        if c == _ROTATE:
             n_noise_ops += 1
     S = n_noise_ops * D  # normals per lane per step
     K = max(1, _NOISE_CHUNK // max(S, 1))  # steps per noise fill
@@ -271,6 +289,34 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
                 elif code == _NHC:
                     for lane in range(nl):
                         _nhc_lane(P, X, minv, f, i0, fpar, ipar, lane, n_dof)
+                elif code == _LIN_FRIC:
+                    linear_friction_block(P, X, nl, fpar[f], ipar[i0])
+                elif code == _SC_KICK:
+                    if not grad_ok:
+                        grad_block(pot_kind, pot_par, Q, G, nl, grad_fn, tq, tg)
+                        grad_ok = True
+                    scaled_kick_block(P, G, X, nl, fpar[f], ipar[i0])
+                elif code == _SC_DRIFT:
+                    scaled_drift_block(Q, P, X, minv, nl, fpar[f], ipar[i0])
+                    grad_ok = False
+                elif code == _BBI_SHELL:
+                    if not grad_ok:
+                        grad_block(pot_kind, pot_par, Q, G, nl, grad_fn, tq, tg)
+                        grad_ok = True
+                    bbi_shell_block(Q, P, X, G, nl, c0, gs, fpar, f, ipar[i0], pot_kind,
+                                    pot_par, value_fn, tq, key0, key1)
+                elif code == _ECD_SHELL:
+                    if not grad_ok:
+                        grad_block(pot_kind, pot_par, Q, G, nl, grad_fn, tq, tg)
+                        grad_ok = True
+                    ecd_shell_block(Q, P, X, G, nl, fpar, f, ipar[i0], pot_kind, pot_par,
+                                    value_fn, tq)
+                elif code == _ECD_DRIFT:
+                    ecd_drift_block(Q, P, X, nl, fpar[f], fpar[f + 1], ipar[i0], tmp)
+                    grad_ok = False
+                elif code == _ROTATE:
+                    rotate_block(P, X, Z, zb, nl, fpar[f], ipar[i0])
+                    zb += D
             # divergence check: any non-finite coordinate stops this block at this step
             acc = 0.0
             for d in range(D):

@@ -26,6 +26,7 @@ VALUE_FN = types.FunctionType(VALUE_SIG)
 GRAD_FN = types.FunctionType(GRAD_SIG)
 
 HARMONIC, DOUBLE_WELL, ACKLEY, RASTRIGIN, ROSENBROCK = 1, 2, 3, 4, 5
+ZAKHAROV, MULTI_BASIN = 6, 7
 _TWO_PI = 2.0 * math.pi
 
 
@@ -84,6 +85,29 @@ def grad_block(kind, par, Q, G, n_lanes, grad_fn, tq, tg):  # type: ignore[no-un
                 inner = Q[d + 1, lane] - x * x
                 G[d, lane] += -4.0 * b * x * inner - 2.0 * (a - x)
                 G[d + 1, lane] += 2.0 * b * inner
+    elif kind == ZAKHAROV:
+        for lane in range(n_lanes):
+            sw = 0.0
+            for d in range(D):
+                sw += (d + 1.0) * Q[d, lane]
+            sw *= 0.5
+            fac = sw + 2.0 * sw * sw * sw
+            for d in range(D):
+                G[d, lane] = 2.0 * Q[d, lane] + (d + 1.0) * fac
+    elif kind == MULTI_BASIN:
+        a1, a2, w1, w2, k = par[0], par[1], par[2], par[3], par[4]
+        for lane in range(n_lanes):
+            r1 = 0.0
+            r2 = 0.0
+            for d in range(D):
+                x = Q[d, lane]
+                r1 += (x - par[6 + d]) ** 2
+                r2 += (x - par[6 + D + d]) ** 2
+            g1 = 2.0 * a1 * w1 * math.exp(-a1 * r1) + 2.0 * k * r2
+            g2 = 2.0 * a2 * w2 * math.exp(-a2 * r2) + 2.0 * k * r1
+            for d in range(D):
+                x = Q[d, lane]
+                G[d, lane] = g1 * (x - par[6 + d]) + g2 * (x - par[6 + D + d])
     else:
         for lane in range(n_lanes):
             for d in range(D):
@@ -123,6 +147,23 @@ def value_lane(kind, par, Q, lane, value_fn, tq):  # type: ignore[no-untyped-def
         for d in range(D - 1):
             x = Q[d, lane]
             u += b * (Q[d + 1, lane] - x * x) ** 2 + (a - x) ** 2
+    elif kind == ZAKHAROV:
+        sw = 0.0
+        for d in range(D):
+            x = Q[d, lane]
+            u += x * x
+            sw += (d + 1.0) * x
+        sw *= 0.5
+        u += sw * sw + sw**4
+    elif kind == MULTI_BASIN:
+        r1 = 0.0
+        r2 = 0.0
+        for d in range(D):
+            x = Q[d, lane]
+            r1 += (x - par[6 + d]) ** 2
+            r2 += (x - par[6 + D + d]) ** 2
+        u = (-par[2] * math.exp(-par[0] * r1) - par[3] * math.exp(-par[1] * r2)
+             + par[4] * r1 * r2 + par[5])
     else:
         for d in range(D):
             tq[d] = Q[d, lane]

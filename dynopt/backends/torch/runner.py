@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ...program import OpCode
+from ...program import BBI_EXTRAS, ECD_EXTRAS, OpCode
 from ..base import AbstractBackend, Divergence, Records
-from . import ops
+from . import energy_ops, ops
 
 if TYPE_CHECKING:
     from ...program import Program
@@ -89,6 +89,9 @@ class TorchBackend(AbstractBackend):
         def col(i: int) -> torch.Tensor:
             return x[:, i:i + 1]
 
+        def cols(names: tuple[str, ...], o: int) -> dict[str, torch.Tensor]:
+            return {name: col(o + j) for j, name in enumerate(names)}
+
         first_bad = torch.full((), -1, dtype=torch.int64, device=dev)
         bad_chain = torch.zeros((), dtype=torch.int64, device=dev)
         grad: torch.Tensor | None = None
@@ -134,6 +137,33 @@ class TorchBackend(AbstractBackend):
                     weights = list(op.f[3 + m - 1:3 + m - 1 + n_sy])
                     ops.nhc_(p, [col(xo + j) for j in range(m)], [col(eo + j) for j in range(m)],
                              op.f[0], op.f[1], op.f[2], q_rest, weights, n_sub, n_dof, kinetic2)
+                elif code == OpCode.LIN_FRIC:
+                    energy_ops.linear_friction_(p, col(op.i[0]), op.f[0])
+                elif code == OpCode.SC_KICK:
+                    if grad is None:
+                        grad = potential.grad(q)
+                    energy_ops.scaled_kick_(p, grad, op.f[0], col(op.i[0]))
+                elif code == OpCode.SC_DRIFT:
+                    energy_ops.scaled_drift_(q, p, op.f[0], col(op.i[0]), minv)
+                    grad = None
+                elif code == OpCode.BBI_SHELL:
+                    if grad is None:
+                        grad = potential.grad(q)
+                    c = energy_ops.BBIConstants.from_op(op.f)
+                    V = potential.value(q)[:, None] - c.v0
+                    energy_ops.bbi_shell_(p, grad, V, cols(BBI_EXTRAS, op.i[0]), c,
+                                          state.generator)
+                elif code == OpCode.ECD_SHELL:
+                    if grad is None:
+                        grad = potential.grad(q)
+                    ce = energy_ops.ECDConstants.from_op(op.f)
+                    fd = potential.value(q)[:, None] - ce.f0
+                    energy_ops.ecd_shell_(p, grad, fd, cols(ECD_EXTRAS, op.i[0]), ce)
+                elif code == OpCode.ECD_DRIFT:
+                    energy_ops.ecd_drift_(q, p, op.f[0], op.f[1], col(op.i[0]))
+                    grad = None
+                elif code == OpCode.ROTATE:
+                    energy_ops.rotate_(p, noise(), op.f[0], col(op.i[0]))
                 else:  # pragma: no cover - guarded by Program construction
                     raise NotImplementedError(f"op {code!r} is not implemented on torch")
             # divergence bookkeeping on the device: no host synchronisation per step
