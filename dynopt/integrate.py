@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,7 @@ def integrate(
     device: Any = None,
     progress: bool | None = None,
     state: State | None = None,
+    events: Any = None,
 ) -> Trajectory:
     """Integrate ``n_chains`` independent chains of ``system`` for ``n_steps`` steps.
 
@@ -74,6 +76,9 @@ def integrate(
         device: Torch device for ``backend="torch"``.
         progress: Show a tqdm progress bar (default: for runs over ~10⁸ chain-steps).
         state: Continue from this state (e.g. ``traj.final_state``) instead of ``q0``/``p0``.
+        events: Triggers with actions (:mod:`dynopt.events`), evaluated per chain after every
+            step; the run then advances one step per kernel call (see
+            :mod:`dynopt.events.run`) and the firings are in ``traj.events``.
 
     Returns:
         A :class:`~dynopt.trajectory.Trajectory` with ``n_steps // record_every + 1`` draws.
@@ -111,24 +116,37 @@ def integrate(
     bar = _progress(show, n_steps, f"{integ.name} on {type(system).__name__}")
     done = 0
     start_step = state.step
-    while done < n_steps:
+    log = None
+
+    def diverged(div: Any) -> DivergenceError:
+        bar.close()
+        partial = _assemble(be, system, integ, state, records, h, record_every,
+                            upto=(div.step - start_step - 1) // record_every + 1)
+        return DivergenceError(
+            f"integration diverged at step {div.step} (t = {div.step * h:.6g}): chain "
+            f"{div.chain} reached a non-finite position with {integ.name} at h = {h}. "
+            "The step size is probably beyond the stability limit of this potential; "
+            "err.trajectory holds the records before the divergence.",
+            step=div.step, chain=div.chain, trajectory=partial)
+
+    if events is not None:
+        from .events.run import run_with_events
+
+        div, log = run_with_events(be, system, integ, program, state, n_steps, records, events,
+                                   h, bar)
+        if div is not None:
+            raise diverged(div)
+    while log is None and done < n_steps:
         todo = min(chunk, n_steps - done)
         div = be.advance(system, program, state, todo, records)
         if div is not None:
-            bar.close()
-            partial = _assemble(be, system, integ, state, records, h, record_every,
-                                upto=(div.step - start_step - 1) // record_every + 1)
-            raise DivergenceError(
-                f"integration diverged at step {div.step} (t = {div.step * h:.6g}): chain "
-                f"{div.chain} reached a non-finite position with {integ.name} at h = {h}. "
-                "The step size is probably beyond the stability limit of this potential; "
-                "err.trajectory holds the records before the divergence.",
-                step=div.step, chain=div.chain, trajectory=partial)
+            raise diverged(div)
         done += todo
         bar.update(todo)
     bar.close()
     state.h = h
-    return _assemble(be, system, integ, state, records, h, record_every, upto=records.next)
+    traj = _assemble(be, system, integ, state, records, h, record_every, upto=records.next)
+    return traj if log is None else dataclasses.replace(traj, events=log)
 
 
 def _record_initial(be: Any, system: AbstractSystem, state: State, records: Any) -> None:

@@ -35,6 +35,7 @@ class Trajectory:
         system: The system.
         integrator: The integrator.
         final_state: The state after the last step, to continue the run bit for bit.
+        events: The :class:`~dynopt.events.EventLog` of a run with ``events=`` (else None).
     """
 
     t: np.ndarray
@@ -49,6 +50,7 @@ class Trajectory:
     system: Any = field(repr=False)
     integrator: Any = field(repr=False)
     final_state: State | None = field(default=None, repr=False)
+    events: Any = field(default=None, repr=False)
 
     @property
     def n_chains(self) -> int:

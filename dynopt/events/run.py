@@ -1,0 +1,220 @@
+"""``integrate(..., events=...)``: stepping with per-chain events.
+
+With events, ``integrate()`` advances one step at a time (one kernel call per step on the numba
+backend; the torch backend likewise), evaluates the observables of every chain after each step
+(and once on the initial state) and applies the actions of the triggers that fire to those
+chains only. This costs a kernel launch per step, so it is meant for studies of ≲10⁵ steps;
+without events ``integrate()`` keeps its fused multi-step path.
+
+Observables: ``loss`` = U(q) of the integrated system's potential, ``energy`` = the current
+system's :meth:`~dynopt.systems.base.AbstractSystem.energy` (H for BornInfeld), ``step`` = steps
+completed, ``state`` = ``(q, p)`` for :class:`~dynopt.events.StateCondition`.
+
+Actions per chain: :class:`~dynopt.events.SetFriction` writes the ``gamma`` extra (systems that
+have one, e.g. PortHamiltonian), :class:`~dynopt.events.Bounce` redraws the direction of p
+(Gaussian, from the run's generator: numba Philox stream 4 at counter = step, torch the state's
+generator), :class:`~dynopt.events.Stop` freezes the chain (the run ends when all have
+stopped), :class:`~dynopt.events.SwitchDynamics` moves the chain to other dynamics with the
+same state layout. Every firing is logged in ``traj.events``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..backends.base import Divergence, Records
+from .actions import Bounce, SetFriction, Stop, SwitchDynamics
+from .engine import EventLog, EventSet
+
+if TYPE_CHECKING:
+    from ..backends.base import AbstractBackend
+    from ..integrators.base import AbstractIntegrator
+    from ..program import Program
+    from ..stepping import State
+    from ..systems.base import AbstractSystem
+
+__all__ = ["STREAM_EVENT_BOUNCE", "run_with_events"]
+
+#: Philox stream of the Bounce action's directions on the numba backend.
+STREAM_EVENT_BOUNCE = 4
+_OBSERVABLES = ("loss", "energy", "step", "state")
+_ACTIONS = (SetFriction, SwitchDynamics, Bounce, Stop)
+
+
+def _modes(system: AbstractSystem, program: Program, events: EventSet, dim: int, h: float
+           ) -> tuple[list[tuple[AbstractSystem, Program]], dict[int, int]]:
+    """The dynamics a chain can be in: 0 = the given one, then one per SwitchDynamics."""
+    from ..integrators import resolve
+
+    modes = [(system, program)]
+    index: dict[int, int] = {}
+    for a in events.actions():
+        if not isinstance(a, SwitchDynamics):
+            continue
+        new = a.system
+        if new.potential is None or new.potential.dim != dim:
+            raise ValueError(f"{a!r}: the new system needs a potential of dim={dim}")
+        if new.has_momentum != system.has_momentum or (
+                new.extras_layout(dim) != system.extras_layout(dim)):
+            raise ValueError(
+                f"{a!r}: the new system must have the same state layout as "
+                f"{type(system).__name__} (momenta: {system.has_momentum}, extras: "
+                f"{system.extras_layout(dim)}), got momenta {new.has_momentum}, extras "
+                f"{new.extras_layout(dim)}")
+        integ = resolve(a.integrator if a.integrator is not None else new.default_scheme)
+        index[id(a)] = len(modes)
+        modes.append((new, integ.program(new, h)))
+    return modes, index
+
+
+def _rows(a: Any, mask: np.ndarray) -> Any:
+    if isinstance(a, np.ndarray):
+        return mask
+    import torch
+
+    return torch.as_tensor(mask, device=a.device)
+
+
+def run_with_events(be: AbstractBackend, system: AbstractSystem, integ: AbstractIntegrator,
+                    program: Program, state: State, n_steps: int, records: Records,
+                    events: Any, h: float, bar: Any) -> tuple[Divergence | None, EventLog]:
+    """Advance ``state`` by up to ``n_steps`` steps with events; fills ``records`` in place.
+
+    Returns ``(divergence or None, log)``; stops early once every chain has stopped.
+    """
+    es = events if isinstance(events, EventSet) else EventSet(events)
+    es.check_supported("integrate()", _ACTIONS, _OBSERVABLES)
+    n, dim = state.n_chains, state.dim
+    layout = system.extras_layout(dim)
+    gamma_off = None
+    if any(isinstance(a, SetFriction) for a in es.actions()):
+        if "gamma" not in layout:
+            raise ValueError(
+                f"SetFriction needs a system with a per-chain friction extra 'gamma' (e.g. "
+                f"PortHamiltonian); {type(system).__name__} has extras {list(layout)}")
+        gamma_off = list(layout).index("gamma")
+        gamma_off = sum(list(layout.values())[:gamma_off])
+    if any(isinstance(a, Bounce) for a in es.actions()) and not system.has_momentum:
+        raise ValueError(f"Bounce needs momenta; {type(system).__name__} has none")
+    modes, mode_index = _modes(system, program, es, dim, h)
+    chain_mode = np.zeros(n, dtype=np.int64)
+    stopped = np.zeros(n, dtype=bool)
+    est = es.init_state(np.zeros(n))
+    every = records.every
+    torch_backend = be.name == "torch"
+
+    def numpy_state() -> dict[str, np.ndarray]:
+        return be.state_to_numpy(state)
+
+    def observe() -> None:
+        arr = numpy_state()
+        values: dict[str, np.ndarray] = {"step": np.full(n, float(state.step))}
+        if "loss" in es.observables:
+            values["loss"] = be.potential_values(system, state.q)
+        if "energy" in es.observables:
+            p = arr["p"] if system.has_momentum else None
+            energy = np.empty(n)
+            for m, (sys_m, _) in enumerate(modes):
+                sel = chain_mode == m
+                if sel.any():
+                    energy[sel] = np.asarray(sys_m.energy(arr["q"][sel],
+                                                          None if p is None else p[sel]))
+            values["energy"] = energy
+        if "state" in es.observables:
+            values["state"] = np.zeros(n, dtype=bool)
+        for i, e in enumerate(es.events):
+            if e.observable == "state":
+                values_i = dict(values)
+                values_i["state"] = np.asarray(e.fn(arr["q"], arr["p"] if system.has_momentum
+                                                    else None), dtype=bool).reshape(n)
+                fired = es.observe_one(est, i, values_i, state.step)
+                apply(i, fired, values_i)
+        plain = [i for i, e in enumerate(es.events) if e.observable != "state"]
+        if plain:
+            fired_all = es.observe(est, values, state.step, only=plain)
+            for i, fired in zip(plain, fired_all, strict=True):
+                apply(i, fired, values)
+
+    def apply(i: int, fired: np.ndarray, values: dict[str, np.ndarray]) -> None:
+        fired = np.asarray(fired, dtype=bool) & ~stopped
+        if not fired.any():
+            return
+        es.record_one(est, i, fired, values, state.step)
+        for a in es.events[i].actions:
+            if isinstance(a, SetFriction):
+                state.x[_rows(state.x, fired), gamma_off] = a.gamma
+            elif isinstance(a, Stop):
+                stopped[fired] = True
+            elif isinstance(a, SwitchDynamics):
+                chain_mode[fired] = mode_index[id(a)]
+            elif isinstance(a, Bounce):
+                bounce(fired)
+
+    def bounce(fired: np.ndarray) -> None:
+        if torch_backend:
+            import torch
+
+            z = torch.randn(tuple(state.p.shape), generator=state.generator,
+                            dtype=state.p.dtype, device=state.p.device)
+            pn = torch.linalg.vector_norm(state.p, dim=-1, keepdim=True)
+            zn = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
+            rows = _rows(state.p, fired)
+            state.p[rows] = (z * (pn / zn))[rows]
+        else:
+            from ..backends.numba.philox import normals_for
+
+            z = normals_for(state.seed, n, dim, stream=STREAM_EVENT_BOUNCE,
+                            first=state.step * dim)
+            pn = np.linalg.norm(state.p, axis=-1, keepdims=True)
+            zn = np.linalg.norm(z, axis=-1, keepdims=True)
+            state.p[fired] = (z * (pn / zn))[fired]
+
+    def record() -> None:
+        r = records.next
+        records.q[:, r] = state.q
+        records.p[:, r] = state.p
+        records.x[:, r] = state.x
+        u = be.potential_values(system, state.q)
+        if torch_backend:
+            import torch
+
+            records.u[:, r] = torch.as_tensor(u, dtype=state.q.dtype, device=state.q.device)
+        else:
+            records.u[:, r] = u
+        records.next = r + 1
+
+    def advance() -> Divergence | None:
+        present = np.unique(chain_mode[~stopped]) if (~stopped).any() else np.array([0])
+        frozen = state.copy() if stopped.any() else None
+        if len(present) == 1:
+            m = int(present[0])
+            div = be.advance(modes[m][0], modes[m][1], state, 1, None)
+        else:
+            base = state.copy()
+            div = None
+            for m in present:
+                work = base.copy()
+                d = be.advance(modes[int(m)][0], modes[int(m)][1], work, 1, None)
+                div = div or d
+                sel = _rows(state.q, chain_mode == m)
+                state.q[sel], state.p[sel], state.x[sel] = work.q[sel], work.p[sel], work.x[sel]
+            state.step += 1
+        if frozen is not None:
+            sel = _rows(state.q, stopped)
+            state.q[sel], state.p[sel], state.x[sel] = frozen.q[sel], frozen.p[sel], frozen.x[sel]
+        return div
+
+    observe()
+    for k in range(n_steps):
+        div = advance()
+        if div is not None:
+            return div, es.log(est)
+        if (k + 1) % every == 0:
+            record()
+        bar.update(1)
+        observe()
+        if stopped.all():
+            break
+    return None, es.log(est)
