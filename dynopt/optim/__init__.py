@@ -35,3 +35,11 @@ def make(name: str, model_or_params: Any, **kwargs: Any) -> torch.optim.Optimize
     if name not in REGISTRY:
         raise ValueError(f"unknown optimizer {name!r}; known: {sorted(REGISTRY)}")
     return REGISTRY[name](model_or_params, **kwargs)
+
+
+# optimizer modules register themselves on import (they need ``register`` above)
+from .bbi import BBI as BBI  # noqa: E402
+from .ecd_sep import ECDSep as ECDSep  # noqa: E402
+from .heavy_ball import HeavyBall as HeavyBall  # noqa: E402
+
+__all__ += ["BBI", "ECDSep", "HeavyBall"]

@@ -219,8 +219,10 @@ def ecd_drift_block(Q, P, X, nl, t, s, k, tmp):  # type: ignore[no-untyped-def]
 
 @nb.njit(cache=True, error_model="numpy")
 def rotate_block(P, X, Z, zb, nl, nu, k):  # type: ignore[no-untyped-def]
-    """ROTATE: p ← |p| u/|u|, u = p/|p| + ν R, where x[k] ≠ 0 and p ≠ 0."""
+    """ROTATE: p ← |p| u/|u|, u = p/|p| + ν R, where x[k] ≠ 0 and p ≠ 0 (ν = 0: no-op)."""
     D = P.shape[0]
+    if nu == 0.0:
+        return
     for lane in range(nl):
         if X[k, lane] == 0.0:
             continue

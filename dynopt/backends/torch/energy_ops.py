@@ -90,7 +90,8 @@ class BBIDecision:
     scale: Tensor
 
 
-def bbi_control(v: Tensor, ps2: Tensor, g2: Tensor, st: Columns, c: BBIConstants) -> BBIDecision:
+def bbi_control(v: Tensor, ps2: Tensor, g2: Tensor, st: Columns, c: BBIConstants,
+                force: Tensor | None = None) -> BBIDecision:
     """Born–Infeld shell logic on per-chain scalars; updates the extras ``st`` in place.
 
     Args:
@@ -99,6 +100,7 @@ def bbi_control(v: Tensor, ps2: Tensor, g2: Tensor, st: Columns, c: BBIConstants
         g2: |∇U|² (only read on the first active step).
         st: The ``BBI_EXTRAS`` columns (tensors broadcastable with ``v``).
         c: The op's constants.
+        force: Optional mask of chains that must bounce now (the ``Bounce`` event action).
     """
     active = v > c.eps2
     first = active & (st["started"] == 0)
@@ -114,6 +116,8 @@ def bbi_control(v: Tensor, ps2: Tensor, g2: Tensor, st: Columns, c: BBIConstants
     at_t0 = counter0 == c.t0
     fixed_bounce = active & at_t0 & (fixed < c.n_bounces)
     bounce = fixed_bounce | (active & (counter == c.t1))
+    if force is not None:
+        bounce = bounce | (active & force)
     normal = active & ~bounce
     correct = v * ((E0 / v) ** 2 - 1.0)
     skip = ((ps2 - correct).abs() < c.eps1) | (correct < 0) | (ps2 == 0)
@@ -136,7 +140,7 @@ def bbi_control(v: Tensor, ps2: Tensor, g2: Tensor, st: Columns, c: BBIConstants
     st["counter"].copy_(torch.where(new_min | bounce, zero,
                                     torch.where(normal, counter + 1, counter)))
     st["bounces"].add_(bounce.to(v.dtype))
-    st["v"].copy_(v)
+    st["V"].copy_(v)
     return BBIDecision(init_coef=init_coef, ps2=ps2, bounce=bounce, fixed=counted, scale=scale)
 
 
@@ -238,7 +242,10 @@ def ecd_drift_(q: Tensor, p: Tensor, t: float, s: float, moving: Tensor) -> None
 
 def rotate_(p: Tensor, z: Tensor, nu: float, moving: Tensor,
             norm2: Callable[[Tensor], Tensor] | None = None) -> None:
-    """ROTATE: p ← |p| u/|u|, u = p/|p| + νz, where ``moving`` ≠ 0 and p ≠ 0."""
+    """ROTATE: p ← |p| u/|u|, u = p/|p| + νz, where ``moving`` ≠ 0 and p ≠ 0 (ν = 0: no-op)."""
+    if nu == 0.0:
+        return
+
     def sq(t: Tensor) -> Tensor:
         return (t * t).sum(-1, keepdim=True) if norm2 is None else norm2(t)
 

@@ -1,0 +1,69 @@
+"""Shared plumbing of the ECD / heavy-ball optimizers: loss arguments, paths, buckets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["bucket", "choose_path", "numpy_view", "resolve_loss"]
+
+FUSED_DTYPES = (torch.float32, torch.float64)
+
+
+def resolve_loss(closure_loss: Any, given: Any, owner: str, required: bool) -> Any:
+    """The step's loss: the closure's, else ``step(loss=...)``'s; ValueError if required."""
+    if closure_loss is not None and given is not None:
+        raise ValueError(f"{owner}.step got both a closure and loss=; pass one of them")
+    loss = closure_loss if closure_loss is not None else given
+    if loss is None and required:
+        raise ValueError(
+            f"{owner} needs the loss value at the current parameters: call "
+            f"step(closure) with a closure that returns the loss, or step(loss=loss) after "
+            "loss.backward()")
+    if isinstance(loss, Tensor) and loss.numel() != 1:
+        raise ValueError(f"loss must be a scalar, got a tensor of shape {tuple(loss.shape)}")
+    return loss
+
+
+def _fusable(tensors: Sequence[Tensor]) -> bool:
+    return all(t.device.type == "cpu" and t.dtype in FUSED_DTYPES and t.is_contiguous()
+               for t in tensors)
+
+
+def choose_path(group: dict[str, Any], tensors: Sequence[Tensor], owner: str) -> str:
+    """``"fused"`` (numba, CPU), ``"foreach"`` or ``"single"`` for a group's tensors.
+
+    Default (``fused=None, foreach=None``): fused on CPU when every tensor is a contiguous
+    float32/float64 CPU tensor, foreach otherwise (CUDA); ``foreach=False`` and ``fused=False``
+    select the single-tensor reference path.
+    """
+    fused, foreach = group.get("fused"), group.get("foreach")
+    if fused:
+        if not _fusable(tensors):
+            raise ValueError(f"{owner}(fused=True) needs contiguous float32/float64 CPU tensors")
+        return "fused"
+    if fused is None and foreach is None and tensors and _fusable(tensors):
+        return "fused"
+    if foreach or (foreach is None and tensors and tensors[0].device.type != "cpu"):
+        return "foreach"
+    return "single" if foreach is False or fused is False else "foreach"
+
+
+def bucket(*lists: Sequence[Tensor]) -> dict[tuple[torch.device, torch.dtype], list[list[Tensor]]]:
+    """Group parallel lists of tensors by the (device, dtype) of the first list."""
+    out: dict[tuple[torch.device, torch.dtype], list[list[Tensor]]] = {}
+    for items in zip(*lists, strict=True):
+        key = (items[0].device, items[0].dtype)
+        slot = out.setdefault(key, [[] for _ in lists])
+        for j, t in enumerate(items):
+            slot[j].append(t)
+    return out
+
+
+def numpy_view(t: Tensor) -> np.ndarray:
+    """A zero-copy 1-D numpy view of a contiguous CPU tensor."""
+    return t.detach().view(-1).numpy()

@@ -1,0 +1,239 @@
+"""BBI: Born–Infeld energy-conserving descent as a torch optimizer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .._validation import check_positive
+from ..backends.torch import energy_ops
+from ..backends.torch.energy_ops import BBIConstants
+from ..events.actions import Action, Bounce, Stop
+from ..events.triggers import Trigger
+from ..program import BBI_EXTRAS
+from ..systems.born_infeld import BornInfeld
+from . import register
+from ._common import EventfulOptimizer, Participants
+from ._events import as_scalar
+from ._paths import bucket, choose_path, numpy_view
+from .base import Hyper
+
+__all__ = ["BBI"]
+
+
+def _t(x: float) -> Tensor:
+    return torch.tensor([x], dtype=torch.float64)
+
+
+class BBI(EventfulOptimizer):
+    r"""BBI (Born–Infeld inflation-inspired) energy-conserving descent.
+
+    The :class:`~dynopt.systems.BornInfeld` system's map ``"SBA"`` on the whole model: with the
+    loss ℓ at the current parameters, V = ℓ − v₀ and E₀ = V(θ₀) + δE fixed on the first step,
+
+    * if V ≤ ε₂: nothing (frozen once the loss reaches v₀);
+    * a bounce step (after T₀, 2T₀, …, N_b·T₀ non-bounce steps, or T₁ steps without a new
+      minimum of V): Π gets a random direction with the same norm, θ does not move;
+    * otherwise: Π ← rΠ (projection onto V(V + |Π|²) = E₀²), Π ← Π − Δt·½(V/E₀ + E₀/V)∇ℓ,
+      θ ← θ + Δt·(V/E₀)·Π.
+
+    Every norm is global over all parameter groups and tensors (the authors' code normalises
+    the initial momentum per tensor and projects per group; neither is reproduced), parameters
+    without a gradient are left out of the step (and of |Π|²), ``lr`` is read every step (LR
+    schedulers change Δt; a group's ``lr`` is its own Δt), bounce directions come from the
+    optimizer's generator (reproducible from ``seed``, saved in the ``state_dict``), and E₀, the
+    counters and |Π|² are optimizer state saved in the ``state_dict`` (``global_state["bbi"]``).
+
+    BBI needs the loss value on the host every step (one synchronisation on CUDA): call
+    ``step(closure)`` or ``step(loss=loss)`` after ``loss.backward()`` (the authors' usage,
+    ``step(lambda: loss)``, works too).
+
+    | paper | here | authors' ``BBI`` kwarg | default |
+    |---|---|---|---|
+    | Δt | ``lr`` | ``lr`` | required |
+    | ΔV | ``v0`` | ``v0`` | 0 |
+    | δE | ``delta_energy`` | ``deltaEn`` | 0 |
+    | T₀ | ``t0`` | ``threshold0`` | 1000 |
+    | N_b | ``n_bounces`` | ``n_fixed_bounces`` | 1 |
+    | T₁ | ``t1`` | ``threshold`` | 3000 |
+    | – | ``consistent_energy`` | ``consEn`` | True |
+    | ε₁, ε₂ | ``eps1``, ``eps2`` | ``eps1``, ``eps2`` | 1e-10, 1e-40 |
+    | Π | ``state[θ]["momentum"]`` | ``momentum_buffer`` | |
+
+    Reference: De Luca, Gatti & Silverstein, ICML 2022 (arXiv 2201.11137); gbdl/BBI.
+
+    Args:
+        params: Parameters or param groups.
+        lr: Time step Δt > 0 (float, tensor or schedule).
+        v0: The shift ΔV (expected minimum of the loss).
+        delta_energy: Extra initial energy δE ≥ 0.
+        t0: Steps between fixed bounces (None: never).
+        n_bounces: Number of fixed bounces N_b ≥ 0 (0: none; the authors' code does one).
+        t1: Steps without a new minimum before a progress bounce (None: never).
+        consistent_energy: Project onto the energy shell every step.
+        eps1: Projection tolerance on |Π|².
+        eps2: Freeze threshold on V.
+        seed: Seed of the bounce generator.
+        bounce_direction: ``"cube"`` (the authors') or ``"sphere"``.
+        events: Triggers with ``Bounce`` (a bounce step) or ``Stop`` actions.
+        foreach, fused: Path selection (default: fused numba kernel on CPU, foreach on CUDA).
+        maximize: Maximize the objective.
+        nonfinite: ``"raise"``, ``"skip"`` or ``"ignore"`` for NaN/inf gradients.
+    """
+
+    supported_actions = (Bounce, Stop)
+    needs_loss = True
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: Hyper,
+        v0: float = 0.0,
+        delta_energy: float = 0.0,
+        t0: int | None = 1000,
+        n_bounces: int = 1,
+        t1: int | None = 3000,
+        consistent_energy: bool = True,
+        eps1: float = 1e-10,
+        eps2: float = 1e-40,
+        seed: int | None = None,
+        *,
+        bounce_direction: str = "cube",
+        events: Iterable[Trigger] | Trigger | None = None,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        maximize: bool = False,
+        nonfinite: str = "raise",
+    ) -> None:
+        #: The continuous system; it validates the hyperparameters and supplies the constants.
+        self.system = BornInfeld(None, v0=v0, delta_energy=delta_energy, t0=t0,
+                                 n_bounces=n_bounces, t1=t1,
+                                 consistent_energy=consistent_energy, eps1=eps1, eps2=eps2,
+                                 bounce_direction=bounce_direction)
+        self.constants = BBIConstants.from_op(self.system.lower("S", 0.0).f)
+        defaults = {"lr": lr, "foreach": foreach, "fused": fused, "maximize": maximize}
+        super().__init__(params, defaults, events=events, seed=seed, nonfinite=nonfinite)
+
+    def _apply_action(self, action: Action) -> None:
+        if isinstance(action, Bounce):
+            self.global_state["bounce_request"] = True
+
+    @property
+    def energy(self) -> float:
+        """E₀ (NaN before the first active step)."""
+        st = self.global_state.get("bbi")
+        return float(st["E0"]) if st is not None and float(st["started"]) else float("nan")
+
+    # --- the step -----------------------------------------------------------------------------
+    def _extras(self) -> dict[str, Tensor]:
+        st = self.global_state.get("bbi")
+        if st is None:
+            st = self.global_state["bbi"] = {k: _t(0.0) for k in BBI_EXTRAS}
+            st["min_V"].fill_(float("inf"))
+        return st
+
+    def _ps2(self, parts: Participants, moms: list[Tensor], reference: bool) -> float:
+        """|Π|² of the participating momenta: cached from the previous step if the same
+        parameters take part, else computed."""
+        key = self.participation_key()
+        if self.global_state.get("ps2_key") == key and "ps2" in self.global_state:
+            return float(self.global_state["ps2"])
+        return _sum_sq(moms) if reference else self.norm2(moms)
+
+    def _step(self, loss: Any, parts: Participants) -> None:
+        c = self.constants
+        v = float(loss) - c.v0
+        device = self.device_of(parts)
+        params = [p for _, ps, _ in parts for p in ps]
+        grads = [g for _, _, gs in parts for g in gs]
+        moms = [self.momentum(p) for p in params]
+        reference = bool(parts) and all(
+            choose_path(gr, ps + gs, "BBI") == "single" for gr, ps, gs in parts if ps)
+        ps2 = self._ps2(parts, moms, reference)
+        if len(self._events):
+            values = {"loss": as_scalar(loss, device)}
+            if self._events.needs("energy"):
+                values["energy"] = as_scalar(max(v * (v + ps2), 0.0) ** 0.5, device)
+            if self.run_events(values, device):
+                return
+        st = self._extras()
+        g2 = 0.0
+        if not float(st["started"]) and v > c.eps2:
+            g2 = _sum_sq(grads) if reference else self.norm2(grads)
+        force = _t(1.0 if self.global_state.pop("bounce_request", False) else 0.0) > 0
+        dec = energy_ops.bbi_control(_t(v), _t(ps2), _t(g2), st, c, force=force)
+        if not v > c.eps2:
+            return
+        if float(dec.init_coef) != 0.0:  # first step: start along −∇ℓ
+            for m, g in zip(moms, grads, strict=True):
+                m.copy_(-dec.init_coef.to(g) * g)
+        key = self.participation_key()
+        if bool(dec.bounce):
+            self._bounce(moms, float(dec.ps2), reference)
+            self.global_state["ps2"] = _sum_sq(moms) if reference else self.norm2(moms)
+            self.global_state["ps2_key"] = key
+            return
+        r = float(dec.scale)
+        kick, drift = float(st["kick_rate"]), float(st["drift_rate"])
+        new_ps2 = 0.0
+        for group, ps, gs in parts:
+            if not ps:
+                continue
+            lr = self.hyper(group, "lr", check_positive)
+            ms = [self.momentum(p) for p in ps]
+            path = choose_path(group, ps + gs + ms, "BBI")
+            if path == "fused":
+                from ..backends.numba.optim_kernels import bbi_kick_drift
+
+                for p, g, m in zip(ps, gs, ms, strict=True):
+                    tp = numpy_view(p)
+                    cast = tp.dtype.type
+                    new_ps2 += bbi_kick_drift(tp, numpy_view(m), numpy_view(g), cast(r),
+                                              cast(lr * kick), cast(lr * drift))
+            elif path == "foreach":
+                for bp, bg, bm in bucket(ps, gs, ms).values():
+                    torch._foreach_mul_(bm, r)
+                    torch._foreach_add_(bm, bg, alpha=-lr * kick)
+                    torch._foreach_add_(bp, bm, alpha=lr * drift)
+                new_ps2 += self.norm2(ms)
+            else:  # the system's ops, as the torch backend runs them
+                for p, g, m in zip(ps, gs, ms, strict=True):
+                    m.mul_(dec.scale.to(m))
+                    energy_ops.scaled_kick_(m, g, lr, st["kick_rate"].to(m))
+                    energy_ops.scaled_drift_(p, m, lr, st["drift_rate"].to(m), 1.0)
+                new_ps2 += _sum_sq(ms)
+        self.global_state["ps2"] = new_ps2
+        self.global_state["ps2_key"] = key
+
+    def _bounce(self, moms: list[Tensor], ps2: float, reference: bool) -> None:
+        """New random directions (one flat draw per device/dtype bucket), same global |Π|."""
+        draws = []
+        for (dev, dt), (ms,) in bucket(moms).items():
+            n = sum(m.numel() for m in ms)
+            u = energy_ops.bounce_direction((n,), self.generator(dev), dt, dev,
+                                            self.constants.cube)
+            draws.append((ms, u))
+        u2 = _sum_sq([u for _, u in draws]) if reference else self.norm2([u for _, u in draws])
+        for ms, u in draws:
+            scale = (torch.tensor([ps2], dtype=torch.float64) / u2).sqrt().to(u)
+            off = 0
+            for m in ms:
+                k = m.numel()
+                m.copy_((u[off:off + k] * scale).view_as(m))
+                off += k
+
+
+def _sum_sq(tensors: list[Tensor]) -> float:
+    """Σ (t*t).sum() in float64 (the reference path's reduction, as the torch backend's)."""
+    return float(sum(float((t * t).sum()) for t in tensors)) if tensors else 0.0
+
+
+@register("bbi")
+def _make(model_or_params: Any, **kwargs: Any) -> BBI:
+    params = model_or_params.parameters() if isinstance(model_or_params, torch.nn.Module) else (
+        model_or_params)
+    kwargs.setdefault("lr", 0.1)
+    return BBI(params, **kwargs)

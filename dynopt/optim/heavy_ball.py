@@ -1,0 +1,160 @@
+"""The port-Hamiltonian heavy ball, with event-triggered braking."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .._validation import check_nonnegative, check_positive
+from ..events.actions import Action, SetFriction, Stop
+from ..events.triggers import Trigger
+from ..integrators.splitting import Splitting
+from ..program import OpCode
+from ..systems.port_hamiltonian import PortHamiltonian
+from . import register
+from ._common import EventfulOptimizer, Participants
+from ._events import as_scalar
+from ._paths import bucket, choose_path, numpy_view
+from .base import Hyper
+
+__all__ = ["HeavyBall"]
+
+#: The heavy ball's scheme (the optimizer's letters come from the system's program).
+SCHEME = Splitting("FBA")
+
+
+class HeavyBall(EventfulOptimizer):
+    r"""Heavy ball with friction, the port-Hamiltonian system ẋ = (J − R(t))∇H.
+
+    :class:`~dynopt.systems.PortHamiltonian` with H = L(θ) + |p|²/2, R = diag(0, γ(t)),
+    discretised by its scheme ``"FBA"`` (semi-implicit Euler) with step h:
+
+    .. math:: p_{k+1} = (1 - \gamma_k h)\,p_k - h\,\nabla L(\theta_k), \qquad
+              \theta_{k+1} = \theta_k + h\,p_{k+1},
+
+    which is exactly ``torch.optim.SGD(lr=h², momentum=1 − γh)`` with SGD's buffer b = −p/h.
+    One step is conformally symplectic: det ∂(θ', p')/∂(θ, p) = (1 − γh)^d.
+
+    With ``events=[LossBelow(f, then=SetFriction(γ_after))]`` it is the goal-oriented braking
+    scheme of Burghoff, Heinrich Monells & Gottschalk ("Who Breaks Early, Looses", ICANN 2023):
+    explore with friction ``gamma`` until the loss first drops to f·L₀, then brake with
+    γ_after; the update of the firing step already uses γ_after. Events need the loss:
+    call ``step(closure)`` or ``step(loss=loss)``.
+
+    | symbol | code | ``torch.optim.SGD`` |
+    |---|---|---|
+    | h | ``lr`` | ``lr = h²`` |
+    | γ | ``gamma`` (float or schedule ``callable(step)``) | ``momentum = 1 − γh`` |
+    | p | ``state[θ]["momentum"]`` | ``−h · momentum_buffer`` |
+    | γ after an event | ``global_state["gamma_override"]`` | – |
+
+    Paths: ``fused`` (numba, CPU float32/float64: one pass over θ, p, ∇L), ``foreach`` (the
+    default on CUDA) and the single-tensor reference (``foreach=False, fused=False``).
+
+    Args:
+        params: Parameters or param groups.
+        lr: Step size h > 0 (LR schedulers change h).
+        gamma: Friction γ ≥ 0, a float or a schedule ``callable(step) -> float``.
+        events: Triggers (:mod:`dynopt.events`) with ``SetFriction`` / ``Stop`` actions,
+            observing ``loss``, ``energy`` (= L + |p|²/2) or ``step``.
+        foreach: Use the foreach path (default: on CUDA).
+        fused: Use the fused numba CPU path (default: on CPU).
+        maximize: Maximize the objective.
+        seed: Seed of the optimizer's generator (unused by the update; kept for the contract).
+        nonfinite: ``"raise"``, ``"skip"`` or ``"ignore"`` for NaN/inf gradients.
+    """
+
+    schedulable = ("lr", "gamma")
+    supported_actions = (SetFriction, Stop)
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: Hyper,
+        gamma: Hyper = 0.0,
+        *,
+        events: Iterable[Trigger] | Trigger | None = None,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        maximize: bool = False,
+        seed: int | None = None,
+        nonfinite: str = "raise",
+    ) -> None:
+        defaults = {"lr": lr, "gamma": gamma, "foreach": foreach, "fused": fused,
+                    "maximize": maximize}
+        super().__init__(params, defaults, events=events, seed=seed, nonfinite=nonfinite)
+        #: The continuous system (its friction is the optimizer's ``gamma`` / event override).
+        self.system = PortHamiltonian(None, gamma=0.0)
+
+    def _validate_group(self, group: dict[str, Any], index: int) -> None:
+        super()._validate_group(group, index)
+        self._check_hyper(group, index, "gamma", check_nonnegative)
+
+    def friction(self, group: dict[str, Any]) -> float:
+        """The γ used for ``group`` at the current step (an event's override if one fired)."""
+        override = self.global_state.get("gamma_override")
+        if override is not None:
+            return float(override)
+        return self.hyper(group, "gamma", check_nonnegative)
+
+    def _apply_action(self, action: Action) -> None:
+        if isinstance(action, SetFriction):
+            self.global_state["gamma_override"] = action.gamma
+
+    def _step(self, loss: Any, parts: Participants) -> None:
+        if len(self._events):
+            device = self.device_of(parts)
+            values = {} if loss is None else {"loss": as_scalar(loss, device)}
+            if self._events.needs("energy"):
+                moms = [self.momentum(p) for _, ps, _ in parts for p in ps]
+                values["energy"] = values["loss"] + 0.5 * self.norm2(moms)
+            if self.run_events(values, device):
+                return
+        for group, params, grads in parts:
+            if not params:
+                continue
+            h = self.hyper(group, "lr", check_positive)
+            gamma = self.friction(group)
+            c = 1.0 - gamma * h
+            moms = [self.momentum(p) for p in params]
+            path = choose_path(group, params + grads + moms, "HeavyBall")
+            if path == "fused":
+                from ..backends.numba.optim_kernels import heavy_ball_step
+
+                for p, g, m in zip(params, grads, moms, strict=True):
+                    np_t = numpy_view(p)
+                    heavy_ball_step(np_t, numpy_view(m), numpy_view(g), np_t.dtype.type(c),
+                                    np_t.dtype.type(h))
+            elif path == "foreach":
+                for ps, gs, ms in bucket(params, grads, moms).values():
+                    torch._foreach_mul_(ms, c)
+                    torch._foreach_add_(ms, gs, alpha=-h)
+                    torch._foreach_add_(ps, ms, alpha=h)
+            else:
+                self._reference_step(params, grads, moms, h, gamma)
+
+    def _reference_step(self, params: list[Tensor], grads: list[Tensor], moms: list[Tensor],
+                        h: float, gamma: float) -> None:
+        """The single-tensor path: the system's program ``F B A`` op by op."""
+        from ..backends.torch import energy_ops, ops
+
+        program = SCHEME.lower_sequence(self.system, SCHEME.letters(), h)
+        for p, g, m in zip(params, grads, moms, strict=True):
+            for op in program:
+                if op.code == OpCode.LIN_FRIC:
+                    energy_ops.linear_friction_(m, gamma, op.f[0])
+                elif op.code == OpCode.KICK:
+                    ops.kick_(m, g, op.f[0])
+                else:
+                    ops.drift_(p, m, op.f[0], 1.0)
+
+
+@register("heavyball")
+def _make(model_or_params: Any, **kwargs: Any) -> HeavyBall:
+    params = model_or_params.parameters() if isinstance(model_or_params, torch.nn.Module) else (
+        model_or_params)
+    kwargs.setdefault("lr", 0.1)
+    return HeavyBall(params, **kwargs)
