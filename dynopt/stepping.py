@@ -191,4 +191,6 @@ def _initial_arrays(
             p = np.broadcast_to(p, q.shape).copy()
         if p.shape != q.shape:
             raise ValueError(f"p0 has shape {p.shape} but q0 gives shape {q.shape}")
-    return np.ascontiguousarray(q), p
+    # copies: the backends update the state in place and must not write into the caller's q0/p0
+    return np.array(q, dtype=np.float64, order="C"), None if p is None else np.array(
+        p, dtype=np.float64, order="C")
