@@ -1,0 +1,149 @@
+"""Events: trigger logic (numpy and torch alike), latching, logging, and actions in integrate()."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import dynopt
+from dynopt import potentials as P
+from dynopt.events import (
+    AtStep,
+    Bounce,
+    EnergyBelow,
+    EventSet,
+    LossBelow,
+    Plateau,
+    RelativeReduction,
+    SetFriction,
+    StateCondition,
+    Stop,
+    SwitchDynamics,
+    Threshold,
+)
+from dynopt.systems import Hamiltonian, Langevin, PortHamiltonian
+
+
+def _run(events, losses, xp):
+    """Feed per-chain loss sequences (steps, chains); return the fired masks per step."""
+    es = EventSet(events)
+    like = np.zeros(losses.shape[1]) if xp is np else torch.zeros(losses.shape[1],
+                                                                  dtype=torch.float64)
+    st = es.init_state(like)
+    out = []
+    for k, row in enumerate(losses):
+        v = row if xp is np else torch.as_tensor(row)
+        fired = es.observe(st, {"loss": v, "step": v * 0 + k, "energy": v}, k)
+        es.record(st, fired, {"loss": v, "step": v * 0 + k, "energy": v}, k)
+        out.append(np.stack([np.asarray(f) for f in fired]))
+    return np.stack(out), es.log(st)
+
+
+LOSSES = np.array([[10.0, 4.0], [8.0, 3.0], [3.0, 3.5], [2.9, 1.0], [2.95, 0.9], [3.0, 0.4],
+                   [3.1, 0.3], [2.0, 0.35]])
+
+
+@pytest.mark.parametrize("xp", [np, torch], ids=["numpy", "torch"])
+def test_trigger_logic(xp):
+    fired, log = _run([LossBelow(0.3), RelativeReduction(0.5), Plateau(2), Threshold(0.38),
+                       AtStep(3)], LOSSES, xp)
+    # LossBelow(0.3): L ≤ 0.3·L₀, once — chain 0 at step 2 (3 ≤ 3), chain 1 at step 3 (1 ≤ 1.2)
+    assert [list(np.flatnonzero(fired[:, 0, c])) for c in range(2)] == [[2], [3]]
+    # RelativeReduction(0.5): staged goals L_ref/2 with L_ref reset at each firing
+    assert [list(np.flatnonzero(fired[:, 1, c])) for c in range(2)] == [[2], [3, 5]]
+    # Plateau(2): 2 observations without a new minimum, then the counter restarts
+    assert [list(np.flatnonzero(fired[:, 2, c])) for c in range(2)] == [[5], []]
+    # Threshold(0.38) below, once; AtStep(3) at the step count 3
+    assert [list(np.flatnonzero(fired[:, 3, c])) for c in range(2)] == [[], [6]]
+    assert [list(np.flatnonzero(fired[:, 4, c])) for c in range(2)] == [[3], [3]]
+    assert len(log) == int(fired.sum())
+    f = next(f for f in log if f.event == 0 and f.chain == 1)
+    assert (f.step, f.value, f.observable) == (3, 1.0, "loss")
+
+
+def test_once_can_be_changed():
+    fired, _ = _run([Threshold(3.5, once=False)], LOSSES[:, :1], np)
+    assert list(np.flatnonzero(fired[:, 0, 0])) == [2, 3, 4, 5, 6, 7]
+
+
+def test_bad_events():
+    with pytest.raises(ValueError, match="fraction must be > 0"):
+        LossBelow(0.0)
+    with pytest.raises(ValueError, match=r"fraction must be in \[0, 1\)"):
+        RelativeReduction(1.0)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        Plateau(0)
+    with pytest.raises(TypeError, match="then must be an Action"):
+        LossBelow(0.5, then="brake")
+    with pytest.raises(TypeError, match="must be a dynopt.events trigger"):
+        EventSet([SetFriction(1.0)])
+    with pytest.raises(ValueError, match="gamma must be >= 0"):
+        SetFriction(-1.0)
+
+
+def test_stop_freezes_chains_and_ends_the_run():
+    sys = Hamiltonian(P.Harmonic(omega=1.0, dim=1))
+    tr = dynopt.integrate(sys, "BAB", [[1.0], [2.0]], h=0.1, n_steps=500, seed=0,
+                          p0=[[0.0], [1.0]],
+                          events=[Threshold(0.0, observable="loss", below=False),
+                                  StateCondition(lambda q, p: q[:, 0] < 0.0, then=Stop())])
+    # chain 0 crosses q = 0 at t ≈ π/2, chain 1 later: both stop, the run ends early
+    steps = tr.events.steps(1)
+    assert len(steps) == 2 and tr.n_draws == max(steps) + 1 < 501
+    assert tr.events.steps(0) == [0, 0]  # Threshold fired once per chain, at step 0 ...
+    for c in range(2):
+        k = tr.events.steps(1)[c]
+        frozen = tr.q[c, k:]
+        np.testing.assert_array_equal(frozen, np.broadcast_to(tr.q[c, k], frozen.shape))
+    assert tr.events.steps(1)[0] < tr.events.steps(1)[1]  # one chain stayed frozen meanwhile
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_bounce_action_keeps_norm_and_position(backend):
+    sys = Hamiltonian(P.Harmonic(omega=[1.0, 2.0, 3.0], dim=3))
+    tr = dynopt.integrate(sys, "BAB", np.ones(3), h=0.05, n_steps=40, seed=3, n_chains=2,
+                          p0=[0.5, -0.2, 0.1], backend=backend, events=[AtStep(10, then=Bounce())])
+    H = tr.energy
+    # a bounce at step 10 keeps θ and |p|, hence H, and changes the direction
+    np.testing.assert_allclose(H[:, 11:], np.broadcast_to(H[:, 10:11], H[:, 11:].shape),
+                               rtol=1e-2)
+    traj_nb = dynopt.integrate(sys, "BAB", np.ones(3), h=0.05, n_steps=40, seed=3, n_chains=2,
+                               p0=[0.5, -0.2, 0.1], backend=backend)
+    assert np.abs(traj_nb.q[:, -1] - tr.q[:, -1]).max() > 1e-3
+    np.testing.assert_array_equal(traj_nb.q[:, :11], tr.q[:, :11])
+    assert [f.step for f in tr.events] == [10, 10]
+
+
+def test_switch_dynamics_per_chain_keeps_other_chains_bit_for_bit():
+    pot = P.DoubleWell(1)
+    ham = Hamiltonian(pot)
+    lang = Langevin(pot, gamma=1.0, temperature=0.0)  # friction only: a deterministic brake
+    q0 = np.array([[1.5], [-0.3]])
+    ev = [Threshold(0.8, then=SwitchDynamics(lang, "BAOAB"), below=True)]
+    tr = dynopt.integrate(ham, "BAB", q0, h=0.05, n_steps=300, seed=0, events=ev)
+    plain = dynopt.integrate(ham, "BAB", q0, h=0.05, n_steps=300, seed=0)
+    switched = {f.chain: f.step for f in tr.events}
+    assert 0 in switched and 1 in switched
+    k = switched[0]
+    np.testing.assert_array_equal(tr.q[0, :k + 1], plain.q[0, :k + 1])
+    assert tr.energy[0, -1] < 0.5 * tr.energy[0, k]  # the friction dissipates after the switch
+    with pytest.raises(ValueError, match="same state layout"):
+        dynopt.integrate(ham, "BAB", q0, h=0.05, n_steps=3, seed=0, events=[
+            AtStep(1, then=SwitchDynamics(PortHamiltonian(pot)))])
+
+
+def test_integrate_event_errors():
+    sys = Hamiltonian(P.Harmonic())
+    with pytest.raises(ValueError, match="SetFriction needs a system with a per-chain"):
+        dynopt.integrate(sys, "BAB", [1.0], h=0.1, n_steps=3, events=[
+            LossBelow(0.5, then=SetFriction(1.0))])
+
+
+def test_energy_trigger_in_integrate():
+    sys = PortHamiltonian(P.Harmonic(omega=1.0, dim=1), gamma=0.5)
+    tr = dynopt.integrate(sys, None, [[2.0]], h=0.05, n_steps=400, seed=0,
+                          events=[EnergyBelow(0.5, then=Stop())])
+    (f,) = tr.events
+    assert f.value < 0.5 <= tr.energy[0, f.step - 1]  # first step with H < 0.5
+    assert f.step == tr.n_draws - 1
