@@ -1,0 +1,302 @@
+"""BBI, ECDSep and HeavyBall as torch optimizers: maps, global norms, parity, the contract."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import dynopt
+from dynopt import potentials as P
+from dynopt.events import AtStep, Bounce, LossBelow, Plateau, SetFriction, Stop
+from dynopt.optim import BBI, REGISTRY, ECDSep, HeavyBall, make
+from dynopt.systems import BornInfeld
+from dynopt.systems import ECDSep as ECDSepSystem
+
+ACKLEY = P.Ackley(2, b=0.02)
+BBI_KW = {"v0": 1e-4, "delta_energy": 2.0, "t0": 20, "n_bounces": 4, "t1": 100}
+ECD_KW = {"F0": 1e-3, "eta": 1.01, "nu": 0.5, "s": 1.0, "delta_energy": 10.0}
+
+
+def _model(seed=0, dtype=torch.float64):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8),
+                               torch.nn.Tanh(), torch.nn.Linear(8, 1)).to(dtype)
+
+
+def _data(dtype=torch.float64):
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(40, 3, generator=g, dtype=dtype)
+    return x, torch.cos(x @ torch.tensor([[1.0], [-2.0], [0.5]], dtype=dtype))
+
+
+def _train(model, opt, n, data=None, use_closure=False):
+    x, y = data or _data(next(model.parameters()).dtype)
+    out = []
+    for _ in range(n):
+        def closure():
+            opt.zero_grad()
+            loss = ((model(x) - y) ** 2).mean() + 0.05
+            loss.backward()
+            return loss
+
+        if use_closure:
+            opt.step(closure)
+        else:
+            loss = closure()
+            opt.step(loss=loss)
+        out.append(torch.cat([p.detach().flatten().clone() for p in model.parameters()]))
+    return torch.stack(out)
+
+
+def _bbi(params, **kw):
+    base = {"lr": 0.05, "v0": 0.0, "delta_energy": 0.5, "t0": 7, "n_bounces": 2, "t1": 15,
+            "seed": 1}
+    base.update(kw)
+    return BBI(params, **base)
+
+
+def _ecd(params, **kw):
+    base = {"lr": 0.05, "F0": 0.0, "eta": 1.5, "nu": 1e-2, "delta_energy": 0.2, "seed": 1}
+    base.update(kw)
+    return ECDSep(params, **base)
+
+
+FACTORIES = {"bbi": _bbi, "ecdsep": _ecd,
+             "heavyball": lambda ps, **kw: HeavyBall(ps, lr=0.2, gamma=0.5, **kw)}
+
+
+# --- the maps on a model: invariants with global norms over groups and tensors -----------------
+def test_bbi_projection_and_initial_momentum_are_global():
+    m = _model()
+    groups = [{"params": list(m.parameters())[:2]}, {"params": list(m.parameters())[2:]}]
+    opt = _bbi(groups, t0=None, t1=None)
+    x, y = _data()
+    for k in range(25):
+        opt.zero_grad()
+        loss = ((m(x) - y) ** 2).mean() + 0.05
+        loss.backward()
+        V = float(loss.detach())
+        opt.step(loss=loss)
+        st = opt.global_state["bbi"]
+        E0, a = float(st["E0"]), 0.05 * float(st["kick_rate"])
+        # Π after the projection = Π_new + Δt·kick_rate·∇ℓ (the kick undone)
+        pi = [opt.state[p]["momentum"] + a * p.grad for p in m.parameters()]
+        pi2 = sum(float((t * t).sum()) for t in pi)
+        if k == 0:  # started along −∇ℓ with the *global* norm √(E₀²/V₀ − V₀)
+            assert pi2 == pytest.approx(E0**2 / V - V, rel=1e-12)
+        assert V * (V + pi2) == pytest.approx(E0**2, rel=1e-12)
+
+
+def test_ecdsep_speed_limit_is_exact_on_a_model():
+    m = _model()
+    opt = _ecd([{"params": list(m.parameters())[:3]}, {"params": list(m.parameters())[3:]}],
+               lr=0.3, s=2.0)
+    traj = _train(m, opt, 40)
+    dq = (traj[1:] - traj[:-1]).norm(dim=1)
+    assert float(dq.max()) <= 0.3 / math.sqrt(2.0) * (1 + 1e-12)
+    assert float(dq.max()) > 0.5 * 0.3 / math.sqrt(2.0)
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_two_groups_equal_one_group(name):
+    a, b = _model(), _model()
+    one = FACTORIES[name](a.parameters())
+    ps = list(b.parameters())
+    two = FACTORIES[name]([{"params": ps[:3]}, {"params": ps[3:]}])
+    torch.testing.assert_close(_train(a, one, 40), _train(b, two, 40), rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_parameters_without_gradients_are_left_alone(name):
+    m = _model()
+    extra = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))  # never gets a gradient
+    frozen = torch.nn.Parameter(torch.ones(2, dtype=torch.float64), requires_grad=False)
+    opt = FACTORIES[name]([*m.parameters(), extra, frozen])
+    _train(m, opt, 10)
+    assert torch.equal(extra, torch.ones(3, dtype=torch.float64))
+    assert torch.equal(frozen, torch.ones(2, dtype=torch.float64))
+    assert "momentum" not in opt.state[extra]
+
+
+# --- parity with integrate() and between paths -----------------------------------------------
+def _optimizer_path(opt_cls, kw, n, seed, path, pot=ACKLEY, q0=(-4.0, 3.0)):
+    th = torch.tensor(q0, dtype=torch.float64)
+    opt = opt_cls([th], seed=seed, **kw, **path)
+    out = []
+    for _ in range(n):
+        th.grad = pot.grad(th)
+        opt.step(loss=pot.value(th))
+        out.append(th.clone())
+    return torch.stack(out).numpy()
+
+
+def test_bbi_optimizer_equals_integrate_bit_for_bit_with_bounces():
+    sys = BornInfeld(ACKLEY, **BBI_KW)
+    tr = dynopt.integrate(sys, None, [-4.0, 3.0], h=0.00965, n_steps=400, seed=3,
+                          backend="torch")
+    assert tr.extras["bounces"][0, -1] >= 5
+    ref = _optimizer_path(BBI, {"lr": 0.00965, **BBI_KW}, 400, 3,
+                          {"foreach": False, "fused": False})
+    np.testing.assert_array_equal(ref, tr.q[0, 1:])
+    for path in ({"fused": True}, {"foreach": True}):
+        other = _optimizer_path(BBI, {"lr": 0.00965, **BBI_KW}, 400, 3, path)
+        np.testing.assert_allclose(other, ref, atol=1e-10)
+    # numba backend: same map, its own (Philox) bounces: equal up to the first bounce
+    nb = dynopt.integrate(sys, None, [-4.0, 3.0], h=0.00965, n_steps=20, seed=3)
+    np.testing.assert_allclose(nb.q[0, 1:21], ref[:20], atol=1e-12)
+
+
+def test_ecdsep_optimizer_equals_integrate_bit_for_bit():
+    sys = ECDSepSystem(ACKLEY, **ECD_KW)
+    tr = dynopt.integrate(sys, None, [-4.0, 3.0], h=0.698, n_steps=200, seed=5, backend="torch")
+    ref = _optimizer_path(ECDSep, {"lr": 0.698, **ECD_KW}, 200, 5, {"foreach": False})
+    np.testing.assert_array_equal(ref, tr.q[0, 1:])
+    other = _optimizer_path(ECDSep, {"lr": 0.698, **ECD_KW}, 30, 5, {"foreach": True})
+    np.testing.assert_allclose(other, ref[:30], atol=1e-10)
+
+
+def test_float32_fused_bbi_close_to_foreach():
+    runs = []
+    for path in ({"fused": True}, {"foreach": True}):
+        m = _model(dtype=torch.float32)
+        runs.append(_train(m, _bbi(m.parameters(), t0=None, t1=None, **path), 20))
+    torch.testing.assert_close(runs[0], runs[1], rtol=1e-4, atol=1e-5)
+
+
+# --- the torch.optim contract ------------------------------------------------------------------
+def _events(name):
+    if name == "heavyball":
+        return [LossBelow(0.8, then=SetFriction(1.5)), Plateau(5)]
+    if name == "bbi":
+        return [AtStep(12, then=Bounce()), Plateau(4)]
+    return [Plateau(4)]
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_resume_is_bit_exact_through_a_weights_only_checkpoint(name):
+    m = _model()
+    opt = FACTORIES[name](m.parameters(), events=_events(name))
+    _train(m, opt, 10)
+    buf = io.BytesIO()
+    torch.save({"model": m.state_dict(), "opt": opt.state_dict()}, buf)
+    ref = _train(m, opt, 30)
+    buf.seek(0)
+    ckpt = torch.load(buf, weights_only=True)
+    m2 = _model(seed=5)
+    m2.load_state_dict(ckpt["model"])
+    opt2 = FACTORIES[name](m2.parameters(), events=_events(name), seed=99)
+    opt2.load_state_dict(ckpt["opt"])
+    assert torch.equal(_train(m2, opt2, 30), ref)
+    assert opt2.event_log == opt.event_log and len(opt.event_log) > 0
+
+
+def test_state_dict_holds_energy_counters_and_events():
+    m = _model()
+    opt = _bbi(m.parameters(), events=[Plateau(3)])
+    _train(m, opt, 12)
+    sd = opt.state_dict()["dynopt"]["global"]
+    assert {"E0", "counter0", "counter", "fixed_bounces", "min_V", "bounces"} <= set(sd["bbi"])
+    assert "events" in sd and "ps2" in sd
+    assert opt.energy == float(sd["bbi"]["E0"])
+
+
+@pytest.mark.parametrize("name", ["bbi", "ecdsep"])
+def test_seed_makes_bounces_reproducible(name):
+    a, b, c = (_train(m, FACTORIES[name](m.parameters(), seed=s), 25)
+               for m, s in ((_model(), 4), (_model(), 4), (_model(), 5)))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_closure_and_loss_keyword_agree(name):
+    a, b = _model(), _model()
+    ta = _train(a, FACTORIES[name](a.parameters()), 15, use_closure=True)
+    tb = _train(b, FACTORIES[name](b.parameters()), 15, use_closure=False)
+    assert torch.equal(ta, tb)
+    # the authors' usage: step(lambda: loss) with the loss computed outside
+    c = _model()
+    opt = FACTORIES[name](c.parameters())
+    x, y = _data()
+    for _ in range(15):
+        opt.zero_grad()
+        loss = ((c(x) - y) ** 2).mean() + 0.05
+        loss.backward()
+        opt.step(lambda loss=loss: loss)
+    torch.testing.assert_close(torch.cat([p.detach().flatten() for p in c.parameters()]),
+                               ta[-1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["bbi", "ecdsep"])
+def test_lr_scheduler_changes_the_time_step(name):
+    a, b = _model(), _model()
+    oa = FACTORIES[name](a.parameters())
+    sched = torch.optim.lr_scheduler.StepLR(oa, step_size=5, gamma=0.5)
+    ob = FACTORIES[name](b.parameters())
+    x, y = _data()
+    for k in range(15):
+        for mdl, opt in ((a, oa), (b, ob)):
+            opt.zero_grad()
+            loss = ((mdl(x) - y) ** 2).mean() + 0.05
+            loss.backward()
+            opt.step(loss=loss)
+        sched.step()
+        ob.param_groups[0]["lr"] = 0.05 * 0.5 ** ((k + 1) // 5)
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    assert oa.param_groups[0]["lr"] == pytest.approx(0.05 / 8)
+
+
+def test_stop_event_and_bounce_event():
+    m = _model()
+    opt = _bbi(m.parameters(), t0=None, t1=None, events=[AtStep(5, then=Bounce()),
+                                                         AtStep(9, then=Stop())])
+    traj = _train(m, opt, 15)
+    assert float(opt.global_state["bbi"]["bounces"]) == 1
+    assert torch.equal(traj[5], traj[4])  # the bounce step does not move θ
+    assert opt.stopped and torch.equal(traj[-1], traj[8])
+    assert [f.step for f in opt.event_log] == [5, 9]
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        (lambda ps: BBI(ps, lr=-1.0), "lr must be > 0, got -1.0"),
+        (lambda ps: BBI(ps, lr=0.1, t0=0), "t0 must be >= 1, got 0"),
+        (lambda ps: BBI(ps, lr=0.1, delta_energy=-1.0), "delta_energy must be >= 0"),
+        (lambda ps: BBI(ps, lr=0.1, bounce_direction="x"), "bounce_direction must be one of"),
+        (lambda ps: ECDSep(ps, lr=0.1, eta=0.5), "eta must be >= 1, got 0.5"),
+        (lambda ps: ECDSep(ps, lr=0.1, weight_decay=-1.0), "weight_decay must be >= 0"),
+        (lambda ps: ECDSep(ps, lr=0.1, events=[AtStep(2, then=Bounce())]),
+         "does not support the action Bounce"),
+        (lambda ps: BBI(ps, lr=0.1, events=[AtStep(2, then=SetFriction(1.0))]),
+         "does not support the action SetFriction"),
+    ],
+)
+def test_bad_input(factory, message):
+    with pytest.raises(ValueError, match=message):
+        factory(_model().parameters())
+
+
+@pytest.mark.parametrize("name", ["bbi", "ecdsep"])
+def test_loss_is_required_and_must_be_scalar(name):
+    m = _model()
+    opt = FACTORIES[name](m.parameters())
+    x, y = _data()
+    ((m(x) - y) ** 2).mean().backward()
+    with pytest.raises(ValueError, match="needs the loss value"):
+        opt.step()
+    with pytest.raises(ValueError, match="loss must be a scalar"):
+        opt.step(loss=torch.ones(2))
+    with pytest.raises(ValueError, match="both a closure and loss="):
+        opt.step(lambda: torch.tensor(1.0), loss=torch.tensor(1.0))
+
+
+def test_registry():
+    assert {"bbi", "ecdsep", "heavyball"} <= set(REGISTRY)
+    opt = make("bbi", _model(), v0=0.01)
+    assert isinstance(opt, BBI) and opt.param_groups[0]["lr"] == 0.1
