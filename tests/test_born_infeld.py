@@ -67,7 +67,7 @@ def _replay(V_seq, t0, nb, t1):
     c0 = c = fixed = 0
     vmin = math.inf
     out = []
-    for V in V_seq:
+    for v in V_seq:
         if (c0 == t0 and fixed < nb) or c == t1:
             if c0 == t0:
                 fixed += 1
@@ -77,8 +77,8 @@ def _replay(V_seq, t0, nb, t1):
         else:
             c0 += 1
             c += 1
-            if V < vmin:
-                vmin, c = V, 0
+            if v < vmin:
+                vmin, c = v, 0
             out.append(False)
     return np.array(out)
 

@@ -33,8 +33,8 @@ def test_known_values():
     assert P.Zakharov(10).value(np.ones(10)) == 572680.3125
     assert P.Zakharov(4).value(np.zeros(4)) == 0.0
     mb = P.MultiBasin()
-    # both minima are within 2e-8 of zero (−7.6e-12 and −1.1e-8), and the Hessians are isotropic with the paper's
-    # eigenvalues 0.864 and 1.664, so the Liouville ratio is 1.926
+    # both minima are within 2e-8 of zero (−7.6e-12 and −1.1e-8), and the Hessians are
+    # isotropic with the paper's eigenvalues 0.864 and 1.664: the Liouville ratio is 1.926
     for c, lam in zip((mb.c1, mb.c2), mb.basin_curvatures(), strict=True):
         assert abs(mb.value(c)) < 2e-8
         x = torch.as_tensor(c).requires_grad_(True)

@@ -76,7 +76,7 @@ def test_bad_events():
         Plateau(0)
     with pytest.raises(TypeError, match="then must be an Action"):
         LossBelow(0.5, then="brake")
-    with pytest.raises(TypeError, match="must be a dynopt.events trigger"):
+    with pytest.raises(TypeError, match=r"must be a dynopt\.events trigger"):
         EventSet([SetFriction(1.0)])
     with pytest.raises(ValueError, match="gamma must be >= 0"):
         SetFriction(-1.0)

@@ -83,7 +83,7 @@ def test_braking_fires_at_the_goal_and_switches_friction_exactly_then(path):
         lb = _loss(b, x, y)
         lb.backward()
         L0 = float(lb.detach()) if L0 is None else L0
-        if fired_at is None and float(lb.detach()) <= frac * L0:  # the goal: brake from this update on
+        if fired_at is None and float(lb.detach()) <= frac * L0:  # goal: brake from this update
             fired_at = k
             sgd.param_groups[0]["momentum"] = 1 - g1 * h
         sgd.step()
