@@ -39,6 +39,8 @@ __all__ = ["STREAM_EVENT_BOUNCE", "run_with_events"]
 
 #: Philox stream of the Bounce action's directions on the numba backend.
 STREAM_EVENT_BOUNCE = 4
+#: Below this many chain-coordinates per step, the numba kernel runs single-threaded here.
+SERIAL_WORK = 1 << 16
 _OBSERVABLES = ("loss", "energy", "step", "state")
 _ACTIONS = (SetFriction, SwitchDynamics, Bounce, Stop)
 
@@ -206,15 +208,27 @@ def run_with_events(be: AbstractBackend, system: AbstractSystem, integ: Abstract
             state.q[sel], state.p[sel], state.x[sel] = frozen.q[sel], frozen.p[sel], frozen.x[sel]
         return div
 
-    observe()
-    for k in range(n_steps):
-        div = advance()
-        if div is not None:
-            return div, es.log(est)
-        if (k + 1) % every == 0:
-            record()
-        bar.update(1)
+    threads = None
+    if be.name == "numba" and n * dim < SERIAL_WORK:
+        import numba
+
+        threads = numba.get_num_threads()
+        numba.set_num_threads(1)
+    try:
         observe()
-        if stopped.all():
-            break
+        for k in range(n_steps):
+            div = advance()
+            if div is not None:
+                return div, es.log(est)
+            if (k + 1) % every == 0:
+                record()
+            bar.update(1)
+            observe()
+            if stopped.all():
+                break
+    finally:
+        if threads is not None:
+            import numba
+
+            numba.set_num_threads(threads)
     return None, es.log(est)

@@ -1,4 +1,4 @@
-"""Fused one-pass CPU kernels for the optimizers (float32 and float64, parallel over elements).
+"""Fused one-pass CPU kernels for the optimizers (float32 and float64).
 
 Each kernel reads θ, the momentum and the gradient once and writes θ and the momentum once: the
 memory traffic of a single SGD-with-momentum pass (≈20 bytes per float32 parameter), where
@@ -6,17 +6,25 @@ memory traffic of a single SGD-with-momentum pass (≈20 bytes per float32 param
 the optimizer's CPU tensors. Scalars are cast to the arrays' dtype, so float32 runs in float32
 arithmetic like torch; the BBI reduction accumulates |Π|² in float64.
 
-These are the fused paths of :class:`dynopt.optim.HeavyBall` and :class:`dynopt.optim.BBI`; the
-foreach and single-tensor paths compute the same maps with torch ops.
+Each update is written once (an inlined element function) and compiled twice: parallel over
+elements for large tensors, serial for small ones (:func:`use_parallel`), because starting the
+thread team costs more than updating a few thousand parameters (and much more on a loaded
+machine). These are the fused paths of :class:`dynopt.optim.HeavyBall` and
+:class:`dynopt.optim.BBI`; the foreach and single-tensor paths compute the same maps with torch.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numba as nb
 import numpy as np
 from numba import types
 
-__all__ = ["bbi_kick_drift", "heavy_ball_step"]
+__all__ = ["PARALLEL_MIN", "bbi_kick_drift", "heavy_ball_step", "use_parallel"]
+
+#: Tensors with at least this many elements use the parallel kernels.
+PARALLEL_MIN = 1 << 17
 
 _SIGS_HB = [types.void(a, a, a, s, s) for a, s in
             ((types.float32[::1], types.float32), (types.float64[::1], types.float64))]
@@ -24,23 +32,63 @@ _SIGS_BBI = [types.float64(a, a, a, s, s, s) for a, s in
              ((types.float32[::1], types.float32), (types.float64[::1], types.float64))]
 
 
-@nb.njit(_SIGS_HB, parallel=True, cache=True, error_model="numpy", fastmath=False)
-def heavy_ball_step(theta, mom, grad, c, h):  # type: ignore[no-untyped-def]
-    """p ← c·p − h·g; θ ← θ + h·p (c = 1 − γh), in place."""
+@nb.njit(inline="always", cache=True, error_model="numpy")
+def _hb_element(i, theta, mom, grad, c, h):  # type: ignore[no-untyped-def]
+    m = c * mom[i] - h * grad[i]
+    mom[i] = m
+    theta[i] += h * m
+
+
+@nb.njit(inline="always", cache=True, error_model="numpy")
+def _bbi_element(i, theta, mom, grad, r, a, d):  # type: ignore[no-untyped-def]
+    m = r * mom[i] - a * grad[i]
+    mom[i] = m
+    theta[i] += d * m
+    mm = np.float64(m)
+    return mm * mm
+
+
+@nb.njit(_SIGS_HB, parallel=True, cache=True, error_model="numpy")
+def _hb_parallel(theta, mom, grad, c, h):  # type: ignore[no-untyped-def]
     for i in nb.prange(theta.shape[0]):
-        m = c * mom[i] - h * grad[i]
-        mom[i] = m
-        theta[i] += h * m
+        _hb_element(i, theta, mom, grad, c, h)
 
 
-@nb.njit(_SIGS_BBI, parallel=True, cache=True, error_model="numpy", fastmath=False)
-def bbi_kick_drift(theta, mom, grad, r, a, d):  # type: ignore[no-untyped-def]
-    """Π ← r·Π − a·g; θ ← θ + d·Π; returns |Π|² (float64) of the new Π."""
+@nb.njit(_SIGS_HB, cache=True, error_model="numpy")
+def _hb_serial(theta, mom, grad, c, h):  # type: ignore[no-untyped-def]
+    for i in range(theta.shape[0]):
+        _hb_element(i, theta, mom, grad, c, h)
+
+
+@nb.njit(_SIGS_BBI, parallel=True, cache=True, error_model="numpy")
+def _bbi_parallel(theta, mom, grad, r, a, d):  # type: ignore[no-untyped-def]
     acc = 0.0
     for i in nb.prange(theta.shape[0]):
-        m = r * mom[i] - a * grad[i]
-        mom[i] = m
-        theta[i] += d * m
-        mm = np.float64(m)
-        acc += mm * mm
+        acc += _bbi_element(i, theta, mom, grad, r, a, d)
     return acc
+
+
+@nb.njit(_SIGS_BBI, cache=True, error_model="numpy")
+def _bbi_serial(theta, mom, grad, r, a, d):  # type: ignore[no-untyped-def]
+    acc = 0.0
+    for i in range(theta.shape[0]):
+        acc += _bbi_element(i, theta, mom, grad, r, a, d)
+    return acc
+
+
+def use_parallel(n: int) -> bool:
+    """Whether an ``n``-element update takes the parallel kernel."""
+    return n >= PARALLEL_MIN and nb.get_num_threads() > 1
+
+
+def heavy_ball_step(theta: np.ndarray, mom: np.ndarray, grad: np.ndarray, c: Any,
+                    h: Any) -> None:
+    """p ← c·p − h·g; θ ← θ + h·p (c = 1 − γh), in place."""
+    (_hb_parallel if use_parallel(theta.shape[0]) else _hb_serial)(theta, mom, grad, c, h)
+
+
+def bbi_kick_drift(theta: np.ndarray, mom: np.ndarray, grad: np.ndarray, r: Any, a: Any,
+                   d: Any) -> float:
+    """Π ← r·Π − a·g; θ ← θ + d·Π; returns |Π|² (float64) of the new Π."""
+    kernel = _bbi_parallel if use_parallel(theta.shape[0]) else _bbi_serial
+    return float(kernel(theta, mom, grad, r, a, d))
