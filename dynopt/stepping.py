@@ -191,4 +191,6 @@ def _initial_arrays(
             p = np.broadcast_to(p, q.shape).copy()
         if p.shape != q.shape:
             raise ValueError(f"p0 has shape {p.shape} but q0 gives shape {q.shape}")
-    return np.ascontiguousarray(q), p
+    # always copies: the backends update their state in place and must never touch user input
+    q = np.array(q, dtype=np.float64, order="C")
+    return q, (None if p is None else np.array(p, dtype=np.float64, order="C"))
