@@ -148,6 +148,7 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
         X = np.empty((max(E, 1), LANES))
         G = np.zeros((D, LANES))
         Z = np.empty((z_rows, LANES))
+        Ubits = np.empty((4, LANES), dtype=np.uint64)
         tmp = np.empty(LANES)
         tmp2 = np.empty(LANES)
         tq = np.empty(D)
@@ -168,7 +169,7 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
                 first = gs * S
                 call_first = first // 4
                 n_calls = (first + steps_here * S + 3) // 4 - call_first
-                fill_lanes(Z, c0, nl, call_first, n_calls, 0, key0, key1, noise_kind)
+                fill_lanes(Z, Ubits, c0, nl, call_first, n_calls, 0, key0, key1, noise_kind)
                 z_offset = first - 4 * call_first
             zb = z_offset + (n % K) * S
             for k in range(n_ops):
