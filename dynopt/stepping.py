@@ -191,4 +191,7 @@ def _initial_arrays(
             p = np.broadcast_to(p, q.shape).copy()
         if p.shape != q.shape:
             raise ValueError(f"p0 has shape {p.shape} but q0 gives shape {q.shape}")
-    return np.ascontiguousarray(q), p
+    # Copies: the backends update the state in place and must never write into the caller's
+    # q0 / p0 arrays.
+    q = np.array(q, order="C", copy=True)
+    return q, (None if p is None else np.array(p, order="C", copy=True))
