@@ -8,7 +8,7 @@ p̂ₖ and exact Gibbs cell probabilities pₖ (:func:`~dynopt.diagnostics.gibbs
 
 Even exact samples give a positive distance. The expected distance of a histogram whose cell
 frequencies have standard errors SEₖ is about ½√(2/π) Σₖ SEₖ (TV, from E|p̂ₖ − pₖ| = √(2/π)·SEₖ)
-and Σₖ SEₖ²/(2pₖ) (KL, second order); this is reported as ``noise_floor``. By default SEₖ comes
+and Σₖ SEₖ²/(2p̂ₖ) (KL, second order); this is reported as ``noise_floor``. By default SEₖ comes
 from batch means of the cell indicators (:mod:`~dynopt.diagnostics.batch_means`), which accounts
 for the autocorrelation of each cell separately (the slow well-to-well hopping of a double well
 matters for the mass of each well, much less for the shape inside a well); with ``n_eff`` given
@@ -176,8 +176,10 @@ def _distance(metric: str, p_hat: np.ndarray, p: np.ndarray, se: np.ndarray) -> 
     mask = p_hat > 0
     with np.errstate(divide="ignore"):
         value = float((p_hat[mask] * np.log(p_hat[mask] / p[mask])).sum())
-    pos = p > 0
-    return value, float((se[pos] ** 2 / (2.0 * p[pos])).sum())
+    # Σ Var(p̂ₖ)/(2pₖ) with the empirical p̂ₖ in the denominator: the same under the null,
+    # and not inflated by cells the exact measure gives almost no mass when the samples are off.
+    pos = p_hat > 0
+    return value, float((se[pos] ** 2 / (2.0 * p_hat[pos])).sum())
 
 
 def _cells(sel: np.ndarray, edges: tuple[np.ndarray, ...]) -> np.ndarray:

@@ -124,8 +124,11 @@ def reference_flow(
                  for v, w in ((dq, dim), (dpp, dp), (dx, n_x))]
         return torch.cat(parts, dim=1)
 
+    t_out = torch.as_tensor(times, dtype=torch.float64)
     with torch.no_grad():
-        sol = odeint(rhs, y0, torch.as_tensor(times, dtype=torch.float64), rtol=rtol, atol=atol,
-                     method=method)
+        # step_t makes the solver land on every output time, so outputs are step end points
+        # rather than values of the (lower-order) dense-output interpolant.
+        sol = odeint(rhs, y0, t_out, rtol=rtol, atol=atol, method=method,
+                     options={"step_t": t_out[1:]})
     arr = sol.numpy().transpose(1, 0, 2)  # (chain, time, state)
     return FlowSolution(times, arr[:, :, :dim], arr[:, :, dim:dim + dp], arr[:, :, dim + dp:])
