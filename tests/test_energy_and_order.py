@@ -87,12 +87,3 @@ def test_baoab_deterministic_part_is_second_order():
     # and a non-palindromic splitting is first order
     errors = dg.global_error(system, "BAO", Q0[wells], P0[wells], T=10.0, hs=HS)
     assert dg.empirical_order(HS, errors).order == pytest.approx(1.0, abs=0.1)
-
-
-def test_integrate_leaves_caller_arrays_untouched():
-    q0, p0 = Q0.copy(), P0.copy()
-    for backend in ("numba", "torch"):
-        dynopt.integrate(hamiltonian(), "leapfrog", q0, p0=p0, h=0.05, n_steps=10,
-                         backend=backend, seed=0, progress=False)
-        np.testing.assert_array_equal(q0, Q0)
-        np.testing.assert_array_equal(p0, P0)
