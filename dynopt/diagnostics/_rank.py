@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import special, stats
 
 __all__ = ["rank_normalize"]
 
 
 def rank_normalize(arr: np.ndarray) -> np.ndarray:
     """Rank-normalize ``(chain, draw, ...)`` data jointly over chains and draws."""
+    from scipy import special, stats  # lazy: keeps `import dynopt` fast
+
     m, n = arr.shape[:2]
     flat = arr.reshape(m * n, -1)
     ranks = stats.rankdata(flat, method="average", axis=0)

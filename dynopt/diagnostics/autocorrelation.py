@@ -32,7 +32,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import fft as sfft
 
 from .._validation import check_int
 from ._input import as_chains
@@ -48,6 +47,8 @@ def _flat(arr: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
 
 def autocovariance(x: Any) -> np.ndarray:
     """Biased autocovariance ĉ_t of each chain by FFT, same shape as ``x`` (lag on axis 1)."""
+    from scipy import fft as sfft  # lazy: keeps `import dynopt` fast
+
     arr = as_chains("x", x, min_draws=2)
     n = arr.shape[1]
     centered = arr - arr.mean(axis=1, keepdims=True)

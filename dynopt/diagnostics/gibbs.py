@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import integrate
 
 from .._validation import as_finite_array, check_int, check_positive
 from ..potentials import DoubleWell, Harmonic, Rastrigin
@@ -150,6 +149,8 @@ def _check_bounds(bounds: Any) -> tuple[float, float]:
 
 
 def _quad(fn: Callable[[float], float], lo: float, hi: float) -> float:
+    from scipy import integrate  # lazy: keeps `import dynopt` fast
+
     edges = np.linspace(lo, hi, N_PIECES + 1)
     total = 0.0
     for a, b in itertools.pairwise(edges):
@@ -193,6 +194,8 @@ class _Density1D:
         return _quad(lambda x: float(f(x)) * self.weight(x), self.lo, self.hi) / self.z
 
     def bin_masses(self, edges: np.ndarray) -> np.ndarray:
+        from scipy import integrate
+
         out = np.empty(len(edges) - 1)
         for k, (a, b) in enumerate(itertools.pairwise(edges)):
             a, b = max(a, self.lo), min(b, self.hi)
