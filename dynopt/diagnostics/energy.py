@@ -13,6 +13,9 @@ the residuals' integrated autocorrelation time τ̂ (Geyer, in records):
 
 .. math:: \mathrm{SE}(\hat b) = \sqrt{\frac{\hat\sigma^2\,\hat\tau}{C \sum_k (t_k - \bar t)^2}} .
 
+τ̂ is clamped at ≥ 1 (negatively correlated residuals do not shrink the SE). Calibration is
+checked in tests/test_diagnostics.py (z-scores of a planted slope have unit variance).
+
 A symplectic integrator has a bounded error and no drift: |b̂| is then within a few SE of 0
 while the maximum error scales as h^p (p = 2 for leapfrog).
 
