@@ -7,7 +7,7 @@
 * :mod:`dynopt.optim`: the same schemes as ``torch.optim.Optimizer`` objects.
 """
 
-from . import integrators, potentials, systems
+from . import diagnostics, integrators, potentials, systems
 from .errors import DivergenceError
 from .integrate import integrate
 from .stepping import State
@@ -15,5 +15,5 @@ from .trajectory import Trajectory
 
 __version__ = "0.1.0"
 
-__all__ = ["DivergenceError", "State", "Trajectory", "__version__", "integrate", "integrators",
-           "potentials", "systems"]
+__all__ = ["DivergenceError", "State", "Trajectory", "__version__", "diagnostics", "integrate",
+           "integrators", "potentials", "systems"]

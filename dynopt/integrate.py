@@ -170,8 +170,9 @@ def _assemble(be: Any, system: AbstractSystem, integ: AbstractIntegrator, state:
     u = arr["u"][:, :upto]
     dim = q.shape[2]
     p = arr["p"][:, :upto] if system.has_momentum else None
-    kinetic = system.kinetic_energy(p) if p is not None else np.zeros_like(u)
-    energy = u + kinetic
+    with np.errstate(over="ignore", invalid="ignore"):  # records just before a divergence
+        kinetic = system.kinetic_energy(p) if p is not None else np.zeros_like(u)
+        energy = u + kinetic
     layout = system.extras_layout(dim)
     raw: dict[str, np.ndarray] = {}
     off = 0
@@ -180,7 +181,8 @@ def _assemble(be: Any, system: AbstractSystem, integ: AbstractIntegrator, state:
         off += size
     extras: dict[str, np.ndarray] = {"potential": u, "kinetic": kinetic}
     extras.update({k: (v[..., 0] if v.shape[-1] == 1 else v) for k, v in raw.items()})
-    inv = system.invariant(u, kinetic, raw, dim)
+    with np.errstate(over="ignore", invalid="ignore"):
+        inv = system.invariant(u, kinetic, raw, dim)
     if inv is not None:
         extras["invariant"] = inv
     t = (np.arange(upto) * record_every + (state.step - (records.next - 1) * record_every)) * h

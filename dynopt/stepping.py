@@ -187,10 +187,10 @@ def _initial_arrays(
         if not system.has_momentum:
             raise ValueError(f"p0 given but {type(system).__name__} has no momenta")
         p = as_finite_array("p0", p0, ndim=(1, 2))
-        if p.ndim == 1:
+        if p.ndim == 1 and p.shape[0] == q.shape[1]:
             p = np.broadcast_to(p, q.shape).copy()
         if p.shape != q.shape:
             raise ValueError(f"p0 has shape {p.shape} but q0 gives shape {q.shape}")
-    # copies: the backends update the state in place and must not write into the caller's q0/p0
-    return np.array(q, dtype=np.float64, order="C"), None if p is None else np.array(
-        p, dtype=np.float64, order="C")
+    # always copies: the backends update their state in place and must never touch user input
+    q = np.array(q, dtype=np.float64, order="C")
+    return q, (None if p is None else np.array(p, dtype=np.float64, order="C"))

@@ -104,8 +104,8 @@ class Splitting(AbstractIntegrator):
         return list(zip(self.scheme, self.fractions, strict=True))
 
     def __repr__(self) -> str:
-        if self.name != self.scheme:
-            return f"{self.name}()"
+        if type(self) is not Splitting:
+            return f"{type(self).__name__}()"
         return f"Splitting({self.scheme!r})"
 
 

@@ -82,6 +82,21 @@ _SIGNATURE = types.void(
 )
 
 
+@nb.njit(inline="always", cache=True, error_model="numpy")
+def _nhc_velocity(X, xo, j, m, ts, k2, q1, kT, n_dof, fpar, f, lane):  # type: ignore[no-untyped-def]
+    """Half-update (duration ts/2) of chain velocity v_j: scale, kick by G_j, scale."""
+    if j == 0:
+        g = (k2 - n_dof * kT) / q1
+    else:
+        qprev = q1 if j == 1 else fpar[f + 3 + (j - 2)]
+        g = (qprev * X[xo + j - 1, lane] ** 2 - kT) / fpar[f + 3 + (j - 1)]
+    if j < m - 1:
+        e = math.exp(-0.25 * ts * X[xo + j + 1, lane])
+        X[xo + j, lane] = (X[xo + j, lane] * e + 0.5 * ts * g) * e
+    else:
+        X[xo + j, lane] += 0.5 * ts * g
+
+
 @nb.njit(cache=True, error_model="numpy")
 def _nhc_lane(P, X, minv, f, i0, fpar, ipar, lane, n_dof):  # type: ignore[no-untyped-def]
     """Nosé–Hoover-chain propagation of one lane (see the NHC entry in dynopt.program)."""
@@ -104,16 +119,7 @@ def _nhc_lane(P, X, minv, f, i0, fpar, ipar, lane, n_dof):  # type: ignore[no-un
             ts = fpar[wbase + a] * t / n_sub
             # top-down half update of the thermostat velocities
             for j in range(m - 1, -1, -1):
-                if j == 0:
-                    g = (k2 - n_dof * kT) / q1
-                else:
-                    qprev = q1 if j == 1 else fpar[f + 3 + (j - 2)]
-                    g = (qprev * X[xo + j - 1, lane] ** 2 - kT) / fpar[f + 3 + (j - 1)]
-                if j < m - 1:
-                    e = math.exp(-0.25 * ts * X[xo + j + 1, lane])
-                    X[xo + j, lane] = (X[xo + j, lane] * e + 0.5 * ts * g) * e
-                else:
-                    X[xo + j, lane] += 0.5 * ts * g
+                _nhc_velocity(X, xo, j, m, ts, k2, q1, kT, n_dof, fpar, f, lane)
             # particle scaling and thermostat positions
             s = math.exp(-ts * X[xo, lane])
             scale *= s
@@ -122,16 +128,7 @@ def _nhc_lane(P, X, minv, f, i0, fpar, ipar, lane, n_dof):  # type: ignore[no-un
                 X[eo + j, lane] += ts * X[xo + j, lane]
             # bottom-up half update
             for j in range(m):
-                if j == 0:
-                    g = (k2 - n_dof * kT) / q1
-                else:
-                    qprev = q1 if j == 1 else fpar[f + 3 + (j - 2)]
-                    g = (qprev * X[xo + j - 1, lane] ** 2 - kT) / fpar[f + 3 + (j - 1)]
-                if j < m - 1:
-                    e = math.exp(-0.25 * ts * X[xo + j + 1, lane])
-                    X[xo + j, lane] = (X[xo + j, lane] * e + 0.5 * ts * g) * e
-                else:
-                    X[xo + j, lane] += 0.5 * ts * g
+                _nhc_velocity(X, xo, j, m, ts, k2, q1, kT, n_dof, fpar, f, lane)
     for d in range(D):
         P[d, lane] *= scale
 
@@ -166,6 +163,7 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
         X = np.empty((max(E, 1), LANES))
         G = np.zeros((D, LANES))
         Z = np.empty((z_rows, LANES))
+        Ubits = np.empty((4, LANES), dtype=np.uint64)
         tmp = np.empty(LANES)
         tmp2 = np.empty(LANES)
         tq = np.empty(D)
@@ -186,7 +184,7 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
                 first = gs * S
                 call_first = first // 4
                 n_calls = (first + steps_here * S + 3) // 4 - call_first
-                fill_lanes(Z, c0, nl, call_first, n_calls, 0, key0, key1, noise_kind)
+                fill_lanes(Z, Ubits, c0, nl, call_first, n_calls, 0, key0, key1, noise_kind)
                 z_offset = first - 4 * call_first
             zb = z_offset + (n % K) * S
             for k in range(n_ops):

@@ -40,6 +40,18 @@ def dummy_grad(q: np.ndarray, par: np.ndarray, out: np.ndarray) -> None:  # prag
     return None
 
 
+@nb.njit(inline="always", cache=True, error_model="numpy")
+def _ackley_sums(Q, lane, c):  # type: ignore[no-untyped-def]
+    """(Σ q², Σ cos(c q)) of one lane."""
+    r2 = 0.0
+    cs = 0.0
+    for d in range(Q.shape[0]):
+        x = Q[d, lane]
+        r2 += x * x
+        cs += math.cos(c * x)
+    return r2, cs
+
+
 @nb.njit(cache=True, error_model="numpy")
 def grad_block(kind, par, Q, G, n_lanes, grad_fn, tq, tg):  # type: ignore[no-untyped-def]
     """G[:, :n_lanes] = ∇U(Q[:, :n_lanes])."""
@@ -63,12 +75,7 @@ def grad_block(kind, par, Q, G, n_lanes, grad_fn, tq, tg):  # type: ignore[no-un
     elif kind == ACKLEY:
         a, b, c = par[0], par[1], par[2]
         for lane in range(n_lanes):
-            r2 = 0.0
-            cs = 0.0
-            for d in range(D):
-                x = Q[d, lane]
-                r2 += x * x
-                cs += math.cos(c * x)
+            r2, cs = _ackley_sums(Q, lane, c)
             r = math.sqrt(r2 / D)
             radial = a * b * math.exp(-b * r) / (D * r) if r > 0.0 else 0.0
             osc = math.exp(cs / D) * c / D
@@ -135,12 +142,7 @@ def value_lane(kind, par, Q, lane, value_fn, tq):  # type: ignore[no-untyped-def
             u += x * x - par[0] * math.cos(_TWO_PI * x)
     elif kind == ACKLEY:
         a, b, c = par[0], par[1], par[2]
-        r2 = 0.0
-        cs = 0.0
-        for d in range(D):
-            x = Q[d, lane]
-            r2 += x * x
-            cs += math.cos(c * x)
+        r2, cs = _ackley_sums(Q, lane, c)
         u = -a * math.exp(-b * math.sqrt(r2 / D)) - math.exp(cs / D) + a + math.e
     elif kind == ROSENBROCK:
         a, b = par[0], par[1]

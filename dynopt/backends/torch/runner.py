@@ -14,6 +14,7 @@ from . import energy_ops, ops
 if TYPE_CHECKING:
     from ...program import Program
     from ...stepping import State
+    from ...systems.base import AbstractSystem
 
 __all__ = ["TorchBackend", "resolve_dtype"]
 
@@ -70,13 +71,52 @@ class TorchBackend(AbstractBackend):
 
     def advance(self, system, program: Program, state: State, n_steps: int,  # type: ignore[no-untyped-def]
                 records: Records | None) -> Divergence | None:
+        """Run without per-step host synchronisation; on a non-finite result, replay the chunk
+        from a saved copy step by step to name the exact step (zero cost unless it diverges)."""
         if n_steps == 0:
             return None
+        saved = (state.q.clone(), state.p.clone(), state.x.clone(), state.generator.get_state())
+        next_record = records.next if records is not None else 0
+        self._steps(system, program, state, n_steps, records)
+        if bool(torch.isfinite(state.q).all()):
+            state.step += n_steps
+            if records is not None:
+                records.next += n_steps // records.every
+            return None
+        # replay to find the first non-finite step
+        state.q.copy_(saved[0])
+        state.p.copy_(saved[1])
+        state.x.copy_(saved[2])
+        state.generator.set_state(saved[3])
+        if records is not None:
+            records.next = next_record
+        for n in range(n_steps):
+            every = records.every if records is not None else 1
+            self._steps(system, program, state, 1, None)
+            finite = torch.isfinite(state.q).all(dim=1)
+            if not bool(finite.all()):
+                return Divergence(step=state.step + n + 1, chain=int(torch.argmin(finite.int())))
+            if records is not None and (n + 1) % every == 0:
+                self._record(records, records.next + (n + 1) // every - 1, state, system)
+        raise AssertionError("a non-finite chunk replayed finite")  # pragma: no cover
+
+    @staticmethod
+    def _record(records: Records, r: int, state: State, system: AbstractSystem) -> None:
+        records.q[:, r] = state.q
+        records.p[:, r] = state.p
+        records.x[:, r] = state.x
+        records.u[:, r] = system.potential.value(state.q)
+
+    def _steps(self, system: AbstractSystem, program: Program, state: State, n_steps: int,
+               records: Records | None) -> None:
         q, p, x = state.q, state.p, state.x
         dt, dev = q.dtype, q.device
         dim = q.shape[1]
         minv = torch.as_tensor(1.0 / system.mass_vector(dim), dtype=dt, device=dev)
         sqrtm = torch.as_tensor(np.sqrt(system.mass_vector(dim)), dtype=dt, device=dev)
+        unit_mass = bool(np.all(system.mass_vector(dim) == 1.0))
+        m_inv: torch.Tensor | float = 1.0 if unit_mass else minv
+        m_sqrt: torch.Tensor | float = 1.0 if unit_mass else sqrtm
         potential = system.potential
         n_dof = float(dim)
 
@@ -92,22 +132,20 @@ class TorchBackend(AbstractBackend):
         def cols(names: tuple[str, ...], o: int) -> dict[str, torch.Tensor]:
             return {name: col(o + j) for j, name in enumerate(names)}
 
-        first_bad = torch.full((), -1, dtype=torch.int64, device=dev)
-        bad_chain = torch.zeros((), dtype=torch.int64, device=dev)
         grad: torch.Tensor | None = None
         every = records.every if records is not None else n_steps + 1
         for n in range(n_steps):
             for op in program.ops:
                 code = op.code
                 if code == OpCode.DRIFT:
-                    ops.drift_(q, p, op.f[0], minv)
+                    ops.drift_(q, p, op.f[0], m_inv)
                     grad = None
                 elif code == OpCode.KICK:
                     if grad is None:
                         grad = potential.grad(q)
                     ops.kick_(p, grad, op.f[0])
                 elif code == OpCode.OU:
-                    ops.ou_(p, op.f[0], op.f[1], sqrtm, noise())
+                    ops.ou_(p, op.f[0], op.f[1], m_sqrt, noise())
                 elif code == OpCode.GRAD_STEP:
                     if grad is None:
                         grad = potential.grad(q)
@@ -118,19 +156,18 @@ class TorchBackend(AbstractBackend):
                     grad = None
                 elif code == OpCode.LM_NOISE:
                     o = op.i[0]
-                    prev = x[:, o:o + dim]
-                    ops.lm_noise_(q, prev, op.f[0], noise())
+                    ops.lm_noise_(q, x[:, o:o + dim], op.f[0], noise())
                     grad = None
                 elif code == OpCode.FRICTION:
                     eta = col(op.i[1]) if op.i[1] >= 0 else None
                     ops.friction_(p, col(op.i[0]), op.f[0], eta)
                 elif code == OpCode.ADD_NOISE:
-                    ops.add_noise_(p, op.f[0], sqrtm, noise())
+                    ops.add_noise_(p, op.f[0], m_sqrt, noise())
                 elif code == OpCode.THERMOSTAT:
                     ops.thermostat_(col(op.i[0]), p, op.f[0], op.f[1], op.f[2] > 0.5, n_dof,
                                     kinetic2)
                 elif code == OpCode.OU_XI:
-                    ops.ou_thermostat_(p, col(op.i[0]), op.f[0], op.f[1], sqrtm, noise())
+                    ops.ou_thermostat_(p, col(op.i[0]), op.f[0], op.f[1], m_sqrt, noise())
                 elif code == OpCode.NHC:
                     m, n_sub, n_sy, xo, eo = op.i
                     q_rest = list(op.f[3:3 + m - 1])
@@ -144,7 +181,7 @@ class TorchBackend(AbstractBackend):
                         grad = potential.grad(q)
                     energy_ops.scaled_kick_(p, grad, op.f[0], col(op.i[0]))
                 elif code == OpCode.SC_DRIFT:
-                    energy_ops.scaled_drift_(q, p, op.f[0], col(op.i[0]), minv)
+                    energy_ops.scaled_drift_(q, p, op.f[0], col(op.i[0]), m_inv)
                     grad = None
                 elif code == OpCode.BBI_SHELL:
                     if grad is None:
@@ -166,25 +203,8 @@ class TorchBackend(AbstractBackend):
                     energy_ops.rotate_(p, noise(), op.f[0], col(op.i[0]))
                 else:  # pragma: no cover - guarded by Program construction
                     raise NotImplementedError(f"op {code!r} is not implemented on torch")
-            # divergence bookkeeping on the device: no host synchronisation per step
-            finite = torch.isfinite(q).all(dim=1)
-            newly = (~finite.all()) & (first_bad < 0)
-            first_bad = torch.where(newly, torch.as_tensor(state.step + n + 1, device=dev),
-                                    first_bad)
-            bad_chain = torch.where(newly, torch.argmin(finite.to(torch.int64)), bad_chain)
             if records is not None and (n + 1) % every == 0:
-                r = records.next + (n + 1) // every - 1
-                records.q[:, r] = q
-                records.p[:, r] = p
-                records.x[:, r] = x
-                records.u[:, r] = potential.value(q)
-        fb = int(first_bad.item())
-        if fb >= 0:
-            return Divergence(step=fb, chain=int(bad_chain.item()))
-        state.step += n_steps
-        if records is not None:
-            records.next += n_steps // every
-        return None
+                self._record(records, records.next + (n + 1) // every - 1, state, system)
 
     def potential_values(self, system, q):  # type: ignore[no-untyped-def]
         if not isinstance(q, torch.Tensor):

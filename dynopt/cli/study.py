@@ -1,0 +1,146 @@
+"""``dynopt study``: integrate a system on a test potential and report its diagnostics.
+
+With no options it runs the embedded default, Langevin dynamics on the 1-D double well with
+BAOAB (h = 0.05, τ = 0.25, 64 chains × 10⁶ steps), prints a table (energy or invariant drift,
+kinetic and configurational temperature with standard errors, ESS and R-hat of q, total-variation
+distance to the exact Gibbs marginal) and writes ``energy.png``, ``histogram.png``,
+``autocorrelation.png`` and ``summary.json`` to ``--out``.
+
+Systems and potentials come from :mod:`dynopt.cli.study_registry` (one entry each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._validation import check_int, check_nonnegative, check_positive, check_probability
+from .study_registry import POTENTIALS, SYSTEMS
+
+HELP = ("Integrate a system on a test potential and report energy drift, temperatures, "
+        "ESS/R-hat and the distance to the Gibbs density (default: Langevin double well).")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--system", default="langevin", choices=sorted(SYSTEMS),
+                        help="; ".join(f"{k}: {v.help}" for k, v in SYSTEMS.items()))
+    parser.add_argument("--potential", default="double-well", choices=sorted(POTENTIALS))
+    parser.add_argument("--dim", type=int, default=None,
+                        help="number of coordinates (default: 1 for harmonic/double-well, else 2)")
+    parser.add_argument("--integrator", default=None,
+                        help="name (BAOAB, leapfrog, em, lm, ...) or splitting string "
+                             "(default: the system's own scheme)")
+    parser.add_argument("--h", type=float, default=0.05, help="step size")
+    parser.add_argument("--steps", type=int, default=1_000_000, help="steps per chain")
+    parser.add_argument("--chains", type=int, default=64, help="independent chains")
+    parser.add_argument("--temperature", type=float, default=0.25, help="temperature τ = k_BT")
+    parser.add_argument("--gamma", type=float, default=1.0,
+                        help="friction (Langevin), time scale (overdamped), target ⟨ξ⟩ "
+                             "(adaptive Langevin) or 1/thermostat period (Nosé–Hoover)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", default="numba", choices=["numba", "torch"])
+    parser.add_argument("--record-every", type=int, default=None,
+                        help="steps between records (default: ceil(steps/20000))")
+    parser.add_argument("--noise", default="gaussian", choices=["gaussian", "discrete"])
+    parser.add_argument("--q0", type=float, default=None,
+                        help="start value of every coordinate (default: per potential)")
+    parser.add_argument("--burn-in", type=float, default=0.1,
+                        help="fraction of the records excluded from equilibrium statistics")
+    parser.add_argument("--out", default="dynopt-out/study", help="output folder")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNGs")
+
+
+def _build(args: argparse.Namespace) -> tuple[Any, Any, np.ndarray, np.ndarray | None, int]:
+    from ..integrators import resolve
+
+    entry = POTENTIALS[args.potential]
+    dim = entry.default_dim if args.dim is None else check_int("dim", args.dim, minimum=1)
+    check_nonnegative("temperature", args.temperature)
+    check_nonnegative("gamma", args.gamma)
+    potential = entry.factory(dim)
+    system = SYSTEMS[args.system].factory(potential, args)
+    integ = resolve(args.integrator if args.integrator is not None else system.default_scheme)
+    integ.check(system)
+    start = entry.start if args.q0 is None else args.q0
+    q0 = np.full(dim, float(start))
+    p0 = None
+    if system.has_momentum and not system.is_stochastic:
+        # Deterministic systems start from Maxwell–Boltzmann momenta at --temperature.
+        rng = np.random.default_rng(args.seed)
+        p0 = rng.normal(size=(args.chains, dim)) * np.sqrt(args.temperature)
+    steps = check_int("steps", args.steps, minimum=1)
+    return system, integ, q0, p0, steps
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import integrate
+    from ..errors import DivergenceError
+    from .study_report import analyze, default_record_every, format_table, make_plots
+
+    try:
+        check_positive("h", args.h)
+        chains = check_int("chains", args.chains, minimum=1)
+        check_int("seed", args.seed, minimum=0)
+        burn = check_probability("burn_in", args.burn_in, open_right=True)
+        system, integ, q0, p0, steps = _build(args)
+        every = (default_record_every(steps) if args.record_every is None
+                 else check_int("record_every", args.record_every, minimum=1))
+        if steps // every < 4:
+            raise ValueError(f"need at least 4 records per chain: steps={steps}, "
+                             f"record_every={every}")
+    except (ValueError, TypeError) as err:
+        print(f"dynopt study: error: {err}", file=sys.stderr)
+        return 2
+    print(f"dynopt study: {system!r} with {integ.name}, h = {args.h}")
+    print(f"{chains} chains x {steps:,} steps on backend {args.backend} (seed {args.seed}), "
+          f"recording every {every} steps")
+    try:
+        t0 = time.perf_counter()
+        # A one-step warm-up loads (or compiles) the kernel, so the timing below is the run's.
+        integrate(system, integ, q0, h=args.h, n_steps=1, n_chains=1, backend=args.backend,
+                  seed=args.seed, p0=None if p0 is None else p0[:1], record_every=1,
+                  noise=args.noise, progress=False)
+        load = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        traj = integrate(system, integ, q0, h=args.h, n_steps=steps, n_chains=chains,
+                         backend=args.backend, seed=args.seed, p0=p0, record_every=every,
+                         noise=args.noise, progress=True)
+    except DivergenceError as err:
+        print(f"dynopt study: {err}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError) as err:
+        print(f"dynopt study: error: {err}", file=sys.stderr)
+        return 2
+    wall = time.perf_counter() - t0
+    burn_in = min(int(burn * traj.n_draws), traj.n_draws - 4)
+    summary = analyze(traj, burn_in=burn_in)
+    summary["wall_time_s"] = wall
+    summary["particle_steps_per_s"] = chains * steps / wall if wall > 0 else None
+    summary["config"] = {k: v for k, v in vars(args).items() if k != "func"}
+    summary["kernel_load_s"] = load
+    print(f"integration: {wall:.2f} s ({chains * steps / wall / 1e6:.3g} M chain-steps/s, after "
+          f"{load:.1f} s loading/compiling the kernel); "
+          f"statistics over draws {burn_in}..{traj.n_draws - 1} of each chain\n")
+    print(format_table(summary))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.no_plots:
+        summary["plots"] = make_plots(traj, summary, out, burn_in=burn_in)
+    with open(out / "summary.json", "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=2, default=_json_default)
+    print(f"\nwrote {out / 'summary.json'}" + ("" if args.no_plots else " and plots"))
+    return 0
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)

@@ -1,0 +1,100 @@
+"""Name → factory registries for ``dynopt study``: systems and potentials.
+
+Adding a system to the command line is one entry in :data:`SYSTEMS`, e.g.::
+
+    SYSTEMS["born-infeld"] = SystemEntry(
+        lambda pot, a: BornInfeld(pot, ...), "Born–Infeld energy-conserving descent")
+
+A factory receives the potential and the parsed command-line options (``temperature``, ``gamma``,
+``seed``, ...) and returns a :class:`~dynopt.systems.base.AbstractSystem`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .._validation import check_positive
+from ..potentials import Ackley, DoubleWell, Harmonic, Rastrigin, Rosenbrock
+from ..potentials.base import AbstractPotential
+from ..systems import (
+    AdaptiveLangevin,
+    Hamiltonian,
+    Langevin,
+    NoseHoover,
+    NoseHooverChain,
+    OverdampedLangevin,
+)
+from ..systems.base import AbstractSystem
+
+__all__ = ["POTENTIALS", "SYSTEMS", "PotentialEntry", "SystemEntry"]
+
+
+@dataclass(frozen=True)
+class SystemEntry:
+    """A system the study command can build.
+
+    Attributes:
+        factory: ``(potential, args) -> system``.
+        help: One line for ``--help``.
+    """
+
+    factory: Callable[[AbstractPotential, argparse.Namespace], AbstractSystem]
+    help: str
+
+
+@dataclass(frozen=True)
+class PotentialEntry:
+    """A potential the study command can build.
+
+    Attributes:
+        factory: ``dim -> potential``.
+        default_dim: Dimension used when ``--dim`` is not given.
+        start: Coordinate value every chain starts from (all coordinates), unless ``--q0``.
+    """
+
+    factory: Callable[[int], AbstractPotential]
+    default_dim: int
+    start: float
+
+
+def _period(a: argparse.Namespace) -> float:
+    """Thermostat period 1/γ (γ read as a collision frequency)."""
+    return 1.0 / check_positive("gamma", a.gamma)
+
+
+def _adaptive(pot: AbstractPotential, a: argparse.Namespace) -> AbstractSystem:
+    # σ_A = √(2γτ) makes the stationary friction ⟨ξ⟩ = σ_A²/(2τ) equal to --gamma.
+    return AdaptiveLangevin(pot, temperature=a.temperature,
+                            sigma_a=math.sqrt(2.0 * a.gamma * a.temperature), xi0=a.gamma)
+
+
+SYSTEMS: dict[str, SystemEntry] = {
+    "hamiltonian": SystemEntry(lambda pot, a: Hamiltonian(pot),
+                               "NVE; initial momenta Maxwell–Boltzmann at --temperature"),
+    "langevin": SystemEntry(
+        lambda pot, a: Langevin(pot, gamma=a.gamma, temperature=a.temperature),
+        "underdamped Langevin, friction --gamma"),
+    "overdamped": SystemEntry(
+        lambda pot, a: OverdampedLangevin(pot, temperature=a.temperature, gamma=a.gamma),
+        "overdamped (Brownian) Langevin, time scale --gamma"),
+    "adaptive-langevin": SystemEntry(
+        _adaptive, "adaptive Langevin with σ_A = √(2·gamma·temperature), so ⟨ξ⟩ = --gamma"),
+    "nose-hoover": SystemEntry(
+        lambda pot, a: NoseHoover(pot, temperature=a.temperature, tau=_period(a)),
+        "single Nosé–Hoover thermostat, period 1/--gamma"),
+    "nose-hoover-chain": SystemEntry(
+        lambda pot, a: NoseHooverChain(pot, temperature=a.temperature, tau=_period(a),
+                                       chain_length=3),
+        "Nosé–Hoover chain of length 3, period 1/--gamma"),
+}
+
+POTENTIALS: dict[str, PotentialEntry] = {
+    "harmonic": PotentialEntry(lambda d: Harmonic(1.0, dim=d), 1, 0.0),
+    "double-well": PotentialEntry(lambda d: DoubleWell(dim=d), 1, 1.0),
+    "ackley": PotentialEntry(lambda d: Ackley(dim=d), 2, 0.5),
+    "rastrigin": PotentialEntry(lambda d: Rastrigin(dim=d), 2, 0.0),
+    "rosenbrock": PotentialEntry(lambda d: Rosenbrock(dim=d), 2, 1.0),
+}

@@ -1,0 +1,89 @@
+"""Diagnostics: energy drift, temperatures, ACF / IAT / ESS / R-hat, Gibbs references, orders.
+
+Plain numpy functions over arrays in the ``(chain, draw, ...)`` layout that ArviZ and BlackJAX
+use; the ones about a run also accept a :class:`dynopt.Trajectory` directly.
+
+* Conservation: :func:`energy_drift` (max/relative/RMS error, secular slope ± SE).
+* Temperatures: :func:`kinetic_temperature`, :func:`configurational_temperature` (each an
+  :class:`Estimate` with ``.value`` and ``.se``).
+* Correlation: :func:`autocorrelation`, :func:`integrated_autocorrelation_time`,
+  :func:`effective_sample_size`, :func:`rhat`, :func:`barrier_crossings`.
+* Errors of averages: :func:`batch_means_se`, :func:`estimate_mean`, :func:`estimate_ratio`
+  (what every statistical test of the project uses).
+* Gibbs references: :func:`gibbs_moment`, :func:`gibbs_mean_potential`, :func:`gibbs_marginal`,
+  :func:`gibbs_distance`.
+* Orders: :func:`reference_flow` (torchdiffeq), :func:`global_error`, :func:`empirical_order`.
+
+Handing a run to ArviZ (not a dependency of dynopt)::
+
+    import arviz as az
+    idata = az.from_dict(posterior=traj.to_arviz_dict())   # q (chain, draw, dim), p, extras
+    az.ess(idata), az.rhat(idata), az.plot_trace(idata)
+
+``effective_sample_size(x, method="bulk")`` and ``rhat(x, method="rank")`` follow the same
+definitions as ``az.ess(method="bulk")`` and ``az.rhat(method="rank")`` (Vehtari et al. 2021);
+the defaults here are the ESS of the mean (split chains, no rank normalization) and the classic
+split-R̂. See docs/diagnostics.md for the formulas.
+"""
+
+from .autocorrelation import autocorrelation as autocorrelation
+from .autocorrelation import autocovariance as autocovariance
+from .autocorrelation import integrated_autocorrelation_time as integrated_autocorrelation_time
+from .batch_means import batch_means_se as batch_means_se
+from .batch_means import estimate_mean as estimate_mean
+from .batch_means import estimate_ratio as estimate_ratio
+from .crossings import barrier_crossings as barrier_crossings
+from .energy import EnergyDrift as EnergyDrift
+from .energy import energy_drift as energy_drift
+from .ess import effective_sample_size as effective_sample_size
+from .estimate import Estimate as Estimate
+from .gibbs import GibbsMarginal as GibbsMarginal
+from .gibbs import bin_probabilities as bin_probabilities
+from .gibbs import gibbs_marginal as gibbs_marginal
+from .gibbs import gibbs_mean_potential as gibbs_mean_potential
+from .gibbs import gibbs_moment as gibbs_moment
+from .gibbs import gibbs_support as gibbs_support
+from .gibbs import is_separable as is_separable
+from .gibbs import marginal_potential as marginal_potential
+from .gibbs_distance import GibbsDistance as GibbsDistance
+from .gibbs_distance import gibbs_distance as gibbs_distance
+from .order import OrderFit as OrderFit
+from .order import empirical_order as empirical_order
+from .order import global_error as global_error
+from .reference_flow import FlowSolution as FlowSolution
+from .reference_flow import reference_flow as reference_flow
+from .rhat import rhat as rhat
+from .temperature import configurational_temperature as configurational_temperature
+from .temperature import kinetic_temperature as kinetic_temperature
+
+__all__ = [
+    "EnergyDrift",
+    "Estimate",
+    "FlowSolution",
+    "GibbsDistance",
+    "GibbsMarginal",
+    "OrderFit",
+    "autocorrelation",
+    "autocovariance",
+    "barrier_crossings",
+    "batch_means_se",
+    "bin_probabilities",
+    "configurational_temperature",
+    "effective_sample_size",
+    "empirical_order",
+    "energy_drift",
+    "estimate_mean",
+    "estimate_ratio",
+    "gibbs_distance",
+    "gibbs_marginal",
+    "gibbs_mean_potential",
+    "gibbs_moment",
+    "gibbs_support",
+    "global_error",
+    "integrated_autocorrelation_time",
+    "is_separable",
+    "kinetic_temperature",
+    "marginal_potential",
+    "reference_flow",
+    "rhat",
+]

@@ -1,0 +1,47 @@
+"""Input coercion shared by the diagnostics: ``(chain, draw, ...)`` arrays and trajectories."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._validation import as_finite_array, check_int
+from ..trajectory import Trajectory
+
+__all__ = ["as_chains", "check_burn_in", "is_trajectory"]
+
+
+def is_trajectory(obj: Any) -> bool:
+    """Whether ``obj`` is a :class:`dynopt.Trajectory`."""
+    return isinstance(obj, Trajectory)
+
+
+def as_chains(name: str, x: Any, *, min_draws: int = 1) -> np.ndarray:
+    """``x`` as a finite float64 array in ``(chain, draw, ...)`` layout.
+
+    A 1-D input is one chain, ``(draw,)`` → ``(1, draw)``.
+
+    Raises:
+        ValueError: On NaN/inf, a 0-d input or fewer than ``min_draws`` draws.
+        TypeError: If ``x`` is not array-like.
+    """
+    arr = as_finite_array(name, x)
+    if arr.ndim == 0:
+        raise ValueError(f"{name} must have a draw axis, got a scalar {float(arr)!r}")
+    if arr.ndim == 1:
+        arr = arr[None]
+    if arr.shape[1] < min_draws:
+        raise ValueError(
+            f"{name} needs at least {min_draws} draws per chain, got shape {arr.shape} "
+            "(layout is (chain, draw, ...))"
+        )
+    return arr
+
+
+def check_burn_in(burn_in: Any, n_draws: int) -> int:
+    """A number of leading draws to discard, leaving at least two."""
+    b = check_int("burn_in", burn_in, minimum=0)
+    if b > n_draws - 2:
+        raise ValueError(f"burn_in={b} leaves fewer than 2 of the {n_draws} draws")
+    return b

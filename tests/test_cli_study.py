@@ -1,0 +1,102 @@
+"""``dynopt study``: defaults, outputs, numbers and errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dynopt.cli import build_parser, main
+from dynopt.cli.study_registry import POTENTIALS, SYSTEMS
+
+
+def test_defaults_are_the_documented_run():
+    args = build_parser().parse_args(["study"])
+    assert (args.system, args.potential, args.integrator) == ("langevin", "double-well", None)
+    assert (args.h, args.temperature, args.steps, args.chains) == (0.05, 0.25, 1_000_000, 64)
+    assert args.out == "dynopt-out/study" and args.backend == "numba"
+    assert set(SYSTEMS) == {"hamiltonian", "langevin", "overdamped", "adaptive-langevin",
+                            "nose-hoover", "nose-hoover-chain"}
+    assert set(POTENTIALS) == {"harmonic", "double-well", "ackley", "rastrigin", "rosenbrock"}
+
+
+def test_small_langevin_study_writes_summary_and_plots(tmp_path, capsys):
+    out = tmp_path / "study"
+    rc = main(["study", "--steps", "40000", "--chains", "32", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "configurational temperature" in text and "TV to Gibbs, q0" in text
+    summary = json.loads((out / "summary.json").read_text())
+    for name in ("energy.png", "histogram.png", "autocorrelation.png"):
+        assert (out / name).stat().st_size > 1000
+    assert summary["draws"] == 20_001 and summary["record_every"] == 2
+    tc = summary["configurational_temperature"]
+    assert abs(tc["value"] - 0.25) < 4 * tc["se"] + 2e-4  # bias allowance as in the tests
+    assert summary["energy"]["target"] == pytest.approx(0.144829 + 0.125, abs=1e-5)
+    assert summary["rhat_q"]["max"] < 1.1
+    assert summary["gibbs_tv_q0"]["value"] < 3 * summary["gibbs_tv_q0"]["noise_floor"]
+
+
+def test_deterministic_study_reports_conservation(tmp_path):
+    out = tmp_path / "nh"
+    rc = main(["study", "--system", "nose-hoover", "--potential", "harmonic", "--steps", "20000",
+               "--chains", "16", "--out", str(out), "--no-plots"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    cons = summary["conservation"]
+    assert cons["quantity"] == "invariant"
+    assert abs(cons["slope"]) < 4 * cons["slope_se"]
+    # A single Nosé–Hoover thermostat is not ergodic on the harmonic oscillator: every chain's
+    # histogram is far from the Gaussian even though the pooled one is closer.
+    per = summary["gibbs_tv_q0_per_chain"]
+    assert per["median"] > 5 * per["median_noise_floor"]
+    assert not (out / "energy.png").exists()
+
+
+def test_non_normalizable_gibbs_is_reported_not_crashed(tmp_path):
+    rc = main(["study", "--potential", "ackley", "--steps", "4000", "--chains", "4",
+               "--out", str(tmp_path), "--no-plots"])
+    assert rc == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert "not normalizable" in summary["gibbs_tv_q0"]["unavailable"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--h", "-1"], "h must be > 0, got -1.0"),
+    (["--chains", "0"], "chains must be >= 1, got 0"),
+    (["--potential", "rosenbrock", "--dim", "1"], "Rosenbrock needs dim >= 2"),
+    (["--system", "nose-hoover", "--temperature", "0"], "temperature must be > 0"),
+    (["--system", "overdamped", "--integrator", "BAOAB"], "OverdampedLangevin"),
+    (["--integrator", "BXB"], "unknown letter"),
+    (["--burn-in", "1.5"], "burn_in must be in [0, 1)"),
+])
+def test_bad_options_give_clear_errors(tmp_path, capsys, argv, message):
+    rc = main(["study", *argv, "--steps", "100", "--out", str(tmp_path)])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_choice_exits_with_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["study", "--system", "nope"])
+    assert exc.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_divergence_is_reported_with_exit_code_1(tmp_path, capsys):
+    rc = main(["study", "--system", "hamiltonian", "--potential", "harmonic", "--h", "2.5",
+               "--steps", "2000", "--chains", "2", "--integrator", "leapfrog",
+               "--out", str(tmp_path)])
+    assert rc == 1
+    assert "diverged at step" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "dynopt", "study", "--steps", "2000",
+                           "--chains", "4", "--no-plots", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "summary.json").exists()

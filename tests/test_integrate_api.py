@@ -1,0 +1,134 @@
+"""integrate(): outputs, validation of every parameter, and divergence handling."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import dynopt
+from dynopt import potentials as P
+from dynopt import systems as S
+from dynopt.errors import DivergenceError
+
+LANGEVIN = S.Langevin(P.DoubleWell(dim=2), gamma=1.0, temperature=0.5)
+
+
+def test_trajectory_layout_and_energies():
+    traj = dynopt.integrate(LANGEVIN, "BAOAB", [0.1, 0.2], h=0.05, n_steps=100, n_chains=4,
+                            record_every=10, seed=1)
+    assert traj.q.shape == (4, 11, 2) and traj.p.shape == (4, 11, 2)
+    assert traj.energy.shape == (4, 11)
+    np.testing.assert_allclose(traj.t, np.arange(11) * 0.5)
+    np.testing.assert_array_equal(traj.q[:, 0], np.tile([0.1, 0.2], (4, 1)))
+    u = P.DoubleWell(dim=2).value(traj.q)
+    np.testing.assert_allclose(traj.extras["potential"], u, rtol=1e-14)
+    np.testing.assert_allclose(traj.energy, u + 0.5 * (traj.p**2).sum(-1), rtol=1e-14)
+    assert traj.final_state.step == 100
+    np.testing.assert_array_equal(traj.final_state.q, traj.q[:, -1])
+    assert set(traj.to_arviz_dict()) >= {"q", "p"}
+
+
+def test_default_momenta_are_maxwell_boltzmann_and_reproducible():
+    traj = dynopt.integrate(LANGEVIN, None, [0.0, 0.0], h=0.05, n_steps=0, n_chains=20000, seed=3)
+    p0 = traj.p[:, 0].reshape(-1)
+    assert abs(p0.var() - 0.5) < 4 * 0.5 * math.sqrt(2 / p0.size)
+    again = dynopt.integrate(LANGEVIN, None, [0.0, 0.0], h=0.05, n_steps=0, n_chains=20000, seed=3)
+    np.testing.assert_array_equal(p0, again.p[:, 0].reshape(-1))
+
+
+def test_overdamped_has_no_momenta_and_energy_is_potential():
+    ov = S.OverdampedLangevin(P.Harmonic(), temperature=0.3)
+    traj = dynopt.integrate(ov, "lm", [1.0], h=0.1, n_steps=10, seed=0)
+    assert traj.p is None
+    np.testing.assert_allclose(traj.energy, 0.5 * traj.q[..., 0] ** 2)
+
+
+def test_nose_hoover_trajectory_reports_its_invariant():
+    nh = S.NoseHoover(P.Harmonic(dim=2), temperature=1.0)
+    traj = dynopt.integrate(nh, None, [1.0, 0.0], p0=[0.0, 1.0], h=0.01, n_steps=100)
+    assert "invariant" in traj.extras and traj.extras["xi"].shape == (1, 101)
+    np.testing.assert_allclose(traj.conserved, traj.extras["invariant"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "message"),
+    [
+        ({"h": 0.0}, ValueError, "h must be > 0, got 0.0"),
+        ({"h": -0.1}, ValueError, "h must be > 0, got -0.1"),
+        ({"h": float("nan")}, ValueError, "h must be finite"),
+        ({"n_steps": -1}, ValueError, "n_steps must be >= 0, got -1"),
+        ({"n_steps": 2.5}, TypeError, "n_steps must be an integer"),
+        ({"record_every": 0}, ValueError, "record_every must be >= 1, got 0"),
+        ({"backend": "jax"}, ValueError, "backend must be one of"),
+        ({"noise": "uniform"}, ValueError, "noise must be one of"),
+        ({"seed": -3}, ValueError, "seed must be >= 0, got -3"),
+        ({"q0": [np.nan, 0.0]}, ValueError, r"q0 must be finite, got nan at index \(0,\)"),
+        ({"q0": [0.0, 0.0, 0.0]}, ValueError, "q0 has 3 coordinate"),
+        ({"q0": np.zeros((3, 2)), "n_chains": 4}, ValueError, "q0 has 3 chains .rows. but n_chains=4"),
+        ({"p0": [1.0, 2.0, 3.0]}, ValueError, "p0 has shape"),
+        ({"p0": [np.inf, 0.0]}, ValueError, "p0 must be finite"),
+        ({"n_chains": 0}, ValueError, "n_chains must be >= 1"),
+        ({"integrator": "BXB"}, ValueError, r"unknown letter\(s\) \['X'\]"),
+        ({"integrator": "BACAB"}, ValueError, r"letter\(s\) \['C'\] that Langevin does not offer"),
+        ({"dtype": "float32"}, ValueError, "backend='numba' runs in float64"),
+    ],
+)
+def test_bad_input_names_the_parameter(kwargs, exc, message):
+    call = {"integrator": "BAOAB", "q0": [0.0, 0.0], "h": 0.05, "n_steps": 10}
+    call.update(kwargs)
+    integrator = call.pop("integrator")
+    q0 = call.pop("q0")
+    with pytest.raises(exc, match=message):
+        dynopt.integrate(LANGEVIN, integrator, q0, **call)
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        (lambda: S.Langevin(P.Harmonic(), gamma=-1.0), "gamma must be >= 0, got -1.0"),
+        (lambda: S.Langevin(P.Harmonic(), temperature=-0.1), "temperature must be >= 0"),
+        (lambda: S.Langevin(P.Harmonic(), mass=0.0), "mass must be > 0"),
+        (lambda: S.Langevin(P.Harmonic(dim=2), mass=[1.0, 2.0, 3.0]), "mass has 3 entries"),
+        (lambda: S.OverdampedLangevin(P.Harmonic(), gamma=0.0), "gamma must be > 0"),
+        (lambda: S.AdaptiveLangevin(P.Harmonic(), eps=-1.0), "eps must be > 0"),
+        (lambda: S.AdaptiveLangevin(P.Harmonic(), sigma_a=-1.0), "sigma_a must be >= 0"),
+        (lambda: S.NoseHoover(P.Harmonic(), tau=0.0), "tau must be > 0"),
+        (lambda: S.NoseHooverChain(P.Harmonic(), chain_length=0), "chain_length must be >= 1"),
+        (lambda: S.NoseHooverChain(P.Harmonic(), sy_order=4), "sy_order must be one of"),
+        (lambda: S.Hamiltonian("double well"), "potential must be a dynopt.potentials potential"),
+    ],
+)
+def test_bad_system_parameters(factory, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        factory()
+
+
+def _first_nonfinite_step(h, q0, p0, n):
+    """Leapfrog on U = q²/2 in plain float64 numpy: the step whose position is first non-finite."""
+    q, p = q0, p0
+    with np.errstate(all="ignore"):
+        for k in range(1, n + 1):
+            p = p - 0.5 * h * q
+            q = q + h * p
+            p = p - 0.5 * h * q
+            if not np.isfinite(q):
+                return k
+    return None
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_divergence_names_the_exact_step_and_keeps_the_records(backend):
+    h = 2.5  # leapfrog is unstable for h·ω > 2
+    expected = _first_nonfinite_step(h, 1.0, 0.0, 2000)
+    assert expected is not None
+    ham = S.Hamiltonian(P.Harmonic())
+    with pytest.raises(DivergenceError, match=f"diverged at step {expected} ") as info:
+        dynopt.integrate(ham, "BAB", [1.0], p0=[0.0], h=h, n_steps=2000, record_every=10,
+                         backend=backend)
+    err = info.value
+    assert err.step == expected
+    partial = err.trajectory
+    assert partial.n_draws == (expected - 1) // 10 + 1
+    assert np.isfinite(partial.q).all()
