@@ -17,7 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .._validation import check_positive
-from ..potentials import Ackley, DoubleWell, Harmonic, Rastrigin, Rosenbrock
+from ..potentials import (
+    Ackley,
+    DoubleWell,
+    Harmonic,
+    MultiBasin,
+    Rastrigin,
+    Rosenbrock,
+    Zakharov,
+)
 from ..potentials.base import AbstractPotential
 from ..systems import (
     AdaptiveLangevin,
@@ -28,6 +36,7 @@ from ..systems import (
     OverdampedLangevin,
 )
 from ..systems.base import AbstractSystem
+from .study_systems_ecd import ECD_SYSTEMS
 
 __all__ = ["POTENTIALS", "SYSTEMS", "PotentialEntry", "SystemEntry"]
 
@@ -97,4 +106,10 @@ POTENTIALS: dict[str, PotentialEntry] = {
     "ackley": PotentialEntry(lambda d: Ackley(dim=d), 2, 0.5),
     "rastrigin": PotentialEntry(lambda d: Rastrigin(dim=d), 2, 0.0),
     "rosenbrock": PotentialEntry(lambda d: Rosenbrock(dim=d), 2, 1.0),
+    "ackley-bbi": PotentialEntry(lambda d: Ackley(dim=d, b=0.02), 2, 3.0),
+    "zakharov": PotentialEntry(lambda d: Zakharov(dim=d), 10, 1.0),
+    "multi-basin": PotentialEntry(lambda d: MultiBasin(dim=d), 2, 6.0),
 }
+
+# energy-conserving descent and the port-Hamiltonian heavy ball (dynopt.cli.study_systems_ecd)
+SYSTEMS.update({k: SystemEntry(f, h) for k, (f, h) in ECD_SYSTEMS.items()})
