@@ -275,10 +275,12 @@ def test_stop_event_and_bounce_event():
          "does not support the action Bounce"),
         (lambda ps: BBI(ps, lr=0.1, events=[AtStep(2, then=SetFriction(1.0))]),
          "does not support the action SetFriction"),
+        (lambda ps: BBI(ps, lr=0.1, maximize=True), "maximize=True is not supported"),
+        (lambda ps: HeavyBall(ps, lr=0.1, fused=1), "fused must be None or a bool"),
     ],
 )
 def test_bad_input(factory, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, TypeError), match=message):
         factory(_model().parameters())
 
 
@@ -300,3 +302,18 @@ def test_registry():
     assert {"bbi", "ecdsep", "heavyball"} <= set(REGISTRY)
     opt = make("bbi", _model(), v0=0.01)
     assert isinstance(opt, BBI) and opt.param_groups[0]["lr"] == 0.1
+
+
+def test_heavy_ball_maximize_and_gamma_schedule():
+    a, b = _model(), _model()
+    x, y = _data()
+    up = HeavyBall(a.parameters(), lr=0.2, gamma=lambda k: 0.5 if k < 5 else 2.0, maximize=True)
+    down = HeavyBall(b.parameters(), lr=0.2, gamma=lambda k: 0.5 if k < 5 else 2.0)
+    for _ in range(10):
+        for m, o, sign in ((a, up, -1.0), (b, down, 1.0)):
+            o.zero_grad()
+            (sign * ((m(x) - y) ** 2).mean()).backward()
+            o.step()
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    assert down.friction(down.param_groups[0]) == 2.0

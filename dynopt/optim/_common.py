@@ -41,12 +41,16 @@ class EventfulOptimizer(DynamicsOptimizer):
 
     def _validate_group(self, group: dict[str, Any], index: int) -> None:
         super()._validate_group(group, index)
-        if group.get("fused") not in (None, True, False):
+        fused = group.get("fused")
+        if not (fused is None or isinstance(fused, bool)):
             raise TypeError(f"fused must be None or a bool, got {group['fused']!r}")
         if group.get("fused") and group.get("foreach"):
             raise ValueError("fused=True and foreach=True are mutually exclusive")
         if group.get("differentiable"):
             raise ValueError(f"{type(self).__name__} does not support differentiable=True")
+        if group.get("maximize") and self.needs_loss:
+            raise ValueError(f"{type(self).__name__} minimizes V = loss − shift (its energy "
+                             "needs that value): maximize=True is not supported; pass −loss")
 
     # --- public extras ------------------------------------------------------------------------
     @property

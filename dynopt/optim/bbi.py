@@ -80,7 +80,7 @@ class BBI(EventfulOptimizer):
         bounce_direction: ``"cube"`` (the authors') or ``"sphere"``.
         events: Triggers with ``Bounce`` (a bounce step) or ``Stop`` actions.
         foreach, fused: Path selection (default: fused numba kernel on CPU, foreach on CUDA).
-        maximize: Maximize the objective.
+        maximize: Must be False: the energy needs the minimized objective's value.
         nonfinite: ``"raise"``, ``"skip"`` or ``"ignore"`` for NaN/inf gradients.
     """
 

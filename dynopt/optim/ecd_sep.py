@@ -75,7 +75,7 @@ class ECDSep(EventfulOptimizer):
         seed: Seed of the rotation noise.
         events: Triggers with ``Stop`` actions.
         foreach: ``False`` selects the single-tensor reference path.
-        maximize: Maximize the objective.
+        maximize: Must be False: the energy needs the minimized objective's value.
         nonfinite: ``"raise"``, ``"skip"`` or ``"ignore"`` for NaN/inf gradients.
     """
 

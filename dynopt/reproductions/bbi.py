@@ -99,7 +99,8 @@ def zakharov(n_steps: int) -> dict[str, Any]:
     return {"steps": n_steps, "bbi_final": float(f[-1]),
             "bbi_floor_step": int(floor[0]) if floor.size else None,
             "bbi_at_1000": float(f[min(1000, n_steps)]),
-            "gdm_final": float(gd.extras["potential"][0, -1])}
+            "gdm_final": float(gd.extras["potential"][0, -1]),
+            "gdm_best": float(gd.extras["potential"][0].min())}
 
 
 def multi_basin(n_runs: int, n_steps: int, direction: str, seed: int = 11) -> dict[str, Any]:
@@ -293,16 +294,27 @@ def report(res: dict[str, Any], quick: bool) -> str:
           f"{a['gdm']}/{a['starts']}", "0/100"]]))
     lines += ["", f"Median iterations to success (BBI, successful tries): "
               f"{a['bbi_median_steps']:.0f}.", ""]
+    lines += [f"BBI succeeds on {a['bbi_run_rate']:.0%} of all tries; the paper's 83/100 "
+              f"(within 5 tries) vs 0/100 is reproduced ({a['bbi_any_try']}/100 vs "
+              f"{a['gdm']}/100).", ""]
     lines.append(f"**Zakharov 10-D** from (1, …, 1), {z['steps']} iterations:")
     lines.append("")
     floor = z["bbi_floor_step"]
+    gbest = z.get("gdm_best", math.nan)
     lines.append(markdown_table(
-        ["method", "final U", "reaches the v0 = 1e-22 floor at", "paper"],
-        [["BBI (lr 0.0026, bounces off)", f"{z['bbi_final']:.3g}",
+        ["method", "final U", "best U along the run", "reaches the v0 = 1e-22 floor at",
+         "paper (best)"],
+        [["BBI (lr 0.0026, bounces off)", f"{z['bbi_final']:.3g}", f"{z['bbi_final']:.3g}",
           f"iteration {floor}" if floor is not None else "not reached", "1e-22 (the floor)"],
-         ["GD + momentum (lr 1.8e-6, μ 0.997)", f"{z['gdm_final']:.3g}", "–", "4.4e-12"]]))
-    lines += ["", "**Two basins** (2-D, runs from (10, −10), lr 0.01, T0 20, N_b 1, T1 750, "
-              "v0 0.001; ending basin = first ellipse entered):", ""]
+         ["GD + momentum (lr 1.8e-6, μ 0.997)", f"{z['gdm_final']:.3g}", f"{gbest:.3g}", "–",
+          "4.4e-12"]]))
+    lines += ["", "BBI reaches its floor and stays there, as in the paper. GD + momentum "
+              f"oscillates: the paper's 4.4e-12 is a best-along-the-run value (the authors' "
+              f"helpers return the best point of a run); ours is {gbest:.2g}, while the final "
+              f"value is {z['gdm_final']:.2g}. Either way BBI ends at least nine orders of "
+              "magnitude lower.", ""]
+    lines += ["**Two basins** (2-D, runs from (10, −10), lr 0.01, T0 20, N_b 1, T1 750, "
+              "v0 0.001; ending basin = first ellipse λ\\|x − c\\|² < 1 entered):", ""]
     rows = []
     for b in res["basins"]:
         rows.append([b["direction"], b["runs"], b["basin1"], b["basin2"], b["undecided"],
@@ -310,24 +322,45 @@ def report(res: dict[str, Any], quick: bool) -> str:
                      "1.725" if b["direction"] == "cube" else "–"])
     lines.append(markdown_table(["bounce directions", "runs", "basin 1", "basin 2",
                                  "undecided", "ratio n1/n2 (± SE)", "Liouville", "paper"], rows))
+    zs = ", ".join(f"{b['direction']}: {(b['predicted'] - b['ratio']) / b['ratio_se']:.1f} SE"
+                   for b in res["basins"])
+    lines += ["", "Both ratios fall short of the Liouville prediction 1.926 (by " + zs + "), as "
+              "the authors' 1.725 did; with the authors' cube directions we measure the same "
+              "ratio as they did. Gaussian (sphere) directions do not bring it closer. The "
+              "prediction assumes the time average has reached the microcanonical measure "
+              "before the first entrance into a basin, which a run stopped at its first "
+              "entrance need not satisfy.", ""]
     e = res["energy"]
-    lines += ["", f"**Energy study** (BBI on Ackley, {e['chains']} chains × {e['steps']} steps, "
+    lines += [f"**Energy study** (BBI on Ackley, {e['chains']} chains × {e['steps']} steps, "
               f"Δt = {e['h']:.4g}; plot `bbi/bbi_energy.png`):", ""]
     lines.append(markdown_table(
         ["quantity", "measured"],
         [["max V/E0 (loss ceiling V ≤ E0)", f"{e['max_V_over_E0']:.6f}"],
-         ["max |H/E0 − 1| before the projection (kick+drift map)",
-          f"{e['H_pre_projection_max_rel_dev']:.3g}"],
-         ["max |V(V+|Π|²)/E0² − 1| right after the projection",
+         ["max \\|H/E0 − 1\\| before the projection (kick + drift map)",
+          f"{e['H_pre_projection_max_rel_dev']:.3g} (median "
+          f"{e['H_pre_projection_median_rel_dev']:.2g})"],
+         ["max \\|V(V + \\|Π\\|²)/E0² − 1\\| right after the projection",
           f"{e['H_post_projection_max_rel_dev']:.3g}"],
-         ["max |Δθ|/(Δt√V) (speed limit 1 in continuous time)",
+         ["max \\|Δθ\\|/(Δt√V) (speed limit 1 in continuous time)",
           f"{e['max_speed_over_sqrtV']:.4f}"],
-         ["max |Δθ|/(Δt(√V + Δt|∇V|)) (exact discrete bound 1)",
+         ["max \\|Δθ\\|/(Δt(√V + Δt\\|∇V\\|)) (exact discrete bound 1)",
           f"{e['max_speed_over_bound']:.6f}"],
          ["bounces per chain", f"{e['bounces_per_chain']:.1f}"]]))
-    lines += ["", "**Digits MLP** (64-64-10, batch 50, test accuracy %, mean ± sd over seeds; "
-              "hyperparameters fixed from the papers, not tuned here):", ""]
+    lines += ["", "The explicit kick + drift map changes H by O(Δt) between projections (the "
+              "largest deviations occur on the final approach, where E0/V is huge); the "
+              "projection restores the shell to rounding; the loss never exceeds its ceiling; "
+              "the discrete speed exceeds √V by the kick's Δt|∇V| term only.", ""]
+    lines += ["**Digits MLP** (64-64-10, batch 50, 50 epochs, test accuracy %, mean ± sd over "
+              "seeds; hyperparameters fixed from the papers' MNIST / CIFAR settings, not tuned "
+              "here):", ""]
     lines.append(markdown_table(
         ["optimizer", "test accuracy", "seeds"],
         [[k, _fmt_ms(v["test_acc"]), len(v["test_acc"])] for k, v in res["digits"].items()]))
+    means = {k.split(" (")[0]: 100 * float(np.mean(v["test_acc"]))
+             for k, v in res["digits"].items()}
+    ref = means.get("SGD + momentum", math.nan)
+    diffs = ", ".join(f"{k} {m - ref:+.2f}" for k, m in means.items() if k != "SGD + momentum")
+    lines += ["", f"Differences to SGD + momentum (points): {diffs}. As in the papers' MNIST / "
+              "CIFAR comparisons, the energy-conserving optimizers generalise comparably "
+              "without a schedule; neither wins clearly here."]
     return "\n".join(lines)
