@@ -94,7 +94,12 @@ def main() -> None:
                f"BBI: {bbi:.2f}× SGD (target ≤ 1.5×: {'met' if bbi <= 1.5 else 'missed'}).")
     print(verdict)
     if args.update_docs:
-        cmd = "python benchmarks/heavyball_bbi_step.py" + (" --quick" if args.quick else "")
+        import os
+
+        env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")
+                       if k in os.environ)
+        cmd = (env + " " if env else "") + "python benchmarks/heavyball_bbi_step.py" + (
+            " --quick" if args.quick else "")
         write_section(
             "heavyball-bbi-step", "HeavyBall and BBI step vs torch.optim.SGD (20M float32)", cmd,
             table,
