@@ -4,8 +4,9 @@ friction, switch dynamics, bounce, stop), the same in ``integrate()`` and in opt
 Example (goal-oriented braking, Burghoff et al. 2023)::
 
     from dynopt.events import LossBelow, SetFriction
-    opt = dynopt.optim.HeavyBall(model.parameters(), lr=0.3, gamma=0.0,
-                                 events=[LossBelow(0.2, then=SetFriction(2.0))])
+    from dynopt.optim import HeavyBall
+    opt = HeavyBall(model.parameters(), lr=0.1, gamma=0.1,
+                    events=[LossBelow(0.1, then=SetFriction(1.0))])
 
 Every firing is logged (:class:`Firing`: step, chain, observable value, actions): in
 ``traj.events`` after ``integrate(..., events=...)`` and in ``optimizer.event_log``.
