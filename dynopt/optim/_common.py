@@ -76,10 +76,9 @@ class EventfulOptimizer(DynamicsOptimizer):
         Returns:
             The loss.
         """
-        from ._paths import resolve_loss
-
         if closure is not None and loss is not None:
-            resolve_loss(1.0, 1.0, type(self).__name__, False)  # raises: both given
+            raise ValueError(f"{type(self).__name__}.step got both a closure and loss=; pass "
+                             "one of them")
         out = super().step(closure, given_loss=loss)
         return out if closure is not None else loss
 

@@ -135,7 +135,7 @@ class BBI(EventfulOptimizer):
             st["min_V"].fill_(float("inf"))
         return st
 
-    def _ps2(self, parts: Participants, moms: list[Tensor], reference: bool) -> float:
+    def _ps2(self, moms: list[Tensor], reference: bool) -> float:
         """|Π|² of the participating momenta: cached from the previous step if the same
         parameters take part, else computed."""
         key = self.participation_key()
@@ -152,7 +152,7 @@ class BBI(EventfulOptimizer):
         moms = [self.momentum(p) for p in params]
         reference = bool(parts) and all(
             choose_path(gr, ps + gs, "BBI") == "single" for gr, ps, gs in parts if ps)
-        ps2 = self._ps2(parts, moms, reference)
+        ps2 = self._ps2(moms, reference)
         if len(self._events):
             values = {"loss": as_scalar(loss, device)}
             if self._events.needs("energy"):
