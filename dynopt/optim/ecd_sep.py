@@ -171,7 +171,7 @@ class ECDSep(EventfulOptimizer):
             coef = lr * 2.0 / (c.s + p2)
             if reference:
                 for p, m in zip(ps, ms, strict=True):
-                    p.add_(m * torch.tensor([coef], dtype=m.dtype))
+                    p.add_(m * torch.tensor([coef], dtype=m.dtype, device=m.device))
             else:
                 for bp, bm in bucket(ps, ms).values():
                     torch._foreach_add_(bp, bm, alpha=coef)
