@@ -18,8 +18,10 @@ def test_defaults_are_the_documented_run():
     assert (args.h, args.temperature, args.steps, args.chains) == (0.05, 0.25, 1_000_000, 64)
     assert args.out == "dynopt-out/study" and args.backend == "numba"
     assert set(SYSTEMS) == {"hamiltonian", "langevin", "overdamped", "adaptive-langevin",
-                            "nose-hoover", "nose-hoover-chain"}
-    assert set(POTENTIALS) == {"harmonic", "double-well", "ackley", "rastrigin", "rosenbrock"}
+                            "nose-hoover", "nose-hoover-chain", "born-infeld", "ecdsep",
+                            "port-hamiltonian"}
+    assert set(POTENTIALS) == {"harmonic", "double-well", "ackley", "rastrigin", "rosenbrock",
+                               "ackley-bbi", "zakharov", "multi-basin"}
 
 
 def test_small_langevin_study_writes_summary_and_plots(tmp_path, capsys):

@@ -147,3 +147,4 @@ def test_energy_trigger_in_integrate():
     (f,) = tr.events
     assert f.value < 0.5 <= tr.energy[0, f.step - 1]  # first step with H < 0.5
     assert f.step == tr.n_draws - 1
+
