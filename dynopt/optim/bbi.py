@@ -16,10 +16,10 @@ from ..events.triggers import Trigger
 from ..program import BBI_EXTRAS
 from ..systems.born_infeld import BornInfeld
 from . import register
-from ._common import EventfulOptimizer, Participants
 from ._events import as_scalar
 from ._paths import bucket, choose_path, numpy_view
 from .base import Hyper
+from .eventful import EventfulOptimizer, Participants
 
 __all__ = ["BBI"]
 

@@ -17,10 +17,10 @@ from ..events.triggers import Trigger
 from ..program import ECD_EXTRAS
 from ..systems.ecd_sep import ECDSep as ECDSepSystem
 from . import register
-from ._common import EventfulOptimizer, Participants
 from ._events import as_scalar
 from ._paths import bucket, choose_path
 from .base import Hyper
+from .eventful import EventfulOptimizer, Participants
 
 __all__ = ["ECDSep"]
 

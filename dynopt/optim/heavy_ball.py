@@ -15,10 +15,10 @@ from ..integrators.splitting import Splitting
 from ..program import OpCode
 from ..systems.port_hamiltonian import PortHamiltonian
 from . import register
-from ._common import EventfulOptimizer, Participants
 from ._events import as_scalar
 from ._paths import bucket, choose_path, numpy_view
 from .base import Hyper
+from .eventful import EventfulOptimizer, Participants
 
 __all__ = ["HeavyBall"]
 
