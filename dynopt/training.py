@@ -103,7 +103,7 @@ def fit(
 
             loss = closure()
             step(optimizer, closure, loss)
-            last = float(loss)
+            last = float(loss.detach())
         if scheduler is not None:
             scheduler.step()
         if epoch % eval_every == 0 or epoch == epochs:

@@ -105,7 +105,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         for flag in ("maximize", "differentiable"):
             if not isinstance(group.get(flag, False), bool):
                 raise TypeError(f"{flag} must be a bool, got {group[flag]!r} (param group {index})")
-        if group.get("foreach") not in (None, True, False):
+        if group.get("foreach") is not None and not isinstance(group["foreach"], bool):
             raise TypeError(f"foreach must be None or a bool, got {group['foreach']!r}")
 
     def _check_hyper(self, group: dict[str, Any], index: int, name: str, check: Check) -> None:
