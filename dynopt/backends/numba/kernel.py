@@ -37,6 +37,7 @@ from .energy_ops import (
 )
 from .philox import fill_lanes
 from .potentials import GRAD_FN, VALUE_FN, grad_block, value_lane
+from .vecmath import exp as vexp
 
 __all__ = ["LANES", "potential_values", "run_block_kernel"]
 
@@ -83,23 +84,29 @@ _SIGNATURE = types.void(
 
 
 @nb.njit(inline="always", cache=True, error_model="numpy")
-def _nhc_velocity(X, xo, j, m, ts, k2, q1, kT, n_dof, fpar, f, lane):  # type: ignore[no-untyped-def]
-    """Half-update (duration ts/2) of chain velocity v_j: scale, kick by G_j, scale."""
-    if j == 0:
-        g = (k2 - n_dof * kT) / q1
-    else:
-        qprev = q1 if j == 1 else fpar[f + 3 + (j - 2)]
-        g = (qprev * X[xo + j - 1, lane] ** 2 - kT) / fpar[f + 3 + (j - 1)]
-    if j < m - 1:
-        e = math.exp(-0.25 * ts * X[xo + j + 1, lane])
-        X[xo + j, lane] = (X[xo + j, lane] * e + 0.5 * ts * g) * e
-    else:
-        X[xo + j, lane] += 0.5 * ts * g
+def _nhc_velocity(X, xo, j, m, ts, K2, q1, kT, n_dof, fpar, f, nl):  # type: ignore[no-untyped-def]
+    """Half-update (duration ts/2) of chain velocity v_j on all lanes: scale, kick, scale."""
+    q_j = q1 if j == 0 else fpar[f + 3 + (j - 1)]
+    q_prev = q1 if j == 1 else (fpar[f + 3 + (j - 2)] if j > 1 else 0.0)
+    for lane in range(nl):
+        if j == 0:
+            g = (K2[lane] - n_dof * kT) / q_j
+        else:
+            g = (q_prev * X[xo + j - 1, lane] ** 2 - kT) / q_j
+        if j < m - 1:
+            e = vexp(-0.25 * ts * X[xo + j + 1, lane])
+            X[xo + j, lane] = (X[xo + j, lane] * e + 0.5 * ts * g) * e
+        else:
+            X[xo + j, lane] += 0.5 * ts * g
 
 
 @nb.njit(cache=True, error_model="numpy")
-def _nhc_lane(P, X, minv, f, i0, fpar, ipar, lane, n_dof):  # type: ignore[no-untyped-def]
-    """Nosé–Hoover-chain propagation of one lane (see the NHC entry in dynopt.program)."""
+def _nhc_block(P, X, minv, f, i0, fpar, ipar, nl, n_dof, K2, S):  # type: ignore[no-untyped-def]
+    """Nosé–Hoover-chain propagation of a block (see the NHC entry in dynopt.program).
+
+    ``K2`` and ``S`` are per-lane scratch arrays (pᵀM⁻¹p and the accumulated momentum scale);
+    every loop runs over lanes innermost so that it vectorizes.
+    """
     D = P.shape[0]
     t = fpar[f]
     kT = fpar[f + 1]
@@ -110,27 +117,29 @@ def _nhc_lane(P, X, minv, f, i0, fpar, ipar, lane, n_dof):  # type: ignore[no-un
     xo = ipar[i0 + 3]
     eo = ipar[i0 + 4]
     wbase = f + 3 + (m - 1)
-    k2 = 0.0
+    for lane in range(nl):
+        K2[lane] = 0.0
+        S[lane] = 1.0
     for d in range(D):
-        k2 += P[d, lane] * P[d, lane] * minv[d]
-    scale = 1.0
+        for lane in range(nl):
+            K2[lane] += P[d, lane] * P[d, lane] * minv[d]
     for a in range(n_sy):
         for _ in range(n_sub):
             ts = fpar[wbase + a] * t / n_sub
-            # top-down half update of the thermostat velocities
-            for j in range(m - 1, -1, -1):
-                _nhc_velocity(X, xo, j, m, ts, k2, q1, kT, n_dof, fpar, f, lane)
-            # particle scaling and thermostat positions
-            s = math.exp(-ts * X[xo, lane])
-            scale *= s
-            k2 *= s * s
-            for j in range(m):
-                X[eo + j, lane] += ts * X[xo + j, lane]
-            # bottom-up half update
-            for j in range(m):
-                _nhc_velocity(X, xo, j, m, ts, k2, q1, kT, n_dof, fpar, f, lane)
+            for j in range(m - 1, -1, -1):  # top-down half update of the chain velocities
+                _nhc_velocity(X, xo, j, m, ts, K2, q1, kT, n_dof, fpar, f, nl)
+            for lane in range(nl):  # momentum scaling
+                s = vexp(-ts * X[xo, lane])
+                S[lane] *= s
+                K2[lane] *= s * s
+            for j in range(m):  # chain positions
+                for lane in range(nl):
+                    X[eo + j, lane] += ts * X[xo + j, lane]
+            for j in range(m):  # bottom-up half update
+                _nhc_velocity(X, xo, j, m, ts, K2, q1, kT, n_dof, fpar, f, nl)
     for d in range(D):
-        P[d, lane] *= scale
+        for lane in range(nl):
+            P[d, lane] *= S[lane]
 
 
 @nb.njit(_SIGNATURE, parallel=True, cache=True, error_model="numpy")
@@ -243,7 +252,7 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
                     xo = ipar[i0]
                     eo = ipar[i0 + 1]
                     for lane in range(nl):
-                        tmp[lane] = math.exp(-t * X[xo, lane])
+                        tmp[lane] = vexp(-t * X[xo, lane])
                     for d in range(D):
                         for lane in range(nl):
                             P[d, lane] *= tmp[lane]
@@ -285,8 +294,7 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
                                           + tmp[lane] * sqrtm[d] * Z[zb + d, lane])
                     zb += D
                 elif code == _NHC:
-                    for lane in range(nl):
-                        _nhc_lane(P, X, minv, f, i0, fpar, ipar, lane, n_dof)
+                    _nhc_block(P, X, minv, f, i0, fpar, ipar, nl, n_dof, tmp, tmp2)
                 elif code == _LIN_FRIC:
                     linear_friction_block(P, X, nl, fpar[f], ipar[i0])
                 elif code == _SC_KICK:
