@@ -14,7 +14,7 @@ import torch
 
 from .base import DynamicsOptimizer as DynamicsOptimizer
 
-__all__ = ["REGISTRY", "DynamicsOptimizer", "make", "register"]
+__all__ = ["REGISTRY", "DDPNOpt", "DynamicsOptimizer", "make", "register"]
 
 #: name → factory ``(params, **kwargs) -> optimizer`` (``params`` may be a module).
 REGISTRY: dict[str, Callable[..., torch.optim.Optimizer]] = {}
@@ -35,3 +35,6 @@ def make(name: str, model_or_params: Any, **kwargs: Any) -> torch.optim.Optimize
     if name not in REGISTRY:
         raise ValueError(f"unknown optimizer {name!r}; known: {sorted(REGISTRY)}")
     return REGISTRY[name](model_or_params, **kwargs)
+
+
+from .ddpnopt import DDPNOpt as DDPNOpt  # noqa: E402  (registers "ddpnopt")

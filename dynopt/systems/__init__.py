@@ -6,6 +6,7 @@ its energy or conserved invariant, and its parameters (validated at construction
 
 from .adaptive_langevin import AdaptiveLangevin as AdaptiveLangevin
 from .base import AbstractSystem as AbstractSystem
+from .ddp_trajectory import DDPTrajectory as DDPTrajectory
 from .hamiltonian import Hamiltonian as Hamiltonian
 from .langevin import Langevin as Langevin
 from .nose_hoover import NoseHoover as NoseHoover
@@ -15,6 +16,7 @@ from .overdamped import OverdampedLangevin as OverdampedLangevin
 __all__ = [
     "AbstractSystem",
     "AdaptiveLangevin",
+    "DDPTrajectory",
     "Hamiltonian",
     "Langevin",
     "NoseHoover",
