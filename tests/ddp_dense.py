@@ -102,11 +102,8 @@ def dense_step(model: nn.Sequential, x: torch.Tensor, terminal_grad: Callable, *
         ks[t] = -lr * mi @ qbar
         kgain[t] = [-lr * mi @ g for g in gain]
         info[t] = {"qbar": qbar, "vx_in": None, "vxx_in": None}
-        if bellman:
-            vx = [qx[i] - qux[i].T @ (lr * mi @ qbar) for i in range(bsz)]
-        else:
-            vx = qx
-        vxx = [qxx[i] - (lr / bsz) * qux[i].T @ mi @ qux[i] for i in range(bsz)]
+        vx = [qx[i] - qux[i].T @ (lr * mi @ qbar) for i in range(bsz)] if bellman else qx
+        vxx = [_psd(qxx[i] - (lr / bsz) * qux[i].T @ mi @ qux[i]) for i in range(bsz)]
         info[t]["vx_in"] = torch.stack(vx)
         info[t]["vxx_in"] = torch.stack(vxx)
     xhat = xs[0]
@@ -117,3 +114,9 @@ def dense_step(model: nn.Sequential, x: torch.Tensor, terminal_grad: Callable, *
         new.append(u + du)
         xhat = torch.stack([f(xhat[i], new[-1]) for i in range(bsz)]).detach()
     return {"new": new, "info": info}
+
+
+def _psd(v: torch.Tensor) -> torch.Tensor:
+    """The projection onto the PSD cone (negative eigenvalues set to 0)."""
+    lam, vec = torch.linalg.eigh(0.5 * (v + v.T))
+    return (vec * lam.clamp(min=0)) @ vec.T

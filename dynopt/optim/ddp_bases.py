@@ -6,10 +6,12 @@ included) and the curvature model ``Q_uu ≈ M/η`` that DDPNOpt uses for the fe
 
 | base | torch equivalent (feedback off) | M |
 |---|---|---|
-| ``"sgd"`` | ``torch.optim.SGD(lr, momentum, dampening, weight_decay, nesterov)`` | I |
-| ``"rmsprop"`` | ``torch.optim.RMSprop(lr, alpha, eps, weight_decay, momentum, centered)`` | diag(√v + ε) |
-| ``"adam"`` | ``torch.optim.Adam(lr, betas, eps, weight_decay)`` | diag(√(v/(1−β₂ᵏ)) + ε) |
-| ``"ekfac"`` | none (dynopt's own EKFAC, George et al. 2018) | (U_G⊗U_A) diag(S + λ) (U_G⊗U_A)ᵀ |
+| ``"sgd"`` | ``SGD(lr, momentum, dampening, weight_decay, nesterov)`` | I |
+| ``"rmsprop"`` | ``RMSprop(lr, alpha, eps, weight_decay, momentum, centered)`` | diag(√v + ε) |
+| ``"adam"`` | ``Adam(lr, betas, eps, weight_decay)`` | diag(√(v/(1−β₂ᵏ)) + ε) |
+| ``"ekfac"`` | none (dynopt's EKFAC, George et al. 2018) | (U_G⊗U_A) diag(S+λ) (U_G⊗U_A)ᵀ |
+
+(torch equivalents are ``torch.optim`` classes.)
 
 The diagonal bases repeat torch's single-tensor arithmetic operation for operation (out of
 place, committed after the step succeeded), so with the feedback off DDPNOpt equals the torch

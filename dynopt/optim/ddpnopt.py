@@ -8,7 +8,8 @@ differential dynamic programming on the network's layer dynamics
 
     u_t \leftarrow u_t + k_t + K_t\,\delta x_t,\qquad
     k_t = \text{the base optimizer's step} \;(= -\eta M_t^{-1} Q_u \text{ without momentum}),
-    \qquad K_t\,\delta x_t = -\eta\, M_t^{-1}\, \mathbb{E}_i\!\left[Q_{ux}^{(i)}\,\delta x_t^{(i)}\right],
+    \qquad K_t\,\delta x_t = -\eta\, M_t^{-1}\,
+    \mathbb{E}_i\!\left[Q_{ux}^{(i)}\,\delta x_t^{(i)}\right],
 
 with ``δx_t = x̂_t − x_t`` the change of the layer's input caused by the updates of the earlier
 layers, measured by an extra forward pass, ``Q_uu ≈ M_t/η`` the base optimizer's curvature

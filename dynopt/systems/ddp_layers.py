@@ -1,8 +1,9 @@
-r"""The layers of a feed-forward network as pieces of a control system (for :class:`DDPTrajectory`).
+r"""The layers of a feed-forward network as pieces of a control system (see DDPTrajectory).
 
-A stage of the network is ``f_t = σ_t ∘ g_t``: an affine layer ``g_t(x, u) = W x + b`` (``nn.Linear``
-or ``nn.Conv2d``; the control ``u_t = [vec W, b]``) followed by parameter-free modules ``σ_t``
-(elementwise activations and ``nn.Flatten``). This module holds the three pieces the DDP passes need:
+A stage of the network is ``f_t = σ_t ∘ g_t``: an affine layer ``g_t(x, u) = W x + b``
+(``nn.Linear`` or ``nn.Conv2d``; the control ``u_t = [vec W, b]``) followed by parameter-free
+modules ``σ_t`` (elementwise activations and ``nn.Flatten``). This module holds the three pieces
+the DDP passes need:
 
 * :class:`AffineLayer`: the affine map in *augmented matrix form*. Every per-sample weight
   gradient is ``G_i = b_i X_iᵀ`` with ``b_i ∈ R^{out×P}`` a vector per output position and
@@ -32,8 +33,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn import functional
 
 __all__ = ["ACTIVATIONS", "AffineLayer", "Curvature", "post_derivatives", "unsupported_reason"]
 
@@ -196,8 +197,8 @@ class AffineLayer:
     def forward(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
         m = self.module
         if self.kind == "linear":
-            return F.linear(x, w, b)
-        return F.conv2d(x, w, b, m.stride, self.padding, m.dilation)  # type: ignore[arg-type]
+            return functional.linear(x, w, b)
+        return functional.conv2d(x, w, b, m.stride, self.padding, m.dilation)  # type: ignore[arg-type]
 
     def inputs(self, x: Tensor, *, ones: bool = True) -> Tensor:
         """Augmented input patches ``X``, shape ``(B, in_aug, P)`` (bias row: ones, or zeros
@@ -207,7 +208,7 @@ class AffineLayer:
             xs = x.reshape(n, -1, x.shape[-1]).transpose(1, 2)
         else:
             m = self.module
-            xs = F.unfold(x, m.kernel_size, dilation=m.dilation, padding=self.padding,
+            xs = functional.unfold(x, m.kernel_size, dilation=m.dilation, padding=self.padding,
                           stride=m.stride)  # type: ignore[arg-type]
         if self.bias is None:
             return xs
@@ -226,8 +227,8 @@ class AffineLayer:
         """``g_x δx = W δx`` (no bias), shaped like ``h``."""
         m = self.module
         if self.kind == "linear":
-            return F.linear(dx, self.weight)
-        return F.conv2d(dx, self.weight, None, m.stride, self.padding, m.dilation)  # type: ignore[arg-type]
+            return functional.linear(dx, self.weight)
+        return functional.conv2d(dx, self.weight, None, m.stride, self.padding, m.dilation)  # type: ignore[arg-type]
 
     def input_vjp(self, v: Tensor, x_shape: Sequence[int]) -> Tensor:
         """``g_xᵀ v`` for ``v`` shaped like ``h`` with leading axis N; returns ``(N, *x_shape)``."""
@@ -294,7 +295,7 @@ class Curvature:
         Returns ``Φ (B, r, r)`` and ``c (B, r)`` (None without ``q``); nothing of size
         ``B × out × in`` is formed when ``P = 1``.
         """
-        bsz, r, n_out, p = zh.shape
+        bsz, _, n_out, p = zh.shape
         if self.rot_out is not None:
             zh = torch.einsum("jk,bajp->bakp", self.rot_out, zh)
         if self.rot_in is not None:

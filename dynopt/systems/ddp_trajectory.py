@@ -26,9 +26,10 @@ quantities below are in the units of one sample's cost φ(x_T^{(i)}).
      ``E[Q_ux δx] = (1/B) Σ_i r_i X_iᵀ`` (one extra matmul per layer);
    * ``V_x = Q_x − Q_uxᵀ Q_uu⁻¹ Q̄_u`` (the Bellman costate; ``Q_uu ≈ M/η`` is the base
      optimizer's preconditioner, :class:`~dynopt.systems.ddp_layers.Curvature`);
-   * ``V_xx = q_x (I − (η/B) q_uᵀ M⁻¹ q_u) q_xᵀ`` (the diagonal block of the augmented-state
-     value Hessian), refactored as ``Z ← (I − (η/B) Φ)^{1/2}_+ q_x``: eigenvalues of the r×r
-     middle matrix below 0 are clipped to 0 (the projection onto the PSD cone; see the docs);
+   * ``V_xx = q_xᵀ (I − (η/B) Φ) q_x`` with ``Φ_ab = q_{u,a}ᵀ M⁻¹ q_{u,b}`` (the diagonal
+     block of the augmented-state value Hessian), refactored as the factor of its projection
+     onto the PSD cone (negative eigenvalues set to 0; for r = 1,
+     ``Z ← √max(1 − (η/B) q_uᵀM⁻¹q_u, 0) q_x``; see the docs);
 3. **extra forward pass** (:meth:`~DDPTrajectory.forward_update`): ``δx_t = x̂_t − x_t`` through
    the already updated layers, and the per-layer update ``u_t ← u_t + k_t + K_t δx_t``.
 
@@ -55,6 +56,7 @@ Neural Optimizer", ICLR 2021 (arXiv:2002.08809).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -422,9 +424,7 @@ class DDPTrajectory:
                 phi, c = cur.quadratic_forms(g.zh, xs, pol.q_eff if pol.bellman else None)
                 eye = torch.eye(r, dtype=phi.dtype, device=phi.device)
                 s = eye - (cur.eta / bsz) * phi
-                root, g.clipped = _psd_sqrt(s)
-                z_new = torch.einsum("bac,bcn->ban", root, qx.reshape(bsz, r, -1)).reshape(
-                    qx.shape) if r > 1 else qx * root.reshape(bsz, 1, *([1] * (qx.ndim - 2)))
+                z_new, g.clipped = _refactor(s, qx)
                 if c is not None:
                     corr = -cur.eta * torch.einsum("ba,ban->bn", c, qx.reshape(bsz, r, -1))
                     corr = corr.reshape(x.shape)
@@ -463,16 +463,27 @@ def _store_grad(rec: _Record, i: int, grad: Tensor) -> None:
     rec.grads[i] = grad.detach()
 
 
-def _psd_sqrt(s: Tensor) -> tuple[Tensor, Tensor]:
-    """Symmetric square root of each (r, r) matrix with negative eigenvalues clipped to 0, and
-    the fraction of samples that needed clipping."""
-    if s.shape[-1] == 1:
+def _refactor(s: Tensor, qx: Tensor) -> tuple[Tensor, Tensor]:
+    """The factor Z of the PSD projection of V_xx = q_xᵀ S q_x (per sample), and the fraction of
+    samples whose V_xx had a negative eigenvalue.
+
+    ``qx`` is ``(B, r, *x_shape)``, ``s`` is ``(B, r, r)``. With r = 1, ``Z = √max(s, 0) q_x``.
+    Otherwise ``q_xᵀ = Q R`` (reduced QR), ``V_xx = Q (R S Rᵀ) Qᵀ``, and the projection is
+    ``Q (R S Rᵀ)_+ Qᵀ = Zᵀ Z`` with ``Z = (R S Rᵀ)_+^{1/2} Qᵀ`` (rank ≤ min(r, dim x)).
+    """
+    bsz, r = qx.shape[:2]
+    if r == 1:
         v = s[:, 0, 0]
-        return v.clamp(min=0.0).sqrt().reshape(-1, 1, 1), (v < 0).to(s.dtype).mean()
-    lam, vec = torch.linalg.eigh(0.5 * (s + s.transpose(1, 2)))
-    clipped = (lam.min(dim=1).values < 0).to(s.dtype).mean()
+        scale = v.clamp(min=0.0).sqrt().reshape(bsz, 1, *([1] * (qx.ndim - 2)))
+        return qx * scale, (v < 0).to(s.dtype).mean()
+    q, rr = torch.linalg.qr(qx.reshape(bsz, r, -1).transpose(1, 2))
+    c = rr @ s @ rr.transpose(1, 2)
+    lam, vec = torch.linalg.eigh(0.5 * (c + c.transpose(1, 2)))
+    tol = 1e-12 * lam.abs().amax(dim=1, keepdim=True)
+    clipped = (lam.min(dim=1).values < -tol[:, 0]).to(s.dtype).mean()
     root = (vec * lam.clamp(min=0.0).sqrt().unsqueeze(1)) @ vec.transpose(1, 2)
-    return root, clipped
+    z = root @ q.transpose(1, 2)
+    return z.reshape(bsz, z.shape[1], *qx.shape[2:]), clipped
 
 
 def _leaves(model: nn.Sequential, prefix: str = "") -> tuple[list[nn.Module], list[str]]:
@@ -491,7 +502,7 @@ def _leaves(model: nn.Sequential, prefix: str = "") -> tuple[list[nn.Module], li
 
 
 def _check_sizes(stages: list[Stage]) -> None:
-    for prev, st in zip(stages, stages[1:], strict=False):
+    for prev, st in itertools.pairwise(stages):
         a, b = prev.layer.module, st.layer.module
         if any(isinstance(m, nn.Flatten) for _, m in prev.post):
             continue
