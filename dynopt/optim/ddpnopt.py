@@ -250,7 +250,7 @@ class DDPNOpt(DynamicsOptimizer):
 
         traj = self.trajectory
         values = any(g["feedback"] for g in groups)
-        gains = traj.backward(policy, values=values)
+        gains = traj.backward(policy, values=values, diagnostics=self.track)
         new: dict[int, list[Tensor]] = {}
         fb_norm: dict[int, Tensor] = {}
 

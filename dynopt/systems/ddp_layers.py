@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -145,6 +146,11 @@ class AffineLayer:
     def __init__(self, module: nn.Module, name: str) -> None:
         self.module = module
         self.name = name
+        self.weight: nn.Parameter = module.weight  # type: ignore[assignment]
+        self.bias: nn.Parameter | None = module.bias  # type: ignore[assignment]
+        self.params = [self.weight] if self.bias is None else [self.weight, self.bias]
+        self.n_out = int(self.weight.shape[0])
+        self._ones: dict[tuple[Any, ...], Tensor] = {}
         if isinstance(module, nn.Linear):
             self.kind = "linear"
         elif isinstance(module, nn.Conv2d):
@@ -166,22 +172,6 @@ class AffineLayer:
             raise TypeError(f"layer {name}: {type(module).__name__} is not an affine layer")
 
     # --- parameters --------------------------------------------------------------------------
-    @property
-    def weight(self) -> nn.Parameter:
-        return self.module.weight  # type: ignore[return-value]
-
-    @property
-    def bias(self) -> nn.Parameter | None:
-        return self.module.bias  # type: ignore[return-value]
-
-    @property
-    def params(self) -> list[nn.Parameter]:
-        return [self.weight] if self.bias is None else [self.weight, self.bias]
-
-    @property
-    def n_out(self) -> int:
-        return int(self.weight.shape[0])
-
     def aug(self, dw: Tensor, db: Tensor | None) -> Tensor:
         """``[dW b]`` as an ``(out, in_aug)`` matrix."""
         w = dw.reshape(self.n_out, -1)
@@ -212,8 +202,14 @@ class AffineLayer:
                           stride=m.stride)  # type: ignore[arg-type]
         if self.bias is None:
             return xs
-        row = (torch.ones if ones else torch.zeros)(n, 1, xs.shape[2], dtype=x.dtype,
-                                                     device=x.device)
+        key = (n, xs.shape[2], x.dtype, x.device, ones)
+        row = self._ones.get(key)
+        if row is None:
+            row = (torch.ones if ones else torch.zeros)(n, 1, xs.shape[2], dtype=x.dtype,
+                                                         device=x.device)
+            if len(self._ones) > 8:
+                self._ones.clear()
+            self._ones[key] = row
         return torch.cat([xs, row], dim=1)
 
     def outputs(self, v: Tensor) -> Tensor:
@@ -304,12 +300,20 @@ class Curvature:
         if qt is not None and self.inv is not None:
             qt = qt * self.inv
         if p == 1:
-            z = zh[..., 0]                                # (B, r, out)
             xv = x[:, :, 0]                               # (B, in_aug)
+            x2 = xv * xv
+            if zh.shape[1] == 1:                          # rank one: no batched matmuls
+                z = zh[:, 0, :, 0]                        # (B, out)
+                zz = z * z
+                phi = (zz @ self.inv).mul_(x2).sum(1) if self.inv is not None else \
+                    zz.sum(1).mul_(x2.sum(1))
+                c = None if qt is None else (z * (xv @ qt.T)).sum(1, keepdim=True)
+                return phi.reshape(bsz, 1, 1), c
+            z = zh[..., 0]                                # (B, r, out)
             if self.inv is None:
-                y = (xv * xv).sum(1, keepdim=True).expand(bsz, n_out)
+                y = x2.sum(1, keepdim=True).expand(bsz, n_out)
             else:
-                y = (xv * xv) @ self.inv.T                # (B, out)
+                y = x2 @ self.inv.T                       # (B, out)
             phi = (z * y[:, None, :]) @ z.transpose(1, 2)
             c = None if qt is None else (z * (xv @ qt.T)[:, None, :]).sum(-1)
             return phi, c

@@ -87,21 +87,29 @@ class Stage:
         return self.post[-1][0] if self.post else self.leaf
 
 
-@dataclass
 class StageData:
     """What the backward pass hands the optimizer for stage t (before the stage's policy).
 
     Attributes:
         qbar_w, qbar_b: Q̄_u = E[Q_u^{(i)}] in parameter shapes (the ordinary gradient plus the
             Bellman correction of the costate; weight decay not included).
-        vh: Per-sample V_h, ``(B, out, P)``.
         inputs: Augmented input patches X, ``(B, in_aug, P)``.
+        vh: Per-sample V_h, ``(B, out, P)`` (computed on first access).
     """
 
-    qbar_w: Tensor
-    qbar_b: Tensor | None
-    vh: Tensor
-    inputs: Tensor
+    def __init__(self, qbar_w: Tensor, qbar_b: Tensor | None, inputs: Tensor,
+                 vh: Callable[[], Tensor]) -> None:
+        self.qbar_w, self.qbar_b, self.inputs = qbar_w, qbar_b, inputs
+        self._vh_fn: Callable[[], Tensor] | None = vh
+        self._vh: Tensor | None = None
+
+    @property
+    def vh(self) -> Tensor:
+        if self._vh is None:
+            assert self._vh_fn is not None
+            self._vh = self._vh_fn()
+            self._vh_fn = None
+        return self._vh
 
 
 @dataclass
@@ -127,14 +135,17 @@ class StagePolicy:
 
 @dataclass
 class StageGains:
-    """The backward pass's result for one stage (see the module docstring for the symbols)."""
+    """The backward pass's result for one stage (see the module docstring for the symbols).
+
+    ``vx`` and ``clipped`` (the fraction of samples whose value Hessian was projected) are only
+    filled with ``backward(..., diagnostics=True)``.
+    """
 
     stage: Stage
     policy: StagePolicy | None
     x: Tensor
-    inputs: Tensor
+    data: StageData
     qbar: Tensor
-    vh: Tensor
     zh: Tensor | None = None
     qx: Tensor | None = None
     d1: Tensor | None = None
@@ -142,6 +153,14 @@ class StageGains:
     vx: Tensor | None = None
     z: Tensor | None = None
     clipped: Tensor | None = None
+
+    @property
+    def inputs(self) -> Tensor:
+        return self.data.inputs
+
+    @property
+    def vh(self) -> Tensor:
+        return self.data.vh
 
     @property
     def has_feedback(self) -> bool:
@@ -348,7 +367,8 @@ class DDPTrajectory:
         return z
 
     # --- backward Bellman pass --------------------------------------------------------------
-    def backward(self, policy: PolicyFn, *, values: bool = True) -> list[StageGains]:
+    def backward(self, policy: PolicyFn, *, values: bool = True, diagnostics: bool = False
+                 ) -> list[StageGains]:
         """The backward Bellman pass over the recorded trajectory.
 
         Args:
@@ -357,6 +377,8 @@ class DDPTrajectory:
                 statistics and returns the layer's policy (None: a frozen layer, no control).
             values: Also propagate V_x and Z (needed for feedback); False computes only Q̄_u and
                 V_h (for a base optimizer that needs per-sample gradients, such as EKFAC).
+            diagnostics: Also store the per-sample V_x at each stage input and the fraction of
+                samples whose value Hessian was projected onto the PSD cone.
 
         Returns:
             One :class:`StageGains` per stage, in forward order.
@@ -374,17 +396,20 @@ class DDPTrajectory:
             x = self._input_of(rec, st)
             h = rec.outs[st.leaf]
             assert h is not None
+            hs = h.shape
             d1, _ = self._post_derivs(rec, st, second=False)
-            vxn = (rec.grads[st.out_leaf] * bsz).reshape(h.shape)
-            e_h = None if e is None else e.reshape(h.shape)
-            if e_h is not None:
-                vxn = vxn + e_h
-            if d1 is not None:
-                vh_full = vxn * d1
-                e_h = None if e_h is None else e_h * d1
-            else:
-                vh_full = vxn
-            vh = layer.outputs(vh_full)
+            e_h = None if e is None else e.reshape(hs)
+            if e_h is not None and d1 is not None:
+                e_h = e_h * d1
+
+            def vxn(st: Stage = st, e: Tensor | None = e, hs: torch.Size = hs) -> Tensor:
+                v = (rec.grads[st.out_leaf] * bsz).reshape(hs)
+                return v if e is None else v + e.reshape(hs)
+
+            def vh(layer: AffineLayer = layer, d1: Tensor | None = d1, vxn=vxn) -> Tensor:
+                v = vxn()
+                return layer.outputs(v if d1 is None else v * d1)
+
             xs = layer.inputs(x)
             qw = layer.weight.grad
             qb = None if layer.bias is None else layer.bias.grad
@@ -394,46 +419,51 @@ class DDPTrajectory:
                 qb = torch.zeros_like(layer.bias)
             qbar = layer.aug(qw, qb)
             if e_h is not None:
-                qbar = qbar + layer.batch_outer(layer.outputs(e_h), xs) / bsz
+                qbar = qbar + layer.batch_outer(layer.outputs(e_h), xs).div_(bsz)
                 qw, qb = layer.split(qbar)
-            pol = None if layer.weight.grad is None else policy(
-                st.index, layer, StageData(qw, qb, vh, xs))
-            g = StageGains(st, pol, x, xs, qbar, vh)
+            data = StageData(qw, qb, xs, vh)
+            pol = None if layer.weight.grad is None else policy(st.index, layer, data)
+            g = StageGains(st, pol, x, data, qbar)
             gains[st.index] = g
             if not values:
                 continue
             assert z is not None
             r = z.shape[1]
-            zh_full = z.reshape(bsz, r, *h.shape[1:])
+            zh_full = z.reshape(bsz, r, *hs[1:])
             if d1 is not None:
                 zh_full = zh_full * d1.unsqueeze(1)
-            g.zh = layer.outputs(zh_full.reshape(bsz * r, *h.shape[1:])).reshape(
-                bsz, r, layer.n_out, -1)
-            g.d1 = None if d1 is None else layer.outputs(d1)
+            zh_flat = zh_full.reshape(bsz * r, *hs[1:])
+            g.zh = layer.outputs(zh_flat).reshape(bsz, r, layer.n_out, -1)
+            if pol is not None and (pol.vxx_reg > 0 or pol.second_order):
+                g.d1 = None if d1 is None else layer.outputs(d1)
             if pol is not None and pol.second_order:
                 _, d2 = self._post_derivs(rec, st, second=True)
-                g.d2vx = None if d2 is None else layer.outputs(vxn * d2)
+                g.d2vx = None if d2 is None else layer.outputs(vxn() * d2)
             if st.index == 0:
                 continue
-            qx = layer.input_vjp(zh_full.reshape(bsz * r, *h.shape[1:]), x.shape[1:]).reshape(
-                bsz, r, *x.shape[1:])
+            qx = layer.input_vjp(zh_flat, x.shape[1:]).reshape(bsz, r, *x.shape[1:])
             g.qx = qx
             e_x = None if e_h is None else layer.input_vjp(e_h, x.shape[1:])
             if pol is not None and pol.feedback:
                 cur = pol.curvature
                 phi, c = cur.quadratic_forms(g.zh, xs, pol.q_eff if pol.bellman else None)
-                eye = torch.eye(r, dtype=phi.dtype, device=phi.device)
-                s = eye - (cur.eta / bsz) * phi
-                z_new, g.clipped = _refactor(s, qx)
+                s = torch.eye(r, dtype=phi.dtype, device=phi.device) - (cur.eta / bsz) * phi
+                z_new, clipped = _refactor(s, qx, diagnostics)
+                g.clipped = clipped
                 if c is not None:
-                    corr = -cur.eta * torch.einsum("ba,ban->bn", c, qx.reshape(bsz, r, -1))
-                    corr = corr.reshape(x.shape)
-                    e_x = corr if e_x is None else e_x + corr
+                    if r == 1:
+                        corr = qx[:, 0] * (c[:, 0] * -cur.eta).reshape(
+                            bsz, *([1] * (x.ndim - 1)))
+                    else:
+                        corr = torch.einsum("ba,ban->bn", c, qx.reshape(bsz, r, -1)).reshape(
+                            x.shape).mul_(-cur.eta)
+                    e_x = corr if e_x is None else e_x.add_(corr)
             else:
                 z_new = qx
             g.z = z_new
-            vx_bp = rec.grads[self.stages[st.index - 1].out_leaf] * bsz
-            g.vx = vx_bp.reshape(x.shape) if e_x is None else vx_bp.reshape(x.shape) + e_x
+            if diagnostics:
+                vx_bp = (rec.grads[self.stages[st.index - 1].out_leaf] * bsz).reshape(x.shape)
+                g.vx = vx_bp if e_x is None else vx_bp + e_x
             z, e = z_new, e_x
         return gains  # type: ignore[return-value]
 
@@ -463,9 +493,9 @@ def _store_grad(rec: _Record, i: int, grad: Tensor) -> None:
     rec.grads[i] = grad.detach()
 
 
-def _refactor(s: Tensor, qx: Tensor) -> tuple[Tensor, Tensor]:
-    """The factor Z of the PSD projection of V_xx = q_xᵀ S q_x (per sample), and the fraction of
-    samples whose V_xx had a negative eigenvalue.
+def _refactor(s: Tensor, qx: Tensor, diagnostics: bool = True) -> tuple[Tensor, Tensor | None]:
+    """The factor Z of the PSD projection of V_xx = q_xᵀ S q_x (per sample), and (with
+    ``diagnostics``) the fraction of samples whose V_xx had a negative eigenvalue.
 
     ``qx`` is ``(B, r, *x_shape)``, ``s`` is ``(B, r, r)``. With r = 1, ``Z = √max(s, 0) q_x``.
     Otherwise ``q_xᵀ = Q R`` (reduced QR), ``V_xx = Q (R S Rᵀ) Qᵀ``, and the projection is
@@ -474,13 +504,16 @@ def _refactor(s: Tensor, qx: Tensor) -> tuple[Tensor, Tensor]:
     bsz, r = qx.shape[:2]
     if r == 1:
         v = s[:, 0, 0]
-        scale = v.clamp(min=0.0).sqrt().reshape(bsz, 1, *([1] * (qx.ndim - 2)))
-        return qx * scale, (v < 0).to(s.dtype).mean()
+        clipped = (v < 0).to(s.dtype).mean() if diagnostics else None
+        scale = v.clamp(min=0.0).sqrt_().reshape(bsz, 1, *([1] * (qx.ndim - 2)))
+        return qx * scale, clipped
     q, rr = torch.linalg.qr(qx.reshape(bsz, r, -1).transpose(1, 2))
     c = rr @ s @ rr.transpose(1, 2)
     lam, vec = torch.linalg.eigh(0.5 * (c + c.transpose(1, 2)))
-    tol = 1e-12 * lam.abs().amax(dim=1, keepdim=True)
-    clipped = (lam.min(dim=1).values < -tol[:, 0]).to(s.dtype).mean()
+    clipped = None
+    if diagnostics:
+        tol = 1e-12 * lam.abs().amax(dim=1)
+        clipped = (lam.min(dim=1).values < -tol).to(s.dtype).mean()
     root = (vec * lam.clamp(min=0.0).sqrt().unsqueeze(1)) @ vec.transpose(1, 2)
     z = root @ q.transpose(1, 2)
     return z.reshape(bsz, z.shape[1], *qx.shape[2:]), clipped
