@@ -74,8 +74,13 @@ def dense_step(model: nn.Sequential, x: torch.Tensor, terminal_grad: Callable, *
     for f, u in zip(fns, us, strict=True):
         xs.append(torch.stack([f(xs[-1][i], u) for i in range(bsz)]).detach())
     vx = terminal_grad(out_nat).reshape(bsz, -1)             # (B, n_T)
-    vxx = [torch.outer(v, v) if terminal_z == "outer" else torch.eye(v.numel(), dtype=v.dtype)
-           for v in vx]
+    if terminal_z == "outer":
+        vxx = [torch.outer(v, v) for v in vx]
+    elif terminal_z == "identity":
+        vxx = [torch.eye(v.numel(), dtype=v.dtype) for v in vx]
+    else:                                                    # softmax cross-entropy Hessian
+        p = torch.softmax(out_nat, dim=1)
+        vxx = [torch.diag(pi) - torch.outer(pi, pi) for pi in p]
     ks, kgain, info = [None] * len(st), [None] * len(st), [None] * len(st)
     for t in reversed(range(len(st))):
         f, u = fns[t], us[t]

@@ -106,6 +106,8 @@ DENSE_CASES = [
     ("adam", {}),
     ("adam", {"vxx_reg": 0.3, "expansion": "second-order"}),
     ("adam", {"terminal_hessian": "identity"}),
+    ("sgd", {"terminal_hessian": "cross-entropy"}),
+    ("adam", {"terminal_hessian": "cross-entropy", "expansion": "second-order"}),
 ]
 
 
@@ -128,16 +130,30 @@ def test_factorized_step_equals_dense_ddp(base, kw, net):
     y = torch.randn(x.shape[0], n_out, dtype=torch.float64,
                     generator=torch.Generator().manual_seed(4))
     lr = 0.3 if base == "sgd" else 0.05
-    ref = dense_step(model, x, lambda out: out - y, lr=lr, minv=_dense_minv(base),
+    kw = {"terminal_hessian": "outer"} | kw
+    ce = kw["terminal_hessian"] == "cross-entropy"
+    labels = torch.tensor([0, 2, 1, 1, 0][: x.shape[0]])
+
+    def loss_fn(out):
+        if ce:
+            return torch.nn.functional.cross_entropy(out, labels)
+        return 0.5 * ((out - y) ** 2).sum(1).mean()
+
+    def terminal_grad(out):
+        if ce:
+            return torch.softmax(out, 1) - torch.nn.functional.one_hot(labels, 3).double()
+        return out - y
+
+    ref = dense_step(model, x, terminal_grad, lr=lr, minv=_dense_minv(base),
                      vxx_reg=kw.get("vxx_reg", 0.0),
                      second_order=kw.get("expansion") == "second-order",
                      bellman=kw.get("costate", "bellman") == "bellman",
-                     terminal_z=kw.get("terminal_hessian", "outer"))
+                     terminal_z=kw["terminal_hessian"])
     plain = copy.deepcopy(model)
     for m, fb in [(model, True), (plain, False)]:
         opt = DDPNOpt(m, lr=lr, base=base, feedback=fb, **kw)
         opt.zero_grad()
-        (0.5 * ((m(x) - y) ** 2).sum(1).mean()).backward()
+        loss_fn(m(x)).backward()
         opt.step()
     layers = [m for m in model if isinstance(m, nn.Linear | nn.Conv2d)]
     base_layers = [m for m in plain if isinstance(m, nn.Linear | nn.Conv2d)]
@@ -191,7 +207,8 @@ def test_trajectory_clips_negative_value_curvature_to_zero():
     """A huge η makes every 1 − (η/B)q_uᵀM⁻¹q_u negative: Z upstream of the last layer is 0."""
     model = mlp(dtype=torch.float64)
     x, y = batch()
-    opt = DDPNOpt(model, lr=1e4, base="sgd", track=True, nonfinite="ignore")
+    opt = DDPNOpt(model, lr=1e4, base="sgd", track=True, nonfinite="ignore",
+                  terminal_hessian="outer")
     opt.zero_grad()
     F.cross_entropy(model(x.double()), y).backward()
     opt.step()

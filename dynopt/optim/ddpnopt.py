@@ -110,7 +110,12 @@ class DDPNOpt(DynamicsOptimizer):
         expansion: ``"gauss-newton"`` (the paper's Eq. 12) or ``"second-order"`` (adds
             V_x·σ'' and V_h·g_ux to Q_ux; the paper's vanishing-gradient variant).
         costate: ``"bellman"`` or ``"backprop"`` (see the module docstring).
-        terminal_hessian: ``"outer"``, ``"identity"`` or a callable (see DDPTrajectory).
+        terminal_hessian: The terminal value-Hessian factor: ``"cross-entropy"`` (default; the
+            exact Hessian of softmax cross-entropy on the logits, i.e. Gauss–Newton), ``"outer"``
+            (∇φ∇φᵀ, the paper's Prop. 3 example; any loss, but it overestimates the curvature
+            of badly fit samples and made training diverge at large lr in our tests),
+            ``"identity"`` (squared error) or a callable (see DDPTrajectory). Match it to the
+            loss.
         params: Optional param groups over the model's parameters (a layer's weight and bias
             must share a group); default: one group with all of them.
         seed: Seed of the optimizer's generator (unused by the update; kept for the contract).
@@ -139,7 +144,7 @@ class DDPNOpt(DynamicsOptimizer):
         vxx_reg: float = 0.0,
         expansion: str = "gauss-newton",
         costate: str = "bellman",
-        terminal_hessian: TerminalHessian = "outer",
+        terminal_hessian: TerminalHessian = "cross-entropy",
         params: Iterable[Any] | None = None,
         seed: int | None = None,
         nonfinite: str = "raise",

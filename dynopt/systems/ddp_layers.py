@@ -310,10 +310,8 @@ class Curvature:
                 c = None if qt is None else (z * (xv @ qt.T)).sum(1, keepdim=True)
                 return phi.reshape(bsz, 1, 1), c
             z = zh[..., 0]                                # (B, r, out)
-            if self.inv is None:
-                y = x2.sum(1, keepdim=True).expand(bsz, n_out)
-            else:
-                y = x2 @ self.inv.T                       # (B, out)
+            y = x2.sum(1, keepdim=True).expand(bsz, n_out) if self.inv is None else \
+                x2 @ self.inv.T                           # (B, out)
             phi = (z * y[:, None, :]) @ z.transpose(1, 2)
             c = None if qt is None else (z * (xv @ qt.T)[:, None, :]).sum(-1)
             return phi, c

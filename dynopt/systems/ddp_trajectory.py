@@ -71,6 +71,8 @@ from .ddp_layers import AffineLayer, Curvature, post_derivatives, unsupported_re
 __all__ = ["DDPTrajectory", "Stage", "StageData", "StageGains", "StagePolicy"]
 
 TerminalHessian = str | Callable[[Tensor, Tensor], Tensor]
+#: Built-in terminal value-Hessian factors.
+TERMINAL_HESSIANS = ("outer", "cross-entropy", "identity")
 
 
 @dataclass
@@ -218,11 +220,14 @@ class DDPTrajectory:
 
     Args:
         model: The network.
-        terminal_hessian: The factor Z_T of the terminal value Hessian per sample:
-            ``"outer"`` (Z_T = ∇φ, the Gauss–Newton outer product of the paper's Prop. 3;
-            rank 1), ``"identity"`` (Z_T = I: exact for a squared-error loss ½‖x_T − y‖², e.g.
-            the MMC loss) or a callable ``(output, per_sample_grad) -> Z`` of shape
-            ``(B, r, *output.shape[1:])``.
+        terminal_hessian: The factor Z_T (``∇²φ ≈ Z_Tᵀ Z_T``) of the terminal value Hessian per
+            sample: ``"outer"`` (Z_T = ∇φ, the rank-one outer product of the paper's Prop. 3,
+            an empirical-Fisher surrogate that works for any loss but overestimates the
+            curvature of confidently misclassified samples), ``"cross-entropy"`` (the exact
+            Hessian diag(p) − ppᵀ of softmax cross-entropy on logits, i.e. the Gauss–Newton
+            matrix; rank = number of classes; Z_T,a = √p_a (e_a − p)), ``"identity"`` (Z_T = I:
+            exact for a squared-error loss ½‖x_T − y‖², e.g. the MMC loss) or a callable
+            ``(output, per_sample_grad) -> Z`` of shape ``(B, r, *output.shape[1:])``.
 
     Raises:
         TypeError: If ``model`` is not an ``nn.Sequential``.
@@ -230,11 +235,12 @@ class DDPTrajectory:
             match.
     """
 
-    def __init__(self, model: nn.Module, *, terminal_hessian: TerminalHessian = "outer") -> None:
+    def __init__(self, model: nn.Module, *,
+                 terminal_hessian: TerminalHessian = "cross-entropy") -> None:
         if not isinstance(model, nn.Sequential):
             raise TypeError(f"DDPTrajectory needs an nn.Sequential, got {type(model).__name__}")
         if not callable(terminal_hessian):
-            check_choice("terminal_hessian", terminal_hessian, ("outer", "identity"))
+            check_choice("terminal_hessian", terminal_hessian, TERMINAL_HESSIANS)
         self.model = model
         self.terminal_hessian = terminal_hessian
         self.leaves, names = _leaves(model)
@@ -354,6 +360,13 @@ class DDPTrajectory:
         n = out.shape[0]
         if self.terminal_hessian == "outer":
             return vxt.unsqueeze(1)
+        if self.terminal_hessian == "cross-entropy":
+            if out.ndim != 2:
+                raise ValueError(f"terminal_hessian='cross-entropy' needs logits of shape "
+                                 f"(B, classes), got {tuple(out.shape)}")
+            p = torch.softmax(out, dim=1)
+            sp = p.sqrt()
+            return torch.diag_embed(sp) - sp.unsqueeze(2) * p.unsqueeze(1)
         if self.terminal_hessian == "identity":
             k = out[0].numel()
             eye = torch.eye(k, dtype=out.dtype, device=out.device).reshape(k, *out.shape[1:])
@@ -509,7 +522,13 @@ def _refactor(s: Tensor, qx: Tensor, diagnostics: bool = True) -> tuple[Tensor, 
         return qx * scale, clipped
     q, rr = torch.linalg.qr(qx.reshape(bsz, r, -1).transpose(1, 2))
     c = rr @ s @ rr.transpose(1, 2)
-    lam, vec = torch.linalg.eigh(0.5 * (c + c.transpose(1, 2)))
+    c = (0.5 * (c + c.transpose(1, 2))).double()
+    if not bool(torch.isfinite(c).all()):       # let the optimizer's finiteness check report it
+        nan = torch.full((bsz, c.shape[1], *qx.shape[2:]), float("nan"), dtype=qx.dtype,
+                         device=qx.device)
+        return nan, None
+    lam, vec = torch.linalg.eigh(c)
+    lam, vec = lam.to(qx.dtype), vec.to(qx.dtype)
     clipped = None
     if diagnostics:
         tol = 1e-12 * lam.abs().amax(dim=1)
