@@ -360,6 +360,16 @@ def test_bad_param_groups_and_bad_calls():
         opt.step()
 
 
+def test_cross_entropy_terminal_needs_logits():
+    m = nn.Sequential(nn.Linear(5, 1), nn.Sigmoid())
+    opt = DDPNOpt(m, lr=0.1)
+    x, _ = batch()
+    opt.zero_grad()
+    m(x).mean().backward()
+    with pytest.raises(ValueError, match="needs logits of shape"):
+        opt.step()
+
+
 def test_nonfinite_update_raises_and_changes_nothing():
     m = mlp(dtype=torch.float64)
     opt = DDPNOpt(m, lr=1e300, base="sgd", momentum=0.9)

@@ -182,7 +182,7 @@ def test_divergence_names_snapshot_and_exact_step():
     y = torch.randn(2, 20, dtype=torch.float64)
     kw = dict(lr=50.0, latent_dim=3, seed=0)
     with pytest.raises(DivergenceError, match="snapshot 1 at step") as info:
-        surf([g, g], y, steps_per_snapshot=[0, 2000], **kw)
+        surf([g, g], y, steps_per_snapshot=[0, 300], **kw)
     step = info.value.step
     ok = surf([g, g], y, steps_per_snapshot=[0, step - 1], **kw)
     assert bool(torch.isfinite(ok.x).all())

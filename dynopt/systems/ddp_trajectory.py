@@ -361,9 +361,10 @@ class DDPTrajectory:
         if self.terminal_hessian == "outer":
             return vxt.unsqueeze(1)
         if self.terminal_hessian == "cross-entropy":
-            if out.ndim != 2:
+            if out.ndim != 2 or out.shape[1] < 2:
                 raise ValueError(f"terminal_hessian='cross-entropy' needs logits of shape "
-                                 f"(B, classes), got {tuple(out.shape)}")
+                                 f"(B, classes >= 2), got {tuple(out.shape)}; for other losses "
+                                 "pass 'outer', 'identity' or a callable")
             p = torch.softmax(out, dim=1)
             sp = p.sqrt()
             return torch.diag_embed(sp) - sp.unsqueeze(2) * p.unsqueeze(1)
