@@ -45,14 +45,15 @@ def flat(layer: nn.Module) -> torch.Tensor:
 
 
 def dense_step(model: nn.Sequential, x: torch.Tensor, terminal_grad: Callable, *, lr: float,
-               minv: Callable[[int, torch.Tensor], torch.Tensor], vxx_reg: float = 0.0,
-               second_order: bool = False, bellman: bool = True, terminal_z: str = "outer"
-               ) -> dict:
+               minv: Callable[..., torch.Tensor], vxx_reg: float = 0.0,
+               second_order: bool = False, bellman: bool = True, terminal_z: str = "outer",
+               minv_open: Callable[..., torch.Tensor] | None = None) -> dict:
     """One DDPNOpt step by dense formulas.
 
     Args:
         terminal_grad: ``out -> per-sample ∇φ`` (B, n_T).
-        minv: ``(t, qbar_eff) -> M⁻¹`` dense (n_u, n_u) for layer t (qbar_eff includes l_u).
+        minv: ``(t, qbar, per_sample_qu) -> M⁻¹`` dense (n_u, n_u) for layer t.
+        minv_open: The M⁻¹ of the open-loop step k (default: ``minv``).
 
     Returns:
         dict with new flat params per layer, and per-layer dense diagnostics.
@@ -103,8 +104,9 @@ def dense_step(model: nn.Sequential, x: torch.Tensor, terminal_grad: Callable, *
                 g = g + hs[1][0]                              # ∂²/∂u∂x
             gain.append(g)
         qbar = torch.stack(qu).mean(0)
-        mi = minv(t, qbar)
-        ks[t] = -lr * mi @ qbar
+        mi = minv(t, qbar, torch.stack(qu))
+        mo = mi if minv_open is None else minv_open(t, qbar, torch.stack(qu))
+        ks[t] = -lr * mo @ qbar
         kgain[t] = [-lr * mi @ g for g in gain]
         info[t] = {"qbar": qbar, "vx_in": None, "vxx_in": None}
         vx = [qx[i] - qux[i].T @ (lr * mi @ qbar) for i in range(bsz)] if bellman else qx

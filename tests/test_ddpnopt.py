@@ -91,10 +91,12 @@ def test_one_layer_network_takes_the_feedback_path_and_still_equals_torch(base):
         assert torch.equal(p, q)
 
 
-def _dense_minv(base):
+def _dense_minv(base, batch=False):
     if base == "sgd":
-        return lambda t, q: torch.eye(q.numel(), dtype=q.dtype)
-    return lambda t, q: torch.diag(1.0 / (q.abs() + 1e-8))   # Adam's first step: M = |Q_u| + ε
+        return lambda t, q, qs: torch.eye(q.numel(), dtype=q.dtype)
+    if batch:     # feedback_curvature="batch": M = √E_i[Q_u⁽ⁱ⁾²] + ε
+        return lambda t, q, qs: torch.diag(1.0 / ((qs ** 2).mean(0).sqrt() + 1e-8))
+    return lambda t, q, qs: torch.diag(1.0 / (q.abs() + 1e-8))   # Adam's 1st step: |Q_u| + ε
 
 
 DENSE_CASES = [
@@ -108,6 +110,8 @@ DENSE_CASES = [
     ("adam", {"terminal_hessian": "identity"}),
     ("sgd", {"terminal_hessian": "cross-entropy"}),
     ("adam", {"terminal_hessian": "cross-entropy", "expansion": "second-order"}),
+    ("adam", {"terminal_hessian": "cross-entropy", "feedback_curvature": "batch"}),
+    ("adam", {"feedback_curvature": "batch", "costate": "backprop", "vxx_reg": 0.2}),
 ]
 
 
@@ -130,7 +134,7 @@ def test_factorized_step_equals_dense_ddp(base, kw, net):
     y = torch.randn(x.shape[0], n_out, dtype=torch.float64,
                     generator=torch.Generator().manual_seed(4))
     lr = 0.3 if base == "sgd" else 0.05
-    kw = {"terminal_hessian": "outer"} | kw
+    kw = {"terminal_hessian": "outer", "feedback_curvature": "base"} | kw
     ce = kw["terminal_hessian"] == "cross-entropy"
     labels = torch.tensor([0, 2, 1, 1, 0][: x.shape[0]])
 
@@ -144,7 +148,9 @@ def test_factorized_step_equals_dense_ddp(base, kw, net):
             return torch.softmax(out, 1) - torch.nn.functional.one_hot(labels, 3).double()
         return out - y
 
-    ref = dense_step(model, x, terminal_grad, lr=lr, minv=_dense_minv(base),
+    ref = dense_step(model, x, terminal_grad, lr=lr,
+                     minv=_dense_minv(base, kw["feedback_curvature"] == "batch"),
+                     minv_open=_dense_minv(base),
                      vxx_reg=kw.get("vxx_reg", 0.0),
                      second_order=kw.get("expansion") == "second-order",
                      bellman=kw.get("costate", "bellman") == "bellman",

@@ -32,7 +32,8 @@ from torch import Tensor
 
 from ..systems.ddp_layers import AffineLayer, Curvature
 
-__all__ = ["BASES", "LayerStep", "ParamStep", "ekfac_layer_step", "param_step"]
+__all__ = ["BASES", "LayerStep", "ParamStep", "batch_second_moment", "ekfac_layer_step",
+           "param_step"]
 
 BASES = ("sgd", "rmsprop", "adam", "ekfac")
 
@@ -191,3 +192,14 @@ def ekfac_layer_step(layer: AffineLayer, grads: list[Tensor], vh: Tensor, xs: Te
         new_params.append(params[1].add(db, alpha=-lr))
     states = [new] + ([{}] if db is not None else [])
     return LayerStep(new_params, states, cur, d)
+
+
+def batch_second_moment(vh: Tensor, xs: Tensor, eps: float, lr: float) -> Curvature:
+    """M = diag(√E_i[Q_u⁽ⁱ⁾ ⊙ Q_u⁽ⁱ⁾]) + ε from the per-sample gradients Q_u⁽ⁱ⁾ = V_h⁽ⁱ⁾ X_iᵀ
+    of this batch (one matmul for a linear layer)."""
+    bsz, _, npos = xs.shape
+    if npos == 1:
+        sm = (vh[:, :, 0] ** 2).T @ (xs[:, :, 0] ** 2) / bsz
+    else:
+        sm = (torch.matmul(vh, xs.transpose(1, 2)) ** 2).mean(0)
+    return Curvature(eta=lr, inv=(sm.sqrt() + eps).reciprocal())

@@ -76,11 +76,19 @@ from ..systems.ddp_layers import AffineLayer
 from ..systems.ddp_trajectory import DDPTrajectory, StageData, StagePolicy, TerminalHessian
 from . import register
 from .base import DynamicsOptimizer
-from .ddp_bases import BASES, LayerStep, diagonal_layer_step, ekfac_layer_step, param_step
+from .ddp_bases import (
+    BASES,
+    LayerStep,
+    batch_second_moment,
+    diagonal_layer_step,
+    ekfac_layer_step,
+    param_step,
+)
 
 __all__ = ["DDPNOpt"]
 
 EXPANSIONS = ("gauss-newton", "second-order")
+FEEDBACK_CURVATURES = ("base", "batch")
 COSTATES = ("bellman", "backprop")
 #: torch's default learning rate of each base (used when ``lr`` is None).
 DEFAULT_LR = {"sgd": 1e-3, "rmsprop": 1e-2, "adam": 1e-3, "ekfac": 1e-2}
@@ -110,6 +118,13 @@ class DDPNOpt(DynamicsOptimizer):
         expansion: ``"gauss-newton"`` (the paper's Eq. 12) or ``"second-order"`` (adds
             V_x·σ'' and V_h·g_ux to Q_ux; the paper's vanishing-gradient variant).
         costate: ``"bellman"`` or ``"backprop"`` (see the module docstring).
+        feedback_curvature: The M of the feedback and value recursion for RMSprop / Adam:
+            ``"batch"`` (default: diag(√E_i[Q_u⁽ⁱ⁾ ⊙ Q_u⁽ⁱ⁾]) + ε, the batch second moment of
+            the per-sample gradients: the paper's Table-2 formula read with E the batch
+            expectation) or ``"base"`` (the base optimizer's own diag(√v) + ε, whose scale is
+            the mean gradient's: with it the feedback blew up at large learning rates in our
+            tests). The open-loop step is the base optimizer's either way; ignored for SGD
+            (M = I) and EKFAC.
         terminal_hessian: The terminal value-Hessian factor: ``"cross-entropy"`` (default; the
             exact Hessian of softmax cross-entropy on the logits, i.e. Gauss–Newton), ``"outer"``
             (∇φ∇φᵀ, the paper's Prop. 3 example; any loss, but it overestimates the curvature
@@ -144,6 +159,7 @@ class DDPNOpt(DynamicsOptimizer):
         vxx_reg: float = 0.0,
         expansion: str = "gauss-newton",
         costate: str = "bellman",
+        feedback_curvature: str = "batch",
         terminal_hessian: TerminalHessian = "cross-entropy",
         params: Iterable[Any] | None = None,
         seed: int | None = None,
@@ -160,7 +176,7 @@ class DDPNOpt(DynamicsOptimizer):
             "nesterov": nesterov, "alpha": alpha, "centered": centered, "betas": betas,
             "eps": eps, "damping": damping, "ekfac_decay": ekfac_decay,
             "update_freq": update_freq, "vxx_reg": vxx_reg, "expansion": expansion,
-            "costate": costate,
+            "costate": costate, "feedback_curvature": feedback_curvature,
         }
         groups = list(params) if params is not None else [
             p for p in self.trajectory.parameters if p.requires_grad]
@@ -176,6 +192,8 @@ class DDPNOpt(DynamicsOptimizer):
         ch(group, index, "base", lambda n, v: check_choice(n, v, BASES))
         ch(group, index, "expansion", lambda n, v: check_choice(n, v, EXPANSIONS))
         ch(group, index, "costate", lambda n, v: check_choice(n, v, COSTATES))
+        ch(group, index, "feedback_curvature",
+           lambda n, v: check_choice(n, v, FEEDBACK_CURVATURES))
         for name in ("weight_decay", "momentum", "dampening", "alpha", "eps", "vxx_reg"):
             ch(group, index, name, check_nonnegative)
         ch(group, index, "damping", check_positive)
@@ -247,6 +265,9 @@ class DDPNOpt(DynamicsOptimizer):
                 ls = ekfac_layer_step(layer, grads, data.vh, data.inputs, states[0], hp)
             else:
                 ls = diagonal_layer_step(hp["base"], layer, grads, states, hp)
+                if hp["feedback_curvature"] == "batch" and hp["base"] != "sgd":
+                    ls.curvature = batch_second_moment(data.vh, data.inputs, hp["eps"],
+                                                       hp["lr"])
             pending[t] = (ls, hp)
             return StagePolicy(ls.curvature, ls.d_aug, feedback=hp["feedback"],
                                vxx_reg=hp["vxx_reg"],
