@@ -346,6 +346,7 @@ def test_bad_param_groups_and_bad_calls():
         DDPNOpt(m, lr=0.1, params=[torch.nn.Parameter(torch.zeros(2))])
     with pytest.raises(TypeError, match="needs the model"):
         make("ddpnopt", list(m.parameters()), lr=0.1)
+    assert isinstance(make("ddpnopt", mlp(), lr=0.1, base="adam"), DDPNOpt)
     opt = DDPNOpt(m, lr=0.1)
     x, y = batch()
     with torch.no_grad():

@@ -221,7 +221,7 @@ def run(args: Any) -> int:
     cmd = "dynopt reproduce ddpnopt" + (" --quick" if quick else "") + (
         f" --seeds {args.seeds}" if args.seeds else "")
     body = (f"Measured with `{cmd} --update-docs` ({len(seeds)} seeds, {minutes:.0f} min on 2 "
-            f"shared CPU cores); raw numbers in `{out / 'results.json'}`.\n\n"
+            f"shared CPU cores); raw numbers in `<out>/ddpnopt/results.json`.\n\n"
             "### Learning-rate sweep (5-layer tanh MLP, width 32)\n\n"
             f"DDPNOpt settings: {DDP_SETTINGS}, everything else identical to the base "
             "optimizer (torch defaults otherwise). Accuracy: mean ± standard error over seeds; "

@@ -223,7 +223,7 @@ def run(args: Any) -> int:
     cmd = "dynopt reproduce surfing" + (" --quick" if quick else "")
     body = (f"Measured with `{cmd} --update-docs` ({n_seeds} seed(s), {n_total} targets per "
             f"setting, {minutes:.0f} min on 2 shared CPU cores); raw numbers in "
-            f"`{out / 'results.json'}`.\n\nCells: success rate in % (success: relative residual "
+            f"`<out>/surfing/results.json`.\n\nCells: success rate in % (success: relative residual "
             f"‖A G(x̂) − y‖/‖y‖ ≤ {THRESHOLD:g}) and, in parentheses, the median relative latent "
             f"error ‖x̂ − x*‖/‖x*‖. Equal gradient budget per target: random ReLU 20 snapshots × "
             f"{n_steps_rand} steps, VAE {n_vae} snapshots × {n_steps_vae} steps; GD/surfing "

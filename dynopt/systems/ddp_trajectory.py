@@ -521,6 +521,14 @@ def _refactor(s: Tensor, qx: Tensor, diagnostics: bool = True) -> tuple[Tensor, 
         clipped = (v < 0).to(s.dtype).mean() if diagnostics else None
         scale = v.clamp(min=0.0).sqrt_().reshape(bsz, 1, *([1] * (qx.ndim - 2)))
         return qx * scale, clipped
+    if bool((s.diagonal(dim1=1, dim2=2).sum(-1) >= r - 1).all()):
+        # trace(I − S) ≤ 1 bounds every eigenvalue of the PSD matrix I − S by 1, so S ⪰ 0 and
+        # V_xx = q_xᵀ S q_x needs no projection: any factor S = L Lᵀ gives Z = Lᵀ q_x
+        chol, info = torch.linalg.cholesky_ex(s)
+        if not bool(info.any()):
+            z = chol.transpose(1, 2) @ qx.reshape(bsz, r, -1)
+            zero = torch.zeros((), dtype=s.dtype, device=s.device) if diagnostics else None
+            return z.reshape(qx.shape), zero
     q, rr = torch.linalg.qr(qx.reshape(bsz, r, -1).transpose(1, 2))
     c = rr @ s @ rr.transpose(1, 2)
     c = (0.5 * (c + c.transpose(1, 2))).double()
