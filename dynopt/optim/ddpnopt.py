@@ -183,7 +183,22 @@ class DDPNOpt(DynamicsOptimizer):
         super().__init__(groups, defaults, seed=seed, nonfinite=nonfinite)
         self.track = bool(track)
         self.last_info: dict[str, list[float]] = {}
-        self.trajectory.attach()
+        self._sync_hooks()
+
+    def _needs_record(self) -> bool:
+        return any(g["feedback"] or g["base"] == "ekfac" for g in self.param_groups)
+
+    def _sync_hooks(self) -> None:
+        """Record activations only when some group needs them (feedback or EKFAC)."""
+        if self._needs_record():
+            self.trajectory.attach()
+        else:
+            self.trajectory.detach()
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        if hasattr(self, "trajectory") and hasattr(self, "last_info"):
+            self._sync_hooks()
 
     # --- validation -------------------------------------------------------------------------
     def _validate_group(self, group: dict[str, Any], index: int) -> None:
@@ -235,6 +250,10 @@ class DDPNOpt(DynamicsOptimizer):
                                  f"param groups {sorted(seen)}; DDPNOpt updates a layer as one "
                                  "control")
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._sync_hooks()
+
     def remove_hooks(self) -> None:
         """Detach the optimizer's recording hooks from the model."""
         self.trajectory.detach()
@@ -247,9 +266,14 @@ class DDPNOpt(DynamicsOptimizer):
 
     def _update(self, loss: Any = None, **kwargs: Any) -> None:
         groups = self.param_groups
-        if not any(g["feedback"] or g["base"] == "ekfac" for g in groups):
+        if not self._needs_record():
             self._base_only()
             return
+        if not self.trajectory.attached:
+            self.trajectory.attach()
+            raise RuntimeError("DDPNOpt was not recording activations (the feedback was off "
+                               "in every param group); run a new forward and backward pass "
+                               "before step()")
         group_of = {id(p): g for g in groups for p in g["params"]}
         hypers = {id(g): self._hypers(g) for g in groups}
         pending: dict[int, tuple[LayerStep, dict[str, Any]]] = {}

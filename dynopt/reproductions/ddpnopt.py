@@ -194,9 +194,10 @@ def vanishing(seeds: list[int], quick: bool, log: dict[str, Any]) -> str:
         rows.append([label, _fmt(*_mean_se(accs)), f"{mean_norm[0]:.2e}",
                      f"{mean_norm[len(mean_norm) // 2]:.2e}", f"{mean_norm[-1]:.2e}"])
         print(" | ".join(map(str, rows[-1])), flush=True)
-    return (f"Sigmoid network, {depth} layers of width {width}, MMC loss (radius 10), "
-            f"SGD lr = {lr}, batch 32, {epochs} epochs; mean per-step update norm ‖Δu_t‖ of "
-            "the first, middle and last layer.\n\n" + markdown_table(
+    return (f"Sigmoid network, {depth} layers of width {width}, MMC loss (radius 10, prediction "
+            f"= nearest center), lr = {lr}, batch 32, {epochs} epochs; DDPNOpt with the terminal "
+            "Hessian I (exact for the MMC loss); mean per-step update norm ‖Δu_t‖ of the first, "
+            "middle and last layer.\n\n" + markdown_table(
                 ["optimizer", "digits test acc %", "‖Δu‖ layer 1", f"‖Δu‖ layer {depth // 2 + 1}",
                  f"‖Δu‖ layer {depth}"], rows))
 

@@ -223,12 +223,13 @@ def run(args: Any) -> int:
     cmd = "dynopt reproduce surfing" + (" --quick" if quick else "")
     body = (f"Measured with `{cmd} --update-docs` ({n_seeds} seed(s), {n_total} targets per "
             f"setting, {minutes:.0f} min on 2 shared CPU cores); raw numbers in "
-            f"`<out>/surfing/results.json`.\n\nCells: success rate in % (success: relative residual "
-            f"‖A G(x̂) − y‖/‖y‖ ≤ {THRESHOLD:g}) and, in parentheses, the median relative latent "
-            f"error ‖x̂ − x*‖/‖x*‖. Equal gradient budget per target: random ReLU 20 snapshots × "
-            f"{n_steps_rand} steps, VAE {n_vae} snapshots × {n_steps_vae} steps; GD/surfing "
-            f"step {LR}, Adam lr {ADAM_LR}, {RESTARTS} restarts of budget/{RESTARTS} steps "
-            "(the restart with the lowest final loss is kept).\n\n" + table + "\n")
+            f"`<out>/surfing/results.json`.\n\nCells: success rate in % (success: relative "
+            f"residual ‖A G(x̂) − y‖/‖y‖ ≤ {THRESHOLD:g}) and, in parentheses, the median "
+            f"relative latent error ‖x̂ − x*‖/‖x*‖. Equal gradient budget per target: random "
+            f"ReLU 20 snapshots × {n_steps_rand} steps, VAE {n_vae} snapshots × {n_steps_vae} "
+            f"steps; GD/surfing step {LR}, Adam lr {ADAM_LR}, {RESTARTS} restarts of "
+            f"budget/{RESTARTS} steps (the restart with the lowest final loss is kept).\n\n"
+            + table + "\n")
     print(body)
     if args.update_docs:
         update_section(repo_root() / "docs" / "reproductions.md", "surfing", body)
