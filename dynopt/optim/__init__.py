@@ -14,7 +14,7 @@ import torch
 
 from .base import DynamicsOptimizer as DynamicsOptimizer
 
-__all__ = ["REGISTRY", "DynamicsOptimizer", "make", "register"]
+__all__ = ["REGISTRY", "DDPNOpt", "DynamicsOptimizer", "make", "register"]
 
 #: name → factory ``(params, **kwargs) -> optimizer`` (``params`` may be a module).
 REGISTRY: dict[str, Callable[..., torch.optim.Optimizer]] = {}
@@ -39,7 +39,8 @@ def make(name: str, model_or_params: Any, **kwargs: Any) -> torch.optim.Optimize
 
 # optimizer modules register themselves on import (they need ``register`` above)
 from .bbi import BBI as BBI  # noqa: E402
+from .ddpnopt import DDPNOpt as DDPNOpt  # noqa: E402
 from .ecd_sep import ECDSep as ECDSep  # noqa: E402
 from .heavy_ball import HeavyBall as HeavyBall  # noqa: E402
 
-__all__ += ["BBI", "ECDSep", "HeavyBall"]
+__all__ += ["BBI", "DDPNOpt", "ECDSep", "HeavyBall"]

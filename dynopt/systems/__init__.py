@@ -7,6 +7,7 @@ its energy or conserved invariant, and its parameters (validated at construction
 from .adaptive_langevin import AdaptiveLangevin as AdaptiveLangevin
 from .base import AbstractSystem as AbstractSystem
 from .born_infeld import BornInfeld as BornInfeld
+from .ddp_trajectory import DDPTrajectory as DDPTrajectory
 from .ecd_sep import ECDSep as ECDSep
 from .hamiltonian import Hamiltonian as Hamiltonian
 from .langevin import Langevin as Langevin
@@ -19,6 +20,7 @@ __all__ = [
     "AbstractSystem",
     "AdaptiveLangevin",
     "BornInfeld",
+    "DDPTrajectory",
     "ECDSep",
     "Hamiltonian",
     "Langevin",

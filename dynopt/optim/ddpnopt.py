@@ -1,0 +1,381 @@
+r"""DDPNOpt: training as optimal control (Liu, Chen & Theodorou, ICLR 2021).
+
+Each affine layer's parameters u_t are updated by the locally optimal affine policy of
+differential dynamic programming on the network's layer dynamics
+(:class:`~dynopt.systems.DDPTrajectory`):
+
+.. math::
+
+    u_t \leftarrow u_t + k_t + K_t\,\delta x_t,\qquad
+    k_t = \text{the base optimizer's step} \;(= -\eta M_t^{-1} Q_u \text{ without momentum}),
+    \qquad K_t\,\delta x_t = -\eta\, M_t^{-1}\,
+    \mathbb{E}_i\!\left[Q_{ux}^{(i)}\,\delta x_t^{(i)}\right],
+
+with ``δx_t = x̂_t − x_t`` the change of the layer's input caused by the updates of the earlier
+layers, measured by an extra forward pass, ``Q_uu ≈ M_t/η`` the base optimizer's curvature
+(identity for SGD, the adaptive diagonal of RMSprop / Adam, Kronecker factors for EKFAC) and
+``Q_ux`` from the Gauss–Newton outer-product factorization (never formed: the feedback is a
+per-sample re-weighted gradient). ``Q_u`` comes from the backward Bellman pass: for the last
+layer it is the ordinary gradient; for earlier layers the costate is the Bellman one
+``V_x = Q_x − Q_uxᵀ Q_uu⁻¹ Q_u`` (``costate="bellman"``, the paper's Eq. 5) or the plain
+back-propagated gradient (``costate="backprop"``).
+
+**Exact equivalence.** With ``feedback=False`` (Q_ux := 0, the paper's Proposition 2) the update
+is the base optimizer's, bit for bit: ``base="sgd"`` is ``torch.optim.SGD(lr, momentum,
+dampening, weight_decay, nesterov)``, ``"rmsprop"`` is ``torch.optim.RMSprop(lr, alpha, eps,
+weight_decay, momentum, centered)``, ``"adam"`` is ``torch.optim.Adam(lr, betas, eps,
+weight_decay)``; ``"ekfac"`` is dynopt's EKFAC (:mod:`dynopt.optim.ddp_bases`).
+
+**Usage.** The optimizer takes the model (an ``nn.Sequential``) and registers forward hooks
+that record the activations of every forward pass run with gradients enabled, and tensor hooks
+that record ``∂J/∂x_t`` during ``loss.backward()``. The ordinary loop works unchanged::
+
+    opt = dynopt.optim.DDPNOpt(model, lr=0.1, base="sgd")
+    for xb, yb in loader:
+        opt.zero_grad()
+        loss = F.cross_entropy(model(xb), yb)     # the batch MEAN of per-sample losses
+        loss.backward()
+        opt.step()
+
+``step()`` uses the last forward pass run with gradients enabled (evaluate under
+``torch.no_grad()``) and raises ``RuntimeError`` if that pass got no backward or the
+parameters changed since. ``opt.step(closure)`` works as usual. ``opt.remove_hooks()`` detaches
+the optimizer from the model. Gradient accumulation over several backward passes is not
+supported (the per-sample quantities come from one batch).
+
+| symbol | code |
+|---|---|
+| η | ``lr`` (schedulable) |
+| ε_Vxx (Tikhonov on V_xx, inside Q_ux) | ``vxx_reg`` |
+| l_t(u) = wd/2 ‖u‖² | ``weight_decay`` |
+| M_t | ``base`` (+ ``momentum``, ``betas``, ``alpha``, ``eps``, ``damping``, ...) |
+| terminal V_xx = Z Zᵀ | ``terminal_hessian`` |
+| f_xx, f_ux terms | ``expansion="second-order"`` |
+
+Reference: G.-H. Liu, T. Chen, E. A. Theodorou, "DDPNOpt: Differential Dynamic Programming
+Neural Optimizer", ICLR 2021 (arXiv:2002.08809). See docs/ddpnopt-surfing.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .._validation import (
+    check_choice,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_probability,
+)
+from ..errors import DivergenceError
+from ..systems.ddp_layers import AffineLayer
+from ..systems.ddp_trajectory import DDPTrajectory, StageData, StagePolicy, TerminalHessian
+from . import register
+from .base import DynamicsOptimizer
+from .ddp_bases import (
+    BASES,
+    LayerStep,
+    batch_second_moment,
+    diagonal_layer_step,
+    ekfac_layer_step,
+    param_step,
+)
+
+__all__ = ["DDPNOpt"]
+
+EXPANSIONS = ("gauss-newton", "second-order")
+FEEDBACK_CURVATURES = ("base", "batch")
+COSTATES = ("bellman", "backprop")
+#: torch's default learning rate of each base (used when ``lr`` is None).
+DEFAULT_LR = {"sgd": 1e-3, "rmsprop": 1e-2, "adam": 1e-3, "ekfac": 1e-2}
+
+
+class DDPNOpt(DynamicsOptimizer):
+    """Differential Dynamic Programming Neural Optimizer (see the module docstring).
+
+    Args:
+        model: The network, an ``nn.Sequential`` of Linear / Conv2d / elementwise activations /
+            Flatten (:class:`~dynopt.systems.DDPTrajectory`).
+        lr: Learning rate η (default: torch's default of the base).
+        base: ``"sgd"``, ``"rmsprop"``, ``"adam"`` or ``"ekfac"``.
+        feedback: Use the feedback K δx (False: exactly the base optimizer).
+        weight_decay: L2 running cost ℓ(u) = wd‖u‖²/2 (added to the gradient, as torch does).
+        momentum: Momentum (sgd, rmsprop, ekfac), applied to the open-loop step only.
+        dampening: SGD dampening.
+        nesterov: SGD Nesterov momentum.
+        alpha: RMSprop smoothing constant.
+        centered: Centered RMSprop.
+        betas: Adam's (β₁, β₂).
+        eps: RMSprop / Adam ε.
+        damping: EKFAC Tikhonov damping λ.
+        ekfac_decay: EKFAC running-average decay.
+        update_freq: EKFAC eigenbasis refresh period (steps).
+        vxx_reg: ε_Vxx ≥ 0, the Tikhonov term on the value Hessian inside Q_ux.
+        expansion: ``"gauss-newton"`` (the paper's Eq. 12) or ``"second-order"`` (adds
+            V_x·σ'' and V_h·g_ux to Q_ux; the paper's vanishing-gradient variant).
+        costate: ``"bellman"`` or ``"backprop"`` (see the module docstring).
+        feedback_curvature: The M of the feedback and value recursion for RMSprop / Adam:
+            ``"batch"`` (default: diag(√E_i[Q_u⁽ⁱ⁾ ⊙ Q_u⁽ⁱ⁾]) + ε, the batch second moment of
+            the per-sample gradients: the paper's Table-2 formula read with E the batch
+            expectation) or ``"base"`` (the base optimizer's own diag(√v) + ε, whose scale is
+            the mean gradient's: with it the feedback blew up at large learning rates in our
+            tests). The open-loop step is the base optimizer's either way; ignored for SGD
+            (M = I) and EKFAC.
+        terminal_hessian: The terminal value-Hessian factor: ``"cross-entropy"`` (default; the
+            exact Hessian of softmax cross-entropy on the logits, i.e. Gauss–Newton), ``"outer"``
+            (∇φ∇φᵀ, the paper's Prop. 3 example; any loss, but it overestimates the curvature
+            of badly fit samples and made training diverge at large lr in our tests),
+            ``"identity"`` (squared error) or a callable (see DDPTrajectory). Match it to the
+            loss.
+        params: Optional param groups over the model's parameters (a layer's weight and bias
+            must share a group); default: one group with all of them.
+        seed: Seed of the optimizer's generator (unused by the update; kept for the contract).
+        nonfinite: ``"raise"``, ``"skip"`` or ``"ignore"`` for non-finite gradients or updates.
+        track: Record per-layer diagnostics of the last step in ``last_info``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float | Tensor | None = None,
+        *,
+        base: str = "sgd",
+        feedback: bool = True,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+        alpha: float = 0.99,
+        centered: bool = False,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        damping: float = 1e-3,
+        ekfac_decay: float = 0.95,
+        update_freq: int = 10,
+        vxx_reg: float = 0.0,
+        expansion: str = "gauss-newton",
+        costate: str = "bellman",
+        feedback_curvature: str = "batch",
+        terminal_hessian: TerminalHessian = "cross-entropy",
+        params: Iterable[Any] | None = None,
+        seed: int | None = None,
+        nonfinite: str = "raise",
+        track: bool = False,
+    ) -> None:
+        check_choice("base", base, BASES)
+        self.trajectory = DDPTrajectory(model, terminal_hessian=terminal_hessian)
+        self._owner: dict[int, AffineLayer] = {
+            id(p): st.layer for st in self.trajectory.stages for p in st.layer.params}
+        defaults = {
+            "lr": DEFAULT_LR[base] if lr is None else lr, "base": base, "feedback": feedback,
+            "weight_decay": weight_decay, "momentum": momentum, "dampening": dampening,
+            "nesterov": nesterov, "alpha": alpha, "centered": centered, "betas": betas,
+            "eps": eps, "damping": damping, "ekfac_decay": ekfac_decay,
+            "update_freq": update_freq, "vxx_reg": vxx_reg, "expansion": expansion,
+            "costate": costate, "feedback_curvature": feedback_curvature,
+        }
+        groups = list(params) if params is not None else [
+            p for p in self.trajectory.parameters if p.requires_grad]
+        super().__init__(groups, defaults, seed=seed, nonfinite=nonfinite)
+        self.track = bool(track)
+        self.last_info: dict[str, list[float]] = {}
+        self._sync_hooks()
+
+    def _needs_record(self) -> bool:
+        return any(g["feedback"] or g["base"] == "ekfac" for g in self.param_groups)
+
+    def _sync_hooks(self) -> None:
+        """Record activations only when some group needs them (feedback or EKFAC)."""
+        if self._needs_record():
+            self.trajectory.attach()
+        else:
+            self.trajectory.detach()
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        if hasattr(self, "trajectory") and hasattr(self, "last_info"):
+            self._sync_hooks()
+
+    # --- validation -------------------------------------------------------------------------
+    def _validate_group(self, group: dict[str, Any], index: int) -> None:
+        super()._validate_group(group, index)
+        ch = self._check_hyper
+        ch(group, index, "base", lambda n, v: check_choice(n, v, BASES))
+        ch(group, index, "expansion", lambda n, v: check_choice(n, v, EXPANSIONS))
+        ch(group, index, "costate", lambda n, v: check_choice(n, v, COSTATES))
+        ch(group, index, "feedback_curvature",
+           lambda n, v: check_choice(n, v, FEEDBACK_CURVATURES))
+        for name in ("weight_decay", "momentum", "dampening", "alpha", "eps", "vxx_reg"):
+            ch(group, index, name, check_nonnegative)
+        ch(group, index, "damping", check_positive)
+        ch(group, index, "ekfac_decay",
+           lambda n, v: check_probability(n, v, open_right=True))
+        ch(group, index, "update_freq", lambda n, v: check_int(n, v, minimum=1))
+        for flag in ("feedback", "nesterov", "centered"):
+            if not isinstance(group[flag], bool):
+                raise TypeError(f"{flag} must be a bool, got {group[flag]!r} "
+                                f"(param group {index})")
+        betas = group["betas"]
+        if not isinstance(betas, tuple | list) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r} "
+                             f"(param group {index})")
+        for i, b in enumerate(betas):
+            check_probability(f"betas[{i}]", b, open_right=True)
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError(f"nesterov=True requires momentum > 0 and dampening = 0, got "
+                             f"momentum={group['momentum']}, dampening={group['dampening']} "
+                             f"(param group {index})")
+        if group["maximize"]:
+            raise ValueError("DDPNOpt does not support maximize=True (the terminal cost is "
+                             "minimized)")
+        if group["differentiable"]:
+            raise ValueError("DDPNOpt does not support differentiable=True")
+        for p in group["params"]:
+            if id(p) not in self._owner:
+                raise ValueError(f"param group {index} holds a tensor of shape "
+                                 f"{tuple(p.shape)} that is not a parameter of the model's "
+                                 "Linear/Conv2d layers")
+        self._check_layers_grouped()
+
+    def _check_layers_grouped(self) -> None:
+        where = {id(p): gi for gi, g in enumerate(self.param_groups) for p in g["params"]}
+        for layer in self.trajectory.layers:
+            seen = {where[id(p)] for p in layer.params if id(p) in where}
+            if len(seen) > 1:
+                raise ValueError(f"the weight and bias of layer {layer.name} are in different "
+                                 f"param groups {sorted(seen)}; DDPNOpt updates a layer as one "
+                                 "control")
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._sync_hooks()
+
+    def remove_hooks(self) -> None:
+        """Detach the optimizer's recording hooks from the model."""
+        self.trajectory.detach()
+
+    # --- the update -------------------------------------------------------------------------
+    def _hypers(self, group: dict[str, Any]) -> dict[str, Any]:
+        hp = {k: v for k, v in group.items() if k != "params"}
+        hp["lr"] = self.hyper(group, "lr", check_positive)
+        return hp
+
+    def _update(self, loss: Any = None, **kwargs: Any) -> None:
+        groups = self.param_groups
+        if not self._needs_record():
+            self._base_only()
+            return
+        if not self.trajectory.attached:
+            self.trajectory.attach()
+            raise RuntimeError("DDPNOpt was not recording activations (the feedback was off "
+                               "in every param group); run a new forward and backward pass "
+                               "before step()")
+        group_of = {id(p): g for g in groups for p in g["params"]}
+        hypers = {id(g): self._hypers(g) for g in groups}
+        pending: dict[int, tuple[LayerStep, dict[str, Any]]] = {}
+
+        def policy(t: int, layer: AffineLayer, data: StageData) -> StagePolicy | None:
+            group = group_of.get(id(layer.weight))
+            if group is None:
+                return None
+            hp = hypers[id(group)]
+            grads = [data.qbar_w] + ([data.qbar_b] if data.qbar_b is not None else [])
+            states = [self.state[p] for p in layer.params]
+            if hp["base"] == "ekfac":
+                ls = ekfac_layer_step(layer, grads, data.vh, data.inputs, states[0], hp)
+            else:
+                ls = diagonal_layer_step(hp["base"], layer, grads, states, hp)
+                if hp["feedback_curvature"] == "batch" and hp["base"] != "sgd":
+                    ls.curvature = batch_second_moment(data.vh, data.inputs, hp["eps"],
+                                                       hp["lr"])
+            pending[t] = (ls, hp)
+            return StagePolicy(ls.curvature, ls.d_aug, feedback=hp["feedback"],
+                               vxx_reg=hp["vxx_reg"],
+                               second_order=hp["expansion"] == "second-order",
+                               bellman=hp["costate"] == "bellman")
+
+        traj = self.trajectory
+        values = any(g["feedback"] for g in groups)
+        gains = traj.backward(policy, values=values, diagnostics=self.track)
+        new: dict[int, list[Tensor]] = {}
+        fb_norm: dict[int, Tensor] = {}
+
+        def update(t: int, fb: Tensor | None) -> tuple[Tensor, Tensor | None]:
+            layer = traj.stages[t].layer
+            if t not in pending:
+                return layer.weight, layer.bias
+            ls, hp = pending[t]
+            ps = list(ls.new_params)
+            if fb is not None:
+                step = ls.curvature.solve(fb)
+                if self.track:
+                    fb_norm[t] = hp["lr"] * step.norm()
+                fw, fbias = layer.split(step)
+                ps[0] = ps[0].add(fw, alpha=-hp["lr"])
+                if fbias is not None:
+                    ps[1] = ps[1].add(fbias, alpha=-hp["lr"])
+            new[t] = ps
+            return ps[0], (ps[1] if len(ps) > 1 else None)
+
+        out = traj.forward_update(gains, update)
+        if self.nonfinite != "ignore":
+            tensors = [t for ps in new.values() for t in ps] + [out]
+            norms = torch.stack(torch._foreach_norm(tensors))
+            if not bool(torch.isfinite(norms).all()):
+                bad_layers = [t for t in sorted(new)
+                              if not all(bool(torch.isfinite(x).all()) for x in new[t])]
+                bad = bad_layers[0] if bad_layers else len(traj.stages) - 1
+                if self.nonfinite == "skip":
+                    self.global_state["skipped"] += 1
+                    traj.clear()
+                    return
+                step_no = self.global_state["step"] + 1
+                raise DivergenceError(
+                    f"DDPNOpt: non-finite update at step {step_no} in layer "
+                    f"{traj.stages[bad].layer.name}; no parameter or optimizer state was "
+                    "changed. Lower lr or raise vxx_reg.", step=step_no, chain=bad)
+        info: dict[str, list[float]] = {"update_norm": [], "feedback_norm": [], "clipped": []}
+        for t, ps in new.items():
+            layer = traj.stages[t].layer
+            if self.track:
+                du = torch.sqrt(sum(((a - p) ** 2).sum() for a, p in zip(ps, layer.params,
+                                                                          strict=True)))
+                info["update_norm"].append(float(du))
+                info["feedback_norm"].append(float(fb_norm.get(t, torch.zeros(()))))
+                cl = gains[t].clipped
+                info["clipped"].append(0.0 if cl is None else float(cl))
+            for p, value, st in zip(layer.params, ps, pending[t][0].new_states, strict=True):
+                p.copy_(value)
+                self.state[p].update(st)
+        if self.track:
+            info["layer"] = [traj.stages[t].layer.name for t in new]  # type: ignore[list-item]
+            self.last_info = info
+        traj.clear()
+
+    def _base_only(self) -> None:
+        """Feedback off everywhere: the base optimizer's update, parameter by parameter."""
+        sq: dict[str, float] = {}
+        for group in self.param_groups:
+            hp = self._hypers(group)
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                ps = param_step(hp["base"], p, p.grad, self.state[p], hp)
+                if self.track:
+                    name = self._owner[id(p)].name
+                    sq[name] = sq.get(name, 0.0) + float(((ps.new_param - p) ** 2).sum())
+                p.copy_(ps.new_param)
+                self.state[p].update(ps.new_state)
+        if self.track:
+            self.last_info = {"layer": list(sq), "update_norm": [v ** 0.5 for v in sq.values()]}  # type: ignore[dict-item]
+
+
+@register("ddpnopt")
+def _make(model: Any, **kwargs: Any) -> DDPNOpt:
+    if not isinstance(model, nn.Module):
+        raise TypeError("ddpnopt needs the model (an nn.Sequential), not a parameter list")
+    return DDPNOpt(model, **kwargs)

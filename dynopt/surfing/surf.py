@@ -1,0 +1,300 @@
+r"""Surfing: continuation over network snapshots (Song, Fan & Lafferty, NeurIPS 2019).
+
+To invert a trained generator G_θ (find x with A·G_θ(x) ≈ y), surfing follows the training
+trajectory θ_0 (random), θ_1, …, θ_K (trained): it minimizes the loss of the benign random
+network first and warm-starts each next snapshot from the previous optimum. As dynamics this is
+the non-autonomous gradient flow
+
+.. math::
+
+    \dot x = -\nabla_x U(x, s),\qquad
+    U(x, s) = \tfrac12\lVert A\,G_{\theta(s)}(x) - y\rVert^2 ,
+
+with θ(s) piecewise constant on the snapshots, integrated here by dynopt's own schemes through
+the single-step API: ``dynamics="gradient-flow"`` is :class:`~dynopt.systems.OverdampedLangevin`
+at temperature 0 with :class:`~dynopt.integrators.EulerMaruyama` (x ← x − lr ∇U: plain gradient
+descent), ``"overdamped-langevin"`` adds a temperature schedule τ(s) (annealed Langevin),
+``"langevin"`` is :class:`~dynopt.systems.Langevin` with friction γ and BAOAB (momentum carried
+across snapshots; γ = τ = 0 is Hamiltonian dynamics, leapfrog).
+
+Energy is not conserved when θ switches: the accumulated **work**
+
+.. math:: W = \sum_k \big[U(x_k, s_{k+1}) - U(x_k, s_k)\big]
+
+(evaluated at the switching configurations) is reported, and
+``H(end) − H(start) − W`` is what the dynamics itself changed: zero up to O(h²) for Hamiltonian
+dynamics, ≤ 0 (dissipation) for a gradient flow with a small step.
+
+| symbol | code |
+|---|---|
+| θ_k | ``snapshots[k]`` |
+| y, A | ``y``, ``A`` |
+| x_0 | ``x0`` |
+| N_k steps of size h | ``steps_per_snapshot``, ``lr`` |
+| τ(s), s = k/(K−1) | ``temperature`` (float or callable of s) |
+| γ | ``gamma`` |
+| W | ``SurfResult.work`` |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .._validation import check_choice, check_int, check_nonnegative, check_positive
+from ..errors import DivergenceError
+from ..integrators import BAOAB, EulerMaruyama
+from ..integrators.base import AbstractIntegrator
+from ..stepping import State, run
+from ..systems import Langevin, OverdampedLangevin
+from ..systems.base import AbstractSystem
+from .potential import generator_fn, reconstruction_potential
+
+__all__ = ["SurfResult", "surf"]
+
+DYNAMICS = ("gradient-flow", "overdamped-langevin", "langevin")
+Snapshot = nn.Module | Mapping[str, Tensor]
+
+
+@dataclass
+class SurfResult:
+    """The outcome of :func:`surf`.
+
+    Attributes:
+        x: The final latent codes, ``(n, d)``.
+        loss: ``(K, n)``: U_k at the end of snapshot k.
+        norm: ``(K, n)``: ‖x‖ at the end of snapshot k.
+        steps: ``(K,)``: steps taken on snapshot k.
+        work: ``(n,)``: accumulated work W.
+        energy_start: ``(n,)``: H at the start (U_0(x_0) + kinetic energy).
+        energy_end: ``(n,)``: H at the end (U_{K−1} + kinetic energy).
+        state: The final :class:`~dynopt.State` (to continue the run).
+    """
+
+    x: Tensor
+    loss: np.ndarray
+    norm: np.ndarray
+    steps: np.ndarray
+    work: np.ndarray
+    energy_start: np.ndarray
+    energy_end: np.ndarray
+    state: State
+
+    @property
+    def dynamics_energy_change(self) -> np.ndarray:
+        """``H(end) − H(start) − W``: the energy change caused by the dynamics alone."""
+        return self.energy_end - self.energy_start - self.work
+
+    @property
+    def log(self) -> list[dict[str, Any]]:
+        """Per-snapshot records: loss and ‖x‖ at its end (per chain) and the steps taken."""
+        return [{"snapshot": k, "loss": self.loss[k], "norm": self.norm[k],
+                 "steps": int(self.steps[k])} for k in range(len(self.steps))]
+
+
+def surf(
+    snapshots: Sequence[Snapshot],
+    y: Any,
+    *,
+    model: nn.Module | None = None,
+    A: Any = None,
+    x0: Any = None,
+    latent_dim: int | None = None,
+    steps_per_snapshot: int | Sequence[int] = 100,
+    lr: float = 0.01,
+    dynamics: str = "gradient-flow",
+    temperature: float | Callable[[float], float] | None = None,
+    gamma: float = 1.0,
+    seed: int | None = None,
+    dtype: torch.dtype | None = None,
+) -> SurfResult:
+    """Recover latent codes by surfing the snapshots θ_0 … θ_{K−1} (see the module docstring).
+
+    Args:
+        snapshots: The networks along training, untrained first: modules, or state dicts
+            together with ``model`` (evaluated with ``torch.func.functional_call``).
+        y: Targets, ``(m,)`` or ``(n, m)``: one chain per row (a single target is shared by
+            all chains, e.g. for random restarts).
+        model: The module to evaluate state-dict snapshots with.
+        A: Measurement matrix ``(m, n_out)`` (compressed sensing y = A·G(x*)); None for A = I.
+        x0: Initial codes ``(d,)`` or ``(n, d)``; default N(0, I) draws from ``seed``.
+        latent_dim: d, needed only when ``x0`` is None and the first module is not an
+            ``nn.Linear`` network.
+        steps_per_snapshot: Steps N_k on each snapshot (an int or one per snapshot).
+        lr: Step size h.
+        dynamics: ``"gradient-flow"``, ``"overdamped-langevin"`` or ``"langevin"``.
+        temperature: τ ≥ 0 or a schedule ``τ(s)`` with s = k/(K−1) ∈ [0, 1] (Langevin
+            dynamics only; default 0).
+        gamma: Friction γ of ``"langevin"``.
+        seed: Seed of the initial codes and of the noise.
+        dtype: Tensor dtype of the chains (default: the snapshots' parameter dtype).
+
+    Returns:
+        :class:`SurfResult`.
+
+    Raises:
+        ValueError: For an empty snapshot list, mismatched shapes of ``y``, ``A`` or ``x0``, or
+            bad hyperparameters (naming them).
+        DivergenceError: If the codes become non-finite (names the snapshot and step).
+    """
+    snaps = list(snapshots) if not isinstance(snapshots, nn.Module) else [snapshots]
+    if not snaps:
+        raise ValueError("snapshots is empty: give at least one network (module or state dict)")
+    kinds = {isinstance(s, nn.Module) for s in snaps}
+    if len(kinds) > 1 or not all(isinstance(s, nn.Module | Mapping) for s in snaps):
+        raise TypeError("snapshots must all be nn.Modules or all be state dicts")
+    if not isinstance(snaps[0], nn.Module) and model is None:
+        raise ValueError("state-dict snapshots need model= (the module to load them into)")
+    check_choice("dynamics", dynamics, DYNAMICS)
+    lr = check_positive("lr", lr)
+    gamma = check_nonnegative("gamma", gamma)
+    n_snap = len(snaps)
+    steps = _steps(steps_per_snapshot, n_snap)
+    temp = _temperature(temperature, dynamics, n_snap)
+    if dtype is None:
+        ref = snaps[0] if isinstance(snaps[0], nn.Module) else model
+        p0 = next(iter(ref.parameters()), None)  # type: ignore[union-attr]
+        dtype = p0.dtype if p0 is not None else torch.float64
+    gens = [generator_fn(s, model) for s in snaps]
+
+    gen_t = torch.Generator().manual_seed(0 if seed is None else int(seed))
+    yt = torch.as_tensor(y, dtype=dtype).detach()
+    if yt.ndim not in (1, 2):
+        raise ValueError(f"y must have shape (m,) or (n, m), got {tuple(yt.shape)}")
+    x = _initial_codes(x0, latent_dim, snaps[0], yt, dtype, gen_t)
+    n, d = x.shape
+    if yt.ndim == 2 and yt.shape[0] != n:
+        raise ValueError(f"y has {yt.shape[0]} rows (targets) but x0 has {n} rows (chains)")
+    try:
+        with torch.no_grad():
+            n_out = gens[0](x[:1]).shape[1]
+    except RuntimeError as err:
+        raise ValueError(f"the first snapshot cannot be evaluated on x0 with {d} latent "
+                         f"coordinates per chain ({err})") from None
+    at = None
+    if A is not None:
+        at = torch.as_tensor(A, dtype=dtype).detach()
+        if at.ndim != 2 or at.shape[1] != n_out:
+            raise ValueError(f"A must have shape (m, {n_out}) (the generator outputs {n_out} "
+                             f"values), got {tuple(at.shape)}")
+        if not bool(torch.isfinite(at).all()):
+            raise ValueError("A must be finite")
+    m = n_out if at is None else at.shape[0]
+    if yt.shape[-1] != m:
+        raise ValueError(f"y has {yt.shape[-1]} entries per target but A·G(x) has {m}")
+    if not bool(torch.isfinite(yt).all()):
+        raise ValueError("y must be finite")
+    y2 = yt.expand(n, m) if yt.ndim == 1 else yt
+    pots = [reconstruction_potential(g, y2, at, d, f"surfing snapshot {k}")
+            for k, g in enumerate(gens)]
+
+    integ: AbstractIntegrator = BAOAB() if dynamics == "langevin" else EulerMaruyama()
+
+    def system(k: int) -> AbstractSystem:
+        if dynamics == "langevin":
+            return Langevin(pots[k], gamma=gamma, temperature=temp[k])
+        return OverdampedLangevin(pots[k], temperature=temp[k])
+
+    sys0 = system(0)
+    state = integ.init(sys0, x.double().numpy(), backend="torch",
+                       seed=0 if seed is None else int(seed), dtype=dtype, n_chains=n)
+    loss = np.zeros((n_snap, n))
+    norm = np.zeros((n_snap, n))
+    work = np.zeros(n)
+    with torch.no_grad():
+        energy_start = _energy(sys0, state)
+    for k in range(n_snap):
+        sys_k = system(k)
+        if k > 0:
+            with torch.no_grad():
+                work += (pots[k].value(state.q) - pots[k - 1].value(state.q)).double().numpy()
+        state = _advance(sys_k, integ, state, steps[k], lr, k)
+        with torch.no_grad():
+            loss[k] = pots[k].value(state.q).double().numpy()
+            norm[k] = state.q.norm(dim=1).double().numpy()
+    with torch.no_grad():
+        energy_end = _energy(system(n_snap - 1), state)
+    return SurfResult(state.q.clone(), loss, norm, np.asarray(steps), work, energy_start,
+                      energy_end, state)
+
+
+def _advance(system: AbstractSystem, integ: AbstractIntegrator, state: State, n_steps: int,
+             h: float, k: int) -> State:
+    """``n_steps`` steps on snapshot k; on a non-finite result, replay step by step to name the
+    first bad step."""
+    if n_steps == 0:
+        return state
+    new = run(system, integ, state, n_steps=n_steps, h=h)
+    if bool(torch.isfinite(new.q).all()):
+        return new
+    cur = state
+    for i in range(n_steps):
+        cur = run(system, integ, cur, n_steps=1, h=h)
+        finite = torch.isfinite(cur.q).all(dim=1)
+        if not bool(finite.all()):
+            chain = int(torch.argmin(finite.to(torch.int64)))
+            step = state.step + i + 1
+            raise DivergenceError(f"surfing diverged on snapshot {k} at step {step} (chain "
+                                  f"{chain}); lower lr", step=step, chain=chain)
+    raise AssertionError("a non-finite run replayed finite")  # pragma: no cover
+
+
+def _energy(system: AbstractSystem, state: State) -> np.ndarray:
+    h = system.energy(state.q, state.p if system.has_momentum else None)
+    return h.double().numpy()
+
+
+def _steps(spec: int | Sequence[int], n_snap: int) -> list[int]:
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        return [check_int("steps_per_snapshot", spec, minimum=0)] * n_snap
+    steps = [check_int("steps_per_snapshot[k]", s, minimum=0) for s in spec]
+    if len(steps) != n_snap:
+        raise ValueError(f"steps_per_snapshot has {len(steps)} entries but there are {n_snap} "
+                         "snapshots")
+    return steps
+
+
+def _temperature(spec: float | Callable[[float], float] | None, dynamics: str, n_snap: int
+                 ) -> list[float]:
+    if dynamics == "gradient-flow":
+        if spec not in (None, 0, 0.0):
+            raise ValueError("temperature must be None for dynamics='gradient-flow' (use "
+                             "dynamics='overdamped-langevin' for a temperature)")
+        return [0.0] * n_snap
+    if spec is None:
+        return [0.0] * n_snap
+    ss = [k / (n_snap - 1) if n_snap > 1 else 1.0 for k in range(n_snap)]
+    if callable(spec):
+        return [check_nonnegative(f"temperature(s={s:g})", spec(s)) for s in ss]
+    return [check_nonnegative("temperature", spec)] * n_snap
+
+
+def _initial_codes(x0: Any, latent_dim: int | None, first: Snapshot, y: Tensor,
+                   dtype: torch.dtype, gen: torch.Generator) -> Tensor:
+    n = y.shape[0] if y.ndim == 2 else 1
+    if x0 is None:
+        d = latent_dim
+        if d is None:
+            lin = next((m for m in first.modules() if isinstance(m, nn.Linear)), None) \
+                if isinstance(first, nn.Module) else None
+            if lin is None:
+                raise ValueError("give x0 or latent_dim (the latent dimension could not be "
+                                 "read from the first snapshot)")
+            d = int(lin.in_features)
+        d = check_int("latent_dim", d, minimum=1)
+        return torch.randn(n, d, generator=gen, dtype=torch.float64).to(dtype)
+    x = torch.as_tensor(x0, dtype=dtype).detach().clone()
+    if x.ndim == 1:
+        x = x.unsqueeze(0).expand(n, -1).clone()
+    if x.ndim != 2:
+        raise ValueError(f"x0 must have shape (d,) or (n, d), got {tuple(x.shape)}")
+    if latent_dim is not None and x.shape[1] != latent_dim:
+        raise ValueError(f"x0 has {x.shape[1]} latent coordinates but latent_dim={latent_dim}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x0 must be finite")
+    return x
