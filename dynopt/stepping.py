@@ -160,7 +160,14 @@ def run(
     n_steps = check_int("n_steps", n_steps, minimum=0)
     program = integrator.program(system, h)
     new = state.copy()
-    get_backend(state.backend).advance(system, program, new, n_steps, records=None)
+    div = get_backend(state.backend).advance(system, program, new, n_steps, records=None)
+    if div is not None:
+        from .errors import DivergenceError
+
+        raise DivergenceError(
+            f"{integrator.name} on {type(system).__name__} diverged at step {div.step}: chain "
+            f"{div.chain} reached a non-finite position (h = {h}); the input state is unchanged",
+            step=div.step, chain=div.chain)
     new.h = h
     return new
 

@@ -109,3 +109,13 @@ def test_user_arrays_are_never_modified(backend):
                      backend=backend)
     np.testing.assert_array_equal(q0, Q0)
     np.testing.assert_array_equal(p0, P0)
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_single_step_api_reports_divergence_and_keeps_the_input_state(backend):
+    ham = S.Hamiltonian(P.Harmonic())
+    scheme = dynopt.integrators.Leapfrog()
+    state = scheme.init(ham, [1.0], p0=[0.0], backend=backend)
+    with pytest.raises(dynopt.DivergenceError, match="diverged at step"):
+        dynopt.stepping.run(ham, scheme, state, n_steps=5000, h=2.5)
+    assert state.step == 0 and float(state.q[0, 0]) == 1.0

@@ -63,7 +63,7 @@ class AbstractPotential(abc.ABC):
         is_numpy = not isinstance(q, torch.Tensor)
         x = torch.as_tensor(np.asarray(q) if is_numpy else q).detach()
         x = x.to(torch.float64).requires_grad_(True)
-        g = self.grad_autograd(x)
+        g = self.grad_autograd(x, create_graph=True)
         lap = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
         for i in range(self.dim):
             (hii,) = torch.autograd.grad(g[..., i].sum(), x, retain_graph=True)
@@ -71,12 +71,13 @@ class AbstractPotential(abc.ABC):
         out = lap.detach()
         return out.numpy() if is_numpy else out.to(q.dtype)
 
-    def grad_autograd(self, x: torch.Tensor) -> torch.Tensor:
-        """∇U by autograd on :meth:`value` (used by tests and by the default laplacian)."""
+    def grad_autograd(self, x: torch.Tensor, *, create_graph: bool = False) -> torch.Tensor:
+        """∇U by autograd on :meth:`value` (``create_graph=True`` to differentiate it again, as
+        the default laplacian does)."""
         with torch.enable_grad():
             if not x.requires_grad:
                 x = x.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(self.value(x).sum(), x, create_graph=True)
+            (g,) = torch.autograd.grad(self.value(x).sum(), x, create_graph=create_graph)
         return g
 
     # --- numba form ---------------------------------------------------------------------------
