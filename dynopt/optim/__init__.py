@@ -14,7 +14,8 @@ import torch
 
 from .base import DynamicsOptimizer as DynamicsOptimizer
 
-__all__ = ["REGISTRY", "DynamicsOptimizer", "make", "register"]
+__all__ = ["LOL", "REGISTRY", "AdLaLa", "AdaptiveLangevin", "DynamicsOptimizer", "Langevin",
+           "NoseHoover", "OverdampedLangevin", "Partitioned", "make", "register"]
 
 #: name → factory ``(params, **kwargs) -> optimizer`` (``params`` may be a module).
 REGISTRY: dict[str, Callable[..., torch.optim.Optimizer]] = {}
@@ -35,3 +36,13 @@ def make(name: str, model_or_params: Any, **kwargs: Any) -> torch.optim.Optimize
     if name not in REGISTRY:
         raise ValueError(f"unknown optimizer {name!r}; known: {sorted(REGISTRY)}")
     return REGISTRY[name](model_or_params, **kwargs)
+
+
+# Optimizer modules register themselves on import (after ``register`` exists).
+from .adaptive_langevin import AdaptiveLangevin as AdaptiveLangevin  # noqa: E402
+from .adlala import AdLaLa as AdLaLa  # noqa: E402
+from .langevin import Langevin as Langevin  # noqa: E402
+from .lol import LOL as LOL  # noqa: E402
+from .nose_hoover import NoseHoover as NoseHoover  # noqa: E402
+from .overdamped import OverdampedLangevin as OverdampedLangevin  # noqa: E402
+from .partitioned import Partitioned as Partitioned  # noqa: E402
