@@ -44,7 +44,7 @@ class AdaptiveLangevin(Partitioned):
     | σ_A | ``sigma_a`` |
     | ε | ``eps`` (1/thermostat mass) |
     | ξ₀ | ``xi0`` (initial ξ, default 0.1 as in the authors' optimizer) |
-    | N | elements in the ``scope`` of ξ (``"tensor"``: authors' default; ``"group"``; ``"model"``) |
+    | N | elements in the ``scope`` of ξ (``"tensor"``, the default; ``"group"``; ``"model"``) |
 
     Args:
         params: Parameters or param groups.

@@ -9,7 +9,9 @@ need Σp²/M over the thermostat's scope (N = its number of elements, as in the 
 of three interchangeable paths:
 
 * ``"single"``: a loop over tensors calling the reference functions of
-  :mod:`dynopt.backends.torch.ops` (used with ``foreach=False`` or ``differentiable=True``);
+  :mod:`dynopt.backends.torch.ops` (used with ``foreach=False`` or ``differentiable=True``; the
+  ξ-dependent factors e^{−ξt} of FRICTION and OU_XI are evaluated once per scope, vectorized,
+  and applied with the same in-place ops as ``ops.friction_``/``ops.ou_thermostat_``);
 * ``"foreach"``: the same arithmetic with ``torch._foreach_*`` kernels (default on CUDA and for
   bfloat16/float16 on the CPU);
 * ``"fused"``: :mod:`dynopt.optim.fused`, one numba pass over memory per segment with in-kernel
@@ -41,7 +43,7 @@ from torch import Tensor
 from ..backends.torch import ops as tops
 from ..program import Op, OpCode
 
-__all__ = ["Bucket", "Holder", "Slot", "execute", "split_segments"]
+__all__ = ["Bucket", "Slot", "Thermostats", "execute", "split_segments"]
 
 #: Pseudo op code: p ← s p with a per-scope factor s produced by the preceding NHC op.
 SCALE = -1
@@ -57,29 +59,38 @@ class Slot:
         grad: Its gradient (already negated under ``maximize``).
         state: ``optimizer.state[param]``.
         stream: Its index in the optimizer's parameter list (the fused path's noise stream).
-        holder: Index of the :class:`Holder` of its thermostat variables (-1: none).
+        holder: Index of the scope of its thermostat variables (0 when there are none).
     """
 
     param: Tensor
     grad: Tensor
     state: dict[str, Any]
     stream: int
-    holder: int = -1
+    holder: int = 0
 
 
 @dataclass
-class Holder:
-    """The thermostat variables of one scope (a tensor, a group or the model).
+class Thermostats:
+    """The thermostat variables (ξ, η, chain) of every scope in a cohort, stacked.
 
     Attributes:
-        extras: float64 vector of the scalar variables (ξ, η, chain), updated in place.
-        members: Indices of the slots in this scope.
-        n: Number of elements N in the scope.
+        x: ``(n_scopes, n_extras)`` float64 working copy, updated in place during the step.
+        holder: ``(n_slots,)`` int64: the scope of each slot.
+        n: ``(n_scopes,)`` float64: the number of elements N of each scope.
+        targets: The storage of each scope (``state[p]["extras"]`` or a ``global_state`` entry),
+            written back at the end of the step.
     """
 
-    extras: Tensor
-    members: list[int]
-    n: int
+    x: Tensor
+    holder: Tensor
+    n: Tensor
+    targets: list[Tensor]
+
+    def write_back(self) -> None:
+        if len(self.targets) == 1:
+            self.targets[0].copy_(self.x[0])
+        else:
+            torch._foreach_copy_(self.targets, list(self.x.unbind(0)))
 
 
 @dataclass
@@ -155,14 +166,14 @@ def split_segments(ops: Sequence[Op]) -> list[Segment]:
 # ----------------------------------------------------------------------------------------------
 # the step
 # ----------------------------------------------------------------------------------------------
-def execute(ops: Sequence[Op], slots: list[Slot], holders: list[Holder], buckets: list[Bucket],
-            ctx: Context) -> None:
+def execute(ops: Sequence[Op], slots: list[Slot], thermo: Thermostats | None,
+            buckets: list[Bucket], ctx: Context) -> None:
     """Run ``ops`` once over ``slots`` (one step of one cohort of tensors)."""
-    scales: list[Tensor] = []
+    scales: Tensor | None = None
     for seg_ops, scalar in split_segments(ops):
-        coefs = _per_scope_coefficients(seg_ops, holders, scales)
+        coefs = _per_scope_coefficients(seg_ops, thermo, scales)
         need_k2 = scalar is not None
-        k2: dict[int, Tensor] = {}
+        k2 = torch.empty(len(slots), dtype=torch.float64) if need_k2 else None
         for b in buckets:
             if b.path == "fused":
                 vals = ctx.fused.run(b, seg_ops, slots, coefs, ctx, need_k2)
@@ -170,35 +181,41 @@ def execute(ops: Sequence[Op], slots: list[Slot], holders: list[Holder], buckets
                 vals = _run_foreach(b, seg_ops, slots, coefs, ctx, need_k2)
             else:
                 vals = _run_single(b, seg_ops, slots, coefs, ctx, need_k2)
-            if need_k2:
-                k2.update(zip(b.idx, vals, strict=True))
+            if k2 is not None:
+                k2[b.idx] = vals.cpu()
         if scalar is not None:
-            scales = _scalar_op(scalar, holders, k2, ctx)
+            assert thermo is not None and k2 is not None
+            scales = _scalar_op(scalar, thermo, k2, ctx)
+    if thermo is not None:
+        thermo.write_back()
     for b in buckets:
         if b.compute_dtype != b.dtype:
             for i, th in zip(b.idx, b.theta, strict=True):
                 slots[i].param.copy_(th)
 
 
-def _per_scope_coefficients(seg_ops: list[tuple[Op, int]], holders: list[Holder],
-                            scales: list[Tensor]) -> list[list[Any] | None]:
-    """Per op, the per-scope constants of the ξ-dependent ops (None for the others).
+def _per_scope_coefficients(seg_ops: list[tuple[Op, int]], thermo: Thermostats | None,
+                            scales: Tensor | None) -> list[Any]:
+    """Per op, the per-scope constants of the ξ-dependent ops (None for the others), each a
+    vector over scopes.
 
     FRICTION: (ξ, e^{−ξt}); OU_XI: (ξ, e^{−ξt}, σ√((1−e^{−2ξt})/(2ξ))); the NHC scaling: the
-    factor the chain propagation produced. FRICTION's η ← η + ξt is applied here, once per scope
+    factor the chain propagation produced. FRICTION's η ← η + ξt is applied here, for every scope
     (ξ does not change within a segment, so this equals doing it at the op).
     """
-    out: list[list[Any] | None] = []
+    out: list[Any] = []
     for op, _ in seg_ops:
         if op.code == OpCode.FRICTION:
+            assert thermo is not None
             t, xo, eo = op.f[0], op.i[0], op.i[1]
-            out.append([(h.extras[xo], torch.exp(-t * h.extras[xo])) for h in holders])
+            xi = thermo.x[:, xo]
+            out.append((xi, torch.exp(-t * xi)))
             if eo >= 0:
-                for h in holders:
-                    h.extras[eo].add_(h.extras[xo], alpha=t)
+                thermo.x[:, eo].add_(xi, alpha=t)
         elif op.code == OpCode.OU_XI:
-            out.append([(h.extras[op.i[0]], *tops.ou_thermostat_coefficients(
-                h.extras[op.i[0]], op.f[0], op.f[1])) for h in holders])
+            assert thermo is not None
+            xi = thermo.x[:, op.i[0]]
+            out.append((xi, *tops.ou_thermostat_coefficients(xi, op.f[0], op.f[1])))
         elif op.code == OpCode.NHC:
             out.append(scales)
         else:
@@ -206,26 +223,26 @@ def _per_scope_coefficients(seg_ops: list[tuple[Op, int]], holders: list[Holder]
     return out
 
 
-def _scalar_op(op: Op, holders: list[Holder], k2: dict[int, Tensor], ctx: Context
-               ) -> list[Tensor]:
-    """THERMOSTAT or NHC on every scope, with N and Σp²/M of that scope."""
-    scales: list[Tensor] = []
-    for h in holders:
-        total = torch.stack([k2[i] for i in h.members]).sum() * ctx.minv
-        total = total.to(h.extras.device)
-        if op.code == OpCode.THERMOSTAT:
-            tops.thermostat_(h.extras[op.i[0]], total, op.f[0], op.f[1], op.f[2] > 0.5,
-                             float(h.n), lambda k: k)
-        else:
-            m, n_sub, n_sy, xo, eo = op.i
-            q_rest = list(op.f[3:3 + m - 1])
-            weights = list(op.f[3 + m - 1:3 + m - 1 + n_sy])
-            s = torch.ones((), dtype=h.extras.dtype, device=h.extras.device)
-            tops.nhc_(s, [h.extras[xo + j] for j in range(m)],
-                      [h.extras[eo + j] for j in range(m)], op.f[0], op.f[1], op.f[2], q_rest,
-                      weights, n_sub, float(h.n), lambda _, k=total: k)
-            scales.append(s)
-    return scales
+def _scalar_op(op: Op, thermo: Thermostats, k2: Tensor, ctx: Context) -> Tensor | None:
+    """THERMOSTAT or NHC on every scope at once, with each scope's N and Σp²/M.
+
+    Returns the NHC momentum scaling of each scope (None for THERMOSTAT).
+    """
+    x = thermo.x
+    total = torch.zeros(x.shape[0], dtype=torch.float64).index_add_(0, thermo.holder, k2)
+    total = (total * ctx.minv).to(x.device)
+    if op.code == OpCode.THERMOSTAT:
+        tops.thermostat_(x[:, op.i[0]], total, op.f[0], op.f[1], op.f[2] > 0.5, thermo.n,
+                         lambda k: k)  # type: ignore[arg-type]
+        return None
+    m, n_sub, n_sy, xo, eo = op.i
+    q_rest = list(op.f[3:3 + m - 1])
+    weights = list(op.f[3 + m - 1:3 + m - 1 + n_sy])
+    s = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+    tops.nhc_(s, [x[:, xo + j] for j in range(m)], [x[:, eo + j] for j in range(m)], op.f[0],
+              op.f[1], op.f[2], q_rest, weights, n_sub, thermo.n,  # type: ignore[arg-type]
+              lambda _: total)
+    return s
 
 
 # ----------------------------------------------------------------------------------------------
@@ -243,7 +260,7 @@ def draw_views(b: Bucket, ctx: Context) -> list[Tensor]:
 # single-tensor reference path
 # ----------------------------------------------------------------------------------------------
 def _run_single(b: Bucket, seg_ops: list[tuple[Op, int]], slots: list[Slot],
-                coefs: list[list[Any] | None], ctx: Context, need_k2: bool) -> list[Tensor]:
+                coefs: list[Any], ctx: Context, need_k2: bool) -> Tensor:
     minv, sqrtm = ctx.minv, ctx.sqrtm
     for (op, _), co in zip(seg_ops, coefs, strict=True):
         code = op.code
@@ -266,25 +283,25 @@ def _run_single(b: Bucket, seg_ops: list[tuple[Op, int]], slots: list[Slot],
             elif code == OpCode.LM_NOISE:
                 tops.lm_noise_(q, b.prev[j], op.f[0], z)
             elif code == OpCode.FRICTION:
-                tops.friction_(p, co[h][0], op.f[0])  # type: ignore[index]  # η: per scope
+                p.mul_(co[1][h])  # tops.friction_ with e^{−ξt} evaluated once per scope
             elif code == OpCode.ADD_NOISE:
                 tops.add_noise_(p, op.f[0], sqrtm, z)
             elif code == OpCode.OU_XI:
-                tops.ou_thermostat_(p, co[h][0], op.f[0], op.f[1], sqrtm, z)  # type: ignore[index]
+                p.mul_(co[1][h]).add_(co[2][h] * sqrtm * z)  # tops.ou_thermostat_, ditto
             elif code == OpCode.NHC:
-                p.mul_(co[h])  # type: ignore[index]
+                p.mul_(co[h])
             else:  # pragma: no cover - guarded by split_segments
                 raise NotImplementedError(f"op {code!r} in an elementwise segment")
     if not need_k2:
-        return []
-    return [torch.linalg.vector_norm(p, dtype=torch.float64).square() for p in b.mom]
+        return torch.empty(0)
+    return torch.stack([torch.linalg.vector_norm(p, dtype=torch.float64) for p in b.mom]).square()
 
 
 # ----------------------------------------------------------------------------------------------
 # foreach path
 # ----------------------------------------------------------------------------------------------
 def _run_foreach(b: Bucket, seg_ops: list[tuple[Op, int]], slots: list[Slot],
-                 coefs: list[list[Any] | None], ctx: Context, need_k2: bool) -> list[Tensor]:
+                 coefs: list[Any], ctx: Context, need_k2: bool) -> Tensor:
     minv, sqrtm = ctx.minv, ctx.sqrtm
     Q, P, G, R = b.theta, b.mom, b.grad, b.prev
     holder = [slots[i].holder for i in b.idx]
@@ -306,17 +323,19 @@ def _run_foreach(b: Bucket, seg_ops: list[tuple[Op, int]], slots: list[Slot],
             torch._foreach_add_(Q, torch._foreach_add(R, Z), alpha=op.f[0])
             torch._foreach_copy_(R, Z)
         elif code == OpCode.FRICTION:
-            torch._foreach_mul_(P, [co[h][1] for h in holder])  # type: ignore[index]
+            f = co[1].unbind()
+            torch._foreach_mul_(P, [f[h] for h in holder])
         elif code == OpCode.NHC:
-            torch._foreach_mul_(P, [co[h] for h in holder])  # type: ignore[index]
+            f = co.unbind()
+            torch._foreach_mul_(P, [f[h] for h in holder])
         elif code == OpCode.ADD_NOISE:
             torch._foreach_add_(P, Z, alpha=op.f[0] * sqrtm)
         elif code == OpCode.OU_XI:
-            torch._foreach_mul_(P, [co[h][1] for h in holder])  # type: ignore[index]
-            torch._foreach_add_(P, torch._foreach_mul(
-                Z, [co[h][2] * sqrtm for h in holder]))  # type: ignore[index]
+            decay, scale = co[1].unbind(), (co[2] * sqrtm).unbind()
+            torch._foreach_mul_(P, [decay[h] for h in holder])
+            torch._foreach_add_(P, torch._foreach_mul(Z, [scale[h] for h in holder]))
         else:  # pragma: no cover - guarded by split_segments
             raise NotImplementedError(f"op {code!r} in an elementwise segment")
     if not need_k2:
-        return []
-    return [n.square() for n in torch._foreach_norm(P, dtype=torch.float64)]
+        return torch.empty(0)
+    return torch.stack(torch._foreach_norm(P, dtype=torch.float64)).square()

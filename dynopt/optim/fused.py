@@ -90,7 +90,7 @@ class FusedRunner:
         return self._like[dt], self._zbuf[dt]
 
     def run(self, b: Bucket, seg_ops: list[tuple[Op, int]], slots: list[Slot],
-            coefs: list[list[Any] | None], ctx: Context, need_k2: bool) -> list[Tensor]:
+            coefs: list[Any], ctx: Context, need_k2: bool) -> Tensor:
         """Run one segment on bucket ``b``; returns Σp² per tensor (float64) if ``need_k2``."""
         k = self._k
         dt = _NP[b.dtype]
@@ -99,7 +99,7 @@ class FusedRunner:
         codes = np.empty(n_ops, dtype=np.int64)
         slot_arr = np.zeros(n_ops, dtype=np.int64)
         coef = np.zeros((n_ops, n_t, 2), dtype=np.float64)
-        holder = [slots[i].holder for i in b.idx]
+        holder = np.array([slots[i].holder for i in b.idx], dtype=np.int64)
         minv, sqrtm = ctx.minv, ctx.sqrtm
         for r, ((op, slot), co) in enumerate(zip(seg_ops, coefs, strict=True)):
             c = op.code
@@ -118,12 +118,12 @@ class FusedRunner:
                 coef[r, :, 0] = op.f[0] * sqrtm
             elif c == OpCode.FRICTION:
                 codes[r] = k.SCALE
-                coef[r, :, 0] = [float(co[h][1]) for h in holder]  # type: ignore[index]
+                coef[r, :, 0] = co[1].cpu().numpy()[holder]
             elif c == OpCode.NHC:
                 codes[r] = k.SCALE
-                coef[r, :, 0] = [float(co[h]) for h in holder]  # type: ignore[index]
+                coef[r, :, 0] = co.cpu().numpy()[holder]
             elif c == OpCode.OU_XI:
-                coef[r, :, 0] = [float(co[h][1]) for h in holder]  # type: ignore[index]
+                coef[r, :, 0] = co[1].cpu().numpy()[holder]
                 coef[r, :, 1] = [float(co[h][2]) * sqrtm for h in holder]  # type: ignore[index]
             else:  # pragma: no cover - guarded by split_segments
                 raise NotImplementedError(f"op {c!r} in a fused segment")
@@ -138,7 +138,7 @@ class FusedRunner:
         self._call(b, codes, slot_arr, coef, ctx, False)
 
     def _call(self, b: Bucket, codes: np.ndarray, slot_arr: np.ndarray, coef: np.ndarray,
-              ctx: Context, need_k2: bool) -> list[Tensor]:
+              ctx: Context, need_k2: bool) -> Tensor:
         k = self._k
         like, zbuf = self._workspace(_NP[b.dtype])
         numels = tuple(b.numels)
@@ -152,12 +152,12 @@ class FusedRunner:
         streams = np.array(b.streams, dtype=np.int64)
         k2 = np.zeros(work.shape[0] if need_k2 else 1, dtype=np.float64)
         s = int(ctx.seed) & 0xFFFFFFFFFFFFFFFF
-        k.run_segment(like, codes, slot_arr, coef, addresses(b.theta), addresses(b.mom),
+        kernel = k.run_segment if sum(numels) >= k.SERIAL_BELOW else k.run_segment_serial
+        kernel(like, codes, slot_arr, coef, addresses(b.theta), addresses(b.mom),
                       addresses(b.grad), addresses(b.prev), np.array(numels, dtype=np.int64),
                       streams, work, np.uint64(s & 0xFFFFFFFF), np.uint64(s >> 32),
                       int(ctx.step), 0 if ctx.noise == "gaussian" else 1, need_k2, k2, zbuf)
         if not need_k2:
-            return []
-        per_tensor = np.bincount(work[:, 0], weights=k2, minlength=len(numels))
-        return list(torch.from_numpy(per_tensor).unbind())
+            return torch.empty(0)
+        return torch.from_numpy(np.bincount(work[:, 0], weights=k2, minlength=len(numels)))
 

@@ -53,7 +53,7 @@ from torch import Tensor
 from .._validation import check_choice
 from .base import DynamicsOptimizer
 from .dynamics import Spec, build, checks, validate_group
-from .executor import Bucket, Context, Holder, Slot, draw_views, execute
+from .executor import Bucket, Context, Slot, Thermostats, draw_views, execute
 
 __all__ = ["Partitioned"]
 
@@ -239,20 +239,22 @@ class Partitioned(DynamicsOptimizer):
     def _run_cohort(self, spec: Spec, group: dict[str, Any], members: list[Any], scope: str,
                     key: str, *, first: bool) -> None:
         slots = [Slot(param=p, grad=g, state=self.state[p], stream=s) for p, g, s in members]
-        holders = self._holders(spec, slots, scope, key)
+        thermo = self._thermostats(spec, slots, scope, key)
         buckets = self._buckets(spec, group, slots)
         ctx = self._context(spec)
         if first:
             self._init_state(spec, slots, buckets, ctx)
-        execute(spec.first if first else spec.steady, slots, holders, buckets, ctx)
+        execute(spec.first if first else spec.steady, slots, thermo, buckets, ctx)
         for s in slots:
             s.state["step"] += 1
 
-    def _holders(self, spec: Spec, slots: list[Slot], scope: str, key: str) -> list[Holder]:
+    def _thermostats(self, spec: Spec, slots: list[Slot], scope: str, key: str
+                     ) -> Thermostats | None:
+        """The cohort's thermostat variables, stacked (created at ξ₀ on first use)."""
         if not spec.n_extras:
-            return []
+            return None
         if scope == "tensor":
-            holders = []
+            targets = []
             for i, s in enumerate(slots):
                 x = s.state.get("extras")
                 if x is None:
@@ -260,21 +262,27 @@ class Partitioned(DynamicsOptimizer):
                                      device=s.param.device)
                     s.state["extras"] = x
                 s.holder = i
-                holders.append(Holder(extras=x, members=[i], n=s.param.numel()))
-            return holders
-        store = self.global_state.setdefault("extras", {})
-        x = store.get(key)
-        dev = slots[0].param.device
-        if x is None:
-            x = torch.tensor(spec.initial_extras, dtype=_extras_dtype(slots[0].param), device=dev)
-            store[key] = x
-        elif x.device != dev:
-            x = x.to(dev)
-            store[key] = x
-        for s in slots:
-            s.holder = 0
-        return [Holder(extras=x, members=list(range(len(slots))),
-                       n=sum(s.param.numel() for s in slots))]
+                targets.append(x)
+            counts = [float(s.param.numel()) for s in slots]
+        else:
+            store = self.global_state.setdefault("extras", {})
+            x = store.get(key)
+            dev = slots[0].param.device
+            if x is None:
+                x = torch.tensor(spec.initial_extras, dtype=_extras_dtype(slots[0].param),
+                                 device=dev)
+                store[key] = x
+            elif x.device != dev:
+                x = x.to(dev)
+                store[key] = x
+            for s in slots:
+                s.holder = 0
+            targets = [x]
+            counts = [float(sum(s.param.numel() for s in slots))]
+        stacked = torch.stack(targets) if len(targets) > 1 else targets[0].unsqueeze(0).clone()
+        return Thermostats(x=stacked, holder=torch.tensor([s.holder for s in slots]),
+                           n=torch.tensor(counts, dtype=stacked.dtype, device=stacked.device),
+                           targets=targets)
 
     def _path(self, group: dict[str, Any], tensors: list[Tensor]) -> str:
         from . import fused as fz

@@ -49,10 +49,13 @@ from ...program import OpCode
 from .intrinsics import address_as_pointer, fma
 from .philox import GAUSSIAN, box_muller, box_muller_f32, philox4x32
 
-__all__ = ["BLOCK", "DISCRETE_VALUE", "INIT_SLOT", "LM_INIT", "SCALE", "run_segment"]
+__all__ = ["BLOCK", "DISCRETE_VALUE", "INIT_SLOT", "LM_INIT", "SCALE", "SERIAL_BELOW",
+           "run_segment", "run_segment_serial"]
 
 #: Elements per block (a multiple of 4): the unit of the noise layout and of the op loops.
 BLOCK = 2048
+#: Buckets with fewer elements run serially (a parallel launch costs more than the work).
+SERIAL_BELOW = 1 << 16
 #: Noise slot reserved for initial-state draws (the LM noise memory).
 INIT_SLOT = 15
 #: Kernel-only codes: p ← c₀ p (friction and Nosé–Hoover-chain scalings), and R_prev ← R.
@@ -132,12 +135,75 @@ def _fill_noise_impl(Z, n, call0, stream, draw, key0, key1, kind):  # type: igno
     return impl
 
 
+@nb.njit(cache=True, error_model="numpy")
+def _block(  # type: ignore[no-untyped-def]
+    w, like, codes, slots, coef, th_ptr, p_ptr, g_ptr, prev_ptr, numel, stream, work, key0,
+    key1, step, kind, want_k2, k2_out, Z,
+):
+    """Run every op on block ``w`` of the work table (see :func:`run_segment`)."""
+    n_ops = codes.shape[0]
+    ti = work[w, 0]
+    b0 = work[w, 1]
+    nt = numel[ti]
+    n = min(BLOCK, nt - b0)
+    th = nb.carray(address_as_pointer(th_ptr[ti], like), nt)[b0:b0 + n]
+    p = nb.carray(address_as_pointer(p_ptr[ti], like), nt if p_ptr[ti] != 0 else 0)[b0:b0 + n]
+    g = nb.carray(address_as_pointer(g_ptr[ti], like), nt if g_ptr[ti] != 0 else 0)[b0:b0 + n]
+    r = nb.carray(address_as_pointer(prev_ptr[ti], like), nt if prev_ptr[ti] != 0 else 0)[
+        b0:b0 + n]
+    for k in range(n_ops):
+        code = codes[k]
+        c0 = coef[k, ti, 0]
+        c1 = coef[k, ti, 1]
+        if code == _OU or code == _WIENER or code == _LM_NOISE or code == _ADD_NOISE \
+                or code == _OU_XI or code == LM_INIT:  # noqa: SIM109
+            draw = np.uint64(step) * np.uint64(16) + np.uint64(slots[k])
+            _fill_noise(Z, n, b0 // 4, stream[ti], draw, key0, key1, kind)
+        if code == _DRIFT:
+            for e in range(n):
+                th[e] = fma(p[e], c0, th[e])
+        elif code == _KICK:
+            for e in range(n):
+                p[e] = fma(g[e], c0, p[e])
+        elif code == _OU:
+            for e in range(n):
+                p[e] = fma(Z[e], c1, c0 * p[e])
+        elif code == _GRAD_STEP:
+            for e in range(n):
+                th[e] = fma(g[e], c0, th[e])
+        elif code == _WIENER:
+            for e in range(n):
+                th[e] = fma(Z[e], c0, th[e])
+        elif code == _LM_NOISE:
+            for e in range(n):
+                th[e] = fma(r[e] + Z[e], c0, th[e])
+                r[e] = Z[e]
+        elif code == _ADD_NOISE:
+            for e in range(n):
+                p[e] = fma(Z[e], c0, p[e])
+        elif code == _OU_XI:
+            for e in range(n):
+                p[e] = c0 * p[e] + c1 * Z[e]
+        elif code == SCALE:
+            for e in range(n):
+                p[e] = c0 * p[e]
+        elif code == LM_INIT:
+            for e in range(n):
+                r[e] = Z[e]
+    if want_k2:
+        acc = 0.0
+        for e in range(n):
+            v = np.float64(p[e])
+            acc += v * v
+        k2_out[w] = acc
+
+
 @nb.njit(parallel=True, cache=True, error_model="numpy")
 def run_segment(  # type: ignore[no-untyped-def]
     like, codes, slots, coef, th_ptr, p_ptr, g_ptr, prev_ptr, numel, stream, work, key0, key1,
     step, kind, want_k2, k2_out, zbuf,
 ):
-    """Run ops ``codes`` over every block listed in ``work``.
+    """Run ops ``codes`` over every block listed in ``work``, in parallel over blocks.
 
     Args:
         like: A 1-element array of the bucket's dtype (float32 or float64): selects the
@@ -158,63 +224,17 @@ def run_segment(  # type: ignore[no-untyped-def]
         k2_out: ``(n_blocks,)`` float64 output.
         zbuf: ``(n_threads, BLOCK)`` noise workspace in the bucket's dtype.
     """
-    n_ops = codes.shape[0]
-    n_work = work.shape[0]
-    for w in nb.prange(n_work):
-        ti = work[w, 0]
-        b0 = work[w, 1]
-        nt = numel[ti]
-        n = min(BLOCK, nt - b0)
-        th = nb.carray(address_as_pointer(th_ptr[ti], like), nt)[b0:b0 + n]
-        p = nb.carray(address_as_pointer(p_ptr[ti], like), nt if p_ptr[ti] != 0 else 0)[
-            b0:b0 + n]
-        g = nb.carray(address_as_pointer(g_ptr[ti], like), nt if g_ptr[ti] != 0 else 0)[
-            b0:b0 + n]
-        r = nb.carray(address_as_pointer(prev_ptr[ti], like), nt if prev_ptr[ti] != 0 else 0)[
-            b0:b0 + n]
-        Z = zbuf[nb.get_thread_id()]
-        for k in range(n_ops):
-            code = codes[k]
-            c0 = coef[k, ti, 0]
-            c1 = coef[k, ti, 1]
-            if code == _OU or code == _WIENER or code == _LM_NOISE or code == _ADD_NOISE \
-                    or code == _OU_XI or code == LM_INIT:  # noqa: SIM109
-                draw = np.uint64(step) * np.uint64(16) + np.uint64(slots[k])
-                _fill_noise(Z, n, b0 // 4, stream[ti], draw, key0, key1, kind)
-            if code == _DRIFT:
-                for e in range(n):
-                    th[e] = fma(p[e], c0, th[e])
-            elif code == _KICK:
-                for e in range(n):
-                    p[e] = fma(g[e], c0, p[e])
-            elif code == _OU:
-                for e in range(n):
-                    p[e] = fma(Z[e], c1, c0 * p[e])
-            elif code == _GRAD_STEP:
-                for e in range(n):
-                    th[e] = fma(g[e], c0, th[e])
-            elif code == _WIENER:
-                for e in range(n):
-                    th[e] = fma(Z[e], c0, th[e])
-            elif code == _LM_NOISE:
-                for e in range(n):
-                    th[e] = fma(r[e] + Z[e], c0, th[e])
-                    r[e] = Z[e]
-            elif code == _ADD_NOISE:
-                for e in range(n):
-                    p[e] = fma(Z[e], c0, p[e])
-            elif code == _OU_XI:
-                for e in range(n):
-                    p[e] = c0 * p[e] + c1 * Z[e]
-            elif code == SCALE:
-                for e in range(n):
-                    p[e] = c0 * p[e]
-            elif code == LM_INIT:
-                for e in range(n):
-                    r[e] = Z[e]
-        if want_k2:
-            acc = 0.0
-            for e in range(n):
-                v = np.float64(p[e])
-                acc += v * v
-            k2_out[w] = acc
+    for w in nb.prange(work.shape[0]):
+        _block(w, like, codes, slots, coef, th_ptr, p_ptr, g_ptr, prev_ptr, numel, stream, work,
+               key0, key1, step, kind, want_k2, k2_out, zbuf[nb.get_thread_id()])
+
+
+@nb.njit(cache=True, error_model="numpy")
+def run_segment_serial(  # type: ignore[no-untyped-def]
+    like, codes, slots, coef, th_ptr, p_ptr, g_ptr, prev_ptr, numel, stream, work, key0, key1,
+    step, kind, want_k2, k2_out, zbuf,
+):
+    """:func:`run_segment` on the calling thread (for small models: no thread wake-up)."""
+    for w in range(work.shape[0]):
+        _block(w, like, codes, slots, coef, th_ptr, p_ptr, g_ptr, prev_ptr, numel, stream, work,
+               key0, key1, step, kind, want_k2, k2_out, zbuf[0])
