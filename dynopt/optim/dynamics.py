@@ -33,6 +33,7 @@ from .._validation import (
 from ..integrators import resolve
 from ..integrators.base import AbstractIntegrator
 from ..program import NOISE_OPS, Op
+from .executor import split_segments
 
 __all__ = ["DEFAULT_SCHEMES", "DYNAMICS", "SCOPES", "Spec", "build", "checks", "validate_group"]
 
@@ -57,6 +58,8 @@ class Spec:
         h: The step size the letter sequences are lowered with.
         first: Ops of a tensor's first step (momentum starts at zero).
         steady: Ops of every later step.
+        first_segments, steady_segments: The same cut at the thermostat ops
+            (:func:`dynopt.optim.executor.split_segments`).
         n_extras: Number of scalar thermostat variables (ξ, η, chain) per scope.
         initial_extras: Their initial values.
         needs_prev: Whether the scheme keeps the previous normal per element (LM).
@@ -74,6 +77,8 @@ class Spec:
     needs_prev: bool
     has_momentum: bool
     mass: float
+    first_segments: list[Any]
+    steady_segments: list[Any]
 
 
 def checks(dynamics: str) -> dict[str, Callable[[str, Any], Any]]:
@@ -176,7 +181,8 @@ def build(group: dict[str, Any], value: Value) -> Spec:
     return Spec(system=system, integrator=integrator, h=h, first=first, steady=steady,
                 n_extras=n_extras, initial_extras=init,
                 needs_prev="noise_prev" in system.extras_layout(1),
-                has_momentum=system.has_momentum, mass=float(mass))
+                has_momentum=system.has_momentum, mass=float(mass),
+                first_segments=split_segments(first), steady_segments=split_segments(steady))
 
 
 def _zeros(shape: tuple[int, ...]) -> Any:

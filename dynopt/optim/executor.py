@@ -166,11 +166,11 @@ def split_segments(ops: Sequence[Op]) -> list[Segment]:
 # ----------------------------------------------------------------------------------------------
 # the step
 # ----------------------------------------------------------------------------------------------
-def execute(ops: Sequence[Op], slots: list[Slot], thermo: Thermostats | None,
+def execute(segments: list[Segment], slots: list[Slot], thermo: Thermostats | None,
             buckets: list[Bucket], ctx: Context) -> None:
-    """Run ``ops`` once over ``slots`` (one step of one cohort of tensors)."""
+    """Run one step (``segments`` = :func:`split_segments` of its ops) over ``slots``."""
     scales: Tensor | None = None
-    for seg_ops, scalar in split_segments(ops):
+    for seg_ops, scalar in segments:
         coefs = _per_scope_coefficients(seg_ops, thermo, scales)
         need_k2 = scalar is not None
         k2 = torch.empty(len(slots), dtype=torch.float64) if need_k2 else None

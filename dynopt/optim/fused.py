@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["FusedRunner", "eligible"]
 
 _NP = {torch.float32: np.float32, torch.float64: np.float64}
+_EMPTY = torch.empty(0)
 
 
 def eligible(tensors: list[Tensor]) -> bool:
@@ -66,20 +67,28 @@ class FusedRunner:
         from ..backends.numba import optim_kernel as k
 
         self._k = k
-        self._work: dict[tuple[int, ...], np.ndarray] = {}
+        self._layouts: dict[Any, Any] = {}
         self._zbuf: dict[type, np.ndarray] = {}
         self._like: dict[type, np.ndarray] = {}
+        self._templates: dict[Any, Any] = {}
+        self._mass = (1.0, 1.0)
 
-    def _work_table(self, numels: tuple[int, ...]) -> np.ndarray:
-        table = self._work.get(numels)
-        if table is None:
+    def _layout(self, streams: list[int], numels: list[int]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+        """Cached per-bucket arrays: elements and stream of each tensor, the work table (one row
+        per block), the k2 output buffer and the total size."""
+        key = (tuple(streams), tuple(numels))
+        hit = self._layouts.get(key)
+        if hit is None:
             block = self._k.BLOCK
             rows = [(i, b0) for i, n in enumerate(numels) for b0 in range(0, n, block)]
-            table = np.array(rows, dtype=np.int64).reshape(-1, 2)
-            if len(self._work) > 64:
-                self._work.clear()
-            self._work[numels] = table
-        return table
+            work = np.array(rows, dtype=np.int64).reshape(-1, 2)
+            hit = (np.array(numels, dtype=np.int64), np.array(streams, dtype=np.int64), work,
+                   np.zeros(max(len(rows), 1)), sum(numels))
+            if len(self._layouts) > 64:
+                self._layouts.clear()
+            self._layouts[key] = hit
+        return hit
 
     def _workspace(self, dt: type) -> tuple[np.ndarray, np.ndarray]:
         if dt not in self._zbuf:
@@ -89,19 +98,22 @@ class FusedRunner:
             self._like[dt] = np.zeros(1, dtype=dt)
         return self._like[dt], self._zbuf[dt]
 
-    def run(self, b: Bucket, seg_ops: list[tuple[Op, int]], slots: list[Slot],
-            coefs: list[Any], ctx: Context, need_k2: bool) -> Tensor:
-        """Run one segment on bucket ``b``; returns Σp² per tensor (float64) if ``need_k2``."""
+    def _template(self, seg_ops: list[tuple[Op, int]], n_t: int, dt: type
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, OpCode]]]:
+        """Codes, slots and coefficients of a segment (constant rows filled once), and the rows
+        that depend on the thermostat state (filled every step)."""
+        key = (id(seg_ops), n_t, dt, self._mass)
+        hit = self._templates.get(key)
+        if hit is not None and hit[0] is seg_ops:
+            return hit[1]
         k = self._k
-        dt = _NP[b.dtype]
-        n_t = len(b.idx)
         n_ops = len(seg_ops)
         codes = np.empty(n_ops, dtype=np.int64)
         slot_arr = np.zeros(n_ops, dtype=np.int64)
-        coef = np.zeros((n_ops, n_t, 2), dtype=np.float64)
-        holder = np.array([slots[i].holder for i in b.idx], dtype=np.int64)
-        minv, sqrtm = ctx.minv, ctx.sqrtm
-        for r, ((op, slot), co) in enumerate(zip(seg_ops, coefs, strict=True)):
+        coef = np.zeros((n_ops, n_t, 2), dtype=dt)
+        dynamic: list[tuple[int, OpCode]] = []
+        minv, sqrtm = self._mass
+        for r, (op, slot) in enumerate(seg_ops):
             c = op.code
             codes[r] = int(c)
             slot_arr[r] = max(slot, 0)
@@ -116,18 +128,36 @@ class FusedRunner:
                 coef[r, :, 0] = op.f[0]
             elif c == OpCode.ADD_NOISE:
                 coef[r, :, 0] = op.f[0] * sqrtm
-            elif c == OpCode.FRICTION:
+            elif c in (OpCode.FRICTION, OpCode.NHC):
                 codes[r] = k.SCALE
-                coef[r, :, 0] = co[1].cpu().numpy()[holder]
-            elif c == OpCode.NHC:
-                codes[r] = k.SCALE
-                coef[r, :, 0] = co.cpu().numpy()[holder]
+                dynamic.append((r, c))
             elif c == OpCode.OU_XI:
-                coef[r, :, 0] = co[1].cpu().numpy()[holder]
-                coef[r, :, 1] = [float(co[h][2]) * sqrtm for h in holder]  # type: ignore[index]
+                dynamic.append((r, c))
             else:  # pragma: no cover - guarded by split_segments
                 raise NotImplementedError(f"op {c!r} in a fused segment")
-        return self._call(b, codes, slot_arr, coef.astype(dt), ctx, need_k2)
+        if len(self._templates) > 256:
+            self._templates.clear()
+        out = (codes, slot_arr, coef, dynamic)
+        self._templates[key] = (seg_ops, out)
+        return out
+
+    def run(self, b: Bucket, seg_ops: list[tuple[Op, int]], slots: list[Slot],
+            coefs: list[Any], ctx: Context, need_k2: bool) -> Tensor:
+        """Run one segment on bucket ``b``; returns Σp² per tensor (float64) if ``need_k2``."""
+        self._mass = (ctx.minv, ctx.sqrtm)
+        codes, slot_arr, coef, dynamic = self._template(seg_ops, len(b.idx), _NP[b.dtype])
+        if dynamic:
+            holder = np.array([slots[i].holder for i in b.idx], dtype=np.int64)
+            for r, c in dynamic:
+                co = coefs[r]
+                if c == OpCode.FRICTION:
+                    coef[r, :, 0] = co[1].cpu().numpy()[holder]
+                elif c == OpCode.NHC:
+                    coef[r, :, 0] = co.cpu().numpy()[holder]
+                else:  # OU_XI
+                    coef[r, :, 0] = co[1].cpu().numpy()[holder]
+                    coef[r, :, 1] = (co[2] * ctx.sqrtm).cpu().numpy()[holder]
+        return self._call(b, codes, slot_arr, coef, ctx, need_k2)
 
     def init_prev(self, b: Bucket, ctx: Context) -> None:
         """Fill the LM noise memories of bucket ``b`` with normals (slot ``INIT_SLOT``)."""
@@ -141,23 +171,20 @@ class FusedRunner:
               ctx: Context, need_k2: bool) -> Tensor:
         k = self._k
         like, zbuf = self._workspace(_NP[b.dtype])
-        numels = tuple(b.numels)
-        work = self._work_table(numels)
+        numel, streams, work, k2, total = self._layout(b.streams, b.numels)
+        n_t = len(b.idx)
 
         def addresses(ts: list[Tensor]) -> np.ndarray:
             if not ts:
-                return np.zeros(len(numels), dtype=np.int64)
+                return np.zeros(n_t, dtype=np.int64)
             return np.array([t.data_ptr() for t in ts], dtype=np.int64)
 
-        streams = np.array(b.streams, dtype=np.int64)
-        k2 = np.zeros(work.shape[0] if need_k2 else 1, dtype=np.float64)
         s = int(ctx.seed) & 0xFFFFFFFFFFFFFFFF
-        kernel = k.run_segment if sum(numels) >= k.SERIAL_BELOW else k.run_segment_serial
+        kernel = k.run_segment if total >= k.SERIAL_BELOW else k.run_segment_serial
         kernel(like, codes, slot_arr, coef, addresses(b.theta), addresses(b.mom),
-                      addresses(b.grad), addresses(b.prev), np.array(numels, dtype=np.int64),
-                      streams, work, np.uint64(s & 0xFFFFFFFF), np.uint64(s >> 32),
-                      int(ctx.step), 0 if ctx.noise == "gaussian" else 1, need_k2, k2, zbuf)
+               addresses(b.grad), addresses(b.prev), numel, streams, work,
+               np.uint64(s & 0xFFFFFFFF), np.uint64(s >> 32), int(ctx.step),
+               0 if ctx.noise == "gaussian" else 1, need_k2, k2, zbuf)
         if not need_k2:
-            return torch.empty(0)
-        return torch.from_numpy(np.bincount(work[:, 0], weights=k2, minlength=len(numels)))
-
+            return _EMPTY
+        return torch.from_numpy(np.bincount(work[:, 0], weights=k2, minlength=n_t))

@@ -51,6 +51,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_choice
+from . import fused as fz
 from .base import DynamicsOptimizer
 from .dynamics import Spec, build, checks, validate_group
 from .executor import Bucket, Context, Slot, Thermostats, draw_views, execute
@@ -58,6 +59,8 @@ from .executor import Bucket, Context, Slot, Thermostats, draw_views, execute
 __all__ = ["Partitioned"]
 
 _LOW = (torch.bfloat16, torch.float16)
+_NAMES = {d: tuple(checks(d)) for d in ("langevin", "overdamped", "adaptive-langevin",
+                                        "nose-hoover")}
 #: Keys whose per-tensor values are independent of the parameter dtype (kept on load).
 _OWN_DTYPE = ("extras", "momentum_buffer", "noise_prev")
 
@@ -173,14 +176,23 @@ class Partitioned(DynamicsOptimizer):
         return self.hyper(group, name, fn)
 
     def _spec(self, group: dict[str, Any]) -> Spec:
-        """The group's system, scheme and lowered ops at the current hyperparameter values."""
+        """The group's system, scheme and lowered ops at the current hyperparameter values
+        (cached: plain numbers are looked up as they are, schedules and tensors evaluated)."""
         dyn = group["dynamics"]
-        names = checks(dyn)
-        values = tuple(None if group.get(n) is None else self._value(group, n) for n in names)
+        names = _NAMES[dyn]
+        raw = tuple(group.get(n) for n in names)
+        if all(v is None or type(v) in (float, int) for v in raw):
+            values = raw
+        else:
+            values = tuple(None if v is None else self._value(group, n)
+                           for n, v in zip(names, raw, strict=True))
         key = (dyn, values, group.get("scheme"), group.get("chain_length"),
                group.get("n_substeps"), group.get("sy_order"), group.get("overdamped_dt"))
         spec = self._spec_cache.get(key)
         if spec is None:
+            if values is raw:  # validate plain values once, when first seen
+                values = tuple(None if v is None else self._value(group, n)
+                               for n, v in zip(names, raw, strict=True))
             current = dict(zip(names, values, strict=True))
             spec = build(group, lambda n: current[n])
             if len(self._spec_cache) > 256:
@@ -244,7 +256,8 @@ class Partitioned(DynamicsOptimizer):
         ctx = self._context(spec)
         if first:
             self._init_state(spec, slots, buckets, ctx)
-        execute(spec.first if first else spec.steady, slots, thermo, buckets, ctx)
+        execute(spec.first_segments if first else spec.steady_segments, slots, thermo, buckets,
+                ctx)
         for s in slots:
             s.state["step"] += 1
 
@@ -285,8 +298,6 @@ class Partitioned(DynamicsOptimizer):
                            targets=targets)
 
     def _path(self, group: dict[str, Any], tensors: list[Tensor]) -> str:
-        from . import fused as fz
-
         if group.get("differentiable") or (group.get("foreach") is False
                                            and not group.get("fused")):
             return "single"
