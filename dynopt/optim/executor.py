@@ -173,7 +173,8 @@ def execute(segments: list[Segment], slots: list[Slot], thermo: Thermostats | No
     for seg_ops, scalar in segments:
         coefs = _per_scope_coefficients(seg_ops, thermo, scales)
         need_k2 = scalar is not None
-        k2 = torch.empty(len(slots), dtype=torch.float64) if need_k2 else None
+        k2 = (torch.empty(len(slots), dtype=torch.float64, device=thermo.x.device)
+              if need_k2 and thermo is not None else None)
         for b in buckets:
             if b.path == "fused":
                 vals = ctx.fused.run(b, seg_ops, slots, coefs, ctx, need_k2)
@@ -182,7 +183,7 @@ def execute(segments: list[Segment], slots: list[Slot], thermo: Thermostats | No
             else:
                 vals = _run_single(b, seg_ops, slots, coefs, ctx, need_k2)
             if k2 is not None:
-                k2[b.idx] = vals.cpu()
+                k2[b.idx] = vals.to(k2.device)
         if scalar is not None:
             assert thermo is not None and k2 is not None
             scales = _scalar_op(scalar, thermo, k2, ctx)
@@ -229,8 +230,8 @@ def _scalar_op(op: Op, thermo: Thermostats, k2: Tensor, ctx: Context) -> Tensor 
     Returns the NHC momentum scaling of each scope (None for THERMOSTAT).
     """
     x = thermo.x
-    total = torch.zeros(x.shape[0], dtype=torch.float64).index_add_(0, thermo.holder, k2)
-    total = (total * ctx.minv).to(x.device)
+    total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device).index_add_(
+        0, thermo.holder, k2) * ctx.minv
     if op.code == OpCode.THERMOSTAT:
         tops.thermostat_(x[:, op.i[0]], total, op.f[0], op.f[1], op.f[2] > 0.5, thermo.n,
                          lambda k: k)  # type: ignore[arg-type]

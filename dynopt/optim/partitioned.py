@@ -293,7 +293,8 @@ class Partitioned(DynamicsOptimizer):
             targets = [x]
             counts = [float(sum(s.param.numel() for s in slots))]
         stacked = torch.stack(targets) if len(targets) > 1 else targets[0].unsqueeze(0).clone()
-        return Thermostats(x=stacked, holder=torch.tensor([s.holder for s in slots]),
+        return Thermostats(x=stacked, holder=torch.tensor([s.holder for s in slots],
+                                                          device=stacked.device),
                            n=torch.tensor(counts, dtype=stacked.dtype, device=stacked.device),
                            targets=targets)
 
