@@ -3,11 +3,12 @@ torch.optim.SGD(momentum=0.9) in the same run, 2 threads.
 
 Rows: SGD-momentum (for-loop default and foreach), and dynopt.optim.Langevin (BAOAB, τ > 0) on
 its single-tensor, foreach and fused paths, the fused path with Gaussian and with discrete
-noise. Reported: median ms per ``step()`` (gradients fixed, so only the optimizer is timed),
-the ratio to SGD-momentum (the faster of its two variants), the optimizer state as a multiple of
-the parameter memory, and the bytes the step allocates: torch allocations from the torch
-profiler (``profile_memory=True``) plus numpy allocations from tracemalloc (the fused kernel
-itself allocates nothing: its noise workspace, one BLOCK per thread, is created once).
+noise, with and without the finite-gradient check. Reported: median and minimum ms per
+``step()`` (gradients fixed, so only the optimizer is timed), the ratio to SGD-momentum (the
+faster of its two variants), the optimizer state as a multiple of the parameter memory, and the
+bytes the step allocates: torch allocations from the torch profiler (``profile_memory=True``)
+plus numpy allocations from tracemalloc (the fused kernel itself allocates nothing: its noise
+workspace, one BLOCK per thread, is created once).
 
     python benchmarks/langevin_step.py [--quick] [--update-docs]
 """
@@ -94,6 +95,9 @@ def main() -> None:
         ("Langevin foreach path (discrete)", langevin(foreach=True, noise="discrete")),
         ("Langevin fused path (Gaussian, default)", langevin()),
         ("Langevin fused path (discrete)", langevin(noise="discrete")),
+        ("Langevin fused path (Gaussian), nonfinite='ignore'", langevin(nonfinite="ignore")),
+        ("Langevin fused path (discrete), nonfinite='ignore'",
+         langevin(noise="discrete", nonfinite="ignore")),
     ]
     results = []
     for label, make in configs:
@@ -136,8 +140,11 @@ def main() -> None:
             "allocations (tracemalloc). The fused kernel allocates nothing itself: its noise "
             "workspace (one 2048-element block per thread) and work tables are created once; "
             "the foreach and single paths draw one parameter-sized flat noise buffer per O step "
-            "(the foreach path also keeps torch's foreach temporaries). The machine is shared, "
-            "so single numbers can be noisy.\n")
+            "(the foreach path also keeps torch's foreach temporaries). The default "
+            "nonfinite='raise' checks that every gradient is finite before anything is updated "
+            "(torch._foreach_norm: one extra read of the gradients); the nonfinite='ignore' rows "
+            "show the step without that check. The machine is shared, so single numbers can be "
+            "noisy.\n")
         update_section(ROOT / "docs" / "benchmarks.md", "langevin-step", body)
         print("updated docs/benchmarks.md section 'langevin-step'")
 

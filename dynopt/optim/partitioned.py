@@ -226,7 +226,8 @@ class Partitioned(DynamicsOptimizer):
                     model_unit = [spec, group, members, "model", "model"]
                     units.append(model_unit)
                 else:
-                    if (spec.first, spec.steady) != (model_unit[0].first, model_unit[0].steady):
+                    ref = model_unit[0]
+                    if (spec.first, spec.steady, spec.mass) != (ref.first, ref.steady, ref.mass):
                         raise ValueError(
                             f"scope='model' shares one thermostat across param groups, so they "
                             f"need identical dynamics and hyperparameters; param group {gi} "

@@ -1,5 +1,5 @@
 """LLVM-level helpers for the numba kernels: vectorizable bit casts (no-ops at the machine level),
-fused multiply-add, typed pointers from integer addresses and prefetch hints."""
+fused multiply-add, and typed pointers from integer addresses."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from numba import types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
 
-__all__ = ["address_as_pointer", "f32_as_u32", "f64_as_u64", "fma", "prefetch", "u32_as_f32",
-           "u64_as_f64"]
+__all__ = ["address_as_pointer", "f32_as_u32", "f64_as_u64", "fma", "u32_as_f32", "u64_as_f64"]
 
 
 @intrinsic
@@ -96,21 +95,3 @@ def u32_as_f32(typingctx: Any, x: Any) -> Any:
 
     return sig, codegen
 
-
-@intrinsic
-def prefetch(typingctx: Any, address: Any) -> Any:
-    """Hint the CPU to load the cache line at an integer address (``llvm.prefetch``, read,
-    high locality); a no-op for the program's semantics."""
-    if not isinstance(address, types.Integer):
-        return None
-    sig = types.void(address)
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [builder.inttoptr(args[0], i8p), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return sig, codegen

@@ -46,7 +46,7 @@ from numba import types
 from numba.extending import overload
 
 from ...program import OpCode
-from .intrinsics import address_as_pointer, fma, prefetch
+from .intrinsics import address_as_pointer, fma
 from .philox import GAUSSIAN, box_muller, box_muller_f32, philox4x32
 
 __all__ = ["BLOCK", "DISCRETE_VALUE", "INIT_SLOT", "LM_INIT", "SCALE", "SERIAL_BELOW",
@@ -135,24 +135,6 @@ def _fill_noise_impl(Z, n, call0, stream, draw, key0, key1, kind):  # type: igno
     return impl
 
 
-PREFETCH = True
-
-
-@nb.njit(inline="always", cache=True, error_model="numpy")
-def _prefetch_block(w, like, th_ptr, p_ptr, g_ptr, numel, work):  # type: ignore[no-untyped-def]
-    """Ask for the next block's θ, p and ∇L while this block is computed (its noise
-    generation is compute bound, so the memory system would otherwise idle)."""
-    ti = work[w, 0]
-    b0 = work[w, 1]
-    size = like.itemsize
-    nbytes = min(BLOCK, numel[ti] - b0) * size
-    for base in (th_ptr[ti], p_ptr[ti], g_ptr[ti]):
-        if base != 0:
-            start = base + b0 * size
-            for off in range(0, nbytes, 64):
-                prefetch(start + off)
-
-
 @nb.njit(cache=True, error_model="numpy")
 def _block(  # type: ignore[no-untyped-def]
     w, like, codes, slots, coef, th_ptr, p_ptr, g_ptr, prev_ptr, numel, stream, work, key0,
@@ -169,8 +151,6 @@ def _block(  # type: ignore[no-untyped-def]
     g = nb.carray(address_as_pointer(g_ptr[ti], like), nt if g_ptr[ti] != 0 else 0)[b0:b0 + n]
     r = nb.carray(address_as_pointer(prev_ptr[ti], like), nt if prev_ptr[ti] != 0 else 0)[
         b0:b0 + n]
-    if PREFETCH and w + 1 < work.shape[0]:
-        _prefetch_block(w + 1, like, th_ptr, p_ptr, g_ptr, numel, work)
     for k in range(n_ops):
         code = codes[k]
         c0 = coef[k, ti, 0]
