@@ -112,3 +112,28 @@ def test_fused_lm_equals_foreach_at_zero_temperature():
             opt.step()
         out.append(x)
     assert torch.equal(out[0], out[1])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_fast_finite_check_on_large_models(bad):
+    """Above 2²⁰ gradient elements the fused path checks finiteness with its own kernel: a
+    single NaN/inf still raises DivergenceError before anything changes."""
+    from dynopt.errors import DivergenceError
+
+    ps = [torch.zeros(700_000) for _ in range(2)]
+    for p in ps:
+        p.grad = torch.ones_like(p)
+    opt = Langevin(ps, lr=0.1, temperature=0.0)
+    opt.step()
+    calls = []
+    check = opt._fused_runner.all_finite
+    opt._fused_runner.all_finite = lambda gs: calls.append(len(gs)) or check(gs)
+    before = [p.clone() for p in ps] + [opt.state[p]["momentum_buffer"].clone() for p in ps]
+    ps[1].grad[654_321] = bad
+    with pytest.raises(DivergenceError, match="parameter 1"):
+        opt.step()
+    after = list(ps) + [opt.state[p]["momentum_buffer"] for p in ps]
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    ps[1].grad[654_321] = 1.0
+    opt.step()
+    assert opt.step_count == 2 and calls == [2, 2]

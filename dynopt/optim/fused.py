@@ -159,6 +159,17 @@ class FusedRunner:
                     coef[r, :, 1] = (co[2] * ctx.sqrtm).cpu().numpy()[holder]
         return self._call(b, codes, slot_arr, coef, ctx, need_k2)
 
+    def all_finite(self, grads: list[Tensor]) -> bool:
+        """Whether every element of these gradients (CPU, contiguous, one float dtype) is
+        finite: one parallel read pass, faster than ``torch._foreach_norm`` for large models."""
+        dt = _NP[grads[0].dtype]
+        like, _ = self._workspace(dt)
+        numel, _, work, _, _ = self._layout(list(range(len(grads))), [g.numel() for g in grads])
+        out = np.empty(work.shape[0], dtype=dt)
+        self._k.nonfinite_blocks(like, np.array([g.data_ptr() for g in grads], dtype=np.int64),
+                                 numel, work, out)
+        return bool(np.isfinite(out).all())
+
     def init_prev(self, b: Bucket, ctx: Context) -> None:
         """Fill the LM noise memories of bucket ``b`` with normals (slot ``INIT_SLOT``)."""
         k = self._k

@@ -50,7 +50,7 @@ from .intrinsics import address_as_pointer, fma
 from .philox import GAUSSIAN, box_muller, box_muller_f32, philox4x32
 
 __all__ = ["BLOCK", "DISCRETE_VALUE", "INIT_SLOT", "LM_INIT", "SCALE", "SERIAL_BELOW",
-           "run_segment", "run_segment_serial"]
+           "nonfinite_blocks", "run_segment", "run_segment_serial"]
 
 #: Elements per block (a multiple of 4): the unit of the noise layout and of the op loops.
 BLOCK = 2048
@@ -238,3 +238,22 @@ def run_segment_serial(  # type: ignore[no-untyped-def]
     for w in range(work.shape[0]):
         _block(w, like, codes, slots, coef, th_ptr, p_ptr, g_ptr, prev_ptr, numel, stream, work,
                key0, key1, step, kind, want_k2, k2_out, zbuf[0])
+
+
+@nb.njit(parallel=True, cache=True, error_model="numpy")
+def nonfinite_blocks(like, g_ptr, numel, work, out):  # type: ignore[no-untyped-def]
+    """``out[w] = Σ 0·g`` over block ``w``: 0 if the block is finite, NaN if it holds NaN/inf.
+
+    One vectorized read of the gradients (the optimizers' check that a step may proceed).
+    """
+    for w in nb.prange(work.shape[0]):
+        ti = work[w, 0]
+        b0 = work[w, 1]
+        nt = numel[ti]
+        n = min(BLOCK, nt - b0)
+        g = nb.carray(address_as_pointer(g_ptr[ti], like), nt)[b0:b0 + n]
+        zero = like[0] * 0
+        acc = zero
+        for e in range(n):
+            acc += g[e] * zero
+        out[w] = acc
