@@ -35,18 +35,6 @@ from dynopt.reproductions.report import markdown_table, update_section  # noqa: 
 N_TENSORS, NUMEL = 20, 1_000_000
 
 
-def step_times(fn: Callable[[], object], repeats: int, warmup: int = 2) -> tuple[float, float]:
-    """(median, minimum) wall time of ``fn()`` over ``repeats`` calls after ``warmup``."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times)
-
-
 def step_allocations(opt: torch.optim.Optimizer) -> int:
     """Bytes allocated during one step: the sum of torch's allocations (profiler, positive
     self memory of every op) + the peak of numpy/Python allocations (tracemalloc)."""
@@ -99,16 +87,26 @@ def main() -> None:
         ("Langevin fused path (discrete), nonfinite='ignore'",
          langevin(noise="discrete", nonfinite="ignore")),
     ]
-    results = []
-    for label, make in configs:
+    opts = []
+    for _, make in configs:
         opt = make()
         opt.step()  # creates the state (and compiles/loads the kernel)
-        med, best = step_times(opt.step, repeats)
+        opt.step()
+        opts.append(opt)
+    # interleaved rounds: slow drifts of the shared machine affect every row alike
+    times: list[list[float]] = [[] for _ in configs]
+    for _ in range(repeats):
+        for k, opt in enumerate(opts):
+            t0 = time.perf_counter()
+            opt.step()
+            times[k].append(time.perf_counter() - t0)
+    results = []
+    for (label, _), opt, ts in zip(configs, opts, times, strict=True):
+        med, best = statistics.median(ts), min(ts)
         alloc = step_allocations(opt)
         results.append((label, 1e3 * med, 1e3 * best, state_ratio(opt, params), alloc))
         print(f"{label:45s} {1e3 * med:8.2f} ms/step (min {1e3 * best:7.2f})  state "
               f"{results[-1][3]:.2f}x params  alloc/step {alloc / 2**20:8.2f} MiB", flush=True)
-        del opt
     sgd = min(r[1] for r in results[:2])
     sgd_min = min(r[2] for r in results[:2])
     rows = [[label, f"{med:.2f}", f"{med / sgd:.2f}", f"{best:.2f}", f"{best / sgd_min:.2f}",
@@ -131,6 +129,7 @@ def main() -> None:
             f"Measured with `python benchmarks/langevin_step.py` on {cpu}, torch "
             f"{torch.__version__}, numba {numba.__version__}, 2 threads, "
             f"{time.strftime('%Y-%m-%d')}; median and minimum of {repeats} steps after warm-up, "
+            "measured in interleaved rounds (one step of every row per round), "
             "gradients fixed. Ratios are to the faster SGD-momentum variant. Targets: ≤ 4× "
             "SGD-momentum with Gaussian noise, ≤ 1.5× with discrete noise; one parameter-sized "
             "state buffer "
