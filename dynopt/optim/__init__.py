@@ -14,7 +14,9 @@ import torch
 
 from .base import DynamicsOptimizer as DynamicsOptimizer
 
-__all__ = ["REGISTRY", "DDPNOpt", "DynamicsOptimizer", "make", "register"]
+__all__ = ["BBI", "LOL", "REGISTRY", "AdLaLa", "AdaptiveLangevin", "DDPNOpt", "DynamicsOptimizer",
+           "ECDSep", "HeavyBall", "Langevin", "NoseHoover", "OverdampedLangevin", "Partitioned",
+           "make", "register"]
 
 #: name → factory ``(params, **kwargs) -> optimizer`` (``params`` may be a module).
 REGISTRY: dict[str, Callable[..., torch.optim.Optimizer]] = {}
@@ -37,10 +39,15 @@ def make(name: str, model_or_params: Any, **kwargs: Any) -> torch.optim.Optimize
     return REGISTRY[name](model_or_params, **kwargs)
 
 
-# optimizer modules register themselves on import (they need ``register`` above)
+# Optimizer modules register themselves on import (after ``register`` exists).
+from .adaptive_langevin import AdaptiveLangevin as AdaptiveLangevin  # noqa: E402
+from .adlala import AdLaLa as AdLaLa  # noqa: E402
 from .bbi import BBI as BBI  # noqa: E402
 from .ddpnopt import DDPNOpt as DDPNOpt  # noqa: E402
 from .ecd_sep import ECDSep as ECDSep  # noqa: E402
 from .heavy_ball import HeavyBall as HeavyBall  # noqa: E402
-
-__all__ += ["BBI", "DDPNOpt", "ECDSep", "HeavyBall"]
+from .langevin import Langevin as Langevin  # noqa: E402
+from .lol import LOL as LOL  # noqa: E402
+from .nose_hoover import NoseHoover as NoseHoover  # noqa: E402
+from .overdamped import OverdampedLangevin as OverdampedLangevin  # noqa: E402
+from .partitioned import Partitioned as Partitioned  # noqa: E402

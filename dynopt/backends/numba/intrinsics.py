@@ -1,4 +1,5 @@
-"""Bit casts between float64 and uint64 that LLVM can vectorize (no-ops at the machine level)."""
+"""LLVM-level helpers for the numba kernels: vectorizable bit casts (no-ops at the machine level),
+fused multiply-add, and typed pointers from integer addresses."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from typing import Any
 
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.core.extending import intrinsic
 
-__all__ = ["f64_as_u64", "u64_as_f64"]
+__all__ = ["address_as_pointer", "f32_as_u32", "f64_as_u64", "fma", "u32_as_f32", "u64_as_f64"]
 
 
 @intrinsic
@@ -31,3 +33,65 @@ def u64_as_f64(typingctx: Any, x: Any) -> Any:
         return builder.bitcast(args[0], ir.DoubleType())
 
     return sig, codegen
+
+
+@intrinsic
+def fma(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
+    """a·b + c with one rounding (``llvm.fma``), for float32 or float64 operands of one type.
+
+    torch's CPU kernels compute ``x.add_(y, alpha=s)`` as ``fma(y, s, x)``; kernels that must
+    agree with them bit for bit use this.
+    """
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+    sig = a(a, a, a)
+    suffix = "f32" if a == types.float32 else "f64"
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        ty = context.get_value_type(signature.return_type)
+        fnty = ir.FunctionType(ty, [ty, ty, ty])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.fma.{suffix}")
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+@intrinsic
+def address_as_pointer(typingctx: Any, address: Any, like: Any) -> Any:
+    """A typed data pointer from an integer address (e.g. ``tensor.data_ptr()``).
+
+    ``like`` is any array whose dtype gives the pointee type; wrap the result with
+    ``numba.carray(ptr, n)``. The caller keeps the memory alive for the duration of the call.
+    """
+    if not isinstance(address, types.Integer) or not isinstance(like, types.Array):
+        return None
+    ptr_type = types.CPointer(like.dtype)
+    sig = ptr_type(address, like)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.inttoptr(args[0], context.get_value_type(ptr_type))
+
+    return sig, codegen
+
+
+@intrinsic
+def f32_as_u32(typingctx: Any, x: Any) -> Any:
+    """Reinterpret the bits of a float32 as a uint32."""
+    sig = types.uint32(types.float32)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return sig, codegen
+
+
+@intrinsic
+def u32_as_f32(typingctx: Any, x: Any) -> Any:
+    """Reinterpret the bits of a uint32 as a float32."""
+    sig = types.float32(types.uint32)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
+

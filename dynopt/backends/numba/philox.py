@@ -16,6 +16,11 @@ Philox-4x32-10 (Salmon, Moraes, Dror, Shaw, SC'11, "Parallel random numbers: as 
 layout used by dynopt: ``(chain, stream, call_lo, call_hi)``; key = the 64-bit seed. Call ``k``
 of a chain yields that chain's normals ``4k .. 4k+3``.
 
+Float32 variants (:func:`box_muller_f32`, :func:`discrete_f32`) do the same transforms in single
+precision with twice the SIMD width; the float32 optimizer kernels use them. For the same Philox
+words they return the float64 values to within 3e-5 absolute (the uniform is rounded to 24 bits,
+which only coarsens |z| < 1e-3).
+
 Uniforms have 32 bits: u₁ ∈ (0, 1] in steps of 2⁻³², so |z| ≤ 6.66; the mass of a standard
 normal beyond that (3e-11) is never produced.
 
@@ -31,9 +36,10 @@ import math
 import numba as nb
 import numpy as np
 
-from .intrinsics import f64_as_u64, u64_as_f64
+from .intrinsics import f32_as_u32, f64_as_u64, u32_as_f32, u64_as_f64
 
-__all__ = ["DISCRETE", "GAUSSIAN", "fill_lanes", "normals_for", "philox4x32"]
+__all__ = ["DISCRETE", "GAUSSIAN", "box_muller", "box_muller_f32", "discrete", "discrete_f32",
+           "fill_lanes", "normals_for", "philox4x32"]
 
 GAUSSIAN = 0
 DISCRETE = 1
@@ -189,3 +195,69 @@ def normals_for(
     U = np.empty((4, max(n_chains, 1)), dtype=np.uint64)
     fill_lanes(Z, U, 0, n_chains, call_first, n_calls, stream, k0, k1, kind)
     return np.ascontiguousarray(Z[offset:offset + n_per_chain, :n_chains].T)
+
+
+# --- public aliases and float32 variants ------------------------------------------------------
+box_muller = _box_muller
+discrete = _discrete
+
+_F32_LN2 = np.float32(_LN2)
+_F32_SQRT2 = np.float32(math.sqrt(2.0))
+_F32_2M32 = np.float32(2.0**-32)
+_F32_2M30 = np.float32(2.0**-30)
+_F32_HALF_PI = np.float32(math.pi / 2.0)
+_F32_SQRT3 = np.float32(_SQRT3)
+_F32 = np.float32
+
+
+@nb.njit(inline="always", cache=True, error_model="numpy")
+def _log_unit_f32(a: np.uint64) -> np.float32:
+    """log((a + 1)·2⁻³²) in float32 for a 32-bit word a (as the float64 path), vectorizable."""
+    x = np.float32(np.int64(a) + 1) * _F32_2M32
+    bits = f32_as_u32(x)
+    e = np.float32(np.int32(bits >> np.uint32(23)) - np.int32(127))
+    m = u32_as_f32((bits & np.uint32(0x007FFFFF)) | np.uint32(0x3F800000))
+    big = m > _F32_SQRT2
+    m = np.float32(0.5) * m if big else m
+    e = e + np.float32(1.0) if big else e
+    s = (m - _F32(1.0)) / (m + _F32(1.0))
+    s2 = s * s
+    poly = _F32(1.0 / 7.0) + s2 * _F32(1.0 / 9.0)
+    poly = _F32(1.0 / 5.0) + s2 * poly
+    poly = _F32(1.0 / 3.0) + s2 * poly
+    poly = _F32(1.0) + s2 * poly
+    return e * _F32_LN2 + _F32(2.0) * s * poly
+
+
+@nb.njit(inline="always", cache=True, error_model="numpy")
+def _cos_sin_uniform_f32(k: np.uint64) -> tuple[np.float32, np.float32]:
+    """(cos φ, sin φ) in float32 for φ uniform on the circle, from a 32-bit word."""
+    quadrant = k >> np.uint64(30)
+    r = np.float32(np.int64(k & np.uint64(0x3FFFFFFF))) * _F32_2M30
+    t = (r - _F32(0.5)) * _F32_HALF_PI
+    t2 = t * t
+    s = t * (_F32(1.0) + t2 * (_F32(-1.0 / 6.0) + t2 * (_F32(1.0 / 120.0) + t2 * (
+        _F32(-1.0 / 5040.0) + t2 * _F32(1.0 / 362880.0)))))
+    c = _F32(1.0) + t2 * (_F32(-0.5) + t2 * (_F32(1.0 / 24.0) + t2 * (_F32(-1.0 / 720.0) + t2 * (
+        _F32(1.0 / 40320.0) + t2 * _F32(-1.0 / 3628800.0)))))
+    swap = (quadrant & np.uint64(1)) != 0
+    neg_c = ((quadrant ^ (quadrant >> np.uint64(1))) & np.uint64(1)) != 0
+    neg_s = (quadrant >> np.uint64(1)) != 0
+    cc = s if swap else c
+    ss = c if swap else s
+    return (-cc if neg_c else cc), (-ss if neg_s else ss)
+
+
+@nb.njit(inline="always", cache=True, error_model="numpy")
+def box_muller_f32(a: np.uint64, b: np.uint64) -> tuple[np.float32, np.float32]:
+    """Two float32 standard normals from two 32-bit words (Box–Muller)."""
+    rho = np.sqrt(_F32(-2.0) * _log_unit_f32(a))
+    c, s = _cos_sin_uniform_f32(b)
+    return rho * c, rho * s
+
+
+@nb.njit(inline="always", cache=True, error_model="numpy")
+def discrete_f32(a: np.uint64) -> np.float32:
+    """The three-point variable (±√3 w.p. 1/6 each, else 0) in float32 from a 32-bit word."""
+    return _F32_SQRT3 * (np.float32(a < _ONE_SIXTH) - np.float32((a >= _ONE_SIXTH)
+                                                                 & (a < _ONE_THIRD)))

@@ -25,6 +25,7 @@ __all__ = [
     "nhc_",
     "ou_",
     "ou_thermostat_",
+    "ou_thermostat_coefficients",
     "thermostat_",
     "wiener_",
 ]
@@ -83,14 +84,20 @@ def thermostat_(xi: Tensor, p: Tensor, a: float, b: float, per_dof: bool, n_dof:
     xi.add_(inc)
 
 
-def ou_thermostat_(p: Tensor, xi: Tensor, t: float, sigma: float, sqrtm: Tensor | float,
-                   z: Tensor) -> None:
-    """OU_XI: p ← e^{−ξt} p + σ √((1 − e^{−2ξt})/(2ξ)) M^½ R (value t·σ² variance at ξ = 0)."""
+def ou_thermostat_coefficients(xi: Tensor, t: float, sigma: float) -> tuple[Tensor, Tensor]:
+    """The OU_XI constants (e^{−ξt}, σ √((1 − e^{−2ξt})/(2ξ))), continuous at ξ = 0 (σ√t)."""
     u = 2.0 * xi * t
     small = u.abs() < 1e-12
     var = torch.where(small, torch.full_like(xi, t), -torch.expm1(-u) / torch.where(
         small, torch.ones_like(xi), 2.0 * xi))
-    p.mul_(torch.exp(-t * xi)).add_(sigma * torch.sqrt(var) * sqrtm * z)
+    return torch.exp(-t * xi), sigma * torch.sqrt(var)
+
+
+def ou_thermostat_(p: Tensor, xi: Tensor, t: float, sigma: float, sqrtm: Tensor | float,
+                   z: Tensor) -> None:
+    """OU_XI: p ← e^{−ξt} p + σ √((1 − e^{−2ξt})/(2ξ)) M^½ R (value t·σ² variance at ξ = 0)."""
+    decay, scale = ou_thermostat_coefficients(xi, t, sigma)
+    p.mul_(decay).add_(scale * sqrtm * z)
 
 
 def nhc_(p: Tensor, v: list[Tensor], eta: list[Tensor], t: float, kT: float, q1: float,

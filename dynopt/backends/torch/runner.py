@@ -75,7 +75,11 @@ class TorchBackend(AbstractBackend):
         from a saved copy step by step to name the exact step (zero cost unless it diverges)."""
         if n_steps == 0:
             return None
-        saved = (state.q.clone(), state.p.clone(), state.x.clone(), state.generator.get_state())
+        if state.generator is None and program.n_noise_ops > 0:
+            raise ValueError("this program draws noise but the state has no torch generator; "
+                             "create states with dynopt.stepping.init(..., backend='torch')")
+        gen_state = state.generator.get_state() if state.generator is not None else None
+        saved = (state.q.clone(), state.p.clone(), state.x.clone(), gen_state)
         next_record = records.next if records is not None else 0
         self._steps(system, program, state, n_steps, records)
         if bool(torch.isfinite(state.q).all()):
@@ -87,7 +91,8 @@ class TorchBackend(AbstractBackend):
         state.q.copy_(saved[0])
         state.p.copy_(saved[1])
         state.x.copy_(saved[2])
-        state.generator.set_state(saved[3])
+        if gen_state is not None:
+            state.generator.set_state(gen_state)
         if records is not None:
             records.next = next_record
         for n in range(n_steps):

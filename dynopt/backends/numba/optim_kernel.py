@@ -1,0 +1,274 @@
+r"""The fused CPU kernel of the optimizers: a segment of elementwise ops in one pass over memory.
+
+An optimizer step is a list of :mod:`dynopt.program` ops. The elementwise ones (drift, kick,
+Ornstein–Uhlenbeck, noise, friction scalings, overdamped steps) are run here for every element of
+every parameter tensor of a (device, dtype) bucket in ONE parallel pass: the element range is cut
+into blocks of :data:`BLOCK` elements, and for each block every op runs as a vectorized loop over
+data that stays in L1, so each of θ, p, ∇L (and the LM noise memory) is read and written once per
+segment. Reductions (the thermostat's Σp², see :mod:`dynopt.optim.executor`) end a segment: the
+kernel then also returns per-block partial sums, in float64, in a fixed order.
+
+Noise is generated inside the kernel with Philox-4x32-10 (:mod:`.philox`), so a normal is a pure
+function of its counter and nothing depends on the number of threads or on the block schedule.
+Counter layout (key = the optimizer's 64-bit seed):
+
+=========  ==================================================================================
+word       meaning
+=========  ==================================================================================
+c0         Philox call index within the tensor: ``b0/4 + j``
+c1         the tensor's stream id (its position in the optimizer's parameter list)
+c2, c3     low and high 32 bits of ``draw = 16·step + slot`` (``slot`` = index of the noise op
+           among the step's noise ops; slot 15 is reserved for initial-state draws)
+=========  ==================================================================================
+
+Within a block that starts at element ``b0`` (a multiple of BLOCK) and holds ``n`` elements, with
+``K = ⌈n/4⌉``, element ``b0 + r·K + j`` (``0 ≤ j < K``, ``0 ≤ r < 4``) takes word ``r`` of call
+``b0/4 + j`` (Box–Muller pairs words (0, 1) and (2, 3)). So the same (seed, tensor, step, slot)
+always gives the same noise, whatever the thread count.
+
+Discrete noise (``kind=1``) needs far fewer random bits, so each 32-bit word gives two 16-bit
+fields: with ``K = ⌈n/8⌉``, element ``b0 + r·K + j`` (``0 ≤ r < 8``) takes field ``r mod 2`` (low
+half first) of word ``⌊r/2⌋`` of call ``b0/8 + j``. A field u gives +a if u < 10923, −a if
+10923 ≤ u < 21846, else 0, with a² = 2¹⁶/(2·10923): odd moments vanish, E z² = 1 exactly and
+E z⁴ = a² = 2.99991 (Gaussian: 3; the exact three-point rule ±√3 w.p. 1/6 has 3). This is half
+the Philox work of the 32-bit rule, which is what makes discrete noise nearly free.
+
+Rounding mirrors torch's CPU kernels (``x.add_(y, alpha=s)`` is ``fma(y, s, x)``, coefficients
+are rounded to the tensor dtype first), so with zero noise amplitude the kernel reproduces the
+torch paths bit for bit.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from numba import types
+from numba.extending import overload
+
+from ...program import OpCode
+from .intrinsics import address_as_pointer, fma
+from .philox import GAUSSIAN, box_muller, box_muller_f32, philox4x32
+
+__all__ = ["BLOCK", "DISCRETE_VALUE", "INIT_SLOT", "LM_INIT", "SCALE", "SERIAL_BELOW",
+           "nonfinite_blocks", "run_segment", "run_segment_serial"]
+
+#: Elements per block (a multiple of 4): the unit of the noise layout and of the op loops.
+BLOCK = 2048
+#: Buckets with fewer elements run serially (a parallel launch costs more than the work).
+SERIAL_BELOW = 1 << 16
+#: Noise slot reserved for initial-state draws (the LM noise memory).
+INIT_SLOT = 15
+#: Kernel-only codes: p ← c₀ p (friction and Nosé–Hoover-chain scalings), and R_prev ← R.
+SCALE = 100
+LM_INIT = 101
+
+_DRIFT = int(OpCode.DRIFT)
+_KICK = int(OpCode.KICK)
+_OU = int(OpCode.OU)
+_GRAD_STEP = int(OpCode.GRAD_STEP)
+_WIENER = int(OpCode.WIENER)
+_LM_NOISE = int(OpCode.LM_NOISE)
+_ADD_NOISE = int(OpCode.ADD_NOISE)
+_OU_XI = int(OpCode.OU_XI)
+_MASK32 = np.uint64(0xFFFFFFFF)
+_MASK16 = np.uint64(0xFFFF)
+_SH16 = np.uint64(16)
+#: Discrete noise from 16-bit fields: P(+a) = P(−a) = 10923/2¹⁶, a² = 2¹⁶/(2·10923).
+_P16 = np.uint64(10923)
+_P16X2 = np.uint64(2 * 10923)
+DISCRETE_VALUE = float(np.sqrt(65536.0 / (2.0 * 10923.0)))
+_A64 = np.float64(DISCRETE_VALUE)
+_A32 = np.float32(DISCRETE_VALUE)
+
+
+@nb.njit(inline="always", cache=True, error_model="numpy")
+def _discrete16(u: np.uint64) -> float:
+    """±a with probability 10923/2¹⁶ each, else 0, from a 16-bit field (E z² = 1 exactly)."""
+    return _A64 * (np.float64(u < _P16) - np.float64((u >= _P16) & (u < _P16X2)))
+
+
+@nb.njit(inline="always", cache=True, error_model="numpy")
+def _discrete16_f32(u: np.uint64) -> np.float32:
+    """Float32 version of :func:`_discrete16`."""
+    return _A32 * (np.float32(u < _P16) - np.float32((u >= _P16) & (u < _P16X2)))
+
+
+def _fill_noise(Z, n, call0, stream, draw, key0, key1, kind):  # type: ignore[no-untyped-def]
+    """Write the block's ``n`` normals into ``Z[:n]`` (dtype-specific, see the overload)."""
+    raise NotImplementedError  # pragma: no cover - replaced by the overload inside numba
+
+
+@overload(_fill_noise, inline="always")
+def _fill_noise_impl(Z, n, call0, stream, draw, key0, key1, kind):  # type: ignore[no-untyped-def]
+    single = Z.dtype == types.float32
+    bm = box_muller_f32 if single else box_muller
+    dc = _discrete16_f32 if single else _discrete16
+
+    def impl(Z, n, call0, stream, draw, key0, key1, kind):  # type: ignore[no-untyped-def]
+        K = (n + 3) // 4
+        lo = draw & _MASK32
+        hi = draw >> np.uint64(32)
+        s = np.uint64(stream)
+        if kind == GAUSSIAN:
+            for j in range(K):
+                a, b, c, d = philox4x32(np.uint64(call0 + j) & _MASK32, s, lo, hi, key0, key1)
+                z0, z1 = bm(a, b)
+                z2, z3 = bm(c, d)
+                Z[j] = z0
+                Z[K + j] = z1
+                Z[2 * K + j] = z2
+                Z[3 * K + j] = z3
+        else:
+            K8 = (n + 7) // 8
+            c8 = call0 // 2
+            for j in range(K8):
+                a, b, c, d = philox4x32(np.uint64(c8 + j) & _MASK32, s, lo, hi, key0, key1)
+                Z[j] = dc(a & _MASK16)
+                Z[K8 + j] = dc(a >> _SH16)
+                Z[2 * K8 + j] = dc(b & _MASK16)
+                Z[3 * K8 + j] = dc(b >> _SH16)
+                Z[4 * K8 + j] = dc(c & _MASK16)
+                Z[5 * K8 + j] = dc(c >> _SH16)
+                Z[6 * K8 + j] = dc(d & _MASK16)
+                Z[7 * K8 + j] = dc(d >> _SH16)
+
+    return impl
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _block(  # type: ignore[no-untyped-def]
+    w, like, codes, slots, coef, th_ptr, p_ptr, g_ptr, prev_ptr, numel, stream, work, key0,
+    key1, step, kind, want_k2, k2_out, Z,
+):
+    """Run every op on block ``w`` of the work table (see :func:`run_segment`)."""
+    n_ops = codes.shape[0]
+    ti = work[w, 0]
+    b0 = work[w, 1]
+    nt = numel[ti]
+    n = min(BLOCK, nt - b0)
+    th = nb.carray(address_as_pointer(th_ptr[ti], like), nt)[b0:b0 + n]
+    p = nb.carray(address_as_pointer(p_ptr[ti], like), nt if p_ptr[ti] != 0 else 0)[b0:b0 + n]
+    g = nb.carray(address_as_pointer(g_ptr[ti], like), nt if g_ptr[ti] != 0 else 0)[b0:b0 + n]
+    r = nb.carray(address_as_pointer(prev_ptr[ti], like), nt if prev_ptr[ti] != 0 else 0)[
+        b0:b0 + n]
+    for k in range(n_ops):
+        code = codes[k]
+        c0 = coef[k, ti, 0]
+        c1 = coef[k, ti, 1]
+        if code == _OU or code == _WIENER or code == _LM_NOISE or code == _ADD_NOISE \
+                or code == _OU_XI or code == LM_INIT:  # noqa: SIM109
+            draw = np.uint64(step) * np.uint64(16) + np.uint64(slots[k])
+            _fill_noise(Z, n, b0 // 4, stream[ti], draw, key0, key1, kind)
+        if code == _DRIFT:
+            for e in range(n):
+                th[e] = fma(p[e], c0, th[e])
+        elif code == _KICK:
+            for e in range(n):
+                p[e] = fma(g[e], c0, p[e])
+        elif code == _OU:
+            for e in range(n):
+                p[e] = fma(Z[e], c1, c0 * p[e])
+        elif code == _GRAD_STEP:
+            for e in range(n):
+                th[e] = fma(g[e], c0, th[e])
+        elif code == _WIENER:
+            for e in range(n):
+                th[e] = fma(Z[e], c0, th[e])
+        elif code == _LM_NOISE:
+            for e in range(n):
+                th[e] = fma(r[e] + Z[e], c0, th[e])
+                r[e] = Z[e]
+        elif code == _ADD_NOISE:
+            for e in range(n):
+                p[e] = fma(Z[e], c0, p[e])
+        elif code == _OU_XI:
+            for e in range(n):
+                p[e] = c0 * p[e] + c1 * Z[e]
+        elif code == SCALE:
+            for e in range(n):
+                p[e] = c0 * p[e]
+        elif code == LM_INIT:
+            for e in range(n):
+                r[e] = Z[e]
+    if want_k2:  # Σp² in float64 with 8 independent partial sums (so it vectorizes)
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+        n8 = n - n % 8
+        for e in range(0, n8, 8):
+            v0, v1 = np.float64(p[e]), np.float64(p[e + 1])
+            v2, v3 = np.float64(p[e + 2]), np.float64(p[e + 3])
+            v4, v5 = np.float64(p[e + 4]), np.float64(p[e + 5])
+            v6, v7 = np.float64(p[e + 6]), np.float64(p[e + 7])
+            a0 += v0 * v0
+            a1 += v1 * v1
+            a2 += v2 * v2
+            a3 += v3 * v3
+            a4 += v4 * v4
+            a5 += v5 * v5
+            a6 += v6 * v6
+            a7 += v7 * v7
+        for e in range(n8, n):
+            v = np.float64(p[e])
+            a0 += v * v
+        k2_out[w] = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+
+
+@nb.njit(parallel=True, cache=True, error_model="numpy")
+def run_segment(  # type: ignore[no-untyped-def]
+    like, codes, slots, coef, th_ptr, p_ptr, g_ptr, prev_ptr, numel, stream, work, key0, key1,
+    step, kind, want_k2, k2_out, zbuf,
+):
+    """Run ops ``codes`` over every block listed in ``work``, in parallel over blocks.
+
+    Args:
+        like: A 1-element array of the bucket's dtype (float32 or float64): selects the
+            specialization and the pointee type of the addresses.
+        codes: Op codes (:class:`~dynopt.program.OpCode` values, :data:`SCALE`, :data:`LM_INIT`).
+        slots: Noise slot of each op (used by noise ops only).
+        coef: ``(n_ops, n_tensors, 2)`` coefficients in the bucket's dtype (see the table in
+            :mod:`dynopt.optim.fused`).
+        th_ptr, p_ptr, g_ptr, prev_ptr: Data addresses of parameters, momenta, gradients and LM
+            noise memories (0 where absent), contiguous, one per tensor.
+        numel: Elements per tensor.
+        stream: Philox stream id per tensor.
+        work: ``(n_blocks, 2)`` rows ``(tensor, first element)``.
+        key0, key1: The seed's two 32-bit halves.
+        step: The optimizer step (noise counter).
+        kind: 0 Gaussian, 1 discrete.
+        want_k2: Whether to return Σp² per block (after the last op) in ``k2_out``.
+        k2_out: ``(n_blocks,)`` float64 output.
+        zbuf: ``(n_threads, BLOCK)`` noise workspace in the bucket's dtype.
+    """
+    for w in nb.prange(work.shape[0]):
+        _block(w, like, codes, slots, coef, th_ptr, p_ptr, g_ptr, prev_ptr, numel, stream, work,
+               key0, key1, step, kind, want_k2, k2_out, zbuf[nb.get_thread_id()])
+
+
+@nb.njit(cache=True, error_model="numpy")
+def run_segment_serial(  # type: ignore[no-untyped-def]
+    like, codes, slots, coef, th_ptr, p_ptr, g_ptr, prev_ptr, numel, stream, work, key0, key1,
+    step, kind, want_k2, k2_out, zbuf,
+):
+    """:func:`run_segment` on the calling thread (for small models: no thread wake-up)."""
+    for w in range(work.shape[0]):
+        _block(w, like, codes, slots, coef, th_ptr, p_ptr, g_ptr, prev_ptr, numel, stream, work,
+               key0, key1, step, kind, want_k2, k2_out, zbuf[0])
+
+
+@nb.njit(parallel=True, cache=True, error_model="numpy")
+def nonfinite_blocks(like_bits, exponent, g_ptr, numel, work, out):  # type: ignore[no-untyped-def]
+    """``out[w]`` = number of NaN/inf elements of block ``w`` of the gradients.
+
+    Reads the gradients as unsigned integers of their width (``like_bits``: uint32 for float32,
+    uint64 for float64) and counts elements whose exponent bits (``exponent``) are all set: an
+    integer reduction, which vectorizes (a floating-point one would be sequential).
+    """
+    for w in nb.prange(work.shape[0]):
+        ti = work[w, 0]
+        b0 = work[w, 1]
+        nt = numel[ti]
+        n = min(BLOCK, nt - b0)
+        g = nb.carray(address_as_pointer(g_ptr[ti], like_bits), nt)[b0:b0 + n]
+        bad = 0
+        for e in range(n):
+            bad += (g[e] & exponent) == exponent
+        out[w] = bad

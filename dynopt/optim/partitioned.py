@@ -1,0 +1,448 @@
+r"""Partitioned dynamics: every param group runs its own system, all from one gradient per step.
+
+:class:`Partitioned` is the single implementation behind every Langevin-family optimizer of
+dynopt (:class:`~dynopt.optim.Langevin`, :class:`~dynopt.optim.OverdampedLangevin`,
+:class:`~dynopt.optim.AdaptiveLangevin`, :class:`~dynopt.optim.NoseHoover`,
+:class:`~dynopt.optim.AdLaLa`, :class:`~dynopt.optim.LOL`). Each group names a ``dynamics`` and its
+hyperparameters; :func:`dynopt.optim.dynamics.build` turns them into a system (with the loss as
+the potential) and a splitting scheme, whose *optimizer form* (first-same-as-last rotation,
+:meth:`~dynopt.integrators.base.AbstractIntegrator.optimizer_form`) is lowered with the current
+step size every step and run by :mod:`dynopt.optim.executor`. Sub-flows on disjoint parameters
+commute, so running the groups one after the other is the partitioned integrator of Leimkuhler,
+Matthews & Vlaar (2019) (e.g. AdLaLa = ``[A C D E D C A]`` on layer 1, ``[A O A]`` on the others,
+then one gradient and ``B_h`` on all).
+
+Group keys (defaults in parentheses; every numeric one is validated, ``lr``, ``gamma`` and
+``temperature`` may be schedules ``callable(step) -> value``):
+
+| key | symbol | used by |
+|---|---|---|
+| ``dynamics`` | | ``"langevin"``, ``"overdamped"``, ``"adaptive-langevin"``, ``"nose-hoover"`` |
+| ``lr`` | h | all (step size of the scheme; see each optimizer for the mapping) |
+| ``temperature`` (1e-4) | τ = k_BT | all |
+| ``gamma`` (0.1) | γ | langevin |
+| ``sigma_a`` (0.01), ``eps`` (0.05), ``xi0`` (0.1) | σ_A, ε, ξ₀ | adaptive-langevin |
+| ``tau`` (100·lr), ``thermostat_mass``, ``chain_length`` (1) | τ_NH, Q/N, M | nose-hoover |
+| ``xi0`` (0) | ξ₀ | nose-hoover |
+| ``overdamped_dt`` (``"lr"``) | dt = h or h²/2 | overdamped |
+| ``mass`` (1) | M (scalar) | all with momenta |
+| ``scheme`` (per dynamics) | splitting string or integrator | all |
+| ``scope`` (``"tensor"``) | scope of ξ: ``"tensor"``, ``"group"``, ``"model"`` | thermostats |
+| ``foreach``, ``fused``, ``maximize``, ``differentiable`` | torch flags | all |
+
+Thermostat scope. ξ (and η, the chain) is one scalar per parameter tensor (``"tensor"``, the
+authors' choice), per group, or shared by every ``scope="model"`` group (which must then have
+identical dynamics and hyperparameters). N, the number of degrees of freedom in
+ξ̇ = ε(pᵀM⁻¹p − Nτ), is the number of elements in the scope that take part in the step (tensors
+without a gradient are skipped). Per-tensor variables live in ``state[p]["extras"]``, the others
+in ``global_state["extras"]``; all are float64 and saved in ``state_dict()``.
+
+Initial state. Momenta start at zero (the authors' convention; the first step opens with the
+half kick B_{h/2}), ξ at ξ₀, the LM noise memory with fresh normals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from .._validation import check_choice
+from . import fused as fz
+from .base import DynamicsOptimizer
+from .dynamics import Spec, build, checks, validate_group
+from .executor import Bucket, Context, Slot, Thermostats, draw_views, execute
+
+__all__ = ["Partitioned"]
+
+_LOW = (torch.bfloat16, torch.float16)
+_NAMES = {d: tuple(checks(d)) for d in ("langevin", "overdamped", "adaptive-langevin",
+                                        "nose-hoover")}
+#: Models with at least this many gradient elements use the fused finite check.
+_FAST_CHECK_ABOVE = 1 << 20
+#: Keys whose per-tensor values are independent of the parameter dtype (kept on load).
+_OWN_DTYPE = ("extras", "momentum_buffer", "noise_prev")
+
+
+class Partitioned(DynamicsOptimizer):
+    r"""Each param group runs its own dynamics (see the module docstring for the group keys).
+
+    Example:
+        >>> import torch
+        >>> from dynopt.optim import Partitioned
+        >>> model = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(),
+        ...                             torch.nn.Linear(8, 1))
+        >>> opt = Partitioned([
+        ...     {"params": model[0].parameters(), "dynamics": "adaptive-langevin"},
+        ...     {"params": model[2].parameters(), "dynamics": "langevin", "gamma": 1.0},
+        ... ], lr=0.1, temperature=1e-4, seed=0)
+
+    Args:
+        params: Param groups; a group without ``"dynamics"`` gets ``dynamics``.
+        lr: Step size h (see :mod:`dynopt.optim.dynamics` for each dynamics' mapping).
+        dynamics: Default dynamics of groups that do not name one.
+        temperature, gamma, sigma_a, eps, xi0, tau, thermostat_mass, chain_length, n_substeps,
+            sy_order, overdamped_dt, mass, scheme, scope: Default group hyperparameters.
+        seed: Seed of the optimizer's noise (shared by all DDP ranks; fresh if None).
+        noise: ``"gaussian"`` (default) or ``"discrete"`` (±√3-type three-point variable:
+            cheaper, same moments up to order 3 and (almost) 5).
+        foreach: None (default path), True (foreach), False (single-tensor reference).
+        fused: None (default), True (require the fused CPU path), False (never fuse).
+        maximize: Maximize the objective (the gradient is negated).
+        differentiable: Run the single-tensor path under autograd.
+        nonfinite: ``"raise"`` (default), ``"skip"`` or ``"ignore"`` NaN/inf gradients.
+    """
+
+    schedulable: ClassVar[tuple[str, ...]] = ("lr", "gamma", "temperature")
+    #: Set by single-dynamics subclasses: every group must run this dynamics.
+    only_dynamics: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | Tensor | Callable[[int], float] = 0.25,
+        *,
+        dynamics: str | None = None,
+        temperature: float | Callable[[int], float] = 1e-4,
+        gamma: float | Callable[[int], float] = 0.1,
+        sigma_a: float = 0.01,
+        eps: float = 0.05,
+        xi0: float | None = None,
+        tau: float | None = None,
+        thermostat_mass: float | None = None,
+        chain_length: int = 1,
+        n_substeps: int = 1,
+        sy_order: int = 3,
+        overdamped_dt: str = "lr",
+        mass: float = 1.0,
+        scheme: Any = None,
+        scope: str = "tensor",
+        seed: int | None = None,
+        noise: str = "gaussian",
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+        nonfinite: str = "raise",
+    ) -> None:
+        self.noise = check_choice("noise", noise, ("gaussian", "discrete"))
+        self._spec_cache: dict[Any, Spec] = {}
+        self._fused_runner: Any = None
+        self._streams: dict[int, int] | None = None
+        defaults = dict(lr=lr, dynamics=dynamics, temperature=temperature, gamma=gamma,
+                        sigma_a=sigma_a, eps=eps, xi0=xi0, tau=tau,
+                        thermostat_mass=thermostat_mass, chain_length=chain_length,
+                        n_substeps=n_substeps, sy_order=sy_order, overdamped_dt=overdamped_dt,
+                        mass=mass, scheme=scheme, scope=scope, foreach=foreach, fused=fused,
+                        maximize=maximize, differentiable=differentiable)
+        super().__init__(params, defaults, seed=seed, nonfinite=nonfinite)
+
+    # --- groups ------------------------------------------------------------------------------
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        self._streams = None
+        super().add_param_group(param_group)
+
+    def _validate_group(self, group: dict[str, Any], index: int) -> None:
+        super()._validate_group(group, index)
+        if group.get("dynamics") is None:
+            raise ValueError(f"param group {index} has no 'dynamics'; choose one of "
+                             "'langevin', 'overdamped', 'adaptive-langevin', 'nose-hoover'")
+        if self.only_dynamics is not None and group["dynamics"] != self.only_dynamics:
+            raise ValueError(f"{type(self).__name__} runs dynamics={self.only_dynamics!r} only "
+                             f"(param group {index} asks for {group['dynamics']!r}); use "
+                             "dynopt.optim.Partitioned to mix dynamics")
+        try:
+            validate_group(group, lambda name, fn: self._check_hyper(group, index, name, fn))
+        except ValueError as err:
+            msg = str(err)
+            raise ValueError(msg if "param group" in msg else f"{msg} (param group {index})"
+                             ) from None
+        if group.get("fused") not in (None, True, False):
+            raise TypeError(f"fused must be None or a bool, got {group['fused']!r}")
+        if group.get("fused") and (group.get("foreach") or group.get("differentiable")):
+            raise ValueError("fused=True cannot be combined with foreach=True or "
+                             f"differentiable=True (param group {index})")
+        self._spec(group)  # surfaces scheme errors now
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("fused", None)
+            group.setdefault("scope", "tensor")
+
+    def _value(self, group: dict[str, Any], name: str) -> Any:
+        fn = checks(group["dynamics"]).get(name)
+        return self.hyper(group, name, fn)
+
+    def _spec(self, group: dict[str, Any]) -> Spec:
+        """The group's system, scheme and lowered ops at the current hyperparameter values
+        (cached: plain numbers are looked up as they are, schedules and tensors evaluated)."""
+        dyn = group["dynamics"]
+        names = _NAMES[dyn]
+        raw = tuple(group.get(n) for n in names)
+        if all(v is None or type(v) in (float, int) for v in raw):
+            values = raw
+        else:
+            values = tuple(None if v is None else self._value(group, n)
+                           for n, v in zip(names, raw, strict=True))
+        key = (dyn, values, group.get("scheme"), group.get("chain_length"),
+               group.get("n_substeps"), group.get("sy_order"), group.get("overdamped_dt"))
+        spec = self._spec_cache.get(key)
+        if spec is None:
+            if values is raw:  # validate plain values once, when first seen
+                values = tuple(None if v is None else self._value(group, n)
+                               for n, v in zip(names, raw, strict=True))
+            current = dict(zip(names, values, strict=True))
+            spec = build(group, lambda n: current[n])
+            if len(self._spec_cache) > 256:
+                self._spec_cache.clear()
+            self._spec_cache[key] = spec
+        return spec
+
+    def _stream_ids(self) -> dict[int, int]:
+        if self._streams is None:
+            ids: dict[int, int] = {}
+            for group in self.param_groups:
+                for p in group["params"]:
+                    ids[id(p)] = len(ids)
+            self._streams = ids
+        return self._streams
+
+    # --- the step ----------------------------------------------------------------------------
+    def _update(self, loss: Any = None, **kwargs: Any) -> None:
+        streams = self._stream_ids()
+        model_unit: list[Any] | None = None
+        units: list[list[Any]] = []
+        for gi, group in enumerate(self.param_groups):
+            params, grads = self.params_with_grad(group)
+            if not params:
+                continue
+            spec = self._spec(group)
+            scope = group["scope"] if spec.n_extras else "tensor"
+            members = [(p, g, streams[id(p)]) for p, g in zip(params, grads, strict=True)]
+            if scope == "model":
+                if model_unit is None:
+                    model_unit = [spec, group, members, "model", "model"]
+                    units.append(model_unit)
+                else:
+                    ref = model_unit[0]
+                    if (spec.first, spec.steady, spec.mass) != (ref.first, ref.steady, ref.mass):
+                        raise ValueError(
+                            f"scope='model' shares one thermostat across param groups, so they "
+                            f"need identical dynamics and hyperparameters; param group {gi} "
+                            "differs from the first such group")
+                    model_unit[2] = model_unit[2] + members
+            else:
+                units.append([spec, group, members, scope, f"group{gi}"])
+        for spec, group, members, scope, key in units:
+            fresh = [m for m in members if "step" not in self.state[m[0]]]
+            running = [m for m in members if "step" in self.state[m[0]]]
+            if fresh:
+                self._run_cohort(spec, group, fresh, scope, key, first=True)
+            if running:
+                self._run_cohort(spec, group, running, scope, key, first=False)
+
+    def _context(self, spec: Spec) -> Context:
+        return Context(generator=self.generator, seed=self.seed,
+                       step=int(self.global_state["step"]), noise=self.noise,
+                       minv=1.0 / spec.mass, sqrtm=math.sqrt(spec.mass),
+                       fused=self._fused_runner)
+
+    def _run_cohort(self, spec: Spec, group: dict[str, Any], members: list[Any], scope: str,
+                    key: str, *, first: bool) -> None:
+        slots = [Slot(param=p, grad=g, state=self.state[p], stream=s) for p, g, s in members]
+        thermo = self._thermostats(spec, slots, scope, key)
+        buckets = self._buckets(spec, group, slots)
+        ctx = self._context(spec)
+        if first:
+            self._init_state(spec, slots, buckets, ctx)
+        execute(spec.first_segments if first else spec.steady_segments, slots, thermo, buckets,
+                ctx)
+        for s in slots:
+            s.state["step"] += 1
+
+    def _thermostats(self, spec: Spec, slots: list[Slot], scope: str, key: str
+                     ) -> Thermostats | None:
+        """The cohort's thermostat variables, stacked (created at ξ₀ on first use)."""
+        if not spec.n_extras:
+            return None
+        if scope == "tensor":
+            targets = []
+            for i, s in enumerate(slots):
+                x = s.state.get("extras")
+                if x is None:
+                    x = torch.tensor(spec.initial_extras, dtype=_extras_dtype(s.param),
+                                     device=s.param.device)
+                    s.state["extras"] = x
+                s.holder = i
+                targets.append(x)
+            counts = [float(s.param.numel()) for s in slots]
+        else:
+            store = self.global_state.setdefault("extras", {})
+            x = store.get(key)
+            dev = slots[0].param.device
+            if x is None:
+                x = torch.tensor(spec.initial_extras, dtype=_extras_dtype(slots[0].param),
+                                 device=dev)
+                store[key] = x
+            elif x.device != dev:
+                x = x.to(dev)
+                store[key] = x
+            for s in slots:
+                s.holder = 0
+            targets = [x]
+            counts = [float(sum(s.param.numel() for s in slots))]
+        stacked = torch.stack(targets) if len(targets) > 1 else targets[0].unsqueeze(0).clone()
+        return Thermostats(x=stacked, holder=torch.tensor([s.holder for s in slots],
+                                                          device=stacked.device),
+                           n=torch.tensor(counts, dtype=stacked.dtype, device=stacked.device),
+                           targets=targets)
+
+    def _path(self, group: dict[str, Any], tensors: list[Tensor]) -> str:
+        if group.get("differentiable") or (group.get("foreach") is False
+                                           and not group.get("fused")):
+            return "single"
+        if group.get("fused"):
+            if not fz.eligible(tensors):
+                raise ValueError("fused=True needs contiguous float32/float64 CPU parameters")
+            return "fused"
+        if group.get("foreach"):
+            return "foreach"
+        if group.get("fused") is None and fz.eligible(tensors) and fz.available():
+            return "fused"
+        return "foreach"
+
+    def _buckets(self, spec: Spec, group: dict[str, Any], slots: list[Slot]) -> list[Bucket]:
+        by_key: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+        for i, s in enumerate(slots):
+            by_key.setdefault((s.param.device, s.param.dtype), []).append(i)
+        out = []
+        for (dev, dt), idx in by_key.items():
+            params = [slots[i].param for i in idx]
+            b = Bucket(device=dev, dtype=dt, path=self._path(group, params), idx=idx,
+                       streams=[slots[i].stream for i in idx])
+            if b.path == "fused" and self._fused_runner is None:
+                from .fused import FusedRunner
+
+                self._fused_runner = FusedRunner()
+            low = dt in _LOW
+            for i in idx:
+                s = slots[i]
+                g = s.grad
+                if low:
+                    b.theta.append(s.param.float())
+                    g = g.float()
+                else:
+                    b.theta.append(s.param)
+                    if b.path == "fused" and not g.is_contiguous():
+                        g = g.contiguous()
+                b.grad.append(g)
+                if spec.has_momentum and "momentum_buffer" in s.state:
+                    b.mom.append(s.state["momentum_buffer"])
+                if spec.needs_prev and "noise_prev" in s.state:
+                    b.prev.append(s.state["noise_prev"])
+            out.append(b)
+        return out
+
+    def _init_state(self, spec: Spec, slots: list[Slot], buckets: list[Bucket],
+                    ctx: Context) -> None:
+        """Zero momenta and fresh LM noise memories for tensors taking their first step."""
+        for b in buckets:
+            cd = b.compute_dtype
+            for i in b.idx:
+                s = slots[i]
+                s.state["step"] = 0
+                if spec.has_momentum:
+                    s.state["momentum_buffer"] = torch.zeros_like(
+                        s.param, dtype=cd, memory_format=torch.contiguous_format)
+                    b.mom.append(s.state["momentum_buffer"])
+            if spec.needs_prev:
+                if b.path == "fused":
+                    for i in b.idx:
+                        slots[i].state["noise_prev"] = torch.zeros_like(
+                            slots[i].param, memory_format=torch.contiguous_format)
+                    b.prev.extend(slots[i].state["noise_prev"] for i in b.idx)
+                    ctx.fused = self._fused_runner
+                    self._fused_runner.init_prev(b, ctx)
+                else:
+                    for i, z in zip(b.idx, draw_views(b, ctx), strict=True):
+                        slots[i].state["noise_prev"] = z.clone(
+                            memory_format=torch.contiguous_format)
+                    b.prev.extend(slots[i].state["noise_prev"] for i in b.idx)
+
+    def _gradients_finite(self) -> bool:
+        """The base class's check, with a fast path for large CPU models on the fused path: one
+        parallel numba read of the gradients confirms that all are finite; anything else
+        (non-finite values, sparse or non-CPU gradients, small models) goes to the base check,
+        which raises or skips exactly as documented there."""
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if (grads and self._fused_runner is not None
+                and sum(g.numel() for g in grads) >= _FAST_CHECK_ABOVE):
+            by_dtype: dict[torch.dtype, list[Tensor]] = {}
+            for g in grads:
+                if g.is_sparse or not fz.eligible([g]):
+                    return super()._gradients_finite()
+                by_dtype.setdefault(g.dtype, []).append(g)
+            if all(self._fused_runner.all_finite(gs) for gs in by_dtype.values()):
+                return True
+        return super()._gradients_finite()
+
+    # --- diagnostics -------------------------------------------------------------------------
+    @torch.no_grad()
+    def diagnostics(self, host: bool = False) -> list[dict[str, Any]]:
+        """Live per-group diagnostics, computed on the device (no host sync unless ``host``).
+
+        Returns one dict per group: ``group``, ``dynamics``, ``step``, ``lr``, ``temperature``
+        (the target τ), ``kinetic_temperature`` (Σp²/(M N) over the group's tensors with
+        momenta; None for overdamped groups or before the first step) and ``xi`` (the thermostat
+        ξ, or v₁ for a chain: the scope's value, the mean over tensors for ``scope="tensor"``;
+        None without a thermostat). With ``host=True`` tensors are converted to floats.
+        """
+        out = []
+        for gi, group in enumerate(self.param_groups):
+            spec = self._spec(group)
+            moms = [self.state[p]["momentum_buffer"] for p in group["params"]
+                    if "momentum_buffer" in self.state.get(p, {})]
+            t_kin: Any = None
+            if moms:
+                k2 = torch.stack([m.double().square().sum().to(moms[0].device) for m in moms])
+                t_kin = k2.sum() / (spec.mass * sum(m.numel() for m in moms))
+            xi: Any = None
+            if spec.n_extras:
+                if group["scope"] == "tensor":
+                    xs = [self.state[p]["extras"][0] for p in group["params"]
+                          if "extras" in self.state.get(p, {})]
+                    xi = torch.stack([x.to(xs[0].device) for x in xs]).mean() if xs else None
+                else:
+                    key = "model" if group["scope"] == "model" else f"group{gi}"
+                    x = self.global_state.get("extras", {}).get(key)
+                    xi = x[0] if x is not None else None
+            d = {"group": gi, "dynamics": group["dynamics"], "step": self.step_count,
+                 "lr": self._value(group, "lr"), "temperature": self._value(group, "temperature"),
+                 "kinetic_temperature": t_kin, "xi": xi}
+            if host:
+                d = {k: (float(v) if isinstance(v, Tensor) else v) for k, v in d.items()}
+            out.append(d)
+        return out
+
+    # --- state dict --------------------------------------------------------------------------
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As torch's, but per-tensor thermostat variables and float32 momenta of low-precision
+        parameters keep their saved dtype (torch would cast them to the parameter's)."""
+        saved = state_dict.get("state", {})
+        super().load_state_dict(state_dict)
+        self._streams = None
+        for sg, group in zip(state_dict["param_groups"], self.param_groups, strict=False):
+            for pid, p in zip(sg["params"], group["params"], strict=False):
+                entry = saved.get(pid, {})
+                for k in _OWN_DTYPE:
+                    v = entry.get(k)
+                    if isinstance(v, Tensor) and self.state[p][k].dtype != v.dtype:
+                        self.state[p][k] = v.to(device=p.device, copy=True)
+
+
+def _extras_dtype(p: Tensor) -> torch.dtype:
+    return torch.float32 if p.device.type == "mps" else torch.float64
