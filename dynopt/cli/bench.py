@@ -44,10 +44,11 @@ def run(args: argparse.Namespace) -> int:
             return 2
         argv = [name] + (["--quick"] if args.quick else []) + (
             ["--update-docs"] if args.update_docs else [])
-        old = sys.argv
+        old_argv, old_path = sys.argv, list(sys.path)
         sys.argv = argv
+        sys.path.insert(0, str(benchmarks_dir()))  # the scripts import their _common helpers
         try:
             runpy.run_path(str(benchmarks_dir() / f"{name}.py"), run_name="__main__")
         finally:
-            sys.argv = old
+            sys.argv, sys.path[:] = old_argv, old_path
     return 0

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from .._validation import check_choice, check_int
 from ..errors import DivergenceError
+from .finite import all_finite
 
 __all__ = ["SCHEDULE", "DynamicsOptimizer", "Hyper"]
 
@@ -240,9 +241,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                                          f"gradients (param group {gi}, parameter {pi})")
                     buckets.setdefault((p.grad.device, p.grad.dtype), []).append((gi, pi, p.grad))
         for items in buckets.values():
-            grads = [g for _, _, g in items]
-            norms = torch._foreach_norm(grads)
-            if bool(torch.isfinite(torch.stack(norms)).all()):
+            if all_finite([g for _, _, g in items]):
                 continue
             if self.nonfinite == "skip":
                 return False

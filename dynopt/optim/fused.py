@@ -159,19 +159,6 @@ class FusedRunner:
                     coef[r, :, 1] = (co[2] * ctx.sqrtm).cpu().numpy()[holder]
         return self._call(b, codes, slot_arr, coef, ctx, need_k2)
 
-    def all_finite(self, grads: list[Tensor]) -> bool:
-        """Whether every element of these gradients (CPU, contiguous, one float dtype) is
-        finite: one parallel read pass, faster than ``torch._foreach_norm`` for large models."""
-        single = grads[0].dtype == torch.float32
-        bits = np.zeros(1, dtype=np.uint32 if single else np.uint64)
-        exponent = np.uint32(0x7F800000) if single else np.uint64(0x7FF0000000000000)
-        numel, _, work, _, _ = self._layout(list(range(len(grads))), [g.numel() for g in grads])
-        out = np.empty(work.shape[0], dtype=np.int64)
-        self._k.nonfinite_blocks(bits, exponent,
-                                 np.array([g.data_ptr() for g in grads], dtype=np.int64), numel,
-                                 work, out)
-        return not out.any()
-
     def init_prev(self, b: Bucket, ctx: Context) -> None:
         """Fill the LM noise memories of bucket ``b`` with normals (slot ``INIT_SLOT``)."""
         k = self._k

@@ -61,8 +61,6 @@ __all__ = ["Partitioned"]
 _LOW = (torch.bfloat16, torch.float16)
 _NAMES = {d: tuple(checks(d)) for d in ("langevin", "overdamped", "adaptive-langevin",
                                         "nose-hoover")}
-#: Models with at least this many gradient elements use the fused finite check.
-_FAST_CHECK_ABOVE = 1 << 20
 #: Keys whose per-tensor values are independent of the parameter dtype (kept on load).
 _OWN_DTYPE = ("extras", "momentum_buffer", "noise_prev")
 
@@ -372,23 +370,6 @@ class Partitioned(DynamicsOptimizer):
                         slots[i].state["noise_prev"] = z.clone(
                             memory_format=torch.contiguous_format)
                     b.prev.extend(slots[i].state["noise_prev"] for i in b.idx)
-
-    def _gradients_finite(self) -> bool:
-        """The base class's check, with a fast path for large CPU models on the fused path: one
-        parallel numba read of the gradients confirms that all are finite; anything else
-        (non-finite values, sparse or non-CPU gradients, small models) goes to the base check,
-        which raises or skips exactly as documented there."""
-        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-        if (grads and self._fused_runner is not None
-                and sum(g.numel() for g in grads) >= _FAST_CHECK_ABOVE):
-            by_dtype: dict[torch.dtype, list[Tensor]] = {}
-            for g in grads:
-                if g.is_sparse or not fz.eligible([g]):
-                    return super()._gradients_finite()
-                by_dtype.setdefault(g.dtype, []).append(g)
-            if all(self._fused_runner.all_finite(gs) for gs in by_dtype.values()):
-                return True
-        return super()._gradients_finite()
 
     # --- diagnostics -------------------------------------------------------------------------
     @torch.no_grad()
