@@ -148,11 +148,11 @@ def main() -> None:
             "the foreach and single paths draw one parameter-sized flat noise buffer per O step "
             "(the foreach path also keeps torch's foreach temporaries). The default "
             "nonfinite='raise' checks that every gradient is finite before anything is updated "
-            "(one extra read of the gradients: a parallel integer scan of the exponent bits on "
-            "the fused path for models above 2²⁰ elements, torch._foreach_norm otherwise); the "
-            "nonfinite='ignore' rows show the step without that check. The machine is shared, "
-            "so single numbers can be noisy (SGD-momentum itself varies between ~4.7 and "
-            "~8 ms from run to run here).\n")
+            "(one extra read of the gradients, dynopt.optim.finite: a parallel integer scan of "
+            "the exponent bits for CPU models above 2¹⁸ elements, torch._foreach_norm "
+            "otherwise); the nonfinite='ignore' rows show the step without that check. "
+            "SGD-momentum itself varies between ~5 and ~8 ms from run to run on this machine, "
+            "so compare ratios within one run.\n")
         update_section(ROOT / "docs" / "benchmarks.md", "langevin-step", body)
         print("updated docs/benchmarks.md section 'langevin-step'")
 
