@@ -5,9 +5,11 @@
 * :func:`dynopt.integrate`: many chains, many steps, recorded for studies.
 * :mod:`dynopt.diagnostics`: energy drift, temperatures, ACF / ESS / R-hat, Gibbs histograms.
 * :mod:`dynopt.optim`: the same schemes as ``torch.optim.Optimizer`` objects.
+* :mod:`dynopt.events`: triggers and actions (e.g. braking when a loss goal is reached).
+* :mod:`dynopt.surfing`: continuation over network snapshots.
 """
 
-from . import diagnostics, integrators, potentials, systems
+from . import diagnostics, events, integrators, optim, potentials, surfing, systems
 from .errors import DivergenceError
 from .integrate import integrate
 from .stepping import State
@@ -15,5 +17,5 @@ from .trajectory import Trajectory
 
 __version__ = "0.1.0"
 
-__all__ = ["DivergenceError", "State", "Trajectory", "__version__", "diagnostics", "integrate",
-           "integrators", "potentials", "systems"]
+__all__ = ["DivergenceError", "State", "Trajectory", "__version__", "diagnostics", "events",
+           "integrate", "integrators", "optim", "potentials", "surfing", "systems"]
