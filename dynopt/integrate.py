@@ -92,6 +92,8 @@ def integrate(
     h = check_positive("h", h)
     n_steps = check_int("n_steps", n_steps, minimum=0)
     record_every = check_int("record_every", record_every, minimum=1)
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"progress must be None or a bool, got {progress!r}")
     if state is None:
         state = init(system, integ, q0, backend=backend, seed=seed, p0=p0, n_chains=n_chains,
                      noise=noise, dtype=dtype, device=device)

@@ -73,6 +73,7 @@ def test_nose_hoover_trajectory_reports_its_invariant():
         ({"integrator": "BXB"}, ValueError, r"unknown letter\(s\) \['X'\]"),
         ({"integrator": "BACAB"}, ValueError, r"letter\(s\) \['C'\] that Langevin does not offer"),
         ({"dtype": "float32"}, ValueError, "backend='numba' runs in float64"),
+        ({"progress": "yes"}, TypeError, "progress must be None or a bool"),
     ],
 )
 def test_bad_input_names_the_parameter(kwargs, exc, message):
