@@ -22,6 +22,7 @@ Subclasses implement ``_update(loss)`` and extend ``_validate_group``.
 
 from __future__ import annotations
 
+import math
 import numbers
 import secrets
 from collections.abc import Callable, Iterable
@@ -32,12 +33,10 @@ from torch import Tensor
 
 from .._validation import check_choice, check_int
 from ..errors import DivergenceError
+from .checkpoint import SCHEDULE, Key
 from .finite import all_finite
 
 __all__ = ["SCHEDULE", "DynamicsOptimizer", "Hyper"]
-
-#: Placeholder stored in ``state_dict()`` for a hyperparameter given as a schedule callable.
-SCHEDULE = "<schedule>"
 
 Hyper = float | Tensor | Callable[[int], float]
 Check = Callable[[str, Any], float]
@@ -129,17 +128,33 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             raise type(err)(f"{err} (param group {index})") from None
 
     def hyper(self, group: dict[str, Any], name: str, check: Check | None = None) -> float:
-        """The current value of hyperparameter ``name``: schedules are evaluated at the current
-        step (and validated with ``check``), tensors converted to float."""
+        """The current value of hyperparameter ``name``, validated where it is used.
+
+        Schedules are evaluated at the current step, tensors converted to float, and the value
+        is checked with ``check`` (``lr``: > 0 if no check is given) every time, so a value set
+        after construction (``group["lr"] = nan``, a scheduler going negative) raises
+        ``ValueError`` naming the group, the key, the value and the step instead of corrupting
+        the state.
+        """
         value = group[name]
-        if callable(value) and not isinstance(value, Tensor):
+        scheduled = callable(value) and not isinstance(value, Tensor)
+        if scheduled:
             value = value(self.global_state["step"])
-            if check is not None:
-                return check(f"{name} (schedule value at step {self.global_state['step']})", value)
-        if isinstance(value, Tensor):
+        if isinstance(value, Tensor) and value.numel() == 1:
             value = value.item()
-        if not isinstance(value, numbers.Real) or isinstance(value, bool):
-            raise TypeError(f"{name} must be a real number, got {value!r}")
+        if check is None and name == "lr":
+            from .._validation import check_positive as check
+        step = self.global_state["step"]
+        label = f"{name} (schedule value at step {step})" if scheduled else name
+        try:
+            if check is not None:
+                return float(check(label, value))
+            if not isinstance(value, numbers.Real) or isinstance(value, bool):
+                raise TypeError(f"{label} must be a real number, got {value!r}")
+        except (ValueError, TypeError) as err:
+            index = next((i for i, g in enumerate(self.param_groups) if g is group), "?")
+            raise type(err)(f"{err} (param group {index}; {type(self).__name__} step "
+                            f"{step + 1})") from None
         return float(value)
 
     @property
@@ -169,6 +184,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                 if callable(v) and not isinstance(v, Tensor):
                     g[k] = SCHEDULE
         sd["dynopt"] = {
+            "optimizer": type(self).__name__,
             "seed": self.seed,
             "global": _detach_tree(self.global_state),
             "generators": {k: g.get_state() for k, g in self._generators.items()},
@@ -176,28 +192,29 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        extra = state_dict.pop("dynopt", None)
-        groups = []
-        for saved, current in zip(state_dict["param_groups"], self.param_groups, strict=False):
-            saved = dict(saved)
-            for k, v in saved.items():
-                if isinstance(v, str) and v == SCHEDULE:
-                    if not callable(current.get(k)):
-                        raise ValueError(f"the checkpoint's {k} was a schedule; construct the "
-                                         f"optimizer with the same schedule before loading")
-                    saved[k] = current[k]
-            groups.append(saved)
-        state_dict["param_groups"] = groups
-        super().load_state_dict(state_dict)
-        if extra is not None:
-            self.seed = int(extra["seed"])
-            self.global_state = dict(extra["global"])
-            self._generators = {}
-            for key, st in extra["generators"].items():
-                gen = torch.Generator(device=key)
-                gen.set_state(st.cpu() if isinstance(st, Tensor) else st)
-                self._generators[key] = gen
+        """Load a checkpoint saved by :meth:`state_dict`, validating all of it first.
+
+        Raises:
+            ValueError, TypeError: If anything in ``state_dict`` does not fit this optimizer
+                (see :mod:`dynopt.optim.checkpoint`); the optimizer is then left unchanged.
+        """
+        from .checkpoint import validate
+
+        groups, glob, generators, seed = validate(self, state_dict)
+        torch_sd = {k: v for k, v in state_dict.items() if k != "dynopt"}
+        torch_sd["param_groups"] = groups
+        super().load_state_dict(torch_sd)
+        self.seed = seed
+        self.global_state = dict(glob)
+        self._generators = generators
+
+    def _state_schema(self, group: dict[str, Any]) -> dict[str, Key] | None:
+        """What ``state[p]`` may hold for a parameter of ``group`` (None: not checked)."""
+        return None
+
+    def _validate_global_state(self, glob: dict[str, Any], groups: list[dict[str, Any]]
+                               ) -> None:
+        """Check a checkpoint's optimizer-level state (raise ValueError); subclasses extend."""
 
     # --- stepping ----------------------------------------------------------------------------
     def _step_impl(self, closure: Callable[[], Any] | None, **kwargs: Any) -> Any:
@@ -205,14 +222,70 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if self.nonfinite != "ignore" and not self._gradients_finite():
-            # only reached with nonfinite="skip"; "raise" raised inside the check
+        if self.nonfinite == "ignore":
+            self._update(loss=loss, **kwargs)
+            self.global_state["step"] += 1
+            return loss
+        # "raise"/"skip": gradients and loss first, then the update, undone if its result is
+        # not finite or it raised (dynopt.optim.rollback)
+        if not self._gradients_finite() or not self._loss_finite(loss, kwargs):
             self.global_state["skipped"] += 1
             self.global_state["step"] += 1
             return loss
-        self._update(loss=loss, **kwargs)
+        if self._checks_own_result:
+            self._update(loss=loss, **kwargs)
+            self.global_state["step"] += 1
+            return loss
+        from .rollback import Snapshot
+
+        snap = Snapshot(self, self.__dict__.setdefault("_rollback_buffers", []))
+        try:
+            self._update(loss=loss, **kwargs)
+        except BaseException:
+            snap.restore(self)
+            raise
+        bad = snap.first_nonfinite(self)
+        if bad is not None:
+            snap.restore(self)
+            if self.nonfinite == "skip":
+                self.global_state["skipped"] += 1
+                self.global_state["step"] += 1
+                return loss
+            gi, pi, what = bad
+            step = self.global_state["step"] + 1
+            at = (f"{what}" if gi < 0 else
+                  f"param group {gi}, parameter {pi} ({what})")
+            raise DivergenceError(
+                f"{type(self).__name__}: step {step} would write a non-finite value into the "
+                f"{at}; the step was undone: no parameter or optimizer state was changed. Lower "
+                "lr (or check the loss and hyperparameters), or use nonfinite='skip' to skip "
+                "such steps.", step=step, chain=max(pi, 0))
         self.global_state["step"] += 1
         return loss
+
+    #: True for optimizers that check their own result before committing it (DDPNOpt).
+    _checks_own_result: ClassVar[bool] = False
+
+    def _loss_finite(self, loss: Any, kwargs: dict[str, Any]) -> bool:
+        """Whether the loss the update will use is finite (raise under ``"raise"``); the base
+        class does not use the loss, subclasses that do override :meth:`_used_loss`."""
+        used = self._used_loss(loss, kwargs)
+        if used is None:
+            return True
+        value = float(used.detach().reshape(()) if isinstance(used, Tensor) else used)
+        if math.isfinite(value):
+            return True
+        if self.nonfinite == "skip":
+            return False
+        step = self.global_state["step"] + 1
+        raise DivergenceError(
+            f"{type(self).__name__}: non-finite loss {value} at step {step}; no parameter or "
+            "optimizer state was changed. Lower lr or use nonfinite='skip' to skip such steps.",
+            step=step)
+
+    def _used_loss(self, loss: Any, kwargs: dict[str, Any]) -> Any:
+        """The loss value the update will read (None if it reads none)."""
+        return None
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:  # type: ignore[override]
@@ -245,7 +318,8 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                 continue
             if self.nonfinite == "skip":
                 return False
-            gi, pi = next((gi, pi) for gi, pi, g in items if not bool(torch.isfinite(g).all()))
+            gi, pi = next(((gi, pi) for gi, pi, g in items if not bool(torch.isfinite(g).all())),
+                          (items[0][0], items[0][1]))
             step = self.global_state["step"] + 1
             raise DivergenceError(
                 f"{type(self).__name__}: non-finite gradient at step {step} in param group {gi}, "

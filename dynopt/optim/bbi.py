@@ -86,6 +86,7 @@ class BBI(EventfulOptimizer):
 
     supported_actions = (Bounce, Stop)
     needs_loss = True
+    extras_keys = {"bbi": BBI_EXTRAS}
 
     def __init__(
         self,

@@ -138,6 +138,9 @@ class DDPNOpt(DynamicsOptimizer):
         track: Record per-layer diagnostics of the last step in ``last_info``.
     """
 
+    #: The update computes the new parameters, checks them, then commits (see _update).
+    _checks_own_result = True
+
     def __init__(
         self,
         model: nn.Module,

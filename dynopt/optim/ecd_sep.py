@@ -81,6 +81,7 @@ class ECDSep(EventfulOptimizer):
 
     supported_actions = (Stop,)
     needs_loss = True
+    extras_keys = {"ecd": ECD_EXTRAS}
 
     def __init__(
         self,

@@ -13,6 +13,7 @@ from ..events.engine import EventLog
 from ..events.triggers import Trigger
 from ._events import OptimizerEvents, as_scalar
 from .base import DynamicsOptimizer
+from .checkpoint import Key, check_scalar_tensor
 
 __all__ = ["EventfulOptimizer", "Participants"]
 
@@ -90,6 +91,42 @@ class EventfulOptimizer(DynamicsOptimizer):
         if self.stopped:
             return
         self._step(loss, self.participants())
+
+    def _used_loss(self, loss: Any, kwargs: dict[str, Any]) -> Any:
+        if not (self.needs_loss or self._events.needs("loss")):
+            return None
+        from ._paths import resolve_loss
+
+        return resolve_loss(loss, kwargs.get("given_loss"), type(self).__name__, True)
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def _state_schema(self, group: dict[str, Any]) -> dict[str, Key]:
+        return {"momentum": Key("param")}
+
+    def _validate_global_state(self, glob: dict[str, Any], groups: list[dict[str, Any]]
+                               ) -> None:
+        if "ps2" in glob:
+            check_scalar_tensor(glob["ps2"], "dynopt['global']['ps2']")
+            if float(glob["ps2"]) < 0:
+                raise ValueError("cannot load the checkpoint: dynopt['global']['ps2'] must be "
+                                 "non-negative; the optimizer was left unchanged")
+        for name, keys in self.extras_keys.items():
+            if name not in glob:
+                continue
+            st = glob[name]
+            where = f"dynopt['global'][{name!r}]"
+            if not isinstance(st, dict) or set(st) != set(keys):
+                raise ValueError(f"cannot load the checkpoint: {where} must hold exactly "
+                                 f"{list(keys)}; the optimizer was left unchanged")
+            for k, v in st.items():
+                if not isinstance(v, Tensor) or not v.is_floating_point() or v.numel() != 1 or (
+                        bool(torch.isnan(v).any())):
+                    raise ValueError(f"cannot load the checkpoint: {where}[{k!r}] must be a "
+                                     "1-element floating tensor, not NaN; the optimizer was "
+                                     "left unchanged")
+
+    #: Optimizer-level state dicts (``global_state[name]``) and their keys, checked on load.
+    extras_keys: dict[str, tuple[str, ...]] = {}
 
     def _step(self, loss: Any, parts: Participants) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -53,6 +53,7 @@ from torch import Tensor
 from .._validation import check_choice
 from . import fused as fz
 from .base import DynamicsOptimizer
+from .checkpoint import Key, check_vector
 from .dynamics import Spec, build, checks, validate_group
 from .executor import Bucket, Context, Slot, Thermostats, draw_views, execute
 
@@ -338,10 +339,11 @@ class Partitioned(DynamicsOptimizer):
                     if b.path == "fused" and not g.is_contiguous():
                         g = g.contiguous()
                 b.grad.append(g)
-                if spec.has_momentum and "momentum_buffer" in s.state:
-                    b.mom.append(s.state["momentum_buffer"])
-                if spec.needs_prev and "noise_prev" in s.state:
-                    b.prev.append(s.state["noise_prev"])
+                if "step" in s.state:  # a running tensor: its buffers must fit (no fresh ones)
+                    if spec.has_momentum:
+                        b.mom.append(_buffer(s, "momentum_buffer", b.compute_dtype))
+                    if spec.needs_prev:
+                        b.prev.append(_buffer(s, "noise_prev", b.compute_dtype))
             out.append(b)
         return out
 
@@ -410,19 +412,76 @@ class Partitioned(DynamicsOptimizer):
         return out
 
     # --- state dict --------------------------------------------------------------------------
+    def _state_schema(self, group: dict[str, Any]) -> dict[str, Key]:
+        spec = self._spec(group)
+        out = {"step": Key("count", required=True)}
+        if spec.has_momentum:
+            out["momentum_buffer"] = Key("param", required=True)
+        if spec.needs_prev:
+            out["noise_prev"] = Key("param", required=True)
+        if spec.n_extras:
+            out["extras"] = Key("vector", required=group.get("scope") == "tensor",
+                                size=spec.n_extras)
+        return out
+
+    def _validate_global_state(self, glob: dict[str, Any], groups: list[dict[str, Any]]
+                               ) -> None:
+        extras = glob.get("extras", {})
+        if not isinstance(extras, dict):
+            raise ValueError("cannot load the checkpoint: dynopt['global']['extras'] must be a "
+                             "dict; the optimizer was left unchanged")
+        sizes: dict[str, int] = {}
+        for gi, group in enumerate(groups):
+            n = self._spec(group).n_extras
+            if n and group.get("scope") == "group":
+                sizes[f"group{gi}"] = n
+            elif n and group.get("scope") == "model":
+                sizes.setdefault("model", n)
+        for key, value in extras.items():
+            where = f"dynopt['global']['extras'][{key!r}]"
+            if key not in sizes:
+                raise ValueError(f"cannot load the checkpoint: {where} belongs to no param group "
+                                 "with that thermostat scope; the optimizer was left unchanged")
+            check_vector(value, where, sizes[key])
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """As torch's, but per-tensor thermostat variables and float32 momenta of low-precision
-        parameters keep their saved dtype (torch would cast them to the parameter's)."""
-        saved = state_dict.get("state", {})
+        """As :meth:`DynamicsOptimizer.load_state_dict` (everything validated first), but
+        per-tensor thermostat variables and float32 momenta of low-precision parameters keep
+        their saved dtype (torch would cast them to the parameter's)."""
         super().load_state_dict(state_dict)
+        saved = state_dict["state"]
         self._streams = None
-        for sg, group in zip(state_dict["param_groups"], self.param_groups, strict=False):
-            for pid, p in zip(sg["params"], group["params"], strict=False):
+        for sg, group in zip(state_dict["param_groups"], self.param_groups, strict=True):
+            for pid, p in zip(sg["params"], group["params"], strict=True):
                 entry = saved.get(pid, {})
                 for k in _OWN_DTYPE:
                     v = entry.get(k)
-                    if isinstance(v, Tensor) and self.state[p][k].dtype != v.dtype:
-                        self.state[p][k] = v.to(device=p.device, copy=True)
+                    if not isinstance(v, Tensor):
+                        continue
+                    want = _extras_dtype(p) if k == "extras" else (
+                        torch.float32 if p.dtype in _LOW else p.dtype)
+                    cur = self.state[p][k]
+                    if cur.dtype != want or not cur.is_contiguous():
+                        self.state[p][k] = v.to(device=p.device, dtype=want, copy=True,
+                                                memory_format=torch.contiguous_format)
+
+
+def _buffer(s: Slot, key: str, dtype: torch.dtype) -> Tensor:
+    """``s.state[key]`` if it fits the parameter (shape, dtype, device, contiguous), else a
+    ValueError naming it (a hand-edited state must never reach a kernel)."""
+    t = s.state.get(key)
+    p = s.param
+    if not isinstance(t, Tensor):
+        raise ValueError(f"the state of parameter {s.stream} (shape {tuple(p.shape)}) has taken "
+                         f"{s.state.get('step')} steps but lacks {key!r}; load a complete "
+                         "checkpoint or delete its whole state entry to restart it")
+    if (t.shape != p.shape or t.dtype != dtype or t.device != p.device
+            or not t.is_contiguous()):
+        raise ValueError(f"state[{key!r}] of parameter {s.stream} must be a contiguous "
+                         f"{dtype} tensor of shape {tuple(p.shape)} on {p.device}, got "
+                         f"{t.dtype} {tuple(t.shape)} on {t.device}"
+                         + ("" if t.is_contiguous() else " (not contiguous)"))
+    return t
 
 
 def _extras_dtype(p: Tensor) -> torch.dtype:

@@ -78,6 +78,21 @@ def _bbi_serial(theta, mom, grad, r, a, d):  # type: ignore[no-untyped-def]
     return acc
 
 
+def _check(theta: np.ndarray, mom: np.ndarray, grad: np.ndarray) -> None:
+    """The kernels do no bounds checks: the three arrays must be 1-D, contiguous, of one
+    float32/float64 dtype and one length (ValueError naming the mismatch otherwise)."""
+    for name, a in (("theta", theta), ("momentum", mom), ("grad", grad)):
+        if not isinstance(a, np.ndarray) or a.ndim != 1 or not a.flags.c_contiguous:
+            raise ValueError(f"{name} must be a contiguous 1-D numpy array")
+        if a.dtype != theta.dtype or a.dtype not in (np.float32, np.float64):
+            raise ValueError(f"{name} has dtype {a.dtype}; theta, momentum and grad must share "
+                             "one dtype, float32 or float64")
+        if a.shape[0] != theta.shape[0]:
+            raise ValueError(f"{name} has {a.shape[0]} elements but theta has {theta.shape[0]}")
+        if not a.flags.writeable and name != "grad":
+            raise ValueError(f"{name} must be writeable")
+
+
 def use_parallel(n: int) -> bool:
     """Whether an ``n``-element update takes the parallel kernel."""
     return n >= PARALLEL_MIN and nb.get_num_threads() > 1
@@ -86,11 +101,13 @@ def use_parallel(n: int) -> bool:
 def heavy_ball_step(theta: np.ndarray, mom: np.ndarray, grad: np.ndarray, c: Any,
                     h: Any) -> None:
     """p ← c·p − h·g; θ ← θ + h·p (c = 1 − γh), in place."""
+    _check(theta, mom, grad)
     (_hb_parallel if use_parallel(theta.shape[0]) else _hb_serial)(theta, mom, grad, c, h)
 
 
 def bbi_kick_drift(theta: np.ndarray, mom: np.ndarray, grad: np.ndarray, r: Any, a: Any,
                    d: Any) -> float:
     """Π ← r·Π − a·g; θ ← θ + d·Π; returns |Π|² (float64) of the new Π."""
+    _check(theta, mom, grad)
     kernel = _bbi_parallel if use_parallel(theta.shape[0]) else _bbi_serial
     return float(kernel(theta, mom, grad, r, a, d))
