@@ -169,9 +169,9 @@ def validate(opt: Any, state_dict: Any) -> tuple[list[dict[str, Any]], dict[str,
         raise ValueError(
             "cannot load the checkpoint: it has no 'dynopt' entry, so it was not saved by a "
             "dynopt optimizer (a plain torch.optim checkpoint, or the entry was removed). Loading "
-            "it would silently drop the random-number state, step counter and thermostat variables. Save "
-            f"with {cls}.state_dict(), or start a fresh {cls} instead of loading; the optimizer "
-            "was left unchanged")
+            "it would silently drop the random-number state, step counter and thermostat "
+            f"variables. Save with {cls}.state_dict(), or start a fresh {cls} instead of "
+            "loading; the optimizer was left unchanged")
     if not isinstance(extra, Mapping):
         raise _fail("dynopt", f"must be a dict, got {type(extra).__name__}")
     saved_cls = extra.get("optimizer")
