@@ -12,7 +12,6 @@ import math
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +21,8 @@ import torch
 from dynopt.errors import DivergenceError
 from dynopt.optim import (
     BBI,
-    ECDSep,
     AdaptiveLangevin,
+    ECDSep,
     HeavyBall,
     Langevin,
     NoseHoover,
@@ -134,7 +133,7 @@ def test_bad_checkpoints_raise_and_leave_the_optimizer_unchanged(cls, kind):
 
 
 def test_missing_dynopt_entry_explains_the_plain_torch_checkpoint():
-    p, opt = _trained(Langevin)
+    _p, opt = _trained(Langevin)
     sd = opt.state_dict()
     del sd["dynopt"]
     with pytest.raises(ValueError, match="no 'dynopt' entry.*plain torch.optim checkpoint"):
@@ -147,7 +146,7 @@ def test_checkpoint_of_another_optimizer_is_refused(src, dst):
     """Catches: the class/dynamics check dropped (a Langevin state loaded into AdL)."""
     _, a = _trained(src)
     sd = a.state_dict()
-    p, b = _trained(dst, steps=1)
+    _p, b = _trained(dst, steps=1)
     before = copy.deepcopy(b.state_dict())
     with pytest.raises(ValueError, match=rf"{src.__name__}|dynamics"):
         b.load_state_dict(sd)
