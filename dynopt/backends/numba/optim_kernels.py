@@ -9,7 +9,8 @@ arithmetic like torch; the BBI reduction accumulates |Π|² in float64.
 Each update is written once (an inlined element function) and compiled twice: parallel over
 elements for large tensors, serial for small ones (:func:`use_parallel`), because starting the
 thread team costs more than updating a few thousand parameters (and much more on a loaded
-machine). These are the fused paths of :class:`dynopt.optim.HeavyBall` and
+machine). The BBI reduction is blocked (:data:`REDUCE_BLOCK`) so both kernels, with any thread
+count, return the same bits. These are the fused paths of :class:`dynopt.optim.HeavyBall` and
 :class:`dynopt.optim.BBI`; the foreach and single-tensor paths compute the same maps with torch.
 """
 
@@ -60,21 +61,58 @@ def _hb_serial(theta, mom, grad, c, h):  # type: ignore[no-untyped-def]
         _hb_element(i, theta, mom, grad, c, h)
 
 
-# ``reassoc`` lets LLVM vectorize the |Π|² reduction (×4.7 here); it only reorders that sum,
-# whose order already depends on the thread split, and is deterministic on a given machine.
-@nb.njit(_SIGS_BBI, parallel=True, cache=True, error_model="numpy", fastmath={"reassoc"})
+#: Elements per block of the |Π|² reduction (fixed, so the sum does not depend on threads).
+REDUCE_BLOCK = 4096
+
+
+@nb.njit(inline="always", cache=True, error_model="numpy")
+def _bbi_block(b, theta, mom, grad, r, a, d, partial):  # type: ignore[no-untyped-def]
+    """Update block ``b`` and store its |Π|² in ``partial[b]``: eight running sums in a fixed
+    order (vectorizable without reassociation), combined pairwise."""
+    lo = b * REDUCE_BLOCK
+    hi = min(lo + REDUCE_BLOCK, theta.shape[0])
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    i = lo
+    while i + 8 <= hi:
+        s0 += _bbi_element(i, theta, mom, grad, r, a, d)
+        s1 += _bbi_element(i + 1, theta, mom, grad, r, a, d)
+        s2 += _bbi_element(i + 2, theta, mom, grad, r, a, d)
+        s3 += _bbi_element(i + 3, theta, mom, grad, r, a, d)
+        s4 += _bbi_element(i + 4, theta, mom, grad, r, a, d)
+        s5 += _bbi_element(i + 5, theta, mom, grad, r, a, d)
+        s6 += _bbi_element(i + 6, theta, mom, grad, r, a, d)
+        s7 += _bbi_element(i + 7, theta, mom, grad, r, a, d)
+        i += 8
+    while i < hi:
+        s0 += _bbi_element(i, theta, mom, grad, r, a, d)
+        i += 1
+    partial[b] = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+# The |Π|² reduction is a sum of per-block partial sums, each computed by one thread in a fixed
+# order and combined in block order afterwards: the result is the same with any number of threads
+# and in the serial kernel (BBI's fused path was thread-count dependent with a prange reduction).
+@nb.njit(_SIGS_BBI, parallel=True, cache=True, error_model="numpy")
 def _bbi_parallel(theta, mom, grad, r, a, d):  # type: ignore[no-untyped-def]
+    n_blocks = (theta.shape[0] + REDUCE_BLOCK - 1) // REDUCE_BLOCK
+    partial = np.empty(n_blocks)
+    for b in nb.prange(n_blocks):
+        _bbi_block(b, theta, mom, grad, r, a, d, partial)
     acc = 0.0
-    for i in nb.prange(theta.shape[0]):
-        acc += _bbi_element(i, theta, mom, grad, r, a, d)
+    for b in range(n_blocks):
+        acc += partial[b]
     return acc
 
 
-@nb.njit(_SIGS_BBI, cache=True, error_model="numpy", fastmath={"reassoc"})
+@nb.njit(_SIGS_BBI, cache=True, error_model="numpy")
 def _bbi_serial(theta, mom, grad, r, a, d):  # type: ignore[no-untyped-def]
+    n_blocks = (theta.shape[0] + REDUCE_BLOCK - 1) // REDUCE_BLOCK
+    partial = np.empty(n_blocks)
+    for b in range(n_blocks):
+        _bbi_block(b, theta, mom, grad, r, a, d, partial)
     acc = 0.0
-    for i in range(theta.shape[0]):
-        acc += _bbi_element(i, theta, mom, grad, r, a, d)
+    for b in range(n_blocks):
+        acc += partial[b]
     return acc
 
 
