@@ -267,18 +267,28 @@ def test_huge_loss_that_would_write_inf_is_undone():
 
 @pytest.mark.parametrize("cls", [Langevin, HeavyBall, AdaptiveLangevin])
 @pytest.mark.parametrize("fused", [True, False])
-def test_overflowing_update_is_undone(cls, fused):
-    """A finite gradient whose update overflows float32: the step raises, naming step 1, and
-    parameters and state are exactly as before (catches: the result check or the rollback)."""
-    p = torch.nn.Parameter(torch.full((64,), 3e38))
-    opt = cls([p], lr=1.0, seed=0, fused=fused)
+@pytest.mark.parametrize("n", [64, FAST_ABOVE + 5])
+def test_overflowing_update_is_undone(cls, fused, n):
+    """A finite gradient whose update overflows float32 in one element: the step raises, naming
+    the step, and parameters and state are exactly as before, for small models (torch copies)
+    and large ones (the numba snapshot copy). Catches: the result check or the rollback."""
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(n))
+    opt = cls([p], lr=0.1, seed=0, fused=fused)
+    p.grad = torch.randn(n)
+    opt.step()
     before = copy.deepcopy(opt.state_dict())
-    p.grad = torch.full((64,), -3e38)
-    with pytest.raises(DivergenceError, match="step 1 would write a non-finite") as err:
+    theta = p.detach().clone()
+    with torch.no_grad():
+        p[n // 3] = 3.4e38
+    theta[n // 3] = 3.4e38
+    p.grad = torch.randn(n)
+    p.grad[n // 3] = -3.4e38
+    with pytest.raises(DivergenceError, match="step 2 would write a non-finite") as err:
         opt.step()
-    assert err.value.step == 1
-    assert torch.equal(p.detach(), torch.full((64,), 3e38))
-    assert _same(opt.state_dict(), before) and not opt.state[p]
+    assert err.value.step == 2
+    assert torch.equal(p.detach(), theta)
+    assert _same(opt.state_dict(), before)
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .finite import all_finite
+from .finite import all_finite, copy_all
 
 __all__ = ["Snapshot"]
 
@@ -66,8 +66,7 @@ class Snapshot:
                 for b, t in zip(buffers, live, strict=False)):
             buffers[:] = [torch.empty_like(t, memory_format=torch.contiguous_format)
                           for t in live]
-        if live:
-            torch._foreach_copy_(buffers, [t.detach() for t in live])
+        copy_all(buffers, [t.detach() for t in live])
         self.live = live
         self.where = where
         self.buffers = buffers
@@ -95,8 +94,7 @@ class Snapshot:
     def restore(self, opt: Any) -> None:
         """Put every saved tensor, state entry, counter and generator state back."""
         with torch.no_grad():
-            if self.live:
-                torch._foreach_copy_([t.detach() for t in self.live], self.buffers)
+            copy_all([t.detach() for t in self.live], self.buffers)
         for p, saved in self.entries:
             if saved is None:
                 opt.state.pop(p, None)

@@ -50,7 +50,7 @@ from .intrinsics import address_as_pointer, fma
 from .philox import GAUSSIAN, box_muller, box_muller_f32, philox4x32
 
 __all__ = ["BLOCK", "DISCRETE_VALUE", "INIT_SLOT", "LM_INIT", "SCALE", "SERIAL_BELOW",
-           "nonfinite_blocks", "run_segment", "run_segment_serial"]
+           "copy_blocks", "nonfinite_blocks", "run_segment", "run_segment_serial"]
 
 #: Elements per block (a multiple of 4): the unit of the noise layout and of the op loops.
 BLOCK = 2048
@@ -276,3 +276,22 @@ def nonfinite_blocks(like_bits, exponent, g_ptr, numel, work, out):  # type: ign
         for e in range(n):
             bad += (g[e] & exponent) == exponent
         out[w] = bad
+
+
+@nb.njit(parallel=True, cache=True, error_model="numpy")
+def copy_blocks(like_bits, src_ptr, dst_ptr, numel, work):  # type: ignore[no-untyped-def]
+    """Copy every block of the work table from ``src_ptr`` tensors to ``dst_ptr`` tensors.
+
+    Elements are moved as unsigned integers of their width (``like_bits``), in parallel over
+    blocks: the optimizers' step snapshot (:mod:`dynopt.optim.rollback`), where torch's CPU
+    ``_foreach_copy_`` contends with the numba thread pool.
+    """
+    for w in nb.prange(work.shape[0]):
+        ti = work[w, 0]
+        b0 = work[w, 1]
+        nt = numel[ti]
+        n = min(BLOCK, nt - b0)
+        src = nb.carray(address_as_pointer(src_ptr[ti], like_bits), nt)[b0:b0 + n]
+        dst = nb.carray(address_as_pointer(dst_ptr[ti], like_bits), nt)[b0:b0 + n]
+        for e in range(n):
+            dst[e] = src[e]
