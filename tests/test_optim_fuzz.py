@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from dynopt.errors import DivergenceError
 from dynopt.optim import (
     BBI,
-    ECDSep,
     AdaptiveLangevin,
+    ECDSep,
     HeavyBall,
     Langevin,
     NoseHoover,
@@ -114,12 +114,12 @@ def _paths(tree, prefix=()):
     out = []
     if isinstance(tree, dict):
         for k, v in tree.items():
-            out.append((prefix + (k,), v))
-            out.extend(_paths(v, prefix + (k,)))
+            out.append(((*prefix, k), v))
+            out.extend(_paths(v, (*prefix, k)))
     elif isinstance(tree, list):
         for i, v in enumerate(tree):
-            out.append((prefix + (i,), v))
-            out.extend(_paths(v, prefix + (i,)))
+            out.append(((*prefix, i), v))
+            out.extend(_paths(v, (*prefix, i)))
     return out
 
 
