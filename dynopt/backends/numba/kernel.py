@@ -26,6 +26,7 @@ import numpy as np
 from numba import types
 
 from ...program import OpCode
+from .cache import CACHE
 from .energy_ops import (
     bbi_shell_block,
     ecd_drift_block,
@@ -83,7 +84,7 @@ _SIGNATURE = types.void(
 )
 
 
-@nb.njit(inline="always", cache=True, error_model="numpy")
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
 def _nhc_velocity(X, xo, j, m, ts, K2, q1, kT, n_dof, fpar, f, nl):  # type: ignore[no-untyped-def]
     """Half-update (duration ts/2) of chain velocity v_j on all lanes: scale, kick, scale."""
     q_j = q1 if j == 0 else fpar[f + 3 + (j - 1)]
@@ -100,7 +101,7 @@ def _nhc_velocity(X, xo, j, m, ts, K2, q1, kT, n_dof, fpar, f, nl):  # type: ign
             X[xo + j, lane] += 0.5 * ts * g
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=CACHE, error_model="numpy")
 def _nhc_block(P, X, minv, f, i0, fpar, ipar, nl, n_dof, K2, S):  # type: ignore[no-untyped-def]
     """Nosé–Hoover-chain propagation of a block (see the NHC entry in dynopt.program).
 
@@ -142,7 +143,7 @@ def _nhc_block(P, X, minv, f, i0, fpar, ipar, nl, n_dof, K2, S):  # type: ignore
             P[d, lane] *= S[lane]
 
 
-@nb.njit(_SIGNATURE, parallel=True, cache=True, error_model="numpy")
+@nb.njit(_SIGNATURE, parallel=True, cache=CACHE, error_model="numpy")
 def run_block_kernel(  # type: ignore[no-untyped-def]
     q, p, x, minv, sqrtm, codes, fstart, fpar, istart, ipar, pot_kind, pot_par, value_fn,
     grad_fn, key0, key1, noise_kind, step0, n_steps, record_every, rec_start, rec_q, rec_p, rec_x,
@@ -361,7 +362,7 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
                 x[c0 + lane, e] = X[e, lane]
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=CACHE, error_model="numpy")
 def potential_values(q, pot_kind, pot_par, value_fn):  # type: ignore[no-untyped-def]
     """U for each row of ``q`` (C, D), with the kernel's own potential code."""
     C, D = q.shape
@@ -375,7 +376,7 @@ def potential_values(q, pot_kind, pot_par, value_fn):  # type: ignore[no-untyped
     return out
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=CACHE, error_model="numpy")
 def potential_grads(q, pot_kind, pot_par, grad_fn):  # type: ignore[no-untyped-def]
     """∇U for each row of ``q`` (C, D), with the kernel's own potential code."""
     C, D = q.shape

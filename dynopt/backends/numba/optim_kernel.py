@@ -46,6 +46,7 @@ from numba import types
 from numba.extending import overload
 
 from ...program import OpCode
+from .cache import CACHE
 from .intrinsics import address_as_pointer, fma
 from .philox import GAUSSIAN, box_muller, box_muller_f32, philox4x32
 
@@ -85,13 +86,13 @@ _A64 = np.float64(DISCRETE_VALUE)
 _A32 = np.float32(DISCRETE_VALUE)
 
 
-@nb.njit(inline="always", cache=True, error_model="numpy")
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
 def _discrete16(u: np.uint64) -> float:
     """±a with probability 10923/2¹⁶ each, else 0, from a 16-bit field (E z² = 1 exactly)."""
     return _A64 * (np.float64(u < _P16) - np.float64((u >= _P16) & (u < _P16X2)))
 
 
-@nb.njit(inline="always", cache=True, error_model="numpy")
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
 def _discrete16_f32(u: np.uint64) -> np.float32:
     """Float32 version of :func:`_discrete16`."""
     return _A32 * (np.float32(u < _P16) - np.float32((u >= _P16) & (u < _P16X2)))
@@ -139,7 +140,7 @@ def _fill_noise_impl(Z, n, call0, stream, draw, key0, key1, kind):  # type: igno
     return impl
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=CACHE, error_model="numpy")
 def _block(  # type: ignore[no-untyped-def]
     w, like, codes, slots, coef, th_ptr, p_ptr, g_ptr, prev_ptr, numel, stream, work, key0,
     key1, step, kind, want_k2, k2_out, Z,
@@ -216,7 +217,7 @@ def _block(  # type: ignore[no-untyped-def]
         k2_out[w] = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
 
 
-@nb.njit(parallel=True, cache=True, error_model="numpy")
+@nb.njit(parallel=True, cache=CACHE, error_model="numpy")
 def run_segment(  # type: ignore[no-untyped-def]
     like, codes, slots, coef, th_ptr, p_ptr, g_ptr, prev_ptr, numel, stream, work, key0, key1,
     step, kind, want_k2, k2_out, zbuf,
@@ -247,7 +248,7 @@ def run_segment(  # type: ignore[no-untyped-def]
                key0, key1, step, kind, want_k2, k2_out, zbuf[nb.get_thread_id()])
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=CACHE, error_model="numpy")
 def run_segment_serial(  # type: ignore[no-untyped-def]
     like, codes, slots, coef, th_ptr, p_ptr, g_ptr, prev_ptr, numel, stream, work, key0, key1,
     step, kind, want_k2, k2_out, zbuf,
@@ -258,7 +259,7 @@ def run_segment_serial(  # type: ignore[no-untyped-def]
                key0, key1, step, kind, want_k2, k2_out, zbuf[0])
 
 
-@nb.njit(parallel=True, cache=True, error_model="numpy")
+@nb.njit(parallel=True, cache=CACHE, error_model="numpy")
 def nonfinite_blocks(like_bits, exponent, g_ptr, numel, work, out):  # type: ignore[no-untyped-def]
     """``out[w]`` = number of NaN/inf elements of block ``w`` of the gradients.
 
@@ -278,7 +279,7 @@ def nonfinite_blocks(like_bits, exponent, g_ptr, numel, work, out):  # type: ign
         out[w] = bad
 
 
-@nb.njit(parallel=True, cache=True, error_model="numpy")
+@nb.njit(parallel=True, cache=CACHE, error_model="numpy")
 def copy_blocks(like_bits, src_ptr, dst_ptr, numel, work):  # type: ignore[no-untyped-def]
     """Copy every block of the work table from ``src_ptr`` tensors to ``dst_ptr`` tensors.
 

@@ -22,6 +22,8 @@ import numba as nb
 import numpy as np
 from numba import types
 
+from .cache import CACHE
+
 __all__ = ["PARALLEL_MIN", "bbi_kick_drift", "heavy_ball_step", "use_parallel"]
 
 #: Tensors with at least this many elements use the parallel kernels.
@@ -33,14 +35,14 @@ _SIGS_BBI = [types.float64(a, a, a, s, s, s) for a, s in
              ((types.float32[::1], types.float32), (types.float64[::1], types.float64))]
 
 
-@nb.njit(inline="always", cache=True, error_model="numpy")
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
 def _hb_element(i, theta, mom, grad, c, h):  # type: ignore[no-untyped-def]
     m = c * mom[i] - h * grad[i]
     mom[i] = m
     theta[i] += h * m
 
 
-@nb.njit(inline="always", cache=True, error_model="numpy")
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
 def _bbi_element(i, theta, mom, grad, r, a, d):  # type: ignore[no-untyped-def]
     m = r * mom[i] - a * grad[i]
     mom[i] = m
@@ -49,13 +51,13 @@ def _bbi_element(i, theta, mom, grad, r, a, d):  # type: ignore[no-untyped-def]
     return mm * mm
 
 
-@nb.njit(_SIGS_HB, parallel=True, cache=True, error_model="numpy")
+@nb.njit(_SIGS_HB, parallel=True, cache=CACHE, error_model="numpy")
 def _hb_parallel(theta, mom, grad, c, h):  # type: ignore[no-untyped-def]
     for i in nb.prange(theta.shape[0]):
         _hb_element(i, theta, mom, grad, c, h)
 
 
-@nb.njit(_SIGS_HB, cache=True, error_model="numpy")
+@nb.njit(_SIGS_HB, cache=CACHE, error_model="numpy")
 def _hb_serial(theta, mom, grad, c, h):  # type: ignore[no-untyped-def]
     for i in range(theta.shape[0]):
         _hb_element(i, theta, mom, grad, c, h)
@@ -65,7 +67,7 @@ def _hb_serial(theta, mom, grad, c, h):  # type: ignore[no-untyped-def]
 REDUCE_BLOCK = 4096
 
 
-@nb.njit(inline="always", cache=True, error_model="numpy")
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
 def _bbi_block(b, theta, mom, grad, r, a, d, partial):  # type: ignore[no-untyped-def]
     """Update block ``b`` and store its |Π|² in ``partial[b]``: eight running sums in a fixed
     order (vectorizable without reassociation), combined pairwise."""
@@ -92,7 +94,7 @@ def _bbi_block(b, theta, mom, grad, r, a, d, partial):  # type: ignore[no-untype
 # The |Π|² reduction is a sum of per-block partial sums, each computed by one thread in a fixed
 # order and combined in block order afterwards: the result is the same with any number of threads
 # and in the serial kernel (BBI's fused path was thread-count dependent with a prange reduction).
-@nb.njit(_SIGS_BBI, parallel=True, cache=True, error_model="numpy")
+@nb.njit(_SIGS_BBI, parallel=True, cache=CACHE, error_model="numpy")
 def _bbi_parallel(theta, mom, grad, r, a, d):  # type: ignore[no-untyped-def]
     n_blocks = (theta.shape[0] + REDUCE_BLOCK - 1) // REDUCE_BLOCK
     partial = np.empty(n_blocks)
@@ -104,7 +106,7 @@ def _bbi_parallel(theta, mom, grad, r, a, d):  # type: ignore[no-untyped-def]
     return acc
 
 
-@nb.njit(_SIGS_BBI, cache=True, error_model="numpy")
+@nb.njit(_SIGS_BBI, cache=CACHE, error_model="numpy")
 def _bbi_serial(theta, mom, grad, r, a, d):  # type: ignore[no-untyped-def]
     n_blocks = (theta.shape[0] + REDUCE_BLOCK - 1) // REDUCE_BLOCK
     partial = np.empty(n_blocks)
