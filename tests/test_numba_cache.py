@@ -48,7 +48,7 @@ def test_cache_directory_is_keyed():
         assert cache.CACHE_PATH.name == cache.cache_key()
         import numba
 
-        assert numba.config.CACHE_DIR == str(cache.CACHE_PATH)
+        assert str(cache.CACHE_PATH) == numba.config.CACHE_DIR
 
 
 _READ_ONLY = """

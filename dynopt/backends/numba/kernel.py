@@ -25,7 +25,7 @@ import numba as nb
 import numpy as np
 from numba import types
 
-from ...program import OpCode
+from ...program import NHC_STIFF, OpCode
 from .cache import CACHE
 from .energy_ops import (
     bbi_shell_block,
@@ -102,13 +102,10 @@ def _nhc_velocity(X, xo, j, m, ts, K2, q1, kT, n_dof, fpar, f, nl):  # type: ign
 
 
 @nb.njit(cache=CACHE, error_model="numpy")
-def _nhc_block(P, X, minv, f, i0, fpar, ipar, nl, n_dof, K2, S):  # type: ignore[no-untyped-def]
-    """Nosé–Hoover-chain propagation of a block (see the NHC entry in dynopt.program).
-
-    ``K2`` and ``S`` are per-lane scratch arrays (pᵀM⁻¹p and the accumulated momentum scale);
-    every loop runs over lanes innermost so that it vectorizes.
-    """
-    D = P.shape[0]
+def _nhc_sweep(X, f, i0, fpar, ipar, nl, n_dof, K2, S, W, forward):  # type: ignore[no-untyped-def]
+    """One propagation of the chain for time t on all lanes: the op's Suzuki–Yoshida substeps,
+    or (``forward``) as many forward substeps of weight 1/k. Accumulates the momentum scale in
+    ``S`` and, in ``W``, max |ts·v_j| over the backward (ts < 0) substeps (NaN-propagating)."""
     t = fpar[f]
     kT = fpar[f + 1]
     q1 = fpar[f + 2] * n_dof
@@ -118,15 +115,15 @@ def _nhc_block(P, X, minv, f, i0, fpar, ipar, nl, n_dof, K2, S):  # type: ignore
     xo = ipar[i0 + 3]
     eo = ipar[i0 + 4]
     wbase = f + 3 + (m - 1)
+    n_w = 1 if forward else n_sy
+    n_s = n_sub * n_sy if forward else n_sub
     for lane in range(nl):
-        K2[lane] = 0.0
         S[lane] = 1.0
-    for d in range(D):
-        for lane in range(nl):
-            K2[lane] += P[d, lane] * P[d, lane] * minv[d]
-    for a in range(n_sy):
-        for _ in range(n_sub):
-            ts = fpar[wbase + a] * t / n_sub
+        W[lane] = 0.0
+    for a in range(n_w):
+        w = 1.0 if forward else fpar[wbase + a]
+        for _ in range(n_s):
+            ts = w * t / n_s
             for j in range(m - 1, -1, -1):  # top-down half update of the chain velocities
                 _nhc_velocity(X, xo, j, m, ts, K2, q1, kT, n_dof, fpar, f, nl)
             for lane in range(nl):  # momentum scaling
@@ -138,6 +135,65 @@ def _nhc_block(P, X, minv, f, i0, fpar, ipar, nl, n_dof, K2, S):  # type: ignore
                     X[eo + j, lane] += ts * X[xo + j, lane]
             for j in range(m):  # bottom-up half update
                 _nhc_velocity(X, xo, j, m, ts, K2, q1, kT, n_dof, fpar, f, nl)
+            if ts < 0.0:
+                for j in range(m):
+                    for lane in range(nl):
+                        v = -ts * abs(X[xo + j, lane])
+                        if W[lane] == W[lane] and not v <= W[lane]:
+                            W[lane] = v
+
+
+@nb.njit(cache=CACHE, error_model="numpy")
+def _nhc_block(P, X, minv, f, i0, fpar, ipar, nl, n_dof, K2, S):  # type: ignore[no-untyped-def]
+    """Nosé–Hoover-chain propagation of a block (see the NHC entry in dynopt.program).
+
+    ``K2`` and ``S`` are per-lane scratch arrays (pᵀM⁻¹p and the accumulated momentum scale);
+    every loop runs over lanes innermost so that it vectorizes. Lanes whose backward
+    Suzuki–Yoshida substep was stiff (|ts·v_j| > NHC_STIFF, or a non-finite scale) are redone
+    with forward substeps, exactly as :func:`dynopt.backends.torch.ops.nhc_` does.
+    """
+    D = P.shape[0]
+    m = ipar[i0]
+    xo = ipar[i0 + 3]
+    eo = ipar[i0 + 4]
+    for lane in range(nl):
+        K2[lane] = 0.0
+    for d in range(D):
+        for lane in range(nl):
+            K2[lane] += P[d, lane] * P[d, lane] * minv[d]
+    save = np.empty((2 * m + 1, nl))
+    for lane in range(nl):
+        save[2 * m, lane] = K2[lane]
+    for j in range(m):
+        for lane in range(nl):
+            save[j, lane] = X[xo + j, lane]
+            save[m + j, lane] = X[eo + j, lane]
+    W = np.empty(nl)
+    _nhc_sweep(X, f, i0, fpar, ipar, nl, n_dof, K2, S, W, False)
+    stiff = False
+    for lane in range(nl):
+        if not (W[lane] <= NHC_STIFF and np.isfinite(S[lane])):
+            stiff = True
+    if stiff:
+        ok = np.empty(nl, dtype=np.bool_)
+        keep = np.empty((2 * m + 1, nl))
+        for lane in range(nl):
+            ok[lane] = W[lane] <= NHC_STIFF and np.isfinite(S[lane])
+            keep[2 * m, lane] = S[lane]
+            K2[lane] = save[2 * m, lane]
+        for j in range(m):
+            for lane in range(nl):
+                keep[j, lane] = X[xo + j, lane]
+                keep[m + j, lane] = X[eo + j, lane]
+                X[xo + j, lane] = save[j, lane]
+                X[eo + j, lane] = save[m + j, lane]
+        _nhc_sweep(X, f, i0, fpar, ipar, nl, n_dof, K2, S, W, True)
+        for lane in range(nl):
+            if ok[lane]:
+                S[lane] = keep[2 * m, lane]
+                for j in range(m):
+                    X[xo + j, lane] = keep[j, lane]
+                    X[eo + j, lane] = keep[m + j, lane]
     for d in range(D):
         for lane in range(nl):
             P[d, lane] *= S[lane]

@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ...program import NHC_STIFF
+
 __all__ = [
     "add_noise_",
     "drift_",
@@ -100,8 +102,6 @@ def ou_thermostat_(p: Tensor, xi: Tensor, t: float, sigma: float, sqrtm: Tensor 
     p.mul_(decay).add_(scale * sqrtm * z)
 
 
-#: Stiffness bound of :func:`nhc_`: a backward (negative-weight) substep must keep |ts·v_j| ≤ it.
-NHC_STIFF = 1.0
 
 
 def nhc_(p: Tensor, v: list[Tensor], eta: list[Tensor], t: float, kT: float, q1: float,
