@@ -20,19 +20,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .base import _detach_tree
 from .finite import all_finite, copy_all
 
 __all__ = ["Snapshot"]
-
-
-def _tree_copy(obj: Any) -> Any:
-    if isinstance(obj, Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, dict):
-        return {k: _tree_copy(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_tree_copy(v) for v in obj)
-    return obj
 
 
 class Snapshot:
@@ -71,7 +62,7 @@ class Snapshot:
         self.where = where
         self.buffers = buffers
         self.entries = entries
-        self.global_state = _tree_copy(opt.global_state)
+        self.global_state = _detach_tree(opt.global_state)
         self.generators = {k: g.get_state() for k, g in opt._generators.items()}
 
     def first_nonfinite(self, opt: Any) -> tuple[int, int, str] | None:
