@@ -445,3 +445,16 @@ def test_stiff_chain_in_integrate_numba_equals_torch():
     assert np.isfinite(runs[0].q).all()
     np.testing.assert_allclose(runs[0].q, runs[1].q, rtol=0, atol=1e-12)
     assert np.abs(runs[0].q[:, -1]).max() < np.abs(q0).max()  # the thermostat cooled it
+
+
+def test_check_result_can_be_switched_off():
+    """check_result=False keeps the gradient check but no longer undoes an overflowing step."""
+    p = torch.nn.Parameter(torch.full((8,), 3.4e38))
+    opt = HeavyBall([p], lr=1.0, seed=0)
+    opt.check_result = False
+    p.grad = torch.full((8,), -3.4e38)
+    opt.step()
+    assert torch.isinf(p).all()
+    with pytest.raises(DivergenceError, match="non-finite gradient at step 2"):
+        p.grad = torch.full((8,), float("nan"))
+        opt.step()
