@@ -384,7 +384,7 @@ def test_global_error_validates():
 
 def test_input_validation_messages(rng):
     with pytest.raises(ValueError, match="method must be one of"):
-        dg.effective_sample_size(rng.normal(size=(2, 100)), method="tail")
+        dg.effective_sample_size(rng.normal(size=(2, 100)), method="bogus")
     with pytest.raises(ValueError, match="at least 4 draws"):
         dg.rhat(np.ones((2, 3)))
     with pytest.raises(ValueError, match="metric must be one of"):
