@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -27,6 +26,7 @@ from test_backends_parity import DETERMINISTIC, P0, Q0
 import dynopt
 from dynopt import potentials as P
 from dynopt import systems as S
+from dynopt.backends.torch.host_syncs import HostSyncs
 from dynopt.diagnostics import estimate_mean
 from dynopt.events import LossBelow, SetFriction
 from dynopt.optim import (
@@ -312,59 +312,16 @@ def test_resume_on_the_device_from_a_cpu_checkpoint(device, name):
 
 # --- events: one host synchronisation per step -------------------------------------------------
 
-class HostSyncs:
-    """Counts host synchronisations inside a ``with`` block.
-
-    On CUDA, ``torch.cuda.set_sync_debug_mode("warn")`` reports every synchronizing CUDA call
-    (a device-to-host copy, ``.item()``, ``bool()`` of a tensor, ...) as a warning, which is
-    counted. On the CPU nothing synchronises, so the Python-level conversions of a tensor to a
-    host value that would (``item``, ``bool``, ``float``, ``int``, ``tolist``) are
-    counted instead (not ``numpy()``: on the CPU a zero-copy view, on CUDA it needs ``.cpu()``).
-    """
-
-    NAMES = ("item", "__bool__", "__float__", "__int__", "__index__", "tolist")
-
-    def __init__(self, device: torch.device, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.device, self.mp, self.count = device, monkeypatch, 0
-
-    def __enter__(self) -> HostSyncs:
-        if self.device.type == "cuda":
-            self._mode = torch.cuda.get_sync_debug_mode()
-            self._warn = warnings.catch_warnings(record=True)
-            self._log = self._warn.__enter__()
-            warnings.simplefilter("always")
-            torch.cuda.synchronize()
-            torch.cuda.set_sync_debug_mode("warn")
-        else:
-            for name in self.NAMES:
-                orig = getattr(torch.Tensor, name)
-
-                def counted(t, *a, _orig=orig, **k):
-                    self.count += 1
-                    return _orig(t, *a, **k)
-
-                self.mp.setattr(torch.Tensor, name, counted)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.set_sync_debug_mode(self._mode)
-            self._warn.__exit__(*exc)
-            self.count = sum("synchroniz" in str(w.message) for w in self._log)
-        else:
-            self.mp.undo()
-
-
-def test_host_sync_counter_counts(device, monkeypatch):
+def test_host_sync_counter_counts(device):
     t = torch.ones(3, device=device)
-    with HostSyncs(device, monkeypatch) as s:
+    with HostSyncs(device) as s:
         float(t.sum())
         bool((t > 0).all())
         t.add_(1.0)
     assert s.count == 2
 
 
-def test_optimizer_events_cost_exactly_one_host_check_per_step(device, monkeypatch):
+def test_optimizer_events_cost_exactly_one_host_check_per_step(device):
     """HeavyBall's braking event (LossBelow → SetFriction) runs on the device with the loss left
     there: on every step where nothing fires, the events add exactly one host synchronisation
     (the OR of the fired flags); only the step that fires does more (it logs the firing)."""
@@ -377,7 +334,7 @@ def test_optimizer_events_cost_exactly_one_host_check_per_step(device, monkeypat
         _train(model, opt, data[:2])                      # lazy state, generators
         counts = []
         for batch in data[2:]:
-            with HostSyncs(device, monkeypatch) as s:
+            with HostSyncs(device) as s:
                 _train(model, opt, [batch])
             counts.append(s.count)
         return counts, opt
@@ -414,6 +371,37 @@ def test_device_generator_is_reproducible_from_seed(device):
         assert [torch.device(k).type for k in opt.state_dict()["dynopt"]["generators"]] == \
             [device.type]
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+
+
+# --- the GPU benchmark script ------------------------------------------------------------------
+
+@pytest.mark.slow  # ~10-15 s (a subprocess); gpu_check.sh runs the benchmark itself
+def test_gpu_benchmark_script_runs_small_on_the_device(device, tmp_path):
+    """benchmarks/gpu.py (run by benchmarks/gpu_check.sh) at --size small on the device: every
+    variant timed, the copy reference at exactly 100 %, torch's own SGD without host syncs."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "bench.md"
+    env = {**__import__("os").environ, "PYTHONPATH": str(root)}
+    subprocess.run([sys.executable, str(root / "benchmarks" / "gpu.py"), "--device", str(device),
+                    "--size", "small", "--quick", "--out", str(out)], check=True, env=env,
+                   capture_output=True, timeout=300)
+    res = json.loads(out.with_suffix(".json").read_text())
+    opt = res["optimizer"]
+    assert set(opt["ms_per_step"]) >= {"torch.clone (copy bandwidth)",
+                                       "torch.optim.SGD(momentum=0.9, foreach=True)",
+                                       "Langevin (τ > 0, default path)",
+                                       "HeavyBall (default path)",
+                                       "BBI (default path, loss on the device)"}
+    assert all(v > 0 for v in opt["ms_per_step"].values())
+    assert opt["fraction_of_copy_bw"]["torch.clone (copy bandwidth)"] == 1.0
+    assert opt["host_syncs_per_step"]["torch.optim.SGD(momentum=0.9, foreach=True)"] == 0
+    assert len(res["ensemble_particle_steps_per_s"]) == 4
+    assert out.read_text().splitlines()[0].startswith(f"device {device}")
 
 
 # --- network-study potentials ---------------------------------------------------------------------

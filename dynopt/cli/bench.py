@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--update-docs", action="store_true",
                         help="write the numbers into docs/benchmarks.md")
+    parser.add_argument("script_args", nargs=argparse.REMAINDER,
+                        help="further arguments for the benchmark script, e.g. "
+                             "'dynopt bench gpu --device cpu --size small'")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"unknown benchmark {name!r}; available: {', '.join(names)}")
             return 2
         argv = [name] + (["--quick"] if args.quick else []) + (
-            ["--update-docs"] if args.update_docs else [])
+            ["--update-docs"] if args.update_docs else []) + list(args.script_args or [])
         old_argv, old_path = sys.argv, list(sys.path)
         sys.argv = argv
         sys.path.insert(0, str(benchmarks_dir()))  # the scripts import their _common helpers
