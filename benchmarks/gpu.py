@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import ROOT, markdown_table, update_section
+from _common import ROOT, markdown_table, plain_baoab_double_well, update_section
 
 SIZES = {  # chains, integrate steps, parameter tensors, elements per tensor
     "full": {"chains": 1_000_000, "steps": 1000, "tensors": 20, "numel": 5_000_000},
@@ -106,23 +105,9 @@ def ensemble(device, size: dict, repeats: int) -> tuple[list[list[str]], dict]: 
                                         backend="torch", device=device, dtype=dtype)
 
     def plain_loop(dtype: str) -> Callable[[], object]:
-        dt = getattr(torch, dtype)
-
         def run() -> None:
-            g = torch.Generator(device=device).manual_seed(0)
-            q = torch.ones(chains, 2, dtype=dt, device=device)
-            p = torch.randn(chains, 2, generator=g, dtype=dt, device=device) * math.sqrt(TAU)
-            c = math.exp(-GAMMA * H)
-            d = math.sqrt((1 - c * c) * TAU)
-            grad = 4 * q * (q * q - 1)
-            for _ in range(steps):
-                p.add_(grad, alpha=-H / 2)
-                q.add_(p, alpha=H / 2)
-                p.mul_(c).add_(torch.randn(q.shape, generator=g, dtype=dt, device=device),
-                               alpha=d)
-                q.add_(p, alpha=H / 2)
-                grad = 4 * q * (q * q - 1)
-                p.add_(grad, alpha=-H / 2)
+            q = plain_baoab_double_well(chains, steps, getattr(torch, dtype), device, h=H,
+                                        gamma=GAMMA, tau=TAU)
             q.cpu()  # the result on the host, as integrate() returns it
         return run
 
