@@ -300,8 +300,11 @@ class DDPTrajectory:
         """
         if not self._handles:
             _reset_compiled()
+            from torch import compiler  # imports dynamo: only for users of the trajectory
+
             for i, m in enumerate(self.leaves):
-                self._handles.append(m.register_forward_hook(partial(self._forward_hook, i)))
+                hook = compiler.disable(partial(self._forward_hook, i))
+                self._handles.append(m.register_forward_hook(hook))
             for p in self.parameters:
                 if p.requires_grad:
                     self._handles.append(p.register_hook(partial(self._grad_pre_hook, p)))
@@ -351,11 +354,11 @@ class DDPTrajectory:
         """Drop the stored trajectory."""
         self._rec = None
 
-    @torch.compiler.disable
     def _forward_hook(self, i: int, module: nn.Module, inputs: tuple[Any, ...], output: Any
                       ) -> None:
-        # Runs eagerly even inside a torch.compile'd model (dynamo breaks the graph here), so
-        # the record holds real tensors and the tensor hooks fire during backward().
+        # Registered through torch.compiler.disable (attach): it runs eagerly even inside a
+        # torch.compile'd model (dynamo breaks the graph here), so the record holds real tensors
+        # and the tensor hooks fire during backward().
         if not torch.is_grad_enabled() or module is not self.leaves[i]:
             return
         if i == 0:
