@@ -477,10 +477,13 @@ class DDPTrajectory:
         implied = layer.batch_outer(layer.outputs(v if d1 is None else v * d1),
                                     layer.inputs(self._input_of(rec, st)))
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in layer.params]
-        actual = layer.aug(grads[0], grads[1] if len(grads) > 1 else None)
-        mask = layer.aug(*[torch.full_like(p, float(p.grad is not None)) for p in layer.params])
-        a, b = (actual * mask).double(), (implied * mask).double()
-        aa, ab, bb = torch.stack([(a * a).sum(), (a * b).sum(), (b * b).sum()]).tolist()
+        a = layer.aug(grads[0], grads[1] if len(grads) > 1 else None).reshape(-1).double()
+        b = implied.reshape(-1).double()
+        if any(p.grad is None for p in layer.params):   # compare the parts that have one
+            mask = layer.aug(*[torch.full_like(p, float(p.grad is not None))
+                               for p in layer.params]).reshape(-1).double()
+            a, b = a * mask, b * mask
+        aa, ab, bb = torch.stack([a.dot(a), a.dot(b), b.dot(b)]).tolist()
         if not all(map(math.isfinite, (aa, ab, bb))):
             return 1.0     # the optimizer's finiteness check reports it
         if bb == 0.0:
