@@ -36,6 +36,13 @@ def resolve_dtype(dtype: Any) -> torch.dtype:
     return out
 
 
+def _finite_rows(state: State) -> torch.Tensor:
+    """Per chain: q and p finite and no extra NaN (the numba kernel's divergence rule; extras
+    may hold +inf as a "not yet" marker)."""
+    ok = torch.isfinite(state.q).all(dim=1) & torch.isfinite(state.p).all(dim=1)
+    return ok & ~torch.isnan(state.x).any(dim=1)
+
+
 class TorchBackend(AbstractBackend):
     """Batched tensor ops over all chains; noise from a seeded ``torch.Generator``.
 
@@ -82,7 +89,7 @@ class TorchBackend(AbstractBackend):
         saved = (state.q.clone(), state.p.clone(), state.x.clone(), gen_state)
         next_record = records.next if records is not None else 0
         self._steps(system, program, state, n_steps, records)
-        if bool(torch.isfinite(state.q).all()):
+        if bool(_finite_rows(state).all()):
             state.step += n_steps
             if records is not None:
                 records.next += n_steps // records.every
@@ -98,7 +105,7 @@ class TorchBackend(AbstractBackend):
         for n in range(n_steps):
             every = records.every if records is not None else 1
             self._steps(system, program, state, 1, None)
-            finite = torch.isfinite(state.q).all(dim=1)
+            finite = _finite_rows(state)
             if not bool(finite.all()):
                 return Divergence(step=state.step + n + 1, chain=int(torch.argmin(finite.int())))
             if records is not None and (n + 1) % every == 0:
