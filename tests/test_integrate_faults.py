@@ -16,8 +16,6 @@ import pytest
 import dynopt
 from dynopt import potentials as P
 from dynopt import systems as S
-from dynopt.backends.numba.kernel import run_block_kernel
-from dynopt.backends.numba.potentials import dummy_grad, dummy_value
 from dynopt.errors import DivergenceError
 
 integrate_module = importlib.import_module("dynopt.integrate")
@@ -83,6 +81,8 @@ def test_state_argument_must_be_a_state():
 
 
 def _kernel_args(C=3, D=2, Dp=2, E=0, R=4, n_steps=3):
+    from dynopt.backends.numba.potentials import dummy_grad, dummy_value
+
     prog = dynopt.integrators.resolve("BAOAB").program(LANGEVIN, 0.1)
     codes, fstart, fpar, istart, ipar = prog.pack()
     return dict(
@@ -109,6 +109,8 @@ def _kernel_args(C=3, D=2, Dp=2, E=0, R=4, n_steps=3):
 )
 def test_numba_kernel_entry_checks_its_buffers(change, message):
     """Called directly with inconsistent buffers, the kernel raises instead of corrupting."""
+    from dynopt.backends.numba.kernel import run_block_kernel
+
     args = _kernel_args()
     args.update(change)
     with pytest.raises(ValueError, match=message):
