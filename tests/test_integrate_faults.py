@@ -288,3 +288,27 @@ def test_raising_numba_gradient_gives_a_clear_error():
     # the same function is fine where it does not raise
     traj = dynopt.integrate(ham, "BAB", [0.1], p0=[0.0], h=0.1, n_steps=3)
     assert np.isfinite(traj.q).all()
+
+
+def _square(q):
+    return q[0] * q[0]
+
+
+def _square_grad(q, out):
+    out[0] = 2.0 * q[0]
+
+
+def test_custom_potentials_add_no_compiled_versions_of_the_cached_kernels():
+    """User functions enter the cached kernels as first-class function *types*: a version
+    specialized on one user's dispatcher would be pickled into the shared on-disk cache index
+    with a reference to the user's module, and every later process without that module would
+    fail to load any kernel (ModuleNotFoundError from numba's cache)."""
+    from dynopt.backends.numba import kernel, potentials
+
+    for value, grad in ((_square, _square_grad), (_plain_value, _raising_grad)):
+        pot = P.Custom(1, numba_value=value, numba_grad=grad)
+        dynopt.integrate(S.Langevin(pot), "BAOAB", [0.1], h=0.1, n_steps=2, seed=0)
+    for fn in (kernel.run_block_kernel, kernel.potential_values, kernel.potential_grads):
+        assert len(fn.signatures) == 1, fn
+    for fn in (potentials.grad_block, potentials.value_lane):
+        assert not any("Dispatcher" in repr(sig) for sig in fn.signatures), fn

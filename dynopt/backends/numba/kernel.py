@@ -391,7 +391,10 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
                 x[c0 + lane, e] = X[e, lane]
 
 
-@nb.njit(cache=True, error_model="numpy")
+# Explicit signatures: user functions enter as first-class function types, so one compiled
+# version serves every potential (a per-dispatcher specialization would be written to the
+# on-disk cache index with a reference to the user's module, breaking every later load).
+@nb.njit(_f1(_f2, types.int64, _f1, VALUE_FN), cache=True, error_model="numpy")
 def potential_values(q, pot_kind, pot_par, value_fn):  # type: ignore[no-untyped-def]
     """U for each row of ``q`` (C, D), with the kernel's own potential code."""
     C, D = q.shape
@@ -405,7 +408,7 @@ def potential_values(q, pot_kind, pot_par, value_fn):  # type: ignore[no-untyped
     return out
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(_f2(_f2, types.int64, _f1, GRAD_FN), cache=True, error_model="numpy")
 def potential_grads(q, pot_kind, pot_par, grad_fn):  # type: ignore[no-untyped-def]
     """∇U for each row of ``q`` (C, D), with the kernel's own potential code."""
     C, D = q.shape
