@@ -10,7 +10,7 @@ import numpy as np
 
 from ._validation import check_int, check_positive
 from .backends import get_backend
-from .errors import DivergenceError
+from .errors import DivergenceError, Interrupted
 from .integrators import resolve
 from .stepping import check_state, init
 from .trajectory import Trajectory
@@ -87,6 +87,8 @@ def integrate(
         ValueError: On invalid parameters (the message names the parameter and value).
         DivergenceError: If q, p or an extra becomes NaN/inf; it names the first such step and
             carries the (finite) trajectory recorded before it (``err.trajectory``).
+        Interrupted: On Ctrl-C (a KeyboardInterrupt); ``err.trajectory`` keeps the records
+            completed before it.
     """
     integ = resolve(integrator if integrator is not None else system.default_scheme)
     h = check_positive("h", h)
@@ -134,20 +136,31 @@ def integrate(
             "err.trajectory holds the records before the divergence.",
             step=div.step, chain=div.chain, trajectory=partial)
 
-    if events is not None:
-        from .events.run import run_with_events
+    try:
+        if events is not None:
+            from .events.run import run_with_events
 
-        div, log = run_with_events(be, system, integ, program, state, n_steps, records, events,
-                                   h, bar)
-        if div is not None:
-            raise diverged(div)
-    while log is None and done < n_steps:
-        todo = min(chunk, n_steps - done)
-        div = be.advance(system, program, state, todo, records)
-        if div is not None:
-            raise diverged(div)
-        done += todo
-        bar.update(todo)
+            div, log = run_with_events(be, system, integ, program, state, n_steps, records,
+                                       events, h, bar)
+            if div is not None:
+                raise diverged(div)
+        while log is None and done < n_steps:
+            todo = min(chunk, n_steps - done)
+            div = be.advance(system, program, state, todo, records)
+            if div is not None:
+                raise diverged(div)
+            done += todo
+            bar.update(todo)
+    except KeyboardInterrupt as err:
+        if isinstance(err, Interrupted):
+            raise
+        bar.close()
+        kept = records.next
+        partial = _assemble(be, system, integ, state, records, h, record_every, start_step,
+                            upto=kept, final=False)
+        raise Interrupted(
+            f"integrate() interrupted; err.trajectory keeps the {kept} records up to step "
+            f"{start_step + (kept - 1) * record_every}", trajectory=partial) from err
     bar.close()
     state.h = h
     traj = _assemble(be, system, integ, state, records, h, record_every, start_step,
