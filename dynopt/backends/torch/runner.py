@@ -70,11 +70,19 @@ class TorchBackend(AbstractBackend):
             p = system.initial_momentum(n, dim, draw)
         x = system.initial_extras(n, dim, draw)
 
-        def tens(a: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev).reshape(n, -1)
+        def tens(label: str, a: np.ndarray) -> torch.Tensor:
+            t = torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev).reshape(n, -1)
+            finite = torch.isfinite(t) | torch.as_tensor(~np.isfinite(a), device=dev).reshape(
+                t.shape)  # extras may hold +inf markers on purpose
+            if not bool(finite.all()):
+                i = int(torch.argmin(finite.reshape(-1).int()))
+                raise ValueError(
+                    f"{label} value {np.asarray(a).reshape(-1)[i]:g} (flat index {i}) is beyond "
+                    f"the range of {dt} (max {torch.finfo(dt).max:g}); use dtype=float64")
+            return t
 
-        return State(q=tens(q), p=tens(p), x=tens(x), step=0, seed=seed, backend="torch",
-                     noise=noise, generator=gen)
+        return State(q=tens("q0", q), p=tens("p0", p), x=tens("extras", x), step=0, seed=seed,
+                     backend="torch", noise=noise, generator=gen)
 
     def advance(self, system, program: Program, state: State, n_steps: int,  # type: ignore[no-untyped-def]
                 records: Records | None) -> Divergence | None:
