@@ -132,6 +132,13 @@ def init(
     if system.potential is None:
         raise ValueError(f"{type(system).__name__} needs a potential to be integrated")
     integrator.check(system)
+    if n_chains is not None:
+        n_chains = check_int("n_chains", n_chains, minimum=1)
+    from .integrate import _rows, check_memory
+
+    # the size before anything is allocated (a state only: no records)
+    check_memory(system, _rows(q0, n_chains), system.potential.dim, 0, 1,
+                 itemsize=4 if dtype is not None and "32" in str(dtype) else 8)
     q, p = _initial_arrays(system, q0, p0, n_chains)
     return get_backend(backend).init_state(system, q, p, seed=seed, noise=noise, dtype=dtype,
                                           device=device)

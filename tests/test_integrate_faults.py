@@ -312,3 +312,9 @@ def test_custom_potentials_add_no_compiled_versions_of_the_cached_kernels():
         assert len(fn.signatures) == 1, fn
     for fn in (potentials.grad_block, potentials.value_lane):
         assert not any("Dispatcher" in repr(sig) for sig in fn.signatures), fn
+
+
+def test_init_refuses_a_huge_state_before_allocating():
+    scheme = dynopt.integrators.resolve("BAOAB")
+    with pytest.raises(ValueError, match=r"n_chains=10000000000 x 1 records .* lower n_chains"):
+        scheme.init(LANGEVIN, [0.0, 0.0], n_chains=10**10, seed=0)
