@@ -221,3 +221,8 @@ def test_train_interrupted_keeps_the_evaluated_epochs(tmp_path, capsys, monkeypa
     assert f"interrupted after epoch 4 of 20; kept the metrics evaluated so far in {path}" in err
     saved = json.loads(path.read_text())
     assert saved["epoch"] == [2, 4] and saved["interrupted"] is True
+
+
+def test_bench_unknown_name_is_one_line_with_status_2(capsys):
+    assert main(["bench", "nope"]) == 2
+    _one_line_error(capsys, "dynopt bench: error: unknown benchmark 'nope'; available: ")
