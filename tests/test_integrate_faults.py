@@ -318,3 +318,11 @@ def test_init_refuses_a_huge_state_before_allocating():
     scheme = dynopt.integrators.resolve("BAOAB")
     with pytest.raises(ValueError, match=r"n_chains=10000000000 x 1 records .* lower n_chains"):
         scheme.init(LANGEVIN, [0.0, 0.0], n_chains=10**10, seed=0)
+
+
+def test_numba_potential_values_checks_the_dimension():
+    be = dynopt.backends.get_backend("numba")
+    system = S.Langevin(P.Harmonic([1.0, 2.0], dim=2))
+    np.testing.assert_allclose(be.potential_values(system, np.ones((3, 2))), [2.5] * 3)
+    with pytest.raises(ValueError, match=r"q has shape \(3, 3\); Harmonic.* needs \(chains, 2\)"):
+        be.potential_values(system, np.ones((3, 3)))

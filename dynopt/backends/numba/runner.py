@@ -135,6 +135,9 @@ class NumbaBackend(AbstractBackend):
     def potential_values(self, system, q):  # type: ignore[no-untyped-def]
         kind, par, vfn, _ = pack_potential(system.potential)
         q = np.ascontiguousarray(q, dtype=np.float64)
+        if q.ndim != 2 or q.shape[1] != system.potential.dim:  # built-ins index par by d
+            raise ValueError(f"q has shape {q.shape}; {system.potential!r} needs (chains, "
+                             f"{system.potential.dim})")
         out = potential_values(q, kind, par, vfn)
         if kind == 0 and hasattr(system.potential, "raise_if_failed"):
             system.potential.raise_if_failed(par, q, "on the recorded state")
