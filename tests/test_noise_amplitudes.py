@@ -77,13 +77,14 @@ def test_adaptive_langevin_xi_mean_with_the_exact_ou_step(backend):
     system = S.AdaptiveLangevin(P.Harmonic(FLAT, dim=2), temperature=TAU, sigma_a=SIGMA,
                                 eps=EPS, xi0=SIGMA**2 / (2 * TAU), mass=MASS)
     chains = 1024
-    traj = dynopt.integrate(system, "BAEOEAB", [0.0, 0.0], h=0.05, n_steps=6000,
+    steps = 6000 if backend == "numba" else 1200  # torch pays per op, numba per chain-step
+    traj = dynopt.integrate(system, "BAEOEAB", [0.0, 0.0], h=0.05, n_steps=steps,
                             n_chains=chains, record_every=10, seed=12, backend=backend)
-    xi = traj.extras["xi"][:, 100:]
+    xi = traj.extras["xi"][:, 30:]  # ξ starts at ξ*; p from zero relaxes within 15 time units
     se = float(dg.batch_means_se(xi, n_batches=1))  # one batch per chain: chains independent
     _check(float(xi.mean()), se, system.xi_mean,
            1.25 * math.sqrt(system.xi_variance / chains), f"{backend} <xi>")
-    p = traj.p[:, 100:]
+    p = traj.p[:, 30:]
     for i in range(2):
         x = p[..., i] ** 2 / MASS[i]
         _check(float(x.mean()), float(dg.batch_means_se(x, n_batches=1)), TAU,
