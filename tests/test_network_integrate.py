@@ -122,7 +122,17 @@ def test_leapfrog_has_no_secular_energy_drift_over_1e5_steps():
 
 
 # --- temperatures of an MLP under Langevin ------------------------------------------------------------
-def _check_temperatures(traj, U, tau, burn_in, se_kin, se_conf, se_whole):
+def _check_temperatures(run, burn_in, se_kin, se_conf, se_whole):
+    """Run Langevin at τ = 0.05 on a tanh MLP; T_kin and T_conf per layer and overall equal τ
+    within 4 SE, and the SEs are below the given fractions of τ."""
+    weight_decay, gamma, h, n_steps, chains, seed, every = run
+    net = _tanh_mlp(hidden=3)
+    U = NetworkLoss(net, F.mse_loss, _data(), weight_decay=weight_decay)
+    tau = 0.05
+    traj = dynopt.integrate(S.Langevin(U, gamma=gamma, temperature=tau), "BAOAB", _theta(net),
+                            h=h, n_steps=n_steps, n_chains=chains, seed=seed, record_every=every,
+                            observables=["layer_kinetic", dynopt.observables.LayerConfigurational(
+                                probes=2, seed=1)])
     temps = layer_temperatures(traj, burn_in=burn_in)
     assert set(temps) == {"0.weight", "0.bias", "2.weight", "2.bias"}
     for name, t in temps.items():
@@ -137,28 +147,14 @@ def _check_temperatures(traj, U, tau, burn_in, se_kin, se_conf, se_whole):
 
 def test_kinetic_and_configurational_temperature_of_an_mlp_equal_tau_per_layer():
     """T_kin = 2⟨K_L⟩/n_L and T_conf = ⟨|∇_L U|²⟩/⟨ΔU_L⟩ (Hutchinson) per parameter tensor."""
-    net = _tanh_mlp(hidden=3)
-    U = NetworkLoss(net, F.mse_loss, _data(), weight_decay=1.0)
-    tau = 0.05
-    sys = S.Langevin(U, gamma=1.0, temperature=tau)
-    traj = dynopt.integrate(sys, "BAOAB", _theta(net), h=0.05, n_steps=2500, n_chains=8, seed=4,
-                            record_every=5,
-                            observables=["layer_kinetic", dynopt.observables.LayerConfigurational(
-                                probes=2, seed=1)])
-    _check_temperatures(traj, U, tau, burn_in=100, se_kin=0.08, se_conf=0.08, se_whole=0.025)
+    _check_temperatures((1.0, 1.0, 0.05, 2500, 8, 4, 5), burn_in=100, se_kin=0.08, se_conf=0.08,
+                        se_whole=0.025)
 
 
 @pytest.mark.slow
 def test_mlp_temperatures_per_layer_long_run():
-    net = _tanh_mlp(hidden=3)
-    U = NetworkLoss(net, F.mse_loss, _data(), weight_decay=0.5)
-    tau = 0.05
-    sys = S.Langevin(U, gamma=2.0, temperature=tau)
-    traj = dynopt.integrate(sys, "BAOAB", _theta(net), h=0.04, n_steps=6000, n_chains=16, seed=3,
-                            record_every=10,
-                            observables=["layer_kinetic", dynopt.observables.LayerConfigurational(
-                                probes=2, seed=1)])
-    _check_temperatures(traj, U, tau, burn_in=200, se_kin=0.04, se_conf=0.04, se_whole=0.01)
+    _check_temperatures((0.5, 2.0, 0.04, 6000, 16, 3, 10), burn_in=200, se_kin=0.04,
+                        se_conf=0.04, se_whole=0.01)
 
 
 # --- replicas -----------------------------------------------------------------------------------------
