@@ -276,3 +276,20 @@ def test_bad_observables_are_rejected():
         dynopt.integrate(sys, None, _theta(net), n_chains=3, chain_ids=[0, 1], **kw)
     with pytest.raises(ValueError, match="chain_ids needs backend='torch'"):
         dynopt.integrate(harm, None, [0.0, 0.0], chain_ids=[0], backend="numba", **kw)
+
+
+def test_observables_with_events_record_the_same_run():
+    """Events advance one step per call and record through the same recorder."""
+    net = _tanh_mlp()
+    U = NetworkLoss(net, F.mse_loss, _data(), batch_size=4)
+    sys = S.PortHamiltonian(U, gamma=0.5)
+    stop = dynopt.events.AtStep(7, then=dynopt.events.SetFriction(2.0))
+    kw = dict(h=0.05, n_steps=12, n_chains=2, seed=1, record_every=2, events=[stop])
+    full = dynopt.integrate(sys, None, _theta(net), **kw)
+    obs = dynopt.integrate(sys, None, _theta(net), **kw, observables=["theta", "loss"])
+    np.testing.assert_array_equal(obs.q, full.q)
+    np.testing.assert_array_equal(obs.extras["potential"], full.extras["potential"])
+    np.testing.assert_allclose(obs.extras["loss"], U.data_loss(torch.as_tensor(full.q)).numpy(),
+                               rtol=0, atol=1e-14)
+    free = dynopt.integrate(sys, None, _theta(net), **{**kw, "events": None})
+    assert not np.allclose(free.q[:, -1], full.q[:, -1])      # the event changed the run
