@@ -215,6 +215,8 @@ def test_bad_data_and_hyperparameters_are_rejected_with_the_value_named():
         NetworkLoss(net, F.mse_loss, (x, torch.randn(24, 3, dtype=torch.float64)))
     with pytest.raises(ValueError, match="loss_fn must return a scalar"):
         NetworkLoss(net, lambda o, t: (o - t) ** 2, (x, y))
+    with pytest.raises(ValueError, match="data targets contain NaN or inf"):
+        NetworkLoss(net, F.mse_loss, (x, torch.full_like(y, float("nan"))))
     with pytest.raises(TypeError, match="data must be a pair"):
         NetworkLoss(net, F.mse_loss, x)
     with pytest.raises(TypeError, match="data targets must be a torch.Tensor"):

@@ -59,8 +59,9 @@ def check_data(name: str, data: Any) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"{name} has {x.shape[0]} inputs but {y.shape[0]} targets")
     if x.shape[0] == 0:
         raise ValueError(f"{name} has no examples")
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} inputs contain NaN or inf")
+    for part, t in (("inputs", x), ("targets", y)):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} {part} contain NaN or inf")
     return x, y
 
 
