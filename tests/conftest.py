@@ -15,3 +15,13 @@ torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread for the test (restored after): tiny tensors gain nothing from
+    threads and stall on OpenMP wake-ups when the 2-core machine is loaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -13,15 +13,8 @@ from dynopt.potentials import NetworkLoss
 from dynopt.potentials.minibatch import BatchSchedule, gradient_points
 from dynopt.program import GRADIENT_OPS, POSITION_OPS
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one intra-op thread avoids OpenMP wake-up stalls on a loaded
-    2-core machine (restored after each test)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny models: one intra-op thread (see the fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _mlp(seed=0, dtype=torch.float64, hidden=5):

@@ -35,14 +35,8 @@ LAM = 0.05
 N_STEPS = 40
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one intra-op thread avoids OpenMP wake-up stalls on a loaded
-    2-core machine (restored after each test)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny models: one intra-op thread (see the fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _net(seed=0):
