@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from dynopt import integrate, systems
 from dynopt.diagnostics import (
     critical_step,
     model_top_eigenvalue,
+    optimizer_stability_limit,
     potential_top_eigenvalue,
     spectral_radius,
     stability_limit,
@@ -224,3 +226,55 @@ def test_model_top_eigenvalue_linear_regression() -> None:
         model_top_eigenvalue(model, loss, (x, y), weight_decay=-1.0)
     with pytest.raises(TypeError, match="data"):
         model_top_eigenvalue(model, loss, [])
+
+
+def _run_quadratic(opt_factory: Any, lam: float, steps: int = 2000) -> tuple[float, float]:
+    """max |θ| over the first and the second half of a run on U = λθ²/2 from θ = 1."""
+    theta = torch.nn.Parameter(torch.ones(1, dtype=torch.float64))
+    opt = opt_factory([theta])
+    trace = []
+    for _ in range(steps):
+        opt.zero_grad()
+        (0.5 * lam * theta.square().sum()).backward()
+        opt.step()
+        trace.append(float(theta.detach().abs().max()))
+    return max(trace[: steps // 2]), max(trace[steps // 2:])
+
+
+@pytest.mark.parametrize("name", ["sgd", "sgd-momentum", "sgd-dampening", "heavyball",
+                                  "langevin"])
+def test_optimizer_limits_decide_divergence_of_the_real_optimizer(name: str) -> None:
+    """The limit from the optimizer's scheme separates bounded from divergent runs of the
+    optimizer itself on a quadratic (0.5 % on either side: |θ| shrinks vs grows 100-fold from one half of the run to the
+    next)."""
+    from dynopt.optim import HeavyBall, Langevin
+
+    factories = {
+        "sgd": (lambda p: torch.optim.SGD(p, lr=0.01), 2 / 0.01),
+        "sgd-momentum": (lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9), 2 * 1.9 / 0.01),
+        "sgd-dampening": (lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.5, dampening=0.2),
+                          2 * 1.5 / 0.008),
+        "heavyball": (lambda p: HeavyBall(p, lr=0.1, gamma=2.0), 2 * (2 - 0.2) / 0.01),
+        "langevin": (lambda p: Langevin(p, lr=0.1, gamma=1.0, temperature=0.0, seed=0),
+                     4 / 0.01),
+    }
+    factory, closed = factories[name]
+    probe = factory([torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))])
+    lam = optimizer_stability_limit(probe).lam
+    assert lam == pytest.approx(closed, rel=1e-8)
+    first, second = _run_quadratic(factory, 0.995 * lam)
+    assert second <= first
+    first, second = _run_quadratic(factory, 1.005 * lam)
+    assert second > 100 * first
+
+
+def test_optimizer_limit_without_a_scheme() -> None:
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    res = optimizer_stability_limit(torch.optim.Adam(p))
+    assert res.lam is None and "Adam" in res.reason
+    res = optimizer_stability_limit(torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True))
+    assert res.lam is None and "Nesterov" in res.reason
+    wd = optimizer_stability_limit(torch.optim.SGD(p, lr=0.1, weight_decay=0.5))
+    assert wd.lam == pytest.approx(20.0 - 0.5, rel=1e-12)
+    with pytest.raises(TypeError, match="optimizer"):
+        optimizer_stability_limit("sgd")

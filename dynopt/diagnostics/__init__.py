@@ -15,7 +15,8 @@ use; the ones about a run also accept a :class:`dynopt.Trajectory` directly.
 * Orders: :func:`reference_flow` (torchdiffeq), :func:`global_error`, :func:`empirical_order`.
 * Curvature against stability: :func:`stability_limit` (from a scheme's own program),
   :func:`critical_step`, :func:`transfer_matrix`, :func:`model_top_eigenvalue`,
-  :func:`potential_top_eigenvalue` (λ_max by Lanczos on Hessian-vector products).
+  :func:`potential_top_eigenvalue` (λ_max by Lanczos on Hessian-vector products),
+  :func:`optimizer_stability_limit` (dynopt optimizers and ``torch.optim.SGD``).
 
 Handing a run to ArviZ (not a dependency of dynopt)::
 
@@ -54,6 +55,8 @@ from .gibbs import is_separable as is_separable
 from .gibbs import marginal_potential as marginal_potential
 from .gibbs_distance import GibbsDistance as GibbsDistance
 from .gibbs_distance import gibbs_distance as gibbs_distance
+from .optimizer_limit import OptimizerLimit as OptimizerLimit
+from .optimizer_limit import optimizer_stability_limit as optimizer_stability_limit
 from .order import OrderFit as OrderFit
 from .order import empirical_order as empirical_order
 from .order import global_error as global_error
@@ -74,6 +77,7 @@ __all__ = [
     "FlowSolution",
     "GibbsDistance",
     "GibbsMarginal",
+    "OptimizerLimit",
     "OrderFit",
     "StabilityLimit",
     "TopEigenvalue",
@@ -101,6 +105,7 @@ __all__ = [
     "kinetic_temperature",
     "marginal_potential",
     "model_top_eigenvalue",
+    "optimizer_stability_limit",
     "potential_top_eigenvalue",
     "reference_flow",
     "rhat",
