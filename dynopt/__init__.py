@@ -9,7 +9,7 @@
 * :mod:`dynopt.surfing`: continuation over network snapshots.
 """
 
-from . import diagnostics, events, integrators, optim, potentials, surfing, systems
+from . import diagnostics, events, integrators, observables, optim, potentials, surfing, systems
 from .errors import DivergenceError
 from .integrate import integrate
 from .stepping import State
@@ -18,4 +18,4 @@ from .trajectory import Trajectory
 __version__ = "0.1.0"
 
 __all__ = ["DivergenceError", "State", "Trajectory", "__version__", "diagnostics", "events",
-           "integrate", "integrators", "optim", "potentials", "surfing", "systems"]
+           "integrate", "integrators", "observables", "optim", "potentials", "surfing", "systems"]

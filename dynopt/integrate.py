@@ -35,7 +35,7 @@ def integrate(
     *,
     h: float,
     n_steps: int,
-    backend: str = "numba",
+    backend: str | None = None,
     seed: int | None = None,
     p0: Any = None,
     n_chains: int | None = None,
@@ -46,6 +46,8 @@ def integrate(
     progress: bool | None = None,
     state: State | None = None,
     events: Any = None,
+    observables: Any = None,
+    chain_ids: Any = None,
 ) -> Trajectory:
     """Integrate ``n_chains`` independent chains of ``system`` for ``n_steps`` steps.
 
@@ -65,7 +67,9 @@ def integrate(
         q0: Initial positions, ``(dim,)`` for all chains or ``(chains, dim)``.
         h: Step size (> 0).
         n_steps: Number of steps (>= 0).
-        backend: ``"numba"`` (CPU, float64, fused parallel kernel) or ``"torch"``.
+        backend: ``"numba"`` (CPU, float64, fused parallel kernel) or ``"torch"``; None (default):
+            numba, or torch for potentials only torch can evaluate (a
+            :class:`~dynopt.potentials.NetworkLoss`).
         seed: Integer seed (a fresh one is drawn and stored in the result if None).
         p0: Initial momenta (default: Maxwell–Boltzmann at the system's temperature, or zero).
         n_chains: Number of chains (default from ``q0``).
@@ -79,6 +83,16 @@ def integrate(
         events: Triggers with actions (:mod:`dynopt.events`), evaluated per chain after every
             step; the run then advances one step per kernel call (see
             :mod:`dynopt.events.run`) and the firings are in ``traj.events``.
+        observables: What to record (torch backend), instead of the whole state: a list of
+            :mod:`dynopt.observables` objects, names (``"loss"``, ``"heldout_loss"``,
+            ``"layer_kinetic"``, ``"layer_configurational"``, ``"projections"``, ``"theta"``)
+            or callables ``f(state) -> (chains,) or (chains, k)`` tensor. The potential,
+            kinetic energy, energy, invariant and thermostat variables are always recorded; q is
+            recorded only with ``"theta"`` (else ``traj.q`` has 0 columns) and ``traj.p`` is None.
+            None (default): record q, p and the extras in full, as always.
+        chain_ids: Global indices of the chains of this call (torch backend): chain c then draws
+            its noise from its own generator keyed by ``(seed, c)``, so it follows the same path
+            whichever process runs it beside whichever chains (:mod:`dynopt.replicas`).
 
     Returns:
         A :class:`~dynopt.trajectory.Trajectory` with ``n_steps // record_every + 1`` draws.
@@ -96,22 +110,41 @@ def integrate(
         raise TypeError(f"progress must be None or a bool, got {progress!r}")
     if state is None:
         state = init(system, integ, q0, backend=backend, seed=seed, p0=p0, n_chains=n_chains,
-                     noise=noise, dtype=dtype, device=device)
+                     noise=noise, dtype=dtype, device=device, chain_ids=chain_ids)
     else:
+        if chain_ids is not None:
+            raise ValueError("chain_ids cannot be combined with state= (the state carries its "
+                             "own per-chain streams)")
         integ.check(system)
         state = state.copy()
+    if events is not None and state.streams is not None:
+        raise ValueError("events= cannot be combined with chain_ids= (per-chain noise streams)")
     program = integ.program(system, h)
     be = get_backend(state.backend)
     n_records = n_steps // record_every + 1
-    width = state.dim + state.p.shape[1] + state.x.shape[1] + 1
+    observer = None
+    if observables is not None:
+        from .observables.recorder import Recorder
+
+        if state.backend != "torch":
+            raise ValueError(f"observables= needs backend='torch', got backend={state.backend!r}")
+        observer = Recorder(observables, system, state, n_records)
+        width = observer.width
+    else:
+        width = state.dim + state.p.shape[1] + state.x.shape[1] + 1
     need = n_records * state.n_chains * width * 8
     if need > MAX_RECORD_BYTES:
         raise ValueError(
             f"recording {n_records} draws x {state.n_chains} chains needs {need / 2**30:.1f} GiB; "
             f"raise record_every (got {record_every})"
         )
-    records = be.allocate_records(state, n_records, record_every)
-    _record_initial(be, system, state, records)
+    if observer is None:
+        records = be.allocate_records(state, n_records, record_every)
+        _record_initial(be, system, state, records)
+    else:
+        records = observer.records(record_every)
+        observer.record(0, state, system)
+        records.next = 1
     chunk = max(1, CHUNK_WORK // max(state.n_chains, 1))
     chunk = record_every * max(1, math.ceil(chunk / record_every))
     show = progress if progress is not None else n_steps * state.n_chains > 10**8
@@ -167,6 +200,11 @@ def _record_initial(be: Any, system: AbstractSystem, state: State, records: Any)
 
 def _assemble(be: Any, system: AbstractSystem, integ: AbstractIntegrator, state: State,
               records: Any, h: float, record_every: int, upto: int) -> Trajectory:
+    if records.observer is not None:
+        t = (np.arange(upto) * record_every + (state.step - (records.next - 1) * record_every)) * h
+        return records.observer.trajectory(
+            upto, t=t, h=h, record_every=record_every, seed=state.seed, backend=state.backend,
+            system=system, integrator=integ, final_state=state)
     arr = be.records_to_numpy(records)
     q = arr["q"][:, :upto]
     u = arr["u"][:, :upto]

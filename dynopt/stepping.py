@@ -50,7 +50,10 @@ class State:
         backend: ``"numba"`` or ``"torch"``.
         noise: ``"gaussian"`` or ``"discrete"``.
         h: Step size of the last step taken (None before the first).
-        generator: The torch generator (torch backend only).
+        generator: The torch generator (torch backend only; None with per-chain streams).
+        streams: Per-chain generators keyed by (seed, global chain index)
+            (:class:`~dynopt.backends.torch.streams.ChainStreams`; torch backend with
+            ``chain_ids``), else None.
     """
 
     q: Any
@@ -62,6 +65,7 @@ class State:
     noise: str = "gaussian"
     h: float | None = None
     generator: Any = field(default=None, repr=False)
+    streams: Any = field(default=None, repr=False)
 
     @property
     def n_chains(self) -> int:
@@ -82,6 +86,8 @@ class State:
                 g = torch.Generator(device=self.generator.device)
                 g.set_state(self.generator.get_state())
                 new.generator = g
+            if self.streams is not None:
+                new.streams = self.streams.copy()
         else:
             new.q, new.p, new.x = self.q.copy(), self.p.copy(), self.x.copy()
         return new
@@ -97,13 +103,14 @@ def init(
     integrator: AbstractIntegrator,
     q0: Any,
     *,
-    backend: str = "numba",
+    backend: str | None = None,
     seed: int | None = None,
     p0: Any = None,
     n_chains: int | None = None,
     noise: str = "gaussian",
     dtype: Any = None,
     device: Any = None,
+    chain_ids: Any = None,
 ) -> State:
     """Initial state for ``n_chains`` chains started at ``q0``.
 
@@ -111,7 +118,9 @@ def init(
         system: The dynamics.
         integrator: The scheme (checked against the system's letters here).
         q0: ``(dim,)`` (broadcast to all chains) or ``(chains, dim)``.
-        backend: ``"numba"`` (CPU, fused, float64) or ``"torch"`` (CPU/GPU, float32/float64).
+        backend: ``"numba"`` (CPU, fused, float64) or ``"torch"`` (CPU/GPU, float32/float64);
+            None: the first backend the potential supports (numba, or torch for a
+            :class:`~dynopt.potentials.NetworkLoss`).
         seed: Integer seed; a fresh one is drawn (and stored in the state) if None.
         p0: Initial momenta, like ``q0``; by default Maxwell–Boltzmann for systems with a
             temperature, zero otherwise.
@@ -119,9 +128,15 @@ def init(
         noise: ``"gaussian"`` (default) or ``"discrete"`` (moment-matched three-point noise).
         dtype: Torch dtype (torch backend; default float64).
         device: Torch device (torch backend; default CPU).
+        chain_ids: Global indices of these chains (torch backend): each chain then draws its
+            noise from its own generator keyed by ``(seed, chain id)``
+            (:mod:`dynopt.backends.torch.streams`), so a chain's path does not depend on the
+            other chains or on the process that holds it.
     """
     from .backends import get_backend
 
+    if system.potential is not None and backend is None:
+        backend = resolve_backend(system.potential)
     check_choice("backend", backend, BACKENDS)
     check_choice("noise", noise, NOISES)
     if seed is None:
@@ -129,10 +144,45 @@ def init(
     seed = check_int("seed", seed, minimum=0)
     if system.potential is None:
         raise ValueError(f"{type(system).__name__} needs a potential to be integrated")
+    supported = getattr(system.potential, "backends", BACKENDS)
+    if backend not in supported:
+        raise ValueError(f"backend={backend!r} cannot integrate {system.potential!r}; it supports "
+                         f"backend in {tuple(supported)}")
     integrator.check(system)
+    if chain_ids is not None and n_chains is None and np.ndim(_to_numpy(q0)) <= 1:
+        n_chains = len(list(chain_ids))
     q, p = _initial_arrays(system, q0, p0, n_chains)
+    if chain_ids is None:
+        return get_backend(backend).init_state(system, q, p, seed=seed, noise=noise,
+                                              dtype=dtype, device=device)
+    ids = check_chain_ids(chain_ids, q.shape[0])
+    if backend != "torch":
+        raise ValueError(f"chain_ids needs backend='torch' (the numba backend keys noise by the "
+                         f"local chain index), got backend={backend!r}")
     return get_backend(backend).init_state(system, q, p, seed=seed, noise=noise, dtype=dtype,
-                                          device=device)
+                                          device=device, chain_ids=ids)
+
+
+def _to_numpy(a: Any) -> Any:
+    return a.detach().cpu().numpy() if hasattr(a, "detach") else a
+
+
+def resolve_backend(potential: Any) -> str:
+    """The default backend for ``potential``: the first of its ``backends`` (numba if any)."""
+    return str(getattr(potential, "backends", BACKENDS)[0])
+
+
+def check_chain_ids(chain_ids: Any, n_chains: int) -> list[int]:
+    """Distinct non-negative integer chain indices, one per chain."""
+    try:
+        ids = [int(c) for c in chain_ids]
+    except (TypeError, ValueError):
+        raise TypeError(f"chain_ids must be a sequence of ints, got {chain_ids!r}") from None
+    if any(c < 0 for c in ids) or len(set(ids)) != len(ids):
+        raise ValueError(f"chain_ids must be distinct non-negative ints, got {chain_ids!r}")
+    if len(ids) != n_chains:
+        raise ValueError(f"chain_ids has {len(ids)} entries but there are {n_chains} chains")
+    return ids
 
 
 def step(

@@ -22,6 +22,8 @@ class Records:
 
     Shapes: ``q (C, R, D)``, ``p (C, R, Dp)``, ``x (C, R, E)``, ``u (C, R)``. The numba backend
     writes numpy arrays; the torch backend writes tensors of the same shapes on its device.
+    With an ``observer`` (:class:`dynopt.observables.Recorder`, torch backend) the backend
+    hands each record to it instead and q, p, x, u stay unused.
     """
 
     q: Any
@@ -30,6 +32,7 @@ class Records:
     u: Any
     every: int
     next: int = 0
+    observer: Any = None
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 Built-ins: :class:`Harmonic`, :class:`DoubleWell`, :class:`Ackley`, :class:`Rastrigin`,
 :class:`Rosenbrock`, :class:`Zakharov`,
-:class:`MultiBasin`. Bring your own with :class:`Custom`.
+:class:`MultiBasin`. Bring your own with :class:`Custom`; a network's training loss is
+:class:`NetworkLoss`.
 """
 
 from .ackley import Ackley as Ackley
@@ -11,9 +12,10 @@ from .custom import Custom as Custom
 from .double_well import DoubleWell as DoubleWell
 from .harmonic import Harmonic as Harmonic
 from .multi_basin import MultiBasin as MultiBasin
+from .network_loss import NetworkLoss as NetworkLoss
 from .rastrigin import Rastrigin as Rastrigin
 from .rosenbrock import Rosenbrock as Rosenbrock
 from .zakharov import Zakharov as Zakharov
 
 __all__ = ["AbstractPotential", "Ackley", "Custom", "DoubleWell", "Harmonic", "MultiBasin",
-           "Rastrigin", "Rosenbrock", "Zakharov"]
+           "NetworkLoss", "Rastrigin", "Rosenbrock", "Zakharov"]

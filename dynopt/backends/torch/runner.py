@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ...program import BBI_EXTRAS, ECD_EXTRAS, OpCode
+from ...potentials.minibatch import gradient_points
+from ...program import BBI_EXTRAS, ECD_EXTRAS, GRADIENT_OPS, POSITION_OPS, OpCode
 from ..base import AbstractBackend, Divergence, Records
 from . import energy_ops, ops
+from .streams import ChainStreams
 
 if TYPE_CHECKING:
     from ...program import Program
@@ -46,7 +48,8 @@ class TorchBackend(AbstractBackend):
 
     name = "torch"
 
-    def init_state(self, system, q, p, *, seed, noise, dtype, device):  # type: ignore[no-untyped-def]
+    def init_state(self, system, q, p, *, seed, noise, dtype, device,  # type: ignore[no-untyped-def]
+                   chain_ids=None):
         from ...stepping import State
 
         dt = resolve_dtype(dtype)
@@ -54,20 +57,30 @@ class TorchBackend(AbstractBackend):
         gen = torch.Generator(device=dev)
         gen.manual_seed(seed)
         n, dim = q.shape
+        streams = None if chain_ids is None else ChainStreams(seed, chain_ids, dev)
 
-        def draw(shape: tuple[int, ...]) -> np.ndarray:
-            z = ops.standard_normal(shape, gen, torch.float64, dev, noise)
-            return z.cpu().numpy()
+        def drawer(g: torch.Generator) -> Any:
+            def draw(shape: tuple[int, ...]) -> np.ndarray:
+                z = ops.standard_normal(shape, g, torch.float64, dev, noise)
+                return z.cpu().numpy()
+            return draw
 
-        if p is None:
-            p = system.initial_momentum(n, dim, draw)
-        x = system.initial_extras(n, dim, draw)
+        if streams is None:
+            if p is None:
+                p = system.initial_momentum(n, dim, drawer(gen))
+            x = system.initial_extras(n, dim, drawer(gen))
+        else:  # chain c's initial draws from its own stream
+            if p is None:
+                p = np.concatenate([system.initial_momentum(1, dim, drawer(g)).reshape(1, -1)
+                                    for g in streams.generators]) if n else np.zeros((0, dim))
+            x = np.concatenate([np.asarray(system.initial_extras(1, dim, drawer(g))).reshape(1, -1)
+                                for g in streams.generators])
 
         def tens(a: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev).reshape(n, -1)
 
         return State(q=tens(q), p=tens(p), x=tens(x), step=0, seed=seed, backend="torch",
-                     noise=noise, generator=gen)
+                     noise=noise, generator=gen if streams is None else None, streams=streams)
 
     def advance(self, system, program: Program, state: State, n_steps: int,  # type: ignore[no-untyped-def]
                 records: Records | None) -> Divergence | None:
@@ -75,10 +88,11 @@ class TorchBackend(AbstractBackend):
         from a saved copy step by step to name the exact step (zero cost unless it diverges)."""
         if n_steps == 0:
             return None
-        if state.generator is None and program.n_noise_ops > 0:
+        if state.generator is None and state.streams is None and program.n_noise_ops > 0:
             raise ValueError("this program draws noise but the state has no torch generator; "
                              "create states with dynopt.stepping.init(..., backend='torch')")
         gen_state = state.generator.get_state() if state.generator is not None else None
+        stream_state = state.streams.get_state() if state.streams is not None else None
         saved = (state.q.clone(), state.p.clone(), state.x.clone(), gen_state)
         next_record = records.next if records is not None else 0
         self._steps(system, program, state, n_steps, records)
@@ -93,6 +107,8 @@ class TorchBackend(AbstractBackend):
         state.x.copy_(saved[2])
         if gen_state is not None:
             state.generator.set_state(gen_state)
+        if stream_state is not None:
+            state.streams.set_state(stream_state)
         if records is not None:
             records.next = next_record
         for n in range(n_steps):
@@ -107,6 +123,9 @@ class TorchBackend(AbstractBackend):
 
     @staticmethod
     def _record(records: Records, r: int, state: State, system: AbstractSystem) -> None:
+        if records.observer is not None:
+            records.observer.record(r, state, system)
+            return
         records.q[:, r] = state.q
         records.p[:, r] = state.p
         records.x[:, r] = state.x
@@ -128,8 +147,30 @@ class TorchBackend(AbstractBackend):
         def kinetic2(pp: torch.Tensor) -> torch.Tensor:
             return (pp * pp * minv).sum(-1, keepdim=True)
 
+        streams = state.streams
+
         def noise() -> torch.Tensor:
+            if streams is not None:
+                return streams.normal(dim, dt, state.noise)
             return ops.standard_normal(tuple(q.shape), state.generator, dt, dev, state.noise)
+
+        # stochastic potentials (minibatches): the gradient read at op j of step n uses
+        # evaluation n·G + offset[j], a pure function of the step (dynopt.potentials.minibatch)
+        stochastic = bool(getattr(potential, "stochastic", False))
+        if stochastic:
+            offsets, per_step = gradient_points(
+                [op.code in GRADIENT_OPS for op in program.ops],
+                [op.code in POSITION_OPS for op in program.ops])
+
+        def gradient(n: int, j: int) -> torch.Tensor:
+            if stochastic:
+                return potential.grad(q, batch=(state.step + n) * per_step + offsets[j])
+            return potential.grad(q)
+
+        def value(n: int, j: int) -> torch.Tensor:
+            if stochastic:
+                return potential.value(q, batch=(state.step + n) * per_step + offsets[j])
+            return potential.value(q)
 
         def col(i: int) -> torch.Tensor:
             return x[:, i:i + 1]
@@ -140,20 +181,20 @@ class TorchBackend(AbstractBackend):
         grad: torch.Tensor | None = None
         every = records.every if records is not None else n_steps + 1
         for n in range(n_steps):
-            for op in program.ops:
+            for j, op in enumerate(program.ops):
                 code = op.code
                 if code == OpCode.DRIFT:
                     ops.drift_(q, p, op.f[0], m_inv)
                     grad = None
                 elif code == OpCode.KICK:
                     if grad is None:
-                        grad = potential.grad(q)
+                        grad = gradient(n, j)
                     ops.kick_(p, grad, op.f[0])
                 elif code == OpCode.OU:
                     ops.ou_(p, op.f[0], op.f[1], m_sqrt, noise())
                 elif code == OpCode.GRAD_STEP:
                     if grad is None:
-                        grad = potential.grad(q)
+                        grad = gradient(n, j)
                     ops.grad_step_(q, grad, op.f[0])
                     grad = None
                 elif code == OpCode.WIENER:
@@ -183,23 +224,23 @@ class TorchBackend(AbstractBackend):
                     energy_ops.linear_friction_(p, col(op.i[0]), op.f[0])
                 elif code == OpCode.SC_KICK:
                     if grad is None:
-                        grad = potential.grad(q)
+                        grad = gradient(n, j)
                     energy_ops.scaled_kick_(p, grad, op.f[0], col(op.i[0]))
                 elif code == OpCode.SC_DRIFT:
                     energy_ops.scaled_drift_(q, p, op.f[0], col(op.i[0]), m_inv)
                     grad = None
                 elif code == OpCode.BBI_SHELL:
                     if grad is None:
-                        grad = potential.grad(q)
+                        grad = gradient(n, j)
                     c = energy_ops.BBIConstants.from_op(op.f)
-                    V = potential.value(q)[:, None] - c.v0
+                    V = value(n, j)[:, None] - c.v0
                     energy_ops.bbi_shell_(p, grad, V, cols(BBI_EXTRAS, op.i[0]), c,
-                                          state.generator)
+                                          state.generator if streams is None else streams)
                 elif code == OpCode.ECD_SHELL:
                     if grad is None:
-                        grad = potential.grad(q)
+                        grad = gradient(n, j)
                     ce = energy_ops.ECDConstants.from_op(op.f)
-                    fd = potential.value(q)[:, None] - ce.f0
+                    fd = value(n, j)[:, None] - ce.f0
                     energy_ops.ecd_shell_(p, grad, fd, cols(ECD_EXTRAS, op.i[0]), ce)
                 elif code == OpCode.ECD_DRIFT:
                     energy_ops.ecd_drift_(q, p, op.f[0], op.f[1], col(op.i[0]))
