@@ -140,10 +140,8 @@ _SPIRAL_TUNED = ("langevin", "adlala", "lol", "adaptive-langevin")
 
 
 def train_from_cli(args: Any) -> int:
-    """``dynopt train``: an MLP on the chosen data with a dynopt optimizer, printing metrics."""
-    import json
-    from pathlib import Path
-
+    """``dynopt train``: an MLP on the chosen data with a dynopt optimizer, printing metrics and
+    the :class:`~dynopt.monitor.TrainingMonitor`'s records (see :func:`_run_monitored`)."""
     from . import data, optim
 
     torch.manual_seed(args.seed)
@@ -166,13 +164,53 @@ def train_from_cli(args: Any) -> int:
     opt = optim.make(args.optimizer, model, **kwargs)
     print(f"dynopt train: {type(opt).__name__} on {split.name}, "
           f"lr = {opt.param_groups[0]['lr']}, seed = {args.seed}")
+    return _run_monitored(args, model, opt, split)
+
+
+def _run_monitored(args: Any, model: nn.Module, opt: torch.optim.Optimizer, split: Split) -> int:
+    """Train with a :class:`~dynopt.monitor.TrainingMonitor`; print, plot and save its records."""
+    import json
+    from pathlib import Path
+
+    from .cli.train_report import final_table, format_window, make_plots, window_summary
+    from .monitor import TrainingMonitor
+
+    loss_fn = loss_function(split)
+    every = check_int("record_every", args.record_every, minimum=1)
+    curv = getattr(args, "curvature_every", 0)
+    curv = None if not curv else check_int("curvature_every", curv, minimum=1)
+    mon = TrainingMonitor(model, opt, loss_fn, (split.x_train, split.y_train), every=every,
+                          curvature_every=curv)
+    tau = opt.param_groups[0].get("temperature")
+    tau = tau if isinstance(tau, float | int) else None
+    seen = [0]
+
+    def step(o: torch.optim.Optimizer, closure: Callable[[], torch.Tensor], loss: torch.Tensor
+             ) -> Any:
+        out = o.step()
+        mon.step()
+        return out
+
+    def report(e: int, h: History) -> None:
+        traj = mon.trajectory()
+        s = window_summary(traj, seen[0])
+        seen[0] = traj.n_draws
+        print(f"epoch {e:5d}  train loss {h.train_loss[-1]:.4f}  test loss {h.test_loss[-1]:.4f}  "
+              f"test acc {100 * h.test_accuracy[-1]:.1f}%  {format_window(s)}")
+
     hist = fit(model, opt, split, epochs=args.epochs, batch_size=25, seed=args.seed,
-               eval_every=max(1, args.epochs // 10),
-               callback=lambda e, h: print(f"epoch {e:5d}  train loss {h.train_loss[-1]:.4f}  "
-                                           f"test loss {h.test_loss[-1]:.4f}  "
-                                           f"test acc {100 * h.test_accuracy[-1]:.1f}%"))
+               eval_every=max(1, args.epochs // 10), step=step, loss_fn=loss_fn,
+               callback=report)
+    traj = mon.trajectory()
+    print(final_table(traj, tau))
     out = Path(args.out) / "train"
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.optimizer}-{args.data}.json").write_text(json.dumps(hist.as_dict()))
-    print(f"wrote {out / f'{args.optimizer}-{args.data}.json'} ({hist.seconds:.1f} s)")
+    record = hist.as_dict()
+    record["monitor"] = {"step": traj.t.tolist(),
+                         **{k: v[0].tolist() for k, v in traj.extras.items() if v.ndim == 2}}
+    name = f"{args.optimizer}-{args.data}"
+    (out / f"{name}.json").write_text(json.dumps(record))
+    if not getattr(args, "no_plots", False):
+        print(f"wrote {make_plots(traj, out / name, name, tau)}")
+    print(f"wrote {out / f'{name}.json'} ({hist.seconds:.1f} s)")
     return 0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Train a small model on built-in data with a dynopt optimizer (see --help)."
+HELP = ("Train a small model on built-in data with a dynopt optimizer, monitoring per-layer "
+        "temperatures, thermostat, energy and (optionally) λ_max against the stability limit.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,6 +15,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="dynopt-out")
+    parser.add_argument("--record-every", type=int, default=20,
+                        help="optimizer steps between monitor records (loss, energy, per-layer "
+                             "temperatures, thermostat)")
+    parser.add_argument("--curvature-every", type=int, default=0,
+                        help="also record λ_max and the stability limit every this many records "
+                             "(0: never)")
+    parser.add_argument("--no-plots", action="store_true", help="skip monitor.png")
 
 
 def run(args: argparse.Namespace) -> int:
