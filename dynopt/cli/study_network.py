@@ -32,6 +32,8 @@ import torch
 
 from .. import diagnostics as dg
 from .._validation import check_int, check_nonnegative, check_positive, check_probability
+from .study_report import align
+from .study_report import fmt_number as _fmt
 
 __all__ = ["MODEL_DEFAULTS", "analyze_network", "run_network"]
 
@@ -217,14 +219,6 @@ def _target(y: torch.Tensor) -> torch.Tensor:
     return y.double() if y.dtype.is_floating_point else y
 
 
-def _fmt(x: float | None) -> str:
-    if x is None:
-        return "-"
-    if x == 0 or 1e-3 <= abs(x) < 1e5:
-        return f"{x:.4f}"
-    return f"{x:.3e}"
-
-
 def format_network_table(s: dict[str, Any]) -> str:
     """The summary as an aligned text table (quantity, value ± SE, target, z)."""
     rows: list[tuple[str, str, str, str]] = []
@@ -259,11 +253,7 @@ def format_network_table(s: dict[str, Any]) -> str:
     else:
         rows.append(("λ_max at the end (max over replicas)", _fmt(lam),
                      f"< {_fmt(cv['limit'])} (limit)", f"ratio {cv['ratio_max']:.3g}"))
-    head = ("quantity", "value", "target", "z")
-    widths = [max(len(r[i]) for r in [*rows, head]) for i in range(4)]
-    line = "  ".join(f"{{:<{w}}}" for w in widths)
-    out = [line.format(*head), line.format(*("-" * w for w in widths))]
-    out += [line.format(*r) for r in rows]
+    out = align(rows)
     out.append("T_kin = 2<K_L>/n_L, T_conf = <|∇_L U|²>/<Δ_L U> (Hutchinson); z = (value − "
                "target)/SE with batch-means SEs, discretization bias not included.")
     return "\n".join(out)
