@@ -22,9 +22,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also record λ_max and the stability limit every this many records "
                              "(0: never)")
     parser.add_argument("--no-plots", action="store_true", help="skip monitor.png")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads during the run (these small models gain "
+                             "nothing from more)")
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .._validation import check_int
     from ..training import train_from_cli
 
-    return train_from_cli(args)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(check_int("threads", getattr(args, "threads", 1), minimum=1))
+    try:
+        return train_from_cli(args)
+    finally:
+        torch.set_num_threads(threads)
