@@ -9,7 +9,17 @@
 * :mod:`dynopt.surfing`: continuation over network snapshots.
 """
 
-from . import diagnostics, events, integrators, observables, optim, potentials, surfing, systems
+from . import (
+    diagnostics,
+    events,
+    integrators,
+    observables,
+    optim,
+    potentials,
+    replicas,
+    surfing,
+    systems,
+)
 from .errors import DivergenceError
 from .integrate import integrate
 from .stepping import State
@@ -18,4 +28,5 @@ from .trajectory import Trajectory
 __version__ = "0.1.0"
 
 __all__ = ["DivergenceError", "State", "Trajectory", "__version__", "diagnostics", "events",
-           "integrate", "integrators", "observables", "optim", "potentials", "surfing", "systems"]
+           "integrate", "integrators", "observables", "optim", "potentials", "replicas", "surfing",
+           "systems"]

@@ -45,7 +45,9 @@ class Projections(Observable):
     def __call__(self, ctx: Context) -> dict[str, torch.Tensor]:
         q = ctx.state.q
         v = self.directions(q.shape[1]).to(dtype=q.dtype, device=q.device)
-        return {"projections": q @ v.T}
+        # row-wise reductions, not a GEMM: a chain's value must not depend on how many chains
+        # are projected with it (GEMM blocking does), so split runs stay bit-identical
+        return {"projections": torch.stack([(q * vj).sum(-1) for vj in v], dim=1)}
 
     def __repr__(self) -> str:
         return f"Projections(k={self.k}, seed={self.seed})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -72,7 +73,13 @@ def probe(model: nn.Module, loss_fn: Callable[..., Any], name: str,
         ValueError: On a shape mismatch (the original error is chained), changed buffers or a
             non-scalar loss.
     """
-    x, y = data[0][:2], data[1][:2]
+    ref = next(model.parameters())
+
+    def like(t: torch.Tensor) -> torch.Tensor:  # the model evaluates in θ's dtype, so may we
+        t = t[:2].to(ref.device)
+        return t.to(ref.dtype) if t.is_floating_point() else t
+
+    x, y = like(data[0]), like(data[1])
     before = {k: b.detach().clone() for k, b in model.named_buffers()}
     try:
         with torch.no_grad():
@@ -85,10 +92,11 @@ def probe(model: nn.Module, loss_fn: Callable[..., Any], name: str,
             b.data.copy_(before[k])
             raise ValueError(f"model buffer {k!r} changed during a forward pass; NetworkLoss "
                              "needs a pure forward (call model.eval() first)")
-    try:
-        with torch.no_grad():
+    try:  # a broadcasting warning (e.g. targets (n,) against outputs (n, 1)) is an error here
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
             val = loss_fn(out, y)
-    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+    except (RuntimeError, ValueError, TypeError, IndexError, UserWarning) as err:
         raise ValueError(f"loss_fn cannot compare the model output of shape {tuple(out.shape)} "
                          f"with {name} targets of shape {tuple(data[1].shape)}: {err}") from err
     if not isinstance(val, torch.Tensor) or val.numel() != 1 or val.ndim != 0:

@@ -206,8 +206,16 @@ class NetworkLoss(AbstractPotential):
     def _batch(self, q: torch.Tensor, batch: int | None, which: str = "data") -> Any:
         x, y = self._tensors(which, q.dtype, q.device)
         if batch is not None and self.schedule is not None and which == "data":
-            idx = self.schedule.indices(batch).to(q.device)
-            x, y = x.index_select(0, idx), y.index_select(0, idx)
+            # the epoch's data in permuted order, kept on the device: batch `slot` is a view
+            epoch, slot = divmod(int(batch), self.schedule.n_batches)
+            key = ("epoch", q.dtype, q.device)
+            hit = self._cache.get(key)
+            if hit is None or hit[0] != epoch:
+                idx = self.schedule.permutation(epoch).to(q.device)
+                hit = (epoch, x.index_select(0, idx), y.index_select(0, idx))
+                self._cache[key] = hit
+            b = self.schedule.batch_size
+            x, y = hit[1][slot * b:(slot + 1) * b], hit[2][slot * b:(slot + 1) * b]
         return x, y, self._tensors("buffers", q.dtype, q.device)
 
     @staticmethod
