@@ -67,3 +67,18 @@ def test_bad_inputs(tmp_path, capsys, argv, message):
     rc = main(["study", "--model", "mlp", "--out", str(tmp_path), *argv])
     assert rc == 2
     assert message in capsys.readouterr().err
+
+
+def test_table_flags_curvature_past_the_limit():
+    from dynopt.cli.study_network import format_network_table
+
+    est = {"value": 1e-3, "se": 1e-5, "target": 1e-3, "z": 0.0}
+    s = {"energy": est, "layers": {"w": {"n": 3, "kinetic": est, "configurational": None}},
+         "loss": {**est, "ess": 10.0, "rhat": 1.2}, "heldout_loss": {**est, "ess": 9.0,
+                                                                      "rhat": 1.3},
+         "projections": {"ess": [5.0, 6.0], "rhat": [1.5, 2.0]},
+         "curvature": {"lambda_max": [3.0, 4.4], "limit": 4.0, "ratio_max": 1.1}}
+    text = format_network_table(s)
+    assert "ratio 1.1 UNSTABLE" in text and "T_conf w" not in text
+    s["curvature"].update(lambda_max=[3.0], ratio_max=0.75)
+    assert "ratio 0.75" in format_network_table(s) and "UNSTABLE" not in format_network_table(s)

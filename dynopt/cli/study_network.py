@@ -251,8 +251,9 @@ def format_network_table(s: dict[str, Any]) -> str:
     if cv["limit"] is None:
         rows.append(("λ_max at the end (max over replicas)", _fmt(lam), "no linear limit", "-"))
     else:
+        verdict = " UNSTABLE" if cv["ratio_max"] >= 1 else ""
         rows.append(("λ_max at the end (max over replicas)", _fmt(lam),
-                     f"< {_fmt(cv['limit'])} (limit)", f"ratio {cv['ratio_max']:.3g}"))
+                     f"< {_fmt(cv['limit'])} (limit)", f"ratio {cv['ratio_max']:.3g}{verdict}"))
     out = align(rows)
     out.append("T_kin = 2<K_L>/n_L, T_conf = <|∇_L U|²>/<Δ_L U> (Hutchinson); z = (value − "
                "target)/SE with batch-means SEs, discretization bias not included.")

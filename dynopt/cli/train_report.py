@@ -67,7 +67,8 @@ def format_window(s: dict[str, Any]) -> str:
         parts.append(f"xi {s['xi']:.3e}")
     parts.append(f"H {s['energy']:.4f}")
     if "lambda_max" in s:
-        parts.append(f"lam_max {s['lambda_max']:.3g} / limit {s['stability_limit']:.3g}")
+        past = " (past the limit)" if s["lambda_max"] >= s["stability_limit"] else ""
+        parts.append(f"lam_max {s['lambda_max']:.3g} / limit {s['stability_limit']:.3g}{past}")
     return "  ".join(parts)
 
 
