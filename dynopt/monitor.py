@@ -123,6 +123,12 @@ class TrainingMonitor:
                 raise ValueError(f"observables asks for per-layer kinetic energies, but "
                                  f"{type(optimizer).__name__} keeps no momenta")
             items = [o for o in items if not isinstance(o, LayerKinetic)]
+        from .observables import Loss
+
+        # U has no prior term: the "loss" record equals the "potential" one, computed once
+        self._loss_alias = self.weight_decay == 0 and any(isinstance(o, Loss) for o in items)
+        if self._loss_alias:
+            items = [o for o in items if not isinstance(o, Loss)]
         mass = self._mass_vector() if has_p else None
         self.system = (Hamiltonian(self.potential, mass=mass) if has_p
                        else OverdampedLangevin(self.potential, temperature=0.0))
@@ -249,6 +255,8 @@ class TrainingMonitor:
             n, t=np.asarray(self._records, dtype=float), h=1.0, record_every=self.every,
             seed=0, backend="torch", system=self.system, integrator=None,
             final_state=self.last_state)
+        if self._loss_alias:
+            traj.extras["loss"] = traj.extras["potential"].copy()
         if self.curvature_every is not None:
             arr = np.asarray(self._curv, dtype=float)
             traj.extras["lambda_max"] = arr[None, :, 0]
