@@ -278,3 +278,29 @@ def test_optimizer_limit_without_a_scheme() -> None:
     assert wd.lam == pytest.approx(20.0 - 0.5, rel=1e-12)
     with pytest.raises(TypeError, match="optimizer"):
         optimizer_stability_limit("sgd")
+
+
+def test_lambda_max_observable_along_a_run() -> None:
+    """integrate(..., observables=[LambdaMax(every=2)]) on the MSE of a linear model: the Hessian
+    is 2X̃ᵀX̃/n + λ_wd I at every θ, so every computed record equals its top eigenvalue (1e-8)
+    and the skipped records are NaN."""
+    from dynopt.observables.curvature import LambdaMax
+    from dynopt.potentials import NetworkLoss
+
+    torch.manual_seed(0)
+    x = torch.randn(200, 5, dtype=torch.float64)
+    y = torch.randn(200, 1, dtype=torch.float64)
+    model = torch.nn.Linear(5, 1).double()
+    pot = NetworkLoss(model, torch.nn.functional.mse_loss, (x, y), weight_decay=0.2)
+    q0 = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+    traj = integrate(systems.Langevin(pot, gamma=1.0, temperature=1e-2), "BAOAB", q0, h=0.05,
+                     n_steps=20, n_chains=3, backend="torch", seed=0, record_every=5,
+                     dtype=torch.float64, observables=["loss", LambdaMax(every=2)])
+    xt = torch.cat([x, torch.ones(200, 1, dtype=torch.float64)], 1).numpy()
+    exact = np.linalg.eigvalsh(2 * xt.T @ xt / 200)[-1] + 0.2
+    lam = traj.extras["lambda_max"]
+    assert lam.shape == (3, 5)
+    np.testing.assert_allclose(lam[:, ::2], exact, rtol=1e-8)
+    assert np.isnan(lam[:, 1::2]).all()
+    with pytest.raises(ValueError, match="every"):
+        LambdaMax(every=0)
