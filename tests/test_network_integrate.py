@@ -16,6 +16,16 @@ from dynopt.potentials import NetworkLoss
 S = dynopt.systems
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one intra-op thread avoids OpenMP wake-up stalls on a loaded
+    2-core machine (restored after each test)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _tanh_mlp(hidden=4, seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(2, hidden), nn.Tanh(), nn.Linear(hidden, 1)).double()

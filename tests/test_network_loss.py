@@ -14,6 +14,16 @@ from dynopt.potentials.minibatch import BatchSchedule, gradient_points
 from dynopt.program import GRADIENT_OPS, POSITION_OPS
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one intra-op thread avoids OpenMP wake-up stalls on a loaded
+    2-core machine (restored after each test)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _mlp(seed=0, dtype=torch.float64, hidden=5):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(2, hidden), nn.Tanh(), nn.Linear(hidden, 1)).to(dtype)
@@ -240,3 +250,31 @@ def test_numba_backend_is_refused_and_torch_is_the_default():
         dynopt.integrate(sys, "BAOAB", theta0, h=0.1, n_steps=2, backend="numba", seed=0)
     traj = dynopt.integrate(sys, "BAOAB", theta0, h=0.1, n_steps=2, seed=0)
     assert traj.backend == "torch"
+
+
+@pytest.mark.parametrize("act", [nn.Tanh, nn.ReLU])
+def test_lean_mlp_path_computes_the_same_function_as_the_vmap_path(act):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 5), act(), nn.Linear(5, 3, bias=False), act(),
+                        nn.Linear(3, 1)).double()
+    x, y = _data()
+    fast = NetworkLoss(net, F.mse_loss, (x, y), weight_decay=0.1, batch_size=8)
+    slow = NetworkLoss(net, F.mse_loss, (x, y), weight_decay=0.1, batch_size=8, path="vmap")
+    assert (fast.path, slow.path) == ("mlp", "vmap")
+    q = torch.randn(4, fast.dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for batch in (None, 5):
+        torch.testing.assert_close(fast.value(q, batch=batch), slow.value(q, batch=batch),
+                                   rtol=0, atol=1e-13)
+        torch.testing.assert_close(fast.grad(q, batch=batch), slow.grad(q, batch=batch),
+                                   rtol=0, atol=1e-13)
+    u, g = fast.value_and_grad(q)
+    torch.testing.assert_close(g, slow.grad(q), rtol=0, atol=1e-13)
+    torch.testing.assert_close(u, slow.value(q), rtol=0, atol=1e-13)
+    torch.testing.assert_close(fast.data_loss(q), slow.data_loss(q), rtol=0, atol=1e-13)
+    # models the lean path cannot represent take the vmap path, or refuse path="mlp"
+    other = nn.Sequential(nn.Linear(2, 4), nn.LayerNorm(4), nn.Linear(4, 1)).double()
+    assert NetworkLoss(other, F.mse_loss, (x, y)).path == "vmap"
+    with pytest.raises(ValueError, match="path='mlp' needs an nn.Sequential"):
+        NetworkLoss(other, F.mse_loss, (x, y), path="mlp")
+    with pytest.raises(ValueError, match="path"):
+        NetworkLoss(net, F.mse_loss, (x, y), path="fast")

@@ -35,6 +35,16 @@ LAM = 0.05
 N_STEPS = 40
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one intra-op thread avoids OpenMP wake-up stalls on a loaded
+    2-core machine (restored after each test)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _net(seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(2, 6), nn.Tanh(), nn.Linear(6, 1)).double()

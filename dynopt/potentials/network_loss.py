@@ -42,12 +42,17 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 
-from .._validation import check_int, check_nonnegative
+from .._validation import check_choice, check_int, check_nonnegative
 from ._network_checks import check_data, check_model, probe
 from .base import AbstractPotential, Array
+from .batched_mlp import BatchedMLP
 from .minibatch import BatchSchedule
 
 __all__ = ["NetworkLoss"]
+
+#: Evaluation paths: ``"auto"`` (the lean MLP path where it applies, else vmap), ``"vmap"``,
+#: ``"mlp"`` (:mod:`dynopt.potentials.batched_mlp`, an error if it does not apply).
+PATHS = ("auto", "vmap", "mlp")
 
 
 class NetworkLoss(AbstractPotential):
@@ -74,6 +79,11 @@ class NetworkLoss(AbstractPotential):
         weight_decay: λ ≥ 0 of the Gaussian prior term λ|θ|²/2.
         heldout: Optional held-out ``(inputs, targets)`` for :meth:`heldout_loss`.
         seed: Seed of the minibatch stream (≥ 0).
+        path: ``"auto"`` (default): an ``nn.Sequential`` of ``Linear`` layers and elementwise
+            activations on 2-D inputs is evaluated by the lean batched path of
+            :mod:`dynopt.potentials.batched_mlp` (same function, less per-call overhead), any
+            other model by ``functional_call`` under ``vmap``; ``"vmap"`` or ``"mlp"`` force one.
+            Hessian-vector products always use the vmap path.
 
     Raises:
         TypeError: A non-module model, a non-callable loss, non-tensor data or a non-floating
@@ -97,8 +107,10 @@ class NetworkLoss(AbstractPotential):
         weight_decay: float = 0.0,
         heldout: tuple[torch.Tensor, torch.Tensor] | None = None,
         seed: int = 0,
+        path: str = "auto",
     ) -> None:
         named = check_model(model)
+        path = check_choice("path", path, PATHS)
         if not callable(loss_fn):
             raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
         x, y = check_data("data", data)
@@ -127,6 +139,14 @@ class NetworkLoss(AbstractPotential):
         self.layers: dict[str, slice] = {n: slice(int(a), int(b)) for n, a, b in
                                          zip(self.names, starts[:-1], starts[1:], strict=True)}
         self._cache: dict[tuple[Any, ...], Any] = {}
+        flat_inputs = x.ndim == 2 and (heldout is None or self.heldout_data[0].ndim == 2)
+        fits = BatchedMLP.supports(model) and flat_inputs
+        if path == "mlp" and not fits:
+            raise ValueError("path='mlp' needs an nn.Sequential of Linear layers and elementwise "
+                             f"activations without buffers and 2-D inputs; got {model!r}")
+        #: The evaluation path in use: ``"mlp"`` (lean batched MLP) or ``"vmap"`` (any model).
+        self.path = "mlp" if fits and path != "vmap" else "vmap"
+        self._mlp = BatchedMLP(model, loss_fn, self.layers) if self.path == "mlp" else None
         single = self._single_loss
         self._vvalue = vmap(single, in_dims=(0, None, None, None))
         self._vgrad = vmap(grad(single), in_dims=(0, None, None, None))
@@ -234,7 +254,7 @@ class NetworkLoss(AbstractPotential):
         t, lead, is_numpy = self._flat(q)
         self._check(t)
         with torch.no_grad():
-            u = self._vvalue(t, *self._batch(t, batch))
+            u = self._losses(t, self._batch(t, batch))
             if self.weight_decay:
                 u = u + 0.5 * self.weight_decay * (t * t).sum(-1)
         u = u.reshape(lead)
@@ -244,7 +264,9 @@ class NetworkLoss(AbstractPotential):
         """∇U(q), shape ``q.shape`` (``batch=k``: the minibatch-k estimate)."""
         t, lead, is_numpy = self._flat(q)
         self._check(t)
-        g = self._vgrad(t, *self._batch(t, batch))
+        data = self._batch(t, batch)
+        g = (self._mlp.grad_and_value(t, *data[:2])[0] if self._mlp is not None
+             else self._vgrad(t, *data))
         if self.weight_decay:
             g = g + self.weight_decay * t
         g = g.detach().reshape(*lead, self.dim)
@@ -254,7 +276,9 @@ class NetworkLoss(AbstractPotential):
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """(U(q), ∇U(q)) from one pass (``q`` of shape ``(chains, dim)``)."""
         self._check(q)
-        g, u = self._vgrad_value(q.detach(), *self._batch(q, batch))
+        data = self._batch(q, batch)
+        g, u = (self._mlp.grad_and_value(q, *data[:2]) if self._mlp is not None
+                else self._vgrad_value(q.detach(), *data))
         if self.weight_decay:
             g = g + self.weight_decay * q
             u = u + 0.5 * self.weight_decay * (q * q).sum(-1)
@@ -265,7 +289,7 @@ class NetworkLoss(AbstractPotential):
         t, lead, _ = self._flat(q)
         self._check(t)
         with torch.no_grad():
-            return self._vvalue(t, *self._batch(t, None)).reshape(lead)
+            return self._losses(t, self._batch(t, None)).reshape(lead)
 
     def heldout_loss(self, q: torch.Tensor) -> torch.Tensor:
         """Mean loss on the held-out data (no prior term), shape ``q.shape[:-1]``."""
@@ -273,7 +297,11 @@ class NetworkLoss(AbstractPotential):
             raise ValueError("heldout_loss needs NetworkLoss(..., heldout=(inputs, targets))")
         t, lead, _ = self._flat(q)
         with torch.no_grad():
-            return self._vvalue(t, *self._batch(t, None, "heldout")).reshape(lead)
+            return self._losses(t, self._batch(t, None, "heldout")).reshape(lead)
+
+    def _losses(self, t: torch.Tensor, data: Any) -> torch.Tensor:
+        """Per-chain mean losses of ``t`` (chains, dim) on ``data`` = (x, y, buffers)."""
+        return self._mlp.losses(t, *data[:2]) if self._mlp is not None else self._vvalue(t, *data)
 
     def hvp(self, q: torch.Tensor, z: torch.Tensor, *, batch: int | None = None) -> torch.Tensor:
         """Hessian-vector products ∇²U(q) z for probes ``z`` of shape ``(chains, k, dim)``.
