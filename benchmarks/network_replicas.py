@@ -20,6 +20,7 @@ the cost of one λ_max (Lanczos, tol 1e-4) separately.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 
 import torch
@@ -121,8 +122,8 @@ def main() -> None:
     torch.set_num_threads(1)
     split = make_spirals(seed=0)
     loss_fn = loss_function(split)
-    reps = 2 if args.quick else 3
-    n = 100 if args.quick else 300
+    reps = 2 if args.quick else 5
+    n = 100 if args.quick else 200
     cases = [
         (f"integrate(), {R} chains together (vmapped NetworkLoss)",
          lambda: run_integrate(split, loss_fn, n)),
@@ -131,14 +132,25 @@ def main() -> None:
         (f"hand-written batched torch loop ({R} MLPs as batched tensors)",
          lambda: run_hand(split, n)),
     ]
-    rates = {}
-    for label, fn in cases:
-        t = time_call(fn, repeats=reps)
-        rates[label] = R * n / t
-        print(f"{label:70s} {rates[label]:9.0f} replica-steps/s")
-    ref = rates[cases[1][0]]
-    rows = [(label, f"{r:.0f}", f"{r / ref:.2f}×") for label, r in rates.items()]
-    table = markdown_table(["implementation", "replica-steps/s", "vs separate loops"], rows)
+    # interleaved rounds (one run of every row per round) so that the load of a shared
+    # machine hits all rows alike; medians of the rates and of the per-round ratios
+    for _, fn in cases:
+        fn()  # warm-up
+    per_round: dict[str, list[float]] = {label: [] for label, _ in cases}
+    for _ in range(reps):
+        for label, fn in cases:
+            t0 = time.perf_counter()
+            fn()
+            per_round[label].append(R * n / (time.perf_counter() - t0))
+    ref_label = cases[1][0]
+    rows = []
+    for label, rates in per_round.items():
+        ratios = [r / b for r, b in zip(rates, per_round[ref_label], strict=True)]
+        rows.append((label, f"{statistics.median(rates):.0f}",
+                     f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f})"))
+        print(f"{label:70s} {statistics.median(rates):9.0f} replica-steps/s")
+    table = markdown_table(["implementation", "replica-steps/s (median)",
+                            f"vs separate loops: median (range over {reps} rounds)"], rows)
     print(table)
     # monitor overhead: interleaved rounds, median per-step time
     steps = 500 if args.quick else 2000
