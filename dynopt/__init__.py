@@ -7,6 +7,7 @@
 * :mod:`dynopt.optim`: the same schemes as ``torch.optim.Optimizer`` objects.
 * :mod:`dynopt.events`: triggers and actions (e.g. braking when a loss goal is reached).
 * :mod:`dynopt.surfing`: continuation over network snapshots.
+* :class:`dynopt.TrainingMonitor`: the study observables during any training loop.
 """
 
 from . import (
@@ -22,11 +23,12 @@ from . import (
 )
 from .errors import DivergenceError
 from .integrate import integrate
+from .monitor import TrainingMonitor
 from .stepping import State
 from .trajectory import Trajectory
 
 __version__ = "0.1.0"
 
-__all__ = ["DivergenceError", "State", "Trajectory", "__version__", "diagnostics", "events",
-           "integrate", "integrators", "observables", "optim", "potentials", "replicas", "surfing",
-           "systems"]
+__all__ = ["DivergenceError", "State", "TrainingMonitor", "Trajectory", "__version__",
+           "diagnostics", "events", "integrate", "integrators", "observables", "optim",
+           "potentials", "replicas", "surfing", "systems"]

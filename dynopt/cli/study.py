@@ -24,8 +24,20 @@ from .._files import prepare_output_dir, write_text_atomic
 from .._validation import check_int, check_nonnegative, check_positive, check_probability
 from .study_registry import POTENTIALS, SYSTEMS
 
-HELP = ("Integrate a system on a test potential and report energy drift, temperatures, "
-        "ESS/R-hat and the distance to the Gibbs density (default: Langevin double well).")
+HELP = ("Integrate a system on a test potential (or, with --model, replicas of a network on "
+        "its training loss) and report energy drift, temperatures, ESS/R-hat and the distance "
+        "to the Gibbs density or λ_max against the stability limit (default: Langevin double "
+        "well).")
+
+
+class _Default(float):
+    """A float default that remembers it was not given (``--model`` runs replace it)."""
+
+    is_default = True
+
+
+class _DefaultInt(int):
+    is_default = True
 
 
 def count(text: str) -> int:
@@ -53,9 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="name (BAOAB, leapfrog, em, lm, ...) or splitting string "
                              "(default: the system's own scheme)")
     parser.add_argument("--h", type=float, default=0.05, help="step size")
-    parser.add_argument("--steps", type=count, default=1_000_000, help="steps per chain")
-    parser.add_argument("--chains", type=count, default=64, help="independent chains")
-    parser.add_argument("--temperature", type=float, default=0.25, help="temperature τ = k_BT")
+    parser.add_argument("--steps", type=count, default=_DefaultInt(1_000_000),
+                        help="steps per chain (--model: 2000)")
+    parser.add_argument("--chains", type=count, default=_DefaultInt(64),
+                        help="independent chains (--model: 8)")
+    parser.add_argument("--temperature", type=float, default=_Default(0.25),
+                        help="temperature τ = k_BT (--model: 1e-3)")
     parser.add_argument("--gamma", type=float, default=1.0,
                         help="friction (Langevin), time scale (overdamped), target ⟨ξ⟩ "
                              "(adaptive Langevin) or 1/thermostat period (Nosé–Hoover)")
@@ -70,6 +85,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fraction of the records excluded from equilibrium statistics")
     parser.add_argument("--out", default="dynopt-out/study", help="output folder")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNGs")
+    parser.add_argument("--model", default=None, choices=["mlp"],
+                        help="study replicas of a network on its training loss instead of a "
+                             "test potential (see dynopt.cli.study_network)")
+    parser.add_argument("--data", default="spirals", choices=["spirals", "digits", "wine"],
+                        help="--model data set")
+    parser.add_argument("--weight-decay", type=float, default=1e-3,
+                        help="--model: Gaussian prior λ|θ|²/2 added to the mean loss")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="--model: torch intra-op threads during the run")
 
 
 def _build(args: argparse.Namespace) -> tuple[Any, Any, np.ndarray, int]:
@@ -103,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
     from ..integrate import check_memory
     from .study_report import default_record_every
 
+    if getattr(args, "model", None) is not None:
+        from .study_network import run_network
+
+        return run_network(args)
     try:
         check_positive("h", args.h)
         chains = check_int("chains", args.chains, minimum=1)
