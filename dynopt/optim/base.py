@@ -265,8 +265,27 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             grads.append(-p.grad if group.get("maximize") else p.grad)
         return params, grads
 
+    # --- copies: deepcopy, pickle, torch.save(optimizer) ----------------------------------
+    #: Attributes that are caches (rebuilt on demand): a copy starts them afresh, as ``name ->
+    #: factory()``. Subclasses extend.
+    _caches: ClassVar[dict[str, Callable[[], Any]]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything that defines the optimizer (seed, generators, global state, events, the
+        system, ...), not only torch's ``defaults``/``state``/``param_groups``, so that
+        ``copy.deepcopy``, ``pickle`` and ``torch.save(optimizer)`` give an optimizer that
+        continues bit for bit. Step and state-dict hooks are left out, as torch does (they may
+        be closures over other objects); caches are rebuilt."""
+        state = {k: v for k, v in self.__dict__.items()
+                 if not k.startswith("_optimizer_") or not k.endswith("_hooks")}
+        for name in self._caches:
+            state.pop(name, None)
+        return state
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        for name, factory in self._caches.items():
+            self.__dict__.setdefault(name, factory())
         for group in self.param_groups:
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)

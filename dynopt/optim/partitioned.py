@@ -95,6 +95,8 @@ class Partitioned(DynamicsOptimizer):
     """
 
     schedulable: ClassVar[tuple[str, ...]] = ("lr", "gamma", "temperature")
+    _caches: ClassVar[dict[str, Callable[[], Any]]] = {
+        "_spec_cache": dict, "_fused_runner": lambda: None, "_streams": lambda: None}
     #: Set by single-dynamics subclasses: every group must run this dynamics.
     only_dynamics: ClassVar[str | None] = None
 
