@@ -48,7 +48,7 @@ class AdaptiveLangevin(Partitioned):
 
     Args:
         params: Parameters or param groups.
-        lr: Step size h > 0.
+        lr: Step size h > 0 (default 0.25; groups may set their own).
         temperature: τ > 0.
         sigma_a: σ_A ≥ 0.
         eps: ε > 0.
@@ -65,7 +65,7 @@ class AdaptiveLangevin(Partitioned):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float | Tensor | Callable[[int], float],
+        lr: float | Tensor | Callable[[int], float] = 0.25,
         temperature: float | Callable[[int], float] = 1e-4,
         sigma_a: float = 0.01,
         eps: float = 0.05,
@@ -91,5 +91,4 @@ class AdaptiveLangevin(Partitioned):
 @register("adaptive-langevin")
 def _make(model_or_params: Any, **kw: Any) -> AdaptiveLangevin:
     """AdL with the AdLaLa paper's layer-1 settings (h=0.25, τ=1e-4, σ_A=0.01, ε=0.05)."""
-    kw.setdefault("lr", 0.25)
     return AdaptiveLangevin(as_params(model_or_params), **kw)

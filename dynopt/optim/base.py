@@ -7,8 +7,9 @@ optimizer needs and none should write twice:
   the hyperparameter and the value), and again when a schedule produces a value;
 * hyperparameters given as a float, a 1-element tensor or a *schedule* ``callable(step) -> value``
   (``lr`` is read fresh every step, so torch LR schedulers drive the step size);
-* the optimizer's own RNG: one ``torch.Generator`` per device, seeded from ``seed`` (never the
-  global generator, never rank-dependent, so DDP replicas draw identical noise);
+* the optimizer's own RNG: one ``torch.Generator`` per device, seeded from ``seed`` (with
+  ``seed=None`` the seed is one draw from torch's global generator at construction, so
+  ``torch.manual_seed`` governs it; never rank-dependent, so DDP replicas draw identical noise);
 * optimizer-level state (generator states, the step counter, model-wide variables such as a
   thermostat or BBI's energy) saved in ``state_dict()["dynopt"]`` as plain tensors and numbers,
   so a checkpoint loads with ``torch.load(..., weights_only=True)`` and resumes bit for bit;
@@ -23,7 +24,6 @@ Subclasses implement ``_update(loss)`` and extend ``_validate_group``.
 from __future__ import annotations
 
 import numbers
-import secrets
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -44,10 +44,19 @@ Check = Callable[[str, Any], float]
 
 
 def _broadcast_seed(seed: int | None) -> int:
-    """A seed shared by every rank: drawn on rank 0 and broadcast when torch.distributed runs."""
+    """The optimizer's seed: ``seed``, or (None) one 62-bit draw from torch's global CPU
+    generator, taken from rank 0 when torch.distributed runs.
+
+    Drawing from the global generator makes ``seed=None`` follow ``torch.manual_seed`` (and
+    Lightning's ``seed_everything``, ``transformers.set_seed``): identically seeded runs draw
+    identical noise, and two optimizers built one after the other get different streams. The
+    draw advances the global generator by one number, as ``DataLoader`` does for its base
+    seed; pass ``seed`` to leave it untouched. The rank-0 broadcast keeps DDP replicas
+    identical even when ranks seed their global generators differently.
+    """
     if seed is not None:
         return check_int("seed", seed, minimum=0)
-    fresh = secrets.randbits(62)
+    fresh = int(torch.randint(0, 1 << 62, (), dtype=torch.int64))
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
         t = torch.tensor([fresh], dtype=torch.int64)
@@ -64,8 +73,10 @@ class DynamicsOptimizer(torch.optim.Optimizer):
     Args:
         params: Parameters or param groups (dicts), as for any torch optimizer.
         defaults: Default hyperparameters (copied into each group).
-        seed: Seed of the optimizer's own generators (a fresh one, shared across DDP ranks, if
-            None; read it back from ``optimizer.seed``).
+        seed: Seed of the optimizer's own generators. None (default): drawn from torch's
+            global generator when the optimizer is built (so ``torch.manual_seed`` makes runs
+            reproducible; rank 0's draw on every DDP rank); read it back from
+            ``optimizer.seed``.
         nonfinite: What to do with NaN/inf gradients: ``"raise"`` (default), ``"skip"`` or
             ``"ignore"``.
     """

@@ -53,7 +53,7 @@ class BBI(EventfulOptimizer):
 
     | paper | here | authors' ``BBI`` kwarg | default |
     |---|---|---|---|
-    | Δt | ``lr`` | ``lr`` | required |
+    | Δt | ``lr`` | ``lr`` | 0.1 (authors: required) |
     | ΔV | ``v0`` | ``v0`` | 0 |
     | δE | ``delta_energy`` | ``deltaEn`` | 0 |
     | T₀ | ``t0`` | ``threshold0`` | 1000 |
@@ -67,7 +67,7 @@ class BBI(EventfulOptimizer):
 
     Args:
         params: Parameters or param groups.
-        lr: Time step Δt > 0 (float, tensor or schedule).
+        lr: Time step Δt > 0 (float, tensor or schedule; default 0.1).
         v0: The shift ΔV (expected minimum of the loss).
         delta_energy: Extra initial energy δE ≥ 0.
         t0: Steps between fixed bounces (None: never).
@@ -90,7 +90,7 @@ class BBI(EventfulOptimizer):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: Hyper,
+        lr: Hyper = 0.1,
         v0: float = 0.0,
         delta_energy: float = 0.0,
         t0: int | None = 1000,
@@ -235,5 +235,4 @@ def _sum_sq(tensors: list[Tensor]) -> float:
 def _make(model_or_params: Any, **kwargs: Any) -> BBI:
     params = model_or_params.parameters() if isinstance(model_or_params, torch.nn.Module) else (
         model_or_params)
-    kwargs.setdefault("lr", 0.1)
     return BBI(params, **kwargs)

@@ -53,7 +53,7 @@ class ECDSep(EventfulOptimizer):
 
     | paper | here | authors' ``ECDSep`` kwarg | default |
     |---|---|---|---|
-    | Δt | ``lr`` | ``lr`` | required |
+    | Δt | ``lr`` | ``lr`` | 0.1 (authors: required) |
     | F₀ | ``F0`` | ``F0`` | 0 |
     | η | ``eta`` | ``eta`` | 1 (authors: required, ≥ 1) |
     | ν | ``nu`` | ``nu`` | 1e-5 |
@@ -68,7 +68,7 @@ class ECDSep(EventfulOptimizer):
 
     Args:
         params: Parameters or param groups.
-        lr: Time step Δt > 0.
+        lr: Time step Δt > 0 (default 0.1).
         F0, eta, nu, s, delta_energy, consistent_energy, eps1, eps2: See the table and
             :class:`dynopt.systems.ECDSep`.
         weight_decay: wd ≥ 0 (per group), added to the objective as (wd/2)|θ|².
@@ -85,7 +85,7 @@ class ECDSep(EventfulOptimizer):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: Hyper,
+        lr: Hyper = 0.1,
         F0: float = 0.0,
         eta: float = 1.0,
         nu: float = 1e-5,
@@ -204,5 +204,4 @@ class ECDSep(EventfulOptimizer):
 def _make(model_or_params: Any, **kwargs: Any) -> ECDSep:
     params = model_or_params.parameters() if isinstance(model_or_params, torch.nn.Module) else (
         model_or_params)
-    kwargs.setdefault("lr", 0.1)
     return ECDSep(params, **kwargs)

@@ -56,7 +56,7 @@ class HeavyBall(EventfulOptimizer):
 
     Args:
         params: Parameters or param groups.
-        lr: Step size h > 0 (LR schedulers change h).
+        lr: Step size h > 0 (default 0.1; LR schedulers change h).
         gamma: Friction γ ≥ 0, a float or a schedule ``callable(step) -> float``.
         events: Triggers (:mod:`dynopt.events`) with ``SetFriction`` / ``Stop`` actions,
             observing ``loss``, ``energy`` (= L + |p|²/2) or ``step``.
@@ -73,7 +73,7 @@ class HeavyBall(EventfulOptimizer):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: Hyper,
+        lr: Hyper = 0.1,
         gamma: Hyper = 0.0,
         *,
         events: Iterable[Trigger] | Trigger | None = None,
@@ -156,5 +156,4 @@ class HeavyBall(EventfulOptimizer):
 def _make(model_or_params: Any, **kwargs: Any) -> HeavyBall:
     params = model_or_params.parameters() if isinstance(model_or_params, torch.nn.Module) else (
         model_or_params)
-    kwargs.setdefault("lr", 0.1)
     return HeavyBall(params, **kwargs)

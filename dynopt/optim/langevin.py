@@ -56,7 +56,7 @@ class Langevin(Partitioned):
 
     Args:
         params: Parameters or param groups (each group may override any hyperparameter).
-        lr: Step size h > 0.
+        lr: Step size h > 0 (default 0.25, the AdLaLa paper's; groups may set their own).
         gamma: Friction γ ≥ 0.
         temperature: Temperature τ ≥ 0.
         scheme: A splitting string over A, B, O or an integrator (default ``"BAOAB"``).
@@ -72,7 +72,7 @@ class Langevin(Partitioned):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float | Tensor | Callable[[int], float],
+        lr: float | Tensor | Callable[[int], float] = 0.25,
         gamma: float | Callable[[int], float] = 0.1,
         temperature: float | Callable[[int], float] = 1e-4,
         *,
@@ -94,5 +94,4 @@ class Langevin(Partitioned):
 @register("langevin")
 def _make(model_or_params: Any, **kw: Any) -> Langevin:
     """Langevin with the spiral-task defaults of the AdLaLa paper (h=0.25, γ=0.1, τ=1e-4)."""
-    kw.setdefault("lr", 0.25)
     return Langevin(as_params(model_or_params), **kw)

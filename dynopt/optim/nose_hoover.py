@@ -41,7 +41,7 @@ class NoseHoover(Partitioned):
 
     Args:
         params: Parameters or param groups.
-        lr: Step size h > 0.
+        lr: Step size h > 0 (default 0.1; groups may set their own).
         temperature: k_BT > 0.
         tau: Thermostat period (> 0).
         thermostat_mass: Q per degree of freedom (> 0).
@@ -60,7 +60,7 @@ class NoseHoover(Partitioned):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float | Tensor | Callable[[int], float],
+        lr: float | Tensor | Callable[[int], float] = 0.1,
         temperature: float | Callable[[int], float] = 1e-4,
         tau: float | None = None,
         thermostat_mass: float | None = None,
@@ -89,5 +89,4 @@ class NoseHoover(Partitioned):
 @register("nose-hoover")
 def _make(model_or_params: Any, **kw: Any) -> NoseHoover:
     """Nosé–Hoover with h = 0.1 and τ = 1e-4 unless given."""
-    kw.setdefault("lr", 0.1)
     return NoseHoover(as_params(model_or_params), **kw)

@@ -38,7 +38,7 @@ class OverdampedLangevin(Partitioned):
 
     Args:
         params: Parameters or param groups.
-        lr: Time step dt > 0.
+        lr: Time step dt > 0 (default 0.01; groups may set their own).
         temperature: Temperature τ ≥ 0.
         scheme: ``"em"`` (default) or ``"lm"``.
         seed, noise, foreach, fused, maximize, differentiable, nonfinite: See
@@ -50,7 +50,7 @@ class OverdampedLangevin(Partitioned):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float | Tensor | Callable[[int], float],
+        lr: float | Tensor | Callable[[int], float] = 0.01,
         temperature: float | Callable[[int], float] = 1e-4,
         *,
         scheme: str = "em",
@@ -73,7 +73,6 @@ class OverdampedLangevin(Partitioned):
 @register("overdamped-langevin")
 def _make(model_or_params: Any, **kw: Any) -> OverdampedLangevin:
     """SGLD (Euler–Maruyama) with dt = 0.01 and τ = 1e-4 unless given."""
-    kw.setdefault("lr", 0.01)
     return OverdampedLangevin(as_params(model_or_params), **kw)
 
 

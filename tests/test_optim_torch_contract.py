@@ -1,0 +1,121 @@
+"""torch.optim's own contract (the categories of pytorch's test/test_optim.py, TestOptimRenewed),
+for every dynopt optimizer class.
+
+Where a torch convention cannot apply to a stochastic optimizer the test says why; equality
+with torch or across paths is asserted at temperature 0, where the dynamics is deterministic.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from optim_zoo import FACTORIES, NEEDS_LOSS, PARAM_LIST, data, flat, model, train
+
+from dynopt.optim import (
+    BBI,
+    AdaptiveLangevin,
+    ECDSep,
+    HeavyBall,
+    Langevin,
+    NoseHoover,
+    OverdampedLangevin,
+)
+
+#: Classes whose lr has a default, with that default.
+DEFAULT_LR = {Langevin: 0.25, OverdampedLangevin: 0.01, AdaptiveLangevin: 0.25, NoseHoover: 0.1,
+              HeavyBall: 0.1, BBI: 0.1, ECDSep: 0.1}
+
+
+# --- lr: a default, and optional when every group sets one ----------------------------------
+@pytest.mark.parametrize("cls", list(DEFAULT_LR), ids=lambda c: c.__name__)
+def test_lr_has_a_default(cls):
+    m = model()
+    opt = cls(m.parameters())
+    assert [g["lr"] for g in opt.param_groups] == [DEFAULT_LR[cls]]
+
+
+@pytest.mark.parametrize("cls", list(DEFAULT_LR), ids=lambda c: c.__name__)
+def test_groups_with_only_their_own_lr(cls):
+    """torch's convention: ``Opt([{"params": a, "lr": x}, {"params": b, "lr": y}])`` with no
+    ``lr`` argument; each group steps with its own lr (checked against a run where the same
+    values come from per-class defaults overridden group by group)."""
+    name = cls.__name__
+    kw = {"seed": 1}
+    if cls in (Langevin, OverdampedLangevin, AdaptiveLangevin, NoseHoover):
+        kw["temperature"] = 1e-3
+    m1, m2 = model(), model()
+    o1 = cls([{"params": m1[0].parameters(), "lr": 0.03},
+              {"params": m1[2].parameters(), "lr": 0.07}], **kw)
+    o2 = cls([{"params": m2[0].parameters()}, {"params": m2[2].parameters(), "lr": 0.07}],
+             lr=0.03, **kw)
+    assert [g["lr"] for g in o1.param_groups] == [0.03, 0.07]
+    batches = data(4)
+    loss_name = name if name in NEEDS_LOSS else "Langevin"
+    assert torch.equal(train(m1, o1, batches, loss_name), train(m2, o2, batches, loss_name))
+
+
+# --- seeding: seed=None follows torch's global generator -------------------------------------
+@pytest.mark.parametrize("name", PARAM_LIST)
+def test_seed_none_follows_torch_manual_seed(name):
+    """Two runs after ``torch.manual_seed(s)`` draw the same seed (hence the same noise); a
+    different global seed gives a different optimizer seed, and two optimizers built one after
+    the other get different seeds (independent chains)."""
+    m = model()  # (model() seeds torch itself)
+    seeds = []
+    for s in (7, 7, 8):
+        torch.manual_seed(s)
+        seeds.append(FACTORIES[name](m, seed=None).seed)
+    assert seeds[0] == seeds[1] != seeds[2]
+    torch.manual_seed(7)
+    a, b = FACTORIES[name](m, seed=None), FACTORIES[name](m, seed=None)
+    assert a.seed != b.seed
+
+
+def test_seed_none_runs_are_reproducible_under_manual_seed():
+    """A noisy run (τ = 0.1) with seed=None is reproduced exactly by re-seeding torch."""
+    out = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        m = model()
+        opt = Langevin(m.parameters(), lr=0.1, temperature=0.1)
+        out.append(train(m, opt, data(5), "Langevin"))
+    assert torch.equal(out[0], out[1])
+    torch.manual_seed(4)
+    m = model(seed=3)
+    opt = Langevin(m.parameters(), lr=0.1, temperature=0.1)
+    assert not torch.equal(train(m, opt, data(5), "Langevin"), out[0])
+
+
+def test_explicit_seed_leaves_the_global_generator_alone():
+    """With a seed nothing is drawn from torch's generator; seed=None draws one number (as
+    DataLoader does for its base seed; documented)."""
+    params = list(torch.nn.Linear(2, 2).parameters())
+    state = torch.get_rng_state()
+    Langevin(params, seed=5)
+    assert torch.equal(torch.get_rng_state(), state)
+    Langevin(params)
+    assert not torch.equal(torch.get_rng_state(), state)
+
+
+# --- state_dict round trip with weights_only --------------------------------------------------
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_state_dict_weights_only_round_trip(name):
+    """Save after 5 steps, load with ``weights_only=True`` into an optimizer built with another
+    seed, continue: bit-identical to the uninterrupted run."""
+    batches = data(10)
+    m = model()
+    opt = FACTORIES[name](m, seed=2)
+    train(m, opt, batches[:5], name)
+    buf = io.BytesIO()
+    torch.save({"m": m.state_dict(), "o": opt.state_dict()}, buf)
+    ref = train(m, opt, batches[5:], name)
+    buf.seek(0)
+    ck = torch.load(buf, weights_only=True)
+    m2 = model(seed=9)
+    m2.load_state_dict(ck["m"])
+    opt2 = FACTORIES[name](m2, seed=99)
+    opt2.load_state_dict(ck["o"])
+    assert torch.equal(train(m2, opt2, batches[5:], name), ref)
+    assert flat(m2).shape == ref.shape
