@@ -8,10 +8,11 @@ with torch or across paths is asserted at temperature 0, where the dynamics is d
 from __future__ import annotations
 
 import io
+import math
 
 import pytest
 import torch
-from optim_zoo import FACTORIES, NEEDS_LOSS, PARAM_LIST, data, flat, model, train
+from optim_zoo import FACTORIES, NEEDS_LOSS, PARAM_LIST, data, flat, loss_fn, model, train
 
 from dynopt.optim import (
     BBI,
@@ -119,3 +120,76 @@ def test_state_dict_weights_only_round_trip(name):
     opt2.load_state_dict(ck["o"])
     assert torch.equal(train(m2, opt2, batches[5:], name), ref)
     assert flat(m2).shape == ref.shape
+
+
+# --- schedulers: lr and momentum --------------------------------------------------------------
+def _one_cycle(opt, **kw):
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.2, total_steps=10, **kw)
+
+
+@pytest.mark.parametrize("name", ["Langevin", "HeavyBall"])
+def test_one_cycle_lr_cycles_the_friction(name):
+    """OneCycleLR(cycle_momentum=True) drives lr and momentum; the run equals one where the
+    same lr and the friction γ that the momentum means (Langevin c = e^{−γh}, HeavyBall
+    c = 1 − γh) are set by hand each step."""
+    batches = data(10)
+    m1, m2 = model(), model()
+    o1 = FACTORIES[name](m1, seed=6, temperature=0.0) if name == "Langevin" else HeavyBall(
+        m1.parameters(), lr=0.1, seed=6)
+    o2 = FACTORIES[name](m2, seed=6, temperature=0.0) if name == "Langevin" else HeavyBall(
+        m2.parameters(), lr=0.1, seed=6)
+    sched = _one_cycle(o1)
+    seen = []
+    for x, y in batches:
+        lr, c = o1.param_groups[0]["lr"], o1.param_groups[0]["momentum"]
+        seen.append(c)
+        o2.param_groups[0]["lr"] = lr
+        o2.param_groups[0]["gamma"] = -math.log(c) / lr if name == "Langevin" else (1 - c) / lr
+        for m, o in ((m1, o1), (m2, o2)):
+            o.zero_grad()
+            loss = loss_fn(m, x, y)
+            loss.backward()
+            o.step(loss=loss) if name == "HeavyBall" else o.step()
+        sched.step()
+    assert max(seen) == pytest.approx(0.95) and min(seen) == pytest.approx(0.85)
+    assert torch.allclose(flat(m1), flat(m2), rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", ["OverdampedLangevin", "AdaptiveLangevin", "NoseHoover", "BBI",
+                                  "ECDSep"])
+def test_one_cycle_momentum_refused_without_a_momentum(name):
+    """No momentum key: torch's OneCycleLR refuses cycle_momentum=True itself; with
+    cycle_momentum=False it drives lr."""
+    opt = FACTORIES[name](model(), seed=0)
+    assert "momentum" not in opt.defaults and "betas" not in opt.defaults
+    with pytest.raises(ValueError, match="momentum"):
+        _one_cycle(opt)
+    _one_cycle(opt, cycle_momentum=False)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.2 / 25)
+
+
+@pytest.mark.parametrize("name", ["AdLaLa", "LOL", "Partitioned"])
+def test_one_cycle_momentum_on_mixed_dynamics_is_refused_clearly(name):
+    """Mixed optimizers accept momentum on their Langevin groups only: a scheduler setting it on
+    every group is refused at the step, naming the dynamics and the way out."""
+    m = model()
+    opt = FACTORIES[name](m, seed=0)
+    _one_cycle(opt)
+    m.zero_grad()
+    loss_fn(m, *data(1)[0]).backward()
+    with pytest.raises(ValueError, match="cycle_momentum=False"):
+        opt.step()
+
+
+def test_momentum_and_gamma_agree():
+    """Langevin(momentum=c) is Langevin(gamma=−ln c / h) (fixed h); c outside (0, 1] raises."""
+    m1, m2 = model(), model()
+    h, c = 0.1, 0.9
+    o1 = Langevin(m1.parameters(), lr=h, momentum=c, temperature=0.0)
+    o2 = Langevin(m2.parameters(), lr=h, gamma=-math.log(c) / h, temperature=0.0)
+    batches = data(5)
+    assert torch.allclose(train(m1, o1, batches, "Langevin"), train(m2, o2, batches, "Langevin"),
+                          rtol=0, atol=1e-14)
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="momentum"):
+            Langevin(model().parameters(), momentum=bad)

@@ -56,6 +56,7 @@ class AdaptiveLangevin(Partitioned):
         scope: ``"tensor"``, ``"group"`` or ``"model"``.
         scheme: Splitting string or integrator.
         mass: Scalar mass.
+        weight_decay: λ ≥ 0, the Gaussian prior λ|θ|²/2 (:mod:`dynopt.optim.prior`).
         seed, noise, foreach, fused, maximize, differentiable, nonfinite: See
             :class:`~dynopt.optim.Partitioned`.
     """
@@ -74,6 +75,7 @@ class AdaptiveLangevin(Partitioned):
         scope: str = "tensor",
         scheme: Any = "BACDEDCAB",
         mass: float = 1.0,
+        weight_decay: float = 0.0,
         seed: int | None = None,
         noise: str = "gaussian",
         foreach: bool | None = None,
@@ -84,7 +86,8 @@ class AdaptiveLangevin(Partitioned):
     ) -> None:
         super().__init__(params, lr, dynamics="adaptive-langevin", temperature=temperature,
                          sigma_a=sigma_a, eps=eps, xi0=xi0, scope=scope, scheme=scheme,
-                         mass=mass, seed=seed, noise=noise, foreach=foreach, fused=fused,
+                         mass=mass, weight_decay=weight_decay, seed=seed, noise=noise,
+                         foreach=foreach, fused=fused,
                          maximize=maximize, differentiable=differentiable, nonfinite=nonfinite)
 
 

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from .._validation import check_choice, check_int
 from ..errors import DivergenceError
+from . import prior
 from .finite import all_finite
 
 __all__ = ["SCHEDULE", "DynamicsOptimizer", "Hyper"]
@@ -40,6 +41,13 @@ __all__ = ["SCHEDULE", "DynamicsOptimizer", "Hyper"]
 SCHEDULE = "<schedule>"
 
 Hyper = float | Tensor | Callable[[int], float]
+
+#: Group keys of torch's optimizers (and dynopt's prior keys) refused by an optimizer that does
+#: not use them, so that a setting never goes silently unused.
+FOREIGN_KEYS = ("weight_decay", "momentum", "betas", "nesterov", "dampening", "eps", "amsgrad",
+                "alpha", "centered", "rho", "lr_decay", "initial_accumulator_value", "lambd",
+                "momentum_decay", "decoupled_weight_decay", "capturable", "fused", "localization",
+                "nbeta")
 Check = Callable[[str, Any], float]
 
 
@@ -96,7 +104,8 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         self.seed = _broadcast_seed(seed)
         self._generators: dict[str, torch.Generator] = {}
         self.global_state: dict[str, Any] = {"step": 0, "skipped": 0}
-        defaults = {"maximize": False, "foreach": None, "differentiable": False, **defaults}
+        defaults = {"maximize": False, "foreach": None, "differentiable": False,
+                    "weight_decay": 0.0, **defaults}
         super().__init__(params, defaults)
 
     # --- groups and hyperparameters --------------------------------------------------------
@@ -119,6 +128,21 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                 raise TypeError(f"{flag} must be a bool, got {group[flag]!r} (param group {index})")
         if group.get("foreach") is not None and not isinstance(group["foreach"], bool):
             raise TypeError(f"foreach must be None or a bool, got {group['foreach']!r}")
+        self._refuse_foreign_keys(group, index)
+        prior.validate(group, lambda name, fn: self._check_hyper(group, index, name, fn))
+
+    def _refuse_foreign_keys(self, group: dict[str, Any], index: int) -> None:
+        """Hyperparameter keys of other torch optimizers (and dynopt's prior keys) that this
+        optimizer does not use: a clear error instead of silently ignoring them."""
+        for key in FOREIGN_KEYS:
+            if key in group and key not in self.defaults:
+                raise ValueError(
+                    f"{type(self).__name__} does not use {key!r} (param group {index} sets it "
+                    f"to {group[key]!r}); its hyperparameters are {sorted(self._own_keys())}")
+
+    def _own_keys(self) -> set[str]:
+        return {k for k in self.defaults if k not in ("foreach", "fused", "maximize",
+                                                       "differentiable")}
 
     def _check_hyper(self, group: dict[str, Any], index: int, name: str, check: Check) -> None:
         """Validate ``group[name]`` now (or, for a schedule, each time it is evaluated)."""
@@ -265,16 +289,32 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                 step=step, chain=pi)
         return True
 
+    #: True where the subclass adds the prior itself (it needs its value inside the step).
+    prior_in_step: ClassVar[bool] = False
+
     def params_with_grad(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor]]:
-        """``(params, grads)`` of a group, skipping params without gradients; with
-        ``maximize`` the gradients are negated (new tensors, ``.grad`` is untouched)."""
+        """``(params, grads)`` of a group, skipping params without gradients; the gradients are
+        ∇U of :mod:`dynopt.optim.prior` (negated loss gradient under ``maximize``, plus weight
+        decay, tether and nβ): new tensors, ``.grad`` is untouched."""
         params, grads = [], []
+        add_prior = not self.prior_in_step and not prior.is_trivial(group)
         for p in group["params"]:
             if p.grad is None:
                 continue
             params.append(p)
-            grads.append(-p.grad if group.get("maximize") else p.grad)
+            g = -p.grad if group.get("maximize") else p.grad
+            grads.append(prior.gradient(group, p, g, self.state[p]) if add_prior else g)
         return params, grads
+
+    def prior_value(self) -> float:
+        """Σ over groups of the prior terms of U (see :mod:`dynopt.optim.prior`) at the
+        parameters with a gradient; 0.0 when no group has one."""
+        total = 0.0
+        for group in self.param_groups:
+            if not prior.is_trivial(group):
+                ps = [p for p in group["params"] if p.grad is not None]
+                total += prior.value(group, ps, [self.state[p] for p in ps])
+        return total
 
     # --- copies: deepcopy, pickle, torch.save(optimizer) ----------------------------------
     #: Attributes that are caches (rebuilt on demand): a copy starts them afresh, as ``name ->

@@ -77,6 +77,8 @@ class BBI(EventfulOptimizer):
         eps1: Projection tolerance on |Π|².
         eps2: Freeze threshold on V.
         seed: Seed of the bounce generator.
+        weight_decay: λ ≥ 0 per group: the Gaussian prior λ|θ|²/2 is added to the loss (so
+            V = ℓ + λ|θ|²/2 − v₀) and λθ to its gradient.
         bounce_direction: ``"cube"`` (the authors') or ``"sphere"``.
         events: Triggers with ``Bounce`` (a bounce step) or ``Stop`` actions.
         foreach, fused: Path selection (default: fused numba kernel on CPU, foreach on CUDA).
@@ -101,6 +103,7 @@ class BBI(EventfulOptimizer):
         eps2: float = 1e-40,
         seed: int | None = None,
         *,
+        weight_decay: float = 0.0,
         bounce_direction: str = "cube",
         events: Iterable[Trigger] | Trigger | None = None,
         foreach: bool | None = None,
@@ -114,7 +117,8 @@ class BBI(EventfulOptimizer):
                                  consistent_energy=consistent_energy, eps1=eps1, eps2=eps2,
                                  bounce_direction=bounce_direction)
         self.constants = BBIConstants.from_op(self.system.lower("S", 0.0).f)
-        defaults = {"lr": lr, "foreach": foreach, "fused": fused, "maximize": maximize}
+        defaults = {"lr": lr, "weight_decay": weight_decay, "foreach": foreach, "fused": fused,
+                    "maximize": maximize}
         super().__init__(params, defaults, events=events, seed=seed, nonfinite=nonfinite)
 
     def _apply_action(self, action: Action) -> None:

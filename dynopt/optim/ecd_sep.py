@@ -81,6 +81,7 @@ class ECDSep(EventfulOptimizer):
 
     supported_actions = (Stop,)
     needs_loss = True
+    prior_in_step = True  # F̃ = ℓ + Σ (wd/2)|θ|² enters the energy: added in _step
 
     def __init__(
         self,

@@ -87,6 +87,10 @@ class EventfulOptimizer(DynamicsOptimizer):
 
         loss = resolve_loss(loss, given_loss, type(self).__name__,
                             self.needs_loss or self._events.needs("loss"))
+        if loss is not None and not self.prior_in_step:
+            extra = self.prior_value()
+            if extra:  # the dynamics' potential is U = loss + the weight-decay prior
+                loss = loss + extra
         if self.stopped:
             return
         self._step(loss, self.participants())

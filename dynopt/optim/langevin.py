@@ -61,6 +61,14 @@ class Langevin(Partitioned):
         temperature: Temperature τ ≥ 0.
         scheme: A splitting string over A, B, O or an integrator (default ``"BAOAB"``).
         mass: Scalar mass M > 0.
+        momentum: Or the friction as c = e^{−γh} ∈ (0, 1] (None: use ``gamma``). When set it
+            overrides ``gamma`` (γ = −ln c / h at the current h), so ``OneCycleLR(...,
+            cycle_momentum=True)`` cycles the friction; at τ = 0 it is SGD's ``momentum``.
+        weight_decay: λ ≥ 0, the Gaussian prior λ|θ|²/2 added to the potential
+            (:mod:`dynopt.optim.prior`).
+        localization: γ_loc ≥ 0, the tether γ_loc|θ − θ₀|²/2 to the parameters θ₀ at the
+            first step (local SGLD, see docs/optimizers.md).
+        nbeta: nβ > 0, the inverse temperature multiplying the loss (U = nβ L + ...).
         seed: Seed of the optimizer's noise (identical on every DDP rank).
         noise: ``"gaussian"`` or ``"discrete"``.
         foreach, fused, maximize, differentiable, nonfinite: See
@@ -78,6 +86,10 @@ class Langevin(Partitioned):
         *,
         scheme: Any = "BAOAB",
         mass: float = 1.0,
+        momentum: float | None = None,
+        weight_decay: float = 0.0,
+        localization: float = 0.0,
+        nbeta: float = 1.0,
         seed: int | None = None,
         noise: str = "gaussian",
         foreach: bool | None = None,
@@ -87,7 +99,9 @@ class Langevin(Partitioned):
         nonfinite: str = "raise",
     ) -> None:
         super().__init__(params, lr, dynamics="langevin", gamma=gamma, temperature=temperature,
-                         scheme=scheme, mass=mass, seed=seed, noise=noise, foreach=foreach,
+                         scheme=scheme, mass=mass, momentum=momentum,
+                         weight_decay=weight_decay, localization=localization, nbeta=nbeta,
+                         seed=seed, noise=noise, foreach=foreach,
                          fused=fused, maximize=maximize, differentiable=differentiable,
                          nonfinite=nonfinite)
 

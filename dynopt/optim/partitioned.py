@@ -52,8 +52,8 @@ from torch import Tensor
 
 from .._validation import check_choice
 from . import fused as fz
-from .base import DynamicsOptimizer
-from .dynamics import Spec, build, checks, validate_group
+from .base import FOREIGN_KEYS, DynamicsOptimizer
+from .dynamics import Spec, build, checks, group_keys, validate_group
 from .executor import Bucket, Context, Slot, Thermostats, draw_views, execute
 
 __all__ = ["Partitioned"]
@@ -120,6 +120,10 @@ class Partitioned(DynamicsOptimizer):
         mass: float = 1.0,
         scheme: Any = None,
         scope: str = "tensor",
+        momentum: float | None = None,
+        weight_decay: float = 0.0,
+        localization: float = 0.0,
+        nbeta: float = 1.0,
         seed: int | None = None,
         noise: str = "gaussian",
         foreach: bool | None = None,
@@ -136,8 +140,14 @@ class Partitioned(DynamicsOptimizer):
                         sigma_a=sigma_a, eps=eps, xi0=xi0, tau=tau,
                         thermostat_mass=thermostat_mass, chain_length=chain_length,
                         n_substeps=n_substeps, sy_order=sy_order, overdamped_dt=overdamped_dt,
-                        mass=mass, scheme=scheme, scope=scope, foreach=foreach, fused=fused,
-                        maximize=maximize, differentiable=differentiable)
+                        mass=mass, scheme=scheme, scope=scope, momentum=momentum,
+                        weight_decay=weight_decay, localization=localization, nbeta=nbeta,
+                        foreach=foreach, fused=fused, maximize=maximize,
+                        differentiable=differentiable)
+        if self.only_dynamics is not None:  # only the keys the dynamics reads (no dead keys)
+            used = group_keys(self.only_dynamics) | {"lr", "foreach", "fused", "maximize",
+                                                     "differentiable"}
+            defaults = {k: v for k, v in defaults.items() if k in used}
         super().__init__(params, defaults, seed=seed, nonfinite=nonfinite)
 
     # --- groups ------------------------------------------------------------------------------
@@ -154,6 +164,12 @@ class Partitioned(DynamicsOptimizer):
             raise ValueError(f"{type(self).__name__} runs dynamics={self.only_dynamics!r} only "
                              f"(param group {index} asks for {group['dynamics']!r}); use "
                              "dynopt.optim.Partitioned to mix dynamics")
+        used = group_keys(group["dynamics"])
+        for key in FOREIGN_KEYS:  # e.g. eps on a Langevin group of AdLaLa: not silently unused
+            if (key in group and key not in used and key in self.defaults
+                    and not _same(group[key], self.defaults[key])):
+                raise ValueError(f"param group {index} runs dynamics={group['dynamics']!r}, "
+                                 f"which does not use {key!r} (set to {group[key]!r})")
         try:
             validate_group(group, lambda name, fn: self._check_hyper(group, index, name, fn))
         except ValueError as err:
@@ -425,6 +441,10 @@ class Partitioned(DynamicsOptimizer):
                     v = entry.get(k)
                     if isinstance(v, Tensor) and self.state[p][k].dtype != v.dtype:
                         self.state[p][k] = v.to(device=p.device, copy=True)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a is b or (not isinstance(a, Tensor) and not isinstance(b, Tensor) and a == b)
 
 
 def _extras_dtype(p: Tensor) -> torch.dtype:
