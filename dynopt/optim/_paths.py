@@ -39,14 +39,19 @@ def choose_path(group: dict[str, Any], tensors: Sequence[Tensor], owner: str) ->
 
     Default (``fused=None, foreach=None``): fused on CPU when every tensor is a contiguous
     float32/float64 CPU tensor, foreach otherwise (CUDA); ``foreach=False`` and ``fused=False``
-    select the single-tensor reference path.
+    select the single-tensor reference path, as does ``differentiable=True``. Under
+    ``torch.compile`` the default is foreach (which the compiler fuses); ``fused=True`` still
+    runs the numba kernel, eagerly, at a graph break.
     """
     fused, foreach = group.get("fused"), group.get("foreach")
+    if group.get("differentiable"):
+        return "single"
     if fused:
         if not _fusable(tensors):
             raise ValueError(f"{owner}(fused=True) needs contiguous float32/float64 CPU tensors")
         return "fused"
-    if fused is None and foreach is None and tensors and _fusable(tensors):
+    if (fused is None and foreach is None and tensors and _fusable(tensors)
+            and not torch.compiler.is_compiling()):
         return "fused"
     if foreach or (foreach is None and tensors and tensors[0].device.type != "cpu"):
         return "foreach"

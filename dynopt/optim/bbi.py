@@ -83,6 +83,8 @@ class BBI(EventfulOptimizer):
         events: Triggers with ``Bounce`` (a bounce step) or ``Stop`` actions.
         foreach, fused: Path selection (default: fused numba kernel on CPU, foreach on CUDA).
         maximize: Must be False: the energy needs the minimized objective's value.
+        differentiable: Must be False (refused with a ValueError: the step reads the loss and
+            global norms as Python floats, which autograd cannot follow).
         nonfinite: ``"raise"``, ``"skip"`` or ``"ignore"`` for NaN/inf gradients.
     """
 
@@ -109,6 +111,7 @@ class BBI(EventfulOptimizer):
         foreach: bool | None = None,
         fused: bool | None = None,
         maximize: bool = False,
+        differentiable: bool = False,
         nonfinite: str = "raise",
     ) -> None:
         #: The continuous system; it validates the hyperparameters and supplies the constants.
@@ -118,7 +121,8 @@ class BBI(EventfulOptimizer):
                                  bounce_direction=bounce_direction)
         self.constants = BBIConstants.from_op(self.system.lower("S", 0.0).f)
         defaults = {"lr": lr, "weight_decay": weight_decay, "foreach": foreach, "fused": fused,
-                    "maximize": maximize}
+                    "maximize": maximize,
+                    "differentiable": differentiable}
         super().__init__(params, defaults, events=events, seed=seed, nonfinite=nonfinite)
 
     def _apply_action(self, action: Action) -> None:
@@ -190,13 +194,7 @@ class BBI(EventfulOptimizer):
             ms = [self.momentum(p) for p in ps]
             path = choose_path(group, ps + gs + ms, "BBI")
             if path == "fused":
-                from ..backends.numba.optim_kernels import bbi_kick_drift
-
-                for p, g, m in zip(ps, gs, ms, strict=True):
-                    tp = numpy_view(p)
-                    cast = tp.dtype.type
-                    new_ps2 += bbi_kick_drift(tp, numpy_view(m), numpy_view(g), cast(r),
-                                              cast(lr * kick), cast(lr * drift))
+                new_ps2 += _fused_kick_drift(ps, gs, ms, r, lr * kick, lr * drift)
             elif path == "foreach":
                 for bp, bg, bm in bucket(ps, gs, ms).values():
                     torch._foreach_mul_(bm, r)
@@ -228,6 +226,21 @@ class BBI(EventfulOptimizer):
                 k = m.numel()
                 m.copy_((u[off:off + k] * scale).view_as(m))
                 off += k
+
+
+@torch.compiler.disable  # numba on raw memory: run eagerly inside a compiled step
+def _fused_kick_drift(ps: list[Tensor], gs: list[Tensor], ms: list[Tensor], r: float,
+                      kick: float, drift: float) -> float:
+    """The fused BBI kick and drift of one group; returns its new |Π|²."""
+    from ..backends.numba.optim_kernels import bbi_kick_drift
+
+    total = 0.0
+    for p, g, m in zip(ps, gs, ms, strict=True):
+        tp = numpy_view(p)
+        cast = tp.dtype.type
+        total += bbi_kick_drift(tp, numpy_view(m), numpy_view(g), cast(r), cast(kick),
+                                cast(drift))
+    return total
 
 
 def _sum_sq(tensors: list[Tensor]) -> float:

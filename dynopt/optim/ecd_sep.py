@@ -76,6 +76,8 @@ class ECDSep(EventfulOptimizer):
         events: Triggers with ``Stop`` actions.
         foreach: ``False`` selects the single-tensor reference path.
         maximize: Must be False: the energy needs the minimized objective's value.
+        differentiable: Must be False (refused with a ValueError: the step reads the loss and
+            global norms as Python floats, which autograd cannot follow).
         nonfinite: ``"raise"``, ``"skip"`` or ``"ignore"`` for NaN/inf gradients.
     """
 
@@ -101,6 +103,7 @@ class ECDSep(EventfulOptimizer):
         events: Iterable[Trigger] | Trigger | None = None,
         foreach: bool | None = None,
         maximize: bool = False,
+        differentiable: bool = False,
         nonfinite: str = "raise",
     ) -> None:
         #: The continuous system; it validates the hyperparameters and supplies the constants.
@@ -108,7 +111,8 @@ class ECDSep(EventfulOptimizer):
                                    consistent_energy=consistent_energy, eps1=eps1, eps2=eps2)
         self.constants = ECDConstants.from_op(self.system.lower("S", 0.0).f)
         defaults = {"lr": lr, "weight_decay": weight_decay, "foreach": foreach,
-                    "maximize": maximize}
+                    "maximize": maximize,
+                    "differentiable": differentiable}
         super().__init__(params, defaults, events=events, seed=seed, nonfinite=nonfinite)
 
     def _validate_group(self, group: dict[str, Any], index: int) -> None:

@@ -32,6 +32,8 @@ class EventfulOptimizer(DynamicsOptimizer):
     supported_actions: tuple[type[Action], ...] = (Stop,)
     observables: tuple[str, ...] = ("loss", "energy", "step")
     needs_loss: bool = False
+    #: Whether the step runs under autograd with ``differentiable=True`` (single-tensor path).
+    supports_differentiable: bool = False
     #: Σ of the losses given to :meth:`observe_loss` since the last step (None: none).
     _observed_loss: Any = None
 
@@ -50,7 +52,13 @@ class EventfulOptimizer(DynamicsOptimizer):
         if group.get("fused") and group.get("foreach"):
             raise ValueError("fused=True and foreach=True are mutually exclusive")
         if group.get("differentiable"):
-            raise ValueError(f"{type(self).__name__} does not support differentiable=True")
+            if not self.supports_differentiable:
+                raise ValueError(
+                    f"{type(self).__name__} does not support differentiable=True: its step "
+                    "reads the loss and global norms as Python floats (energy bookkeeping, "
+                    "bounce and projection decisions), which autograd cannot follow")
+            if group.get("fused"):
+                raise ValueError("fused=True cannot be combined with differentiable=True")
         if group.get("maximize") and self.needs_loss:
             raise ValueError(f"{type(self).__name__} minimizes V = loss − shift (its energy "
                              "needs that value): maximize=True is not supported; pass −loss")

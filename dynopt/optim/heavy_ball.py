@@ -67,12 +67,15 @@ class HeavyBall(EventfulOptimizer):
         foreach: Use the foreach path (default: on CUDA).
         fused: Use the fused numba CPU path (default: on CPU).
         maximize: Maximize the objective.
+        differentiable: Run the single-tensor path under autograd (gradients through the
+            step, as torch's ``differentiable=True``).
         seed: Seed of the optimizer's generator (unused by the update; kept for the contract).
         nonfinite: ``"raise"``, ``"skip"`` or ``"ignore"`` for NaN/inf gradients.
     """
 
     schedulable = ("lr", "gamma")
     supported_actions = (SetFriction, Stop)
+    supports_differentiable = True
 
     def __init__(
         self,
@@ -86,12 +89,13 @@ class HeavyBall(EventfulOptimizer):
         foreach: bool | None = None,
         fused: bool | None = None,
         maximize: bool = False,
+        differentiable: bool = False,
         seed: int | None = None,
         nonfinite: str = "raise",
     ) -> None:
         defaults = {"lr": lr, "gamma": gamma, "momentum": momentum,
                     "weight_decay": weight_decay, "foreach": foreach, "fused": fused,
-                    "maximize": maximize}
+                    "maximize": maximize, "differentiable": differentiable}
         super().__init__(params, defaults, events=events, seed=seed, nonfinite=nonfinite)
         #: The continuous system (its friction is the optimizer's ``gamma`` / event override).
         self.system = PortHamiltonian(None, gamma=0.0)
@@ -134,12 +138,7 @@ class HeavyBall(EventfulOptimizer):
             moms = [self.momentum(p) for p in params]
             path = choose_path(group, params + grads + moms, "HeavyBall")
             if path == "fused":
-                from ..backends.numba.optim_kernels import heavy_ball_step
-
-                for p, g, m in zip(params, grads, moms, strict=True):
-                    np_t = numpy_view(p)
-                    heavy_ball_step(np_t, numpy_view(m), numpy_view(g), np_t.dtype.type(c),
-                                    np_t.dtype.type(h))
+                _fused_step(params, grads, moms, c, h)
             elif path == "foreach":
                 for ps, gs, ms in bucket(params, grads, moms).values():
                     torch._foreach_mul_(ms, c)
@@ -162,6 +161,17 @@ class HeavyBall(EventfulOptimizer):
                     ops.kick_(m, g, op.f[0])
                 else:
                     ops.drift_(p, m, op.f[0], 1.0)
+
+
+@torch.compiler.disable  # numba on raw memory: run eagerly inside a compiled step
+def _fused_step(params: list[Tensor], grads: list[Tensor], moms: list[Tensor], c: float,
+                h: float) -> None:
+    from ..backends.numba.optim_kernels import heavy_ball_step
+
+    for p, g, m in zip(params, grads, moms, strict=True):
+        np_t = numpy_view(p)
+        heavy_ball_step(np_t, numpy_view(m), numpy_view(g), np_t.dtype.type(c),
+                        np_t.dtype.type(h))
 
 
 def _check_momentum(name: str, value: object) -> float:

@@ -273,6 +273,7 @@ class Partitioned(DynamicsOptimizer):
         thermo = self._thermostats(spec, slots, scope, key)
         buckets = self._buckets(spec, group, slots)
         ctx = self._context(spec)
+        ctx.differentiable = bool(group.get("differentiable"))
         if first:
             self._init_state(spec, slots, buckets, ctx)
         execute(spec.first_segments if first else spec.steady_segments, slots, thermo, buckets,
@@ -327,7 +328,8 @@ class Partitioned(DynamicsOptimizer):
             return "fused"
         if group.get("foreach"):
             return "foreach"
-        if group.get("fused") is None and fz.eligible(tensors) and fz.available():
+        if (group.get("fused") is None and fz.eligible(tensors) and fz.available()
+                and not torch.compiler.is_compiling()):  # compiled: foreach, fused by inductor
             return "fused"
         return "foreach"
 

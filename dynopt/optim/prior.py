@@ -76,7 +76,8 @@ def gradient(group: dict[str, Any], p: Tensor, g: Tensor, state: dict[str, Any])
     if loc != 0.0:
         anchor = state.get("anchor")
         if anchor is None:
-            anchor = state["anchor"] = p.detach().clone(memory_format=torch.contiguous_format)
+            # (a copy under autograd too, with differentiable=True: θ₀ depends on the inputs)
+            anchor = state["anchor"] = p.clone(memory_format=torch.contiguous_format)
         g = g.add(p - anchor, alpha=loc)
     return g
 
