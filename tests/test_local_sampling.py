@@ -76,3 +76,57 @@ def test_tether_without_nbeta_pulls_to_the_anchor():
     se = batch_means_se(var.mean(0))
     assert se < 0.01
     assert abs(var.mean() - 0.25) < 4 * se
+
+
+@pytest.mark.parametrize(("system_cls", "opt_cls", "scheme"), [
+    ("OverdampedLangevin", OverdampedLangevin, "em"), ("Langevin", Langevin, "BAOAB")])
+def test_system_options_equal_the_optimizer(system_cls, opt_cls, scheme):
+    """The systems' nbeta/localization/center (a Localized potential) and the optimizers'
+    group keys are one mechanism: integrate(system, backend="torch") and the optimizer on the
+    same quadratic, seed and anchor q₀ give the same trajectory (1e-12)."""
+    import dynopt
+    from dynopt.potentials import Harmonic
+
+    dim, n, h, seed = 3, 60, 0.05, 11
+    omega = np.array([0.5, 1.0, 2.0])
+    q0 = np.array([0.3, -0.2, 0.1])
+    kw = {"nbeta": 4.0, "localization": 2.0}
+    system = getattr(dynopt.systems, system_cls)(Harmonic(omega, dim), temperature=0.2,
+                                                center=q0, **kw)
+    extra = {"p0": np.zeros(dim)} if system_cls == "Langevin" else {}
+    traj = dynopt.integrate(system, scheme, q0, h=h, n_steps=n, backend="torch", seed=seed,
+                            dtype=torch.float64, **extra)
+    theta = torch.tensor(q0, requires_grad=True)
+    okw = {"gamma": 1.0} if opt_cls is Langevin else {}
+    opt = opt_cls([theta], lr=h, temperature=0.2, seed=seed, foreach=True, **kw, **okw)
+    w2 = torch.tensor(omega**2)
+    got = []
+    for _ in range(n):
+        opt.zero_grad()
+        (0.5 * (w2 * theta**2).sum()).backward()
+        opt.step()
+        got.append(theta.detach().clone().numpy())
+    np.testing.assert_allclose(np.array(got), traj.q[0, 1:], rtol=0, atol=1e-12)
+
+
+def test_localized_potential_gradient_value_and_errors():
+    from dynopt.potentials import Harmonic, Localized
+
+    u = Localized(Harmonic(2.0, dim=2), nbeta=3.0, localization=0.5, center=[1.0, -1.0],
+                  weight_decay=0.25)
+    q = np.array([[0.2, 0.4]])
+    want = 3.0 * 0.5 * 4.0 * (q * q).sum(-1) + 0.25 * ((q - [1.0, -1.0]) ** 2).sum(-1) \
+        + 0.125 * (q * q).sum(-1)
+    np.testing.assert_allclose(u.value(q), want, rtol=1e-15)
+    qt = torch.tensor(q, requires_grad=True)
+    np.testing.assert_allclose(u.grad(q), u.grad_autograd(qt).detach().numpy(), rtol=1e-14)
+    assert float(u.laplacian(q)[0]) == pytest.approx(3.0 * 8.0 + 2 * 0.75)
+    with pytest.raises(ValueError, match="nbeta"):
+        Localized(Harmonic(dim=2), nbeta=0.0)
+    with pytest.raises(ValueError, match="center"):
+        Localized(Harmonic(dim=2), center=[1.0, 2.0, 3.0])
+    import dynopt
+
+    with pytest.raises(ValueError, match="numba"):
+        dynopt.integrate(dynopt.systems.OverdampedLangevin(u), "em", np.zeros(2), h=0.01,
+                         n_steps=2, backend="numba")

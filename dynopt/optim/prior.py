@@ -10,8 +10,11 @@ so ``weight_decay`` is the Gaussian prior N(0, τ/λ) of Bayesian deep learning 
 not a decoupled shrink: at τ = 0 Langevin with ``weight_decay`` is ``torch.optim.SGD`` with the
 same ``weight_decay``), and ``localization`` with ``nbeta`` is the local posterior
 exp(−nβ L − γ_loc|θ − θ₀|²/2) that devinterp's local SGLD samples to estimate the local learning
-coefficient. The gradient terms are added here, once, for every optimizer and path (the fused,
-foreach and single-tensor paths all read the effective gradient).
+coefficient. The terms are written here once (:func:`potential_gradient`,
+:func:`potential_value`, numpy or torch) and used by every optimizer and path (the fused,
+foreach and single-tensor paths all read the effective gradient) and by the
+:class:`~dynopt.potentials.Localized` potential of the ``Langevin`` and ``OverdampedLangevin``
+systems.
 
 | symbol | code (param-group key) | default |
 |---|---|---|
@@ -34,7 +37,8 @@ from torch import Tensor
 
 from .._validation import check_nonnegative, check_positive
 
-__all__ = ["KEYS", "gradient", "is_trivial", "validate", "value"]
+__all__ = ["KEYS", "add_scaled", "gradient", "is_trivial", "potential_gradient",
+           "potential_value", "validate", "value"]
 
 #: The prior keys with their validators.
 KEYS: dict[str, Callable[[str, Any], float]] = {
@@ -62,35 +66,61 @@ def is_trivial(group: dict[str, Any]) -> bool:
     return all(_get(group, k) == _NEUTRAL[k] for k in _NEUTRAL)
 
 
-def gradient(group: dict[str, Any], p: Tensor, g: Tensor, state: dict[str, Any]) -> Tensor:
-    """∇U from ∇L = ``g`` (a new tensor; ``g`` itself is not modified).
+def add_scaled(a: Any, b: Any, alpha: float) -> Any:
+    """a + α·b: torch's ``a.add(b, alpha=α)`` for tensors (the operation ``torch.optim.SGD``
+    uses for weight decay, so the two agree bit for bit), ``a + α*b`` for numpy arrays."""
+    return a.add(b, alpha=alpha) if isinstance(a, Tensor) else a + alpha * b
 
-    The weight-decay term is ``g.add(p, alpha=λ)``, the operation ``torch.optim.SGD`` performs,
-    so the two agree bit for bit. θ₀ is recorded in ``state["anchor"]`` on first use.
-    """
-    nbeta, wd, loc = _get(group, "nbeta"), _get(group, "weight_decay"), _get(group, "localization")
+
+def potential_gradient(q: Any, g: Any, *, nbeta: float = 1.0, weight_decay: float = 0.0,
+                       localization: float = 0.0, center: Any = None) -> Any:
+    """∇U = nβ g + λ q + γ_loc (q − q₀) from g = ∇L (numpy or torch; new array/tensor)."""
     if nbeta != 1.0:
         g = g * nbeta
-    if wd != 0.0:
-        g = g.add(p, alpha=wd)
+    if weight_decay != 0.0:
+        g = add_scaled(g, q, weight_decay)
+    if localization != 0.0:
+        g = add_scaled(g, q - center, localization)
+    return g
+
+
+def potential_value(q: Any, *, weight_decay: float = 0.0, localization: float = 0.0,
+                    center: Any = None) -> Any:
+    """(λ/2)|q|² + (γ_loc/2)|q − q₀|² over the last axis (the prior terms of U; nβ multiplies
+    the loss and is not included)."""
+    out = 0.0 * q.sum(-1)
+    if weight_decay:
+        out = out + 0.5 * weight_decay * (q * q).sum(-1)
+    if localization:
+        d = q - center
+        out = out + 0.5 * localization * (d * d).sum(-1)
+    return out
+
+
+def gradient(group: dict[str, Any], p: Tensor, g: Tensor, state: dict[str, Any]) -> Tensor:
+    """∇U of a param group's tensor ``p`` from ∇L = ``g`` (a new tensor; ``g`` itself is not
+    modified). θ₀ is recorded in ``state["anchor"]`` on first use."""
+    loc = _get(group, "localization")
+    anchor = None
     if loc != 0.0:
         anchor = state.get("anchor")
         if anchor is None:
             # (a copy under autograd too, with differentiable=True: θ₀ depends on the inputs)
             anchor = state["anchor"] = p.clone(memory_format=torch.contiguous_format)
-        g = g.add(p - anchor, alpha=loc)
-    return g
+    return potential_gradient(p, g, nbeta=_get(group, "nbeta"),
+                              weight_decay=_get(group, "weight_decay"), localization=loc,
+                              center=anchor)
 
 
 def value(group: dict[str, Any], params: list[Tensor], states: list[dict[str, Any]]) -> float:
-    """(λ/2)|θ|² + (γ_loc/2)|θ − θ₀|² of a group's tensors (float64; the nβ factor applies to
-    the loss and is not included)."""
+    """The prior terms of U for a group's tensors (float64; tensors without θ₀ yet contribute
+    no tether)."""
     wd, loc = _get(group, "weight_decay"), _get(group, "localization")
     total = 0.0
     for p, st in zip(params, states, strict=True):
-        if wd:
-            total += 0.5 * wd * float(p.detach().double().square().sum())
-        if loc and st.get("anchor") is not None:
-            total += 0.5 * loc * float((p.detach().double() - st["anchor"].double())
-                                       .square().sum())
+        anchor = st.get("anchor")
+        q = p.detach().double().reshape(-1)
+        total += float(potential_value(
+            q, weight_decay=wd, localization=loc if anchor is not None else 0.0,
+            center=None if anchor is None else anchor.detach().double().reshape(-1)))
     return total

@@ -2,7 +2,8 @@
 
 Built-ins: :class:`Harmonic`, :class:`DoubleWell`, :class:`Ackley`, :class:`Rastrigin`,
 :class:`Rosenbrock`, :class:`Zakharov`,
-:class:`MultiBasin`. Bring your own with :class:`Custom`.
+:class:`MultiBasin`. Bring your own with :class:`Custom`. :class:`Localized` adds an inverse
+temperature, a tether and a Gaussian prior to any of them (local sampling).
 """
 
 from .ackley import Ackley as Ackley
@@ -10,10 +11,11 @@ from .base import AbstractPotential as AbstractPotential
 from .custom import Custom as Custom
 from .double_well import DoubleWell as DoubleWell
 from .harmonic import Harmonic as Harmonic
+from .localized import Localized as Localized
 from .multi_basin import MultiBasin as MultiBasin
 from .rastrigin import Rastrigin as Rastrigin
 from .rosenbrock import Rosenbrock as Rosenbrock
 from .zakharov import Zakharov as Zakharov
 
-__all__ = ["AbstractPotential", "Ackley", "Custom", "DoubleWell", "Harmonic", "MultiBasin",
-           "Rastrigin", "Rosenbrock", "Zakharov"]
+__all__ = ["AbstractPotential", "Ackley", "Custom", "DoubleWell", "Harmonic", "Localized",
+           "MultiBasin", "Rastrigin", "Rosenbrock", "Zakharov"]
