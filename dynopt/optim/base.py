@@ -341,6 +341,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
             group.setdefault("differentiable", False)
+            group.setdefault("weight_decay", self.defaults.get("weight_decay", 0.0))
 
 
 def _detach_tree(obj: Any) -> Any:

@@ -187,7 +187,8 @@ class Partitioned(DynamicsOptimizer):
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("fused", None)
-            group.setdefault("scope", "tensor")
+            if group.get("dynamics") in ("adaptive-langevin", "nose-hoover"):
+                group.setdefault("scope", "tensor")
 
     def _value(self, group: dict[str, Any], name: str) -> Any:
         fn = checks(group["dynamics"]).get(name)
