@@ -176,3 +176,65 @@ def test_lightning_checkpoint_resume_is_bit_exact(tmp_path):
     _lightning_run("ECDSep", epochs=2, accum=2, ckpt_out=path)
     got = _lightning_run("ECDSep", epochs=4, accum=2, ckpt_in=path)
     assert torch.equal(got, ref)
+
+
+# --- seeding through the frameworks (seed=None) ------------------------------------------------
+def test_hf_trainer_seed_makes_seed_none_reproducible(tmp_path):
+    """The Trainer builds the optimizer after transformers.set_seed(args.seed): with seed=None
+    the noise follows args.seed (same seed: identical runs; another seed: different)."""
+    transformers = pytest.importorskip("transformers")
+    from dynopt.integrations.huggingface import DynoptTrainer
+    from dynopt.optim import Langevin
+
+    x, y = _dataset()
+    ds = [{"x": x[i], "y": y[i]} for i in range(len(x))]
+    out = []
+    for seed in (1, 1, 2):
+        model = _HFModel()
+        args = transformers.TrainingArguments(
+            output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=3, seed=seed,
+            learning_rate=0.1, lr_scheduler_type="constant", report_to="none",
+            disable_tqdm=True, logging_strategy="no", save_strategy="no", use_cpu=True,
+            max_grad_norm=0.0, data_seed=0)
+        trainer = DynoptTrainer(model=model, args=args, train_dataset=ds,
+                                optimizer_cls_and_kwargs=(Langevin, {"temperature": 0.1}))
+        trainer.remove_callback(transformers.PrinterCallback)
+        trainer.train()
+        out.append(flat(model.net))
+    assert torch.equal(out[0], out[1]) and not torch.equal(out[0], out[2])
+
+
+def test_lightning_seed_everything_makes_seed_none_reproducible():
+    pl = pytest.importorskip("pytorch_lightning")
+    from dynopt.optim import Langevin
+
+    start = _tiny().state_dict()  # (_tiny() seeds torch: done once, before the runs)
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(),
+                                           torch.nn.Linear(5, 1)).double()
+            self.net.load_state_dict(start)
+
+        def training_step(self, batch, batch_idx):
+            return torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return Langevin(self.net.parameters(), lr=0.1, temperature=0.1)
+
+    x, y = _dataset()
+    out = []
+    for seed in (5, 5, 6):
+        pl.seed_everything(seed, verbose=False)
+        module = Module()
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y),
+                                             batch_size=4)
+        trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(module, loader)
+        out.append(flat(module.net))
+    assert torch.equal(out[0], out[1]) and not torch.equal(out[0], out[2])

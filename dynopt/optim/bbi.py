@@ -151,6 +151,7 @@ class BBI(EventfulOptimizer):
             return float(self.global_state["ps2"])
         return _sum_sq(moms) if reference else self.norm2(moms)
 
+    @torch.compiler.disable  # host-driven (energy, bounces): nothing for a compiler to fuse
     def _step(self, loss: Any, parts: Participants) -> None:
         c = self.constants
         v = float(loss) - c.v0

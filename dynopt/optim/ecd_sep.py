@@ -125,6 +125,7 @@ class ECDSep(EventfulOptimizer):
             st = self.global_state["ecd"] = {k: _t(0.0) for k in ECD_EXTRAS}
         return st
 
+    @torch.compiler.disable  # host-driven (energy, projection): nothing for a compiler to fuse
     def _step(self, loss: Any, parts: Participants) -> None:
         c = self.constants
         nu = self.system.nu

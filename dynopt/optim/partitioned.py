@@ -329,8 +329,7 @@ class Partitioned(DynamicsOptimizer):
             return "fused"
         if group.get("foreach"):
             return "foreach"
-        if (group.get("fused") is None and fz.eligible(tensors) and fz.available()
-                and not torch.compiler.is_compiling()):  # compiled: foreach, fused by inductor
+        if group.get("fused") is None and fz.eligible(tensors) and fz.available():
             return "fused"
         return "foreach"
 
