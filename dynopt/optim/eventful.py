@@ -175,6 +175,7 @@ class EventfulOptimizer(DynamicsOptimizer):
     def _apply_action(self, action: Action) -> None:  # pragma: no cover - guarded
         raise NotImplementedError
 
+    @torch.compiler.disable  # state creation per tensor: recompiled per parameter otherwise
     def momentum(self, p: Tensor) -> Tensor:
         """The momentum buffer of ``p`` (zeros on first use)."""
         st = self.state[p]
