@@ -26,9 +26,14 @@ Group keys (defaults in parentheses; every numeric one is validated, ``lr``, ``g
 | ``xi0`` (0) | ξ₀ | nose-hoover |
 | ``overdamped_dt`` (``"lr"``) | dt = h or h²/2 | overdamped |
 | ``mass`` (1) | M (scalar) | all with momenta |
+| ``momentum`` (None) | c = e^{−γh}, replaces γ when set (``OneCycleLR``) | langevin |
+| ``weight_decay`` (0), ``localization`` (0), ``nbeta`` (1) | λ, γ_loc, nβ (the prior) | all |
 | ``scheme`` (per dynamics) | splitting string or integrator | all |
 | ``scope`` (``"tensor"``) | scope of ξ: ``"tensor"``, ``"group"``, ``"model"`` | thermostats |
 | ``foreach``, ``fused``, ``maximize``, ``differentiable`` | torch flags | all |
+
+The prior keys make the potential U = nβL + λ|θ|²/2 + γ_loc|θ − θ₀|²/2
+(:mod:`dynopt.optim.prior`).
 
 Thermostat scope. ξ (and η, the chain) is one scalar per parameter tensor (``"tensor"``, the
 authors' choice), per group, or shared by every ``scope="model"`` group (which must then have
