@@ -89,7 +89,8 @@ class EventfulOptimizer(DynamicsOptimizer):
         the accumulated batch, matching the accumulated gradient. The next ``step()`` uses the
         sum (also when given a closure: the closure then only recomputes the gradients, and its
         return value is returned but not used) and resets it. The tensor is detached and stays
-        on its device (no synchronization). :mod:`dynopt.integrations` calls this from the
+        on its device (no synchronization). The pending sum is not part of ``state_dict()``
+        (checkpoints are taken between steps). :mod:`dynopt.integrations` calls this from the
         Hugging Face ``Trainer`` and from Lightning.
 
         Raises:
