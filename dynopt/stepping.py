@@ -25,16 +25,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._state_check import check_state
 from ._validation import check_choice, check_int, check_positive
 
 if TYPE_CHECKING:
     from .integrators.base import AbstractIntegrator
     from .systems.base import AbstractSystem
 
-__all__ = ["State", "init", "run", "step"]
+__all__ = ["State", "check_state", "init", "run", "step"]
 
 BACKENDS = ("numba", "torch")
 NOISES = ("gaussian", "discrete")
+#: Seeds are 64-bit (the Philox key and ``torch.Generator.manual_seed`` both take 64 bits).
+MAX_SEED = 2**64 - 1
 
 
 @dataclass
@@ -126,10 +129,17 @@ def init(
     check_choice("noise", noise, NOISES)
     if seed is None:
         seed = new_seed()
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_int("seed", seed, minimum=0, maximum=MAX_SEED)
     if system.potential is None:
         raise ValueError(f"{type(system).__name__} needs a potential to be integrated")
     integrator.check(system)
+    if n_chains is not None:
+        n_chains = check_int("n_chains", n_chains, minimum=1)
+    from .integrate import _rows, check_memory
+
+    # the size before anything is allocated (a state only: no records)
+    check_memory(system, _rows(q0, n_chains), system.potential.dim, 0, 1,
+                 itemsize=4 if dtype is not None and "32" in str(dtype) else 8)
     q, p = _initial_arrays(system, q0, p0, n_chains)
     return get_backend(backend).init_state(system, q, p, seed=seed, noise=noise, dtype=dtype,
                                           device=device)
@@ -158,6 +168,8 @@ def run(
         raise ValueError("h must be given (the state has no previous step size)")
     h = check_positive("h", h)
     n_steps = check_int("n_steps", n_steps, minimum=0)
+    check_state(system, state)
+    integrator.check(system)
     program = integrator.program(system, h)
     new = state.copy()
     div = get_backend(state.backend).advance(system, program, new, n_steps, records=None)
@@ -166,7 +178,7 @@ def run(
 
         raise DivergenceError(
             f"{integrator.name} on {type(system).__name__} diverged at step {div.step}: chain "
-            f"{div.chain} reached a non-finite position (h = {h}); the input state is unchanged",
+            f"{div.chain} reached a non-finite state (h = {h}); the input state is unchanged",
             step=div.step, chain=div.chain)
     new.h = h
     return new

@@ -70,8 +70,9 @@ class AbstractBackend(abc.ABC):
     ) -> Divergence | None:
         """Run ``n_steps`` steps in place, recording into ``records`` if given.
 
-        Returns None, or where the run diverged (the state is then the last finite one for the
-        numba backend and undefined for the torch backend).
+        Returns None, or the first step at which a chain's q or p became non-finite or an extra
+        became NaN (checked before that step is recorded, so every record is finite); the state
+        is then undefined and ``state.step`` unchanged.
         """
 
     @abc.abstractmethod

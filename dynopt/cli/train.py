@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """User errors (bad option values, unknown optimizer, unwritable --out) are one line on
+    stderr and exit status 2; Ctrl-C keeps the epochs completed so far (exit 130)."""
     from ..training import train_from_cli
 
     return train_from_cli(args)

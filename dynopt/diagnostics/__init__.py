@@ -7,23 +7,24 @@ use; the ones about a run also accept a :class:`dynopt.Trajectory` directly.
 * Temperatures: :func:`kinetic_temperature`, :func:`configurational_temperature` (each an
   :class:`Estimate` with ``.value`` and ``.se``).
 * Correlation: :func:`autocorrelation`, :func:`integrated_autocorrelation_time`,
-  :func:`effective_sample_size`, :func:`rhat`, :func:`barrier_crossings`.
+  :func:`effective_sample_size` (mean, bulk, tail, quantile), :func:`rhat`, :func:`mcse`,
+  :func:`barrier_crossings`.
 * Errors of averages: :func:`batch_means_se`, :func:`estimate_mean`, :func:`estimate_ratio`
   (what every statistical test of the project uses).
 * Gibbs references: :func:`gibbs_moment`, :func:`gibbs_mean_potential`, :func:`gibbs_marginal`,
   :func:`gibbs_distance`.
 * Orders: :func:`reference_flow` (torchdiffeq), :func:`global_error`, :func:`empirical_order`.
 
-Handing a run to ArviZ (not a dependency of dynopt)::
+Handing a run to ArviZ (an optional package, not a dependency of dynopt)::
 
-    import arviz as az
-    idata = az.from_dict(posterior=traj.to_arviz_dict())   # q (chain, draw, dim), p, extras
-    az.ess(idata), az.rhat(idata), az.plot_trace(idata)
+    idata = traj.to_arviz()          # arviz.InferenceData: posterior q, p, extras; energy
+    az.summary(idata), az.plot_trace(idata)
 
-``effective_sample_size(x, method="bulk")`` and ``rhat(x, method="rank")`` follow the same
-definitions as ``az.ess(method="bulk")`` and ``az.rhat(method="rank")`` (Vehtari et al. 2021);
-the defaults here are the ESS of the mean (split chains, no rank normalization) and the classic
-split-R̂. See docs/diagnostics.md for the formulas.
+:func:`effective_sample_size`, :func:`rhat` and :func:`mcse` implement the definitions of
+Vehtari et al. (2021) with ArviZ's conventions and equal ``az.ess``, ``az.rhat`` and
+``az.mcse`` with the same ``method`` to rounding (tests/test_arviz_parity.py), without needing
+ArviZ; the defaults here are the ESS of the mean and the classic split-R̂ (ArviZ's defaults are
+``"bulk"`` and ``"rank"``). See docs/diagnostics.md for the formulas.
 """
 
 from .autocorrelation import autocorrelation as autocorrelation
@@ -47,6 +48,7 @@ from .gibbs import is_separable as is_separable
 from .gibbs import marginal_potential as marginal_potential
 from .gibbs_distance import GibbsDistance as GibbsDistance
 from .gibbs_distance import gibbs_distance as gibbs_distance
+from .mcse import mcse as mcse
 from .order import OrderFit as OrderFit
 from .order import empirical_order as empirical_order
 from .order import global_error as global_error
@@ -84,6 +86,7 @@ __all__ = [
     "is_separable",
     "kinetic_temperature",
     "marginal_potential",
+    "mcse",
     "reference_flow",
     "rhat",
 ]

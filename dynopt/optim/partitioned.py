@@ -177,11 +177,11 @@ class Partitioned(DynamicsOptimizer):
                                  f"which does not use {key!r} (set to {group[key]!r})")
         try:
             validate_group(group, lambda name, fn: self._check_hyper(group, index, name, fn))
-        except ValueError as err:
+        except (ValueError, TypeError) as err:
             msg = str(err)
-            raise ValueError(msg if "param group" in msg else f"{msg} (param group {index})"
-                             ) from None
-        if group.get("fused") not in (None, True, False):
+            raise type(err)(msg if "param group" in msg else f"{msg} (param group {index})"
+                            ) from None
+        if not (group.get("fused") is None or isinstance(group["fused"], bool)):
             raise TypeError(f"fused must be None or a bool, got {group['fused']!r}")
         if group.get("fused") and (group.get("foreach") or group.get("differentiable")):
             raise ValueError("fused=True cannot be combined with foreach=True or "

@@ -36,6 +36,13 @@ def resolve_dtype(dtype: Any) -> torch.dtype:
     return out
 
 
+def _finite_rows(state: State) -> torch.Tensor:
+    """Per chain: q and p finite and no extra NaN (the numba kernel's divergence rule; extras
+    may hold +inf as a "not yet" marker)."""
+    ok = torch.isfinite(state.q).all(dim=1) & torch.isfinite(state.p).all(dim=1)
+    return ok & ~torch.isnan(state.x).any(dim=1)
+
+
 class TorchBackend(AbstractBackend):
     """Batched tensor ops over all chains; noise from a seeded ``torch.Generator``.
 
@@ -63,11 +70,19 @@ class TorchBackend(AbstractBackend):
             p = system.initial_momentum(n, dim, draw)
         x = system.initial_extras(n, dim, draw)
 
-        def tens(a: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev).reshape(n, -1)
+        def tens(label: str, a: np.ndarray) -> torch.Tensor:
+            t = torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev).reshape(n, -1)
+            finite = torch.isfinite(t) | torch.as_tensor(~np.isfinite(a), device=dev).reshape(
+                t.shape)  # extras may hold +inf markers on purpose
+            if not bool(finite.all()):
+                i = int(torch.argmin(finite.reshape(-1).int()))
+                raise ValueError(
+                    f"{label} value {np.asarray(a).reshape(-1)[i]:g} (flat index {i}) is beyond "
+                    f"the range of {dt} (max {torch.finfo(dt).max:g}); use dtype=float64")
+            return t
 
-        return State(q=tens(q), p=tens(p), x=tens(x), step=0, seed=seed, backend="torch",
-                     noise=noise, generator=gen)
+        return State(q=tens("q0", q), p=tens("p0", p), x=tens("extras", x), step=0, seed=seed,
+                     backend="torch", noise=noise, generator=gen)
 
     def advance(self, system, program: Program, state: State, n_steps: int,  # type: ignore[no-untyped-def]
                 records: Records | None) -> Divergence | None:
@@ -82,7 +97,7 @@ class TorchBackend(AbstractBackend):
         saved = (state.q.clone(), state.p.clone(), state.x.clone(), gen_state)
         next_record = records.next if records is not None else 0
         self._steps(system, program, state, n_steps, records)
-        if bool(torch.isfinite(state.q).all()):
+        if bool(_finite_rows(state).all()):
             state.step += n_steps
             if records is not None:
                 records.next += n_steps // records.every
@@ -98,7 +113,7 @@ class TorchBackend(AbstractBackend):
         for n in range(n_steps):
             every = records.every if records is not None else 1
             self._steps(system, program, state, 1, None)
-            finite = torch.isfinite(state.q).all(dim=1)
+            finite = _finite_rows(state)
             if not bool(finite.all()):
                 return Divergence(step=state.step + n + 1, chain=int(torch.argmin(finite.int())))
             if records is not None and (n + 1) % every == 0:
