@@ -200,6 +200,14 @@ class DDPNOpt(DynamicsOptimizer):
         if self._needs_record():
             self._check_dtypes()
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if "trajectory" in self.__dict__ and "last_info" in self.__dict__:
+            # a copy: the maps keyed by parameter ids and the hooks follow the copied model
+            self._owner = {id(p): st.layer for st in self.trajectory.stages
+                           for p in st.layer.params}
+            self._sync_hooks()
+
     def _needs_record(self) -> bool:
         return any(g["feedback"] or g["base"] == "ekfac" for g in self.param_groups)
 

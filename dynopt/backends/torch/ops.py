@@ -105,8 +105,12 @@ def nhc_(p: Tensor, v: list[Tensor], eta: list[Tensor], t: float, kT: float, q1:
          kinetic2: Kinetic) -> None:
     """NHC: Nosé–Hoover-chain propagation for time t (see :mod:`dynopt.program`).
 
-    ``v`` and ``eta`` are the chain velocities and positions (each broadcastable against p).
+    ``v`` and ``eta`` are the chain velocities and positions (each broadcastable against p),
+    updated in place at the end; the propagation itself rebinds fresh tensors (never modifies a
+    tensor autograd saved), so it also runs under autograd (``differentiable=True``).
     """
+    v_out, eta_out = v, eta
+    v, eta = [x.clone() for x in v], list(eta)
     m = len(v)
     qs = [q1 * n_dof, *q_rest]
     k2 = kinetic2(p)
@@ -121,9 +125,9 @@ def nhc_(p: Tensor, v: list[Tensor], eta: list[Tensor], t: float, kT: float, q1:
         g = force(j)
         if j < m - 1:
             e = torch.exp(-0.25 * ts * v[j + 1])
-            v[j].copy_((v[j] * e + 0.5 * ts * g) * e)
+            v[j] = (v[j] * e + 0.5 * ts * g) * e
         else:
-            v[j].add_(0.5 * ts * g)
+            v[j] = v[j] + 0.5 * ts * g
 
     for w in weights:
         for _ in range(n_sub):
@@ -134,9 +138,12 @@ def nhc_(p: Tensor, v: list[Tensor], eta: list[Tensor], t: float, kT: float, q1:
             scale = scale * s
             k2 = k2 * s * s
             for j in range(m):
-                eta[j].add_(ts * v[j])
+                eta[j] = eta[j] + ts * v[j]
             for j in range(m):
                 update(j, ts)
+    for j in range(m):
+        v_out[j].copy_(v[j])
+        eta_out[j].copy_(eta[j])
     p.mul_(scale)
 
 
