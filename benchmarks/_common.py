@@ -16,7 +16,8 @@ sys.path.insert(0, str(ROOT))
 
 from dynopt.reproductions.report import markdown_table, update_section  # noqa: E402
 
-__all__ = ["ROOT", "machine", "markdown_table", "parse_args", "time_call", "write_section"]
+__all__ = ["ROOT", "machine", "markdown_table", "parse_args", "plain_baoab_double_well",
+           "time_call", "update_section", "write_section"]
 
 
 def parse_args(description: str) -> argparse.Namespace:
@@ -63,3 +64,29 @@ def write_section(name: str, title: str, command: str, table: str, notes: str = 
         body += f"\n{notes}\n"
     update_section(ROOT / "docs" / "benchmarks.md", name, body)
     print(f"updated docs/benchmarks.md section {name!r}")
+
+
+def plain_baoab_double_well(chains: int, n_steps: int, dtype: object, device: object = "cpu", *,
+                            h: float = 0.05, gamma: float = 1.0, tau: float = 0.25) -> object:
+    """BAOAB on U(q) = (q² − 1)² per coordinate (DoubleWell, 2 coordinates), written by hand
+    with batched torch ops, the gradient reused first-same-as-last: the baseline a user would
+    write. Returns q after ``n_steps`` (on the device)."""
+    import math
+
+    import torch
+
+    g = torch.Generator(device=device).manual_seed(0)
+    q = torch.ones(chains, 2, dtype=dtype, device=device)  # type: ignore[arg-type]
+    p = torch.zeros(chains, 2, dtype=dtype, device=device)  # type: ignore[arg-type]
+    c = math.exp(-gamma * h)
+    d = math.sqrt((1 - c * c) * tau)
+    grad = 4 * q * (q * q - 1)
+    for _ in range(n_steps):
+        p.add_(grad, alpha=-h / 2)
+        q.add_(p, alpha=h / 2)
+        p.mul_(c).add_(torch.randn(q.shape, generator=g, dtype=dtype, device=device),  # type: ignore[arg-type]
+                       alpha=d)
+        q.add_(p, alpha=h / 2)
+        grad = 4 * q * (q * q - 1)
+        p.add_(grad, alpha=-h / 2)
+    return q

@@ -15,7 +15,7 @@ import math
 import numba as nb
 import numpy as np
 import torch
-from _common import markdown_table, parse_args, time_call, write_section
+from _common import markdown_table, parse_args, plain_baoab_double_well, time_call, write_section
 
 import dynopt
 from dynopt import potentials, systems
@@ -25,20 +25,8 @@ H, GAMMA, TAU = 0.05, 1.0, 0.25
 
 
 def plain_torch_loop(n_steps: int, dtype: torch.dtype) -> None:
-    """BAOAB written by hand with batched torch ops (gradient reused first-same-as-last)."""
-    g = torch.Generator().manual_seed(0)
-    q = torch.ones(C, 2, dtype=dtype)
-    p = torch.zeros(C, 2, dtype=dtype)
-    c = math.exp(-GAMMA * H)
-    d = math.sqrt((1 - c * c) * TAU)
-    grad = 4 * q * (q * q - 1)
-    for _ in range(n_steps):
-        p.add_(grad, alpha=-H / 2)
-        q.add_(p, alpha=H / 2)
-        p.mul_(c).add_(torch.randn(q.shape, generator=g, dtype=dtype), alpha=d)
-        q.add_(p, alpha=H / 2)
-        grad = 4 * q * (q * q - 1)
-        p.add_(grad, alpha=-H / 2)
+    """BAOAB written by hand with batched torch ops (:func:`_common.plain_baoab_double_well`)."""
+    plain_baoab_double_well(C, n_steps, dtype, h=H, gamma=GAMMA, tau=TAU)
 
 
 @nb.njit(parallel=True, cache=True)

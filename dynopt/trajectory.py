@@ -36,6 +36,9 @@ class Trajectory:
         integrator: The integrator.
         final_state: The state after the last step, to continue the run bit for bit.
         events: The :class:`~dynopt.events.EventLog` of a run with ``events=`` (else None).
+        observables: The :mod:`dynopt.observables` a run recorded (None: the whole state). Such
+            a run stores them in ``extras``; ``q`` is θ only if ``"theta"`` was recorded (else it
+            has 0 columns, so ``dim`` is 0) and ``p`` is None.
     """
 
     t: np.ndarray
@@ -51,6 +54,7 @@ class Trajectory:
     integrator: Any = field(repr=False)
     final_state: State | None = field(default=None, repr=False)
     events: Any = field(default=None, repr=False)
+    observables: Any = field(default=None, repr=False)
 
     @property
     def n_chains(self) -> int:
@@ -77,6 +81,35 @@ class Trajectory:
             out["p"] = self.p
         out.update({k: v for k, v in self.extras.items() if v.ndim >= 2})
         return out
+
+    def to_arviz(self) -> Any:
+        """The run as an ``arviz.InferenceData`` (needs the optional package ``arviz``).
+
+        Groups: ``posterior`` holds :meth:`to_arviz_dict` (q and p with the shared dimension
+        ``dim``, extras); ``sample_stats`` holds ``energy`` (H per draw, the name ArviZ's
+        ``bfmi`` and ``plot_energy`` read). ``posterior.attrs`` record h, record_every, seed,
+        backend, system, integrator and the time of the first draw and between draws, so that
+        t = t0 + draw · dt.
+
+        Raises:
+            ImportError: If arviz is not installed, with the command that installs it.
+        """
+        try:
+            import arviz as az
+        except ImportError as err:
+            raise ImportError(
+                "Trajectory.to_arviz() needs the optional package arviz "
+                "(pip install arviz); to_arviz_dict() gives the same arrays without it"
+            ) from err
+        posterior = self.to_arviz_dict()
+        dims = {k: ["dim"] for k in ("q", "p") if k in posterior}
+        dt = float(self.t[1] - self.t[0]) if self.t.size > 1 else float(self.h * self.record_every)
+        attrs = {"h": float(self.h), "record_every": int(self.record_every),
+                 "seed": int(self.seed), "backend": self.backend, "system": repr(self.system),
+                 "integrator": repr(self.integrator), "t0": float(self.t[0]), "dt": dt,
+                 "inference_library": "dynopt"}
+        return az.from_dict(posterior=posterior, sample_stats={"energy": self.energy},
+                            dims=dims, posterior_attrs=attrs)
 
     def __repr__(self) -> str:
         return (f"Trajectory(chains={self.n_chains}, draws={self.n_draws}, dim={self.dim}, "

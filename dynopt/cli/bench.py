@@ -27,12 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--update-docs", action="store_true",
                         help="write the numbers into docs/benchmarks.md")
+    parser.add_argument("script_args", nargs=argparse.REMAINDER,
+                        help="further arguments for the benchmark script, e.g. "
+                             "'dynopt bench gpu --device cpu --size small'")
 
 
 def run(args: argparse.Namespace) -> int:
     names = available()
     if not names:
-        print(f"no benchmarks found in {benchmarks_dir()} (dynopt bench needs a source checkout)")
+        print(f"dynopt bench: error: no benchmarks found in {benchmarks_dir()} (dynopt bench "
+              "needs a source checkout)", file=sys.stderr)
         return 1
     if args.name is None:
         print("benchmarks:", ", ".join(names))
@@ -40,10 +44,11 @@ def run(args: argparse.Namespace) -> int:
     todo = names if args.name == "all" else [args.name]
     for name in todo:
         if name not in names:
-            print(f"unknown benchmark {name!r}; available: {', '.join(names)}")
+            print(f"dynopt bench: error: unknown benchmark {name!r}; available: "
+                  f"{', '.join(names)}", file=sys.stderr)
             return 2
         argv = [name] + (["--quick"] if args.quick else []) + (
-            ["--update-docs"] if args.update_docs else [])
+            ["--update-docs"] if args.update_docs else []) + list(args.script_args or [])
         old_argv, old_path = sys.argv, list(sys.path)
         sys.argv = argv
         sys.path.insert(0, str(benchmarks_dir()))  # the scripts import their _common helpers

@@ -11,13 +11,21 @@ Stan / ArviZ (Vehtari et al. 2021, eq. 10): with W the mean within-chain varianc
 :math:`\widehat{\mathrm{var}}^+ = \frac{n-1}{n}W + B/n` (B/n the variance of the chain means),
 
 .. math:: \hat\rho_t = 1 - \frac{W - \overline{\hat c_t}}{\widehat{\mathrm{var}}^+}, \qquad
-          \hat\tau = -1 + 2\sum_{k=0}^{K-1} P_k,\quad P_k = \hat\rho_{2k} + \hat\rho_{2k+1},
+          P_k = \hat\rho_{2k} + \hat\rho_{2k+1}, \qquad
+          \hat\tau = -1 + 2\sum_{k=0}^{K-1} \tilde P_k + \hat\rho^{+}_{2K},
 
-where the sum stops before the first non-positive pair sum (initial positive sequence) and the
-:math:`P_k` are made non-increasing, :math:`P_k \leftarrow \min(P_k, P_{k-1})` (initial
-monotone sequence; Geyer, Statist. Sci. 7(4), 1992). τ̂ is capped below at 1/log₁₀(mn), as in
-Stan, so that ESS ≤ mn·log₁₀(mn) for antithetic chains. For an AR(1) process with coefficient
-φ, τ = (1 + φ)/(1 − φ).
+Geyer's (Statist. Sci. 7(4), 1992) truncation as Stan and ArviZ implement it (Vehtari et al.
+2021, eq. 10 and the reference code of the paper):
+
+* initial positive sequence: K is the first k ≥ 1 with P_k ≤ 0, or the last pair that starts
+  before draw n − 3 (k ≤ ⌊(n − 3)/2⌋) if every pair up to there is positive;
+* initial monotone sequence: :math:`\tilde P_k = \min(P_0, \dots, P_k)`;
+* :math:`\hat\rho^{+}_{2K}` ("improved estimation"): the even autocorrelation of the stopping
+  pair is added once when it is positive (or when P_K ≥ 0), else nothing.
+
+τ̂ is capped below at 1/log₁₀(mn), as in Stan, so that ESS ≤ mn·log₁₀(mn) for antithetic chains.
+With these conventions ``effective_sample_size`` equals ``arviz.ess`` to rounding (tested in
+tests/test_arviz_parity.py). For an AR(1) process with coefficient φ, τ = (1 + φ)/(1 − φ).
 
 | symbol | code |
 |---|---|
@@ -98,13 +106,26 @@ def _geyer_tau(arr: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         rho = 1.0 - (w - acov.mean(axis=0)) / var_plus  # (n, K)
     rho[0] = 1.0
+    return _truncated_tau(rho, m * n)
+
+
+def _truncated_tau(rho: np.ndarray, total: int) -> np.ndarray:
+    """τ̂ from the multi-chain ρ̂ ``(n, K)``: Geyer's initial positive and monotone sequences
+    with Stan's stopping rule and "improved estimation" term (module docstring)."""
+    n = rho.shape[0]
     n_pairs = n // 2
     pairs = rho[: 2 * n_pairs].reshape(n_pairs, 2, -1).sum(axis=1)  # P_k, (n_pairs, K)
-    positive = np.cumprod(pairs > 0, axis=0).astype(bool)
-    monotone = np.minimum.accumulate(np.where(positive, pairs, np.inf), axis=0)
-    tau = -1.0 + 2.0 * np.where(positive, monotone, 0.0).sum(axis=0)
-    tau = np.maximum(tau, 1.0 / math.log10(max(m * n, 11)))
-    return np.where(var_plus > 0, tau, np.nan)
+    k = np.arange(n_pairs)[:, None]
+    k_max = max((n - 3) // 2, 0)  # the last pair the positive sequence may reach
+    stop = ((pairs <= 0) & (k >= 1)) | (k == k_max)
+    k_stop = np.where(pairs[0] > 0, np.argmax(stop, axis=0), 0)  # K, (K,)
+    monotone = np.minimum.accumulate(pairs, axis=0)
+    head = np.where(k < k_stop, monotone, 0.0).sum(axis=0)
+    rho_even = np.take_along_axis(rho, 2 * k_stop[None], axis=0)[0]
+    pair_stop = np.take_along_axis(pairs, k_stop[None], axis=0)[0]
+    tail = np.where((rho_even > 0) | (pair_stop >= 0), rho_even, 0.0)
+    tau = np.maximum(-1.0 + 2.0 * head + tail, 1.0 / math.log10(total))
+    return np.where(np.isfinite(rho).all(axis=0), tau, np.nan)
 
 
 def _tau(arr: np.ndarray, split: bool) -> tuple[np.ndarray, int]:

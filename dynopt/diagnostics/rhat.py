@@ -8,7 +8,11 @@ and B/n the variance of the chain means,
 
 ``method="rank"`` returns max(R̂ of the rank-normalized draws, R̂ of the rank-normalized folded
 draws |x − median|), which also detects chains that differ in scale (Vehtari et al., Bayesian
-Analysis 16(2), 2021). R̂ < 1.01 is the usual convergence criterion.
+Analysis 16(2), 2021, section 4.1). The chains are split first and the ranks and the median are
+taken over the split draws (the middle draw of an odd chain is dropped), as in the paper and
+ArviZ, so both methods equal ``arviz.rhat`` to rounding (tests/test_arviz_parity.py); unlike
+ArviZ, a single chain is accepted (its two halves are compared). R̂ < 1.01 is the usual
+convergence criterion.
 
 | symbol | code |
 |---|---|
@@ -32,8 +36,8 @@ __all__ = ["rhat"]
 METHODS = ("split", "rank")
 
 
-def _split_rhat(arr: np.ndarray) -> np.ndarray:
-    s = _split(arr)
+def _rhat_of(s: np.ndarray) -> np.ndarray:
+    """R̂ of already split ``(2m, n, ...)`` data."""
     n = s.shape[1]
     w = s.var(axis=1, ddof=1).mean(axis=0)
     between = s.mean(axis=1).var(axis=0, ddof=1)
@@ -56,9 +60,10 @@ def rhat(x: Any, *, method: str = "split") -> Any:
     """
     check_choice("method", method, METHODS)
     arr = as_chains("x", x, min_draws=4)
+    s = _split(arr)
     if method == "split":
-        out = _split_rhat(arr)
+        out = _rhat_of(s)
     else:
-        folded = np.abs(arr - np.median(arr.reshape(-1, *arr.shape[2:]), axis=0))
-        out = np.maximum(_split_rhat(rank_normalize(arr)), _split_rhat(rank_normalize(folded)))
+        folded = np.abs(s - np.median(s.reshape(-1, *s.shape[2:]), axis=0))
+        out = np.maximum(_rhat_of(rank_normalize(s)), _rhat_of(rank_normalize(folded)))
     return float(out) if np.ndim(out) == 0 else out

@@ -7,8 +7,9 @@ optimizer needs and none should write twice:
   the hyperparameter and the value), and again when a schedule produces a value;
 * hyperparameters given as a float, a 1-element tensor or a *schedule* ``callable(step) -> value``
   (``lr`` is read fresh every step, so torch LR schedulers drive the step size);
-* the optimizer's own RNG: one ``torch.Generator`` per device, seeded from ``seed`` (never the
-  global generator, never rank-dependent, so DDP replicas draw identical noise);
+* the optimizer's own RNG: one ``torch.Generator`` per device, seeded from ``seed`` (with
+  ``seed=None`` the seed is one draw from torch's global generator at construction, so
+  ``torch.manual_seed`` governs it; never rank-dependent, so DDP replicas draw identical noise);
 * optimizer-level state (generator states, the step counter, model-wide variables such as a
   thermostat or BBI's energy) saved in ``state_dict()["dynopt"]`` as plain tensors and numbers,
   so a checkpoint loads with ``torch.load(..., weights_only=True)`` and resumes bit for bit;
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import secrets
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -33,20 +33,37 @@ from torch import Tensor
 
 from .._validation import check_choice, check_int
 from ..errors import DivergenceError
+from . import prior
 from .checkpoint import SCHEDULE, Key
 from .finite import all_finite
 
 __all__ = ["SCHEDULE", "DynamicsOptimizer", "Hyper"]
 
 Hyper = float | Tensor | Callable[[int], float]
+
+#: Group keys of torch's optimizers (and dynopt's prior keys) refused by an optimizer that does
+#: not use them, so that a setting never goes silently unused.
+FOREIGN_KEYS = ("weight_decay", "momentum", "betas", "nesterov", "dampening", "eps", "amsgrad",
+                "alpha", "centered", "rho", "lr_decay", "initial_accumulator_value", "lambd",
+                "momentum_decay", "decoupled_weight_decay", "capturable", "fused", "localization",
+                "nbeta")
 Check = Callable[[str, Any], float]
 
 
 def _broadcast_seed(seed: int | None) -> int:
-    """A seed shared by every rank: drawn on rank 0 and broadcast when torch.distributed runs."""
+    """The optimizer's seed: ``seed``, or (None) one 62-bit draw from torch's global CPU
+    generator, taken from rank 0 when torch.distributed runs.
+
+    Drawing from the global generator makes ``seed=None`` follow ``torch.manual_seed`` (and
+    Lightning's ``seed_everything``, ``transformers.set_seed``): identically seeded runs draw
+    identical noise, and two optimizers built one after the other get different streams. The
+    draw advances the global generator by one number, as ``DataLoader`` does for its base
+    seed; pass ``seed`` to leave it untouched. The rank-0 broadcast keeps DDP replicas
+    identical even when ranks seed their global generators differently.
+    """
     if seed is not None:
         return check_int("seed", seed, minimum=0)
-    fresh = secrets.randbits(62)
+    fresh = int(torch.randint(0, 1 << 62, (), dtype=torch.int64))
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
         t = torch.tensor([fresh], dtype=torch.int64)
@@ -63,8 +80,10 @@ class DynamicsOptimizer(torch.optim.Optimizer):
     Args:
         params: Parameters or param groups (dicts), as for any torch optimizer.
         defaults: Default hyperparameters (copied into each group).
-        seed: Seed of the optimizer's own generators (a fresh one, shared across DDP ranks, if
-            None; read it back from ``optimizer.seed``).
+        seed: Seed of the optimizer's own generators. None (default): drawn from torch's
+            global generator when the optimizer is built (so ``torch.manual_seed`` makes runs
+            reproducible; rank 0's draw on every DDP rank); read it back from
+            ``optimizer.seed``.
         nonfinite: What to do with NaN/inf gradients: ``"raise"`` (default), ``"skip"`` or
             ``"ignore"``.
     """
@@ -84,7 +103,8 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         self.seed = _broadcast_seed(seed)
         self._generators: dict[str, torch.Generator] = {}
         self.global_state: dict[str, Any] = {"step": 0, "skipped": 0}
-        defaults = {"maximize": False, "foreach": None, "differentiable": False, **defaults}
+        defaults = {"maximize": False, "foreach": None, "differentiable": False,
+                    "weight_decay": 0.0, **defaults}
         super().__init__(params, defaults)
 
     # --- groups and hyperparameters --------------------------------------------------------
@@ -107,6 +127,21 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                 raise TypeError(f"{flag} must be a bool, got {group[flag]!r} (param group {index})")
         if group.get("foreach") is not None and not isinstance(group["foreach"], bool):
             raise TypeError(f"foreach must be None or a bool, got {group['foreach']!r}")
+        self._refuse_foreign_keys(group, index)
+        prior.validate(group, lambda name, fn: self._check_hyper(group, index, name, fn))
+
+    def _refuse_foreign_keys(self, group: dict[str, Any], index: int) -> None:
+        """Hyperparameter keys of other torch optimizers (and dynopt's prior keys) that this
+        optimizer does not use: a clear error instead of silently ignoring them."""
+        for key in FOREIGN_KEYS:
+            if key in group and key not in self.defaults:
+                raise ValueError(
+                    f"{type(self).__name__} does not use {key!r} (param group {index} sets it "
+                    f"to {group[key]!r}); its hyperparameters are {sorted(self._own_keys())}")
+
+    def _own_keys(self) -> set[str]:
+        return {k for k in self.defaults if k not in ("foreach", "fused", "maximize",
+                                                       "differentiable")}
 
     def _check_hyper(self, group: dict[str, Any], index: int, name: str, check: Check) -> None:
         """Validate ``group[name]`` now (or, for a schedule, each time it is evaluated)."""
@@ -333,23 +368,59 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                 step=step, chain=pi)
         return True
 
+    #: True where the subclass adds the prior itself (it needs its value inside the step).
+    prior_in_step: ClassVar[bool] = False
+
     def params_with_grad(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor]]:
-        """``(params, grads)`` of a group, skipping params without gradients; with
-        ``maximize`` the gradients are negated (new tensors, ``.grad`` is untouched)."""
+        """``(params, grads)`` of a group, skipping params without gradients; the gradients are
+        ∇U of :mod:`dynopt.optim.prior` (negated loss gradient under ``maximize``, plus weight
+        decay, tether and nβ): new tensors, ``.grad`` is untouched."""
         params, grads = [], []
+        add_prior = not self.prior_in_step and not prior.is_trivial(group)
         for p in group["params"]:
             if p.grad is None:
                 continue
             params.append(p)
-            grads.append(-p.grad if group.get("maximize") else p.grad)
+            g = -p.grad if group.get("maximize") else p.grad
+            grads.append(prior.gradient(group, p, g, self.state[p]) if add_prior else g)
         return params, grads
+
+    def prior_value(self) -> float:
+        """Σ over groups of the prior terms of U (see :mod:`dynopt.optim.prior`) at the
+        parameters with a gradient; 0.0 when no group has one."""
+        total = 0.0
+        for group in self.param_groups:
+            if not prior.is_trivial(group):
+                ps = [p for p in group["params"] if p.grad is not None]
+                total += prior.value(group, ps, [self.state[p] for p in ps])
+        return total
+
+    # --- copies: deepcopy, pickle, torch.save(optimizer) ----------------------------------
+    #: Attributes that are caches (rebuilt on demand): a copy starts them afresh, as ``name ->
+    #: factory()``. Subclasses extend.
+    _caches: ClassVar[dict[str, Callable[[], Any]]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything that defines the optimizer (seed, generators, global state, events, the
+        system, ...), not only torch's ``defaults``/``state``/``param_groups``, so that
+        ``copy.deepcopy``, ``pickle`` and ``torch.save(optimizer)`` give an optimizer that
+        continues bit for bit. Step and state-dict hooks are left out, as torch does (they may
+        be closures over other objects); caches are rebuilt."""
+        state = {k: v for k, v in self.__dict__.items()
+                 if not k.startswith("_optimizer_") or not k.endswith("_hooks")}
+        for name in (*self._caches, "_rollback_buffers"):  # the step snapshot's buffers too
+            state.pop(name, None)
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        for name, factory in self._caches.items():
+            self.__dict__.setdefault(name, factory())
         for group in self.param_groups:
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
             group.setdefault("differentiable", False)
+            group.setdefault("weight_decay", self.defaults.get("weight_decay", 0.0))
 
 
 def _detach_tree(obj: Any) -> Any:

@@ -30,12 +30,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["Key", "check_scalar_tensor", "check_vector", "validate"]
+__all__ = ["PRIOR_STATE", "Key", "check_scalar_tensor", "check_vector", "validate"]
 
 #: Placeholder stored in ``state_dict()`` for a hyperparameter given as a schedule callable.
 SCHEDULE = "<schedule>"
 #: Seeds are 64-bit (Philox keys and torch generator seeds).
 _SEED_LIMIT = 1 << 64
+#: Step counters enter the fused path's 64-bit Philox counter as 16·step + slot.
+_COUNT_LIMIT = 1 << 60
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ class Key:
     size: int = 0
 
 
+#: Per-parameter state of :mod:`dynopt.optim.prior` (the tether's θ₀), allowed for every optimizer.
+PRIOR_STATE = {"anchor": Key("param")}
+
+
 def _fail(where: str, message: str) -> ValueError:
     return ValueError(f"cannot load the checkpoint: {where} {message}; the optimizer was left "
                       "unchanged")
@@ -71,6 +77,9 @@ def _count(value: Any, where: str) -> int:
         raise _fail(where, f"must be a non-negative integer, got {value!r}")
     if int(value) < 0:
         raise _fail(where, f"must be >= 0, got {value!r}")
+    if int(value) >= _COUNT_LIMIT:
+        raise _fail(where, f"must be < 2**60 (the noise counter is 16·step + slot in 64 bits), "
+                    f"got {value!r}")
     return int(value)
 
 
@@ -208,10 +217,17 @@ def validate(opt: Any, state_dict: Any) -> tuple[list[dict[str, Any]], dict[str,
         if len(saved["params"]) != len(current["params"]):
             raise _fail(f"param group {gi}", f"has {len(saved['params'])} parameters, this "
                         f"optimizer's has {len(current['params'])}")
+        # keys added after the checkpoint was written take the optimizer's neutral defaults
+        # (as __setstate__ does); any other missing key is an error
+        missing = sorted(k for k in current if k != "params" and k not in saved
+                         and k not in opt.defaults)
+        if missing:
+            raise _fail(f"param group {gi}", f"lacks the hyperparameters {missing}")
         if "dynamics" in current and saved.get("dynamics") != current["dynamics"]:
             raise _fail(f"param group {gi}", f"runs dynamics={saved.get('dynamics')!r}, this "
                         f"optimizer's runs {current['dynamics']!r}")
-        group = dict(saved)
+        group = {**{k: opt.defaults[k] for k in current if k not in saved and k in opt.defaults},
+                 **saved}
         for k, v in saved.items():
             if isinstance(v, str) and v == SCHEDULE:
                 if not callable(current.get(k)):

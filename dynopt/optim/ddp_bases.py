@@ -64,6 +64,8 @@ class LayerStep:
     curvature: Curvature
     d_aug: Tensor
     extra: dict[str, Any] = field(default_factory=dict)
+    mask: Tensor | None = None   # 1 on the layer's active (control) coordinates, None: all
+    active: list[bool] | None = None  # per tensor of the layer, None: all active
 
 
 def param_step(base: str, p: Tensor, g: Tensor, state: dict[str, Any], hp: dict[str, Any]
@@ -121,16 +123,33 @@ def param_step(base: str, p: Tensor, g: Tensor, state: dict[str, Any], hp: dict[
 
 
 def diagonal_layer_step(base: str, layer: AffineLayer, grads: list[Tensor],
-                        states: list[dict[str, Any]], hp: dict[str, Any]) -> LayerStep:
-    """:func:`param_step` for each tensor of a layer, with the layer's curvature assembled."""
-    steps = [param_step(base, p, g, s, hp) for p, g, s in
-             zip(layer.params, grads, states, strict=True)]
+                        states: list[dict[str, Any]], hp: dict[str, Any],
+                        active: list[bool] | None = None) -> LayerStep:
+    """:func:`param_step` for each tensor of a layer, with the layer's curvature assembled.
+
+    ``active[i] = False`` marks a tensor that is not a control (frozen, or outside every param
+    group): it keeps its value and state, and its block of M⁻¹ is 0, so neither the open-loop
+    step nor the feedback K δx nor the value recursion's quadratic forms involve it (M⁻¹
+    restricted to the active coordinates).
+    """
+    active = [True] * len(layer.params) if active is None else active
+    steps = [param_step(base, p, g, s, hp) if on else
+             ParamStep(p, {}, None, torch.zeros_like(p))
+             for p, g, s, on in zip(layer.params, grads, states, active, strict=True)]
     inv = None
-    if steps[0].denom is not None:
-        inv = layer.aug(steps[0].denom, steps[1].denom if len(steps) > 1 else None).reciprocal()
+    if not all(active) or any(s.denom is not None for s in steps):
+        invs = [(s.denom.reciprocal() if s.denom is not None else torch.ones_like(p)) if on
+                else torch.zeros_like(p)
+                for s, p, on in zip(steps, layer.params, active, strict=True)]
+        inv = layer.aug(invs[0], invs[1] if len(invs) > 1 else None)
     d_aug = layer.aug(steps[0].d, steps[1].d if len(steps) > 1 else None)
-    return LayerStep([s.new_param for s in steps], [s.new_state for s in steps],
-                     Curvature(eta=hp["lr"], inv=inv), d_aug)
+    out = LayerStep([s.new_param for s in steps], [s.new_state for s in steps],
+                    Curvature(eta=hp["lr"], inv=inv), d_aug)
+    if not all(active):
+        out.active = active
+        out.mask = layer.aug(*[torch.full_like(p, float(on))
+                               for p, on in zip(layer.params, active, strict=True)])
+    return out
 
 
 def ekfac_layer_step(layer: AffineLayer, grads: list[Tensor], vh: Tensor, xs: Tensor,
@@ -194,12 +213,14 @@ def ekfac_layer_step(layer: AffineLayer, grads: list[Tensor], vh: Tensor, xs: Te
     return LayerStep(new_params, states, cur, d)
 
 
-def batch_second_moment(vh: Tensor, xs: Tensor, eps: float, lr: float) -> Curvature:
+def batch_second_moment(vh: Tensor, xs: Tensor, eps: float, lr: float,
+                        mask: Tensor | None = None) -> Curvature:
     """M = diag(√E_i[Q_u⁽ⁱ⁾ ⊙ Q_u⁽ⁱ⁾]) + ε from the per-sample gradients Q_u⁽ⁱ⁾ = V_h⁽ⁱ⁾ X_iᵀ
-    of this batch (one matmul for a linear layer)."""
+    of this batch (one matmul for a linear layer); M⁻¹ is 0 where ``mask`` is 0."""
     bsz, _, npos = xs.shape
     if npos == 1:
         sm = (vh[:, :, 0] ** 2).T @ (xs[:, :, 0] ** 2) / bsz
     else:
         sm = (torch.matmul(vh, xs.transpose(1, 2)) ** 2).mean(0)
-    return Curvature(eta=lr, inv=(sm.sqrt() + eps).reciprocal())
+    inv = (sm.sqrt() + eps).reciprocal()
+    return Curvature(eta=lr, inv=inv if mask is None else inv * mask)

@@ -40,8 +40,21 @@ that record ``∂J/∂x_t`` during ``loss.backward()``. The ordinary loop works 
 ``step()`` uses the last forward pass run with gradients enabled (evaluate under
 ``torch.no_grad()``) and raises ``RuntimeError`` if that pass got no backward or the
 parameters changed since. ``opt.step(closure)`` works as usual. ``opt.remove_hooks()`` detaches
-the optimizer from the model. Gradient accumulation over several backward passes is not
-supported (the per-sample quantities come from one batch).
+the optimizer from the model.
+
+**Standard tooling.** ``GradScaler`` (either ``scaler.step(opt)`` or ``scaler.unscale_(opt)``
+then clipping): the recorded activation gradients are brought to the units of the parameter
+gradients at ``step()`` (the common factor fitted on the last trainable layer, snapped to a
+power of two), so the loss scale never reaches them and a scaled run equals the unscaled one
+bit for bit. ``torch.autocast`` (bf16/fp16): the record is kept in the parameters' dtype and
+the nominal activations are recomputed in it. bf16/fp16 *parameters* raise ``TypeError`` (the
+feedback needs float32/float64; ``feedback=False`` is the base optimizer and accepts them).
+Parameters with ``requires_grad=False``, without a gradient or outside every param group are
+not controls: they never move and their block of M⁻¹ is 0 (EKFAC needs a layer's weight and
+bias both trainable or both frozen). Compiled models: the hooks run eagerly, and attaching them
+resets torch.compile's caches. Gradient accumulation over several backward passes is refused
+(``RuntimeError`` at ``step()``; the per-sample quantities come from one batch), as is any
+change of the gradients between ``backward()`` and ``step()`` other than a common factor.
 
 | symbol | code |
 |---|---|
@@ -187,12 +200,23 @@ class DDPNOpt(DynamicsOptimizer):
         self.track = bool(track)
         self.last_info: dict[str, list[float]] = {}
         self._sync_hooks()
+        if self._needs_record():
+            self._check_dtypes()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if "trajectory" in self.__dict__ and "last_info" in self.__dict__:
+            # a copy: the maps keyed by parameter ids and the hooks follow the copied model
+            self._owner = {id(p): st.layer for st in self.trajectory.stages
+                           for p in st.layer.params}
+            self._sync_hooks()
 
     def _needs_record(self) -> bool:
         return any(g["feedback"] or g["base"] == "ekfac" for g in self.param_groups)
 
     def _sync_hooks(self) -> None:
         """Record activations only when some group needs them (feedback or EKFAC)."""
+        self.trajectory.watched = {id(p) for g in self.param_groups for p in g["params"]}
         if self._needs_record():
             self.trajectory.attach()
         else:
@@ -272,6 +296,7 @@ class DDPNOpt(DynamicsOptimizer):
         if not self._needs_record():
             self._base_only()
             return
+        self._check_dtypes()
         if not self.trajectory.attached:
             self.trajectory.attach()
             raise RuntimeError("DDPNOpt was not recording activations (the feedback was off "
@@ -282,19 +307,26 @@ class DDPNOpt(DynamicsOptimizer):
         pending: dict[int, tuple[LayerStep, dict[str, Any]]] = {}
 
         def policy(t: int, layer: AffineLayer, data: StageData) -> StagePolicy | None:
-            group = group_of.get(id(layer.weight))
-            if group is None:
-                return None
+            active = [id(p) in group_of and p.requires_grad and p.grad is not None
+                      for p in layer.params]
+            if not any(active):
+                return None       # no control: frozen, or outside every param group
+            group = group_of[id(layer.params[active.index(True)])]
             hp = hypers[id(group)]
             grads = [data.qbar_w] + ([data.qbar_b] if data.qbar_b is not None else [])
-            states = [self.state[p] for p in layer.params]
+            states = [self.state[p] if on else {} for p, on in
+                      zip(layer.params, active, strict=True)]
             if hp["base"] == "ekfac":
+                if not all(active):
+                    raise ValueError(f"base='ekfac' needs the weight and bias of layer "
+                                     f"{layer.name} both trainable or both frozen (its Kronecker "
+                                     "factors couple them)")
                 ls = ekfac_layer_step(layer, grads, data.vh, data.inputs, states[0], hp)
             else:
-                ls = diagonal_layer_step(hp["base"], layer, grads, states, hp)
+                ls = diagonal_layer_step(hp["base"], layer, grads, states, hp, active)
                 if hp["feedback_curvature"] == "batch" and hp["base"] != "sgd":
                     ls.curvature = batch_second_moment(data.vh, data.inputs, hp["eps"],
-                                                       hp["lr"])
+                                                       hp["lr"], ls.mask)
             pending[t] = (ls, hp)
             return StagePolicy(ls.curvature, ls.d_aug, feedback=hp["feedback"],
                                vxx_reg=hp["vxx_reg"],
@@ -321,6 +353,9 @@ class DDPNOpt(DynamicsOptimizer):
                 ps[0] = ps[0].add(fw, alpha=-hp["lr"])
                 if fbias is not None:
                     ps[1] = ps[1].add(fbias, alpha=-hp["lr"])
+            if ls.active is not None:     # inactive tensors keep their value exactly
+                ps = [q if on else p for q, p, on in
+                      zip(ps, layer.params, ls.active, strict=True)]
             new[t] = ps
             return ps[0], (ps[1] if len(ps) > 1 else None)
 
@@ -351,13 +386,27 @@ class DDPNOpt(DynamicsOptimizer):
                 info["feedback_norm"].append(float(fb_norm.get(t, torch.zeros(()))))
                 cl = gains[t].clipped
                 info["clipped"].append(0.0 if cl is None else float(cl))
-            for p, value, st in zip(layer.params, ps, pending[t][0].new_states, strict=True):
-                p.copy_(value)
-                self.state[p].update(st)
+            ls = pending[t][0]
+            active = ls.active or [True] * len(ps)
+            for p, value, st, on in zip(layer.params, ps, ls.new_states, active, strict=True):
+                if on:
+                    p.copy_(value)
+                    self.state[p].update(st)
         if self.track:
             info["layer"] = [traj.stages[t].layer.name for t in new]  # type: ignore[list-item]
             self.last_info = info
         traj.clear()
+
+    def _check_dtypes(self) -> None:
+        for layer in self.trajectory.layers:
+            for p in layer.params:
+                if p.dtype not in (torch.float32, torch.float64):
+                    raise TypeError(
+                        f"DDPNOpt's feedback and EKFAC need float32 or float64 parameters; layer "
+                        f"{layer.name} has {p.dtype} (bfloat16/float16 parameters are not "
+                        "supported: keep the parameters in float32 and train under "
+                        "torch.autocast(device, dtype=torch.bfloat16), or use feedback=False, "
+                        "which is exactly the base optimizer)")
 
     def _base_only(self) -> None:
         """Feedback off everywhere: the base optimizer's update, parameter by parameter."""
@@ -365,7 +414,7 @@ class DDPNOpt(DynamicsOptimizer):
         for group in self.param_groups:
             hp = self._hypers(group)
             for p in group["params"]:
-                if p.grad is None:
+                if p.grad is None or not p.requires_grad:
                     continue
                 ps = param_step(hp["base"], p, p.grad, self.state[p], hp)
                 if self.track:

@@ -40,6 +40,7 @@ def _layout(numels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray
         tensor.size, dtype=np.int64)
 
 
+@torch.compiler.disable  # numba on raw memory: runs eagerly inside a compiled step
 def _numba_all_finite(grads: list[Tensor]) -> bool:
     from ..backends.numba.optim_kernel import nonfinite_blocks
 

@@ -169,6 +169,7 @@ class FusedRunner:
         self._templates[key] = (seg_ops, out)
         return out
 
+    @torch.compiler.disable  # numba on raw memory: runs eagerly inside a compiled step
     def run(self, b: Bucket, seg_ops: list[tuple[Op, int]], slots: list[Slot],
             coefs: list[Any], ctx: Context, need_k2: bool) -> Tensor:
         """Run one segment on bucket ``b``; returns Σp² per tensor (float64) if ``need_k2``."""
@@ -187,6 +188,7 @@ class FusedRunner:
                     coef[r, :, 1] = (co[2] * ctx.sqrtm).cpu().numpy()[holder]
         return self._call(b, codes, slot_arr, coef, ctx, need_k2)
 
+    @torch.compiler.disable
     def init_prev(self, b: Bucket, ctx: Context) -> None:
         """Fill the LM noise memories of bucket ``b`` with normals (slot ``INIT_SLOT``)."""
         k = self._k

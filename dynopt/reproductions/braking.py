@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .report import markdown_table, repo_root, update_section
+from .report import markdown_table, repo_root, seed_count, update_section
 
 DESCRIPTION = ("goal-triggered braking (Burghoff et al. 2023): heavy ball with LossBelow → "
                "SetFriction vs constant friction, SGD, Adam on digits (MLP and CNN)")
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) / "braking"
     out.mkdir(parents=True, exist_ok=True)
     quick = bool(args.quick)
-    seeds = args.seeds or (2 if quick else 5)
+    seeds = seed_count(args, 2 if quick else 5)
     epochs = 8 if quick else 30
     t0 = time.perf_counter()
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}

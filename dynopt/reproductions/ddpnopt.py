@@ -27,7 +27,7 @@ from torch import nn
 from ..data import Split, batches, load_digits_split, load_wine_split
 from ..optim import DDPNOpt
 from ..training import fit, mlp
-from .report import markdown_table, repo_root, update_section
+from .report import markdown_table, repo_root, seed_count, update_section
 
 DESCRIPTION = "DDPNOpt vs its base optimizers (lr sweep on digits and wine; vanishing gradients)"
 
@@ -204,7 +204,7 @@ def vanishing(seeds: list[int], quick: bool, log: dict[str, Any]) -> str:
 
 def run(args: Any) -> int:
     quick = bool(args.quick)
-    n_seeds = args.seeds or (2 if quick else 5)
+    n_seeds = seed_count(args, 2 if quick else 5)
     seeds = list(range(n_seeds))
     torch.set_num_threads(1)       # small networks: one thread is fastest
     log: dict[str, Any] = {"seeds": seeds, "quick": quick, "ddp_settings": DDP_SETTINGS}

@@ -57,6 +57,9 @@ Neural Optimizer", ICLR 2021 (arXiv:2002.08809).
 from __future__ import annotations
 
 import itertools
+import math
+import sys
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -199,7 +202,12 @@ class _Record:
     x0: Tensor
     outs: list[Tensor | None]
     versions: list[int]
+    dtype: torch.dtype
     grads: dict[int, Tensor] = field(default_factory=dict)
+    needs_grad: set[int] = field(default_factory=set)   # leaves whose output required grad
+    low_precision: bool = False     # some output was recorded below the parameters' dtype
+    reconciled: bool = False
+    accumulated: bool = False       # a backward pass added to an earlier one's gradients
 
     @property
     def batch(self) -> int:
@@ -266,6 +274,10 @@ class DDPTrajectory:
         self._grad_leaves = {st.out_leaf for st in self.stages}
         self._handles: list[Any] = []
         self._rec: _Record | None = None
+        self._marks: dict[int, tuple[Any, int]] = {}
+        #: ids of the parameters whose gradient accumulation is refused (None: all); an
+        #: optimizer sets it to its own parameters (others' gradients may pile up unused).
+        self.watched: set[int] | None = None
 
     # --- structure ------------------------------------------------------------------------
     @property
@@ -278,18 +290,72 @@ class DDPTrajectory:
 
     # --- nominal forward pass (recording) ---------------------------------------------------
     def attach(self) -> DDPTrajectory:
-        """Register the recording hooks (idempotent)."""
+        """Register the recording hooks (idempotent).
+
+        If torch.compile has been used in the process, its caches are reset
+        (``torch._dynamo.reset()``): dynamo does not guard on module hooks
+        (``torch._dynamo.config.skip_nnmodule_hook_guards``), so a graph compiled earlier for
+        this model, or for any model of the same structure, would keep running without the
+        hooks and nothing would be recorded. The hooks run eagerly inside compiled models.
+        """
         if not self._handles:
+            _reset_compiled()
             for i, m in enumerate(self.leaves):
-                self._handles.append(m.register_forward_hook(partial(self._forward_hook, i)))
+                self._handles.append(m.register_forward_hook(_ForwardHook(self, i)))
+            self._attach_tensor_hooks()
         return self
 
+    def _attach_tensor_hooks(self) -> None:
+        for p in self.parameters:
+            if p.requires_grad:
+                self._handles.append(p.register_hook(partial(self._grad_pre_hook, p)))
+                self._handles.append(p.register_post_accumulate_grad_hook(
+                    self._grad_post_hook))
+
+    # --- copies (deepcopy / pickle of the model together with the trajectory) ---------------
+    def __getstate__(self) -> dict[str, Any]:
+        """The module forward hooks travel with a copied model (picklable :class:`_ForwardHook`
+        objects bound to the copied trajectory) and keep their handles; tensor hooks do not
+        survive a copy of a parameter, so they are registered again on the copy; the record
+        and the accumulation marks (weak references) are dropped."""
+        state = dict(self.__dict__)
+        attached = bool(self._handles)
+        state["_handles"] = self._handles[:len(self.leaves)] if attached else []
+        state["_rec"], state["_marks"], state["_reattach"] = None, {}, attached
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        reattach = state.pop("_reattach", False)
+        self.__dict__.update(state)
+        if reattach:
+            self._attach_tensor_hooks()
+
     def detach(self) -> None:
-        """Remove the hooks and drop the record."""
+        """Remove the hooks and drop the record (resetting torch.compile's caches, as
+        :meth:`attach` does, if hooks were removed)."""
+        if self._handles:
+            _reset_compiled()
         for h in self._handles:
             h.remove()
         self._handles = []
         self._rec = None
+        self._marks = {}
+
+    # Gradient accumulation is detected without reading values: after each backward pass the
+    # post-accumulate hook marks every parameter's .grad (the tensor and its version counter);
+    # if the next backward pass finds the very same, untouched tensor in .grad, it adds to an
+    # earlier pass's gradient (zero_grad() drops or zeroes it, GradScaler and clipping modify
+    # it in place, all of which change the mark).
+    def _grad_pre_hook(self, p: Tensor, grad: Tensor) -> None:
+        mark = self._marks.get(id(p))
+        g = p.grad
+        if mark is not None and g is not None and mark[0]() is g and mark[1] == g._version \
+                and self._rec is not None and (self.watched is None or id(p) in self.watched):
+            self._rec.accumulated = True
+
+    def _grad_post_hook(self, p: Tensor) -> None:
+        if p.grad is not None:
+            self._marks[id(p)] = (weakref.ref(p.grad), p.grad._version)
 
     @property
     def attached(self) -> bool:
@@ -308,17 +374,29 @@ class DDPTrajectory:
 
     def _forward_hook(self, i: int, module: nn.Module, inputs: tuple[Any, ...], output: Any
                       ) -> None:
-        if not torch.is_grad_enabled():
+        # Registered through torch.compiler.disable (attach): it runs eagerly even inside a
+        # torch.compile'd model (dynamo breaks the graph here), so the record holds real tensors
+        # and the tensor hooks fire during backward().
+        if not torch.is_grad_enabled() or module is not self.leaves[i]:
             return
         if i == 0:
             params = self.parameters
-            self._rec = _Record(x0=inputs[0].detach(), outs=[None] * len(self.leaves),
-                                versions=[p._version for p in params])
+            dtype = params[0].dtype
+            x0 = inputs[0].detach()
+            self._rec = _Record(x0=x0.to(dtype), outs=[None] * len(self.leaves),
+                                versions=[p._version for p in params], dtype=dtype)
         rec = self._rec
         if rec is None or not isinstance(output, Tensor):
             return
-        rec.outs[i] = output.detach()
+        out = output.detach()
+        if out.is_floating_point() and out.dtype != rec.dtype:
+            # autocast: keep the record in the parameters' dtype; backward() recomputes the
+            # nominal activations in that dtype so that δx_t compares like with like.
+            rec.low_precision = True
+            out = out.to(rec.dtype)
+        rec.outs[i] = out
         if i in self._grad_leaves and output.requires_grad:
+            rec.needs_grad.add(i)
             output.register_hook(partial(_store_grad, rec, i))
 
     def record(self) -> _Record:
@@ -334,7 +412,12 @@ class DDPTrajectory:
             raise RuntimeError(f"no forward pass of the model was recorded; {hint}")
         if any(o is None for o in rec.outs):
             raise RuntimeError(f"the recorded forward pass is incomplete; {hint}")
-        for leaf in sorted(self._grad_leaves):
+        last = self.stages[-1].out_leaf
+        if last not in rec.needs_grad:
+            raise RuntimeError(f"the output of the recorded forward pass does not require grad "
+                               f"(every parameter frozen?); {hint}")
+        for leaf in sorted(rec.needs_grad):
+            # leaves before the first trainable layer get no gradient (frozen first layers)
             if leaf not in rec.grads:
                 raise RuntimeError(
                     f"no gradient reached the output of layer {leaf} in the last recorded forward "
@@ -342,6 +425,11 @@ class DDPTrajectory:
         if [p._version for p in self.parameters] != rec.versions:
             raise RuntimeError("the parameters changed after the recorded forward pass; run a "
                                "new forward and backward pass before step()")
+        if rec.accumulated:
+            raise RuntimeError(
+                "the parameter gradients were accumulated over several backward passes since "
+                "the last zero_grad(); DDPNOpt does not support gradient accumulation (its "
+                "feedback needs the per-sample quantities of one batch: use one larger batch)")
         return rec
 
     def _input_of(self, rec: _Record, st: Stage) -> Tensor:
@@ -354,6 +442,89 @@ class DDPTrajectory:
         ins = [rec.outs[j - 1] for j, _ in st.post]
         outs = [rec.outs[j] for j, _ in st.post]
         return post_derivatives([m for _, m in st.post], ins, outs, h.shape, second)  # type: ignore[arg-type]
+
+    # --- precision and gradient units -----------------------------------------------------
+    def _prepare(self, rec: _Record) -> None:
+        """Once per record: recompute low-precision activations, then bring the recorded
+        activation gradients to the units of the parameter gradients (:meth:`_reconcile`)."""
+        if rec.reconciled:
+            return
+        if rec.low_precision:
+            self._renominal(rec)
+        scale = self._reconcile(rec)
+        if scale != 1.0:
+            rec.grads = {i: g * scale for i, g in rec.grads.items()}
+        rec.reconciled = True
+
+    def _renominal(self, rec: _Record) -> None:
+        """Recompute the nominal activations x_t in the parameters' dtype (after an autocast
+        forward pass), with autocast off and without recording."""
+        x = rec.x0
+        device = x.device.type
+        with torch.no_grad(), torch.autocast(device, enabled=False):
+            for i, m in enumerate(self.leaves):
+                x = m(x)
+                rec.outs[i] = x
+        rec.low_precision = False
+
+    def _reconcile(self, rec: _Record) -> float:
+        r"""The factor c that converts the recorded activation gradients to the units of the
+        parameter gradients as they are now.
+
+        The gradient of the last layer that has one must equal the one the record implies,
+        ``Σ_i (σ' ⊙ ∂J/∂x_{t+1})_i X_iᵀ``, up to a common factor c: the inverse loss scale after
+        ``GradScaler.unscale_`` (or ``scaler.step``), the factor of ``clip_grad_norm_``, 1
+        otherwise. c is the least-squares fit; within 1e-4 of a power of two (GradScaler's
+        scales) it is taken as that power, so scaled and unscaled runs agree to rounding.
+
+        Raises:
+            RuntimeError: If the two differ by more than 5 % after the fit: the gradients were
+                accumulated over several backward passes (not supported), or changed other than
+                by a common factor between backward() and step().
+        """
+        st = next((s for s in reversed(self.stages)
+                   if any(p.grad is not None for p in s.layer.params)
+                   and s.out_leaf in rec.grads), None)
+        if st is None:
+            return 1.0
+        layer = st.layer
+        h = rec.outs[st.leaf]
+        assert h is not None
+        d1, _ = self._post_derivs(rec, st, second=False)
+        v = rec.grads[st.out_leaf].reshape(h.shape)
+        implied = layer.batch_outer(layer.outputs(v if d1 is None else v * d1),
+                                    layer.inputs(self._input_of(rec, st)))
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in layer.params]
+        a = layer.aug(grads[0], grads[1] if len(grads) > 1 else None).reshape(-1).double()
+        b = implied.reshape(-1).double()
+        if any(p.grad is None for p in layer.params):   # compare the parts that have one
+            mask = layer.aug(*[torch.full_like(p, float(p.grad is not None))
+                               for p in layer.params]).reshape(-1).double()
+            a, b = a * mask, b * mask
+        aa, ab, bb = torch.stack([a.dot(a), a.dot(b), b.dot(b)]).tolist()
+        if not all(map(math.isfinite, (aa, ab, bb))):
+            return 1.0     # the optimizer's finiteness check reports it
+        if bb == 0.0:
+            if aa == 0.0:
+                return 1.0
+            c, rel = 0.0, 1.0
+        else:
+            c = ab / bb
+            rel = math.sqrt(max(aa - ab * ab / bb, 0.0) / aa) if aa > 0 else 0.0
+        if rel > 0.05:
+            raise RuntimeError(
+                f"the gradient of layer {layer.name} differs from the gradient of the recorded "
+                f"forward pass (relative difference {rel:.3g} after the best common factor): "
+                "gradient accumulation over several backward passes is not supported by DDPNOpt "
+                "(its feedback needs the per-sample quantities of one batch: use one larger "
+                "batch), nor are changes of the gradients between backward() and step() other "
+                "than a common factor (GradScaler, clip_grad_norm_), nor gradients averaged over "
+                "processes (DistributedDataParallel)")
+        if c > 0:
+            power = 2.0 ** round(math.log2(c))
+            if abs(c / power - 1.0) < 1e-4:
+                c = power
+        return c
 
     # --- terminal ---------------------------------------------------------------------------
     def _terminal_factor(self, out: Tensor, vxt: Tensor) -> Tensor:
@@ -398,6 +569,7 @@ class DDPTrajectory:
             One :class:`StageGains` per stage, in forward order.
         """
         rec = self.record()
+        self._prepare(rec)
         bsz = rec.batch
         last = self.stages[-1]
         out_t = rec.outs[last.out_leaf]
@@ -436,7 +608,8 @@ class DDPTrajectory:
                 qbar = qbar + layer.batch_outer(layer.outputs(e_h), xs).div_(bsz)
                 qw, qb = layer.split(qbar)
             data = StageData(qw, qb, xs, vh)
-            pol = None if layer.weight.grad is None else policy(st.index, layer, data)
+            frozen = all(p.grad is None for p in layer.params)
+            pol = None if frozen else policy(st.index, layer, data)
             g = StageGains(st, pol, x, data, qbar)
             gains[st.index] = g
             if not values:
@@ -475,8 +648,9 @@ class DDPTrajectory:
             else:
                 z_new = qx
             g.z = z_new
-            if diagnostics:
-                vx_bp = (rec.grads[self.stages[st.index - 1].out_leaf] * bsz).reshape(x.shape)
+            prev_leaf = self.stages[st.index - 1].out_leaf
+            if diagnostics and prev_leaf in rec.grads:
+                vx_bp = (rec.grads[prev_leaf] * bsz).reshape(x.shape)
                 g.vx = vx_bp if e_x is None else vx_bp + e_x
             z, e = z_new, e_x
         return gains  # type: ignore[return-value]
@@ -503,8 +677,46 @@ class DDPTrajectory:
         return xhat
 
 
+class _ForwardHook:
+    """The recording forward hook of leaf ``i``: a picklable callable, so that a copied model
+    keeps a hook bound to the copied trajectory. It runs eagerly even inside a torch.compile'd
+    model (dynamo breaks the graph at the disabled call)."""
+
+    def __init__(self, trajectory: DDPTrajectory, i: int) -> None:
+        self.trajectory, self.i = trajectory, i
+
+    def __call__(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        _eager_hook()(self.trajectory, self.i, module, inputs, output)
+
+
+_EAGER_HOOK: Any = None
+
+
+def _eager_hook() -> Any:
+    """``torch.compiler.disable`` of the hook body, made on first use (imports dynamo only for
+    users of the trajectory)."""
+    global _EAGER_HOOK
+    if _EAGER_HOOK is None:
+        from torch import compiler
+
+        _EAGER_HOOK = compiler.disable(_run_forward_hook)
+    return _EAGER_HOOK
+
+
+def _run_forward_hook(trajectory: DDPTrajectory, i: int, module: nn.Module,
+                      inputs: tuple[Any, ...], output: Any) -> None:
+    trajectory._forward_hook(i, module, inputs, output)
+
+
+def _reset_compiled() -> None:
+    """``torch._dynamo.reset()`` if dynamo is loaded (it is not imported otherwise)."""
+    dynamo = sys.modules.get("torch._dynamo")
+    if dynamo is not None:
+        dynamo.reset()
+
+
 def _store_grad(rec: _Record, i: int, grad: Tensor) -> None:
-    rec.grads[i] = grad.detach()
+    rec.grads[i] = grad.detach().to(rec.dtype)
 
 
 def _refactor(s: Tensor, qx: Tensor, diagnostics: bool = True) -> tuple[Tensor, Tensor | None]:

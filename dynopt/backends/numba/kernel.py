@@ -7,7 +7,7 @@ Loop order (chains are independent, so they are the parallel and the vector dime
         for each step
             every few steps: fill the noise buffer for the coming steps (Philox, vectorized)
             for each op of the program: one vectorized loop over lanes
-            check that Q is finite (else record the step and stop this block)
+            check that Q, P are finite and X is not NaN (else record the step, stop the block)
             every ``record_every`` steps: write q, p, extras, U to the output arrays
         store the block back
 
@@ -209,9 +209,33 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
     Dp = p.shape[1]
     E = x.shape[1]
     n_ops = codes.shape[0]
+    # entry checks: every index below relies on these shapes (one bad buffer = memory corruption)
+    if p.shape[0] != C or x.shape[0] != C:
+        raise ValueError("run_block_kernel: q, p and x must have the same number of rows")
+    if minv.shape[0] != D or sqrtm.shape[0] != D:
+        raise ValueError("run_block_kernel: minv and sqrtm must have q.shape[1] entries")
+    if Dp != D and Dp != 0:
+        raise ValueError("run_block_kernel: p must have q.shape[1] columns, or 0 (first order)")
+    if fstart.shape[0] < n_ops + 1 or istart.shape[0] < n_ops + 1:
+        raise ValueError("run_block_kernel: fstart and istart need len(codes) + 1 entries")
+    if fstart[n_ops] > fpar.shape[0] or istart[n_ops] > ipar.shape[0]:
+        raise ValueError("run_block_kernel: fpar or ipar shorter than the ops address")
+    if n_steps < 0 or record_every < 1 or rec_start < 0 or step0 < 0:
+        raise ValueError("run_block_kernel: n_steps, step0, rec_start >= 0, record_every >= 1")
+    if status.shape[0] < (C + LANES - 1) // LANES or status.shape[1] < 2:
+        raise ValueError("run_block_kernel: status needs (n_blocks, 2) entries")
+    if n_steps // record_every > 0:
+        last = rec_start + n_steps // record_every
+        if (rec_q.shape[0] != C or rec_q.shape[1] < last or rec_q.shape[2] != D
+                or rec_p.shape[0] != C or rec_p.shape[1] < last or rec_p.shape[2] != Dp
+                or rec_x.shape[0] != C or rec_x.shape[1] < last or rec_x.shape[2] != E
+                or rec_u.shape[0] != C or rec_u.shape[1] < last):
+            raise ValueError("run_block_kernel: record arrays too small for this run")
     n_noise_ops = 0
     for k in range(n_ops):
         c = codes[k]
+        if Dp == 0 and c != _GRAD_STEP and c != _WIENER and c != _LM_NOISE:
+            raise ValueError("run_block_kernel: a momentum op on a state without momenta")
         if c == _OU or c == _WIENER or c == _LM_NOISE or c == _ADD_NOISE or c == _OU_XI:  # noqa: SIM109
             n_noise_ops += 1
         if c == _ROTATE:
@@ -380,21 +404,27 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
                 elif code == _ROTATE:
                     rotate_block(P, X, Z, zb, nl, fpar[f], ipar[i0])
                     zb += D
-            # divergence check: any non-finite coordinate stops this block at this step
-            acc = 0.0
+            # divergence check, before recording: a NaN/inf in q or p or a NaN in an extra
+            # (extras may hold +inf as a "not yet" marker) stops this block at this step.
+            # v * 0.0 is 0 for finite v and NaN otherwise; the lane loops vectorize.
+            for lane in range(nl):
+                tmp[lane] = 0.0
             for d in range(D):
                 for lane in range(nl):
-                    acc += Q[d, lane]
-            if not math.isfinite(acc):
-                bad = 0
+                    tmp[lane] += Q[d, lane] * 0.0
+            for d in range(Dp):
                 for lane in range(nl):
-                    ok = True
-                    for d in range(D):
-                        if not math.isfinite(Q[d, lane]):
-                            ok = False
-                    if not ok:
-                        bad = lane
-                        break
+                    tmp[lane] += P[d, lane] * 0.0
+            for e in range(E):
+                for lane in range(nl):
+                    if X[e, lane] != X[e, lane]:
+                        tmp[lane] = math.nan
+            bad = -1
+            for lane in range(nl):
+                if tmp[lane] != 0.0:
+                    bad = lane
+                    break
+            if bad >= 0:
                 status[b, 0] = gs + 1
                 status[b, 1] = c0 + bad
                 break
@@ -418,7 +448,10 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
                 x[c0 + lane, e] = X[e, lane]
 
 
-@nb.njit(cache=CACHE, error_model="numpy")
+# Explicit signatures: user functions enter as first-class function types, so one compiled
+# version serves every potential (a per-dispatcher specialization would be written to the
+# on-disk cache index with a reference to the user's module, breaking every later load).
+@nb.njit(_f1(_f2, types.int64, _f1, VALUE_FN), cache=CACHE, error_model="numpy")
 def potential_values(q, pot_kind, pot_par, value_fn):  # type: ignore[no-untyped-def]
     """U for each row of ``q`` (C, D), with the kernel's own potential code."""
     C, D = q.shape
@@ -432,7 +465,7 @@ def potential_values(q, pot_kind, pot_par, value_fn):  # type: ignore[no-untyped
     return out
 
 
-@nb.njit(cache=CACHE, error_model="numpy")
+@nb.njit(_f2(_f2, types.int64, _f1, GRAD_FN), cache=CACHE, error_model="numpy")
 def potential_grads(q, pot_kind, pot_par, grad_fn):  # type: ignore[no-untyped-def]
     """∇U for each row of ``q`` (C, D), with the kernel's own potential code."""
     C, D = q.shape

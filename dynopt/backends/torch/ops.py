@@ -102,14 +102,14 @@ def ou_thermostat_(p: Tensor, xi: Tensor, t: float, sigma: float, sqrtm: Tensor 
     p.mul_(decay).add_(scale * sqrtm * z)
 
 
-
-
 def nhc_(p: Tensor, v: list[Tensor], eta: list[Tensor], t: float, kT: float, q1: float,
          q_rest: list[float], weights: list[float], n_sub: int, n_dof: float,
          kinetic2: Kinetic) -> None:
     """NHC: Nosé–Hoover-chain propagation for time t (see :mod:`dynopt.program`).
 
-    ``v`` and ``eta`` are the chain velocities and positions (each broadcastable against p).
+    ``v`` and ``eta`` are the chain velocities and positions (each broadcastable against p),
+    updated in place at the end; the propagation itself rebinds fresh tensors (never modifies a
+    tensor autograd saved), so it also runs under autograd (``differentiable=True``).
 
     Stiff chains fall back to forward substeps. A Suzuki–Yoshida composition of order ≥ 3 has
     a negative weight (w₂ = −1.70 for order 3): that substep runs the chain backwards in time,
@@ -125,11 +125,11 @@ def nhc_(p: Tensor, v: list[Tensor], eta: list[Tensor], t: float, kT: float, q1:
     Non-stiff calls (every equilibrium run, every parity test) are unchanged bit for bit.
     """
     k2_0 = kinetic2(p)
-    vs, etas = [x.clone() for x in v], [x.clone() for x in eta]
+    vs, etas = [x.clone() for x in v], list(eta)
     scale, worst = _nhc_propagate(k2_0, vs, etas, t, kT, q1, q_rest, weights, n_sub, n_dof)
     ok = worst <= NHC_STIFF  # per scope; False for NaN
     if not bool(ok.all()):
-        fv, fe = [x.clone() for x in v], [x.clone() for x in eta]
+        fv, fe = [x.clone() for x in v], list(eta)
         fscale, _ = _nhc_propagate(k2_0, fv, fe, t, kT, q1, q_rest, [1.0],
                                    n_sub * len(weights), n_dof)
         vs = [torch.where(ok, a, b) for a, b in zip(vs, fv, strict=True)]
@@ -143,9 +143,9 @@ def nhc_(p: Tensor, v: list[Tensor], eta: list[Tensor], t: float, kT: float, q1:
 def _nhc_propagate(k2: Tensor, v: list[Tensor], eta: list[Tensor], t: float, kT: float,
                    q1: float, q_rest: list[float], weights: list[float], n_sub: int,
                    n_dof: float) -> tuple[Tensor, Tensor]:
-    """The chain flow for time t with ``n_sub`` × Suzuki–Yoshida substeps, on ``v``/``eta`` in
-    place; returns the momentum scale and max |ts·v_j| over the backward (w < 0) substeps
-    per scope (+inf where the scale is not finite)."""
+    """The chain flow for time t with ``n_sub`` × Suzuki–Yoshida substeps, rebinding the entries
+    of the lists ``v``/``eta``; returns the momentum scale and max |ts·v_j| over the backward
+    (w < 0) substeps per scope (+inf where the scale is not finite)."""
     m = len(v)
     qs = [q1 * n_dof, *q_rest]
     scale = torch.ones_like(k2)
@@ -160,9 +160,9 @@ def _nhc_propagate(k2: Tensor, v: list[Tensor], eta: list[Tensor], t: float, kT:
         g = force(j)
         if j < m - 1:
             e = torch.exp(-0.25 * ts * v[j + 1])
-            v[j].copy_((v[j] * e + 0.5 * ts * g) * e)
+            v[j] = (v[j] * e + 0.5 * ts * g) * e
         else:
-            v[j].add_(0.5 * ts * g)
+            v[j] = v[j] + 0.5 * ts * g
 
     for w in weights:
         for _ in range(n_sub):
@@ -173,7 +173,7 @@ def _nhc_propagate(k2: Tensor, v: list[Tensor], eta: list[Tensor], t: float, kT:
             scale = scale * s
             k2 = k2 * s * s
             for j in range(m):
-                eta[j].add_(ts * v[j])
+                eta[j] = eta[j] + ts * v[j]
             for j in range(m):
                 update(j, ts)
             if w < 0:

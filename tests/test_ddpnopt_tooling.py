@@ -1,0 +1,304 @@
+"""DDPNOpt under standard torch tooling: GradScaler, autocast, low-precision parameters, frozen
+parameters and layers, parameters outside every group, gradient accumulation, torch.compile."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dynopt.optim import DDPNOpt
+
+
+def mlp(seed: int = 0, dtype: torch.dtype = torch.float32, bias2: bool = True) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 8, bias=bias2), nn.Sigmoid(),
+                         nn.Linear(8, 3)).to(dtype)
+
+
+def batch(n: int = 16, seed: int = 0, dtype: torch.dtype = torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 5, generator=g).to(dtype), torch.randint(0, 3, (n,), generator=g)
+
+
+def run(model, opt, steps=3, scaler=None, clip=None, autocast=False, n=16):
+    for k in range(steps):
+        x, y = batch(n, seed=k, dtype=next(model.parameters()).dtype)
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = F.cross_entropy(model(x), y)
+        if scaler is None:
+            loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            if clip is not None:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            scaler.step(opt)
+            scaler.update()
+
+
+# Every option of DDPNOpt that reads the recorded activation gradients.
+OPTIONS = [
+    dict(base="sgd"),
+    dict(base="sgd", momentum=0.9, nesterov=True, weight_decay=1e-3),
+    dict(base="sgd", costate="backprop"),
+    dict(base="sgd", expansion="second-order"),
+    dict(base="sgd", terminal_hessian="outer"),
+    dict(base="rmsprop", lr=1e-2),
+    dict(base="rmsprop", lr=1e-2, feedback_curvature="base", centered=True, momentum=0.5),
+    dict(base="adam", lr=1e-2),
+    dict(base="adam", lr=1e-2, feedback_curvature="base", vxx_reg=0.1),
+    dict(base="ekfac", lr=1e-2, damping=0.1, update_freq=2),
+    dict(base="ekfac", lr=1e-2, damping=0.1, feedback=False),
+    dict(base="adam", lr=1e-2, feedback=False),
+]
+
+
+def _id(kw):
+    return "-".join(f"{k}={v}" for k, v in kw.items())
+
+
+@pytest.mark.parametrize("kw", OPTIONS, ids=_id)
+def test_grad_scaler_leaves_every_option_bit_identical(kw):
+    """A power-of-two loss scale scales every gradient exactly, so with the scale kept out of
+    the recorded activation gradients the scaled run is the unscaled run, bit for bit."""
+    kw = {"lr": 0.1} | kw
+    a, b = mlp(), mlp()
+    run(a, DDPNOpt(a, track=True, **kw))
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    run(b, DDPNOpt(b, track=True, **kw), scaler=scaler)
+    assert scaler.get_scale() == 2.0**12            # no step was skipped
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("base", ["sgd", "adam", "ekfac"])
+def test_grad_scaler_with_unscale_and_clipping(base):
+    kw = dict(lr=0.05, base=base) | ({"damping": 0.1} if base == "ekfac" else {})
+    # unscale_ before step and a clip that does not bind: still bit-identical
+    a, b = mlp(), mlp()
+    run(a, DDPNOpt(a, **kw), clip=1e9)
+    run(b, DDPNOpt(b, **kw), scaler=torch.amp.GradScaler("cpu", init_scale=2.0**10), clip=1e9)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
+    # a binding clip rescales the gradient by a non-power-of-two factor, fitted in each run
+    a, b = mlp(), mlp()
+    run(a, DDPNOpt(a, **kw), clip=0.05)
+    run(b, DDPNOpt(b, **kw), scaler=torch.amp.GradScaler("cpu", init_scale=2.0**10), clip=0.05)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
+
+
+def test_gradients_changed_other_than_by_a_common_factor_are_refused():
+    m = mlp()
+    opt = DDPNOpt(m, lr=0.1)
+    x, y = batch()
+    F.cross_entropy(m(x), y).backward()
+    with torch.no_grad():
+        m[4].weight.grad[0] *= 3.0
+    before = [p.clone() for p in m.parameters()]
+    with pytest.raises(RuntimeError, match=r"gradient of layer 4 \(Linear\) differs from the "
+                                           "gradient of the recorded forward pass"):
+        opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(m.parameters(), before, strict=True))
+
+
+# --- frozen parameters, parameters outside every group ---------------------------------------
+
+FROZEN_OPTIONS = [o for o in OPTIONS if o["base"] != "ekfac"]
+
+
+@pytest.mark.parametrize("kw", FROZEN_OPTIONS, ids=_id)
+def test_frozen_zero_bias_is_a_layer_without_bias(kw):
+    """A frozen bias is not a control: M⁻¹ is restricted to the weight, so a frozen bias of
+    value 0 gives exactly the network whose layer has no bias (to rounding, float64)."""
+    kw = {"lr": 0.1} | kw
+    a = mlp(dtype=torch.float64)
+    with torch.no_grad():
+        a[2].bias.zero_()
+    a[2].bias.requires_grad_(False)
+    b = mlp(dtype=torch.float64, bias2=False)
+    b.load_state_dict({k: v for k, v in a.state_dict().items() if k != "2.bias"})
+    opt_a = DDPNOpt(a, **kw)
+    run(a, opt_a)
+    run(b, DDPNOpt(b, **kw))
+    assert torch.equal(a[2].bias, torch.zeros(8, dtype=torch.float64))
+    assert a[2].bias not in opt_a.state
+    for name, p in b.named_parameters():
+        torch.testing.assert_close(a.get_parameter(name), p, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("kw", [dict(base="sgd"), dict(base="adam", lr=1e-2),
+                                dict(base="ekfac", damping=0.1, lr=1e-2),
+                                dict(base="sgd", feedback=False)], ids=_id)
+def test_layer_outside_every_group_equals_a_frozen_first_layer(kw):
+    """Layer 0 left out of the param groups, or frozen with requires_grad=False (then its
+    output gets no gradient at all): it never moves, and the rest trains identically."""
+    kw = {"lr": 0.1} | kw
+    a, b = mlp(), mlp()
+    a0 = [p.clone() for p in a[0].parameters()]
+    rest = [p for i in (2, 4) for p in a[i].parameters()]
+    opt_a = DDPNOpt(a, params=[{"params": rest}], **kw)
+    for p in b[0].parameters():
+        p.requires_grad_(False)
+    opt_b = DDPNOpt(b, **kw)
+    run(a, opt_a)
+    run(b, opt_b)
+    assert all(torch.equal(p, q) for p, q in zip(a[0].parameters(), a0, strict=True))
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert not any(p in opt_a.state for p in a[0].parameters())
+    assert not any(p in opt_b.state for p in b[0].parameters())
+
+
+def test_frozen_middle_layer_and_ekfac_partial_layer():
+    m = mlp()
+    for p in m[2].parameters():
+        p.requires_grad_(False)
+    w2 = m[2].weight.clone()
+    run(m, DDPNOpt(m, lr=0.1, expansion="second-order", track=True))
+    assert torch.equal(m[2].weight, w2)
+    m = mlp()
+    m[2].bias.requires_grad_(False)
+    with pytest.raises(ValueError, match=r"base='ekfac' needs the weight and bias of layer "
+                                         r"2 \(Linear\) both trainable or both frozen"):
+        run(m, DDPNOpt(m, lr=0.1, base="ekfac"))
+
+
+# --- precision ---------------------------------------------------------------------------------
+
+def test_bf16_autocast_tracks_the_float32_run():
+    """Under bf16 autocast the activations are recomputed in float32 for δx_t; otherwise bf16
+    rounding of the recorded x_t dominates δx_t at a small lr (measured: 5x the feedback)."""
+    def go(autocast):
+        m = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(),
+                          nn.Linear(16, 3))
+        torch.manual_seed(0)
+        for p in m.parameters():
+            nn.init.normal_(p, std=0.5)
+        opt = DDPNOpt(m, lr=0.005, track=True)
+        p0 = [p.clone() for p in m.parameters()]
+        run(m, opt, autocast=autocast, n=64)
+        return [p - q for p, q in zip(m.parameters(), p0, strict=True)], opt.last_info
+    (d32, info32), (d16, info16) = go(False), go(True)
+    fb32, fb16 = info32["feedback_norm"], info16["feedback_norm"]
+    assert fb32[1] > 0 and fb32[2] > 0
+    for a, b in zip(fb16[1:], fb32[1:], strict=True):
+        assert abs(a / b - 1) < 0.05
+    for a, b in zip(d16, d32, strict=True):
+        assert float((a - b).norm() / b.norm()) < 0.05
+
+
+def test_bf16_amp_recipe_with_grad_scaler_equals_autocast_alone():
+    a, b = mlp(), mlp()
+    run(a, DDPNOpt(a, lr=0.1, base="adam"), autocast=True)
+    run(b, DDPNOpt(b, lr=0.1, base="adam"), autocast=True,
+        scaler=torch.amp.GradScaler("cpu", init_scale=2.0**8))
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_parameters_are_refused_by_name(dtype):
+    with pytest.raises(TypeError, match=rf"layer 0 \(Linear\) has {dtype} \(bfloat16/float16 "
+                                        "parameters are not supported"):
+        DDPNOpt(mlp(dtype=dtype), lr=0.1)
+    m = mlp()
+    opt = DDPNOpt(m, lr=0.1)
+    m.to(dtype)                                   # cast after construction: refused at step()
+    x, y = batch(dtype=dtype)
+    F.cross_entropy(m(x), y).backward()
+    with pytest.raises(TypeError, match="bfloat16/float16 parameters are not supported"):
+        opt.step()
+
+
+def test_bf16_parameters_without_feedback_are_torch_sgd():
+    a, b = mlp(dtype=torch.bfloat16), mlp(dtype=torch.bfloat16)
+    run(a, DDPNOpt(a, lr=0.1, feedback=False, momentum=0.9))
+    run(b, torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9, foreach=False))
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+# --- gradient accumulation ---------------------------------------------------------------------
+
+def test_gradient_accumulation_is_refused_and_nothing_moves():
+    m = mlp()
+    opt = DDPNOpt(m, lr=0.1)
+    x, y = batch()
+    opt.zero_grad()
+    for k in range(2):
+        (F.cross_entropy(m(x[8 * k: 8 * k + 8]), y[8 * k: 8 * k + 8]) / 2).backward()
+    before = [p.clone() for p in m.parameters()]
+    with pytest.raises(RuntimeError, match="accumulated over several backward passes"):
+        opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(m.parameters(), before, strict=True))
+    assert all(len(s) == 0 for s in opt.state.values())
+
+
+@pytest.mark.parametrize("zero", ["opt-none", "opt-zeros", "model"])
+def test_zeroing_between_batches_is_not_accumulation(zero):
+    """Each way of zeroing the gradients (set_to_none or not, optimizer or module) starts a new
+    batch; a GradScaler step skipped for an inf does not count as accumulation either."""
+    a, b = mlp(), mlp()
+    opt_a, opt_b = DDPNOpt(a, lr=0.1), DDPNOpt(b, lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    x, y = batch()
+    for k in range(3):
+        if zero == "opt-none":
+            opt_a.zero_grad()
+        elif zero == "opt-zeros":
+            opt_a.zero_grad(set_to_none=False)
+        else:
+            a.zero_grad()
+        loss = F.cross_entropy(a(x), y)
+        if k == 1:                                 # an overflow: the scaler skips this step
+            scaler.scale(loss * math.inf).backward()
+            scaler.step(opt_a)
+            scaler.update()
+            continue
+        loss.backward()
+        opt_a.step()
+        opt_b.zero_grad()
+        F.cross_entropy(b(x), y).backward()
+        opt_b.step()
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+# --- torch.compile -----------------------------------------------------------------------------
+
+def test_compiled_model_trains_like_eager_whatever_was_compiled_before():
+    """dynamo does not guard on module hooks: a graph compiled earlier for a model of the same
+    structure (here `other`) used to run instead, without the recording hooks."""
+    torch._dynamo.reset()
+    x, _ = batch()
+    try:
+        other = torch.compile(mlp(3), backend="aot_eager")
+        other(x).sum().backward()
+        m, ref = mlp(), mlp()
+        opt, opt_ref = DDPNOpt(m, lr=0.1, base="adam"), DDPNOpt(ref, lr=0.1, base="adam")
+        cm = torch.compile(m, backend="aot_eager")
+        for k in range(3):
+            xb, yb = batch(seed=k)
+            opt.zero_grad()
+            F.cross_entropy(cm(xb), yb).backward()
+            if k == 2:   # a same-structure model compiled now must not feed m's record
+                later = torch.compile(mlp(4), backend="aot_eager")
+                later(xb + 1.0).sum().backward()
+            opt.step()
+            opt_ref.zero_grad()
+            F.cross_entropy(ref(xb), yb).backward()
+            opt_ref.step()
+        for p, q in zip(m.parameters(), ref.parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+        assert not torch.equal(m[0].weight, mlp()[0].weight)
+    finally:
+        torch._dynamo.reset()
