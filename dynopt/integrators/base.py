@@ -121,12 +121,11 @@ class AbstractIntegrator(abc.ABC):
 
 def _merge(seq: LetterSequence, system: AbstractSystem) -> LetterSequence:
     """Merge adjacent equal letters whose flows compose exactly and draw no noise."""
-    from ..program import OpCode
+    from ..program import MERGEABLE_OPS
 
-    mergeable = {OpCode.DRIFT, OpCode.KICK}
     out: LetterSequence = []
     for letter, frac in seq:
-        if out and out[-1][0] == letter and system.lower(letter, 1.0).code in mergeable:
+        if out and out[-1][0] == letter and system.lower(letter, 1.0).code in MERGEABLE_OPS:
             out[-1] = (letter, out[-1][1] + frac)
         else:
             out.append((letter, frac))

@@ -32,7 +32,7 @@ from .._validation import (
 )
 from ..integrators import resolve
 from ..integrators.base import AbstractIntegrator
-from ..program import NOISE_OPS, Op
+from ..program import Op, normals_per_step
 from .executor import split_segments
 
 __all__ = ["DEFAULT_SCHEMES", "DYNAMICS", "SCOPES", "Spec", "build", "check_momentum", "checks",
@@ -204,7 +204,7 @@ def build(group: dict[str, Any], value: Value) -> Spec:
     first = tuple(integrator.lower_sequence(system, first_seq, h))
     steady = tuple(integrator.lower_sequence(system, steady_seq, h))
     for ops in (first, steady):
-        if sum(op.code in NOISE_OPS for op in ops) > 15:
+        if normals_per_step([op.code for op in ops]) > 15:
             raise ValueError(f"scheme={scheme!r} draws more than 15 noise vectors per step")
     layout = {k: v for k, v in system.extras_layout(1).items() if k != "noise_prev"}
     n_extras = sum(layout.values())

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ...potentials.minibatch import gradient_points
-from ...program import BBI_EXTRAS, ECD_EXTRAS, GRADIENT_OPS, POSITION_OPS, OpCode
+from ...program import BBI_EXTRAS, ECD_EXTRAS, GRADIENT_OPS, POSITION_OPS, OpCode, require
 from ..base import AbstractBackend, Divergence, Records
 from . import energy_ops, ops
 from .streams import ChainStreams
@@ -18,7 +18,10 @@ if TYPE_CHECKING:
     from ...stepping import State
     from ...systems.base import AbstractSystem
 
-__all__ = ["TorchBackend", "resolve_dtype"]
+__all__ = ["IMPLEMENTED", "TorchBackend", "resolve_dtype"]
+
+#: The ops this runner implements: every op of the table (:data:`dynopt.program.OPS`).
+IMPLEMENTED = frozenset(OpCode)
 
 
 def resolve_dtype(dtype: Any) -> torch.dtype:
@@ -104,6 +107,7 @@ class TorchBackend(AbstractBackend):
         from a saved copy step by step to name the exact step (zero cost unless it diverges)."""
         if n_steps == 0:
             return None
+        require(program.ops, IMPLEMENTED, "torch runner")
         if state.generator is None and state.streams is None and program.n_noise_ops > 0:
             raise ValueError("this program draws noise but the state has no torch generator; "
                              "create states with dynopt.stepping.init(..., backend='torch')")
