@@ -56,6 +56,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_choice
+from . import dynamics as dyn_registry
 from . import fused as fz
 from .base import FOREIGN_KEYS, DynamicsOptimizer
 from .checkpoint import PRIOR_STATE, Key, check_vector
@@ -65,8 +66,8 @@ from .executor import Bucket, Context, Slot, Thermostats, draw_views, execute
 __all__ = ["Partitioned"]
 
 _LOW = (torch.bfloat16, torch.float16)
-_NAMES = {d: tuple(checks(d)) for d in ("langevin", "overdamped", "adaptive-langevin",
-                                        "nose-hoover")}
+#: Group keys every dynamics accepts besides its own hyperparameters (torch's flags).
+_TORCH_FLAGS = frozenset({"params", "foreach", "fused", "maximize", "differentiable"})
 #: Keys whose per-tensor values are independent of the parameter dtype (kept on load).
 _OWN_DTYPE = ("extras", "momentum_buffer", "noise_prev")
 
@@ -100,7 +101,6 @@ class Partitioned(DynamicsOptimizer):
         nonfinite: ``"raise"`` (default), ``"skip"`` or ``"ignore"`` NaN/inf gradients.
     """
 
-    schedulable: ClassVar[tuple[str, ...]] = ("lr", "gamma", "temperature")
     _caches: ClassVar[dict[str, Callable[[], Any]]] = {
         "_spec_cache": dict, "_fused_runner": lambda: None, "_streams": lambda: None}
     #: Set by single-dynamics subclasses: every group must run this dynamics.
@@ -112,21 +112,7 @@ class Partitioned(DynamicsOptimizer):
         lr: float | Tensor | Callable[[int], float] = 0.25,
         *,
         dynamics: str | None = None,
-        temperature: float | Callable[[int], float] = 1e-4,
-        gamma: float | Callable[[int], float] = 0.1,
-        sigma_a: float = 0.01,
-        eps: float = 0.05,
-        xi0: float | None = None,
-        tau: float | None = None,
-        thermostat_mass: float | None = None,
-        chain_length: int = 1,
-        n_substeps: int = 1,
-        sy_order: int = 3,
-        overdamped_dt: str = "lr",
-        mass: float = 1.0,
         scheme: Any = None,
-        scope: str = "tensor",
-        momentum: float | None = None,
         weight_decay: float = 0.0,
         localization: float = 0.0,
         nbeta: float = 1.0,
@@ -137,24 +123,45 @@ class Partitioned(DynamicsOptimizer):
         maximize: bool = False,
         differentiable: bool = False,
         nonfinite: str = "raise",
+        **hyperparameters: Any,
     ) -> None:
         self.noise = check_choice("noise", noise, ("gaussian", "discrete"))
         self._spec_cache: dict[Any, Spec] = {}
         self._fused_runner: Any = None
         self._streams: dict[int, int] | None = None
-        defaults = dict(lr=lr, dynamics=dynamics, temperature=temperature, gamma=gamma,
-                        sigma_a=sigma_a, eps=eps, xi0=xi0, tau=tau,
-                        thermostat_mass=thermostat_mass, chain_length=chain_length,
-                        n_substeps=n_substeps, sy_order=sy_order, overdamped_dt=overdamped_dt,
-                        mass=mass, scheme=scheme, scope=scope, momentum=momentum,
-                        weight_decay=weight_decay, localization=localization, nbeta=nbeta,
-                        foreach=foreach, fused=fused, maximize=maximize,
-                        differentiable=differentiable)
-        if self.only_dynamics is not None:  # only the keys the dynamics reads (no dead keys)
-            used = group_keys(self.only_dynamics) | {"lr", "foreach", "fused", "maximize",
-                                                     "differentiable"}
+        unknown = sorted(set(hyperparameters) - dyn_registry.known_keys())
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected keyword argument(s) "
+                            f"{unknown}; the registered dynamics read "
+                            f"{sorted(dyn_registry.known_keys())}")
+        defaults: dict[str, Any] = dict(
+            lr=lr, dynamics=dynamics, scheme=scheme, weight_decay=weight_decay,
+            localization=localization, nbeta=nbeta, foreach=foreach, fused=fused,
+            maximize=maximize, differentiable=differentiable)
+        # optimizer-wide defaults: the declared ones of every dynamics the groups run (so torch
+        # schedulers find e.g. "momentum" when a group runs Langevin), never another's keys
+        params = list(params) if not isinstance(params, torch.Tensor) else [params]
+        running = [self.only_dynamics or dynamics] + [
+            g.get("dynamics") for g in params if isinstance(g, dict)]
+        for name in dict.fromkeys(running):
+            if name in dyn_registry.REGISTRY:
+                declared = dyn_registry.get(name).hypers
+                defaults = {**{k: h.default for k, h in declared.items()}, **defaults}
+        if self.only_dynamics is not None:
+            used = group_keys(self.only_dynamics) | _TORCH_FLAGS
             defaults = {k: v for k, v in defaults.items() if k in used}
+        defaults.update(hyperparameters)
         super().__init__(params, defaults, seed=seed, nonfinite=nonfinite)
+
+    @property  # type: ignore[override]
+    def schedulable(self) -> tuple[str, ...]:  # type: ignore[override]
+        """``lr`` and every hyperparameter a registered dynamics declares schedulable."""
+        dyns = ([dyn_registry.get(self.only_dynamics)] if self.only_dynamics is not None
+                else list(dyn_registry.REGISTRY.values()))
+        out = ["lr"]
+        for d in dyns:
+            out += [k for k, h in d.hypers.items() if h.schedulable and k not in out]
+        return tuple(out)
 
     # --- groups ------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -162,20 +169,20 @@ class Partitioned(DynamicsOptimizer):
         super().add_param_group(param_group)
 
     def _validate_group(self, group: dict[str, Any], index: int) -> None:
-        super()._validate_group(group, index)
         if group.get("dynamics") is None:
             raise ValueError(f"param group {index} has no 'dynamics'; choose one of "
-                             "'langevin', 'overdamped', 'adaptive-langevin', 'nose-hoover'")
+                             f"{', '.join(map(repr, dyn_registry.names()))}")
         if self.only_dynamics is not None and group["dynamics"] != self.only_dynamics:
             raise ValueError(f"{type(self).__name__} runs dynamics={self.only_dynamics!r} only "
                              f"(param group {index} asks for {group['dynamics']!r}); use "
                              "dynopt.optim.Partitioned to mix dynamics")
-        used = group_keys(group["dynamics"])
-        for key in FOREIGN_KEYS:  # e.g. eps on a Langevin group of AdLaLa: not silently unused
-            if (key in group and key not in used and key in self.defaults
-                    and not _same(group[key], self.defaults[key])):
-                raise ValueError(f"param group {index} runs dynamics={group['dynamics']!r}, "
-                                 f"which does not use {key!r} (set to {group[key]!r})")
+        try:
+            dyn = dyn_registry.get(group["dynamics"])
+        except ValueError as err:
+            raise ValueError(f"{err} (param group {index})") from None
+        for key, h in dyn.hypers.items():  # this group's own defaults, from its declaration
+            group.setdefault(key, h.default)
+        super()._validate_group(group, index)
         try:
             validate_group(group, lambda name, fn: self._check_hyper(group, index, name, fn))
         except (ValueError, TypeError) as err:
@@ -189,12 +196,29 @@ class Partitioned(DynamicsOptimizer):
                              f"differentiable=True (param group {index})")
         self._spec(group)  # surfaces scheme errors now
 
+    def _refuse_foreign_keys(self, group: dict[str, Any], index: int) -> None:
+        """A group's keys are checked against its own dynamics: a hyperparameter of another
+        dynamics (or of another torch optimizer) is refused, unless it is just the optimizer-wide
+        default torch copies into every group (e.g. ``eps`` of AdLaLa's adaptive group on its
+        Langevin groups). The optimizer-wide defaults hold the keys of the dynamics its groups
+        run only, so a key of an unused dynamics never appears in a group."""
+        used = group_keys(group["dynamics"]) | _TORCH_FLAGS
+        for key in sorted((dyn_registry.known_keys() | set(FOREIGN_KEYS)) & set(group)):
+            if key in used:
+                continue
+            if key in self.defaults and _same(group[key], self.defaults[key]):
+                continue  # the optimizer-wide default torch copies into every group
+            raise ValueError(f"param group {index} runs dynamics={group['dynamics']!r}, "
+                             f"which does not use {key!r} (set to {group[key]!r}); it reads "
+                             f"{sorted(used - _TORCH_FLAGS)}")
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("fused", None)
-            if group.get("dynamics") in ("adaptive-langevin", "nose-hoover"):
-                group.setdefault("scope", "tensor")
+            if group.get("dynamics") in dyn_registry.REGISTRY:
+                for key, h in dyn_registry.get(group["dynamics"]).hypers.items():
+                    group.setdefault(key, h.default)
 
     def _value(self, group: dict[str, Any], name: str) -> Any:
         fn = checks(group["dynamics"]).get(name)
@@ -203,16 +227,16 @@ class Partitioned(DynamicsOptimizer):
     def _spec(self, group: dict[str, Any]) -> Spec:
         """The group's system, scheme and lowered ops at the current hyperparameter values
         (cached: plain numbers are looked up as they are, schedules and tensors evaluated)."""
-        dyn = group["dynamics"]
-        names = _NAMES[dyn]
+        dyn = dyn_registry.get(group["dynamics"])
+        names = dyn.numeric
         raw = tuple(group.get(n) for n in names)
         if all(v is None or type(v) in (float, int) for v in raw):
             values = raw
         else:
             values = tuple(None if v is None else self._value(group, n)
                            for n, v in zip(names, raw, strict=True))
-        key = (dyn, values, group.get("scheme"), group.get("chain_length"),
-               group.get("n_substeps"), group.get("sy_order"), group.get("overdamped_dt"))
+        key = (dyn.name, values, group.get("scheme"),
+               tuple(group.get(k) for k in dyn.structural))
         spec = self._spec_cache.get(key)
         if spec is None:
             if values is raw:  # validate plain values once, when first seen
