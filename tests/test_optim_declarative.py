@@ -104,3 +104,28 @@ def test_declarations_drive_the_shipped_dynamics():
     assert D.get("overdamped").step({"overdamped_dt": "lr**2/2"}, 0.2) == pytest.approx(0.02)
     opt = Partitioned([{"params": _model().parameters(), "dynamics": "overdamped"}], lr=0.1)
     assert "gamma" not in opt.param_groups[0] and "scope" not in opt.param_groups[0]
+
+
+@pytest.mark.parametrize("flags", [{}, {"fused": False}, {"foreach": False}, {"foreach": True},
+                                   {"fused": True}, {"fused": False, "foreach": True},
+                                   {"differentiable": True}])
+def test_one_path_chooser_for_every_optimizer(flags):
+    """Partitioned picks its path with the same rule as HeavyBall, BBI and ECDSep
+    (dynopt.optim._paths.choose_path): fused=False is the single-tensor path on the CPU for all
+    of them (it used to be foreach for the Langevin family only)."""
+    from dynopt.optim._paths import choose_path
+
+    t32, tbf = torch.zeros(3), torch.zeros(3, dtype=torch.bfloat16)
+    opt = Langevin([t32], lr=0.1)
+    group = {**opt.param_groups[0], **flags}
+    for tensors in ([t32], [tbf], [torch.zeros(4)[::2]]):
+        try:
+            want = choose_path(group, tensors, "Langevin")
+        except ValueError as err:
+            with pytest.raises(ValueError, match="fused=True"):
+                opt._path(group, tensors)
+            assert "fused=True" in str(err)
+            continue
+        assert opt._path(group, tensors) == want
+    if flags == {"fused": False}:
+        assert opt._path(group, [t32]) == "single"

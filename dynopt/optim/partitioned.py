@@ -57,7 +57,7 @@ from torch import Tensor
 
 from .._validation import check_choice
 from . import dynamics as dyn_registry
-from . import fused as fz
+from ._paths import choose_path
 from .base import FOREIGN_KEYS, DynamicsOptimizer
 from .checkpoint import PRIOR_STATE, Key, check_vector
 from .dynamics import Spec, build, checks, group_keys, validate_group
@@ -350,18 +350,9 @@ class Partitioned(DynamicsOptimizer):
                            targets=targets)
 
     def _path(self, group: dict[str, Any], tensors: list[Tensor]) -> str:
-        if group.get("differentiable") or (group.get("foreach") is False
-                                           and not group.get("fused")):
-            return "single"
-        if group.get("fused"):
-            if not fz.eligible(tensors):
-                raise ValueError("fused=True needs contiguous float32/float64 CPU parameters")
-            return "fused"
-        if group.get("foreach"):
-            return "foreach"
-        if group.get("fused") is None and fz.eligible(tensors) and fz.available():
-            return "fused"
-        return "foreach"
+        """The group's path: the one rule of every dynopt optimizer
+        (:func:`dynopt.optim._paths.choose_path`)."""
+        return choose_path(group, tensors, type(self).__name__)
 
     def _buckets(self, spec: Spec, group: dict[str, Any], slots: list[Slot]) -> list[Bucket]:
         by_key: dict[tuple[torch.device, torch.dtype], list[int]] = {}
