@@ -41,3 +41,20 @@ def test_identical_results_through_every_name():
     a = I.resolve("verlet").program(system, 0.1)
     b = I.Splitting("BAB").program(system, 0.1)
     assert a == b
+
+
+def test_moved_modules_keep_their_old_import_paths():
+    import dynopt.ddp.layers
+    import dynopt.ddp.trajectory
+    import dynopt.optim
+    import dynopt.optim.registry
+    import dynopt.systems
+    import dynopt.systems.ddp_layers
+    import dynopt.systems.ddp_trajectory
+
+    assert dynopt.systems.ddp_layers is dynopt.ddp.layers  # the same module object
+    assert dynopt.systems.ddp_trajectory is dynopt.ddp.trajectory
+    assert dynopt.systems.DDPTrajectory is dynopt.ddp.trajectory.DDPTrajectory
+    assert dynopt.optim.REGISTRY is dynopt.optim.registry.REGISTRY
+    assert dynopt.optim.make is dynopt.optim.registry.make
+    assert {"langevin", "heavyball", "bbi", "ddpnopt"} <= set(dynopt.optim.REGISTRY)

@@ -9,10 +9,10 @@ from torch import Tensor
 
 from .. import systems
 from .._validation import check_nonnegative, check_positive, check_real
-from . import register
 from ._common import as_params
 from .dynamics import LR, MASS, SCOPE, Hyper, OptimizerDynamics, Value, register_dynamics
 from .partitioned import Partitioned
+from .registry import register
 
 __all__ = ["ADAPTIVE_LANGEVIN", "AdaptiveLangevin"]
 

@@ -10,10 +10,10 @@ from torch import Tensor
 
 from .. import systems
 from .._validation import check_nonnegative
-from . import register
 from ._common import as_params
 from .dynamics import LR, MASS, Hyper, OptimizerDynamics, Value, check_momentum, register_dynamics
 from .partitioned import Partitioned
+from .registry import register
 
 __all__ = ["LANGEVIN", "Langevin"]
 

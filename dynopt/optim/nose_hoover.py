@@ -10,7 +10,6 @@ from torch import Tensor
 
 from .. import systems
 from .._validation import check_positive, check_real
-from . import register
 from ._common import as_params
 from .dynamics import (
     LR,
@@ -24,6 +23,7 @@ from .dynamics import (
     register_dynamics,
 )
 from .partitioned import Partitioned
+from .registry import register
 
 __all__ = ["NOSE_HOOVER", "NoseHoover"]
 

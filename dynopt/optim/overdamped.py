@@ -9,10 +9,10 @@ from torch import Tensor
 
 from .. import systems
 from .._validation import check_choice, check_nonnegative
-from . import register
 from ._common import as_params
 from .dynamics import LR, Hyper, OptimizerDynamics, Value, one_of, register_dynamics
 from .partitioned import Partitioned
+from .registry import register
 
 __all__ = ["OVERDAMPED", "OverdampedLangevin"]
 
