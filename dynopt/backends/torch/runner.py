@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -10,12 +11,12 @@ import torch
 from ...potentials.minibatch import gradient_points
 from ...program import BBI_EXTRAS, ECD_EXTRAS, GRADIENT_OPS, POSITION_OPS, OpCode, require
 from ..base import AbstractBackend, Divergence, Records
+from ..state import State
 from . import energy_ops, ops
 from .streams import ChainStreams
 
 if TYPE_CHECKING:
     from ...program import Program
-    from ...stepping import State
     from ...systems.base import AbstractSystem
 
 __all__ = ["IMPLEMENTED", "TorchBackend", "resolve_dtype"]
@@ -57,11 +58,11 @@ class TorchBackend(AbstractBackend):
     """
 
     name = "torch"
+    supports_observables = True
+    supports_chain_ids = True
 
     def init_state(self, system, q, p, *, seed, noise, dtype, device,  # type: ignore[no-untyped-def]
                    chain_ids=None):
-        from ...stepping import State
-
         dt = resolve_dtype(dtype)
         dev = torch.device(device) if device is not None else torch.device("cpu")
         gen = torch.Generator(device=dev)
@@ -293,3 +294,33 @@ class TorchBackend(AbstractBackend):
 
         return {"q": conv(records.q), "p": conv(records.p), "x": conv(records.x),
                 "u": conv(records.u)}
+
+    def state_to_numpy(self, state):  # type: ignore[no-untyped-def]
+        return {k: getattr(state, k).detach().cpu().numpy() for k in ("q", "p", "x")}
+
+    def copy_state(self, state):  # type: ignore[no-untyped-def]
+        gen = state.generator
+        if gen is not None:
+            gen = torch.Generator(device=state.generator.device)
+            gen.set_state(state.generator.get_state())
+        streams = state.streams.copy() if state.streams is not None else None
+        return dataclasses.replace(state, q=state.q.clone(), p=state.p.clone(),
+                                   x=state.x.clone(), generator=gen, streams=streams)
+
+    def itemsize(self, state):  # type: ignore[no-untyped-def]
+        return state.q.element_size()
+
+    def write_record(self, records, r, state, system):  # type: ignore[no-untyped-def]
+        records.q[:, r] = state.q
+        records.p[:, r] = state.p
+        records.x[:, r] = state.x
+        u = self.potential_values(system, state.q)
+        records.u[:, r] = torch.as_tensor(u, dtype=state.q.dtype, device=state.q.device)
+
+    def bounce_momenta(self, state, fired):  # type: ignore[no-untyped-def]
+        z = torch.randn(tuple(state.p.shape), generator=state.generator, dtype=state.p.dtype,
+                        device=state.p.device)
+        pn = torch.linalg.vector_norm(state.p, dim=-1, keepdim=True)
+        zn = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
+        rows = torch.as_tensor(fired, device=state.p.device)
+        state.p[rows] = (z * (pn / zn))[rows]
