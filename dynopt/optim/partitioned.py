@@ -89,8 +89,14 @@ class Partitioned(DynamicsOptimizer):
         params: Param groups; a group without ``"dynamics"`` gets ``dynamics``.
         lr: Step size h (see :mod:`dynopt.optim.dynamics` for each dynamics' mapping).
         dynamics: Default dynamics of groups that do not name one.
-        temperature, gamma, sigma_a, eps, xi0, tau, thermostat_mass, chain_length, n_substeps,
-            sy_order, overdamped_dt, mass, scheme, scope: Default group hyperparameters.
+        scheme: Default scheme (None: each dynamics' own default).
+        weight_decay, localization, nbeta: The prior (:mod:`dynopt.optim.prior`).
+        **hyperparameters: Optimizer-wide defaults of any registered dynamics' hyperparameters
+            (``temperature``, ``gamma``, ``sigma_a``, ``eps``, ``xi0``, ``tau``,
+            ``thermostat_mass``, ``chain_length``, ``n_substeps``, ``sy_order``,
+            ``overdamped_dt``, ``mass``, ``scope``, ``momentum``, or a new dynamics' keys; see
+            :mod:`dynopt.optim.dynamics`). A group gets the declared default of each key its
+            dynamics reads that neither it nor these set; an unknown keyword is a TypeError.
         seed: Seed of the optimizer's noise (shared by all DDP ranks; fresh if None).
         noise: ``"gaussian"`` (default) or ``"discrete"`` (±√3-type three-point variable:
             cheaper, same moments up to order 3 and (almost) 5).
