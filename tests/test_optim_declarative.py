@@ -129,3 +129,27 @@ def test_one_path_chooser_for_every_optimizer(flags):
         assert opt._path(group, tensors) == want
     if flags == {"fused": False}:
         assert opt._path(group, [t32]) == "single"
+
+
+def test_a_dynamics_without_temperature():
+    """build() and diagnostics() assume no temperature: a Hamiltonian (leapfrog) dynamics
+    declared with lr and mass only is gradient descent with momentum at τ = 0, i.e. Langevin with
+    γ = 0 and τ = 0 (same θ sequence; the optimizer forms differ only by a merged drift)."""
+    from dynopt import systems
+
+    ham = D.OptimizerDynamics(
+        "test-hamiltonian", {"lr": D.LR, "mass": D.MASS},
+        lambda group, value: systems.Hamiltonian(None, mass=value("mass")), "BAB")
+    D.register_dynamics(ham)
+    try:
+        got = _run(lambda ps: Partitioned(ps, lr=0.05, dynamics="test-hamiltonian", seed=0))
+        want = _run(lambda ps: Langevin(ps, lr=0.05, gamma=0.0, temperature=0.0, seed=0))
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, rtol=0, atol=1e-6)
+        opt = Partitioned(_model().parameters(), lr=0.05, dynamics="test-hamiltonian")
+        assert opt.diagnostics(host=True)[0]["temperature"] is None
+        with pytest.raises(ValueError, match="does not use 'temperature'"):
+            Partitioned([{"params": _model().parameters(), "dynamics": "test-hamiltonian",
+                          "temperature": 0.1}], lr=0.05)
+    finally:
+        D.REGISTRY.pop("test-hamiltonian")

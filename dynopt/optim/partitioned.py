@@ -425,10 +425,11 @@ class Partitioned(DynamicsOptimizer):
         """Live per-group diagnostics, computed on the device (no host sync unless ``host``).
 
         Returns one dict per group: ``group``, ``dynamics``, ``step``, ``lr``, ``temperature``
-        (the target τ), ``kinetic_temperature`` (Σp²/(M N) over the group's tensors with
-        momenta; None for overdamped groups or before the first step) and ``xi`` (the thermostat
-        ξ, or v₁ for a chain: the scope's value, the mean over tensors for ``scope="tensor"``;
-        None without a thermostat). With ``host=True`` tensors are converted to floats.
+        (the target τ; None for a dynamics without one), ``kinetic_temperature`` (Σp²/(M N)
+        over the group's tensors with momenta; None for overdamped groups or before the first
+        step) and ``xi`` (the thermostat ξ, or v₁ for a chain: the scope's value, the mean over
+        tensors for ``scope="tensor"``; None without a thermostat). With ``host=True`` tensors
+        are converted to floats.
         """
         out = []
         for gi, group in enumerate(self.param_groups):
@@ -450,7 +451,10 @@ class Partitioned(DynamicsOptimizer):
                     x = self.global_state.get("extras", {}).get(key)
                     xi = x[0] if x is not None else None
             d = {"group": gi, "dynamics": group["dynamics"], "step": self.step_count,
-                 "lr": self._value(group, "lr"), "temperature": self._value(group, "temperature"),
+                 "lr": self._value(group, "lr"),
+                 "temperature": (self._value(group, "temperature")
+                                 if "temperature" in dyn_registry.get(group["dynamics"]).hypers
+                                 else None),
                  "kinetic_temperature": t_kin, "xi": xi}
             if host:
                 d = {k: (float(v) if isinstance(v, Tensor) else v) for k, v in d.items()}
