@@ -153,3 +153,33 @@ def test_a_dynamics_without_temperature():
                           "temperature": 0.1}], lr=0.05)
     finally:
         D.REGISTRY.pop("test-hamiltonian")
+
+
+def test_checkpoints_of_the_undeclared_era_still_load():
+    """Before dynamics were declarations every Partitioned group carried every dynamics' keys at
+    their defaults; such a checkpoint loads into the groups this version writes, while a
+    non-default foreign value is still refused."""
+    import copy
+
+    m = _model()
+    opt = Partitioned([{"params": m[0].parameters(), "dynamics": "overdamped"},
+                       {"params": m[2].parameters(), "dynamics": "langevin"}], lr=0.05, seed=2)
+    m(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    sd = copy.deepcopy(opt.state_dict())
+    old = {"gamma": 0.1, "sigma_a": 0.01, "eps": 0.05, "xi0": None, "tau": None,
+           "thermostat_mass": None, "chain_length": 1, "n_substeps": 1, "sy_order": 3,
+           "overdamped_dt": "lr", "mass": 1.0, "scope": "tensor", "momentum": None}
+    for g in sd["param_groups"]:
+        for k, v in old.items():
+            g.setdefault(k, v)
+    twin = Partitioned([{"params": m[0].parameters(), "dynamics": "overdamped"},
+                        {"params": m[2].parameters(), "dynamics": "langevin"}], lr=0.05, seed=9)
+    twin.load_state_dict(sd)
+    for mine, theirs in zip(twin.param_groups, opt.param_groups, strict=True):
+        assert set(mine) == set(theirs)  # exactly the groups this version writes
+    assert "eps" not in twin.param_groups[0] and twin.param_groups[1]["gamma"] == 0.1
+    bad = copy.deepcopy(sd)
+    bad["param_groups"][0]["eps"] = 0.3
+    with pytest.raises(ValueError, match="does not use 'eps'"):
+        twin.load_state_dict(bad)

@@ -218,6 +218,20 @@ class Partitioned(DynamicsOptimizer):
                              f"which does not use {key!r} (set to {group[key]!r}); it reads "
                              f"{sorted(used - _TORCH_FLAGS)}")
 
+    def _saved_group(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """Checkpoints written before dynamics were declarations carry every dynamics' keys in
+        every group, at their defaults: drop those this group's dynamics does not read (any
+        other value is kept, and refused by the validation that follows)."""
+        dyn = saved.get("dynamics")
+        if dyn not in dyn_registry.REGISTRY:
+            return saved
+        used = group_keys(dyn) | _TORCH_FLAGS
+        declared = {k: h.default for d in dyn_registry.REGISTRY.values()
+                    for k, h in d.hypers.items()}
+        return {k: v for k, v in saved.items()
+                if k in used or k in self.defaults or k not in declared
+                or not _same(v, declared[k])}
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         for group in self.param_groups:
