@@ -2,9 +2,11 @@
 
 A :class:`Program` is the list of primitive updates that one step of a scheme performs. A system
 *lowers* each letter of a splitting string to an :class:`Op` (it decides the constants: the
-physics); a backend *executes* ops (it decides the loops: the discretization machinery). Every
-backend implements each op code exactly once, so a new splitting needs no new kernel code, and the
-numba kernel, the torch batched runner and the torch optimizers run the same program.
+physics); a backend *executes* ops (it decides the loops: the discretization machinery). Each
+execution path implements each op code once or refuses it by name (:func:`require`), so a new
+splitting needs no new kernel code, and the numba kernel, the torch batched runner and the torch
+optimizers run the same program. What every path needs to know about an op (its named constants,
+whether it reads ∇U, moves q, draws normals, ...) is its row of :data:`OPS`.
 
 Op semantics (state: coordinates q, momenta p, per-chain extras x; unit vectors R ~ N(0, I) drawn
 fresh; M the diagonal mass; N the number of coordinates a thermostat acts on, supplied by the
