@@ -97,6 +97,18 @@ class AbstractBackend(abc.ABC):
     #: ``chain_ids=`` (per-chain noise streams keyed by a global chain index) works.
     supports_chain_ids: bool = False
 
+    #: How this backend's state arrays are named in error messages.
+    array_kind: str = "an array"
+
+    @abc.abstractmethod
+    def is_array(self, a: Any) -> bool:
+        """Whether ``a`` is an array this backend's states hold."""
+
+    @abc.abstractmethod
+    def check_storage(self, state: State) -> None:
+        """Raise ValueError/TypeError unless the dtype, device and memory layout of the state's
+        arrays are what this backend's kernels index (shapes are checked by the caller)."""
+
     @abc.abstractmethod
     def state_to_numpy(self, state: State) -> dict[str, np.ndarray]:
         """q, p, x of a state as numpy arrays."""

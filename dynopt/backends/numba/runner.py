@@ -157,6 +157,20 @@ class NumbaBackend(AbstractBackend):
     def records_to_numpy(self, records):  # type: ignore[no-untyped-def]
         return {"q": records.q, "p": records.p, "x": records.x, "u": records.u}
 
+    array_kind = "a numpy array"
+
+    def is_array(self, a):  # type: ignore[no-untyped-def]
+        return isinstance(a, np.ndarray)
+
+    def check_storage(self, state):  # type: ignore[no-untyped-def]
+        for name in ("q", "p", "x"):
+            a = getattr(state, name)
+            if a.dtype != np.float64 or not a.flags.c_contiguous or not a.flags.writeable:
+                raise ValueError(
+                    f"state.{name} must be a writable C-contiguous float64 array for "
+                    f"backend='numba', got dtype {a.dtype}, contiguous="
+                    f"{a.flags.c_contiguous}, writable={a.flags.writeable}")
+
     def state_to_numpy(self, state):  # type: ignore[no-untyped-def]
         return {"q": np.asarray(state.q), "p": np.asarray(state.p), "x": np.asarray(state.x)}
 

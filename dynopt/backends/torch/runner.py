@@ -295,6 +295,25 @@ class TorchBackend(AbstractBackend):
         return {"q": conv(records.q), "p": conv(records.p), "x": conv(records.x),
                 "u": conv(records.u)}
 
+    array_kind = "a torch.Tensor"
+
+    def is_array(self, a):  # type: ignore[no-untyped-def]
+        return isinstance(a, torch.Tensor)
+
+    def check_storage(self, state):  # type: ignore[no-untyped-def]
+        q = state.q
+        if q.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"state.q must be float32 or float64, got {q.dtype}")
+        for name in ("p", "x"):
+            a = getattr(state, name)
+            if a.dtype != q.dtype or a.device != q.device:
+                raise ValueError(f"state.{name} has dtype {a.dtype} on {a.device} but state.q "
+                                 f"has {q.dtype} on {q.device}")
+        gen = state.generator
+        if gen is not None and not isinstance(gen, torch.Generator):
+            raise TypeError(f"state.generator must be a torch.Generator, got "
+                            f"{type(gen).__name__}")
+
     def state_to_numpy(self, state):  # type: ignore[no-untyped-def]
         return {k: getattr(state, k).detach().cpu().numpy() for k in ("q", "p", "x")}
 
