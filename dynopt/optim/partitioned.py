@@ -101,7 +101,9 @@ class Partitioned(DynamicsOptimizer):
         noise: ``"gaussian"`` (default) or ``"discrete"`` (±√3-type three-point variable:
             cheaper, same moments up to order 3 and (almost) 5).
         foreach: None (default path), True (foreach), False (single-tensor reference).
-        fused: None (default), True (require the fused CPU path), False (never fuse).
+        fused: None (default), True (require the fused CPU path), False (never fuse: the
+            single-tensor path on the CPU, foreach on CUDA; :func:`dynopt.optim._paths.choose_path`
+            is the one rule of every optimizer).
         maximize: Maximize the objective (the gradient is negated).
         differentiable: Run the single-tensor path under autograd.
         nonfinite: ``"raise"`` (default), ``"skip"`` or ``"ignore"`` NaN/inf gradients.
