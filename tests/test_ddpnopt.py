@@ -134,7 +134,7 @@ def test_factorized_step_equals_dense_ddp(base, kw, net):
     y = torch.randn(x.shape[0], n_out, dtype=torch.float64,
                     generator=torch.Generator().manual_seed(4))
     lr = 0.3 if base == "sgd" else 0.05
-    kw = {"terminal_hessian": "outer", "feedback_curvature": "base"} | kw
+    kw = {"terminal_hessian": "outer", "feedback_curvature": "base", "eps_placement": "qux"} | kw
     ce = kw["terminal_hessian"] == "cross-entropy"
     labels = torch.tensor([0, 2, 1, 1, 0][: x.shape[0]])
 
@@ -154,7 +154,7 @@ def test_factorized_step_equals_dense_ddp(base, kw, net):
                      vxx_reg=kw.get("vxx_reg", 0.0),
                      second_order=kw.get("expansion") == "second-order",
                      bellman=kw.get("costate", "bellman") == "bellman",
-                     terminal_z=kw["terminal_hessian"])
+                     terminal_z=kw["terminal_hessian"], eps_placement=kw["eps_placement"])
     plain = copy.deepcopy(model)
     for m, fb in [(model, True), (plain, False)]:
         opt = DDPNOpt(m, lr=lr, base=base, feedback=fb, **kw)

@@ -26,6 +26,19 @@ dampening, weight_decay, nesterov)``, ``"rmsprop"`` is ``torch.optim.RMSprop(lr,
 weight_decay, momentum, centered)``, ``"adam"`` is ``torch.optim.Adam(lr, betas, eps,
 weight_decay)``; ``"ekfac"`` is dynopt's EKFAC (:mod:`dynopt.optim.ddp_bases`).
 
+**ε_Vxx.** ``eps_placement="vxx"`` (default) is the paper's Algorithm 3, line 12: after each
+stage's Bellman update ``V_xx ← V_xx + ε I``, so the term propagates into Q_xx, Q_ux, the
+costate and V_xx of every earlier layer, and the terminal Hessian is not regularized (the last
+layer's gain has no ε). It makes the per-sample value Hessian dense (rank ≤ 2·dim x_t), so the
+backward pass costs O(B·n³) per layer of width n. ``eps_placement="qux"`` is Tassa et al.'s
+placement, ``Q_ux = f_uᵀ(V'_xx + εI)f_x`` in every layer's gain (the last one included), not
+propagated (dynopt's placement before issue 12). Default ``vxx_reg=None``: 0.1 with
+``"vxx"`` on networks whose layers after the first are all ``nn.Linear`` with at most
+:data:`AUTO_VXX_MAX_WIDTH` inputs (on DIGITS, SGD lr 1.0, it removed the collapse of the
+unregularized method: docs/reproductions.md), 0 otherwise (conv or wide networks, where the
+dense V_xx is expensive; pass ``vxx_reg`` explicitly to use it there) and with ``"qux"``. The
+paper's own value of ε_Vxx (its appendix A.6) is unknown to us.
+
 **Usage.** The optimizer takes the model (an ``nn.Sequential``) and registers forward hooks
 that record the activations of every forward pass run with gradients enabled, and tensor hooks
 that record ``∂J/∂x_t`` during ``loss.backward()``. The ordinary loop works unchanged::
@@ -59,7 +72,8 @@ change of the gradients between ``backward()`` and ``step()`` other than a commo
 | symbol | code |
 |---|---|
 | η | ``lr`` (schedulable) |
-| ε_Vxx (Tikhonov on V_xx, inside Q_ux) | ``vxx_reg`` |
+| ε_Vxx (Tikhonov on V_xx) | ``vxx_reg`` |
+| where ε_Vxx enters | ``eps_placement`` |
 | l_t(u) = wd/2 ‖u‖² | ``weight_decay`` |
 | M_t | ``base`` (+ ``momentum``, ``betas``, ``alpha``, ``eps``, ``damping``, ...) |
 | terminal V_xx = Z Zᵀ | ``terminal_hessian`` |
@@ -103,6 +117,12 @@ __all__ = ["DDPNOpt"]
 EXPANSIONS = ("gauss-newton", "second-order")
 FEEDBACK_CURVATURES = ("base", "batch")
 COSTATES = ("bellman", "backprop")
+EPS_PLACEMENTS = ("vxx", "qux")
+#: ``vxx_reg=None`` resolves to :data:`AUTO_VXX_REG` with ``eps_placement="vxx"`` on fully
+#: connected networks whose hidden states (the inputs of layers 2 … T) have at most this many
+#: entries, and to 0 otherwise.
+AUTO_VXX_MAX_WIDTH = 256
+AUTO_VXX_REG = 0.1
 #: torch's default learning rate of each base (used when ``lr`` is None).
 DEFAULT_LR = {"sgd": 1e-3, "rmsprop": 1e-2, "adam": 1e-3, "ekfac": 1e-2}
 
@@ -127,7 +147,10 @@ class DDPNOpt(DynamicsOptimizer):
         damping: EKFAC Tikhonov damping λ.
         ekfac_decay: EKFAC running-average decay.
         update_freq: EKFAC eigenbasis refresh period (steps).
-        vxx_reg: ε_Vxx ≥ 0, the Tikhonov term on the value Hessian inside Q_ux.
+        vxx_reg: ε_Vxx ≥ 0, the Tikhonov term on the value Hessian (None: the automatic default
+            of the module docstring, 0.1 or 0).
+        eps_placement: ``"vxx"`` (Algorithm 3: V_xx ← V_xx + εI after each Bellman update,
+            propagated; default) or ``"qux"`` (Tassa: inside each layer's Q_ux only).
         expansion: ``"gauss-newton"`` (the paper's Eq. 12) or ``"second-order"`` (adds
             V_x·σ'' and V_h·g_ux to Q_ux; the paper's vanishing-gradient variant).
         costate: ``"bellman"`` or ``"backprop"`` (see the module docstring).
@@ -169,7 +192,8 @@ class DDPNOpt(DynamicsOptimizer):
         damping: float = 1e-3,
         ekfac_decay: float = 0.95,
         update_freq: int = 10,
-        vxx_reg: float = 0.0,
+        vxx_reg: float | None = None,
+        eps_placement: str = "vxx",
         expansion: str = "gauss-newton",
         costate: str = "bellman",
         feedback_curvature: str = "batch",
@@ -180,7 +204,11 @@ class DDPNOpt(DynamicsOptimizer):
         track: bool = False,
     ) -> None:
         check_choice("base", base, BASES)
+        check_choice("eps_placement", eps_placement, EPS_PLACEMENTS)
         self.trajectory = DDPTrajectory(model, terminal_hessian=terminal_hessian)
+        if vxx_reg is None:
+            vxx_reg = AUTO_VXX_REG if eps_placement == "vxx" and auto_vxx_eligible(
+                self.trajectory) else 0.0
         self._owner: dict[int, AffineLayer] = {
             id(p): st.layer for st in self.trajectory.stages for p in st.layer.params}
         defaults = {
@@ -188,7 +216,8 @@ class DDPNOpt(DynamicsOptimizer):
             "weight_decay": weight_decay, "momentum": momentum, "dampening": dampening,
             "nesterov": nesterov, "alpha": alpha, "centered": centered, "betas": betas,
             "eps": eps, "damping": damping, "ekfac_decay": ekfac_decay,
-            "update_freq": update_freq, "vxx_reg": vxx_reg, "expansion": expansion,
+            "update_freq": update_freq, "vxx_reg": vxx_reg, "eps_placement": eps_placement,
+            "expansion": expansion,
             "costate": costate, "feedback_curvature": feedback_curvature,
         }
         groups = list(params) if params is not None else [
@@ -222,6 +251,7 @@ class DDPNOpt(DynamicsOptimizer):
         ch = self._check_hyper
         ch(group, index, "base", lambda n, v: check_choice(n, v, BASES))
         ch(group, index, "expansion", lambda n, v: check_choice(n, v, EXPANSIONS))
+        ch(group, index, "eps_placement", lambda n, v: check_choice(n, v, EPS_PLACEMENTS))
         ch(group, index, "costate", lambda n, v: check_choice(n, v, COSTATES))
         ch(group, index, "feedback_curvature",
            lambda n, v: check_choice(n, v, FEEDBACK_CURVATURES))
@@ -318,7 +348,7 @@ class DDPNOpt(DynamicsOptimizer):
                                                        hp["lr"], ls.mask)
             pending[t] = (ls, hp)
             return StagePolicy(ls.curvature, ls.d_aug, feedback=hp["feedback"],
-                               vxx_reg=hp["vxx_reg"],
+                               vxx_reg=hp["vxx_reg"], eps_placement=hp["eps_placement"],
                                second_order=hp["expansion"] == "second-order",
                                bellman=hp["costate"] == "bellman")
 
@@ -413,6 +443,14 @@ class DDPNOpt(DynamicsOptimizer):
                 self.state[p].update(ps.new_state)
         if self.track:
             self.last_info = {"layer": list(sq), "update_norm": [v ** 0.5 for v in sq.values()]}  # type: ignore[dict-item]
+
+
+def auto_vxx_eligible(trajectory: DDPTrajectory) -> bool:
+    """Whether ``vxx_reg=None`` means ε = 0.1: every layer after the first is an ``nn.Linear``
+    with at most :data:`AUTO_VXX_MAX_WIDTH` inputs (the dense per-sample V_xx is cheap)."""
+    return all(isinstance(st.layer.module, nn.Linear)
+               and st.layer.module.in_features <= AUTO_VXX_MAX_WIDTH
+               for st in trajectory.stages[1:])
 
 
 @register("ddpnopt")
