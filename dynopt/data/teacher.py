@@ -3,10 +3,10 @@ r"""A generated classification task: labels from a random deep "teacher" network
 Inputs ``x ~ N(0, I_d)``; the teacher is a random tanh MLP ``d → w → … → w → C`` with
 N(0, gain²/fan_in) weights and no biases; the clean label is
 
-.. math:: y(x) = \arg\max_c \big(T(x)_c - \bar T_c\big),
+.. math:: y(x) = \arg\max_c \big(T(x)_c + b_c\big),
 
-with ``T̄`` the teacher's mean logits over the generated inputs (so that the classes are roughly
-balanced). A fraction ``label_noise`` of the *training* labels is replaced by a uniformly drawn
+with the offsets b found by iterating ``b_c ← b_c − 0.1 log(C · freq_c)`` from ``−T̄`` (the mean
+logits) on the generated inputs, so that the classes are roughly balanced. A fraction ``label_noise`` of the *training* labels is replaced by a uniformly drawn
 class (the test labels stay clean, so test accuracy measures how well the teacher's decision
 function was learned; the best achievable test accuracy is 100 %). Everything is generated from
 ``seed``: nothing is downloaded.
@@ -21,6 +21,7 @@ function was learned; the best achievable test accuracy is 100 %). Everything is
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -30,10 +31,14 @@ from .split import Split
 
 __all__ = ["make_teacher_split"]
 
+#: iterations of the class-balancing bias update b_c ← b_c − 0.1 log(C·freq_c) (the ratio
+#: clipped to [0.2, 5])
+BALANCE_ITERATIONS = 200
 
-def make_teacher_split(n_train: int = 4000, n_test: int = 2000, *, n_features: int = 20,
+
+def make_teacher_split(n_train: int = 4000, n_test: int = 2000, *, n_features: int = 10,
                        n_classes: int = 10, hidden: tuple[int, ...] = (64, 64),
-                       gain: float = 2.0, label_noise: float = 0.05, seed: int = 0) -> Split:
+                       gain: float = 1.0, label_noise: float = 0.05, seed: int = 0) -> Split:
     """The teacher task as a standardized :class:`Split` (see the module docstring).
 
     Args:
@@ -60,12 +65,16 @@ def make_teacher_split(n_train: int = 4000, n_test: int = 2000, *, n_features: i
     x = torch.randn(n, n_features, generator=g, dtype=torch.float64)
     h = x
     dims = [n_features, *widths, n_classes]
-    for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(dims)):
         w = torch.randn(fan_in, fan_out, generator=g, dtype=torch.float64)
         h = h @ (w * gain / math.sqrt(fan_in))
         if i < len(dims) - 2:
             h = torch.tanh(h)
-    y = (h - h.mean(0)).argmax(1)
+    bias = -h.mean(0)
+    for _ in range(BALANCE_ITERATIONS):       # equalize the class frequencies
+        freq = torch.bincount((h + bias).argmax(1), minlength=n_classes).double() / n
+        bias -= 0.1 * torch.log((freq * n_classes).clamp(0.2, 5.0))
+    y = (h + bias).argmax(1)
     flip = torch.rand(n_train, generator=g, dtype=torch.float64) < label_noise
     noisy = torch.randint(0, n_classes, (n_train,), generator=g)
     y_train = torch.where(flip, noisy, y[:n_train])
