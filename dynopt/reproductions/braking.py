@@ -10,14 +10,15 @@ so this is an experiment designed to test the claim, not a reproduction of its t
 * **task**: the generated teacher task (:func:`dynopt.data.make_teacher_split`: 10 Gaussian
   inputs, 10 classes from a random tanh teacher 10-64-64-10 with gain 1, 4000 training samples
   with 5 % label noise, 2000 clean test samples; harder than 8×8 digits, where every method
-  reaches ≈ 97 %: here test accuracy stays below ≈ 80 % in a pilot), a ReLU MLP
+  reaches ≈ 97 %: here test accuracy stays below ≈ 79 % in a one-seed pilot), a ReLU MLP
   10-128-128-10, batch 64;
 * **heavy ball** h = 0.1 (:class:`~dynopt.optim.HeavyBall` ≡ SGD(lr = h², momentum
   μ = 1 − γh)); a *stable* exploration friction γ = 0.5 (μ = 0.95, effective step
   h²/(1 − μ) = 0.2) braked to γ = 2 (μ = 0.8, effective step 0.05);
 * **goal** on a smoothed loss: ``LossBelow(f, then=SetFriction(2))`` fed the exponential moving
   average (β = 0.95, ≈ 20 steps) of the minibatch loss, f ∈ :data:`GOALS` relative to its first
-  value, from early (0.5) to very late goals that a run may never reach (then it never brakes);
+  value, from early (0.6) to very late goals (0.25, near the loss floor that the 5 % label noise
+  sets) that a run may never reach (then it never brakes);
 * **comparisons**: constant friction γ = 0.5 (never brakes) and γ = 2 (brakes at step 0), and
   plain SGD at the matched effective step h²/(1 − μ) of each phase (lr 0.2 and 0.05);
 * **metrics** (5 seeds; the seed draws the data, the initialization and the batch order):
@@ -47,11 +48,11 @@ H = 0.1
 GAMMA_EXPLORE = 0.5
 GAMMA_BRAKE = 2.0
 #: goal fractions f of the initial EMA loss (early → very late)
-GOALS = (0.5, 0.3, 0.2, 0.1, 0.05, 0.02)
-QUICK_GOALS = (0.3, 0.05)
+GOALS = (0.6, 0.45, 0.35, 0.3, 0.27, 0.25)
+QUICK_GOALS = (0.6, 0.3)
 EMA_BETA = 0.95
 #: test accuracy that defines time-to-target (fixed from a one-seed pilot before the runs)
-TARGET = 0.78
+TARGET = 0.76
 BATCH = 64
 
 
