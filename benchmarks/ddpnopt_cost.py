@@ -6,8 +6,8 @@ CPU) and a wide one (64 → 512 ×4 → 10, batch 256: compute bound). Variants 
 optimizer, DDPNOpt with the feedback off (must equal it), DDPNOpt with the exact cross-entropy
 terminal Hessian (rank 10) and with the paper's rank-one terminal factor Z_T = ∇φ (its
 Proposition 3 factorization example), each without ε_Vxx and, on the small MLP, with
-ε_Vxx = 0.1 at Algorithm 3's place (the default there: a dense per-sample V_xx, O(B n³) per
-layer, too slow to time at width 512), and with the back-propagated costate.
+ε_Vxx = 0.1 at Algorithm 3's place (a dense per-sample V_xx, O(B n³) per layer, too slow to
+time at width 512), and with the back-propagated costate.
 
 The paper's claim that DDPNOpt "runs nearly as fast as standard methods" is a GPU wall-clock
 claim; this benchmark runs on the CPU (no GPU was available to the sessions that ran it), so it
@@ -119,7 +119,7 @@ def main() -> None:
             "(Bellman costate, diagonal M) with a rank-one terminal factor; the exact "
             "cross-entropy Hessian has rank 10 here, which multiplies the "
             "value-factor matmuls by 10. On the small MLP the per-operation dispatch cost "
-            "dominates instead. ε_Vxx at Algorithm 3's place (the default on narrow MLPs) makes "
+            "dominates instead. ε_Vxx > 0 at Algorithm 3's place (default ε = 0) makes "
             "the per-sample value Hessian dense: a Cholesky factorization of B matrices n × n per "
             "layer. All rows are CPU timings: the paper's GPU wall-clock claim (\"nearly as fast "
             "as standard methods\") is untested until a session with a GPU runs this script.")

@@ -6,7 +6,8 @@ N(0, gain²/fan_in) weights and no biases; the clean label is
 .. math:: y(x) = \arg\max_c \big(T(x)_c + b_c\big),
 
 with the offsets b found by iterating ``b_c ← b_c − 0.1 log(C · freq_c)`` from ``−T̄`` (the mean
-logits) on the generated inputs, so that the classes are roughly balanced. A fraction ``label_noise`` of the *training* labels is replaced by a uniformly drawn
+logits) on the generated inputs (ratio clipped to [0.2, 5]), so that the classes are roughly
+balanced. A fraction ``label_noise`` of the *training* labels is replaced by a uniformly drawn
 class (the test labels stay clean, so test accuracy measures how well the teacher's decision
 function was learned; the best achievable test accuracy is 100 %). Everything is generated from
 ``seed``: nothing is downloaded.

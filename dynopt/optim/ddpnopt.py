@@ -32,11 +32,12 @@ costate and V_xx of every earlier layer, and the terminal Hessian is not regular
 layer's gain has no ε). It makes the per-sample value Hessian dense (rank ≤ 2·dim x_t), so the
 backward pass costs O(B·n³) per layer of width n. ``eps_placement="qux"`` is Tassa et al.'s
 placement, ``Q_ux = f_uᵀ(V'_xx + εI)f_x`` in every layer's gain (the last one included), not
-propagated (dynopt's placement before issue 12). Default ``vxx_reg=None``: 0.1 with
-``"vxx"`` on networks whose layers after the first are all ``nn.Linear`` with at most
-:data:`AUTO_VXX_MAX_WIDTH` inputs (on DIGITS, SGD lr 1.0, it removed the collapse of the
-unregularized method: docs/reproductions.md), 0 otherwise (conv or wide networks, where the
-dense V_xx is expensive; pass ``vxx_reg`` explicitly to use it there) and with ``"qux"``. The
+propagated (dynopt's placement before issue 12). Default ``vxx_reg=0``: no value we measured
+removed the transient collapses at large learning rates in all seeds (DIGITS, SGD lr 1.0, 5
+seeds: ε = 0.1 removed them in 4 seeds and made the fifth collapse for good, ε = 0.3 collapsed
+every run; with RMSprop/Adam bases ε = 0.1 cost up to 17 points on WINE; docs/reproductions.md).
+With Q_uu replaced by the base optimizer's M/η, ε enlarges the feedback gain
+−ηM⁻¹f_uᵀ(V_xx + εI)f_x without shrinking the open-loop step, so it is not a damping here. The
 paper's own value of ε_Vxx (its appendix A.6) is unknown to us.
 
 **Usage.** The optimizer takes the model (an ``nn.Sequential``) and registers forward hooks
@@ -118,11 +119,6 @@ EXPANSIONS = ("gauss-newton", "second-order")
 FEEDBACK_CURVATURES = ("base", "batch")
 COSTATES = ("bellman", "backprop")
 EPS_PLACEMENTS = ("vxx", "qux")
-#: ``vxx_reg=None`` resolves to :data:`AUTO_VXX_REG` with ``eps_placement="vxx"`` on fully
-#: connected networks whose hidden states (the inputs of layers 2 … T) have at most this many
-#: entries, and to 0 otherwise.
-AUTO_VXX_MAX_WIDTH = 256
-AUTO_VXX_REG = 0.1
 #: torch's default learning rate of each base (used when ``lr`` is None).
 DEFAULT_LR = {"sgd": 1e-3, "rmsprop": 1e-2, "adam": 1e-3, "ekfac": 1e-2}
 
@@ -147,8 +143,8 @@ class DDPNOpt(DynamicsOptimizer):
         damping: EKFAC Tikhonov damping λ.
         ekfac_decay: EKFAC running-average decay.
         update_freq: EKFAC eigenbasis refresh period (steps).
-        vxx_reg: ε_Vxx ≥ 0, the Tikhonov term on the value Hessian (None: the automatic default
-            of the module docstring, 0.1 or 0).
+        vxx_reg: ε_Vxx ≥ 0, the Tikhonov term on the value Hessian (default 0; see the module
+            docstring).
         eps_placement: ``"vxx"`` (Algorithm 3: V_xx ← V_xx + εI after each Bellman update,
             propagated; default) or ``"qux"`` (Tassa: inside each layer's Q_ux only).
         expansion: ``"gauss-newton"`` (the paper's Eq. 12) or ``"second-order"`` (adds
@@ -192,7 +188,7 @@ class DDPNOpt(DynamicsOptimizer):
         damping: float = 1e-3,
         ekfac_decay: float = 0.95,
         update_freq: int = 10,
-        vxx_reg: float | None = None,
+        vxx_reg: float = 0.0,
         eps_placement: str = "vxx",
         expansion: str = "gauss-newton",
         costate: str = "bellman",
@@ -206,9 +202,6 @@ class DDPNOpt(DynamicsOptimizer):
         check_choice("base", base, BASES)
         check_choice("eps_placement", eps_placement, EPS_PLACEMENTS)
         self.trajectory = DDPTrajectory(model, terminal_hessian=terminal_hessian)
-        if vxx_reg is None:
-            vxx_reg = AUTO_VXX_REG if eps_placement == "vxx" and auto_vxx_eligible(
-                self.trajectory) else 0.0
         self._owner: dict[int, AffineLayer] = {
             id(p): st.layer for st in self.trajectory.stages for p in st.layer.params}
         defaults = {
@@ -443,14 +436,6 @@ class DDPNOpt(DynamicsOptimizer):
                 self.state[p].update(ps.new_state)
         if self.track:
             self.last_info = {"layer": list(sq), "update_norm": [v ** 0.5 for v in sq.values()]}  # type: ignore[dict-item]
-
-
-def auto_vxx_eligible(trajectory: DDPTrajectory) -> bool:
-    """Whether ``vxx_reg=None`` means ε = 0.1: every layer after the first is an ``nn.Linear``
-    with at most :data:`AUTO_VXX_MAX_WIDTH` inputs (the dense per-sample V_xx is cheap)."""
-    return all(isinstance(st.layer.module, nn.Linear)
-               and st.layer.module.in_features <= AUTO_VXX_MAX_WIDTH
-               for st in trajectory.stages[1:])
 
 
 @register("ddpnopt")

@@ -208,9 +208,16 @@ def report(results: dict[str, list[dict[str, Any]]], seeds: int, epochs: int, n_
         markdown_table(["optimizer", "final test acc %", "Δ vs constant γ = 2 (pts)",
                         "final train loss", f"epochs to {100 * TARGET:.0f}% test (median, "
                         "runs reaching)", "braking epoch (median, runs braking)"], rows),
-        "",
-        "Plot: per-epoch test accuracy and training loss (mean over seeds): "
-        "`braking/braking.png`."]
+        ""]
+    goal_names = [k for k in results if "brake at" in k]
+    pairs = [(goal_names[-1], goal_names[0])] if len(goal_names) > 1 else []
+    never = next(k for k in results if "never brakes" in k)
+    pairs += [(never, ref_name)] + ([(goal_names[-1], never)] if goal_names else [])
+    for a, b in pairs:
+        m, se = paired_vs(results[a], results[b])
+        lines.append(f"* {a} − {b}: {m:+.2f} ± {se:.2f} points (paired by seed).")
+    lines += ["", "Plot: per-epoch test accuracy and training loss (mean over seeds): "
+              "`braking/braking.png`."]
     return "\n".join(lines)
 
 
