@@ -5,6 +5,7 @@ recursion; the defaults; the momentum base; errors."""
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -60,18 +61,14 @@ def test_vxx_placement_equals_the_dense_modified_bellman_recursion(base, kw, net
         return out - y
 
     lr = 0.3 if base == "sgd" else 0.05
-    ref = dense_step(model, x, terminal_grad, lr=lr,
-                     minv=_dense_minv(base, kw["feedback_curvature"] == "batch"),
-                     minv_open=_dense_minv(base), vxx_reg=kw["vxx_reg"],
-                     second_order=kw.get("expansion") == "second-order",
-                     bellman=kw.get("costate", "bellman") == "bellman",
-                     terminal_z=kw["terminal_hessian"], eps_placement="vxx")
-    tassa = dense_step(model, x, terminal_grad, lr=lr,
-                       minv=_dense_minv(base, kw["feedback_curvature"] == "batch"),
-                       minv_open=_dense_minv(base), vxx_reg=kw["vxx_reg"],
-                       second_order=kw.get("expansion") == "second-order",
-                       bellman=kw.get("costate", "bellman") == "bellman",
-                       terminal_z=kw["terminal_hessian"], eps_placement="qux")
+    dense = functools.partial(
+        dense_step, model, x, terminal_grad, lr=lr,
+        minv=_dense_minv(base, kw["feedback_curvature"] == "batch"),
+        minv_open=_dense_minv(base), vxx_reg=kw["vxx_reg"],
+        second_order=kw.get("expansion") == "second-order",
+        bellman=kw.get("costate", "bellman") == "bellman", terminal_z=kw["terminal_hessian"])
+    ref = dense(eps_placement="vxx")
+    tassa = dense(eps_placement="qux")
     ours = _one_step(copy.deepcopy(model), x, loss_fn, lr, base, kw)
     no_eps = _one_step(copy.deepcopy(model), x, loss_fn, lr, base, kw | {"vxx_reg": 0.0})
     n = len(ours)
