@@ -33,9 +33,9 @@ layer's gain has no ε). It makes the per-sample value Hessian dense (rank ≤ 2
 backward pass costs O(B·n³) per layer of width n. ``eps_placement="qux"`` is Tassa et al.'s
 placement, ``Q_ux = f_uᵀ(V'_xx + εI)f_x`` in every layer's gain (the last one included), not
 propagated (dynopt's placement before issue 12). Default ``vxx_reg=0``: no value we measured
-removed the transient collapses at large learning rates in all seeds (DIGITS, SGD lr 1.0, 5
-seeds: ε = 0.1 removed them in 4 seeds and made the fifth collapse for good, ε = 0.3 collapsed
-every run; with RMSprop/Adam bases ε = 0.1 cost up to 17 points on WINE; docs/reproductions.md).
+removed the transient collapses at large learning rates in all seeds (DIGITS, SGD lr 1, 5 seeds:
+ε = 0.03 reduced them, ε = 0.1 made one seed collapse for good, ε = 0.3 collapsed every run;
+docs/reproductions.md).
 With Q_uu replaced by the base optimizer's M/η, ε enlarges the feedback gain
 −ηM⁻¹f_uᵀ(V_xx + εI)f_x without shrinking the open-loop step, so it is not a damping here. The
 paper's own value of ε_Vxx (its appendix A.6) is unknown to us.
