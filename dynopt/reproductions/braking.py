@@ -108,6 +108,8 @@ def train_one(spec: dict[str, Any], seed: int, epochs: int, n_train: int = 4000
     if spec["kind"] == "hb":
         events = ([LossBelow(spec["goal"], then=SetFriction(GAMMA_BRAKE))]
                   if "goal" in spec else None)
+        # the foreach path: on the loaded 2-core machine an epoch took 6 s with the fused numba
+        # kernel against 0.35 s with foreach (same update)
         opt: Any = HeavyBall(model.parameters(), lr=H, gamma=spec["gamma"], events=events,
                              foreach=True, fused=False)
     else:
