@@ -181,15 +181,18 @@ def report(results: dict[str, list[dict[str, Any]]], seeds: int, epochs: int, n_
     cmd = "dynopt reproduce braking" + (" --quick" if quick else "")
     ref_name = next(k for k in results if k.startswith(f"HB constant γ = {GAMMA_BRAKE:g}"))
     ref = results[ref_name]
+    never = next(k for k in results if "never brakes" in k)
     rows = []
     for name, runs in results.items():
         acc = 100 * np.array([r["final"] for r in runs])
         got = [r["epochs_to_target"] for r in runs if r["epochs_to_target"] is not None]
         brakes = [r["brake_epoch"] for r in runs if r["brake_epoch"] is not None]
         m, se = paired_vs(runs, ref)
+        mn, sen = paired_vs(runs, results[never])
         rows.append([name, f"{acc.mean():.2f} ± {acc.std(ddof=1) / math.sqrt(acc.size):.2f}"
                      if acc.size > 1 else f"{acc.mean():.2f}",
                      "–" if name == ref_name else f"{m:+.2f} ± {se:.2f}",
+                     "–" if name == never else f"{mn:+.2f} ± {sen:.2f}",
                      f"{np.mean([r['train_loss'][-1] for r in runs]):.3f}",
                      f"{np.median(got):.0f} ({len(got)}/{len(runs)})" if got else
                      f"– (0/{len(runs)})",
@@ -208,13 +211,14 @@ def report(results: dict[str, list[dict[str, Any]]], seeds: int, epochs: int, n_
         "settings and numbers are not available to us: nothing here is compared with them.",
         "",
         markdown_table(["optimizer", "final test acc %", "Δ vs constant γ = 2 (pts)",
+                        "Δ vs never braking (pts)",
                         "final train loss", f"epochs to {100 * TARGET:.0f}% test (median, "
                         "runs reaching)", "braking epoch (median, runs braking)"], rows),
         ""]
     goal_names = [k for k in results if "brake at" in k]
+    sgd = [k for k in results if k.startswith("SGD")]
     pairs = [(goal_names[-1], goal_names[0])] if len(goal_names) > 1 else []
-    never = next(k for k in results if "never brakes" in k)
-    pairs += [(never, ref_name)] + ([(goal_names[-1], never)] if goal_names else [])
+    pairs += [(never, sgd[0]), (ref_name, sgd[-1])]
     for a, b in pairs:
         m, se = paired_vs(results[a], results[b])
         lines.append(f"* {a} − {b}: {m:+.2f} ± {se:.2f} points (paired by seed).")
