@@ -13,6 +13,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   # The CPU build of torch 2.13.0 (an unpinned torch may pull a multi-GB CUDA build).
   .venv/bin/python -m pip install --quiet "torch==2.13.0"
-  .venv/bin/python -m pip install --quiet -e ".[test,dev]"
+  # integrations: transformers, accelerate, pytorch-lightning, arviz (tests importorskip them)
+  .venv/bin/python -m pip install --quiet -e ".[test,dev,integrations]"
   echo "$want" > "$stamp"
 fi

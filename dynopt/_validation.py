@@ -70,13 +70,16 @@ def check_probability(name: str, value: Any, *, open_right: bool = False) -> flo
     return v
 
 
-def check_int(name: str, value: Any, *, minimum: int | None = None) -> int:
-    """An integer (bools rejected), optionally ``>= minimum``."""
+def check_int(name: str, value: Any, *, minimum: int | None = None,
+              maximum: int | None = None) -> int:
+    """An integer (bools rejected), optionally ``>= minimum`` and ``<= maximum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}")
     v = int(value)
     if minimum is not None and v < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {v}")
     return v
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DivergenceError"]
+__all__ = ["DivergenceError", "Interrupted"]
 
 
 class DivergenceError(FloatingPointError):
@@ -21,4 +21,19 @@ class DivergenceError(FloatingPointError):
         super().__init__(message)
         self.step = step
         self.chain = chain
+        self.trajectory = trajectory
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during ``integrate()``; the records completed before it are kept.
+
+    A :class:`KeyboardInterrupt`, so code that does not know it stops as before.
+
+    Attributes:
+        trajectory: The trajectory of the records completed before the interrupt (its
+            ``final_state`` is None: the state may be half-updated).
+    """
+
+    def __init__(self, message: str, *, trajectory: Any = None) -> None:
+        super().__init__(message)
         self.trajectory = trajectory

@@ -10,9 +10,9 @@ import numpy as np
 
 from ._validation import check_int, check_positive
 from .backends import get_backend
-from .errors import DivergenceError
+from .errors import DivergenceError, Interrupted
 from .integrators import resolve
-from .stepping import init
+from .stepping import check_state, init
 from .trajectory import Trajectory
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["integrate"]
 
-#: Refuse to allocate more than this many bytes of records.
+#: Refuse to allocate more than this many bytes of state and records together.
 MAX_RECORD_BYTES = 4 * 2**30
 #: Chain-steps per kernel call (sets the progress-bar granularity).
 CHUNK_WORK = 4_000_000
@@ -35,7 +35,7 @@ def integrate(
     *,
     h: float,
     n_steps: int,
-    backend: str = "numba",
+    backend: str | None = None,
     seed: int | None = None,
     p0: Any = None,
     n_chains: int | None = None,
@@ -46,6 +46,8 @@ def integrate(
     progress: bool | None = None,
     state: State | None = None,
     events: Any = None,
+    observables: Any = None,
+    chain_ids: Any = None,
 ) -> Trajectory:
     """Integrate ``n_chains`` independent chains of ``system`` for ``n_steps`` steps.
 
@@ -65,7 +67,9 @@ def integrate(
         q0: Initial positions, ``(dim,)`` for all chains or ``(chains, dim)``.
         h: Step size (> 0).
         n_steps: Number of steps (>= 0).
-        backend: ``"numba"`` (CPU, float64, fused parallel kernel) or ``"torch"``.
+        backend: ``"numba"`` (CPU, float64, fused parallel kernel) or ``"torch"``; None (default):
+            numba, or torch for potentials only torch can evaluate (a
+            :class:`~dynopt.potentials.NetworkLoss`).
         seed: Integer seed (a fresh one is drawn and stored in the result if None).
         p0: Initial momenta (default: Maxwell–Boltzmann at the system's temperature, or zero).
         n_chains: Number of chains (default from ``q0``).
@@ -79,14 +83,26 @@ def integrate(
         events: Triggers with actions (:mod:`dynopt.events`), evaluated per chain after every
             step; the run then advances one step per kernel call (see
             :mod:`dynopt.events.run`) and the firings are in ``traj.events``.
+        observables: What to record (torch backend), instead of the whole state: a list of
+            :mod:`dynopt.observables` objects, names (``"loss"``, ``"heldout_loss"``,
+            ``"layer_kinetic"``, ``"layer_configurational"``, ``"projections"``, ``"theta"``)
+            or callables ``f(state) -> (chains,) or (chains, k)`` tensor. The potential,
+            kinetic energy, energy, invariant and thermostat variables are always recorded; q is
+            recorded only with ``"theta"`` (else ``traj.q`` has 0 columns) and ``traj.p`` is None.
+            None (default): record q, p and the extras in full, as always.
+        chain_ids: Global indices of the chains of this call (torch backend): chain c then draws
+            its noise from its own generator keyed by ``(seed, c)``, so it follows the same path
+            whichever process runs it beside whichever chains (:mod:`dynopt.replicas`).
 
     Returns:
         A :class:`~dynopt.trajectory.Trajectory` with ``n_steps // record_every + 1`` draws.
 
     Raises:
         ValueError: On invalid parameters (the message names the parameter and value).
-        DivergenceError: If the state becomes NaN/inf; it names the step and carries the
-            trajectory recorded before it (``err.trajectory``).
+        DivergenceError: If q, p or an extra becomes NaN/inf; it names the first such step and
+            carries the (finite) trajectory recorded before it (``err.trajectory``).
+        Interrupted: On Ctrl-C (a KeyboardInterrupt); ``err.trajectory`` keeps the records
+            completed before it.
     """
     integ = resolve(integrator if integrator is not None else system.default_scheme)
     h = check_positive("h", h)
@@ -94,24 +110,48 @@ def integrate(
     record_every = check_int("record_every", record_every, minimum=1)
     if progress is not None and not isinstance(progress, bool):
         raise TypeError(f"progress must be None or a bool, got {progress!r}")
+    n_records = n_steps // record_every + 1
     if state is None:
+        if n_chains is not None:
+            n_chains = check_int("n_chains", n_chains, minimum=1)
+        if system.potential is not None:
+            # with observables the records hold no θ: the recorder checks its own size below
+            check_memory(system, _rows(q0, n_chains), system.potential.dim,
+                         n_steps if observables is None else 0, record_every,
+                         itemsize=4 if dtype is not None and "32" in str(dtype) else 8)
         state = init(system, integ, q0, backend=backend, seed=seed, p0=p0, n_chains=n_chains,
-                     noise=noise, dtype=dtype, device=device)
+                     noise=noise, dtype=dtype, device=device, chain_ids=chain_ids)
     else:
+        check_state(system, state)
+        if chain_ids is not None:
+            raise ValueError("chain_ids cannot be combined with state= (the state carries its "
+                             "own per-chain streams)")
         integ.check(system)
+        check_memory(system, state.n_chains, state.dim,
+                     n_steps if observables is None else 0, record_every,
+                     itemsize=state.q.element_size() if state.backend == "torch" else 8)
         state = state.copy()
+    if events is not None and state.streams is not None:
+        raise ValueError("events= cannot be combined with chain_ids= (per-chain noise streams)")
     program = integ.program(system, h)
     be = get_backend(state.backend)
-    n_records = n_steps // record_every + 1
-    width = state.dim + state.p.shape[1] + state.x.shape[1] + 1
-    need = n_records * state.n_chains * width * 8
-    if need > MAX_RECORD_BYTES:
-        raise ValueError(
-            f"recording {n_records} draws x {state.n_chains} chains needs {need / 2**30:.1f} GiB; "
-            f"raise record_every (got {record_every})"
-        )
-    records = be.allocate_records(state, n_records, record_every)
-    _record_initial(be, system, state, records)
+    if observables is None:
+        records = be.allocate_records(state, n_records, record_every)
+        _record_initial(be, system, state, records)
+    else:
+        from .observables.recorder import Recorder
+
+        if state.backend != "torch":
+            raise ValueError(f"observables= needs backend='torch', got backend={state.backend!r}")
+        observer = Recorder(observables, system, state, n_records)
+        need = n_records * state.n_chains * observer.width * 8
+        if need > MAX_RECORD_BYTES:
+            raise ValueError(
+                f"recording the observables for {n_records} draws x {state.n_chains} chains needs "
+                f"{need / 2**30:.1f} GiB; raise record_every (got {record_every})")
+        records = observer.records(record_every)
+        observer.record(0, state, system)
+        records.next = 1
     chunk = max(1, CHUNK_WORK // max(state.n_chains, 1))
     chunk = record_every * max(1, math.ceil(chunk / record_every))
     show = progress if progress is not None else n_steps * state.n_chains > 10**8
@@ -122,32 +162,45 @@ def integrate(
 
     def diverged(div: Any) -> DivergenceError:
         bar.close()
-        partial = _assemble(be, system, integ, state, records, h, record_every,
-                            upto=(div.step - start_step - 1) // record_every + 1)
+        partial = _assemble(be, system, integ, state, records, h, record_every, start_step,
+                            upto=(div.step - start_step - 1) // record_every + 1, final=False)
         return DivergenceError(
             f"integration diverged at step {div.step} (t = {div.step * h:.6g}): chain "
-            f"{div.chain} reached a non-finite position with {integ.name} at h = {h}. "
+            f"{div.chain} reached a non-finite state (q, p or extras) with {integ.name} at "
+            f"h = {h}. "
             "The step size is probably beyond the stability limit of this potential; "
             "err.trajectory holds the records before the divergence.",
             step=div.step, chain=div.chain, trajectory=partial)
 
-    if events is not None:
-        from .events.run import run_with_events
+    try:
+        if events is not None:
+            from .events.run import run_with_events
 
-        div, log = run_with_events(be, system, integ, program, state, n_steps, records, events,
-                                   h, bar)
-        if div is not None:
-            raise diverged(div)
-    while log is None and done < n_steps:
-        todo = min(chunk, n_steps - done)
-        div = be.advance(system, program, state, todo, records)
-        if div is not None:
-            raise diverged(div)
-        done += todo
-        bar.update(todo)
+            div, log = run_with_events(be, system, integ, program, state, n_steps, records,
+                                       events, h, bar)
+            if div is not None:
+                raise diverged(div)
+        while log is None and done < n_steps:
+            todo = min(chunk, n_steps - done)
+            div = be.advance(system, program, state, todo, records)
+            if div is not None:
+                raise diverged(div)
+            done += todo
+            bar.update(todo)
+    except KeyboardInterrupt as err:
+        if isinstance(err, Interrupted):
+            raise
+        bar.close()
+        kept = records.next
+        partial = _assemble(be, system, integ, state, records, h, record_every, start_step,
+                            upto=kept, final=False)
+        raise Interrupted(
+            f"integrate() interrupted; err.trajectory keeps the {kept} records up to step "
+            f"{start_step + (kept - 1) * record_every}", trajectory=partial) from err
     bar.close()
     state.h = h
-    traj = _assemble(be, system, integ, state, records, h, record_every, upto=records.next)
+    traj = _assemble(be, system, integ, state, records, h, record_every, start_step,
+                     upto=records.next)
     return traj if log is None else dataclasses.replace(traj, events=log)
 
 
@@ -165,8 +218,63 @@ def _record_initial(be: Any, system: AbstractSystem, state: State, records: Any)
     records.next = 1
 
 
+def _rows(q0: Any, n_chains: int | None) -> int:
+    """Chains a run will have (before ``q0`` is converted; init() validates it fully)."""
+    if n_chains is not None:
+        return n_chains
+    shape = getattr(q0, "shape", None)
+    if shape is None:
+        try:
+            shape = np.shape(q0)
+        except ValueError:  # ragged input: init() names the problem
+            return 1
+    return int(shape[0]) if len(shape) == 2 else 1
+
+
+def check_memory(system: AbstractSystem, n_chains: int, dim: int, n_steps: int,
+                 record_every: int, *, itemsize: int = 8) -> int:
+    """Bytes a run needs (state, its copy, records); ValueError above :data:`MAX_RECORD_BYTES`.
+
+    Called before anything is allocated, so a huge ``n_chains`` is refused, not swapped in.
+    The hint names the change that makes the run fit: the smallest ``record_every``, or the
+    largest ``n_chains``. Returns the byte count.
+    """
+    width = dim + (dim if system.has_momentum else 0) + sum(system.extras_layout(dim).values())
+    state_row = 3 * width * itemsize  # the initial arrays, the state and integrate's copy
+    record_row = (width + 1) * itemsize  # q, p, extras and U per record
+    n_records = n_steps // record_every + 1
+    need = n_chains * (state_row + n_records * record_row)
+    if need <= MAX_RECORD_BYTES:
+        return need
+    per_chain = state_row + n_records * record_row
+    fit_chains = MAX_RECORD_BYTES // per_chain
+    free_records = (MAX_RECORD_BYTES // n_chains - state_row) // record_row  # records that fit
+    if free_records >= 2:
+        every = -(-n_steps // (free_records - 1))
+        hint = (f"raise record_every to at least {every} (got {record_every}) or lower n_chains "
+                f"to at most {fit_chains}")
+    elif fit_chains >= 1:
+        hint = f"lower n_chains to at most {fit_chains} (or raise record_every)"
+    else:
+        hint = "lower n_chains"
+    raise ValueError(
+        f"n_chains={n_chains} x {n_records} records of dim {dim} needs {need / 2**30:.3g} GiB "
+        f"(state {n_chains * state_row / 2**30:.3g} GiB, records "
+        f"{n_chains * n_records * record_row / 2**30:.3g} GiB), above the limit of "
+        f"{MAX_RECORD_BYTES / 2**30:.3g} GiB: {hint}")
+
+
 def _assemble(be: Any, system: AbstractSystem, integ: AbstractIntegrator, state: State,
-              records: Any, h: float, record_every: int, upto: int) -> Trajectory:
+              records: Any, h: float, record_every: int, start_step: int, upto: int,
+              final: bool = True) -> Trajectory:
+    """The trajectory of records ``0..upto-1``; record r is the state at step
+    ``start_step + r * record_every``. ``state`` is the final one unless ``final`` is False
+    (after a divergence it may hold non-finite values and is not attached)."""
+    t = (start_step + np.arange(upto) * record_every) * h
+    if records.observer is not None:
+        return records.observer.trajectory(
+            upto, t=t, h=h, record_every=record_every, seed=state.seed, backend=state.backend,
+            system=system, integrator=integ, final_state=state if final else None)
     arr = be.records_to_numpy(records)
     q = arr["q"][:, :upto]
     u = arr["u"][:, :upto]
@@ -187,10 +295,9 @@ def _assemble(be: Any, system: AbstractSystem, integ: AbstractIntegrator, state:
         inv = system.invariant(u, kinetic, raw, dim)
     if inv is not None:
         extras["invariant"] = inv
-    t = (np.arange(upto) * record_every + (state.step - (records.next - 1) * record_every)) * h
     return Trajectory(t=t, q=q, p=p, energy=energy, extras=extras, h=h,
-                      record_every=record_every, seed=state.seed, backend=state.backend,
-                      system=system, integrator=integ, final_state=state)
+                      record_every=record_every, seed=state.seed, backend=be.name,
+                      system=system, integrator=integ, final_state=state if final else None)
 
 
 class _NoBar:

@@ -72,7 +72,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Op", "OpCode", "Program", "bbi_shell_op", "ecd_shell_op", "nhc_op"]
+__all__ = ["NHC_STIFF", "Op", "OpCode", "Program", "bbi_shell_op", "ecd_shell_op", "nhc_op"]
 
 
 class OpCode(enum.IntEnum):
@@ -163,6 +163,12 @@ class Program:
         fpar = np.array([v for op in self.ops for v in op.f] or [0.0], dtype=np.float64)
         ipar = np.array([v for op in self.ops for v in op.i] or [0], dtype=np.int64)
         return codes, fstart, fpar, istart, ipar
+
+
+#: Stiffness bound of the NHC op: a backward (negative-weight) Suzuki–Yoshida substep with
+#: |ts·v_j| above it makes the backends redo that thermostat with forward substeps (see
+#: :func:`dynopt.backends.torch.ops.nhc_`).
+NHC_STIFF = 1.0
 
 
 def nhc_op(

@@ -25,16 +25,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._state_check import check_state
 from ._validation import check_choice, check_int, check_positive
 
 if TYPE_CHECKING:
     from .integrators.base import AbstractIntegrator
     from .systems.base import AbstractSystem
 
-__all__ = ["State", "init", "run", "step"]
+__all__ = ["State", "check_state", "init", "run", "step"]
 
 BACKENDS = ("numba", "torch")
 NOISES = ("gaussian", "discrete")
+#: Seeds are 64-bit (the Philox key and ``torch.Generator.manual_seed`` both take 64 bits).
+MAX_SEED = 2**64 - 1
 
 
 @dataclass
@@ -50,7 +53,10 @@ class State:
         backend: ``"numba"`` or ``"torch"``.
         noise: ``"gaussian"`` or ``"discrete"``.
         h: Step size of the last step taken (None before the first).
-        generator: The torch generator (torch backend only).
+        generator: The torch generator (torch backend only; None with per-chain streams).
+        streams: Per-chain generators keyed by (seed, global chain index)
+            (:class:`~dynopt.backends.torch.streams.ChainStreams`; torch backend with
+            ``chain_ids``), else None.
     """
 
     q: Any
@@ -62,6 +68,7 @@ class State:
     noise: str = "gaussian"
     h: float | None = None
     generator: Any = field(default=None, repr=False)
+    streams: Any = field(default=None, repr=False)
 
     @property
     def n_chains(self) -> int:
@@ -82,6 +89,8 @@ class State:
                 g = torch.Generator(device=self.generator.device)
                 g.set_state(self.generator.get_state())
                 new.generator = g
+            if self.streams is not None:
+                new.streams = self.streams.copy()
         else:
             new.q, new.p, new.x = self.q.copy(), self.p.copy(), self.x.copy()
         return new
@@ -97,13 +106,14 @@ def init(
     integrator: AbstractIntegrator,
     q0: Any,
     *,
-    backend: str = "numba",
+    backend: str | None = None,
     seed: int | None = None,
     p0: Any = None,
     n_chains: int | None = None,
     noise: str = "gaussian",
     dtype: Any = None,
     device: Any = None,
+    chain_ids: Any = None,
 ) -> State:
     """Initial state for ``n_chains`` chains started at ``q0``.
 
@@ -111,7 +121,9 @@ def init(
         system: The dynamics.
         integrator: The scheme (checked against the system's letters here).
         q0: ``(dim,)`` (broadcast to all chains) or ``(chains, dim)``.
-        backend: ``"numba"`` (CPU, fused, float64) or ``"torch"`` (CPU/GPU, float32/float64).
+        backend: ``"numba"`` (CPU, fused, float64) or ``"torch"`` (CPU/GPU, float32/float64);
+            None: the first backend the potential supports (numba, or torch for a
+            :class:`~dynopt.potentials.NetworkLoss`).
         seed: Integer seed; a fresh one is drawn (and stored in the state) if None.
         p0: Initial momenta, like ``q0``; by default Maxwell–Boltzmann for systems with a
             temperature, zero otherwise.
@@ -119,20 +131,68 @@ def init(
         noise: ``"gaussian"`` (default) or ``"discrete"`` (moment-matched three-point noise).
         dtype: Torch dtype (torch backend; default float64).
         device: Torch device (torch backend; default CPU).
+        chain_ids: Global indices of these chains (torch backend): each chain then draws its
+            noise from its own generator keyed by ``(seed, chain id)``
+            (:mod:`dynopt.backends.torch.streams`), so a chain's path does not depend on the
+            other chains or on the process that holds it.
     """
     from .backends import get_backend
 
+    if system.potential is not None and backend is None:
+        backend = resolve_backend(system.potential)
     check_choice("backend", backend, BACKENDS)
     check_choice("noise", noise, NOISES)
     if seed is None:
         seed = new_seed()
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_int("seed", seed, minimum=0, maximum=MAX_SEED)
     if system.potential is None:
         raise ValueError(f"{type(system).__name__} needs a potential to be integrated")
+    supported = getattr(system.potential, "backends", BACKENDS)
+    if backend not in supported:
+        raise ValueError(f"backend={backend!r} cannot integrate {system.potential!r}; it supports "
+                         f"backend in {tuple(supported)}")
     integrator.check(system)
+    if chain_ids is not None and n_chains is None and np.ndim(_to_numpy(q0)) <= 1:
+        n_chains = len(list(chain_ids))
+    if n_chains is not None:
+        n_chains = check_int("n_chains", n_chains, minimum=1)
+    from .integrate import _rows, check_memory
+
+    # the size before anything is allocated (a state only: no records)
+    check_memory(system, _rows(q0, n_chains), system.potential.dim, 0, 1,
+                 itemsize=4 if dtype is not None and "32" in str(dtype) else 8)
     q, p = _initial_arrays(system, q0, p0, n_chains)
+    if chain_ids is None:
+        return get_backend(backend).init_state(system, q, p, seed=seed, noise=noise,
+                                              dtype=dtype, device=device)
+    ids = check_chain_ids(chain_ids, q.shape[0])
+    if backend != "torch":
+        raise ValueError(f"chain_ids needs backend='torch' (the numba backend keys noise by the "
+                         f"local chain index), got backend={backend!r}")
     return get_backend(backend).init_state(system, q, p, seed=seed, noise=noise, dtype=dtype,
-                                          device=device)
+                                          device=device, chain_ids=ids)
+
+
+def _to_numpy(a: Any) -> Any:
+    return a.detach().cpu().numpy() if hasattr(a, "detach") else a
+
+
+def resolve_backend(potential: Any) -> str:
+    """The default backend for ``potential``: the first of its ``backends`` (numba if any)."""
+    return str(getattr(potential, "backends", BACKENDS)[0])
+
+
+def check_chain_ids(chain_ids: Any, n_chains: int) -> list[int]:
+    """Distinct non-negative integer chain indices, one per chain."""
+    try:
+        ids = [int(c) for c in chain_ids]
+    except (TypeError, ValueError):
+        raise TypeError(f"chain_ids must be a sequence of ints, got {chain_ids!r}") from None
+    if any(c < 0 for c in ids) or len(set(ids)) != len(ids):
+        raise ValueError(f"chain_ids must be distinct non-negative ints, got {chain_ids!r}")
+    if len(ids) != n_chains:
+        raise ValueError(f"chain_ids has {len(ids)} entries but there are {n_chains} chains")
+    return ids
 
 
 def step(
@@ -158,6 +218,8 @@ def run(
         raise ValueError("h must be given (the state has no previous step size)")
     h = check_positive("h", h)
     n_steps = check_int("n_steps", n_steps, minimum=0)
+    check_state(system, state)
+    integrator.check(system)
     program = integrator.program(system, h)
     new = state.copy()
     div = get_backend(state.backend).advance(system, program, new, n_steps, records=None)
@@ -166,7 +228,7 @@ def run(
 
         raise DivergenceError(
             f"{integrator.name} on {type(system).__name__} diverged at step {div.step}: chain "
-            f"{div.chain} reached a non-finite position (h = {h}); the input state is unchanged",
+            f"{div.chain} reached a non-finite state (h = {h}); the input state is unchanged",
             step=div.step, chain=div.chain)
     new.h = h
     return new

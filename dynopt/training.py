@@ -140,39 +140,122 @@ _SPIRAL_TUNED = ("langevin", "adlala", "lol", "adaptive-langevin")
 
 
 def train_from_cli(args: Any) -> int:
-    """``dynopt train``: an MLP on the chosen data with a dynopt optimizer, printing metrics."""
-    import json
+    """``dynopt train``: an MLP on the chosen data with a dynopt optimizer, printing metrics and
+    the :class:`~dynopt.monitor.TrainingMonitor`'s records (see :func:`_run_monitored`).
+
+    User errors (option values, optimizer name or hyperparameters, an unwritable ``--out``)
+    are one line on stderr with exit status 2, before any training; Ctrl-C writes the metrics
+    of the epochs evaluated so far and returns 130.
+    """
+    import sys
     from pathlib import Path
 
     from . import data, optim
+    from ._files import prepare_output_dir
+    from ._validation import check_positive
 
-    torch.manual_seed(args.seed)
+    def user_error(err: Exception) -> int:
+        print(f"dynopt train: error: {err}", file=sys.stderr)
+        return 2
+
+    try:
+        seed = check_int("seed", args.seed, minimum=0)
+        epochs = check_int("epochs", args.epochs, minimum=1)
+        every = check_int("record_every", args.record_every, minimum=1)
+        curv = getattr(args, "curvature_every", 0)
+        curv = None if not curv else check_int("curvature_every", curv, minimum=1)
+        if args.lr is not None:
+            check_positive("lr", args.lr)
+        if args.optimizer not in optim.REGISTRY:
+            raise ValueError(f"unknown optimizer {args.optimizer!r}; known: "
+                             f"{', '.join(sorted(optim.REGISTRY))}")
+        out = prepare_output_dir(Path(args.out) / "train", "--out")
+    except (ValueError, TypeError) as err:
+        return user_error(err)
+    torch.manual_seed(seed)
     if args.data == "spirals":
-        split = data.make_spirals(seed=args.seed)
+        split = data.make_spirals(seed=seed)
         model = mlp(2, 1, (100,), sigmoid_output=True)
     elif args.data == "digits":
-        split = data.load_digits_split(seed=args.seed)
+        split = data.load_digits_split(seed=seed)
         model = mlp(split.n_features, split.n_classes, (64,))
     else:
-        split = data.load_wine_split(seed=args.seed)
+        split = data.load_wine_split(seed=seed)
         model = mlp(split.n_features, split.n_classes, (32,))
-    kwargs: dict[str, Any] = {"seed": args.seed}
+    kwargs: dict[str, Any] = {"seed": seed}
     if args.lr is not None:
         kwargs["lr"] = args.lr
     elif args.data != "spirals" and args.optimizer in _SPIRAL_TUNED:
         # the registry defaults are the spiral paper's h = 0.25; on the cross-entropy MLPs that
         # step is unstable, h = 0.1 is the value the adlala reproduction uses on digits
         kwargs["lr"] = 0.1
-    opt = optim.make(args.optimizer, model, **kwargs)
+    try:
+        opt = optim.make(args.optimizer, model, **kwargs)
+    except (ValueError, TypeError) as err:
+        return user_error(err)
     print(f"dynopt train: {type(opt).__name__} on {split.name}, "
-          f"lr = {opt.param_groups[0]['lr']}, seed = {args.seed}")
-    hist = fit(model, opt, split, epochs=args.epochs, batch_size=25, seed=args.seed,
-               eval_every=max(1, args.epochs // 10),
-               callback=lambda e, h: print(f"epoch {e:5d}  train loss {h.train_loss[-1]:.4f}  "
-                                           f"test loss {h.test_loss[-1]:.4f}  "
-                                           f"test acc {100 * h.test_accuracy[-1]:.1f}%"))
-    out = Path(args.out) / "train"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.optimizer}-{args.data}.json").write_text(json.dumps(hist.as_dict()))
-    print(f"wrote {out / f'{args.optimizer}-{args.data}.json'} ({hist.seconds:.1f} s)")
+          f"lr = {opt.param_groups[0]['lr']}, seed = {seed}")
+    return _run_monitored(args, model, opt, split, out=out, seed=seed, epochs=epochs,
+                          every=every, curvature_every=curv)
+
+
+def _run_monitored(args: Any, model: nn.Module, opt: torch.optim.Optimizer, split: Split, *,
+                   out: Any, seed: int, epochs: int, every: int,
+                   curvature_every: int | None) -> int:
+    """Train with a :class:`~dynopt.monitor.TrainingMonitor`; print, plot and save its records
+    (atomically; on Ctrl-C the epochs evaluated so far are kept and 130 is returned)."""
+    import json
+    import sys
+
+    from ._files import write_text_atomic
+    from .cli.train_report import final_table, format_window, make_plots, window_summary
+    from .monitor import TrainingMonitor
+
+    loss_fn = loss_function(split)
+    mon = TrainingMonitor(model, opt, loss_fn, (split.x_train, split.y_train), every=every,
+                          curvature_every=curvature_every)
+    tau = opt.param_groups[0].get("temperature")
+    tau = tau if isinstance(tau, float | int) else None
+    seen = [0]
+    evaluated: list[History] = []
+    name = f"{args.optimizer}-{args.data}"
+    path = out / f"{name}.json"
+
+    def step(o: torch.optim.Optimizer, closure: Callable[[], torch.Tensor], loss: torch.Tensor
+             ) -> Any:
+        result = o.step()
+        mon.step()
+        return result
+
+    def report(e: int, h: History) -> None:
+        evaluated[:] = [h]
+        traj = mon.trajectory()
+        s = window_summary(traj, seen[0])
+        seen[0] = traj.n_draws
+        print(f"epoch {e:5d}  train loss {h.train_loss[-1]:.4f}  test loss {h.test_loss[-1]:.4f}  "
+              f"test acc {100 * h.test_accuracy[-1]:.1f}%  {format_window(s)}")
+
+    try:
+        hist = fit(model, opt, split, epochs=epochs, batch_size=25, seed=seed,
+                   eval_every=max(1, epochs // 10), step=step, loss_fn=loss_fn,
+                   callback=report)
+    except KeyboardInterrupt:
+        if not evaluated:
+            print("dynopt train: interrupted before the first evaluation; nothing to keep",
+                  file=sys.stderr)
+            return 130
+        write_text_atomic(path, json.dumps({**evaluated[0].as_dict(), "interrupted": True}))
+        print(f"dynopt train: interrupted after epoch {evaluated[0].epoch[-1]} of {epochs}; "
+              f"kept the metrics evaluated so far in {path}", file=sys.stderr)
+        return 130
+    traj = mon.trajectory()
+    print(final_table(traj, tau))
+    record = hist.as_dict()
+    record["monitor"] = {"step": traj.t.tolist(),
+                         **{k: v[0].tolist() for k, v in traj.extras.items() if v.ndim == 2}}
+    if write_text_atomic(path, json.dumps(record)):
+        print(f"dynopt train: warning: replaced the existing {path}", file=sys.stderr)
+    if not getattr(args, "no_plots", False):
+        print(f"wrote {make_plots(traj, out / name, name, tau)}")
+    print(f"wrote {path} ({hist.seconds:.1f} s)")
     return 0

@@ -36,6 +36,9 @@ class Trajectory:
         integrator: The integrator.
         final_state: The state after the last step, to continue the run bit for bit.
         events: The :class:`~dynopt.events.EventLog` of a run with ``events=`` (else None).
+        observables: The :mod:`dynopt.observables` a run recorded (None: the whole state). Such
+            a run stores them in ``extras``; ``q`` is θ only if ``"theta"`` was recorded (else it
+            has 0 columns, so ``dim`` is 0) and ``p`` is None.
     """
 
     t: np.ndarray
@@ -51,6 +54,7 @@ class Trajectory:
     integrator: Any = field(repr=False)
     final_state: State | None = field(default=None, repr=False)
     events: Any = field(default=None, repr=False)
+    observables: Any = field(default=None, repr=False)
 
     @property
     def n_chains(self) -> int:

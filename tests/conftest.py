@@ -39,3 +39,13 @@ def device(request: pytest.FixtureRequest) -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         pytest.skip(f"--device {name}: the device tier covers cpu and cuda")
     return dev
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread for the test (restored after): tiny tensors gain nothing from
+    threads and stall on OpenMP wake-ups when the 2-core machine is loaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -162,6 +162,30 @@ def test_heavy_ball_is_sgd_and_overdamped_at_zero_temperature_is_gradient_descen
         torch.testing.assert_close(x, y, rtol=0, atol=1e-13)
 
 
+def test_partitioned_lol_at_zero_temperature_is_its_two_dynamics(device):
+    """LOL (a Partitioned preset) at τ = 0 is Langevin on the first group and gradient descent
+    with dt = h²/2 (Leimkuhler–Matthews at τ = 0) on the other, stepped side by side: exactly."""
+    h = 0.2
+    data = _data(device)
+    a, b = _mlp(device), _mlp(device)
+    lol = LOL([{"params": a[0].parameters()}, {"params": a[2].parameters()}], lr=h,
+              temperature=0.0)
+    gamma = lol.param_groups[0]["gamma"]
+    parts = [Langevin(b[0].parameters(), lr=h, gamma=gamma, temperature=0.0),
+             OverdampedLangevin(b[2].parameters(), lr=h * h / 2, temperature=0.0, scheme="lm")]
+    for x, y in data:
+        lol.zero_grad()
+        F.mse_loss(a(x), y).backward()
+        lol.step()
+        for o in parts:
+            o.zero_grad()
+        F.mse_loss(b(x), y).backward()
+        for o in parts:
+            o.step()
+    assert torch.equal(_flat(a), _flat(b))
+    assert not torch.equal(_flat(a), _flat(_mlp(device)))
+
+
 def _optimizer_path(opt_cls, kw, n, seed, device, pot, q0, path):
     th = torch.tensor(q0, dtype=F64, device=device)
     opt = opt_cls([th], seed=seed, **kw, **path)

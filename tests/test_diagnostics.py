@@ -197,6 +197,10 @@ def test_temperatures_on_exact_canonical_samples(rng):
     tk = dg.kinetic_temperature(p, mass)
     tc = dg.configurational_temperature(q, pot)
     assert tk.agrees(tau) and tc.agrees(tau)
+    # independent samples: SE = √(2τ²/(3 n)) for a mean over 3 coordinates (tk exactly;
+    # tc by the delta method, measured 1.22× that)
+    ref = math.sqrt(2 * tau**2 / 3 / p[..., 0].size)
+    assert tk.se < 1.3 * ref and tc.se < 1.6 * ref, (tk.se, tc.se, ref)
     # and they detect a wrong temperature
     assert not dg.kinetic_temperature(1.05 * p, mass).agrees(tau)
     assert not dg.configurational_temperature(1.05 * q, pot).agrees(tau)
@@ -209,6 +213,10 @@ def test_temperatures_from_trajectory():
     tk = dg.kinetic_temperature(traj, burn_in=10)
     assert tk.agrees(0.7 * (1 - 0.01 * 1.69 / 4), n_se=4.0)  # integer-step O(h²) bias
     assert dg.configurational_temperature(traj, burn_in=10).agrees(0.7)
+    # records 1 time unit apart are nearly independent: SE ≈ √(2τ²/n) (measured 0.94, 1.14×)
+    ref = math.sqrt(2 * 0.7**2 / traj.q[:, 10:].size)
+    assert tk.se < 2 * ref, (tk.se, ref)
+    assert dg.configurational_temperature(traj, burn_in=10).se < 2 * ref
     od = dynopt.systems.OverdampedLangevin(Harmonic(1.0), temperature=1.0)
     traj2 = dynopt.integrate(od, "lm", [0.0], h=0.1, n_steps=100, n_chains=2, seed=0)
     with pytest.raises(ValueError, match="no momenta"):

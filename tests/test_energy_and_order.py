@@ -32,6 +32,10 @@ def test_leapfrog_energy_has_no_secular_drift(long_runs):
     d = dg.energy_drift(traj)
     assert d.n_draws == 20_001
     assert abs(d.slope) < 4 * d.slope_se, d
+    # the slope's SE against that of independent residuals of size rms_error over the span T,
+    # rms·√(12/n)/T (measured 0.69×): a wrong SE cannot hide a drift
+    span = traj.t[-1] - traj.t[0]
+    assert d.slope_se < 1.5 * d.rms_error * np.sqrt(12 / (d.n_chains * d.n_draws)) / span, d
     # Bounded: the error over the whole run is no larger than over its first tenth (a drifting
     # scheme's error grows linearly in t).
     err = np.abs(traj.energy - traj.energy[:, :1])

@@ -2,10 +2,15 @@
 
 Exact-in-h facts (langevin-thermostats.md §5.2–5.3) are tested with zero bias allowance; the
 double-well tests use quadrature references (dynopt.diagnostics.gibbs_moment) and a stated
-discretization-bias allowance. Every tolerance is 4 batch-means standard errors (+ that bias).
+discretization-bias allowance. Every tolerance is 4 batch-means standard errors (+ that bias),
+and every standard error is itself bounded by the one expected from the exact variance and the
+correlation time (:func:`expected_se`), so a bug that only inflates the spread (e.g. the
+Leimkuhler–Matthews memory never updated: per-chain spread 0.005 → 0.47) fails.
 """
 
 from __future__ import annotations
+
+import math
 
 import pytest
 
@@ -15,6 +20,18 @@ from dynopt.potentials import DoubleWell, Harmonic
 
 TAU, OMEGA = 0.7, 1.3
 EXACT_Q2 = TAU / OMEGA**2  # 0.414201
+
+
+def expected_se(variance: float, n: int, corr_time: float = 0.0, spacing: float = 1.0) -> float:
+    """SE of a mean of ``n`` draws with marginal ``variance`` whose correlation decays like
+    e^{−t/corr_time}, draws ``spacing`` apart in time: √(variance·(1 + 2·corr_time/spacing)/n)
+    (the integrated autocorrelation time of an exponential correlation, upper estimate)."""
+    return math.sqrt(variance * (1.0 + 2.0 * corr_time / spacing) / n)
+
+
+#: An SE may exceed expected_se by this factor before the test calls it inflated (measured
+#: ratios: 0.85–1.8 for every run in this file).
+SE_SLACK = 1.5
 
 
 def harmonic_langevin() -> dynopt.systems.Langevin:
@@ -37,6 +54,11 @@ def test_baoab_harmonic_q2_exact_and_p2_integer_step(backend, h):
     assert q2.agrees(EXACT_Q2), (q2, EXACT_Q2)  # exact for every stable h: no bias allowance
     exact_p2 = TAU * (1 - h**2 * OMEGA**2 / 4)  # 0.697042 (h=0.1), 0.120330 (h=1.4)
     assert p2.agrees(exact_p2), (p2, exact_p2)
+    # q² and p² of the γ = 1 oscillator decorrelate like e^{−γt}; Var x² = 2⟨x²⟩² (Gaussian)
+    spacing = h * RUNS[backend]["record_every"]
+    n = traj.q[:, burn:].size
+    assert q2.se < SE_SLACK * expected_se(2 * EXACT_Q2**2, n, 1.0, spacing), q2
+    assert p2.se < SE_SLACK * expected_se(2 * exact_p2**2, n, 1.0, spacing), p2
     if h == 1.4:  # the integer-step kinetic bias is large here and must be detected
         assert not p2.agrees(TAU)
 
@@ -54,6 +76,10 @@ def test_euler_maruyama_bias_and_leimkuhler_matthews_exact():
     assert em_q2.agrees(em_exact), (em_q2, em_exact)
     assert not em_q2.agrees(EXACT_Q2)  # the first-order bias is detected at this dt
     assert lm_q2.agrees(EXACT_Q2), (lm_q2, EXACT_Q2)
+    # records 2 steps apart decorrelate (q: factor 1 − dt ω² = 0.155 per step): Var q² = 2⟨q²⟩²
+    n = em.q[:, 100:].size
+    assert em_q2.se < SE_SLACK * expected_se(2 * em_exact**2, n), em_q2
+    assert lm_q2.se < SE_SLACK * expected_se(2 * EXACT_Q2**2, n), lm_q2
 
 
 # Double well at τ = 0.25 with BAOAB, γ = 1, h = 0.05.
@@ -83,16 +109,36 @@ def test_double_well_q2_against_quadrature(double_well_run):
     assert exact == pytest.approx(0.917671, abs=1e-6)
     q2 = dg.estimate_mean(double_well_run.q[:, BURN:, 0] ** 2)
     assert q2.agrees(exact, bias=Q2_BIAS), (q2, exact)
+    var = dg.gibbs_moment(DoubleWell(), DW_TAU, lambda x: x**4) - exact**2  # 0.13805
+    # q² barely changes in a hop; within a well it decorrelates in ~1/γ
+    assert q2.se < SE_SLACK * expected_se(var, double_well_run.q[:, BURN:].size, 1.0, 1.0), q2
 
 
 def test_double_well_configurational_temperature(double_well_run):
     tc = dg.configurational_temperature(double_well_run, burn_in=BURN)
     assert tc.agrees(DW_TAU, bias=TCONF_BIAS), tc
+    # delta method: T = ⟨U'²⟩/⟨U''⟩ has variance Var(U'² − τU'')/⟨U''⟩² per draw
+    pot = DoubleWell()
+
+    def excess(x):
+        return (4 * x * (x * x - 1)) ** 2 - DW_TAU * (12 * x * x - 4)
+
+    var = dg.gibbs_moment(pot, DW_TAU, lambda x: excess(x) ** 2) / dg.gibbs_moment(
+        pot, DW_TAU, lambda x: 12 * x * x - 4) ** 2  # 0.428²
+    n = double_well_run.q[:, BURN:].size
+    assert tc.se < SE_SLACK * expected_se(var, n, 1.0, 1.0), tc
 
 
 def test_double_well_symmetry_needs_crossings(double_well_run):
     q = double_well_run.q[:, BURN:, 0]
     right = dg.estimate_mean((q > 0).astype(float))
     assert right.agrees(0.5), right
+    # the side flips at the Kramers rate k (each way), so the indicator decorrelates like
+    # e^{−2kt}: k = (√(γ²/4 + ω_b²) − γ/2)/ω_b · ω_a/(2π) · e^{−ΔU/τ} ≈ 0.0064 per unit time
+    # (ω_a² = U''(1) = 8, ω_b² = −U''(0) = 4, ΔU = 1)
+    kramers = (math.sqrt(0.25 + 4.0) - 0.5) / 2.0 * math.sqrt(8.0) / (2 * math.pi) * math.exp(
+        -1.0 / DW_TAU)
+    spacing = DW_H * 20
+    assert right.se < SE_SLACK * expected_se(0.25, q.size, 1.0 / (2 * kramers), spacing), right
     crossings = dg.barrier_crossings(double_well_run.q[..., 0])
     assert crossings.min() >= 20  # every chain crossed many times (≈ 0.006 per unit time)

@@ -58,6 +58,8 @@ def test_gaussian_noise_moments_and_float32_transform():
         v = z**power
         se = v.std() / math.sqrt(n)
         assert abs(v.mean() - exact) < 4 * se, (power, v.mean(), se)
+        # and the SE is the exact one, √(Var zᵏ / n) (Var z, z², z³, z⁴ = 1, 2, 15, 96)
+        assert se < 1.1 * math.sqrt({1: 1.0, 2: 2.0, 3: 15.0, 4: 96.0}[power] / n), (power, se)
     # neighbouring elements are uncorrelated (the layout interleaves Philox words)
     r = np.corrcoef(z[:-1], z[1:])[0, 1]
     assert abs(r) < 4 / math.sqrt(n)
@@ -97,6 +99,9 @@ def test_fused_and_foreach_sample_the_same_invariant_measure(path, noise):
     est = acc / (n - burn)
     mean, se = float(est.mean()), float(est.std() / math.sqrt(est.numel()))
     assert abs(mean - tau) < 4 * se, (mean, se)
+    # SE against independent draws (Var of a mean of 20 χ²-modes: 2τ²/20) times 2× the
+    # measured correlation factor (3.2–3.3 on every path)
+    assert se < 6.5 * math.sqrt(2 * tau**2 / 20 / (256 * 800)), se
 
 
 def test_fused_lm_equals_foreach_at_zero_temperature():

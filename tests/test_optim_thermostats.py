@@ -52,6 +52,11 @@ def _run(opt: torch.optim.Optimizer, ps: list[torch.Tensor], n: int, burn: int,
     return {"xi": xi / m, "xi2": xi2 / m, "tconf": tconf / m}
 
 
+def _tconf_var(tau: float) -> float:
+    """Var of Σω⁴θ²/Σω² for θ_i ~ N(0, τ/ω_i²): Σ 2τ²ω⁴/(Σω²)²."""
+    return float(2 * tau**2 * (OMEGA**4).sum() / (OMEGA**2).sum() ** 2)
+
+
 def _mean_se(values: np.ndarray) -> tuple[float, float]:
     """Mean and standard error over independent replicas."""
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.size))
@@ -73,6 +78,13 @@ def test_adaptive_langevin_xi_moments():
     assert abs(var - eps * tau) < 4 * se_v + 0.01 * eps * tau, (var, se_v)
     t, se_t = _mean_se(out["tconf"])
     assert abs(t - tau) < 4 * se_t, (t, se_t)
+    # the SEs themselves, against √(Var/draws) of independent draws (Var ξ = ετ, Var ξ² ≈
+    # 2(ετ)², Var T_conf from _tconf_var) times 2× the measured correlation factor (2.2, 5.0,
+    # 4.0 at this seed): a bug that only widens the spread fails here
+    draws = N_REPLICAS * 1600
+    assert se < 4.5 * math.sqrt(eps * tau / draws), se
+    assert se_v < 10 * math.sqrt(2 * (eps * tau) ** 2 / draws), se_v
+    assert se_t < 8 * math.sqrt(_tconf_var(tau) / draws), se_t
 
 
 def _baoab_tconf_with_gradient_noise(h: float, gamma: float, tau: float, s: float) -> float:
@@ -103,6 +115,8 @@ def test_gradient_noise_heats_langevin_but_not_adaptive_langevin():
     lang = Langevin(ps, lr=h, gamma=gamma, temperature=tau, seed=3)
     t_l, se_l = _mean_se(_run(lang, ps, n=2000, burn=400, grad_noise=s)["tconf"])
     assert abs(t_l - exact) < 4 * se_l, (t_l, exact, se_l)
+    draws = N_REPLICAS * 1600
+    assert se_l < 10 * math.sqrt(_tconf_var(exact) / draws), se_l  # measured factor 4.9
     ps = _replicas(tau, seed=4)
     xi_star = (sigma**2 + h * s * s) / (2 * tau)
     adl = AdaptiveLangevin(ps, lr=h, temperature=tau, sigma_a=sigma, eps=eps, xi0=xi_star,
@@ -112,6 +126,8 @@ def test_gradient_noise_heats_langevin_but_not_adaptive_langevin():
     xi, se_x = _mean_se(out["xi"])
     assert abs(t_a - tau) < 4 * se_a, (t_a, se_a)
     assert abs(xi - xi_star) < 4 * se_x, (xi, xi_star, se_x)
+    assert se_a < 8 * math.sqrt(_tconf_var(tau) / draws), se_a  # measured factor 3.8
+    assert se_x < 5.5 * math.sqrt(eps * tau / draws), se_x  # measured factor 2.7
     assert t_l - t_a > 0.08  # the contrast itself: ~0.1 apart, SEs ~0.003
 
 
@@ -213,3 +229,6 @@ def test_single_nose_hoover_is_not_ergodic_but_a_chain_is():
     for est, exact in ((inside, exact_in), (outside, exact_out)):
         se = est.std(ddof=1) / math.sqrt(est.size)  # batches of all chains pooled
         assert abs(est.mean() - exact) < 4 * se, (est.mean(), exact, se)
+        # Bernoulli variance p(1 − p) over 4 × 29 000 records; measured correlation factor
+        # 1.3 (inside), bounded at 2× that
+        assert se < 2.6 * math.sqrt(exact * (1 - exact) / (4 * 29_000)), (se, exact)

@@ -22,6 +22,8 @@ class Records:
 
     Shapes: ``q (C, R, D)``, ``p (C, R, Dp)``, ``x (C, R, E)``, ``u (C, R)``. The numba backend
     writes numpy arrays; the torch backend writes tensors of the same shapes on its device.
+    With an ``observer`` (:class:`dynopt.observables.Recorder`, torch backend) the backend
+    hands each record to it instead and q, p, x, u stay unused.
     """
 
     q: Any
@@ -30,6 +32,7 @@ class Records:
     u: Any
     every: int
     next: int = 0
+    observer: Any = None
 
 
 @dataclass
@@ -70,8 +73,9 @@ class AbstractBackend(abc.ABC):
     ) -> Divergence | None:
         """Run ``n_steps`` steps in place, recording into ``records`` if given.
 
-        Returns None, or where the run diverged (the state is then the last finite one for the
-        numba backend and undefined for the torch backend).
+        Returns None, or the first step at which a chain's q or p became non-finite or an extra
+        became NaN (checked before that step is recorded, so every record is finite); the state
+        is then undefined and ``state.step`` unchanged.
         """
 
     @abc.abstractmethod

@@ -1,7 +1,8 @@
 """The ``dynopt`` command line: ``study``, ``train``, ``reproduce NAME`` and ``bench``.
 
 Each subcommand lives in its own module exposing ``HELP``, ``add_arguments(parser)`` and
-``run(args) -> int``; ``COMMANDS`` maps names to modules.
+``run(args) -> int``; ``COMMANDS`` maps names to modules. Exit status: 0 success, 1 a failed
+run (e.g. a divergence), 2 a user error (always one line on stderr), 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 __all__ = ["COMMANDS", "main"]
 
@@ -21,8 +23,15 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit status 2, as for every user error)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dynopt",
         description="Neural-network training as continuous-time dynamics.",
     )
@@ -42,7 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        # commands that can keep partial results catch this themselves and say what they kept
+        print(f"dynopt {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     names = available()
     if not names:
-        print(f"no benchmarks found in {benchmarks_dir()} (dynopt bench needs a source checkout)")
+        print(f"dynopt bench: error: no benchmarks found in {benchmarks_dir()} (dynopt bench "
+              "needs a source checkout)", file=sys.stderr)
         return 1
     if args.name is None:
         print("benchmarks:", ", ".join(names))
@@ -43,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     todo = names if args.name == "all" else [args.name]
     for name in todo:
         if name not in names:
-            print(f"unknown benchmark {name!r}; available: {', '.join(names)}")
+            print(f"dynopt bench: error: unknown benchmark {name!r}; available: "
+                  f"{', '.join(names)}", file=sys.stderr)
             return 2
         argv = [name] + (["--quick"] if args.quick else []) + (
             ["--update-docs"] if args.update_docs else []) + list(args.script_args or [])

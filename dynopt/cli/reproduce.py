@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 
 from ..reproductions import REGISTRY
 
@@ -22,5 +23,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Options are checked (``--seeds`` >= 1, a writable ``--out``) before any work. On Ctrl-C,
+    reproductions that cache their runs (``RESUMABLE = True``) keep every finished one."""
+    from .._files import prepare_output_dir
+    from ..reproductions.report import seed_count
+
+    try:
+        seed_count(args, 1)
+        prepare_output_dir(args.out, "--out")
+    except (ValueError, TypeError) as err:
+        print(f"dynopt reproduce: error: {err}", file=sys.stderr)
+        return 2
     mod = importlib.import_module(REGISTRY[args.name])
-    return int(mod.run(args) or 0)
+    try:
+        return int(mod.run(args) or 0)
+    except KeyboardInterrupt:
+        kept = (f"finished runs are kept under {args.out} and a rerun with the same options "
+                "continues from them" if getattr(mod, "RESUMABLE", False)
+                else "this reproduction does not cache its runs; nothing was written")
+        print(f"dynopt reproduce: interrupted; {kept}", file=sys.stderr)
+        return 130

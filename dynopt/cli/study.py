@@ -20,11 +20,39 @@ from typing import Any
 
 import numpy as np
 
+from .._files import prepare_output_dir, write_text_atomic
 from .._validation import check_int, check_nonnegative, check_positive, check_probability
 from .study_registry import POTENTIALS, SYSTEMS
 
-HELP = ("Integrate a system on a test potential and report energy drift, temperatures, "
-        "ESS/R-hat and the distance to the Gibbs density (default: Langevin double well).")
+HELP = ("Integrate a system on a test potential (or, with --model, replicas of a network on "
+        "its training loss) and report energy drift, temperatures, ESS/R-hat and the distance "
+        "to the Gibbs density or λ_max against the stability limit (default: Langevin double "
+        "well).")
+
+
+class _Default(float):
+    """A float default that remembers it was not given (``--model`` runs replace it)."""
+
+    is_default = True
+
+
+class _DefaultInt(int):
+    is_default = True
+
+
+def count(text: str) -> int:
+    """An integer count; scientific notation of an integer (``3e9``) is accepted."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r} (not a whole number)")
+    return int(value)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,9 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="name (BAOAB, leapfrog, em, lm, ...) or splitting string "
                              "(default: the system's own scheme)")
     parser.add_argument("--h", type=float, default=0.05, help="step size")
-    parser.add_argument("--steps", type=int, default=1_000_000, help="steps per chain")
-    parser.add_argument("--chains", type=int, default=64, help="independent chains")
-    parser.add_argument("--temperature", type=float, default=0.25, help="temperature τ = k_BT")
+    parser.add_argument("--steps", type=count, default=_DefaultInt(1_000_000),
+                        help="steps per chain (--model: 2000)")
+    parser.add_argument("--chains", type=count, default=_DefaultInt(64),
+                        help="independent chains (--model: 8)")
+    parser.add_argument("--temperature", type=float, default=_Default(0.25),
+                        help="temperature τ = k_BT (--model: 1e-3)")
     parser.add_argument("--gamma", type=float, default=1.0,
                         help="friction (Langevin), time scale (overdamped), target ⟨ξ⟩ "
                              "(adaptive Langevin) or 1/thermostat period (Nosé–Hoover)")
@@ -54,9 +85,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fraction of the records excluded from equilibrium statistics")
     parser.add_argument("--out", default="dynopt-out/study", help="output folder")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNGs")
+    parser.add_argument("--model", default=None, choices=["mlp"],
+                        help="study replicas of a network on its training loss instead of a "
+                             "test potential (see dynopt.cli.study_network)")
+    parser.add_argument("--data", default="spirals", choices=["spirals", "digits", "wine"],
+                        help="--model data set")
+    parser.add_argument("--weight-decay", type=float, default=1e-3,
+                        help="--model: Gaussian prior λ|θ|²/2 added to the mean loss")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="--model: torch intra-op threads during the run")
 
 
-def _build(args: argparse.Namespace) -> tuple[Any, Any, np.ndarray, np.ndarray | None, int]:
+def _build(args: argparse.Namespace) -> tuple[Any, Any, np.ndarray, int]:
     from ..integrators import resolve
 
     entry = POTENTIALS[args.potential]
@@ -69,37 +109,51 @@ def _build(args: argparse.Namespace) -> tuple[Any, Any, np.ndarray, np.ndarray |
     integ.check(system)
     start = entry.start if args.q0 is None else args.q0
     q0 = np.full(dim, float(start))
-    p0 = None
-    if system.has_momentum and not system.is_stochastic:
-        # Deterministic systems start from Maxwell–Boltzmann momenta at --temperature.
-        rng = np.random.default_rng(args.seed)
-        p0 = rng.normal(size=(args.chains, dim)) * np.sqrt(args.temperature)
     steps = check_int("steps", args.steps, minimum=1)
-    return system, integ, q0, p0, steps
+    return system, integ, q0, steps
+
+
+def _initial_momenta(system: Any, args: argparse.Namespace, dim: int) -> np.ndarray | None:
+    """Deterministic systems start from Maxwell–Boltzmann momenta at --temperature."""
+    if not (system.has_momentum and not system.is_stochastic):
+        return None
+    rng = np.random.default_rng(args.seed)
+    return rng.normal(size=(args.chains, dim)) * np.sqrt(args.temperature)
 
 
 def run(args: argparse.Namespace) -> int:
     from .. import integrate
-    from ..errors import DivergenceError
-    from .study_report import analyze, default_record_every, format_table, make_plots
+    from ..errors import DivergenceError, Interrupted
+    from ..integrate import check_memory
+    from .study_report import default_record_every
 
+    if getattr(args, "model", None) is not None:
+        from .study_network import run_network
+
+        return run_network(args)
     try:
         check_positive("h", args.h)
         chains = check_int("chains", args.chains, minimum=1)
         check_int("seed", args.seed, minimum=0)
         burn = check_probability("burn_in", args.burn_in, open_right=True)
-        system, integ, q0, p0, steps = _build(args)
+        steps = check_int("steps", args.steps, minimum=1)
         every = (default_record_every(steps) if args.record_every is None
                  else check_int("record_every", args.record_every, minimum=1))
         if steps // every < 4:
             raise ValueError(f"need at least 4 records per chain: steps={steps}, "
                              f"record_every={every}")
+        system, integ, q0, steps = _build(args)
+        # the size before anything is allocated, the output folder before any work
+        check_memory(system, chains, len(q0), steps, every)
+        out = prepare_output_dir(args.out, "--out")
+        p0 = _initial_momenta(system, args, len(q0))
     except (ValueError, TypeError) as err:
         print(f"dynopt study: error: {err}", file=sys.stderr)
         return 2
     print(f"dynopt study: {system!r} with {integ.name}, h = {args.h}")
     print(f"{chains} chains x {steps:,} steps on backend {args.backend} (seed {args.seed}), "
           f"recording every {every} steps")
+    interrupted = None
     try:
         t0 = time.perf_counter()
         # A one-step warm-up loads (or compiles) the kernel, so the timing below is the run's.
@@ -117,25 +171,65 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as err:
         print(f"dynopt study: error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as err:
+        interrupted = err
+        traj = err.trajectory
+        if traj is None or traj.n_draws < 5:
+            print("dynopt study: interrupted before 4 records per chain were complete; "
+                  "nothing to keep", file=sys.stderr)
+            return 130
+    except KeyboardInterrupt:
+        print("dynopt study: interrupted while loading the kernel; nothing to keep",
+              file=sys.stderr)
+        return 130
     wall = time.perf_counter() - t0
+    return _report(args, traj, out, wall, load, chains, steps, burn, interrupted)
+
+
+def _report(args: argparse.Namespace, traj: Any, out: Path, wall: float, load: float,
+            chains: int, steps: int, burn: float, interrupted: BaseException | None) -> int:
+    """Analyze, print, and write summary.json (atomically, before the plots) and the plots."""
+    from .study_report import analyze, format_table, make_plots
+
+    done = (traj.n_draws - 1) * traj.record_every
     burn_in = min(int(burn * traj.n_draws), traj.n_draws - 4)
     summary = analyze(traj, burn_in=burn_in)
     summary["wall_time_s"] = wall
-    summary["particle_steps_per_s"] = chains * steps / wall if wall > 0 else None
+    summary["particle_steps_per_s"] = chains * done / wall if wall > 0 else None
     summary["config"] = {k: v for k, v in vars(args).items() if k != "func"}
     summary["kernel_load_s"] = load
+    summary["interrupted"] = interrupted is not None
+    summary["steps_done"] = done
+    path = out / "summary.json"
+    if interrupted is not None:
+        summary["plots"] = []
+        _write_summary(path, summary)
+        print(format_table(summary))
+        print(f"\ndynopt study: interrupted after {done:,} of {steps:,} steps; kept the "
+              f"{traj.n_draws} completed records per chain: wrote {path} (no plots)",
+              file=sys.stderr)
+        return 130
     print(f"integration: {wall:.2f} s ({chains * steps / wall / 1e6:.3g} M chain-steps/s, after "
           f"{load:.1f} s loading/compiling the kernel); "
           f"statistics over draws {burn_in}..{traj.n_draws - 1} of each chain\n")
     print(format_table(summary))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    _write_summary(path, summary)  # before the plots: Ctrl-C while plotting keeps it
     if not args.no_plots:
-        summary["plots"] = make_plots(traj, summary, out, burn_in=burn_in)
-    with open(out / "summary.json", "w", encoding="utf-8") as fh:
-        json.dump(summary, fh, indent=2, default=_json_default)
-    print(f"\nwrote {out / 'summary.json'}" + ("" if args.no_plots else " and plots"))
+        try:
+            summary["plots"] = make_plots(traj, summary, out, burn_in=burn_in)
+        except KeyboardInterrupt:
+            print(f"dynopt study: interrupted while plotting; the results are in {path}",
+                  file=sys.stderr)
+            return 130
+        _write_summary(path, summary, quiet=True)
+    print(f"\nwrote {path}" + ("" if args.no_plots else " and plots"))
     return 0
+
+
+def _write_summary(path: Path, summary: dict[str, Any], quiet: bool = False) -> None:
+    text = json.dumps(summary, indent=2, default=_json_default)
+    if write_text_atomic(path, text) and not quiet:
+        print(f"dynopt study: warning: replaced the existing {path}", file=sys.stderr)
 
 
 def _json_default(obj: Any) -> Any:

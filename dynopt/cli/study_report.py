@@ -101,12 +101,25 @@ def _per_chain(q: np.ndarray, potential: Any, tau: float) -> dict[str, Any]:
             "median_noise_floor": float(np.median(d.noise_floor)), "bins": 50}
 
 
-def _fmt(x: float | None, digits: int = 4) -> str:
+def fmt_number(x: float | None, digits: int = 4) -> str:
+    """Fixed point in [1e-3, 1e5), scientific otherwise, "-" for None."""
     if x is None:
         return "-"
     if x == 0 or 1e-3 <= abs(x) < 1e5:
         return f"{x:.{digits}f}"
     return f"{x:.{digits - 1}e}"
+
+
+_fmt = fmt_number
+
+
+def align(rows: list[tuple[str, str, str, str]]) -> list[str]:
+    """Rows under the header (quantity, value, target, z), padded to common column widths."""
+    head = ("quantity", "value", "target", "z")
+    widths = [max(len(r[i]) for r in [*rows, head]) for i in range(4)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    return [line.format(*head), line.format(*("-" * w for w in widths)),
+            *(line.format(*r) for r in rows)]
 
 
 def format_table(summary: dict[str, Any]) -> str:
@@ -146,11 +159,7 @@ def format_table(summary: dict[str, Any]) -> str:
                          "-"))
         else:
             rows.append((label, _fmt(g["value"]), f"~{_fmt(g['noise_floor'])} (noise)", "-"))
-    head = ("quantity", "value", "target", "z")
-    widths = [max(len(r[i]) for r in [*rows, head]) for i in range(4)]
-    line = "  ".join(f"{{:<{w}}}" for w in widths)
-    out = [line.format(*head), line.format(*("-" * w for w in widths))]
-    out += [line.format(*r) for r in rows]
+    out = align(rows)
     out.append("z = (value − target)/SE with batch-means SEs; discretization bias is not "
                "included\n(e.g. BAOAB's integer-step kinetic temperature is low by O(h²): "
                "τ·h²ω²/4 on a harmonic mode).")

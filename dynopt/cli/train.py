@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Train a small model on built-in data with a dynopt optimizer (see --help)."
+HELP = ("Train a small model on built-in data with a dynopt optimizer, monitoring per-layer "
+        "temperatures, thermostat, energy and (optionally) λ_max against the stability limit.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,9 +15,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="dynopt-out")
+    parser.add_argument("--record-every", type=int, default=20,
+                        help="optimizer steps between monitor records (loss, energy, per-layer "
+                             "temperatures, thermostat)")
+    parser.add_argument("--curvature-every", type=int, default=0,
+                        help="also record λ_max and the stability limit every this many records "
+                             "(0: never)")
+    parser.add_argument("--no-plots", action="store_true", help="skip monitor.png")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads during the run (these small models gain "
+                             "nothing from more)")
 
 
 def run(args: argparse.Namespace) -> int:
+    """User errors (bad option values, unknown optimizer, unwritable --out) are one line on
+    stderr and exit status 2; Ctrl-C keeps the epochs completed so far (exit 130)."""
+    import torch
+
+    from .._validation import check_int
     from ..training import train_from_cli
 
-    return train_from_cli(args)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(check_int("threads", getattr(args, "threads", 1), minimum=1))
+    try:
+        return train_from_cli(args)
+    finally:
+        torch.set_num_threads(threads)

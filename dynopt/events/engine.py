@@ -62,7 +62,13 @@ class EventSet:
     """
 
     def __init__(self, events: Iterable[Trigger] | Trigger) -> None:
-        evs = [events] if isinstance(events, Trigger) else list(events)
+        if isinstance(events, Trigger):
+            evs = [events]
+        elif isinstance(events, (str, bytes)) or not hasattr(events, "__iter__"):
+            raise TypeError(f"events must be a dynopt.events trigger or a list of them, got "
+                            f"{events!r}")
+        else:
+            evs = list(events)
         for i, e in enumerate(evs):
             if not isinstance(e, Trigger):
                 raise TypeError(f"events[{i}] must be a dynopt.events trigger (e.g. LossBelow), "

@@ -175,6 +175,10 @@ def run_with_events(be: AbstractBackend, system: AbstractSystem, integ: Abstract
 
     def record() -> None:
         r = records.next
+        if records.observer is not None:  # integrate(observables=...)
+            records.observer.record(r, state, system)
+            records.next = r + 1
+            return
         records.q[:, r] = state.q
         records.p[:, r] = state.p
         records.x[:, r] = state.x

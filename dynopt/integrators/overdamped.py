@@ -16,7 +16,8 @@ class _OverdampedScheme(AbstractIntegrator):
 
         if not isinstance(system, OverdampedLangevin):
             raise ValueError(
-                f"{self.name} integrates OverdampedLangevin only, got {type(system).__name__}; "
+                f"integrator {self.name} integrates OverdampedLangevin only, got "
+                f"{type(system).__name__}; "
                 "for underdamped dynamics use a splitting such as BAOAB"
             )
         super().check(system)

@@ -39,9 +39,13 @@ def choose_path(group: dict[str, Any], tensors: Sequence[Tensor], owner: str) ->
 
     Default (``fused=None, foreach=None``): fused on CPU when every tensor is a contiguous
     float32/float64 CPU tensor, foreach otherwise (CUDA); ``foreach=False`` and ``fused=False``
-    select the single-tensor reference path.
+    select the single-tensor reference path, as does ``differentiable=True``. Under
+    ``torch.compile`` the numba kernel runs eagerly (``torch.compiler.disable``), so the default
+    path stays the fastest one on the CPU; ``foreach=True`` is what inductor can fuse.
     """
     fused, foreach = group.get("fused"), group.get("foreach")
+    if group.get("differentiable"):
+        return "single"
     if fused:
         if not _fusable(tensors):
             raise ValueError(f"{owner}(fused=True) needs contiguous float32/float64 CPU tensors")

@@ -48,7 +48,7 @@ class AdaptiveLangevin(Partitioned):
 
     Args:
         params: Parameters or param groups.
-        lr: Step size h > 0.
+        lr: Step size h > 0 (default 0.25; groups may set their own).
         temperature: τ > 0.
         sigma_a: σ_A ≥ 0.
         eps: ε > 0.
@@ -56,6 +56,7 @@ class AdaptiveLangevin(Partitioned):
         scope: ``"tensor"``, ``"group"`` or ``"model"``.
         scheme: Splitting string or integrator.
         mass: Scalar mass.
+        weight_decay: λ ≥ 0, the Gaussian prior λ|θ|²/2 (:mod:`dynopt.optim.prior`).
         seed, noise, foreach, fused, maximize, differentiable, nonfinite: See
             :class:`~dynopt.optim.Partitioned`.
     """
@@ -65,7 +66,7 @@ class AdaptiveLangevin(Partitioned):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float | Tensor | Callable[[int], float],
+        lr: float | Tensor | Callable[[int], float] = 0.25,
         temperature: float | Callable[[int], float] = 1e-4,
         sigma_a: float = 0.01,
         eps: float = 0.05,
@@ -74,6 +75,7 @@ class AdaptiveLangevin(Partitioned):
         scope: str = "tensor",
         scheme: Any = "BACDEDCAB",
         mass: float = 1.0,
+        weight_decay: float = 0.0,
         seed: int | None = None,
         noise: str = "gaussian",
         foreach: bool | None = None,
@@ -84,12 +86,12 @@ class AdaptiveLangevin(Partitioned):
     ) -> None:
         super().__init__(params, lr, dynamics="adaptive-langevin", temperature=temperature,
                          sigma_a=sigma_a, eps=eps, xi0=xi0, scope=scope, scheme=scheme,
-                         mass=mass, seed=seed, noise=noise, foreach=foreach, fused=fused,
+                         mass=mass, weight_decay=weight_decay, seed=seed, noise=noise,
+                         foreach=foreach, fused=fused,
                          maximize=maximize, differentiable=differentiable, nonfinite=nonfinite)
 
 
 @register("adaptive-langevin")
 def _make(model_or_params: Any, **kw: Any) -> AdaptiveLangevin:
     """AdL with the AdLaLa paper's layer-1 settings (h=0.25, τ=1e-4, σ_A=0.01, ε=0.05)."""
-    kw.setdefault("lr", 0.25)
     return AdaptiveLangevin(as_params(model_or_params), **kw)

@@ -69,6 +69,7 @@ class AdLaLa(Partitioned):
             ``[{"params": model[0].parameters()}, {"params": model[2].parameters()}]``).
         lr, gamma, temperature, sigma_a, eps, xi0: Defaults for the groups.
         scope: Scope of ξ (``"tensor"``, ``"group"``, ``"model"``).
+        weight_decay: λ ≥ 0, the Gaussian prior λ|θ|²/2 (:mod:`dynopt.optim.prior`).
         seed, noise, foreach, fused, maximize, differentiable, nonfinite: See
             :class:`~dynopt.optim.Partitioned`.
 
@@ -87,6 +88,7 @@ class AdLaLa(Partitioned):
         xi0: float = 0.1,
         *,
         scope: str = "tensor",
+        weight_decay: float = 0.0,
         seed: int | None = None,
         noise: str = "gaussian",
         foreach: bool | None = None,
@@ -98,7 +100,8 @@ class AdLaLa(Partitioned):
         groups = preset_groups("AdLaLa", params, {"dynamics": "adaptive-langevin"},
                                {"dynamics": "langevin"})
         super().__init__(groups, lr, dynamics="langevin", gamma=gamma, temperature=temperature,
-                         sigma_a=sigma_a, eps=eps, xi0=xi0, scope=scope, seed=seed, noise=noise,
+                         sigma_a=sigma_a, eps=eps, xi0=xi0, scope=scope,
+                         weight_decay=weight_decay, seed=seed, noise=noise,
                          foreach=foreach, fused=fused, maximize=maximize,
                          differentiable=differentiable, nonfinite=nonfinite)
 

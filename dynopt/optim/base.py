@@ -7,8 +7,9 @@ optimizer needs and none should write twice:
   the hyperparameter and the value), and again when a schedule produces a value;
 * hyperparameters given as a float, a 1-element tensor or a *schedule* ``callable(step) -> value``
   (``lr`` is read fresh every step, so torch LR schedulers drive the step size);
-* the optimizer's own RNG: one ``torch.Generator`` per device, seeded from ``seed`` (never the
-  global generator, never rank-dependent, so DDP replicas draw identical noise);
+* the optimizer's own RNG: one ``torch.Generator`` per device, seeded from ``seed`` (with
+  ``seed=None`` the seed is one draw from torch's global generator at construction, so
+  ``torch.manual_seed`` governs it; never rank-dependent, so DDP replicas draw identical noise);
 * optimizer-level state (generator states, the step counter, model-wide variables such as a
   thermostat or BBI's energy) saved in ``state_dict()["dynopt"]`` as plain tensors and numbers,
   so a checkpoint loads with ``torch.load(..., weights_only=True)`` and resumes bit for bit;
@@ -22,8 +23,8 @@ Subclasses implement ``_update(loss)`` and extend ``_validate_group``.
 
 from __future__ import annotations
 
+import math
 import numbers
-import secrets
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -32,22 +33,37 @@ from torch import Tensor
 
 from .._validation import check_choice, check_int
 from ..errors import DivergenceError
+from . import prior
+from .checkpoint import SCHEDULE, Key
 from .finite import all_finite
 
 __all__ = ["SCHEDULE", "DynamicsOptimizer", "Hyper"]
 
-#: Placeholder stored in ``state_dict()`` for a hyperparameter given as a schedule callable.
-SCHEDULE = "<schedule>"
-
 Hyper = float | Tensor | Callable[[int], float]
+
+#: Group keys of torch's optimizers (and dynopt's prior keys) refused by an optimizer that does
+#: not use them, so that a setting never goes silently unused.
+FOREIGN_KEYS = ("weight_decay", "momentum", "betas", "nesterov", "dampening", "eps", "amsgrad",
+                "alpha", "centered", "rho", "lr_decay", "initial_accumulator_value", "lambd",
+                "momentum_decay", "decoupled_weight_decay", "capturable", "fused", "localization",
+                "nbeta")
 Check = Callable[[str, Any], float]
 
 
 def _broadcast_seed(seed: int | None) -> int:
-    """A seed shared by every rank: drawn on rank 0 and broadcast when torch.distributed runs."""
+    """The optimizer's seed: ``seed``, or (None) one 62-bit draw from torch's global CPU
+    generator, taken from rank 0 when torch.distributed runs.
+
+    Drawing from the global generator makes ``seed=None`` follow ``torch.manual_seed`` (and
+    Lightning's ``seed_everything``, ``transformers.set_seed``): identically seeded runs draw
+    identical noise, and two optimizers built one after the other get different streams. The
+    draw advances the global generator by one number, as ``DataLoader`` does for its base
+    seed; pass ``seed`` to leave it untouched. The rank-0 broadcast keeps DDP replicas
+    identical even when ranks seed their global generators differently.
+    """
     if seed is not None:
         return check_int("seed", seed, minimum=0)
-    fresh = secrets.randbits(62)
+    fresh = int(torch.randint(0, 1 << 62, (), dtype=torch.int64))
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
         t = torch.tensor([fresh], dtype=torch.int64)
@@ -64,8 +80,10 @@ class DynamicsOptimizer(torch.optim.Optimizer):
     Args:
         params: Parameters or param groups (dicts), as for any torch optimizer.
         defaults: Default hyperparameters (copied into each group).
-        seed: Seed of the optimizer's own generators (a fresh one, shared across DDP ranks, if
-            None; read it back from ``optimizer.seed``).
+        seed: Seed of the optimizer's own generators. None (default): drawn from torch's
+            global generator when the optimizer is built (so ``torch.manual_seed`` makes runs
+            reproducible; rank 0's draw on every DDP rank); read it back from
+            ``optimizer.seed``.
         nonfinite: What to do with NaN/inf gradients: ``"raise"`` (default), ``"skip"`` or
             ``"ignore"``.
     """
@@ -85,7 +103,8 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         self.seed = _broadcast_seed(seed)
         self._generators: dict[str, torch.Generator] = {}
         self.global_state: dict[str, Any] = {"step": 0, "skipped": 0}
-        defaults = {"maximize": False, "foreach": None, "differentiable": False, **defaults}
+        defaults = {"maximize": False, "foreach": None, "differentiable": False,
+                    "weight_decay": 0.0, **defaults}
         super().__init__(params, defaults)
 
     # --- groups and hyperparameters --------------------------------------------------------
@@ -108,6 +127,21 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                 raise TypeError(f"{flag} must be a bool, got {group[flag]!r} (param group {index})")
         if group.get("foreach") is not None and not isinstance(group["foreach"], bool):
             raise TypeError(f"foreach must be None or a bool, got {group['foreach']!r}")
+        self._refuse_foreign_keys(group, index)
+        prior.validate(group, lambda name, fn: self._check_hyper(group, index, name, fn))
+
+    def _refuse_foreign_keys(self, group: dict[str, Any], index: int) -> None:
+        """Hyperparameter keys of other torch optimizers (and dynopt's prior keys) that this
+        optimizer does not use: a clear error instead of silently ignoring them."""
+        for key in FOREIGN_KEYS:
+            if key in group and key not in self.defaults:
+                raise ValueError(
+                    f"{type(self).__name__} does not use {key!r} (param group {index} sets it "
+                    f"to {group[key]!r}); its hyperparameters are {sorted(self._own_keys())}")
+
+    def _own_keys(self) -> set[str]:
+        return {k for k in self.defaults if k not in ("foreach", "fused", "maximize",
+                                                       "differentiable")}
 
     def _check_hyper(self, group: dict[str, Any], index: int, name: str, check: Check) -> None:
         """Validate ``group[name]`` now (or, for a schedule, each time it is evaluated)."""
@@ -129,17 +163,33 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             raise type(err)(f"{err} (param group {index})") from None
 
     def hyper(self, group: dict[str, Any], name: str, check: Check | None = None) -> float:
-        """The current value of hyperparameter ``name``: schedules are evaluated at the current
-        step (and validated with ``check``), tensors converted to float."""
+        """The current value of hyperparameter ``name``, validated where it is used.
+
+        Schedules are evaluated at the current step, tensors converted to float, and the value
+        is checked with ``check`` (``lr``: > 0 if no check is given) every time, so a value set
+        after construction (``group["lr"] = nan``, a scheduler going negative) raises
+        ``ValueError`` naming the group, the key, the value and the step instead of corrupting
+        the state.
+        """
         value = group[name]
-        if callable(value) and not isinstance(value, Tensor):
+        scheduled = callable(value) and not isinstance(value, Tensor)
+        if scheduled:
             value = value(self.global_state["step"])
-            if check is not None:
-                return check(f"{name} (schedule value at step {self.global_state['step']})", value)
-        if isinstance(value, Tensor):
+        if isinstance(value, Tensor) and value.numel() == 1:
             value = value.item()
-        if not isinstance(value, numbers.Real) or isinstance(value, bool):
-            raise TypeError(f"{name} must be a real number, got {value!r}")
+        if check is None and name == "lr":
+            from .._validation import check_positive as check
+        step = self.global_state["step"]
+        label = f"{name} (schedule value at step {step})" if scheduled else name
+        try:
+            if check is not None:
+                return float(check(label, value))
+            if not isinstance(value, numbers.Real) or isinstance(value, bool):
+                raise TypeError(f"{label} must be a real number, got {value!r}")
+        except (ValueError, TypeError) as err:
+            index = next((i for i, g in enumerate(self.param_groups) if g is group), "?")
+            raise type(err)(f"{err} (param group {index}; {type(self).__name__} step "
+                            f"{step + 1})") from None
         return float(value)
 
     @property
@@ -169,6 +219,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                 if callable(v) and not isinstance(v, Tensor):
                     g[k] = SCHEDULE
         sd["dynopt"] = {
+            "optimizer": type(self).__name__,
             "seed": self.seed,
             "global": _detach_tree(self.global_state),
             "generators": {k: g.get_state() for k, g in self._generators.items()},
@@ -176,28 +227,29 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        extra = state_dict.pop("dynopt", None)
-        groups = []
-        for saved, current in zip(state_dict["param_groups"], self.param_groups, strict=False):
-            saved = dict(saved)
-            for k, v in saved.items():
-                if isinstance(v, str) and v == SCHEDULE:
-                    if not callable(current.get(k)):
-                        raise ValueError(f"the checkpoint's {k} was a schedule; construct the "
-                                         f"optimizer with the same schedule before loading")
-                    saved[k] = current[k]
-            groups.append(saved)
-        state_dict["param_groups"] = groups
-        super().load_state_dict(state_dict)
-        if extra is not None:
-            self.seed = int(extra["seed"])
-            self.global_state = dict(extra["global"])
-            self._generators = {}
-            for key, st in extra["generators"].items():
-                gen = torch.Generator(device=key)
-                gen.set_state(st.cpu() if isinstance(st, Tensor) else st)
-                self._generators[key] = gen
+        """Load a checkpoint saved by :meth:`state_dict`, validating all of it first.
+
+        Raises:
+            ValueError, TypeError: If anything in ``state_dict`` does not fit this optimizer
+                (see :mod:`dynopt.optim.checkpoint`); the optimizer is then left unchanged.
+        """
+        from .checkpoint import validate
+
+        groups, glob, generators, seed = validate(self, state_dict)
+        torch_sd = {k: v for k, v in state_dict.items() if k != "dynopt"}
+        torch_sd["param_groups"] = groups
+        super().load_state_dict(torch_sd)
+        self.seed = seed
+        self.global_state = dict(glob)
+        self._generators = generators
+
+    def _state_schema(self, group: dict[str, Any]) -> dict[str, Key] | None:
+        """What ``state[p]`` may hold for a parameter of ``group`` (None: not checked)."""
+        return None
+
+    def _validate_global_state(self, glob: dict[str, Any], groups: list[dict[str, Any]]
+                               ) -> None:
+        """Check a checkpoint's optimizer-level state (raise ValueError); subclasses extend."""
 
     # --- stepping ----------------------------------------------------------------------------
     def _step_impl(self, closure: Callable[[], Any] | None, **kwargs: Any) -> Any:
@@ -205,14 +257,79 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if self.nonfinite != "ignore" and not self._gradients_finite():
-            # only reached with nonfinite="skip"; "raise" raised inside the check
+        if self.nonfinite == "ignore":
+            self._update(loss=loss, **kwargs)
+            self.global_state["step"] += 1
+            return loss
+        # "raise"/"skip": gradients and loss first, then the update, undone if its result is
+        # not finite or it raised (dynopt.optim.rollback)
+        used = self._used_loss(loss, kwargs)
+        if not self._gradients_finite(used) or not self._loss_finite(used):
             self.global_state["skipped"] += 1
             self.global_state["step"] += 1
             return loss
-        self._update(loss=loss, **kwargs)
+        if self._checks_own_result or not self.check_result:
+            self._update(loss=loss, **kwargs)
+            self.global_state["step"] += 1
+            return loss
+        from .rollback import Snapshot
+
+        snap = Snapshot(self, self.__dict__.setdefault("_rollback_buffers", []))
+        try:
+            self._update(loss=loss, **kwargs)
+        except BaseException:
+            snap.restore(self)
+            raise
+        bad = snap.first_nonfinite(self)
+        if bad is not None:
+            snap.restore(self)
+            if self.nonfinite == "skip":
+                self.global_state["skipped"] += 1
+                self.global_state["step"] += 1
+                return loss
+            gi, pi, what = bad
+            step = self.global_state["step"] + 1
+            at = (f"{what}" if gi < 0 else
+                  f"param group {gi}, parameter {pi} ({what})")
+            raise DivergenceError(
+                f"{type(self).__name__}: step {step} would write a non-finite value into the "
+                f"{at}; the step was undone: no parameter or optimizer state was changed. Lower "
+                "lr (or check the loss and hyperparameters), or use nonfinite='skip' to skip "
+                "such steps.", step=step, chain=max(pi, 0))
         self.global_state["step"] += 1
         return loss
+
+    #: True for optimizers that check their own result before committing it (DDPNOpt).
+    _checks_own_result: ClassVar[bool] = False
+    #: Snapshot each step and undo it if its result is not finite (or it raised). Setting it to
+    #: False on an instance keeps only the gradient and loss checks: about 2× faster for the
+    #: cheapest fused updates (see docs/architecture.md), but a step that overflows then writes
+    #: inf/NaN and is only caught at the next step.
+    check_result: bool = True
+
+    def _loss_finite(self, used: Any) -> bool:
+        """Whether the loss the update will use (:meth:`_used_loss`) is finite; raise under
+        ``"raise"``. A floating tensor loss was already scanned with the gradients of its device
+        (no extra host synchronisation), so only numbers are checked here."""
+        if used is None or isinstance(used, Tensor):
+            return True
+        return self._nonfinite_loss(float(used))
+
+    def _nonfinite_loss(self, value: float) -> bool:
+        """True if ``value`` is finite; else False under ``"skip"``, DivergenceError otherwise."""
+        if math.isfinite(value):
+            return True
+        if self.nonfinite == "skip":
+            return False
+        step = self.global_state["step"] + 1
+        raise DivergenceError(
+            f"{type(self).__name__}: non-finite loss {value} at step {step}; no parameter or "
+            "optimizer state was changed. Lower lr or use nonfinite='skip' to skip such steps.",
+            step=step)
+
+    def _used_loss(self, loss: Any, kwargs: dict[str, Any]) -> Any:
+        """The loss value the update will read (None if it reads none)."""
+        return None
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:  # type: ignore[override]
@@ -230,9 +347,16 @@ class DynamicsOptimizer(torch.optim.Optimizer):
     def _update(self, loss: Any = None, **kwargs: Any) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _gradients_finite(self) -> bool:
-        """One fused reduction per (device, dtype); raises or returns False on NaN/inf."""
+    def _gradients_finite(self, loss: Any = None) -> bool:
+        """One fused reduction per (device, dtype); raises or returns False on NaN/inf. A tensor
+        ``loss`` (the value the update will read) joins the scan of its device and dtype, so
+        checking it costs no host synchronisation of its own."""
         buckets: dict[tuple[torch.device, torch.dtype], list[tuple[int, int, Tensor]]] = {}
+        if isinstance(loss, Tensor):
+            if not loss.is_floating_point() and not loss.is_complex():
+                loss = loss.to(torch.float64)
+            flat = loss.detach().reshape(-1)
+            buckets.setdefault((flat.device, flat.dtype), []).append((-1, -1, flat))
         for gi, group in enumerate(self.param_groups):
             for pi, p in enumerate(group["params"]):
                 if p.grad is not None:
@@ -243,9 +367,12 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         for items in buckets.values():
             if all_finite([g for _, _, g in items]):
                 continue
+            if items[0][0] < 0 and not bool(torch.isfinite(items[0][2]).all()):
+                return self._nonfinite_loss(float(items[0][2].sum()))
             if self.nonfinite == "skip":
                 return False
-            gi, pi = next((gi, pi) for gi, pi, g in items if not bool(torch.isfinite(g).all()))
+            gi, pi = next(((gi, pi) for gi, pi, g in items if not bool(torch.isfinite(g).all())),
+                          (items[0][0], items[0][1]))
             step = self.global_state["step"] + 1
             raise DivergenceError(
                 f"{type(self).__name__}: non-finite gradient at step {step} in param group {gi}, "
@@ -254,23 +381,59 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                 step=step, chain=pi)
         return True
 
+    #: True where the subclass adds the prior itself (it needs its value inside the step).
+    prior_in_step: ClassVar[bool] = False
+
     def params_with_grad(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor]]:
-        """``(params, grads)`` of a group, skipping params without gradients; with
-        ``maximize`` the gradients are negated (new tensors, ``.grad`` is untouched)."""
+        """``(params, grads)`` of a group, skipping params without gradients; the gradients are
+        ∇U of :mod:`dynopt.optim.prior` (negated loss gradient under ``maximize``, plus weight
+        decay, tether and nβ): new tensors, ``.grad`` is untouched."""
         params, grads = [], []
+        add_prior = not self.prior_in_step and not prior.is_trivial(group)
         for p in group["params"]:
             if p.grad is None:
                 continue
             params.append(p)
-            grads.append(-p.grad if group.get("maximize") else p.grad)
+            g = -p.grad if group.get("maximize") else p.grad
+            grads.append(prior.gradient(group, p, g, self.state[p]) if add_prior else g)
         return params, grads
+
+    def prior_value(self) -> float:
+        """Σ over groups of the prior terms of U (see :mod:`dynopt.optim.prior`) at the
+        parameters with a gradient; 0.0 when no group has one."""
+        total = 0.0
+        for group in self.param_groups:
+            if not prior.is_trivial(group):
+                ps = [p for p in group["params"] if p.grad is not None]
+                total += prior.value(group, ps, [self.state[p] for p in ps])
+        return total
+
+    # --- copies: deepcopy, pickle, torch.save(optimizer) ----------------------------------
+    #: Attributes that are caches (rebuilt on demand): a copy starts them afresh, as ``name ->
+    #: factory()``. Subclasses extend.
+    _caches: ClassVar[dict[str, Callable[[], Any]]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything that defines the optimizer (seed, generators, global state, events, the
+        system, ...), not only torch's ``defaults``/``state``/``param_groups``, so that
+        ``copy.deepcopy``, ``pickle`` and ``torch.save(optimizer)`` give an optimizer that
+        continues bit for bit. Step and state-dict hooks are left out, as torch does (they may
+        be closures over other objects); caches are rebuilt."""
+        state = {k: v for k, v in self.__dict__.items()
+                 if not k.startswith("_optimizer_") or not k.endswith("_hooks")}
+        for name in (*self._caches, "_rollback_buffers"):  # the step snapshot's buffers too
+            state.pop(name, None)
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        for name, factory in self._caches.items():
+            self.__dict__.setdefault(name, factory())
         for group in self.param_groups:
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
             group.setdefault("differentiable", False)
+            group.setdefault("weight_decay", self.defaults.get("weight_decay", 0.0))
 
 
 def _detach_tree(obj: Any) -> Any:

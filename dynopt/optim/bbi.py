@@ -53,7 +53,7 @@ class BBI(EventfulOptimizer):
 
     | paper | here | authors' ``BBI`` kwarg | default |
     |---|---|---|---|
-    | Δt | ``lr`` | ``lr`` | required |
+    | Δt | ``lr`` | ``lr`` | 0.1 (authors: required) |
     | ΔV | ``v0`` | ``v0`` | 0 |
     | δE | ``delta_energy`` | ``deltaEn`` | 0 |
     | T₀ | ``t0`` | ``threshold0`` | 1000 |
@@ -67,7 +67,7 @@ class BBI(EventfulOptimizer):
 
     Args:
         params: Parameters or param groups.
-        lr: Time step Δt > 0 (float, tensor or schedule).
+        lr: Time step Δt > 0 (float, tensor or schedule; default 0.1).
         v0: The shift ΔV (expected minimum of the loss).
         delta_energy: Extra initial energy δE ≥ 0.
         t0: Steps between fixed bounces (None: never).
@@ -77,20 +77,25 @@ class BBI(EventfulOptimizer):
         eps1: Projection tolerance on |Π|².
         eps2: Freeze threshold on V.
         seed: Seed of the bounce generator.
+        weight_decay: λ ≥ 0 per group: the Gaussian prior λ|θ|²/2 is added to the loss (so
+            V = ℓ + λ|θ|²/2 − v₀) and λθ to its gradient.
         bounce_direction: ``"cube"`` (the authors') or ``"sphere"``.
         events: Triggers with ``Bounce`` (a bounce step) or ``Stop`` actions.
         foreach, fused: Path selection (default: fused numba kernel on CPU, foreach on CUDA).
         maximize: Must be False: the energy needs the minimized objective's value.
+        differentiable: Must be False (refused with a ValueError: the step reads the loss and
+            global norms as Python floats, which autograd cannot follow).
         nonfinite: ``"raise"``, ``"skip"`` or ``"ignore"`` for NaN/inf gradients.
     """
 
     supported_actions = (Bounce, Stop)
     needs_loss = True
+    extras_keys = {"bbi": BBI_EXTRAS}
 
     def __init__(
         self,
         params: Iterable[Any],
-        lr: Hyper,
+        lr: Hyper = 0.1,
         v0: float = 0.0,
         delta_energy: float = 0.0,
         t0: int | None = 1000,
@@ -101,11 +106,13 @@ class BBI(EventfulOptimizer):
         eps2: float = 1e-40,
         seed: int | None = None,
         *,
+        weight_decay: float = 0.0,
         bounce_direction: str = "cube",
         events: Iterable[Trigger] | Trigger | None = None,
         foreach: bool | None = None,
         fused: bool | None = None,
         maximize: bool = False,
+        differentiable: bool = False,
         nonfinite: str = "raise",
     ) -> None:
         #: The continuous system; it validates the hyperparameters and supplies the constants.
@@ -114,7 +121,9 @@ class BBI(EventfulOptimizer):
                                  consistent_energy=consistent_energy, eps1=eps1, eps2=eps2,
                                  bounce_direction=bounce_direction)
         self.constants = BBIConstants.from_op(self.system.lower("S", 0.0).f)
-        defaults = {"lr": lr, "foreach": foreach, "fused": fused, "maximize": maximize}
+        defaults = {"lr": lr, "weight_decay": weight_decay, "foreach": foreach, "fused": fused,
+                    "maximize": maximize,
+                    "differentiable": differentiable}
         super().__init__(params, defaults, events=events, seed=seed, nonfinite=nonfinite)
 
     def _apply_action(self, action: Action) -> None:
@@ -143,6 +152,7 @@ class BBI(EventfulOptimizer):
             return float(self.global_state["ps2"])
         return _sum_sq(moms) if reference else self.norm2(moms)
 
+    @torch.compiler.disable  # host-driven (energy, bounces): nothing for a compiler to fuse
     def _step(self, loss: Any, parts: Participants) -> None:
         c = self.constants
         v = float(loss) - c.v0
@@ -186,13 +196,7 @@ class BBI(EventfulOptimizer):
             ms = [self.momentum(p) for p in ps]
             path = choose_path(group, ps + gs + ms, "BBI")
             if path == "fused":
-                from ..backends.numba.optim_kernels import bbi_kick_drift
-
-                for p, g, m in zip(ps, gs, ms, strict=True):
-                    tp = numpy_view(p)
-                    cast = tp.dtype.type
-                    new_ps2 += bbi_kick_drift(tp, numpy_view(m), numpy_view(g), cast(r),
-                                              cast(lr * kick), cast(lr * drift))
+                new_ps2 += _fused_kick_drift(ps, gs, ms, r, lr * kick, lr * drift)
             elif path == "foreach":
                 for bp, bg, bm in bucket(ps, gs, ms).values():
                     torch._foreach_mul_(bm, r)
@@ -226,6 +230,21 @@ class BBI(EventfulOptimizer):
                 off += k
 
 
+@torch.compiler.disable  # numba on raw memory: run eagerly inside a compiled step
+def _fused_kick_drift(ps: list[Tensor], gs: list[Tensor], ms: list[Tensor], r: float,
+                      kick: float, drift: float) -> float:
+    """The fused BBI kick and drift of one group; returns its new |Π|²."""
+    from ..backends.numba.optim_kernels import bbi_kick_drift
+
+    total = 0.0
+    for p, g, m in zip(ps, gs, ms, strict=True):
+        tp = numpy_view(p)
+        cast = tp.dtype.type
+        total += bbi_kick_drift(tp, numpy_view(m), numpy_view(g), cast(r), cast(kick),
+                                cast(drift))
+    return total
+
+
 def _sum_sq(tensors: list[Tensor]) -> float:
     """Σ (t*t).sum() in float64 (the reference path's reduction, as the torch backend's)."""
     return float(sum(float((t * t).sum()) for t in tensors)) if tensors else 0.0
@@ -235,5 +254,4 @@ def _sum_sq(tensors: list[Tensor]) -> float:
 def _make(model_or_params: Any, **kwargs: Any) -> BBI:
     params = model_or_params.parameters() if isinstance(model_or_params, torch.nn.Module) else (
         model_or_params)
-    kwargs.setdefault("lr", 0.1)
     return BBI(params, **kwargs)

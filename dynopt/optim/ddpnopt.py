@@ -170,6 +170,9 @@ class DDPNOpt(DynamicsOptimizer):
         track: Record per-layer diagnostics of the last step in ``last_info``.
     """
 
+    #: The update computes the new parameters, checks them, then commits (see _update).
+    _checks_own_result = True
+
     def __init__(
         self,
         model: nn.Module,
@@ -221,6 +224,14 @@ class DDPNOpt(DynamicsOptimizer):
         self._sync_hooks()
         if self._needs_record():
             self._check_dtypes()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if "trajectory" in self.__dict__ and "last_info" in self.__dict__:
+            # a copy: the maps keyed by parameter ids and the hooks follow the copied model
+            self._owner = {id(p): st.layer for st in self.trajectory.stages
+                           for p in st.layer.params}
+            self._sync_hooks()
 
     def _needs_record(self) -> bool:
         return any(g["feedback"] or g["base"] == "ekfac" for g in self.param_groups)

@@ -9,7 +9,7 @@ step size to the ops that :mod:`dynopt.optim.executor` executes.
 
 | ``dynamics`` | system | default scheme | step of the ops |
 |---|---|---|---|
-| ``"langevin"`` | ``Langevin`` (γ, τ, M) | ``"BAOAB"`` | ``lr`` |
+| ``"langevin"`` | ``Langevin`` (γ or momentum c = e^{−γh}, τ, M) | ``"BAOAB"`` | ``lr`` |
 | ``"overdamped"`` | ``OverdampedLangevin`` (τ) | ``"em"`` | ``lr`` or ``lr²/2`` |
 | ``"adaptive-langevin"`` | ``AdaptiveLangevin`` (τ, σ_A, ε, ξ₀, M) | ``"BACDEDCAB"`` | ``lr`` |
 | ``"nose-hoover"`` | ``NoseHoover`` / ``NoseHooverChain`` | ``"ECBABCE"`` / ``"TBABT"`` | ``lr`` |
@@ -35,7 +35,8 @@ from ..integrators.base import AbstractIntegrator
 from ..program import NOISE_OPS, Op
 from .executor import split_segments
 
-__all__ = ["DEFAULT_SCHEMES", "DYNAMICS", "SCOPES", "Spec", "build", "checks", "validate_group"]
+__all__ = ["DEFAULT_SCHEMES", "DYNAMICS", "SCOPES", "Spec", "build", "check_momentum", "checks",
+           "group_keys", "validate_group"]
 
 DYNAMICS = ("langevin", "overdamped", "adaptive-langevin", "nose-hoover")
 SCOPES = ("tensor", "group", "model")
@@ -92,6 +93,7 @@ def checks(dynamics: str) -> dict[str, Callable[[str, Any], Any]]:
         out["mass"] = check_positive
     if dynamics == "langevin":
         out["gamma"] = check_nonnegative
+        out["momentum"] = check_momentum
     if dynamics == "adaptive-langevin":
         out.update(sigma_a=check_nonnegative, eps=check_positive)
     if thermostat:
@@ -99,6 +101,28 @@ def checks(dynamics: str) -> dict[str, Callable[[str, Any], Any]]:
     if dynamics == "nose-hoover":
         out.update(tau=check_positive, thermostat_mass=check_positive)
     return out
+
+
+def check_momentum(name: str, value: Any) -> float:
+    """c = e^{−γh} ∈ (0, 1]."""
+    c = check_real(name, value)
+    if not 0.0 < c <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1] (it is the friction factor e^(-gamma*lr)), "
+                         f"got {value!r}")
+    return c
+
+
+def group_keys(dynamics: str) -> set[str]:
+    """Every group key ``dynamics`` reads (besides the torch flags)."""
+    keys = set(checks(dynamics)) | {"dynamics", "scheme", "weight_decay", "localization",
+                                    "nbeta"}
+    if dynamics in ("adaptive-langevin", "nose-hoover"):
+        keys.add("scope")
+    if dynamics == "nose-hoover":
+        keys |= {"chain_length", "n_substeps", "sy_order"}
+    if dynamics == "overdamped":
+        keys.add("overdamped_dt")
+    return keys
 
 
 def validate_group(group: dict[str, Any], check: Callable[[str, Callable[[str, Any], Any]], None]
@@ -116,7 +140,8 @@ def validate_group(group: dict[str, Any], check: Callable[[str, Callable[[str, A
         check_choice("sy_order", group.get("sy_order"), (1, 3, 5, 7))
     if dyn == "overdamped":
         check_choice("overdamped_dt", group.get("overdamped_dt"), OVERDAMPED_DT)
-    check_choice("scope", group.get("scope"), SCOPES)
+    if dyn in ("adaptive-langevin", "nose-hoover"):
+        check_choice("scope", group.get("scope"), SCOPES)
     scheme = group.get("scheme")
     if scheme is not None and not isinstance(scheme, str | AbstractIntegrator):
         raise TypeError(f"scheme must be a string or an integrator, got {scheme!r}")
@@ -135,9 +160,16 @@ def build(group: dict[str, Any], value: Value) -> Spec:
     lr = value("lr")
     tau_t = value("temperature")
     mass = value("mass") if dyn != "overdamped" else 1.0
+    if group.get("momentum") is not None and dyn != "langevin":
+        raise ValueError(
+            f"momentum is the friction factor e^(-gamma*lr) of dynamics='langevin'; this group "
+            f"runs dynamics={dyn!r}, which has no such momentum (was it set by a scheduler such "
+            "as OneCycleLR(cycle_momentum=True)? use cycle_momentum=False)")
     if dyn == "langevin":
+        momentum = group.get("momentum")
+        gamma = -math.log(value("momentum")) / lr if momentum is not None else value("gamma")
         system: systems.AbstractSystem = systems.Langevin(
-            None, gamma=value("gamma"), temperature=tau_t, mass=mass)
+            None, gamma=gamma, temperature=tau_t, mass=mass)
     elif dyn == "overdamped":
         system = systems.OverdampedLangevin(None, temperature=tau_t)
     elif dyn == "adaptive-langevin":

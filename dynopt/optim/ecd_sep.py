@@ -53,7 +53,7 @@ class ECDSep(EventfulOptimizer):
 
     | paper | here | authors' ``ECDSep`` kwarg | default |
     |---|---|---|---|
-    | Δt | ``lr`` | ``lr`` | required |
+    | Δt | ``lr`` | ``lr`` | 0.1 (authors: required) |
     | F₀ | ``F0`` | ``F0`` | 0 |
     | η | ``eta`` | ``eta`` | 1 (authors: required, ≥ 1) |
     | ν | ``nu`` | ``nu`` | 1e-5 |
@@ -68,7 +68,7 @@ class ECDSep(EventfulOptimizer):
 
     Args:
         params: Parameters or param groups.
-        lr: Time step Δt > 0.
+        lr: Time step Δt > 0 (default 0.1).
         F0, eta, nu, s, delta_energy, consistent_energy, eps1, eps2: See the table and
             :class:`dynopt.systems.ECDSep`.
         weight_decay: wd ≥ 0 (per group), added to the objective as (wd/2)|θ|².
@@ -76,16 +76,20 @@ class ECDSep(EventfulOptimizer):
         events: Triggers with ``Stop`` actions.
         foreach: ``False`` selects the single-tensor reference path.
         maximize: Must be False: the energy needs the minimized objective's value.
+        differentiable: Must be False (refused with a ValueError: the step reads the loss and
+            global norms as Python floats, which autograd cannot follow).
         nonfinite: ``"raise"``, ``"skip"`` or ``"ignore"`` for NaN/inf gradients.
     """
 
     supported_actions = (Stop,)
     needs_loss = True
+    extras_keys = {"ecd": ECD_EXTRAS}
+    prior_in_step = True  # F̃ = ℓ + Σ (wd/2)|θ|² enters the energy: added in _step
 
     def __init__(
         self,
         params: Iterable[Any],
-        lr: Hyper,
+        lr: Hyper = 0.1,
         F0: float = 0.0,
         eta: float = 1.0,
         nu: float = 1e-5,
@@ -100,6 +104,7 @@ class ECDSep(EventfulOptimizer):
         events: Iterable[Trigger] | Trigger | None = None,
         foreach: bool | None = None,
         maximize: bool = False,
+        differentiable: bool = False,
         nonfinite: str = "raise",
     ) -> None:
         #: The continuous system; it validates the hyperparameters and supplies the constants.
@@ -107,7 +112,8 @@ class ECDSep(EventfulOptimizer):
                                    consistent_energy=consistent_energy, eps1=eps1, eps2=eps2)
         self.constants = ECDConstants.from_op(self.system.lower("S", 0.0).f)
         defaults = {"lr": lr, "weight_decay": weight_decay, "foreach": foreach,
-                    "maximize": maximize}
+                    "maximize": maximize,
+                    "differentiable": differentiable}
         super().__init__(params, defaults, events=events, seed=seed, nonfinite=nonfinite)
 
     def _validate_group(self, group: dict[str, Any], index: int) -> None:
@@ -120,6 +126,7 @@ class ECDSep(EventfulOptimizer):
             st = self.global_state["ecd"] = {k: _t(0.0) for k in ECD_EXTRAS}
         return st
 
+    @torch.compiler.disable  # host-driven (energy, projection): nothing for a compiler to fuse
     def _step(self, loss: Any, parts: Participants) -> None:
         c = self.constants
         nu = self.system.nu
@@ -204,5 +211,4 @@ class ECDSep(EventfulOptimizer):
 def _make(model_or_params: Any, **kwargs: Any) -> ECDSep:
     params = model_or_params.parameters() if isinstance(model_or_params, torch.nn.Module) else (
         model_or_params)
-    kwargs.setdefault("lr", 0.1)
     return ECDSep(params, **kwargs)

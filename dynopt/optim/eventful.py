@@ -8,11 +8,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._validation import check_real
 from ..events.actions import Action, Stop
 from ..events.engine import EventLog
 from ..events.triggers import Trigger
 from ._events import OptimizerEvents, as_scalar
 from .base import DynamicsOptimizer
+from .checkpoint import PRIOR_STATE, Key, check_scalar_tensor
 
 __all__ = ["EventfulOptimizer", "Participants"]
 
@@ -31,6 +33,10 @@ class EventfulOptimizer(DynamicsOptimizer):
     supported_actions: tuple[type[Action], ...] = (Stop,)
     observables: tuple[str, ...] = ("loss", "energy", "step")
     needs_loss: bool = False
+    #: Whether the step runs under autograd with ``differentiable=True`` (single-tensor path).
+    supports_differentiable: bool = False
+    #: Σ of the losses given to :meth:`observe_loss` since the last step (None: none).
+    _observed_loss: Any = None
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any], *,
                  events: Iterable[Trigger] | Trigger | None, seed: int | None,
@@ -47,7 +53,13 @@ class EventfulOptimizer(DynamicsOptimizer):
         if group.get("fused") and group.get("foreach"):
             raise ValueError("fused=True and foreach=True are mutually exclusive")
         if group.get("differentiable"):
-            raise ValueError(f"{type(self).__name__} does not support differentiable=True")
+            if not self.supports_differentiable:
+                raise ValueError(
+                    f"{type(self).__name__} does not support differentiable=True: its step "
+                    "reads the loss and global norms as Python floats (energy bookkeeping, "
+                    "bounce and projection decisions), which autograd cannot follow")
+            if group.get("fused"):
+                raise ValueError("fused=True cannot be combined with differentiable=True")
         if group.get("maximize") and self.needs_loss:
             raise ValueError(f"{type(self).__name__} minimizes V = loss − shift (its energy "
                              "needs that value): maximize=True is not supported; pass −loss")
@@ -63,7 +75,37 @@ class EventfulOptimizer(DynamicsOptimizer):
         """True once a ``Stop`` action fired (later steps do nothing)."""
         return bool(self.global_state.get("stopped", False))
 
+    @property
+    def uses_loss(self) -> bool:
+        """Whether the step reads the loss value (the optimizer's energy, or a loss event)."""
+        return self.needs_loss or self._events.needs("loss") or self._events.needs("energy")
+
     # --- stepping -----------------------------------------------------------------------------
+    def observe_loss(self, loss: Any) -> None:
+        """Add a micro-batch's loss to the loss of the next ``step()``, as ``backward()`` adds
+        its gradient to ``.grad``.
+
+        Pass the tensor that is back-propagated (with gradient accumulation over N
+        micro-batches: the micro-batch loss divided by N), so that the sum is the mean loss of
+        the accumulated batch, matching the accumulated gradient. The next ``step()`` uses the
+        sum (also when given a closure: the closure then only recomputes the gradients, and its
+        return value is returned but not used) and resets it. The tensor is detached and stays
+        on its device (no synchronization). The pending sum is not part of ``state_dict()``
+        (checkpoints are taken between steps). :mod:`dynopt.integrations` calls this from the
+        Hugging Face ``Trainer`` and from Lightning.
+
+        Raises:
+            ValueError: If ``loss`` is not a scalar.
+        """
+        if isinstance(loss, Tensor):
+            if loss.numel() != 1:
+                raise ValueError(f"observe_loss needs a scalar loss, got a tensor of shape "
+                                 f"{tuple(loss.shape)}")
+            loss = loss.detach().reshape(())
+        else:
+            loss = check_real("loss", loss)
+        self._observed_loss = loss if self._observed_loss is None else self._observed_loss + loss
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None, *, loss: Any = None) -> Any:  # type: ignore[override]
         """One step.
@@ -71,25 +113,80 @@ class EventfulOptimizer(DynamicsOptimizer):
         Args:
             closure: Recomputes the loss and its gradients and returns the loss.
             loss: Or: the loss already computed at the current parameters (after
-                ``loss.backward()``), e.g. ``opt.step(loss=loss)``.
+                ``loss.backward()``), e.g. ``opt.step(loss=loss)``. Or neither, after
+                :meth:`observe_loss`.
 
         Returns:
-            The loss.
+            The closure's loss, else ``loss``, else the observed loss (None if none).
         """
         if closure is not None and loss is not None:
             raise ValueError(f"{type(self).__name__}.step got both a closure and loss=; pass "
                              "one of them")
-        out = super().step(closure, given_loss=loss)
-        return out if closure is not None else loss
+        observed = self._observed_loss
+        try:
+            out = super().step(closure, given_loss=loss)
+        finally:
+            self._observed_loss = None
+        if closure is not None:
+            return out
+        return loss if loss is not None else observed
 
-    def _update(self, loss: Any = None, given_loss: Any = None) -> None:
+    def _step_loss(self, loss: Any, given_loss: Any) -> Any:
+        """The loss of this step: observed (``observe_loss``), the closure's or ``loss=``."""
         from ._paths import resolve_loss
 
-        loss = resolve_loss(loss, given_loss, type(self).__name__,
+        observed = self._observed_loss  # includes losses observed inside the closure
+        if observed is not None:
+            if given_loss is not None:
+                raise ValueError(f"{type(self).__name__}.step got loss= after observe_loss(); "
+                                 "use one of them")
+            loss = observed
+        return resolve_loss(loss, given_loss, type(self).__name__,
                             self.needs_loss or self._events.needs("loss"))
+
+    def _update(self, loss: Any = None, given_loss: Any = None) -> None:
+        loss = self._step_loss(loss, given_loss)
+        if loss is not None and not self.prior_in_step:
+            extra = self.prior_value()
+            if extra:  # the dynamics' potential is U = loss + the weight-decay prior
+                loss = loss + extra
         if self.stopped:
             return
         self._step(loss, self.participants())
+
+    def _used_loss(self, loss: Any, kwargs: dict[str, Any]) -> Any:
+        if not (self.needs_loss or self._events.needs("loss")):
+            return None
+        return self._step_loss(loss, kwargs.get("given_loss"))
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def _state_schema(self, group: dict[str, Any]) -> dict[str, Key]:
+        return {"momentum": Key("param"), **PRIOR_STATE}
+
+    def _validate_global_state(self, glob: dict[str, Any], groups: list[dict[str, Any]]
+                               ) -> None:
+        if "ps2" in glob:
+            check_scalar_tensor(glob["ps2"], "dynopt['global']['ps2']")
+            if float(glob["ps2"]) < 0:
+                raise ValueError("cannot load the checkpoint: dynopt['global']['ps2'] must be "
+                                 "non-negative; the optimizer was left unchanged")
+        for name, keys in self.extras_keys.items():
+            if name not in glob:
+                continue
+            st = glob[name]
+            where = f"dynopt['global'][{name!r}]"
+            if not isinstance(st, dict) or set(st) != set(keys):
+                raise ValueError(f"cannot load the checkpoint: {where} must hold exactly "
+                                 f"{list(keys)}; the optimizer was left unchanged")
+            for k, v in st.items():
+                if not isinstance(v, Tensor) or not v.is_floating_point() or v.numel() != 1 or (
+                        bool(torch.isnan(v).any())):
+                    raise ValueError(f"cannot load the checkpoint: {where}[{k!r}] must be a "
+                                     "1-element floating tensor, not NaN; the optimizer was "
+                                     "left unchanged")
+
+    #: Optimizer-level state dicts (``global_state[name]``) and their keys, checked on load.
+    extras_keys: dict[str, tuple[str, ...]] = {}
 
     def _step(self, loss: Any, parts: Participants) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -118,6 +215,7 @@ class EventfulOptimizer(DynamicsOptimizer):
     def _apply_action(self, action: Action) -> None:  # pragma: no cover - guarded
         raise NotImplementedError
 
+    @torch.compiler.disable  # state creation per tensor: recompiled per parameter otherwise
     def momentum(self, p: Tensor) -> Tensor:
         """The momentum buffer of ``p`` (zeros on first use)."""
         st = self.state[p]

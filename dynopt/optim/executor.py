@@ -86,9 +86,12 @@ class Thermostats:
     n: Tensor
     targets: list[Tensor]
 
-    def write_back(self) -> None:
+    def write_back(self, differentiable: bool = False) -> None:
         if len(self.targets) == 1:
             self.targets[0].copy_(self.x[0])
+        elif differentiable:  # _foreach_copy_ has no derivative
+            for target, row in zip(self.targets, self.x.unbind(0), strict=True):
+                target.copy_(row)
         else:
             torch._foreach_copy_(self.targets, list(self.x.unbind(0)))
 
@@ -127,6 +130,10 @@ class Context:
         noise: ``"gaussian"`` or ``"discrete"``.
         minv, sqrtm: Inverse and square root of the scalar mass.
         fused: The fused-path runner (:class:`dynopt.optim.fused.FusedRunner`), or None.
+        differentiable: Run under autograd: every op on a state tensor (momentum, noise
+            memory, thermostat variables) works on a fresh copy, so no tensor that autograd
+            saved is modified in place (the parameter itself is updated in place, as torch's
+            differentiable optimizers do).
     """
 
     generator: Callable[[torch.device], torch.Generator]
@@ -136,6 +143,7 @@ class Context:
     minv: float
     sqrtm: float
     fused: Any = None
+    differentiable: bool = False
 
 
 Segment = tuple[list[tuple[Op, int]], Op | None]
@@ -171,6 +179,8 @@ def execute(segments: list[Segment], slots: list[Slot], thermo: Thermostats | No
     """Run one step (``segments`` = :func:`split_segments` of its ops) over ``slots``."""
     scales: Tensor | None = None
     for seg_ops, scalar in segments:
+        if ctx.differentiable and thermo is not None:
+            thermo.x = thermo.x.clone()
         coefs = _per_scope_coefficients(seg_ops, thermo, scales)
         need_k2 = scalar is not None
         k2 = (torch.empty(len(slots), dtype=torch.float64, device=thermo.x.device)
@@ -186,9 +196,11 @@ def execute(segments: list[Segment], slots: list[Slot], thermo: Thermostats | No
                 k2[b.idx] = vals.to(k2.device)
         if scalar is not None:
             assert thermo is not None and k2 is not None
+            if ctx.differentiable:
+                thermo.x = thermo.x.clone()
             scales = _scalar_op(scalar, thermo, k2, ctx)
     if thermo is not None:
-        thermo.write_back()
+        thermo.write_back(ctx.differentiable)
     for b in buckets:
         if b.compute_dtype != b.dtype:
             for i, th in zip(b.idx, b.theta, strict=True):
@@ -240,9 +252,15 @@ def _scalar_op(op: Op, thermo: Thermostats, k2: Tensor, ctx: Context) -> Tensor 
     q_rest = list(op.f[3:3 + m - 1])
     weights = list(op.f[3 + m - 1:3 + m - 1 + n_sy])
     s = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
-    tops.nhc_(s, [x[:, xo + j] for j in range(m)], [x[:, eo + j] for j in range(m)], op.f[0],
-              op.f[1], op.f[2], q_rest, weights, n_sub, thermo.n,  # type: ignore[arg-type]
-              lambda _: total)
+    cols = list(range(xo, xo + m)) + list(range(eo, eo + m))
+    # under autograd: independent copies of the columns, reassembled after (no in-place write
+    # through views created before x started to require grad)
+    work = [x[:, k].clone() if ctx.differentiable else x[:, k] for k in cols]
+    tops.nhc_(s, work[:m], work[m:], op.f[0], op.f[1], op.f[2], q_rest, weights, n_sub,
+              thermo.n, lambda _: total)  # type: ignore[arg-type]
+    if ctx.differentiable:
+        new = dict(zip(cols, work, strict=True))
+        thermo.x = torch.stack([new.get(k, x[:, k]) for k in range(x.shape[1])], dim=1)
     return s
 
 
@@ -266,6 +284,8 @@ def _run_single(b: Bucket, seg_ops: list[tuple[Op, int]], slots: list[Slot],
     for (op, _), co in zip(seg_ops, coefs, strict=True):
         code = op.code
         zs = draw_views(b, ctx) if op.draws_noise else None
+        if ctx.differentiable:
+            _fresh_state(b, slots, code)
         for j, i in enumerate(b.idx):
             q = b.theta[j]
             p = b.mom[j] if b.mom else q
@@ -296,6 +316,21 @@ def _run_single(b: Bucket, seg_ops: list[tuple[Op, int]], slots: list[Slot],
     if not need_k2:
         return torch.empty(0)
     return torch.stack([torch.linalg.vector_norm(p, dtype=torch.float64) for p in b.mom]).square()
+
+
+_MOMENTUM_OPS = (OpCode.KICK, OpCode.OU, OpCode.FRICTION, OpCode.ADD_NOISE, OpCode.OU_XI,
+                 OpCode.NHC)
+
+
+def _fresh_state(b: Bucket, slots: list[Slot], code: OpCode) -> None:
+    """Under autograd: give the state tensors ``code`` modifies fresh copies (stored back in the
+    optimizer state), so earlier values that autograd saved stay intact."""
+    if code in _MOMENTUM_OPS and b.mom:
+        for j, i in enumerate(b.idx):
+            b.mom[j] = slots[i].state["momentum_buffer"] = b.mom[j].clone()
+    elif code == OpCode.LM_NOISE:
+        for j, i in enumerate(b.idx):
+            b.prev[j] = slots[i].state["noise_prev"] = b.prev[j].clone()
 
 
 # ----------------------------------------------------------------------------------------------

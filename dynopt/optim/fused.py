@@ -60,6 +60,34 @@ def available() -> bool:
     return True
 
 
+def _check_buffers(b: Bucket, codes: np.ndarray, need_k2: bool) -> None:
+    """Every buffer the kernel will address exists and matches its parameter: same number of
+    elements, the bucket's dtype, contiguous CPU memory (the kernel does no bounds checks)."""
+    from ..backends.numba import optim_kernel as k
+
+    ops = set(codes.tolist())
+    needs = {"momentum_buffer": need_k2 or bool(ops & k.MOMENTUM_CODES),
+             "gradient": bool(ops & k.GRADIENT_CODES), "noise_prev": bool(ops & k.PREV_CODES)}
+    n_t = len(b.idx)
+    if len(b.theta) != n_t:
+        raise ValueError(f"fused step: {n_t} parameters but {len(b.theta)} tensors")
+    for name, ts in (("momentum_buffer", b.mom), ("gradient", b.grad), ("noise_prev", b.prev)):
+        if not ts and not needs[name]:
+            continue
+        if len(ts) != n_t:
+            raise ValueError(f"fused step: {n_t} parameter tensors but {len(ts)} {name} "
+                             "tensors (a state entry is missing)")
+    for name, ts in (("parameter", b.theta), ("momentum_buffer", b.mom), ("gradient", b.grad),
+                     ("noise_prev", b.prev)):
+        for t, th in zip(ts, b.theta if ts else [], strict=True):
+            if (t.numel() != th.numel() or t.dtype != b.dtype or t.device.type != "cpu"
+                    or not t.is_contiguous()):
+                raise ValueError(
+                    f"fused step: a {name} tensor ({t.dtype}, shape {tuple(t.shape)}, "
+                    f"{t.device}{'' if t.is_contiguous() else ', not contiguous'}) does not "
+                    f"match its parameter ({th.dtype}, shape {tuple(th.shape)}, contiguous CPU)")
+
+
 class FusedRunner:
     """Runs segments on CPU buckets with the numba kernel; caches work tables and workspaces."""
 
@@ -141,6 +169,7 @@ class FusedRunner:
         self._templates[key] = (seg_ops, out)
         return out
 
+    @torch.compiler.disable  # numba on raw memory: runs eagerly inside a compiled step
     def run(self, b: Bucket, seg_ops: list[tuple[Op, int]], slots: list[Slot],
             coefs: list[Any], ctx: Context, need_k2: bool) -> Tensor:
         """Run one segment on bucket ``b``; returns Σp² per tensor (float64) if ``need_k2``."""
@@ -159,6 +188,7 @@ class FusedRunner:
                     coef[r, :, 1] = (co[2] * ctx.sqrtm).cpu().numpy()[holder]
         return self._call(b, codes, slot_arr, coef, ctx, need_k2)
 
+    @torch.compiler.disable
     def init_prev(self, b: Bucket, ctx: Context) -> None:
         """Fill the LM noise memories of bucket ``b`` with normals (slot ``INIT_SLOT``)."""
         k = self._k
@@ -179,6 +209,7 @@ class FusedRunner:
                 return np.zeros(n_t, dtype=np.int64)
             return np.array([t.data_ptr() for t in ts], dtype=np.int64)
 
+        _check_buffers(b, codes, need_k2)
         s = int(ctx.seed) & 0xFFFFFFFFFFFFFFFF
         kernel = k.run_segment if total >= k.SERIAL_BELOW else k.run_segment_serial
         kernel(like, codes, slot_arr, coef, addresses(b.theta), addresses(b.mom),

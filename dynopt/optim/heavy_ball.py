@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import check_nonnegative, check_positive
+from .._validation import check_nonnegative, check_positive, check_real
 from ..events.actions import Action, SetFriction, Stop
 from ..events.triggers import Trigger
 from ..integrators.splitting import Splitting
@@ -56,35 +56,46 @@ class HeavyBall(EventfulOptimizer):
 
     Args:
         params: Parameters or param groups.
-        lr: Step size h > 0 (LR schedulers change h).
+        lr: Step size h > 0 (default 0.1; LR schedulers change h).
         gamma: Friction γ ≥ 0, a float or a schedule ``callable(step) -> float``.
+        momentum: Or the friction as SGD's momentum c = 1 − γh ∈ [0, 1] (None: use ``gamma``);
+            when set it overrides ``gamma``, so ``OneCycleLR(cycle_momentum=True)`` cycles it.
+        weight_decay: λ ≥ 0, the Gaussian prior λ|θ|²/2 added to the potential (the loss the
+            events observe includes it); = SGD's ``weight_decay``.
         events: Triggers (:mod:`dynopt.events`) with ``SetFriction`` / ``Stop`` actions,
             observing ``loss``, ``energy`` (= L + |p|²/2) or ``step``.
         foreach: Use the foreach path (default: on CUDA).
         fused: Use the fused numba CPU path (default: on CPU).
         maximize: Maximize the objective.
+        differentiable: Run the single-tensor path under autograd (gradients through the
+            step, as torch's ``differentiable=True``).
         seed: Seed of the optimizer's generator (unused by the update; kept for the contract).
         nonfinite: ``"raise"``, ``"skip"`` or ``"ignore"`` for NaN/inf gradients.
     """
 
     schedulable = ("lr", "gamma")
     supported_actions = (SetFriction, Stop)
+    supports_differentiable = True
 
     def __init__(
         self,
         params: Iterable[Any],
-        lr: Hyper,
+        lr: Hyper = 0.1,
         gamma: Hyper = 0.0,
         *,
+        momentum: float | None = None,
+        weight_decay: float = 0.0,
         events: Iterable[Trigger] | Trigger | None = None,
         foreach: bool | None = None,
         fused: bool | None = None,
         maximize: bool = False,
+        differentiable: bool = False,
         seed: int | None = None,
         nonfinite: str = "raise",
     ) -> None:
-        defaults = {"lr": lr, "gamma": gamma, "foreach": foreach, "fused": fused,
-                    "maximize": maximize}
+        defaults = {"lr": lr, "gamma": gamma, "momentum": momentum,
+                    "weight_decay": weight_decay, "foreach": foreach, "fused": fused,
+                    "maximize": maximize, "differentiable": differentiable}
         super().__init__(params, defaults, events=events, seed=seed, nonfinite=nonfinite)
         #: The continuous system (its friction is the optimizer's ``gamma`` / event override).
         self.system = PortHamiltonian(None, gamma=0.0)
@@ -92,12 +103,17 @@ class HeavyBall(EventfulOptimizer):
     def _validate_group(self, group: dict[str, Any], index: int) -> None:
         super()._validate_group(group, index)
         self._check_hyper(group, index, "gamma", check_nonnegative)
+        if group.get("momentum") is not None:
+            self._check_hyper(group, index, "momentum", _check_momentum)
 
     def friction(self, group: dict[str, Any]) -> float:
         """The γ used for ``group`` at the current step (an event's override if one fired)."""
         override = self.global_state.get("gamma_override")
         if override is not None:
             return float(override)
+        if group.get("momentum") is not None:  # c = 1 − γh
+            c = self.hyper(group, "momentum", _check_momentum)
+            return (1.0 - c) / self.hyper(group, "lr", check_positive)
         return self.hyper(group, "gamma", check_nonnegative)
 
     def _apply_action(self, action: Action) -> None:
@@ -122,12 +138,7 @@ class HeavyBall(EventfulOptimizer):
             moms = [self.momentum(p) for p in params]
             path = choose_path(group, params + grads + moms, "HeavyBall")
             if path == "fused":
-                from ..backends.numba.optim_kernels import heavy_ball_step
-
-                for p, g, m in zip(params, grads, moms, strict=True):
-                    np_t = numpy_view(p)
-                    heavy_ball_step(np_t, numpy_view(m), numpy_view(g), np_t.dtype.type(c),
-                                    np_t.dtype.type(h))
+                _fused_step(params, grads, moms, c, h)
             elif path == "foreach":
                 for ps, gs, ms in bucket(params, grads, moms).values():
                     torch._foreach_mul_(ms, c)
@@ -152,9 +163,26 @@ class HeavyBall(EventfulOptimizer):
                     ops.drift_(p, m, op.f[0], 1.0)
 
 
+@torch.compiler.disable  # numba on raw memory: run eagerly inside a compiled step
+def _fused_step(params: list[Tensor], grads: list[Tensor], moms: list[Tensor], c: float,
+                h: float) -> None:
+    from ..backends.numba.optim_kernels import heavy_ball_step
+
+    for p, g, m in zip(params, grads, moms, strict=True):
+        np_t = numpy_view(p)
+        heavy_ball_step(np_t, numpy_view(m), numpy_view(g), np_t.dtype.type(c),
+                        np_t.dtype.type(h))
+
+
+def _check_momentum(name: str, value: object) -> float:
+    c = check_real(name, value)
+    if not 0.0 <= c <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1] (it is 1 - gamma*lr), got {value!r}")
+    return c
+
+
 @register("heavyball")
 def _make(model_or_params: Any, **kwargs: Any) -> HeavyBall:
     params = model_or_params.parameters() if isinstance(model_or_params, torch.nn.Module) else (
         model_or_params)
-    kwargs.setdefault("lr", 0.1)
     return HeavyBall(params, **kwargs)

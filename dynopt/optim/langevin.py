@@ -56,11 +56,19 @@ class Langevin(Partitioned):
 
     Args:
         params: Parameters or param groups (each group may override any hyperparameter).
-        lr: Step size h > 0.
+        lr: Step size h > 0 (default 0.25, the AdLaLa paper's; groups may set their own).
         gamma: Friction γ ≥ 0.
         temperature: Temperature τ ≥ 0.
         scheme: A splitting string over A, B, O or an integrator (default ``"BAOAB"``).
         mass: Scalar mass M > 0.
+        momentum: Or the friction as c = e^{−γh} ∈ (0, 1] (None: use ``gamma``). When set it
+            overrides ``gamma`` (γ = −ln c / h at the current h), so ``OneCycleLR(...,
+            cycle_momentum=True)`` cycles the friction; at τ = 0 it is SGD's ``momentum``.
+        weight_decay: λ ≥ 0, the Gaussian prior λ|θ|²/2 added to the potential
+            (:mod:`dynopt.optim.prior`).
+        localization: γ_loc ≥ 0, the tether γ_loc|θ − θ₀|²/2 to the parameters θ₀ at the
+            first step (local SGLD, see docs/optimizers.md).
+        nbeta: nβ > 0, the inverse temperature multiplying the loss (U = nβ L + ...).
         seed: Seed of the optimizer's noise (identical on every DDP rank).
         noise: ``"gaussian"`` or ``"discrete"``.
         foreach, fused, maximize, differentiable, nonfinite: See
@@ -72,12 +80,16 @@ class Langevin(Partitioned):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float | Tensor | Callable[[int], float],
+        lr: float | Tensor | Callable[[int], float] = 0.25,
         gamma: float | Callable[[int], float] = 0.1,
         temperature: float | Callable[[int], float] = 1e-4,
         *,
         scheme: Any = "BAOAB",
         mass: float = 1.0,
+        momentum: float | None = None,
+        weight_decay: float = 0.0,
+        localization: float = 0.0,
+        nbeta: float = 1.0,
         seed: int | None = None,
         noise: str = "gaussian",
         foreach: bool | None = None,
@@ -87,12 +99,13 @@ class Langevin(Partitioned):
         nonfinite: str = "raise",
     ) -> None:
         super().__init__(params, lr, dynamics="langevin", gamma=gamma, temperature=temperature,
-                         scheme=scheme, mass=mass, seed=seed, noise=noise, foreach=foreach,
+                         scheme=scheme, mass=mass, momentum=momentum,
+                         weight_decay=weight_decay, localization=localization, nbeta=nbeta,
+                         seed=seed, noise=noise, foreach=foreach,
                          fused=fused, maximize=maximize, differentiable=differentiable,
                          nonfinite=nonfinite)
 
 @register("langevin")
 def _make(model_or_params: Any, **kw: Any) -> Langevin:
     """Langevin with the spiral-task defaults of the AdLaLa paper (h=0.25, γ=0.1, τ=1e-4)."""
-    kw.setdefault("lr", 0.25)
     return Langevin(as_params(model_or_params), **kw)

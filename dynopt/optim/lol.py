@@ -36,6 +36,7 @@ class LOL(Partitioned):
     Args:
         params: A list of at least two param groups, the first layer first.
         lr, gamma, temperature: Defaults for the groups (h = 0.25, γ = 0.1, τ = 1e-4).
+        weight_decay: λ ≥ 0, the Gaussian prior λ|θ|²/2 (:mod:`dynopt.optim.prior`).
         seed, noise, foreach, fused, maximize, differentiable, nonfinite: See
             :class:`~dynopt.optim.Partitioned`.
     """
@@ -47,6 +48,7 @@ class LOL(Partitioned):
         gamma: float | Callable[[int], float] = 0.1,
         temperature: float | Callable[[int], float] = 1e-4,
         *,
+        weight_decay: float = 0.0,
         seed: int | None = None,
         noise: str = "gaussian",
         foreach: bool | None = None,
@@ -58,7 +60,8 @@ class LOL(Partitioned):
         groups = preset_groups("LOL", params, {"dynamics": "langevin"},
                                {"dynamics": "overdamped", "scheme": "lm"})
         super().__init__(groups, lr, dynamics="overdamped", gamma=gamma,
-                         temperature=temperature, overdamped_dt="lr**2/2", seed=seed,
+                         temperature=temperature, overdamped_dt="lr**2/2",
+                         weight_decay=weight_decay, seed=seed,
                          noise=noise, foreach=foreach, fused=fused, maximize=maximize,
                          differentiable=differentiable, nonfinite=nonfinite)
 

@@ -41,7 +41,7 @@ class NoseHoover(Partitioned):
 
     Args:
         params: Parameters or param groups.
-        lr: Step size h > 0.
+        lr: Step size h > 0 (default 0.1; groups may set their own).
         temperature: k_BT > 0.
         tau: Thermostat period (> 0).
         thermostat_mass: Q per degree of freedom (> 0).
@@ -51,6 +51,7 @@ class NoseHoover(Partitioned):
         scheme: Splitting string or integrator (None: the default above).
         n_substeps, sy_order: Chain substeps and Suzuki–Yoshida order (1, 3, 5, 7).
         mass: Scalar mass.
+        weight_decay: λ ≥ 0, the Gaussian prior λ|θ|²/2 (:mod:`dynopt.optim.prior`).
         seed, foreach, fused, maximize, differentiable, nonfinite: See
             :class:`~dynopt.optim.Partitioned`.
     """
@@ -60,7 +61,7 @@ class NoseHoover(Partitioned):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float | Tensor | Callable[[int], float],
+        lr: float | Tensor | Callable[[int], float] = 0.1,
         temperature: float | Callable[[int], float] = 1e-4,
         tau: float | None = None,
         thermostat_mass: float | None = None,
@@ -72,6 +73,7 @@ class NoseHoover(Partitioned):
         n_substeps: int = 1,
         sy_order: int = 3,
         mass: float = 1.0,
+        weight_decay: float = 0.0,
         seed: int | None = None,
         foreach: bool | None = None,
         fused: bool | None = None,
@@ -82,12 +84,12 @@ class NoseHoover(Partitioned):
         super().__init__(params, lr, dynamics="nose-hoover", temperature=temperature, tau=tau,
                          thermostat_mass=thermostat_mass, chain_length=chain_length, xi0=xi0,
                          scope=scope, scheme=scheme, n_substeps=n_substeps, sy_order=sy_order,
-                         mass=mass, seed=seed, foreach=foreach, fused=fused, maximize=maximize,
+                         mass=mass, weight_decay=weight_decay, seed=seed, foreach=foreach,
+                         fused=fused, maximize=maximize,
                          differentiable=differentiable, nonfinite=nonfinite)
 
 
 @register("nose-hoover")
 def _make(model_or_params: Any, **kw: Any) -> NoseHoover:
     """Nosé–Hoover with h = 0.1 and τ = 1e-4 unless given."""
-    kw.setdefault("lr", 0.1)
     return NoseHoover(as_params(model_or_params), **kw)

@@ -38,9 +38,13 @@ class OverdampedLangevin(Partitioned):
 
     Args:
         params: Parameters or param groups.
-        lr: Time step dt > 0.
+        lr: Time step dt > 0 (default 0.01; groups may set their own).
         temperature: Temperature τ ≥ 0.
         scheme: ``"em"`` (default) or ``"lm"``.
+        weight_decay: λ ≥ 0, the Gaussian prior λ|θ|²/2 added to the potential.
+        localization: γ_loc ≥ 0, the tether γ_loc|θ − θ₀|²/2 to the parameters θ₀ at the
+            first step (devinterp's local SGLD; see docs/optimizers.md for the LLC recipe).
+        nbeta: nβ > 0, the inverse temperature multiplying the loss (U = nβ L + ...).
         seed, noise, foreach, fused, maximize, differentiable, nonfinite: See
             :class:`~dynopt.optim.Partitioned`.
     """
@@ -50,10 +54,13 @@ class OverdampedLangevin(Partitioned):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float | Tensor | Callable[[int], float],
+        lr: float | Tensor | Callable[[int], float] = 0.01,
         temperature: float | Callable[[int], float] = 1e-4,
         *,
         scheme: str = "em",
+        weight_decay: float = 0.0,
+        localization: float = 0.0,
+        nbeta: float = 1.0,
         seed: int | None = None,
         noise: str = "gaussian",
         foreach: bool | None = None,
@@ -65,7 +72,9 @@ class OverdampedLangevin(Partitioned):
         key = check_choice("scheme", scheme.lower() if isinstance(scheme, str) else scheme,
                            tuple(_SCHEMES))
         super().__init__(params, lr, dynamics="overdamped", temperature=temperature,
-                         scheme=_SCHEMES[key], seed=seed, noise=noise, foreach=foreach,
+                         scheme=_SCHEMES[key], weight_decay=weight_decay,
+                         localization=localization, nbeta=nbeta, seed=seed, noise=noise,
+                         foreach=foreach,
                          fused=fused, maximize=maximize, differentiable=differentiable,
                          nonfinite=nonfinite)
 
@@ -73,7 +82,6 @@ class OverdampedLangevin(Partitioned):
 @register("overdamped-langevin")
 def _make(model_or_params: Any, **kw: Any) -> OverdampedLangevin:
     """SGLD (Euler–Maruyama) with dt = 0.01 and τ = 1e-4 unless given."""
-    kw.setdefault("lr", 0.01)
     return OverdampedLangevin(as_params(model_or_params), **kw)
 
 

@@ -26,9 +26,14 @@ Group keys (defaults in parentheses; every numeric one is validated, ``lr``, ``g
 | ``xi0`` (0) | ξ₀ | nose-hoover |
 | ``overdamped_dt`` (``"lr"``) | dt = h or h²/2 | overdamped |
 | ``mass`` (1) | M (scalar) | all with momenta |
+| ``momentum`` (None) | c = e^{−γh}, replaces γ when set (``OneCycleLR``) | langevin |
+| ``weight_decay`` (0), ``localization`` (0), ``nbeta`` (1) | λ, γ_loc, nβ (the prior) | all |
 | ``scheme`` (per dynamics) | splitting string or integrator | all |
 | ``scope`` (``"tensor"``) | scope of ξ: ``"tensor"``, ``"group"``, ``"model"`` | thermostats |
 | ``foreach``, ``fused``, ``maximize``, ``differentiable`` | torch flags | all |
+
+The prior keys make the potential U = nβL + λ|θ|²/2 + γ_loc|θ − θ₀|²/2
+(:mod:`dynopt.optim.prior`).
 
 Thermostat scope. ξ (and η, the chain) is one scalar per parameter tensor (``"tensor"``, the
 authors' choice), per group, or shared by every ``scope="model"`` group (which must then have
@@ -52,8 +57,9 @@ from torch import Tensor
 
 from .._validation import check_choice
 from . import fused as fz
-from .base import DynamicsOptimizer
-from .dynamics import Spec, build, checks, validate_group
+from .base import FOREIGN_KEYS, DynamicsOptimizer
+from .checkpoint import PRIOR_STATE, Key, check_vector
+from .dynamics import Spec, build, checks, group_keys, validate_group
 from .executor import Bucket, Context, Slot, Thermostats, draw_views, execute
 
 __all__ = ["Partitioned"]
@@ -95,6 +101,8 @@ class Partitioned(DynamicsOptimizer):
     """
 
     schedulable: ClassVar[tuple[str, ...]] = ("lr", "gamma", "temperature")
+    _caches: ClassVar[dict[str, Callable[[], Any]]] = {
+        "_spec_cache": dict, "_fused_runner": lambda: None, "_streams": lambda: None}
     #: Set by single-dynamics subclasses: every group must run this dynamics.
     only_dynamics: ClassVar[str | None] = None
 
@@ -118,6 +126,10 @@ class Partitioned(DynamicsOptimizer):
         mass: float = 1.0,
         scheme: Any = None,
         scope: str = "tensor",
+        momentum: float | None = None,
+        weight_decay: float = 0.0,
+        localization: float = 0.0,
+        nbeta: float = 1.0,
         seed: int | None = None,
         noise: str = "gaussian",
         foreach: bool | None = None,
@@ -134,8 +146,14 @@ class Partitioned(DynamicsOptimizer):
                         sigma_a=sigma_a, eps=eps, xi0=xi0, tau=tau,
                         thermostat_mass=thermostat_mass, chain_length=chain_length,
                         n_substeps=n_substeps, sy_order=sy_order, overdamped_dt=overdamped_dt,
-                        mass=mass, scheme=scheme, scope=scope, foreach=foreach, fused=fused,
-                        maximize=maximize, differentiable=differentiable)
+                        mass=mass, scheme=scheme, scope=scope, momentum=momentum,
+                        weight_decay=weight_decay, localization=localization, nbeta=nbeta,
+                        foreach=foreach, fused=fused, maximize=maximize,
+                        differentiable=differentiable)
+        if self.only_dynamics is not None:  # only the keys the dynamics reads (no dead keys)
+            used = group_keys(self.only_dynamics) | {"lr", "foreach", "fused", "maximize",
+                                                     "differentiable"}
+            defaults = {k: v for k, v in defaults.items() if k in used}
         super().__init__(params, defaults, seed=seed, nonfinite=nonfinite)
 
     # --- groups ------------------------------------------------------------------------------
@@ -152,13 +170,19 @@ class Partitioned(DynamicsOptimizer):
             raise ValueError(f"{type(self).__name__} runs dynamics={self.only_dynamics!r} only "
                              f"(param group {index} asks for {group['dynamics']!r}); use "
                              "dynopt.optim.Partitioned to mix dynamics")
+        used = group_keys(group["dynamics"])
+        for key in FOREIGN_KEYS:  # e.g. eps on a Langevin group of AdLaLa: not silently unused
+            if (key in group and key not in used and key in self.defaults
+                    and not _same(group[key], self.defaults[key])):
+                raise ValueError(f"param group {index} runs dynamics={group['dynamics']!r}, "
+                                 f"which does not use {key!r} (set to {group[key]!r})")
         try:
             validate_group(group, lambda name, fn: self._check_hyper(group, index, name, fn))
-        except ValueError as err:
+        except (ValueError, TypeError) as err:
             msg = str(err)
-            raise ValueError(msg if "param group" in msg else f"{msg} (param group {index})"
-                             ) from None
-        if group.get("fused") not in (None, True, False):
+            raise type(err)(msg if "param group" in msg else f"{msg} (param group {index})"
+                            ) from None
+        if not (group.get("fused") is None or isinstance(group["fused"], bool)):
             raise TypeError(f"fused must be None or a bool, got {group['fused']!r}")
         if group.get("fused") and (group.get("foreach") or group.get("differentiable")):
             raise ValueError("fused=True cannot be combined with foreach=True or "
@@ -169,7 +193,8 @@ class Partitioned(DynamicsOptimizer):
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("fused", None)
-            group.setdefault("scope", "tensor")
+            if group.get("dynamics") in ("adaptive-langevin", "nose-hoover"):
+                group.setdefault("scope", "tensor")
 
     def _value(self, group: dict[str, Any], name: str) -> Any:
         fn = checks(group["dynamics"]).get(name)
@@ -255,6 +280,7 @@ class Partitioned(DynamicsOptimizer):
         thermo = self._thermostats(spec, slots, scope, key)
         buckets = self._buckets(spec, group, slots)
         ctx = self._context(spec)
+        ctx.differentiable = bool(group.get("differentiable"))
         if first:
             self._init_state(spec, slots, buckets, ctx)
         execute(spec.first_segments if first else spec.steady_segments, slots, thermo, buckets,
@@ -338,10 +364,11 @@ class Partitioned(DynamicsOptimizer):
                     if b.path == "fused" and not g.is_contiguous():
                         g = g.contiguous()
                 b.grad.append(g)
-                if spec.has_momentum and "momentum_buffer" in s.state:
-                    b.mom.append(s.state["momentum_buffer"])
-                if spec.needs_prev and "noise_prev" in s.state:
-                    b.prev.append(s.state["noise_prev"])
+                if "step" in s.state:  # a running tensor: its buffers must fit (no fresh ones)
+                    if spec.has_momentum:
+                        b.mom.append(_buffer(s, "momentum_buffer", b.compute_dtype))
+                    if spec.needs_prev:
+                        b.prev.append(_buffer(s, "noise_prev", b.compute_dtype))
             out.append(b)
         return out
 
@@ -410,19 +437,80 @@ class Partitioned(DynamicsOptimizer):
         return out
 
     # --- state dict --------------------------------------------------------------------------
+    def _state_schema(self, group: dict[str, Any]) -> dict[str, Key]:
+        spec = self._spec(group)
+        out = {"step": Key("count", required=True), **PRIOR_STATE}
+        if spec.has_momentum:
+            out["momentum_buffer"] = Key("param", required=True)
+        if spec.needs_prev:
+            out["noise_prev"] = Key("param", required=True)
+        if spec.n_extras:
+            out["extras"] = Key("vector", required=group.get("scope") == "tensor",
+                                size=spec.n_extras)
+        return out
+
+    def _validate_global_state(self, glob: dict[str, Any], groups: list[dict[str, Any]]
+                               ) -> None:
+        extras = glob.get("extras", {})
+        if not isinstance(extras, dict):
+            raise ValueError("cannot load the checkpoint: dynopt['global']['extras'] must be a "
+                             "dict; the optimizer was left unchanged")
+        sizes: dict[str, int] = {}
+        for gi, group in enumerate(groups):
+            n = self._spec(group).n_extras
+            if n and group.get("scope") == "group":
+                sizes[f"group{gi}"] = n
+            elif n and group.get("scope") == "model":
+                sizes.setdefault("model", n)
+        for key, value in extras.items():
+            where = f"dynopt['global']['extras'][{key!r}]"
+            if key not in sizes:
+                raise ValueError(f"cannot load the checkpoint: {where} belongs to no param group "
+                                 "with that thermostat scope; the optimizer was left unchanged")
+            check_vector(value, where, sizes[key])
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """As torch's, but per-tensor thermostat variables and float32 momenta of low-precision
-        parameters keep their saved dtype (torch would cast them to the parameter's)."""
-        saved = state_dict.get("state", {})
+        """As :meth:`DynamicsOptimizer.load_state_dict` (everything validated first), but
+        per-tensor thermostat variables and float32 momenta of low-precision parameters keep
+        their saved dtype (torch would cast them to the parameter's)."""
         super().load_state_dict(state_dict)
+        saved = state_dict["state"]
         self._streams = None
-        for sg, group in zip(state_dict["param_groups"], self.param_groups, strict=False):
-            for pid, p in zip(sg["params"], group["params"], strict=False):
+        for sg, group in zip(state_dict["param_groups"], self.param_groups, strict=True):
+            for pid, p in zip(sg["params"], group["params"], strict=True):
                 entry = saved.get(pid, {})
                 for k in _OWN_DTYPE:
                     v = entry.get(k)
-                    if isinstance(v, Tensor) and self.state[p][k].dtype != v.dtype:
-                        self.state[p][k] = v.to(device=p.device, copy=True)
+                    if not isinstance(v, Tensor):
+                        continue
+                    want = _extras_dtype(p) if k == "extras" else (
+                        torch.float32 if p.dtype in _LOW else p.dtype)
+                    cur = self.state[p][k]
+                    if cur.dtype != want or not cur.is_contiguous():
+                        self.state[p][k] = v.to(device=p.device, dtype=want, copy=True,
+                                                memory_format=torch.contiguous_format)
+
+
+def _buffer(s: Slot, key: str, dtype: torch.dtype) -> Tensor:
+    """``s.state[key]`` if it fits the parameter (shape, dtype, device, contiguous), else a
+    ValueError naming it (a hand-edited state must never reach a kernel)."""
+    t = s.state.get(key)
+    p = s.param
+    if not isinstance(t, Tensor):
+        raise ValueError(f"the state of parameter {s.stream} (shape {tuple(p.shape)}) has taken "
+                         f"{s.state.get('step')} steps but lacks {key!r}; load a complete "
+                         "checkpoint or delete its whole state entry to restart it")
+    if (t.shape != p.shape or t.dtype != dtype or t.device != p.device
+            or not t.is_contiguous()):
+        raise ValueError(f"state[{key!r}] of parameter {s.stream} must be a contiguous "
+                         f"{dtype} tensor of shape {tuple(p.shape)} on {p.device}, got "
+                         f"{t.dtype} {tuple(t.shape)} on {t.device}"
+                         + ("" if t.is_contiguous() else " (not contiguous)"))
+    return t
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a is b or (not isinstance(a, Tensor) and not isinstance(b, Tensor) and a == b)
 
 
 def _extras_dtype(p: Tensor) -> torch.dtype:

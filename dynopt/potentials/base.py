@@ -41,10 +41,17 @@ class AbstractPotential(abc.ABC):
         dim: Number of coordinates.
         numba_kind: Integer id of the built-in numba implementation (0 for user potentials,
             which supply their own compiled functions instead; see :class:`Custom`).
+        backends: The backends that can integrate it; the first is the default of
+            ``integrate()`` (a :class:`NetworkLoss` is torch-only).
+        stochastic: Whether ``grad`` is a minibatch estimate; the backends then call
+            ``grad(q, batch=k)`` / ``value(q, batch=k)`` with the gradient-evaluation counter k
+            (:mod:`dynopt.potentials.minibatch`).
     """
 
     numba_kind: ClassVar[int] = 0
     name: ClassVar[str] = "potential"
+    backends: ClassVar[tuple[str, ...]] = ("numba", "torch")
+    stochastic: bool = False
 
     def __init__(self, dim: int) -> None:
         self.dim = check_int("dim", dim, minimum=1)

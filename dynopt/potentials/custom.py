@@ -90,11 +90,11 @@ class Custom(AbstractPotential):
         return self._value
 
     def value(self, q: Array) -> Array:
-        return self._need_array_form()(q)
+        return self._checked("value", self._need_array_form()(q), tuple(q.shape[:-1]))
 
     def grad(self, q: Array) -> Array:
         if self._grad is not None:
-            return self._grad(q)
+            return self._checked("grad", self._grad(q), tuple(q.shape))
         if isinstance(q, torch.Tensor):
             return self.grad_autograd(q).detach()
         x = torch.as_tensor(np.asarray(q, dtype=np.float64))
@@ -102,8 +102,17 @@ class Custom(AbstractPotential):
 
     def laplacian(self, q: Array) -> Array:
         if self._laplacian is not None:
-            return self._laplacian(q)
+            return self._checked("laplacian", self._laplacian(q), tuple(q.shape[:-1]))
         return super().laplacian(q)
+
+    def _checked(self, label: str, out: Any, shape: tuple[int, ...]) -> Any:
+        """``out`` if it has ``shape``; a wrongly shaped result would be broadcast silently."""
+        got = tuple(getattr(out, "shape", np.shape(out)))
+        if got != shape:
+            raise ValueError(
+                f"{label}= of potential {self.label!r} (dim={self.dim}) returned shape {got}, "
+                f"expected {shape} (value and laplacian: q.shape[:-1], grad: q.shape)")
+        return out
 
     def numba_functions(self) -> tuple[Any, Any] | None:
         if self._numba_value is None:
@@ -112,16 +121,50 @@ class Custom(AbstractPotential):
             uv = _jit(self._numba_value)
             ug = _jit(self._numba_grad)
 
+            # numba cannot pass an exception out of a function called through a pointer, so
+            # the wrappers catch it, set the flag par[0] (1: value, 2: grad) and return NaN;
+            # the backend stops at that step and raises (see raise_if_failed).
             @numba.njit
             def value_fn(q: np.ndarray, par: np.ndarray) -> float:
-                return uv(q)
+                try:
+                    return uv(q)
+                except Exception:  # re-raised by the backend
+                    par[0] = 1.0
+                return np.nan
 
             @numba.njit
             def grad_fn(q: np.ndarray, par: np.ndarray, out: np.ndarray) -> None:
-                ug(q, out)
+                try:
+                    ug(q, out)
+                except Exception:  # re-raised by the backend
+                    par[0] = 2.0
+                    for i in range(out.shape[0]):
+                        out[i] = np.nan
 
             self._compiled = (value_fn, grad_fn)
         return self._compiled
+
+    def raise_if_failed(self, par: np.ndarray, q: np.ndarray, where: str) -> None:
+        """Raise if a numba function set the failure flag ``par[0]`` during a kernel call.
+
+        The function is then called from Python on ``q`` (the state the run started from) so
+        that, if it fails there too, its own exception is chained as the cause.
+        """
+        if par[0] == 0.0:
+            return
+        label = "numba_value" if par[0] == 1.0 else "numba_grad"
+        msg = (f"{label}= of potential {self.label!r} raised an exception {where}; numba "
+               "cannot report it from inside the kernel (call the function from Python on "
+               "that state to see it)")
+        cause: BaseException | None = None
+        try:
+            fn = _jit(self._numba_value if par[0] == 1.0 else self._numba_grad)
+            for row in np.asarray(q, dtype=np.float64).reshape(-1, self.dim)[:64]:
+                row = np.ascontiguousarray(row)
+                fn(row) if par[0] == 1.0 else fn(row, np.empty(self.dim))
+        except Exception as err:  # chained below
+            cause = err
+        raise RuntimeError(msg) from cause
 
     def __repr__(self) -> str:
         return f"Custom({self.label!r}, dim={self.dim})"

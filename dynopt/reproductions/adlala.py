@@ -36,9 +36,13 @@ import numpy as np
 import torch
 
 from .. import data, training
+from .._files import write_text_atomic
 from ..errors import DivergenceError
 from ..optim import LOL, AdLaLa, Langevin
-from .report import markdown_table, repo_root, update_section
+from .report import markdown_table, repo_root, seed_count, update_section
+
+#: Every finished run is cached in ``results.json``; an interrupted run continues from it.
+RESUMABLE = True
 
 DESCRIPTION = ("AdLaLa vs LOL, Langevin, SGD and Adam on the 4-turn spiral task (Leimkuhler, "
                "Matthews & Vlaar 2019), plus digits and an h sweep")
@@ -141,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the reproduction (``args``: out, quick, seeds, update_docs)."""
     torch.set_num_threads(1)
     quick = bool(getattr(args, "quick", False))
-    n_seeds = args.seeds or (2 if quick else 5)
+    n_seeds = seed_count(args, 2 if quick else 5)
     seeds = list(range(n_seeds))
     epochs = 300 if quick else 4000
     digit_epochs = 20 if quick else 100
@@ -159,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
             return
         r = run_one(task, name, seed, n_epochs, h)
         results[key] = r
-        store.write_text(json.dumps(results))
+        write_text_atomic(store, json.dumps(results))  # Ctrl-C never leaves it half-written
         acc = 100 * r["test_accuracy"][-1] if r["test_accuracy"] else float("nan")
         print(f"  {task:8s} {name:8s} seed {seed} h={h:g}: test acc {acc:5.1f}% "
               f"({r['seconds']:.0f} s{', DIVERGED' if r['diverged'] else ''})", flush=True)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .report import markdown_table, repo_root, update_section
+from .report import markdown_table, repo_root, seed_count, update_section
 
 DESCRIPTION = ("BBI (De Luca & Silverstein 2022): Ackley robustness, Zakharov, two-basin ratio, "
                "energy study; BBI/ECDSep vs SGD on digits")
@@ -254,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) / "bbi"
     out.mkdir(parents=True, exist_ok=True)
     quick = bool(args.quick)
-    seeds = args.seeds or (2 if quick else 5)
+    seeds = seed_count(args, 2 if quick else 5)
     t0 = time.perf_counter()
     res: dict[str, Any] = {}
     res["ackley"] = ackley_robustness(20 if quick else 100, 5, 5000 if quick else 30000)

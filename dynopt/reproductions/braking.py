@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .report import markdown_table, repo_root, update_section
+from .report import markdown_table, repo_root, seed_count, update_section
 
 DESCRIPTION = ("goal-triggered braking (Burghoff et al. 2023): heavy ball with an EMA-loss goal "
                "→ SetFriction over a grid of goals vs constant friction and matched-step SGD on "
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) / "braking"
     out.mkdir(parents=True, exist_ok=True)
     quick = bool(args.quick)
-    seeds = args.seeds or (2 if quick else 5)
+    seeds = seed_count(args, 2 if quick else 5)
     epochs = 3 if quick else 25
     n_train = 1000 if quick else 4000
     torch.set_num_threads(1)

@@ -35,7 +35,7 @@ from ..data import Split, batches, load_digits_split, load_wine_split
 from ..errors import DivergenceError
 from ..optim import DDPNOpt
 from ..training import evaluate, fit, loss_function, mlp
-from .report import markdown_table, repo_root, update_section
+from .report import markdown_table, repo_root, seed_count, update_section
 
 DESCRIPTION = ("DDPNOpt vs its base optimizers (per-epoch paired differences over an lr sweep on "
                "digits and wine; ε_Vxx ablation; vanishing gradients with a depth scan)")
@@ -396,7 +396,7 @@ def _plot(log: dict[str, Any], out: Path) -> None:
 
 def run(args: Any) -> int:
     quick = bool(args.quick)
-    n_seeds = args.seeds or (2 if quick else 5)
+    n_seeds = seed_count(args, 2 if quick else 5)
     seeds = list(range(n_seeds))
     torch.set_num_threads(1)       # small networks: one thread is fastest
     log: dict[str, Any] = {"seeds": seeds, "quick": quick, "ddp_settings": DDP_SETTINGS}

@@ -7,7 +7,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["markdown_table", "repo_root", "update_section"]
+__all__ = ["markdown_table", "repo_root", "seed_count", "update_section"]
+
+#: A table cell that is not a number: never written into the docs.
+_NOT_A_NUMBER = re.compile(r"(?<![\w.])[-+]?(nan|inf)(?![\w.])", re.IGNORECASE)
+
+
+def seed_count(args: Any, default: int) -> int:
+    """``args.seeds`` (>= 1), or ``default`` when not given (None); 0 or less is an error."""
+    from .._validation import check_int
+
+    seeds = getattr(args, "seeds", None)
+    if seeds is None:
+        return default
+    return check_int("seeds", seeds, minimum=1)
 
 
 def repo_root() -> Path:
@@ -31,8 +44,19 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def update_section(path: str | Path, name: str, body: str) -> Path:
     """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``path``.
 
-    The markers are appended (with the body) if absent. Returns the path written.
+    The markers are appended (with the body) if absent. Returns the path written. The file is
+    replaced atomically.
+
+    Raises:
+        ValueError: If ``body`` holds a NaN or inf value (a failed run never reaches the docs).
     """
+    from .._files import write_text_atomic
+
+    bad = _NOT_A_NUMBER.search(body)
+    if bad:
+        line = body[:bad.start()].count("\n") + 1
+        raise ValueError(f"refusing to write {bad.group(0)!r} (line {line} of section {name!r}) "
+                         f"into {path}: a table of failed or empty runs is not a result")
     path = Path(path)
     text = path.read_text() if path.exists() else ""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
@@ -42,5 +66,5 @@ def update_section(path: str | Path, name: str, body: str) -> Path:
                       flags=re.S)
     else:
         text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
-    path.write_text(text)
+    write_text_atomic(path, text)
     return path

@@ -50,7 +50,7 @@ from torch.func import functional_call
 from torch.nn import functional
 
 from ..surfing import SnapshotRecorder, surf
-from .report import markdown_table, repo_root, update_section
+from .report import markdown_table, repo_root, seed_count, update_section
 
 DESCRIPTION = "surfing vs GD / Adam / random restarts on the final network (random ReLU, VAE)"
 
@@ -185,7 +185,7 @@ def evaluate(snaps: list[Any], model: nn.Module | None, x_true: Tensor, a: Tenso
 
 def run(args: Any) -> int:
     quick = bool(args.quick)
-    n_seeds = args.seeds or (1 if quick else 2)
+    n_seeds = seed_count(args, 1 if quick else 2)
     n_targets = 50 if quick else 100
     torch.set_num_threads(1)       # tiny tensors: one thread is fastest
     t0 = time.perf_counter()

@@ -55,6 +55,20 @@ class AbstractSystem(abc.ABC):
         self._mass = m
 
     # --- shape ----------------------------------------------------------------------------
+    @staticmethod
+    def localize(potential: AbstractPotential | None, nbeta: float, localization: float,
+                 center: Any) -> AbstractPotential | None:
+        """``potential`` with the local-sampling terms (:class:`~dynopt.potentials.Localized`)
+        when nβ ≠ 1 or γ_loc ≠ 0, else unchanged."""
+        if nbeta == 1.0 and localization == 0.0 and center is None:
+            return potential
+        if potential is None:
+            raise ValueError("nbeta/localization/center need a potential; in an optimizer set "
+                             "them as the optimizer's (or a param group's) keys instead")
+        from ..potentials.localized import Localized
+
+        return Localized(potential, nbeta=nbeta, localization=localization, center=center)
+
     @property
     def dim(self) -> int:
         if self.potential is None:

@@ -323,17 +323,35 @@ class DDPTrajectory:
         """
         if not self._handles:
             _reset_compiled()
-            from torch import compiler  # imports dynamo: only for users of the trajectory
-
             for i, m in enumerate(self.leaves):
-                hook = compiler.disable(partial(self._forward_hook, i))
-                self._handles.append(m.register_forward_hook(hook))
-            for p in self.parameters:
-                if p.requires_grad:
-                    self._handles.append(p.register_hook(partial(self._grad_pre_hook, p)))
-                    self._handles.append(p.register_post_accumulate_grad_hook(
-                        self._grad_post_hook))
+                self._handles.append(m.register_forward_hook(_ForwardHook(self, i)))
+            self._attach_tensor_hooks()
         return self
+
+    def _attach_tensor_hooks(self) -> None:
+        for p in self.parameters:
+            if p.requires_grad:
+                self._handles.append(p.register_hook(partial(self._grad_pre_hook, p)))
+                self._handles.append(p.register_post_accumulate_grad_hook(
+                    self._grad_post_hook))
+
+    # --- copies (deepcopy / pickle of the model together with the trajectory) ---------------
+    def __getstate__(self) -> dict[str, Any]:
+        """The module forward hooks travel with a copied model (picklable :class:`_ForwardHook`
+        objects bound to the copied trajectory) and keep their handles; tensor hooks do not
+        survive a copy of a parameter, so they are registered again on the copy; the record
+        and the accumulation marks (weak references) are dropped."""
+        state = dict(self.__dict__)
+        attached = bool(self._handles)
+        state["_handles"] = self._handles[:len(self.leaves)] if attached else []
+        state["_rec"], state["_marks"], state["_reattach"] = None, {}, attached
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        reattach = state.pop("_reattach", False)
+        self.__dict__.update(state)
+        if reattach:
+            self._attach_tensor_hooks()
 
     def detach(self) -> None:
         """Remove the hooks and drop the record (resetting torch.compile's caches, as
@@ -500,10 +518,13 @@ class DDPTrajectory:
         implied = layer.batch_outer(layer.outputs(v if d1 is None else v * d1),
                                     layer.inputs(self._input_of(rec, st)))
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in layer.params]
-        actual = layer.aug(grads[0], grads[1] if len(grads) > 1 else None)
-        mask = layer.aug(*[torch.full_like(p, float(p.grad is not None)) for p in layer.params])
-        a, b = (actual * mask).double(), (implied * mask).double()
-        aa, ab, bb = torch.stack([(a * a).sum(), (a * b).sum(), (b * b).sum()]).tolist()
+        a = layer.aug(grads[0], grads[1] if len(grads) > 1 else None).reshape(-1).double()
+        b = implied.reshape(-1).double()
+        if any(p.grad is None for p in layer.params):   # compare the parts that have one
+            mask = layer.aug(*[torch.full_like(p, float(p.grad is not None))
+                               for p in layer.params]).reshape(-1).double()
+            a, b = a * mask, b * mask
+        aa, ab, bb = torch.stack([a.dot(a), a.dot(b), b.dot(b)]).tolist()
         if not all(map(math.isfinite, (aa, ab, bb))):
             return 1.0     # the optimizer's finiteness check reports it
         if bb == 0.0:
@@ -683,6 +704,37 @@ class DDPTrajectory:
             for _, m in st.post:
                 xhat = m(xhat)
         return xhat
+
+
+class _ForwardHook:
+    """The recording forward hook of leaf ``i``: a picklable callable, so that a copied model
+    keeps a hook bound to the copied trajectory. It runs eagerly even inside a torch.compile'd
+    model (dynamo breaks the graph at the disabled call)."""
+
+    def __init__(self, trajectory: DDPTrajectory, i: int) -> None:
+        self.trajectory, self.i = trajectory, i
+
+    def __call__(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        _eager_hook()(self.trajectory, self.i, module, inputs, output)
+
+
+_EAGER_HOOK: Any = None
+
+
+def _eager_hook() -> Any:
+    """``torch.compiler.disable`` of the hook body, made on first use (imports dynamo only for
+    users of the trajectory)."""
+    global _EAGER_HOOK
+    if _EAGER_HOOK is None:
+        from torch import compiler
+
+        _EAGER_HOOK = compiler.disable(_run_forward_hook)
+    return _EAGER_HOOK
+
+
+def _run_forward_hook(trajectory: DDPTrajectory, i: int, module: nn.Module,
+                      inputs: tuple[Any, ...], output: Any) -> None:
+    trajectory._forward_hook(i, module, inputs, output)
 
 
 def _reset_compiled() -> None:

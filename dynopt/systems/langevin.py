@@ -39,6 +39,9 @@ class Langevin(AbstractSystem):
         gamma: Friction γ ≥ 0.
         temperature: Temperature τ ≥ 0.
         mass: Diagonal mass.
+        nbeta, localization, center: Local sampling: the potential becomes
+            nβU + (γ_loc/2)|q − q₀|² (:class:`~dynopt.potentials.Localized`; devinterp's local
+            posterior at ``temperature=1``).
     """
 
     letters = {"A": "drift", "B": "kick", "O": "Ornstein–Uhlenbeck (exact)"}
@@ -52,8 +55,11 @@ class Langevin(AbstractSystem):
         gamma: float = 1.0,
         temperature: float = 1.0,
         mass: Any = 1.0,
+        nbeta: float = 1.0,
+        localization: float = 0.0,
+        center: Any = None,
     ) -> None:
-        super().__init__(potential, mass=mass)
+        super().__init__(self.localize(potential, nbeta, localization, center), mass=mass)
         self.gamma = check_nonnegative("gamma", gamma)
         self.temperature = check_nonnegative("temperature", temperature)
 

@@ -40,6 +40,9 @@ class OverdampedLangevin(AbstractSystem):
         potential: The potential energy.
         temperature: Temperature τ ≥ 0.
         gamma: Friction / time scale γ > 0.
+        nbeta, localization, center: Local sampling: the potential becomes
+            nβU + (γ_loc/2)|q − q₀|² (:class:`~dynopt.potentials.Localized`); with γ = 1, time
+            step ε/2 and ``temperature=1`` Euler–Maruyama is devinterp's local SGLD.
     """
 
     letters = {
@@ -52,9 +55,10 @@ class OverdampedLangevin(AbstractSystem):
     default_scheme = "EulerMaruyama"
 
     def __init__(
-        self, potential: AbstractPotential | None, *, temperature: float = 1.0, gamma: float = 1.0
+        self, potential: AbstractPotential | None, *, temperature: float = 1.0,
+        gamma: float = 1.0, nbeta: float = 1.0, localization: float = 0.0, center: Any = None,
     ) -> None:
-        super().__init__(potential)
+        super().__init__(self.localize(potential, nbeta, localization, center))
         self.temperature = check_nonnegative("temperature", temperature)
         self.gamma = check_positive("gamma", gamma)
 

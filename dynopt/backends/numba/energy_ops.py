@@ -17,6 +17,7 @@ import math
 import numba as nb
 import numpy as np
 
+from .cache import CACHE
 from .philox import _box_muller, philox4x32
 from .potentials import value_lane
 
@@ -28,7 +29,7 @@ STREAM_BOUNCE = 3
 _TWO_M32 = 2.0**-32
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=CACHE, error_model="numpy")
 def linear_friction_block(P, X, nl, t, k):  # type: ignore[no-untyped-def]
     """LIN_FRIC: p ← (1 − t x[k]) p."""
     D = P.shape[0]
@@ -37,7 +38,7 @@ def linear_friction_block(P, X, nl, t, k):  # type: ignore[no-untyped-def]
             P[d, lane] *= 1.0 - t * X[k, lane]
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=CACHE, error_model="numpy")
 def scaled_kick_block(P, G, X, nl, t, k):  # type: ignore[no-untyped-def]
     """SC_KICK: p ← p − t x[k] ∇U."""
     D = P.shape[0]
@@ -46,7 +47,7 @@ def scaled_kick_block(P, G, X, nl, t, k):  # type: ignore[no-untyped-def]
             P[d, lane] -= t * X[k, lane] * G[d, lane]
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=CACHE, error_model="numpy")
 def scaled_drift_block(Q, P, X, minv, nl, t, k):  # type: ignore[no-untyped-def]
     """SC_DRIFT: q ← q + t x[k] M⁻¹p."""
     D = Q.shape[0]
@@ -56,7 +57,7 @@ def scaled_drift_block(Q, P, X, minv, nl, t, k):  # type: ignore[no-untyped-def]
             Q[d, lane] += a * X[k, lane] * P[d, lane]
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=CACHE, error_model="numpy")
 def _bounce_lane(P, lane, chain, step, ps2, cube, key0, key1, u):  # type: ignore[no-untyped-def]
     """Give lane ``lane`` of P a random direction with squared norm ``ps2``."""
     D = P.shape[0]
@@ -86,7 +87,7 @@ def _bounce_lane(P, lane, chain, step, ps2, cube, key0, key1, u):  # type: ignor
         P[d, lane] = u[d] * scale
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=CACHE, error_model="numpy")
 def bbi_shell_block(Q, P, X, G, nl, c0, step, fpar, f, o, pot_kind, pot_par, value_fn, tq,
                     key0, key1):  # type: ignore[no-untyped-def]
     """BBI_SHELL on every lane of the block (extras from offset ``o``, see BBI_EXTRAS)."""
@@ -157,7 +158,7 @@ def bbi_shell_block(Q, P, X, G, nl, c0, step, fpar, f, o, pot_kind, pot_par, val
             X[o + 6, lane] = counter + 1.0
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=CACHE, error_model="numpy")
 def ecd_shell_block(Q, P, X, G, nl, fpar, f, o, pot_kind, pot_par, value_fn, tq):  # type: ignore[no-untyped-def]
     """ECD_SHELL on every lane of the block (extras from offset ``o``, see ECD_EXTRAS)."""
     D = Q.shape[0]
@@ -201,7 +202,7 @@ def ecd_shell_block(Q, P, X, G, nl, fpar, f, o, pot_kind, pot_par, value_fn, tq)
         X[o + 3, lane] = 1.0
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=CACHE, error_model="numpy")
 def ecd_drift_block(Q, P, X, nl, t, s, k, tmp):  # type: ignore[no-untyped-def]
     """ECD_DRIFT: q ← q + x[k] · 2t p / (s + |p|²)."""
     D = Q.shape[0]
@@ -217,7 +218,7 @@ def ecd_drift_block(Q, P, X, nl, t, s, k, tmp):  # type: ignore[no-untyped-def]
             Q[d, lane] += tmp[lane] * P[d, lane]
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=CACHE, error_model="numpy")
 def rotate_block(P, X, Z, zb, nl, nu, k):  # type: ignore[no-untyped-def]
     """ROTATE: p ← |p| u/|u|, u = p/|p| + ν R, where x[k] ≠ 0 and p ≠ 0 (ν = 0: no-op)."""
     D = P.shape[0]

@@ -7,7 +7,7 @@ Loop order (chains are independent, so they are the parallel and the vector dime
         for each step
             every few steps: fill the noise buffer for the coming steps (Philox, vectorized)
             for each op of the program: one vectorized loop over lanes
-            check that Q is finite (else record the step and stop this block)
+            check that Q, P are finite and X is not NaN (else record the step, stop the block)
             every ``record_every`` steps: write q, p, extras, U to the output arrays
         store the block back
 
@@ -25,7 +25,8 @@ import numba as nb
 import numpy as np
 from numba import types
 
-from ...program import OpCode
+from ...program import NHC_STIFF, OpCode
+from .cache import CACHE
 from .energy_ops import (
     bbi_shell_block,
     ecd_drift_block,
@@ -83,7 +84,7 @@ _SIGNATURE = types.void(
 )
 
 
-@nb.njit(inline="always", cache=True, error_model="numpy")
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
 def _nhc_velocity(X, xo, j, m, ts, K2, q1, kT, n_dof, fpar, f, nl):  # type: ignore[no-untyped-def]
     """Half-update (duration ts/2) of chain velocity v_j on all lanes: scale, kick, scale."""
     q_j = q1 if j == 0 else fpar[f + 3 + (j - 1)]
@@ -100,14 +101,11 @@ def _nhc_velocity(X, xo, j, m, ts, K2, q1, kT, n_dof, fpar, f, nl):  # type: ign
             X[xo + j, lane] += 0.5 * ts * g
 
 
-@nb.njit(cache=True, error_model="numpy")
-def _nhc_block(P, X, minv, f, i0, fpar, ipar, nl, n_dof, K2, S):  # type: ignore[no-untyped-def]
-    """Nosé–Hoover-chain propagation of a block (see the NHC entry in dynopt.program).
-
-    ``K2`` and ``S`` are per-lane scratch arrays (pᵀM⁻¹p and the accumulated momentum scale);
-    every loop runs over lanes innermost so that it vectorizes.
-    """
-    D = P.shape[0]
+@nb.njit(cache=CACHE, error_model="numpy")
+def _nhc_sweep(X, f, i0, fpar, ipar, nl, n_dof, K2, S, W, forward):  # type: ignore[no-untyped-def]
+    """One propagation of the chain for time t on all lanes: the op's Suzuki–Yoshida substeps,
+    or (``forward``) as many forward substeps of weight 1/k. Accumulates the momentum scale in
+    ``S`` and, in ``W``, max |ts·v_j| over the backward (ts < 0) substeps (NaN-propagating)."""
     t = fpar[f]
     kT = fpar[f + 1]
     q1 = fpar[f + 2] * n_dof
@@ -117,15 +115,15 @@ def _nhc_block(P, X, minv, f, i0, fpar, ipar, nl, n_dof, K2, S):  # type: ignore
     xo = ipar[i0 + 3]
     eo = ipar[i0 + 4]
     wbase = f + 3 + (m - 1)
+    n_w = 1 if forward else n_sy
+    n_s = n_sub * n_sy if forward else n_sub
     for lane in range(nl):
-        K2[lane] = 0.0
         S[lane] = 1.0
-    for d in range(D):
-        for lane in range(nl):
-            K2[lane] += P[d, lane] * P[d, lane] * minv[d]
-    for a in range(n_sy):
-        for _ in range(n_sub):
-            ts = fpar[wbase + a] * t / n_sub
+        W[lane] = 0.0
+    for a in range(n_w):
+        w = 1.0 if forward else fpar[wbase + a]
+        for _ in range(n_s):
+            ts = w * t / n_s
             for j in range(m - 1, -1, -1):  # top-down half update of the chain velocities
                 _nhc_velocity(X, xo, j, m, ts, K2, q1, kT, n_dof, fpar, f, nl)
             for lane in range(nl):  # momentum scaling
@@ -137,12 +135,71 @@ def _nhc_block(P, X, minv, f, i0, fpar, ipar, nl, n_dof, K2, S):  # type: ignore
                     X[eo + j, lane] += ts * X[xo + j, lane]
             for j in range(m):  # bottom-up half update
                 _nhc_velocity(X, xo, j, m, ts, K2, q1, kT, n_dof, fpar, f, nl)
+            if ts < 0.0:
+                for j in range(m):
+                    for lane in range(nl):
+                        v = -ts * abs(X[xo + j, lane])
+                        if W[lane] == W[lane] and not v <= W[lane]:
+                            W[lane] = v
+
+
+@nb.njit(cache=CACHE, error_model="numpy")
+def _nhc_block(P, X, minv, f, i0, fpar, ipar, nl, n_dof, K2, S):  # type: ignore[no-untyped-def]
+    """Nosé–Hoover-chain propagation of a block (see the NHC entry in dynopt.program).
+
+    ``K2`` and ``S`` are per-lane scratch arrays (pᵀM⁻¹p and the accumulated momentum scale);
+    every loop runs over lanes innermost so that it vectorizes. Lanes whose backward
+    Suzuki–Yoshida substep was stiff (|ts·v_j| > NHC_STIFF, or a non-finite scale) are redone
+    with forward substeps, exactly as :func:`dynopt.backends.torch.ops.nhc_` does.
+    """
+    D = P.shape[0]
+    m = ipar[i0]
+    xo = ipar[i0 + 3]
+    eo = ipar[i0 + 4]
+    for lane in range(nl):
+        K2[lane] = 0.0
+    for d in range(D):
+        for lane in range(nl):
+            K2[lane] += P[d, lane] * P[d, lane] * minv[d]
+    save = np.empty((2 * m + 1, nl))
+    for lane in range(nl):
+        save[2 * m, lane] = K2[lane]
+    for j in range(m):
+        for lane in range(nl):
+            save[j, lane] = X[xo + j, lane]
+            save[m + j, lane] = X[eo + j, lane]
+    W = np.empty(nl)
+    _nhc_sweep(X, f, i0, fpar, ipar, nl, n_dof, K2, S, W, False)
+    stiff = False
+    for lane in range(nl):
+        if not (W[lane] <= NHC_STIFF and np.isfinite(S[lane])):
+            stiff = True
+    if stiff:
+        ok = np.empty(nl, dtype=np.bool_)
+        keep = np.empty((2 * m + 1, nl))
+        for lane in range(nl):
+            ok[lane] = W[lane] <= NHC_STIFF and np.isfinite(S[lane])
+            keep[2 * m, lane] = S[lane]
+            K2[lane] = save[2 * m, lane]
+        for j in range(m):
+            for lane in range(nl):
+                keep[j, lane] = X[xo + j, lane]
+                keep[m + j, lane] = X[eo + j, lane]
+                X[xo + j, lane] = save[j, lane]
+                X[eo + j, lane] = save[m + j, lane]
+        _nhc_sweep(X, f, i0, fpar, ipar, nl, n_dof, K2, S, W, True)
+        for lane in range(nl):
+            if ok[lane]:
+                S[lane] = keep[2 * m, lane]
+                for j in range(m):
+                    X[xo + j, lane] = keep[j, lane]
+                    X[eo + j, lane] = keep[m + j, lane]
     for d in range(D):
         for lane in range(nl):
             P[d, lane] *= S[lane]
 
 
-@nb.njit(_SIGNATURE, parallel=True, cache=True, error_model="numpy")
+@nb.njit(_SIGNATURE, parallel=True, cache=CACHE, error_model="numpy")
 def run_block_kernel(  # type: ignore[no-untyped-def]
     q, p, x, minv, sqrtm, codes, fstart, fpar, istart, ipar, pot_kind, pot_par, value_fn,
     grad_fn, key0, key1, noise_kind, step0, n_steps, record_every, rec_start, rec_q, rec_p, rec_x,
@@ -152,9 +209,33 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
     Dp = p.shape[1]
     E = x.shape[1]
     n_ops = codes.shape[0]
+    # entry checks: every index below relies on these shapes (one bad buffer = memory corruption)
+    if p.shape[0] != C or x.shape[0] != C:
+        raise ValueError("run_block_kernel: q, p and x must have the same number of rows")
+    if minv.shape[0] != D or sqrtm.shape[0] != D:
+        raise ValueError("run_block_kernel: minv and sqrtm must have q.shape[1] entries")
+    if Dp != D and Dp != 0:
+        raise ValueError("run_block_kernel: p must have q.shape[1] columns, or 0 (first order)")
+    if fstart.shape[0] < n_ops + 1 or istart.shape[0] < n_ops + 1:
+        raise ValueError("run_block_kernel: fstart and istart need len(codes) + 1 entries")
+    if fstart[n_ops] > fpar.shape[0] or istart[n_ops] > ipar.shape[0]:
+        raise ValueError("run_block_kernel: fpar or ipar shorter than the ops address")
+    if n_steps < 0 or record_every < 1 or rec_start < 0 or step0 < 0:
+        raise ValueError("run_block_kernel: n_steps, step0, rec_start >= 0, record_every >= 1")
+    if status.shape[0] < (C + LANES - 1) // LANES or status.shape[1] < 2:
+        raise ValueError("run_block_kernel: status needs (n_blocks, 2) entries")
+    if n_steps // record_every > 0:
+        last = rec_start + n_steps // record_every
+        if (rec_q.shape[0] != C or rec_q.shape[1] < last or rec_q.shape[2] != D
+                or rec_p.shape[0] != C or rec_p.shape[1] < last or rec_p.shape[2] != Dp
+                or rec_x.shape[0] != C or rec_x.shape[1] < last or rec_x.shape[2] != E
+                or rec_u.shape[0] != C or rec_u.shape[1] < last):
+            raise ValueError("run_block_kernel: record arrays too small for this run")
     n_noise_ops = 0
     for k in range(n_ops):
         c = codes[k]
+        if Dp == 0 and c != _GRAD_STEP and c != _WIENER and c != _LM_NOISE:
+            raise ValueError("run_block_kernel: a momentum op on a state without momenta")
         if c == _OU or c == _WIENER or c == _LM_NOISE or c == _ADD_NOISE or c == _OU_XI:  # noqa: SIM109
             n_noise_ops += 1
         if c == _ROTATE:
@@ -323,21 +404,27 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
                 elif code == _ROTATE:
                     rotate_block(P, X, Z, zb, nl, fpar[f], ipar[i0])
                     zb += D
-            # divergence check: any non-finite coordinate stops this block at this step
-            acc = 0.0
+            # divergence check, before recording: a NaN/inf in q or p or a NaN in an extra
+            # (extras may hold +inf as a "not yet" marker) stops this block at this step.
+            # v * 0.0 is 0 for finite v and NaN otherwise; the lane loops vectorize.
+            for lane in range(nl):
+                tmp[lane] = 0.0
             for d in range(D):
                 for lane in range(nl):
-                    acc += Q[d, lane]
-            if not math.isfinite(acc):
-                bad = 0
+                    tmp[lane] += Q[d, lane] * 0.0
+            for d in range(Dp):
                 for lane in range(nl):
-                    ok = True
-                    for d in range(D):
-                        if not math.isfinite(Q[d, lane]):
-                            ok = False
-                    if not ok:
-                        bad = lane
-                        break
+                    tmp[lane] += P[d, lane] * 0.0
+            for e in range(E):
+                for lane in range(nl):
+                    if X[e, lane] != X[e, lane]:
+                        tmp[lane] = math.nan
+            bad = -1
+            for lane in range(nl):
+                if tmp[lane] != 0.0:
+                    bad = lane
+                    break
+            if bad >= 0:
                 status[b, 0] = gs + 1
                 status[b, 1] = c0 + bad
                 break
@@ -361,7 +448,10 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
                 x[c0 + lane, e] = X[e, lane]
 
 
-@nb.njit(cache=True, error_model="numpy")
+# Explicit signatures: user functions enter as first-class function types, so one compiled
+# version serves every potential (a per-dispatcher specialization would be written to the
+# on-disk cache index with a reference to the user's module, breaking every later load).
+@nb.njit(_f1(_f2, types.int64, _f1, VALUE_FN), cache=CACHE, error_model="numpy")
 def potential_values(q, pot_kind, pot_par, value_fn):  # type: ignore[no-untyped-def]
     """U for each row of ``q`` (C, D), with the kernel's own potential code."""
     C, D = q.shape
@@ -375,7 +465,7 @@ def potential_values(q, pot_kind, pot_par, value_fn):  # type: ignore[no-untyped
     return out
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(_f2(_f2, types.int64, _f1, GRAD_FN), cache=CACHE, error_model="numpy")
 def potential_grads(q, pot_kind, pot_par, grad_fn):  # type: ignore[no-untyped-def]
     """∇U for each row of ``q`` (C, D), with the kernel's own potential code."""
     C, D = q.shape

@@ -46,11 +46,12 @@ from numba import types
 from numba.extending import overload
 
 from ...program import OpCode
+from .cache import CACHE
 from .intrinsics import address_as_pointer, fma
 from .philox import GAUSSIAN, box_muller, box_muller_f32, philox4x32
 
 __all__ = ["BLOCK", "DISCRETE_VALUE", "INIT_SLOT", "LM_INIT", "SCALE", "SERIAL_BELOW",
-           "nonfinite_blocks", "run_segment", "run_segment_serial"]
+           "copy_blocks", "nonfinite_blocks", "run_segment", "run_segment_serial"]
 
 #: Elements per block (a multiple of 4): the unit of the noise layout and of the op loops.
 BLOCK = 2048
@@ -70,6 +71,10 @@ _WIENER = int(OpCode.WIENER)
 _LM_NOISE = int(OpCode.LM_NOISE)
 _ADD_NOISE = int(OpCode.ADD_NOISE)
 _OU_XI = int(OpCode.OU_XI)
+#: Codes that read/write the momentum, the gradient, the LM noise memory (checked by callers).
+MOMENTUM_CODES = frozenset({_DRIFT, _KICK, _OU, _ADD_NOISE, _OU_XI, SCALE})
+GRADIENT_CODES = frozenset({_KICK, _GRAD_STEP})
+PREV_CODES = frozenset({_LM_NOISE, LM_INIT})
 _MASK32 = np.uint64(0xFFFFFFFF)
 _MASK16 = np.uint64(0xFFFF)
 _SH16 = np.uint64(16)
@@ -81,13 +86,13 @@ _A64 = np.float64(DISCRETE_VALUE)
 _A32 = np.float32(DISCRETE_VALUE)
 
 
-@nb.njit(inline="always", cache=True, error_model="numpy")
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
 def _discrete16(u: np.uint64) -> float:
     """±a with probability 10923/2¹⁶ each, else 0, from a 16-bit field (E z² = 1 exactly)."""
     return _A64 * (np.float64(u < _P16) - np.float64((u >= _P16) & (u < _P16X2)))
 
 
-@nb.njit(inline="always", cache=True, error_model="numpy")
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
 def _discrete16_f32(u: np.uint64) -> np.float32:
     """Float32 version of :func:`_discrete16`."""
     return _A32 * (np.float32(u < _P16) - np.float32((u >= _P16) & (u < _P16X2)))
@@ -135,7 +140,7 @@ def _fill_noise_impl(Z, n, call0, stream, draw, key0, key1, kind):  # type: igno
     return impl
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=CACHE, error_model="numpy")
 def _block(  # type: ignore[no-untyped-def]
     w, like, codes, slots, coef, th_ptr, p_ptr, g_ptr, prev_ptr, numel, stream, work, key0,
     key1, step, kind, want_k2, k2_out, Z,
@@ -212,7 +217,7 @@ def _block(  # type: ignore[no-untyped-def]
         k2_out[w] = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
 
 
-@nb.njit(parallel=True, cache=True, error_model="numpy")
+@nb.njit(parallel=True, cache=CACHE, error_model="numpy")
 def run_segment(  # type: ignore[no-untyped-def]
     like, codes, slots, coef, th_ptr, p_ptr, g_ptr, prev_ptr, numel, stream, work, key0, key1,
     step, kind, want_k2, k2_out, zbuf,
@@ -243,7 +248,7 @@ def run_segment(  # type: ignore[no-untyped-def]
                key0, key1, step, kind, want_k2, k2_out, zbuf[nb.get_thread_id()])
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=CACHE, error_model="numpy")
 def run_segment_serial(  # type: ignore[no-untyped-def]
     like, codes, slots, coef, th_ptr, p_ptr, g_ptr, prev_ptr, numel, stream, work, key0, key1,
     step, kind, want_k2, k2_out, zbuf,
@@ -254,7 +259,7 @@ def run_segment_serial(  # type: ignore[no-untyped-def]
                key0, key1, step, kind, want_k2, k2_out, zbuf[0])
 
 
-@nb.njit(parallel=True, cache=True, error_model="numpy")
+@nb.njit(parallel=True, cache=CACHE, error_model="numpy")
 def nonfinite_blocks(like_bits, exponent, g_ptr, numel, work, out):  # type: ignore[no-untyped-def]
     """``out[w]`` = number of NaN/inf elements of block ``w`` of the gradients.
 
@@ -272,3 +277,22 @@ def nonfinite_blocks(like_bits, exponent, g_ptr, numel, work, out):  # type: ign
         for e in range(n):
             bad += (g[e] & exponent) == exponent
         out[w] = bad
+
+
+@nb.njit(parallel=True, cache=CACHE, error_model="numpy")
+def copy_blocks(like_bits, src_ptr, dst_ptr, numel, work):  # type: ignore[no-untyped-def]
+    """Copy every block of the work table from ``src_ptr`` tensors to ``dst_ptr`` tensors.
+
+    Elements are moved as unsigned integers of their width (``like_bits``), in parallel over
+    blocks: the optimizers' step snapshot (:mod:`dynopt.optim.rollback`), where torch's CPU
+    ``_foreach_copy_`` contends with the numba thread pool.
+    """
+    for w in nb.prange(work.shape[0]):
+        ti = work[w, 0]
+        b0 = work[w, 1]
+        nt = numel[ti]
+        n = min(BLOCK, nt - b0)
+        src = nb.carray(address_as_pointer(src_ptr[ti], like_bits), nt)[b0:b0 + n]
+        dst = nb.carray(address_as_pointer(dst_ptr[ti], like_bits), nt)[b0:b0 + n]
+        for e in range(n):
+            dst[e] = src[e]

@@ -36,6 +36,7 @@ import math
 import numba as nb
 import numpy as np
 
+from .cache import CACHE
 from .intrinsics import f32_as_u32, f64_as_u64, u32_as_f32, u64_as_f64
 
 __all__ = ["DISCRETE", "GAUSSIAN", "box_muller", "box_muller_f32", "discrete", "discrete_f32",
@@ -56,7 +57,7 @@ _ONE_SIXTH = np.uint64(715827883)  # ceil(2**32 / 6)
 _ONE_THIRD = np.uint64(1431655766)  # ceil(2**32 / 3)
 
 
-@nb.njit(inline="always", cache=True, error_model="numpy")
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
 def philox4x32(
     c0: np.uint64, c1: np.uint64, c2: np.uint64, c3: np.uint64, k0: np.uint64, k1: np.uint64
 ) -> tuple[np.uint64, np.uint64, np.uint64, np.uint64]:
@@ -75,7 +76,7 @@ def philox4x32(
     return c0, c1, c2, c3
 
 
-@nb.njit(inline="always", cache=True, error_model="numpy")
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
 def _log_unit(b: np.uint64) -> float:
     """log(b · 2⁻³²) for b in [1, 2³²], vectorizable."""
     x = np.float64(b) * 2.0**-32
@@ -98,7 +99,7 @@ def _log_unit(b: np.uint64) -> float:
     return e * _LN2 + 2.0 * s * poly
 
 
-@nb.njit(inline="always", cache=True, error_model="numpy")
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
 def _cos_sin_uniform(k: np.uint64) -> tuple[float, float]:
     """(cos φ, sin φ) for φ uniform on the circle, from a 32-bit word (quadrant + polynomial)."""
     quadrant = k >> np.uint64(30)
@@ -115,19 +116,19 @@ def _cos_sin_uniform(k: np.uint64) -> tuple[float, float]:
     return sign_c * (c + swap * (s - c)), sign_s * (s + swap * (c - s))
 
 
-@nb.njit(inline="always", cache=True, error_model="numpy")
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
 def _box_muller(a: np.uint64, b: np.uint64) -> tuple[float, float]:
     rho = np.sqrt(-2.0 * _log_unit(a + np.uint64(1)))
     c, s = _cos_sin_uniform(b)
     return rho * c, rho * s
 
 
-@nb.njit(inline="always", cache=True, error_model="numpy")
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
 def _discrete(a: np.uint64) -> float:
     return _SQRT3 * (np.float64(a < _ONE_SIXTH) - np.float64((a >= _ONE_SIXTH) & (a < _ONE_THIRD)))
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=CACHE, error_model="numpy")
 def fill_lanes(
     Z: np.ndarray,
     U: np.ndarray,
@@ -210,7 +211,7 @@ _F32_SQRT3 = np.float32(_SQRT3)
 _F32 = np.float32
 
 
-@nb.njit(inline="always", cache=True, error_model="numpy")
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
 def _log_unit_f32(a: np.uint64) -> np.float32:
     """log((a + 1)·2⁻³²) in float32 for a 32-bit word a (as the float64 path), vectorizable."""
     x = np.float32(np.int64(a) + 1) * _F32_2M32
@@ -229,7 +230,7 @@ def _log_unit_f32(a: np.uint64) -> np.float32:
     return e * _F32_LN2 + _F32(2.0) * s * poly
 
 
-@nb.njit(inline="always", cache=True, error_model="numpy")
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
 def _cos_sin_uniform_f32(k: np.uint64) -> tuple[np.float32, np.float32]:
     """(cos φ, sin φ) in float32 for φ uniform on the circle, from a 32-bit word."""
     quadrant = k >> np.uint64(30)
@@ -248,7 +249,7 @@ def _cos_sin_uniform_f32(k: np.uint64) -> tuple[np.float32, np.float32]:
     return (-cc if neg_c else cc), (-ss if neg_s else ss)
 
 
-@nb.njit(inline="always", cache=True, error_model="numpy")
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
 def box_muller_f32(a: np.uint64, b: np.uint64) -> tuple[np.float32, np.float32]:
     """Two float32 standard normals from two 32-bit words (Box–Muller)."""
     rho = np.sqrt(_F32(-2.0) * _log_unit_f32(a))
@@ -256,7 +257,7 @@ def box_muller_f32(a: np.uint64, b: np.uint64) -> tuple[np.float32, np.float32]:
     return rho * c, rho * s
 
 
-@nb.njit(inline="always", cache=True, error_model="numpy")
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
 def discrete_f32(a: np.uint64) -> np.float32:
     """The three-point variable (±√3 w.p. 1/6 each, else 0) in float32 from a 32-bit word."""
     return _F32_SQRT3 * (np.float32(a < _ONE_SIXTH) - np.float32((a >= _ONE_SIXTH)

@@ -17,6 +17,8 @@ import numba as nb
 import numpy as np
 from numba import types
 
+from .cache import CACHE
+
 __all__ = ["GRAD_FN", "VALUE_FN", "dummy_grad", "dummy_value", "grad_block", "value_lane"]
 
 _F1 = types.float64[::1]
@@ -30,17 +32,17 @@ ZAKHAROV, MULTI_BASIN = 6, 7
 _TWO_PI = 2.0 * math.pi
 
 
-@nb.njit(VALUE_SIG, cache=True)
+@nb.njit(VALUE_SIG, cache=CACHE)
 def dummy_value(q: np.ndarray, par: np.ndarray) -> float:  # pragma: no cover - placeholder
     return 0.0
 
 
-@nb.njit(GRAD_SIG, cache=True)
+@nb.njit(GRAD_SIG, cache=CACHE)
 def dummy_grad(q: np.ndarray, par: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
     return None
 
 
-@nb.njit(inline="always", cache=True, error_model="numpy")
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
 def _ackley_sums(Q, lane, c):  # type: ignore[no-untyped-def]
     """(Σ q², Σ cos(c q)) of one lane."""
     r2 = 0.0
@@ -52,7 +54,7 @@ def _ackley_sums(Q, lane, c):  # type: ignore[no-untyped-def]
     return r2, cs
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=CACHE, error_model="numpy")
 def grad_block(kind, par, Q, G, n_lanes, grad_fn, tq, tg):  # type: ignore[no-untyped-def]
     """G[:, :n_lanes] = ∇U(Q[:, :n_lanes])."""
     D = Q.shape[0]
@@ -124,7 +126,7 @@ def grad_block(kind, par, Q, G, n_lanes, grad_fn, tq, tg):  # type: ignore[no-un
                 G[d, lane] = tg[d]
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=CACHE, error_model="numpy")
 def value_lane(kind, par, Q, lane, value_fn, tq):  # type: ignore[no-untyped-def]
     """U at lane ``lane`` of the block."""
     D = Q.shape[0]

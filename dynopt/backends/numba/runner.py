@@ -38,6 +38,27 @@ def pack_potential(potential: AbstractPotential) -> tuple[int, np.ndarray, Any, 
     return 0, np.zeros(1), fns[0], fns[1]
 
 
+def _check_buffers(system: Any, program: Program, state: State) -> None:
+    """The shapes and dtypes the kernel indexes by (a mismatch would corrupt memory)."""
+    n, dim = state.q.shape
+    for name in ("q", "p", "x"):
+        a = getattr(state, name)
+        if (not isinstance(a, np.ndarray) or a.ndim != 2 or a.dtype != np.float64
+                or not a.flags.c_contiguous or a.shape[0] != n):
+            raise ValueError(f"state.{name} must be a C-contiguous float64 array with {n} rows "
+                             f"for backend='numba', got {type(a).__name__} "
+                             f"{getattr(a, 'dtype', '')} {getattr(a, 'shape', '')}")
+    if dim != system.potential.dim:
+        raise ValueError(f"state has dim={dim} but the potential {system.potential!r} has "
+                         f"dim={system.potential.dim}")
+    if state.p.shape[1] != (dim if system.has_momentum else 0):
+        raise ValueError(f"state.p has shape {state.p.shape}; {type(system).__name__} needs "
+                         f"{(n, dim if system.has_momentum else 0)}")
+    if state.x.shape[1] != program.n_extras:
+        raise ValueError(f"state.x has {state.x.shape[1]} extras per chain but the program of "
+                         f"{type(system).__name__} addresses {program.n_extras}")
+
+
 class NumbaBackend(AbstractBackend):
     """CPU, float64, parallel over blocks of chains; counter-based noise (Philox-4x32-10)."""
 
@@ -72,11 +93,13 @@ class NumbaBackend(AbstractBackend):
                 records: Records | None) -> Divergence | None:
         if n_steps == 0:
             return None
+        _check_buffers(system, program, state)
         codes, fstart, fpar, istart, ipar = program.pack()
         kind, par, vfn, gfn = pack_potential(system.potential)
         minv = 1.0 / system.mass_vector(state.dim)
         sqrtm = np.sqrt(system.mass_vector(state.dim))
         k0, k1 = split_seed(state.seed)
+        start_q = state.q[:LANES].copy() if kind == 0 else None
         n_blocks = (state.n_chains + LANES - 1) // LANES
         status = np.zeros((n_blocks, 2), dtype=np.int64)
         if records is None:
@@ -94,9 +117,16 @@ class NumbaBackend(AbstractBackend):
                          DISCRETE if state.noise == "discrete" else GAUSSIAN,
                          state.step, n_steps, every, start, rq, rp, rx, ru, status)
         bad = status[:, 0] > 0
+        div = None
         if bad.any():
             i = int(np.argmin(np.where(bad, status[:, 0], np.iinfo(np.int64).max)))
-            return Divergence(step=int(status[i, 0]), chain=int(status[i, 1]))
+            div = Divergence(step=int(status[i, 0]), chain=int(status[i, 1]))
+        if kind == 0 and hasattr(system.potential, "raise_if_failed"):
+            where = (f"at or before step {div.step} (chain {div.chain})" if div is not None
+                     else f"in steps {state.step + 1}..{state.step + n_steps}")
+            system.potential.raise_if_failed(par, start_q, where)
+        if div is not None:
+            return div
         state.step += n_steps
         if records is not None:
             records.next += n_steps // every
@@ -104,7 +134,14 @@ class NumbaBackend(AbstractBackend):
 
     def potential_values(self, system, q):  # type: ignore[no-untyped-def]
         kind, par, vfn, _ = pack_potential(system.potential)
-        return potential_values(np.ascontiguousarray(q, dtype=np.float64), kind, par, vfn)
+        q = np.ascontiguousarray(q, dtype=np.float64)
+        if q.ndim != 2 or q.shape[1] != system.potential.dim:  # built-ins index par by d
+            raise ValueError(f"q has shape {q.shape}; {system.potential!r} needs (chains, "
+                             f"{system.potential.dim})")
+        out = potential_values(q, kind, par, vfn)
+        if kind == 0 and hasattr(system.potential, "raise_if_failed"):
+            system.potential.raise_if_failed(par, q, "on the recorded state")
+        return out
 
     def allocate_records(self, state, n_records, every):  # type: ignore[no-untyped-def]
         c = state.n_chains

@@ -13,6 +13,7 @@ import math
 import numba as nb
 import numpy as np
 
+from .cache import CACHE
 from .intrinsics import u64_as_f64
 
 __all__ = ["exp"]
@@ -22,7 +23,7 @@ _LN2_LO = 1.90821492927058770002e-10
 _INV_LN2 = 1.0 / math.log(2.0)
 
 
-@nb.njit(inline="always", cache=True, error_model="numpy")
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
 def exp(x: float) -> float:
     """e^x for |x| ≤ 700, vectorizable."""
     x = min(700.0, max(-700.0, x))

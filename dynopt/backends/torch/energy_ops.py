@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -153,7 +154,7 @@ def bounce_direction(shape: tuple[int, ...], generator: torch.Generator, dtype: 
 
 
 def bbi_shell_(p: Tensor, grad: Tensor, v: Tensor, st: Columns, c: BBIConstants,
-               generator: torch.Generator) -> BBIDecision:
+               generator: Any) -> BBIDecision:
     """BBI_SHELL on a batch ``p`` of shape (chains, dim) with v, extras of shape (chains, 1).
 
     Bounce directions are drawn (one ``(chains, dim)`` tensor) only on steps where some chain
@@ -163,10 +164,15 @@ def bbi_shell_(p: Tensor, grad: Tensor, v: Tensor, st: Columns, c: BBIConstants,
     g2 = (grad * grad).sum(-1, keepdim=True)
     dec = bbi_control(v, ps2, g2, st, c)
     p.copy_(torch.where(dec.init_coef != 0, -dec.init_coef * grad, p))
-    if bool(dec.bounce.any()):
-        u = bounce_direction(tuple(p.shape), generator, p.dtype, p.device, c.cube)
-        u2 = (u * u).sum(-1, keepdim=True)
-        p.copy_(torch.where(dec.bounce, u * torch.sqrt(dec.ps2 / u2), p))
+    if isinstance(generator, torch.Generator):
+        if bool(dec.bounce.any()):
+            u = bounce_direction(tuple(p.shape), generator, p.dtype, p.device, c.cube)
+            u2 = (u * u).sum(-1, keepdim=True)
+            p.copy_(torch.where(dec.bounce, u * torch.sqrt(dec.ps2 / u2), p))
+    else:  # per-chain streams: a chain draws only when it bounces itself
+        for i in torch.nonzero(dec.bounce[:, 0]).flatten().tolist():
+            u = bounce_direction((p.shape[1],), generator[i], p.dtype, p.device, c.cube)
+            p[i] = u * torch.sqrt(dec.ps2[i] / (u * u).sum())
     p.mul_(dec.scale)
     return dec
 

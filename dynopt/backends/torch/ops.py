@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ...program import NHC_STIFF
+
 __all__ = [
     "add_noise_",
     "drift_",
@@ -105,12 +107,49 @@ def nhc_(p: Tensor, v: list[Tensor], eta: list[Tensor], t: float, kT: float, q1:
          kinetic2: Kinetic) -> None:
     """NHC: Nosé–Hoover-chain propagation for time t (see :mod:`dynopt.program`).
 
-    ``v`` and ``eta`` are the chain velocities and positions (each broadcastable against p).
+    ``v`` and ``eta`` are the chain velocities and positions (each broadcastable against p),
+    updated in place at the end; the propagation itself rebinds fresh tensors (never modifies a
+    tensor autograd saved), so it also runs under autograd (``differentiable=True``).
+
+    Stiff chains fall back to forward substeps. A Suzuki–Yoshida composition of order ≥ 3 has
+    a negative weight (w₂ = −1.70 for order 3): that substep runs the chain backwards in time,
+    where its frictions e^{−ts v_{j+1}/4} and the momentum scaling e^{−ts v₁} *amplify*. Far
+    from equilibrium (a kinetic temperature 10⁴ × k_BT, the usual start of training) one step
+    drives v₁ to ~10² and v₂ to ~N v₁²·t, so |ts·v| ≫ 1 and the backward substep overflows (NaN
+    within a few steps; the optimizer's default ``tau``). The exact chain flow stays finite
+    (every v_j is bounded below by −t/τ²), so the dynamics is kept and only its resolution
+    changes: if a backward substep had |ts·v_j| > NHC_STIFF, or the result is not finite, the
+    call is redone from the same state with the same number of substeps, all forward
+    (weights (1/k, …, 1/k), k = n_sub × n_sy): the symmetric Trotter approximation of the same
+    flow T_t, second order like the whole splitting, in which every exponential factor decays.
+    Non-stiff calls (every equilibrium run, every parity test) are unchanged bit for bit.
     """
+    k2_0 = kinetic2(p)
+    vs, etas = [x.clone() for x in v], list(eta)
+    scale, worst = _nhc_propagate(k2_0, vs, etas, t, kT, q1, q_rest, weights, n_sub, n_dof)
+    ok = worst <= NHC_STIFF  # per scope; False for NaN
+    if not bool(ok.all()):
+        fv, fe = [x.clone() for x in v], list(eta)
+        fscale, _ = _nhc_propagate(k2_0, fv, fe, t, kT, q1, q_rest, [1.0],
+                                   n_sub * len(weights), n_dof)
+        vs = [torch.where(ok, a, b) for a, b in zip(vs, fv, strict=True)]
+        etas = [torch.where(ok, a, b) for a, b in zip(etas, fe, strict=True)]
+        scale = torch.where(ok, scale, fscale)
+    for dst, src in zip(v + eta, vs + etas, strict=True):
+        dst.copy_(src)
+    p.mul_(scale)
+
+
+def _nhc_propagate(k2: Tensor, v: list[Tensor], eta: list[Tensor], t: float, kT: float,
+                   q1: float, q_rest: list[float], weights: list[float], n_sub: int,
+                   n_dof: float) -> tuple[Tensor, Tensor]:
+    """The chain flow for time t with ``n_sub`` × Suzuki–Yoshida substeps, rebinding the entries
+    of the lists ``v``/``eta``; returns the momentum scale and max |ts·v_j| over the backward
+    (w < 0) substeps per scope (+inf where the scale is not finite)."""
     m = len(v)
     qs = [q1 * n_dof, *q_rest]
-    k2 = kinetic2(p)
     scale = torch.ones_like(k2)
+    worst = torch.zeros_like(k2)
 
     def force(j: int) -> Tensor:
         if j == 0:
@@ -121,9 +160,9 @@ def nhc_(p: Tensor, v: list[Tensor], eta: list[Tensor], t: float, kT: float, q1:
         g = force(j)
         if j < m - 1:
             e = torch.exp(-0.25 * ts * v[j + 1])
-            v[j].copy_((v[j] * e + 0.5 * ts * g) * e)
+            v[j] = (v[j] * e + 0.5 * ts * g) * e
         else:
-            v[j].add_(0.5 * ts * g)
+            v[j] = v[j] + 0.5 * ts * g
 
     for w in weights:
         for _ in range(n_sub):
@@ -134,10 +173,13 @@ def nhc_(p: Tensor, v: list[Tensor], eta: list[Tensor], t: float, kT: float, q1:
             scale = scale * s
             k2 = k2 * s * s
             for j in range(m):
-                eta[j].add_(ts * v[j])
+                eta[j] = eta[j] + ts * v[j]
             for j in range(m):
                 update(j, ts)
-    p.mul_(scale)
+            if w < 0:
+                worst = torch.maximum(worst, -ts * torch.stack(v).abs().amax(0))
+    worst = torch.where(torch.isfinite(scale), worst, torch.full_like(worst, math.inf))
+    return scale, worst
 
 
 def standard_normal(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype,

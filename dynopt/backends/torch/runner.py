@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ...program import BBI_EXTRAS, ECD_EXTRAS, OpCode
+from ...potentials.minibatch import gradient_points
+from ...program import BBI_EXTRAS, ECD_EXTRAS, GRADIENT_OPS, POSITION_OPS, OpCode
 from ..base import AbstractBackend, Divergence, Records
 from . import energy_ops, ops
+from .streams import ChainStreams
 
 if TYPE_CHECKING:
     from ...program import Program
@@ -36,6 +38,13 @@ def resolve_dtype(dtype: Any) -> torch.dtype:
     return out
 
 
+def _finite_rows(state: State) -> torch.Tensor:
+    """Per chain: q and p finite and no extra NaN (the numba kernel's divergence rule; extras
+    may hold +inf as a "not yet" marker)."""
+    ok = torch.isfinite(state.q).all(dim=1) & torch.isfinite(state.p).all(dim=1)
+    return ok & ~torch.isnan(state.x).any(dim=1)
+
+
 class TorchBackend(AbstractBackend):
     """Batched tensor ops over all chains; noise from a seeded ``torch.Generator``.
 
@@ -46,7 +55,8 @@ class TorchBackend(AbstractBackend):
 
     name = "torch"
 
-    def init_state(self, system, q, p, *, seed, noise, dtype, device):  # type: ignore[no-untyped-def]
+    def init_state(self, system, q, p, *, seed, noise, dtype, device,  # type: ignore[no-untyped-def]
+                   chain_ids=None):
         from ...stepping import State
 
         dt = resolve_dtype(dtype)
@@ -54,20 +64,39 @@ class TorchBackend(AbstractBackend):
         gen = torch.Generator(device=dev)
         gen.manual_seed(seed)
         n, dim = q.shape
+        streams = None if chain_ids is None else ChainStreams(seed, chain_ids, dev)
 
-        def draw(shape: tuple[int, ...]) -> np.ndarray:
-            z = ops.standard_normal(shape, gen, torch.float64, dev, noise)
-            return z.cpu().numpy()
+        def drawer(g: torch.Generator) -> Any:
+            def draw(shape: tuple[int, ...]) -> np.ndarray:
+                z = ops.standard_normal(shape, g, torch.float64, dev, noise)
+                return z.cpu().numpy()
+            return draw
 
-        if p is None:
-            p = system.initial_momentum(n, dim, draw)
-        x = system.initial_extras(n, dim, draw)
+        if streams is None:
+            if p is None:
+                p = system.initial_momentum(n, dim, drawer(gen))
+            x = system.initial_extras(n, dim, drawer(gen))
+        else:  # chain c's initial draws from its own stream
+            if p is None:
+                p = np.concatenate([system.initial_momentum(1, dim, drawer(g)).reshape(1, -1)
+                                    for g in streams.generators]) if n else np.zeros((0, dim))
+            x = np.concatenate([np.asarray(system.initial_extras(1, dim, drawer(g))).reshape(1, -1)
+                                for g in streams.generators])
 
-        def tens(a: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev).reshape(n, -1)
+        def tens(label: str, a: np.ndarray) -> torch.Tensor:
+            t = torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev).reshape(n, -1)
+            finite = torch.isfinite(t) | torch.as_tensor(~np.isfinite(a), device=dev).reshape(
+                t.shape)  # extras may hold +inf markers on purpose
+            if not bool(finite.all()):
+                i = int(torch.argmin(finite.reshape(-1).int()))
+                raise ValueError(
+                    f"{label} value {np.asarray(a).reshape(-1)[i]:g} (flat index {i}) is beyond "
+                    f"the range of {dt} (max {torch.finfo(dt).max:g}); use dtype=float64")
+            return t
 
-        return State(q=tens(q), p=tens(p), x=tens(x), step=0, seed=seed, backend="torch",
-                     noise=noise, generator=gen)
+        return State(q=tens("q0", q), p=tens("p0", p), x=tens("extras", x), step=0, seed=seed,
+                     backend="torch", noise=noise, generator=gen if streams is None else None,
+                     streams=streams)
 
     def advance(self, system, program: Program, state: State, n_steps: int,  # type: ignore[no-untyped-def]
                 records: Records | None) -> Divergence | None:
@@ -75,14 +104,15 @@ class TorchBackend(AbstractBackend):
         from a saved copy step by step to name the exact step (zero cost unless it diverges)."""
         if n_steps == 0:
             return None
-        if state.generator is None and program.n_noise_ops > 0:
+        if state.generator is None and state.streams is None and program.n_noise_ops > 0:
             raise ValueError("this program draws noise but the state has no torch generator; "
                              "create states with dynopt.stepping.init(..., backend='torch')")
         gen_state = state.generator.get_state() if state.generator is not None else None
+        stream_state = state.streams.get_state() if state.streams is not None else None
         saved = (state.q.clone(), state.p.clone(), state.x.clone(), gen_state)
         next_record = records.next if records is not None else 0
         self._steps(system, program, state, n_steps, records)
-        if bool(torch.isfinite(state.q).all()):
+        if bool(_finite_rows(state).all()):
             state.step += n_steps
             if records is not None:
                 records.next += n_steps // records.every
@@ -93,12 +123,14 @@ class TorchBackend(AbstractBackend):
         state.x.copy_(saved[2])
         if gen_state is not None:
             state.generator.set_state(gen_state)
+        if stream_state is not None:
+            state.streams.set_state(stream_state)
         if records is not None:
             records.next = next_record
         for n in range(n_steps):
             every = records.every if records is not None else 1
             self._steps(system, program, state, 1, None)
-            finite = torch.isfinite(state.q).all(dim=1)
+            finite = _finite_rows(state)
             if not bool(finite.all()):
                 return Divergence(step=state.step + n + 1, chain=int(torch.argmin(finite.int())))
             if records is not None and (n + 1) % every == 0:
@@ -107,6 +139,9 @@ class TorchBackend(AbstractBackend):
 
     @staticmethod
     def _record(records: Records, r: int, state: State, system: AbstractSystem) -> None:
+        if records.observer is not None:
+            records.observer.record(r, state, system)
+            return
         records.q[:, r] = state.q
         records.p[:, r] = state.p
         records.x[:, r] = state.x
@@ -128,8 +163,30 @@ class TorchBackend(AbstractBackend):
         def kinetic2(pp: torch.Tensor) -> torch.Tensor:
             return (pp * pp * minv).sum(-1, keepdim=True)
 
+        streams = state.streams
+
         def noise() -> torch.Tensor:
+            if streams is not None:
+                return streams.normal(dim, dt, state.noise)
             return ops.standard_normal(tuple(q.shape), state.generator, dt, dev, state.noise)
+
+        # stochastic potentials (minibatches): the gradient read at op j of step n uses
+        # evaluation n·G + offset[j], a pure function of the step (dynopt.potentials.minibatch)
+        stochastic = bool(getattr(potential, "stochastic", False))
+        if stochastic:
+            offsets, per_step = gradient_points(
+                [op.code in GRADIENT_OPS for op in program.ops],
+                [op.code in POSITION_OPS for op in program.ops])
+
+        def gradient(n: int, j: int) -> torch.Tensor:
+            if stochastic:
+                return potential.grad(q, batch=(state.step + n) * per_step + offsets[j])
+            return potential.grad(q)
+
+        def value(n: int, j: int) -> torch.Tensor:
+            if stochastic:
+                return potential.value(q, batch=(state.step + n) * per_step + offsets[j])
+            return potential.value(q)
 
         def col(i: int) -> torch.Tensor:
             return x[:, i:i + 1]
@@ -140,20 +197,20 @@ class TorchBackend(AbstractBackend):
         grad: torch.Tensor | None = None
         every = records.every if records is not None else n_steps + 1
         for n in range(n_steps):
-            for op in program.ops:
+            for j, op in enumerate(program.ops):
                 code = op.code
                 if code == OpCode.DRIFT:
                     ops.drift_(q, p, op.f[0], m_inv)
                     grad = None
                 elif code == OpCode.KICK:
                     if grad is None:
-                        grad = potential.grad(q)
+                        grad = gradient(n, j)
                     ops.kick_(p, grad, op.f[0])
                 elif code == OpCode.OU:
                     ops.ou_(p, op.f[0], op.f[1], m_sqrt, noise())
                 elif code == OpCode.GRAD_STEP:
                     if grad is None:
-                        grad = potential.grad(q)
+                        grad = gradient(n, j)
                     ops.grad_step_(q, grad, op.f[0])
                     grad = None
                 elif code == OpCode.WIENER:
@@ -183,23 +240,23 @@ class TorchBackend(AbstractBackend):
                     energy_ops.linear_friction_(p, col(op.i[0]), op.f[0])
                 elif code == OpCode.SC_KICK:
                     if grad is None:
-                        grad = potential.grad(q)
+                        grad = gradient(n, j)
                     energy_ops.scaled_kick_(p, grad, op.f[0], col(op.i[0]))
                 elif code == OpCode.SC_DRIFT:
                     energy_ops.scaled_drift_(q, p, op.f[0], col(op.i[0]), m_inv)
                     grad = None
                 elif code == OpCode.BBI_SHELL:
                     if grad is None:
-                        grad = potential.grad(q)
+                        grad = gradient(n, j)
                     c = energy_ops.BBIConstants.from_op(op.f)
-                    V = potential.value(q)[:, None] - c.v0
+                    V = value(n, j)[:, None] - c.v0
                     energy_ops.bbi_shell_(p, grad, V, cols(BBI_EXTRAS, op.i[0]), c,
-                                          state.generator)
+                                          state.generator if streams is None else streams)
                 elif code == OpCode.ECD_SHELL:
                     if grad is None:
-                        grad = potential.grad(q)
+                        grad = gradient(n, j)
                     ce = energy_ops.ECDConstants.from_op(op.f)
-                    fd = potential.value(q)[:, None] - ce.f0
+                    fd = value(n, j)[:, None] - ce.f0
                     energy_ops.ecd_shell_(p, grad, fd, cols(ECD_EXTRAS, op.i[0]), ce)
                 elif code == OpCode.ECD_DRIFT:
                     energy_ops.ecd_drift_(q, p, op.f[0], op.f[1], col(op.i[0]))

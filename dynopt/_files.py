@@ -1,0 +1,51 @@
+"""Output files of the command line and the reproductions: checked folders, atomic writes.
+
+A long run must never end by failing to write its result (the folder is checked before any
+work), and a result file is never left half-written (written to a temporary file in the same
+folder, then renamed over the target with :func:`os.replace`, which is atomic on POSIX and
+Windows).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["prepare_output_dir", "write_text_atomic"]
+
+
+def prepare_output_dir(path: str | os.PathLike[str], name: str = "out") -> Path:
+    """Create ``path`` (with parents) and check that files can be written there.
+
+    Raises:
+        ValueError: Naming ``name`` and the path, if the folder cannot be created or written.
+    """
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".dynopt-probe-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ValueError(f"{name} folder {str(out)!r} cannot be written: {reason}") from None
+    return out
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> bool:
+    """Write ``text`` to ``path`` atomically; returns True if an existing file was replaced."""
+    target = Path(path)
+    existed = target.exists()
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return existed

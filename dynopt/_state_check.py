@@ -1,0 +1,113 @@
+"""Checking a :class:`~dynopt.stepping.State` against the system it is to continue.
+
+A state carries raw buffers that the kernels index by the system's layout (coordinates,
+momenta, extras); one from another system, dimension, backend or dtype would make them read or
+write past their buffers. :func:`check_state` refuses such a state with a message naming the
+offending field, before any kernel runs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._validation import check_choice, check_int
+
+if TYPE_CHECKING:
+    from .stepping import State
+    from .systems.base import AbstractSystem
+
+__all__ = ["check_state"]
+
+
+def check_state(system: AbstractSystem, state: Any) -> None:
+    """Raise ValueError/TypeError unless ``state`` fits ``system`` exactly.
+
+    A state continues a run (``integrate(state=...)``, :func:`run`); one from another system,
+    dimension, backend or dtype would make the kernels read or write past their buffers, so
+    every shape, dtype and layout the backends rely on is checked here, before any kernel runs.
+    """
+    from .stepping import BACKENDS, MAX_SEED, NOISES, State
+
+    if not isinstance(state, State):
+        raise TypeError(f"state must be a dynopt State (e.g. traj.final_state), got "
+                        f"{type(state).__name__}")
+    check_choice("state.backend", state.backend, BACKENDS)
+    check_choice("state.noise", state.noise, NOISES)
+    check_int("state.step", state.step, minimum=0)
+    check_int("state.seed", state.seed, minimum=0, maximum=MAX_SEED)
+    if system.potential is None:
+        raise ValueError(f"{type(system).__name__} needs a potential to be integrated")
+    if state.backend == "torch":
+        import torch
+
+        kind, ok = "a torch.Tensor", lambda a: isinstance(a, torch.Tensor)
+    else:
+        kind, ok = "a numpy array", lambda a: isinstance(a, np.ndarray)
+    for name in ("q", "p", "x"):
+        a = getattr(state, name)
+        if not ok(a):
+            raise TypeError(f"state.{name} must be {kind} for backend={state.backend!r}, got "
+                            f"{type(a).__name__}")
+        if a.ndim != 2:
+            raise ValueError(f"state.{name} must be 2-D (chains, width), got shape "
+                             f"{tuple(a.shape)}")
+    n, dim = int(state.q.shape[0]), int(state.q.shape[1])
+    if n < 1:
+        raise ValueError(f"state.q has no chains (shape {tuple(state.q.shape)})")
+    if dim != system.potential.dim:  # type: ignore[union-attr]
+        raise ValueError(
+            f"state has dim={dim} (state.q shape {tuple(state.q.shape)}) but the potential "
+            f"{system.potential!r} of {type(system).__name__} has dim="
+            f"{system.potential.dim}; the state belongs to another system")  # type: ignore[union-attr]
+    want = {"p": dim if system.has_momentum else 0,
+            "x": sum(system.extras_layout(dim).values())}
+    for name, width in want.items():
+        shape = tuple(getattr(state, name).shape)
+        if shape != (n, width):
+            raise ValueError(
+                f"state.{name} has shape {shape} but {type(system).__name__} with dim={dim} "
+                f"needs ({n}, {width}) (extras {system.extras_layout(dim)}); the state belongs "
+                "to another system")
+    _check_state_storage(state)
+    for name in ("q", "p", "x"):
+        a = getattr(state, name)
+        # extras may hold +inf as a "not yet" marker (Born–Infeld's min_V); never NaN
+        xp = np if isinstance(a, np.ndarray) else _torch()
+        bad = xp.isnan(a) if name == "x" else ~xp.isfinite(a)
+        if bool(bad.any()):
+            raise ValueError(f"state.{name} holds non-finite values; a diverged state cannot be "
+                             "continued")
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+def _check_state_storage(state: State) -> None:
+    """dtype, device and memory layout of the state's arrays (what the kernels index)."""
+    if state.backend == "numba":
+        for name in ("q", "p", "x"):
+            a = getattr(state, name)
+            if a.dtype != np.float64 or not a.flags.c_contiguous or not a.flags.writeable:
+                raise ValueError(
+                    f"state.{name} must be a writable C-contiguous float64 array for "
+                    f"backend='numba', got dtype {a.dtype}, contiguous="
+                    f"{a.flags.c_contiguous}, writable={a.flags.writeable}")
+        return
+    import torch
+
+    q = state.q
+    if q.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"state.q must be float32 or float64, got {q.dtype}")
+    for name in ("p", "x"):
+        a = getattr(state, name)
+        if a.dtype != q.dtype or a.device != q.device:
+            raise ValueError(f"state.{name} has dtype {a.dtype} on {a.device} but state.q has "
+                             f"{q.dtype} on {q.device}")
+    gen = state.generator
+    if gen is not None and not isinstance(gen, torch.Generator):
+        raise TypeError(f"state.generator must be a torch.Generator, got {type(gen).__name__}")

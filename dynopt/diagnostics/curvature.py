@@ -1,0 +1,174 @@
+r"""The top Hessian eigenvalue λ_max from Hessian-vector products (Lanczos).
+
+.. math:: λ_{max} = \max_{|v| = 1} v^\top \nabla^2 U(θ)\, v ,
+
+computed with SciPy's implicitly restarted Lanczos (``eigsh(which="LA")``) on a
+``LinearOperator`` whose matvec is one Hessian-vector product Hv = ∇(∇U · v) by double
+backward in torch autograd; the Hessian is never formed (below 33 coordinates it is, from d
+products, and diagonalized exactly). Compare λ_max with
+:func:`dynopt.diagnostics.stability_limit` to see whether a step size has crossed the linear
+stability limit of its scheme (Cohen et al., "Gradient descent on neural networks typically
+occurs at the edge of stability", ICLR 2021).
+
+| symbol | code |
+|---|---|
+| U | ``potential`` or the mean of ``loss_fn(model(x), y)`` over the data |
+| θ | ``q`` or the model's parameters (``parameters_to_vector`` layout) |
+| λ_max | :attr:`TopEigenvalue.value` |
+| v | :attr:`TopEigenvalue.vector` |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._validation import check_int, check_positive
+
+__all__ = ["TopEigenvalue", "hessian_top_eigenvalue", "model_top_eigenvalue",
+           "potential_top_eigenvalue"]
+
+#: At or below this many coordinates the Hessian is built from d products and diagonalized.
+DENSE_MAX = 32
+
+
+@dataclass(frozen=True)
+class TopEigenvalue:
+    """The largest Hessian eigenvalue and its eigenvector.
+
+    Attributes:
+        value: λ_max (largest algebraic eigenvalue).
+        vector: A unit eigenvector (float64, flat).
+        n_hvp: Hessian-vector products used.
+    """
+
+    value: float
+    vector: np.ndarray
+    n_hvp: int
+
+
+def hessian_top_eigenvalue(hvp: Callable[[np.ndarray], np.ndarray], dim: int, *,
+                           tol: float = 1e-8, maxiter: int | None = None,
+                           seed: int = 0) -> TopEigenvalue:
+    """λ_max of the symmetric operator ``hvp`` (a function of a float64 vector of length dim).
+
+    Args:
+        hvp: v ↦ Hv.
+        dim: Number of coordinates.
+        tol: Relative tolerance of Lanczos (``eigsh``'s ``tol``).
+        maxiter: Maximum Lanczos restarts (default: SciPy's).
+        seed: Seed of the start vector (fixed, so results are reproducible).
+    """
+    dim = check_int("dim", dim, minimum=1)
+    tol = check_positive("tol", tol)
+    count = [0]
+
+    def mv(v: np.ndarray) -> np.ndarray:
+        count[0] += 1
+        out = np.asarray(hvp(np.asarray(v, dtype=np.float64).reshape(-1)), dtype=np.float64)
+        if not np.all(np.isfinite(out)):
+            raise FloatingPointError("a Hessian-vector product is not finite")
+        return out.reshape(-1)
+
+    if dim <= DENSE_MAX:
+        h = np.stack([mv(e) for e in np.eye(dim)], axis=1)
+        w, vecs = np.linalg.eigh(0.5 * (h + h.T))
+        return TopEigenvalue(float(w[-1]), vecs[:, -1], count[0])
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    op = LinearOperator((dim, dim), matvec=mv, dtype=np.float64)
+    v0 = np.random.default_rng(seed).standard_normal(dim)
+    w, vecs = eigsh(op, k=1, which="LA", tol=tol, maxiter=maxiter, v0=v0)
+    return TopEigenvalue(float(w[0]), vecs[:, 0], count[0])
+
+
+def potential_top_eigenvalue(potential: Any, q: Any, **kwargs: Any) -> TopEigenvalue:
+    """λ_max of ∇²U at one point ``q`` (shape ``(dim,)``).
+
+    Args:
+        potential: A :class:`~dynopt.potentials.base.AbstractPotential` (its torch ``grad`` is
+            differentiated) or a callable ``U(q) -> scalar`` on a torch tensor.
+        q: The point.
+        **kwargs: Passed to :func:`hessian_top_eigenvalue` (``tol``, ``maxiter``, ``seed``).
+    """
+    from ..potentials.base import AbstractPotential
+
+    qt = torch.as_tensor(np.asarray(q, dtype=np.float64) if not isinstance(q, torch.Tensor)
+                         else q.detach()).to(torch.float64).reshape(-1).clone()
+    if isinstance(potential, AbstractPotential):
+        def grad_fn(x: torch.Tensor) -> torch.Tensor:
+            return potential.grad(x)
+    elif callable(potential):
+        def grad_fn(x: torch.Tensor) -> torch.Tensor:
+            (g,) = torch.autograd.grad(potential(x), x, create_graph=True)
+            return g
+    else:
+        raise TypeError(f"potential must be a dynopt potential or a callable, got {potential!r}")
+    qt.requires_grad_(True)
+    with torch.enable_grad():
+        g = grad_fn(qt)
+    if not g.requires_grad:
+        raise TypeError(f"the gradient of {potential!r} is not differentiable by torch autograd")
+
+    def hvp(v: np.ndarray) -> np.ndarray:
+        vt = torch.as_tensor(v, dtype=g.dtype)
+        (hv,) = torch.autograd.grad(g, qt, grad_outputs=vt, retain_graph=True)
+        return hv.detach().numpy()
+
+    return hessian_top_eigenvalue(hvp, qt.numel(), **kwargs)
+
+
+def model_top_eigenvalue(model: torch.nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor],
+                         data: Sequence[tuple[Any, Any]] | tuple[Any, Any], *,
+                         weight_decay: float = 0.0, params: Sequence[torch.Tensor] | None = None,
+                         **kwargs: Any) -> TopEigenvalue:
+    """λ_max of the full-batch loss of a torch model at its current parameters.
+
+    U(θ) = Σ_b n_b · loss_fn(model(x_b), y_b) / Σ_b n_b + (weight_decay/2)|θ|², i.e. the mean
+    loss over all batches when ``loss_fn`` averages over a batch. Works with any optimizer: only
+    the model and the data are read, nothing is changed (gradients in ``.grad`` are kept).
+
+    Args:
+        model: The model (put it in eval mode first if it has dropout or batch norm).
+        loss_fn: ``loss_fn(output, target)``, a batch mean.
+        data: One ``(x, y)`` pair or a sequence of them (chunks of the full batch).
+        weight_decay: λ of the Gaussian prior term (adds λ to every eigenvalue).
+        params: Parameters θ (default: every parameter with ``requires_grad``).
+        **kwargs: Passed to :func:`hessian_top_eigenvalue`.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if weight_decay < 0 or not np.isfinite(weight_decay):
+        raise ValueError(f"weight_decay must be finite and >= 0, got {weight_decay!r}")
+    chunks = [data] if isinstance(data, tuple) else list(data)
+    if not chunks or not all(isinstance(c, tuple | list) and len(c) == 2 for c in chunks):
+        raise TypeError("data must be an (x, y) pair or a non-empty sequence of (x, y) pairs")
+    ps = [p for p in (model.parameters() if params is None else params) if p.requires_grad]
+    if not ps:
+        raise ValueError("the model has no parameters that require gradients")
+    sizes = [len(c[0]) for c in chunks]
+    total = float(sum(sizes))
+    grads = []
+    with torch.enable_grad():
+        for (x, y), n in zip(chunks, sizes, strict=True):
+            loss = loss_fn(model(x), y) * (n / total)
+            grads.append(torch.autograd.grad(loss, ps, create_graph=True))
+    flat = [torch.cat([g.reshape(-1) for g in gs]) for gs in grads]
+    dtype, device = flat[0].dtype, flat[0].device
+    theta_numels = [p.numel() for p in ps]
+
+    def hvp(v: np.ndarray) -> np.ndarray:
+        vt = torch.as_tensor(v, dtype=dtype, device=device)
+        out = torch.zeros_like(vt, dtype=torch.float64)
+        for g in flat:
+            hv = torch.autograd.grad(g, ps, grad_outputs=vt, retain_graph=True)
+            out += torch.cat([h.reshape(-1) for h in hv]).double()
+        if weight_decay:
+            out += weight_decay * vt.double()
+        return out.cpu().numpy()
+
+    return hessian_top_eigenvalue(hvp, sum(theta_numels), **kwargs)

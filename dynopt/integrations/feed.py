@@ -1,0 +1,37 @@
+"""Hand a back-propagated loss to the optimizer behind a framework's wrappers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["feed_loss", "unwrap"]
+
+#: Attributes under which wrappers keep the optimizer they wrap (accelerate's
+#: ``AcceleratedOptimizer.optimizer``, Lightning's ``LightningOptimizer._optimizer``).
+_WRAPPED = ("optimizer", "_optimizer")
+
+
+def unwrap(optimizer: Any) -> Any:
+    """The innermost optimizer of a chain of framework wrappers."""
+    seen = set()
+    while id(optimizer) not in seen:
+        seen.add(id(optimizer))
+        inner = next((getattr(optimizer, a) for a in _WRAPPED
+                      if getattr(optimizer, a, None) is not None), None)
+        if inner is None or inner is optimizer:
+            break
+        optimizer = inner
+    return optimizer
+
+
+def feed_loss(optimizer: Any, loss: Any) -> bool:
+    """``observe_loss(loss)`` on the (unwrapped) optimizer if it reads the loss value.
+
+    Returns:
+        Whether the loss was handed over.
+    """
+    opt = unwrap(optimizer)
+    if getattr(opt, "uses_loss", False) and callable(getattr(opt, "observe_loss", None)):
+        opt.observe_loss(loss)
+        return True
+    return False

@@ -1,0 +1,52 @@
+"""Observables by name: what ``integrate(..., observables=[...])`` accepts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .base import Observable
+from .callback import Callback
+from .layers import LayerConfigurational, LayerKinetic
+from .loss import HeldoutLoss, Loss
+from .theta import Projections, Theta
+
+__all__ = ["NAMES", "resolve"]
+
+#: Name -> factory of the built-in observables.
+NAMES: dict[str, Callable[[], Observable]] = {
+    "loss": Loss,
+    "heldout_loss": HeldoutLoss,
+    "layer_kinetic": LayerKinetic,
+    "layer_configurational": LayerConfigurational,
+    "projections": Projections,
+    "theta": Theta,
+}
+
+
+def resolve(observables: Any) -> list[Observable]:
+    """A list of :class:`Observable` from objects, names and callables.
+
+    Raises:
+        TypeError: ``observables`` is not a list/tuple or an entry is none of the above.
+        ValueError: An unknown name.
+    """
+    if isinstance(observables, str | Observable) or callable(observables):
+        observables = [observables]
+    if not isinstance(observables, list | tuple):
+        raise TypeError(f"observables must be a list of observables, names or callables, got "
+                        f"{observables!r}")
+    out: list[Observable] = []
+    for item in observables:
+        if isinstance(item, Observable):
+            out.append(item)
+        elif isinstance(item, str):
+            if item not in NAMES:
+                raise ValueError(f"unknown observable {item!r}; choose from {sorted(NAMES)}")
+            out.append(NAMES[item]())
+        elif callable(item):
+            out.append(Callback(getattr(item, "__name__", "callback"), item))
+        else:
+            raise TypeError(f"observables entries must be Observable objects, names or "
+                            f"callables, got {item!r}")
+    return out

@@ -1,0 +1,259 @@
+"""Validation of a checkpoint before :meth:`DynamicsOptimizer.load_state_dict` changes anything.
+
+:func:`validate` reads a ``state_dict`` and either raises (``ValueError`` or ``TypeError`` naming
+the offending entry) or returns what ``load_state_dict`` needs, already checked: the param groups
+(with schedule placeholders resolved), the optimizer-level state and ready-made generators. Only
+then does ``load_state_dict`` mutate the optimizer, so a rejected checkpoint leaves it exactly as
+it was. What is checked:
+
+* the structure: ``state``, ``param_groups`` and the ``"dynopt"`` entry (a plain
+  ``torch.optim`` checkpoint has none: it would silently drop the RNG state and step counter);
+* the optimizer class recorded in ``"dynopt"`` (a Langevin checkpoint is not an
+  AdaptiveLangevin one) and, per group, the ``dynamics``;
+* every hyperparameter, with the optimizer's own group validation;
+* seed, step counters and generator states;
+* every per-parameter state entry against its parameter (:class:`Key`): presence of the required
+  buffers, shape, floating dtype and finite values (tensors are moved to the parameter's device
+  as torch does);
+* the optimizer-level state (thermostat variables, energies) through the subclass hook
+  ``_validate_global_state``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["PRIOR_STATE", "Key", "check_scalar_tensor", "check_vector", "validate"]
+
+#: Placeholder stored in ``state_dict()`` for a hyperparameter given as a schedule callable.
+SCHEDULE = "<schedule>"
+#: Seeds are 64-bit (Philox keys and torch generator seeds).
+_SEED_LIMIT = 1 << 64
+#: Step counters enter the fused path's 64-bit Philox counter as 16·step + slot.
+_COUNT_LIMIT = 1 << 60
+
+
+@dataclass(frozen=True)
+class Key:
+    """What a per-parameter state entry may hold under one key.
+
+    Attributes:
+        kind: ``"param"`` (a floating tensor shaped like the parameter), ``"count"`` (an integer
+            ≥ 0, or a 0-d/1-element tensor holding one) or ``"vector"`` (a floating 1-D tensor of
+            ``size`` finite elements).
+        required: Whether a non-empty entry must hold this key.
+        size: The length of a ``"vector"``.
+    """
+
+    kind: str
+    required: bool = False
+    size: int = 0
+
+
+#: Per-parameter state of :mod:`dynopt.optim.prior` (the tether's θ₀), allowed for every optimizer.
+PRIOR_STATE = {"anchor": Key("param")}
+
+
+def _fail(where: str, message: str) -> ValueError:
+    return ValueError(f"cannot load the checkpoint: {where} {message}; the optimizer was left "
+                      "unchanged")
+
+
+def _count(value: Any, where: str) -> int:
+    if isinstance(value, Tensor):
+        if value.numel() != 1 or (value.is_floating_point() and not bool(
+                torch.isfinite(value).all())):
+            raise _fail(where, f"must be a non-negative integer, got a tensor {value!r}")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or (
+            isinstance(value, float) and (not math.isfinite(value) or value != int(value))):
+        raise _fail(where, f"must be a non-negative integer, got {value!r}")
+    if int(value) < 0:
+        raise _fail(where, f"must be >= 0, got {value!r}")
+    if int(value) >= _COUNT_LIMIT:
+        raise _fail(where, f"must be < 2**60 (the noise counter is 16·step + slot in 64 bits), "
+                    f"got {value!r}")
+    return int(value)
+
+
+def check_vector(value: Any, where: str, size: int | None, *, finite: bool = True) -> None:
+    """A floating 1-D tensor (of ``size`` elements if given) with finite values, or raise."""
+    if not isinstance(value, Tensor) or not value.is_floating_point() or value.dim() != 1 or (
+            size is not None and value.numel() != size):
+        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        want = f"({size},)" if size is not None else "1-D"
+        raise _fail(where, f"must be a floating {want} tensor, got {shape}")
+    if finite and not bool(torch.isfinite(value).all()):
+        raise _fail(where, "holds non-finite values")
+
+
+def check_scalar_tensor(value: Any, where: str) -> None:
+    """A finite floating 1-element tensor (or a finite real number), or raise."""
+    if isinstance(value, Tensor):
+        check_vector(value.reshape(-1), where, 1)
+    elif isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(
+            float(value)):
+        raise _fail(where, f"must be a finite number, got {value!r}")
+
+
+def _check_entry(entry: Any, p: Tensor, schema: dict[str, Key], where: str) -> None:
+    if not isinstance(entry, Mapping):
+        raise _fail(where, f"must be a dict, got {type(entry).__name__}")
+    if not entry:
+        return
+    for key in entry:
+        if key not in schema:
+            raise _fail(f"{where}[{key!r}]", f"is not a state of this optimizer (expected "
+                        f"keys: {sorted(schema)})")
+    for key, spec in schema.items():
+        if key not in entry:
+            if spec.required:
+                raise _fail(where, f"lacks {key!r} (present: {sorted(entry)}); a partial state "
+                            "would feed the update mismatched buffers")
+            continue
+        value, at = entry[key], f"{where}[{key!r}]"
+        if spec.kind == "count":
+            _count(value, at)
+        elif spec.kind == "vector":
+            check_vector(value, at, spec.size)
+        else:
+            if not isinstance(value, Tensor) or not value.is_floating_point() or value.is_complex():
+                raise _fail(at, f"must be a floating tensor, got {type(value).__name__}"
+                            + (f" of dtype {value.dtype}" if isinstance(value, Tensor) else ""))
+            if value.shape != p.shape:
+                raise _fail(at, f"has shape {tuple(value.shape)} but its parameter has shape "
+                            f"{tuple(p.shape)}")
+            if value.is_sparse or value.layout != torch.strided:
+                raise _fail(at, "must be a dense (strided) tensor")
+            if not bool(torch.isfinite(value).all()):
+                raise _fail(at, "holds non-finite values")
+
+
+def _generators(saved: Any) -> dict[str, torch.Generator]:
+    if not isinstance(saved, Mapping):
+        raise _fail("dynopt['generators']", f"must be a dict, got {type(saved).__name__}")
+    out = {}
+    for key, st in saved.items():
+        where = f"dynopt['generators'][{key!r}]"
+        if not isinstance(key, str):
+            raise _fail(where, "must be keyed by a device string")
+        if not isinstance(st, Tensor) or st.dtype != torch.uint8:
+            raise _fail(where, "must be a uint8 tensor (torch.Generator.get_state())")
+        try:
+            gen = torch.Generator(device=key)
+            gen.set_state(st.cpu())
+        except (RuntimeError, ValueError, TypeError) as err:
+            raise _fail(where, f"is not a valid generator state for {key!r} ({err})") from None
+        out[key] = gen
+    return out
+
+
+def validate(opt: Any, state_dict: Any) -> tuple[list[dict[str, Any]], dict[str, Any],
+                                                   dict[str, torch.Generator], int]:
+    """Check ``state_dict`` against ``opt`` (see the module docstring).
+
+    Returns:
+        ``(param_groups, global_state, generators, seed)``: the groups to hand to
+        ``torch.optim.Optimizer.load_state_dict`` (schedules resolved) and the checked
+        optimizer-level state.
+
+    Raises:
+        ValueError, TypeError: Naming the offending entry; nothing has been changed.
+    """
+    cls = type(opt).__name__
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+    for key in ("state", "param_groups"):
+        if key not in state_dict:
+            raise _fail("the state_dict", f"has no {key!r} entry")
+    extra = state_dict.get("dynopt")
+    if extra is None:
+        raise ValueError(
+            "cannot load the checkpoint: it has no 'dynopt' entry, so it was not saved by a "
+            "dynopt optimizer (a plain torch.optim checkpoint, or the entry was removed). Loading "
+            "it would silently drop the random-number state, step counter and thermostat "
+            f"variables. Save with {cls}.state_dict(), or start a fresh {cls} instead of "
+            "loading; the optimizer was left unchanged")
+    if not isinstance(extra, Mapping):
+        raise _fail("dynopt", f"must be a dict, got {type(extra).__name__}")
+    saved_cls = extra.get("optimizer")
+    if saved_cls is not None and saved_cls != cls:
+        raise _fail("dynopt['optimizer']", f"is {saved_cls!r}: a {saved_cls} checkpoint cannot be "
+                    f"loaded into a {cls}")
+    for key in ("seed", "global", "generators"):
+        if key not in extra:
+            raise _fail("dynopt", f"lacks {key!r}")
+    seed = extra["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not (
+            0 <= int(seed) < _SEED_LIMIT):
+        raise _fail("dynopt['seed']", f"must be an integer in [0, 2**64), got {seed!r}")
+    glob = extra["global"]
+    if not isinstance(glob, Mapping):
+        raise _fail("dynopt['global']", f"must be a dict, got {type(glob).__name__}")
+    for key in ("step", "skipped"):
+        if key not in glob:
+            raise _fail("dynopt['global']", f"lacks {key!r}")
+        _count(glob[key], f"dynopt['global'][{key!r}]")
+    generators = _generators(extra["generators"])
+
+    saved_groups = state_dict["param_groups"]
+    if not isinstance(saved_groups, list | tuple) or len(saved_groups) != len(opt.param_groups):
+        n = len(saved_groups) if isinstance(saved_groups, list | tuple) else saved_groups
+        raise _fail("param_groups", f"has {n} groups, this optimizer has "
+                    f"{len(opt.param_groups)}")
+    groups: list[dict[str, Any]] = []
+    probes: list[dict[str, Any]] = []
+    owner: dict[Any, tuple[int, dict[str, Any], Tensor]] = {}
+    for gi, (saved, current) in enumerate(zip(saved_groups, opt.param_groups, strict=True)):
+        if not isinstance(saved, Mapping) or not isinstance(saved.get("params"), list | tuple):
+            raise _fail(f"param group {gi}", "must be a dict with a 'params' list")
+        if len(saved["params"]) != len(current["params"]):
+            raise _fail(f"param group {gi}", f"has {len(saved['params'])} parameters, this "
+                        f"optimizer's has {len(current['params'])}")
+        # keys added after the checkpoint was written take the optimizer's neutral defaults
+        # (as __setstate__ does); any other missing key is an error
+        missing = sorted(k for k in current if k != "params" and k not in saved
+                         and k not in opt.defaults)
+        if missing:
+            raise _fail(f"param group {gi}", f"lacks the hyperparameters {missing}")
+        if "dynamics" in current and saved.get("dynamics") != current["dynamics"]:
+            raise _fail(f"param group {gi}", f"runs dynamics={saved.get('dynamics')!r}, this "
+                        f"optimizer's runs {current['dynamics']!r}")
+        group = {**{k: opt.defaults[k] for k in current if k not in saved and k in opt.defaults},
+                 **saved}
+        for k, v in saved.items():
+            if isinstance(v, str) and v == SCHEDULE:
+                if not callable(current.get(k)):
+                    raise ValueError(f"the checkpoint's {k} was a schedule; construct the "
+                                     f"optimizer with the same schedule before loading")
+                group[k] = current[k]
+        probe = {**group, "params": current["params"]}
+        try:
+            opt._validate_group(probe, gi)
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"cannot load the checkpoint: {err}; the optimizer was left "
+                            "unchanged") from None
+        groups.append(group)
+        probes.append(probe)
+        for pid, p in zip(saved["params"], current["params"], strict=True):
+            owner[pid] = (gi, probe, p)
+
+    state = state_dict["state"]
+    if not isinstance(state, Mapping):
+        raise _fail("state", f"must be a dict, got {type(state).__name__}")
+    for pid, entry in state.items():
+        if not isinstance(pid, int | str) or pid not in owner:
+            raise _fail(f"state[{pid!r}]", "belongs to no parameter of the param groups")
+        gi, probe, p = owner[pid]
+        schema = opt._state_schema(probe)
+        if schema is not None:
+            _check_entry(entry, p, schema, f"state[{pid!r}] (param group {gi})")
+    opt._validate_global_state(glob, probes)
+    return groups, dict(glob), generators, int(seed)

@@ -1,0 +1,105 @@
+"""Validation of a :class:`~dynopt.potentials.NetworkLoss`: what cannot work, said up front."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["check_data", "check_model", "probe"]
+
+
+def check_model(model: Any) -> list[tuple[str, torch.Tensor]]:
+    """The model's named parameters, after checking they can form a flat θ.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module`` or a parameter is not floating point.
+        ValueError: The model has no parameters, or a module would make U random or stateful
+            (Dropout / BatchNorm in training mode).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {model!r}")
+    named = list(model.named_parameters())
+    if not named:
+        raise ValueError(f"model has no parameters: {type(model).__name__}")
+    for name, p in named:
+        if not p.is_floating_point() or p.is_complex():
+            raise TypeError(f"model parameter {name!r} has dtype {p.dtype}; NetworkLoss needs "
+                            "floating-point parameters (θ is a real vector)")
+    for mname, mod in model.named_modules():
+        if not mod.training:
+            continue
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.track_running_stats:
+            raise ValueError(
+                f"model module {mname or type(mod).__name__!r} ({type(mod).__name__}) is in "
+                "training mode: its forward updates running statistics, so U(θ) would change "
+                "with every call; call model.eval() first (or use track_running_stats=False)")
+        if isinstance(mod, nn.modules.dropout._DropoutNd) and mod.p > 0:
+            raise ValueError(
+                f"model module {mname or type(mod).__name__!r} ({type(mod).__name__}, "
+                f"p={mod.p}) is in training mode: it makes U(θ) random; call model.eval() first")
+    return named
+
+
+def check_data(name: str, data: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``data`` as an ``(inputs, targets)`` pair of tensors with the same number of examples."""
+    if not isinstance(data, tuple | list) or len(data) != 2:
+        raise TypeError(f"{name} must be a pair (inputs, targets) of tensors, got "
+                        f"{type(data).__name__}")
+    x, y = data
+    for part, t in (("inputs", x), ("targets", y)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} {part} must be a torch.Tensor, got {type(t).__name__}")
+        if t.ndim == 0:
+            raise ValueError(f"{name} {part} must have an example axis, got a 0-d tensor")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"{name} has {x.shape[0]} inputs but {y.shape[0]} targets")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} has no examples")
+    for part, t in (("inputs", x), ("targets", y)):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} {part} contain NaN or inf")
+    return x, y
+
+
+def probe(model: nn.Module, loss_fn: Callable[..., Any], name: str,
+          data: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Run the model and the loss on two examples: shapes must fit, buffers must not change and
+    the loss must be a finite scalar.
+
+    Raises:
+        ValueError: On a shape mismatch (the original error is chained), changed buffers or a
+            non-scalar loss.
+    """
+    ref = next(model.parameters())
+
+    def like(t: torch.Tensor) -> torch.Tensor:  # the model evaluates in θ's dtype, so may we
+        t = t[:2].to(ref.device)
+        return t.to(ref.dtype) if t.is_floating_point() else t
+
+    x, y = like(data[0]), like(data[1])
+    before = {k: b.detach().clone() for k, b in model.named_buffers()}
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        raise ValueError(f"{name} inputs of shape {tuple(data[0].shape)} do not fit the model: "
+                         f"{err}") from err
+    for k, b in model.named_buffers():
+        if k in before and not torch.equal(before[k], b.detach()):
+            b.data.copy_(before[k])
+            raise ValueError(f"model buffer {k!r} changed during a forward pass; NetworkLoss "
+                             "needs a pure forward (call model.eval() first)")
+    try:  # a broadcasting warning (e.g. targets (n,) against outputs (n, 1)) is an error here
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            val = loss_fn(out, y)
+    except (RuntimeError, ValueError, TypeError, IndexError, UserWarning) as err:
+        raise ValueError(f"loss_fn cannot compare the model output of shape {tuple(out.shape)} "
+                         f"with {name} targets of shape {tuple(data[1].shape)}: {err}") from err
+    if not isinstance(val, torch.Tensor) or val.numel() != 1 or val.ndim != 0:
+        raise ValueError(f"loss_fn must return a scalar tensor (the mean loss of a batch), got "
+                         f"{val!r}")

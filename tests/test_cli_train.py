@@ -1,0 +1,39 @@
+"""``dynopt train`` with its training monitor: printed temperatures, limit and saved records."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from dynopt.cli import main
+
+
+def test_train_prints_monitor_and_limit(tmp_path, capsys):
+    """Langevin (h = 0.25) on the spirals: every report line has 4 per-layer T_kin and T_conf
+    values and λ_max against the BAOAB limit 4/h² = 64; the final table has one row per
+    parameter tensor with n = its size; the JSON holds one record per 5 steps."""
+    rc = main(["train", "--optimizer", "langevin", "--epochs", "4", "--record-every", "5",
+               "--curvature-every", "8", "--out", str(tmp_path)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    lines = [ln for ln in text.splitlines() if ln.startswith("epoch")]
+    assert len(lines) == 4
+    for ln in lines:
+        kin = re.search(r"T_kin \[([^\]]*)\]", ln).group(1).split()
+        conf = re.search(r"T_conf \[([^\]]*)\]", ln).group(1).split()
+        assert len(kin) == len(conf) == 4
+        assert all(float(v) > 0 for v in kin)
+    lims = [float(m) for m in re.findall(r"/ limit ([0-9.]+)", text)]
+    assert lims and all(v == pytest.approx(64.0) for v in lims)
+    rows = {r.split()[0]: int(r.split()[1]) for r in text.splitlines()
+            if re.match(r"^[02]\.(weight|bias)\s", r)}
+    assert rows == {"0.weight": 200, "0.bias": 100, "2.weight": 100, "2.bias": 1}
+    rec = json.loads((tmp_path / "train" / "langevin-spirals.json").read_text())
+    steps = 4 * 20  # 500 points / batch 25 = 20 steps per epoch
+    assert rec["monitor"]["step"] == list(range(0, steps + 1, 5))
+    lam = np.array(rec["monitor"]["lambda_max"], dtype=float)
+    assert np.isfinite(lam[::8]).all() and np.isnan(lam[1::8]).all()
+    assert (tmp_path / "train" / "langevin-spirals" / "monitor.png").stat().st_size > 5000

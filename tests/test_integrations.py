@@ -1,0 +1,240 @@
+"""dynopt optimizers in the real Hugging Face Trainer and PyTorch Lightning (tiny models built in
+code, CPU, no downloads, no logging): the loss the dynamics sees equals a manual loop's, and
+checkpoints resume bit for bit."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+import torch
+from optim_zoo import FACTORIES, flat
+
+#: The loss-reading optimizers (their energy needs the mean loss of the accumulated batch).
+NAMES = ("BBI", "ECDSep", "HeavyBall")
+
+
+def _tiny(seed: int = 0) -> torch.nn.Sequential:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(),
+                               torch.nn.Linear(5, 1)).double()
+
+
+def _dataset(n: int = 16):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    return x, torch.sin(x.sum(1, keepdim=True))
+
+
+def _manual(name: str, steps: int, micro: int, accum: int) -> torch.Tensor:
+    """The reference: a plain loop over consecutive micro-batches, loss/accum back-propagated
+    and observed, one step per window."""
+    x, y = _dataset()
+    m = _tiny()
+    opt = FACTORIES[name](m, seed=4)
+    i = 0
+    for _ in range(steps):
+        opt.zero_grad()
+        for _ in range(accum):
+            xb, yb = x[i:i + micro], y[i:i + micro]
+            i = (i + micro) % len(x)
+            loss = torch.nn.functional.mse_loss(m(xb), yb) / accum
+            loss.backward()
+            opt.observe_loss(loss)
+        opt.step()
+    return flat(m)
+
+
+# --- Hugging Face Trainer ---------------------------------------------------------------------
+class _HFModel(torch.nn.Module):
+    """A tiny model with the Trainer's interface: forward(**batch) -> {"loss": ...}."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _tiny()
+
+    def forward(self, x, y):
+        return {"loss": torch.nn.functional.mse_loss(self.net(x), y)}
+
+
+def _hf_run(name, tmp_path, *, max_steps, accum, resume=None, save_steps=None):
+    transformers = pytest.importorskip("transformers")
+    from dynopt.integrations.huggingface import DynoptTrainer
+
+    class SequentialTrainer(DynoptTrainer):
+        def _get_train_sampler(self, *args, **kwargs):
+            return torch.utils.data.SequentialSampler(self.train_dataset)
+
+    x, y = _dataset()
+    ds = [{"x": x[i], "y": y[i]} for i in range(len(x))]
+    model = _HFModel()
+    opt = FACTORIES[name](model.net, seed=4)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=2,
+        gradient_accumulation_steps=accum, max_steps=max_steps, max_grad_norm=0.0,
+        lr_scheduler_type="constant", report_to="none", disable_tqdm=True,
+        logging_strategy="no", save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500, use_cpu=True, seed=0, dataloader_num_workers=0)
+    trainer = SequentialTrainer(model=model, args=args, train_dataset=ds,
+                                optimizers=(opt, None))
+    trainer.remove_callback(transformers.PrinterCallback)  # quiet
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train(resume_from_checkpoint=resume)
+    return flat(model.net)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hf_trainer_with_gradient_accumulation_equals_the_manual_loop(name, tmp_path):
+    got = _hf_run(name, tmp_path, max_steps=4, accum=2)
+    assert torch.equal(got, _manual(name, steps=4, micro=2, accum=2))
+
+
+def test_hf_trainer_checkpoint_resume_is_bit_exact(tmp_path):
+    ref = _hf_run("BBI", tmp_path / "a", max_steps=6, accum=2, save_steps=3)
+    ckpt = tmp_path / "a" / "checkpoint-3"
+    assert ckpt.is_dir()
+    got = _hf_run("BBI", tmp_path / "b", max_steps=6, accum=2, resume=str(ckpt))
+    assert torch.equal(got, ref)
+
+
+def test_hf_trainer_weight_decay_groups_are_honoured(tmp_path):
+    """The Trainer's own optimizer factory path: its param groups set weight_decay, which a
+    dynopt optimizer now honours (a run with weight decay differs from one without)."""
+    transformers = pytest.importorskip("transformers")
+    from dynopt.integrations.huggingface import DynoptTrainer
+    from dynopt.optim import HeavyBall
+
+    x, y = _dataset()
+    ds = [{"x": x[i], "y": y[i]} for i in range(len(x))]
+    out = []
+    for wd in (0.0, 0.5):
+        model = _HFModel()
+        args = transformers.TrainingArguments(
+            output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=3,
+            weight_decay=wd, learning_rate=0.1, lr_scheduler_type="constant",
+            report_to="none", disable_tqdm=True, logging_strategy="no", save_strategy="no",
+            use_cpu=True, max_grad_norm=0.0)
+        trainer = DynoptTrainer(model=model, args=args, train_dataset=ds,
+                                optimizer_cls_and_kwargs=(HeavyBall, {"gamma": 0.5,
+                                                                      "seed": 0}))
+        trainer.remove_callback(transformers.PrinterCallback)
+        trainer.train()
+        groups = trainer.optimizer.optimizer.param_groups if hasattr(
+            trainer.optimizer, "optimizer") else trainer.optimizer.param_groups
+        assert len(groups) == 2 and {g["weight_decay"] for g in groups} == {0.0, wd}
+        out.append(flat(model.net))
+    assert not torch.equal(out[0], out[1])
+
+
+# --- Lightning --------------------------------------------------------------------------------
+def _lightning_run(name, *, epochs, accum, ckpt_in=None, ckpt_out=None):
+    pl = pytest.importorskip("pytorch_lightning")
+    from dynopt.integrations.lightning import FeedLoss
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = _tiny()
+
+        def training_step(self, batch, batch_idx):
+            xb, yb = batch
+            return torch.nn.functional.mse_loss(self.net(xb), yb)
+
+        def configure_optimizers(self):
+            return FACTORIES[name](self.net, seed=4)
+
+    x, y = _dataset()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=2,
+                                         shuffle=False)
+    module = Module()
+    trainer = pl.Trainer(max_epochs=epochs, accumulate_grad_batches=accum, accelerator="cpu",
+                         devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[FeedLoss()], num_sanity_val_steps=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        os.environ.setdefault("PL_DISABLE_FORK", "1")
+        trainer.fit(module, loader, ckpt_path=ckpt_in)
+    if ckpt_out is not None:
+        trainer.save_checkpoint(ckpt_out)
+    return flat(module.net)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_lightning_accumulate_grad_batches_equals_the_manual_loop(name):
+    """accumulate_grad_batches=4: 16 examples / batch 2 = 8 micro-batches = 2 steps per epoch;
+    the loss the dynamics sees is the mean over the 4 micro-batches (not the last one / 4)."""
+    got = _lightning_run(name, epochs=2, accum=4)
+    assert torch.equal(got, _manual(name, steps=4, micro=2, accum=4))
+
+
+def test_lightning_checkpoint_resume_is_bit_exact(tmp_path):
+    ref = _lightning_run("ECDSep", epochs=4, accum=2)
+    path = str(tmp_path / "mid.ckpt")
+    _lightning_run("ECDSep", epochs=2, accum=2, ckpt_out=path)
+    got = _lightning_run("ECDSep", epochs=4, accum=2, ckpt_in=path)
+    assert torch.equal(got, ref)
+
+
+# --- seeding through the frameworks (seed=None) ------------------------------------------------
+def test_hf_trainer_seed_makes_seed_none_reproducible(tmp_path):
+    """The Trainer builds the optimizer after transformers.set_seed(args.seed): with seed=None
+    the noise follows args.seed (same seed: identical runs; another seed: different)."""
+    transformers = pytest.importorskip("transformers")
+    from dynopt.integrations.huggingface import DynoptTrainer
+    from dynopt.optim import Langevin
+
+    x, y = _dataset()
+    ds = [{"x": x[i], "y": y[i]} for i in range(len(x))]
+    out = []
+    for seed in (1, 1, 2):
+        model = _HFModel()
+        args = transformers.TrainingArguments(
+            output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=3, seed=seed,
+            learning_rate=0.1, lr_scheduler_type="constant", report_to="none",
+            disable_tqdm=True, logging_strategy="no", save_strategy="no", use_cpu=True,
+            max_grad_norm=0.0, data_seed=0)
+        trainer = DynoptTrainer(model=model, args=args, train_dataset=ds,
+                                optimizer_cls_and_kwargs=(Langevin, {"temperature": 0.1}))
+        trainer.remove_callback(transformers.PrinterCallback)
+        trainer.train()
+        out.append(flat(model.net))
+    assert torch.equal(out[0], out[1]) and not torch.equal(out[0], out[2])
+
+
+def test_lightning_seed_everything_makes_seed_none_reproducible():
+    pl = pytest.importorskip("pytorch_lightning")
+    from dynopt.optim import Langevin
+
+    start = _tiny().state_dict()  # (_tiny() seeds torch: done once, before the runs)
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(),
+                                           torch.nn.Linear(5, 1)).double()
+            self.net.load_state_dict(start)
+
+        def training_step(self, batch, batch_idx):
+            return torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return Langevin(self.net.parameters(), lr=0.1, temperature=0.1)
+
+    x, y = _dataset()
+    out = []
+    for seed in (5, 5, 6):
+        pl.seed_everything(seed, verbose=False)
+        module = Module()
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y),
+                                             batch_size=4)
+        trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(module, loader)
+        out.append(flat(module.net))
+    assert torch.equal(out[0], out[1]) and not torch.equal(out[0], out[2])

@@ -1,0 +1,132 @@
+"""Local SGLD (devinterp style): the tether γ_loc|θ − θ₀|²/2 and the inverse temperature nβ, and
+the local learning coefficient estimate λ̂ = nβ(E[L] − L(θ*)) on a quadratic, where λ = d/2."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dynopt.diagnostics import batch_means_se
+from dynopt.optim import Langevin, OverdampedLangevin
+
+A = torch.tensor([1.0, 2.0, 0.5, 1.5], dtype=torch.float64)  # curvatures a_i of L = ½Σ a_i θ_i²
+NBETA, GAMMA_LOC = 50.0, 1.0
+
+
+def _llc_samples(make, chains=256, steps=2500, burn=300):
+    """λ̂ samples: nβ·L(θ) per chain and step, θ ~ exp(−nβL − γ_loc|θ − θ*|²/2) (τ = 1),
+    started at the minimum θ* = 0 (as devinterp starts at the trained weights)."""
+    theta = torch.zeros(chains, A.numel(), dtype=torch.float64, requires_grad=True)
+    opt = make([theta])
+    out = np.empty((chains, steps - burn))
+    for k in range(steps):
+        opt.zero_grad()
+        per_chain = 0.5 * (A * theta * theta).sum(1)
+        per_chain.sum().backward()  # the chains are independent: one loss, separable
+        if k >= burn:
+            out[:, k - burn] = NBETA * per_chain.detach().numpy()
+        opt.step()
+    return out
+
+
+def _exact() -> float:
+    """nβ E[L] for the Gaussian local posterior: ½ Σ nβ a_i/(nβ a_i + γ_loc) (→ d/2)."""
+    return float(0.5 * (NBETA * A / (NBETA * A + GAMMA_LOC)).sum())
+
+
+@pytest.mark.parametrize("name", ["lm", "baoab"])
+def test_llc_of_a_quadratic_is_half_the_dimension(name):
+    """Leimkuhler–Matthews (exact variance on quadratics) and BAOAB (exact configurational
+    variance on quadratics at any h): |λ̂ − exact| < 4 SE, exact within 0.05 of d/2 = 2 (the
+    tether's known bias), and the SE itself small (≈ 0.005 expected; a broken sampler that
+    only widens the error bar fails)."""
+    if name == "lm":
+        def make(ps):
+            return OverdampedLangevin(ps, lr=0.005, temperature=1.0, scheme="lm", nbeta=NBETA,
+                                      localization=GAMMA_LOC, seed=0)
+    else:
+        def make(ps):
+            return Langevin(ps, lr=0.05, gamma=5.0, temperature=1.0, nbeta=NBETA,
+                            localization=GAMMA_LOC, seed=0)
+    samples = _llc_samples(make)
+    est = samples.mean()
+    se = batch_means_se(samples.mean(0))
+    exact = _exact()
+    assert abs(exact - A.numel() / 2) < 0.05
+    assert se < 0.02
+    assert abs(est - exact) < 4 * se, (est, exact, se)
+
+
+def test_tether_without_nbeta_pulls_to_the_anchor():
+    """With a flat loss (zero gradient) the tether alone is an OU process around θ₀ with
+    variance τ/γ_loc: checked on the sample variance (exact for LM)."""
+    theta = torch.full((512, 2), 3.0, dtype=torch.float64, requires_grad=True)
+    opt = OverdampedLangevin([theta], lr=0.05, temperature=0.5, scheme="lm", localization=2.0,
+                             seed=1)
+    xs = []
+    for k in range(1200):
+        theta.grad = torch.zeros_like(theta)
+        opt.step()
+        if k >= 200:
+            xs.append(theta.detach().clone())
+    x = torch.stack(xs)  # (draw, chain, 2)
+    assert abs(float(x.mean()) - 3.0) < 0.01
+    var = ((x - 3.0) ** 2).mean(-1).numpy().T  # (chain, draw)
+    se = batch_means_se(var.mean(0))
+    assert se < 0.01
+    assert abs(var.mean() - 0.25) < 4 * se
+
+
+@pytest.mark.parametrize(("system_cls", "opt_cls", "scheme"), [
+    ("OverdampedLangevin", OverdampedLangevin, "em"), ("Langevin", Langevin, "BAOAB")])
+def test_system_options_equal_the_optimizer(system_cls, opt_cls, scheme):
+    """The systems' nbeta/localization/center (a Localized potential) and the optimizers'
+    group keys are one mechanism: integrate(system, backend="torch") and the optimizer on the
+    same quadratic, seed and anchor q₀ give the same trajectory (1e-12)."""
+    import dynopt
+    from dynopt.potentials import Harmonic
+
+    dim, n, h, seed = 3, 60, 0.05, 11
+    omega = np.array([0.5, 1.0, 2.0])
+    q0 = np.array([0.3, -0.2, 0.1])
+    kw = {"nbeta": 4.0, "localization": 2.0}
+    system = getattr(dynopt.systems, system_cls)(Harmonic(omega, dim), temperature=0.2,
+                                                center=q0, **kw)
+    extra = {"p0": np.zeros(dim)} if system_cls == "Langevin" else {}
+    traj = dynopt.integrate(system, scheme, q0, h=h, n_steps=n, backend="torch", seed=seed,
+                            dtype=torch.float64, **extra)
+    theta = torch.tensor(q0, requires_grad=True)
+    okw = {"gamma": 1.0} if opt_cls is Langevin else {}
+    opt = opt_cls([theta], lr=h, temperature=0.2, seed=seed, foreach=True, **kw, **okw)
+    w2 = torch.tensor(omega**2)
+    got = []
+    for _ in range(n):
+        opt.zero_grad()
+        (0.5 * (w2 * theta**2).sum()).backward()
+        opt.step()
+        got.append(theta.detach().clone().numpy())
+    np.testing.assert_allclose(np.array(got), traj.q[0, 1:], rtol=0, atol=1e-12)
+
+
+def test_localized_potential_gradient_value_and_errors():
+    from dynopt.potentials import Harmonic, Localized
+
+    u = Localized(Harmonic(2.0, dim=2), nbeta=3.0, localization=0.5, center=[1.0, -1.0],
+                  weight_decay=0.25)
+    q = np.array([[0.2, 0.4]])
+    want = 3.0 * 0.5 * 4.0 * (q * q).sum(-1) + 0.25 * ((q - [1.0, -1.0]) ** 2).sum(-1) \
+        + 0.125 * (q * q).sum(-1)
+    np.testing.assert_allclose(u.value(q), want, rtol=1e-15)
+    qt = torch.tensor(q, requires_grad=True)
+    np.testing.assert_allclose(u.grad(q), u.grad_autograd(qt).detach().numpy(), rtol=1e-14)
+    assert float(u.laplacian(q)[0]) == pytest.approx(3.0 * 8.0 + 2 * 0.75)
+    with pytest.raises(ValueError, match="nbeta"):
+        Localized(Harmonic(dim=2), nbeta=0.0)
+    with pytest.raises(ValueError, match="center"):
+        Localized(Harmonic(dim=2), center=[1.0, 2.0, 3.0])
+    import dynopt
+
+    with pytest.raises(ValueError, match="numba"):
+        dynopt.integrate(dynopt.systems.OverdampedLangevin(u), "em", np.zeros(2), h=0.01,
+                         n_steps=2, backend="numba")
