@@ -121,6 +121,17 @@ COSTATES = ("bellman", "backprop")
 EPS_PLACEMENTS = ("vxx", "qux")
 #: torch's default learning rate of each base (used when ``lr`` is None).
 DEFAULT_LR = {"sgd": 1e-3, "rmsprop": 1e-2, "adam": 1e-3, "ekfac": 1e-2}
+#: The hyperparameters each base reads, with their defaults. A group holds only its base's keys,
+#: so a scheduler never changes a key that has no effect (``OneCycleLR(cycle_momentum=True)``
+#: cycles ``momentum`` for sgd/rmsprop/ekfac and ``betas`` for adam), and a key given for a base
+#: that does not read it is refused.
+BASE_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
+    "sgd": {"momentum": 0.0, "dampening": 0.0, "nesterov": False},
+    "rmsprop": {"alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "centered": False},
+    "adam": {"betas": (0.9, 0.999), "eps": 1e-8},
+    "ekfac": {"momentum": 0.0, "damping": 1e-3, "ekfac_decay": 0.95, "update_freq": 10},
+}
+_BASE_KEYS = frozenset(k for keys in BASE_HYPERPARAMETERS.values() for k in keys)
 
 
 class DDPNOpt(DynamicsOptimizer):
@@ -133,7 +144,10 @@ class DDPNOpt(DynamicsOptimizer):
         base: ``"sgd"``, ``"rmsprop"``, ``"adam"`` or ``"ekfac"``.
         feedback: Use the feedback K δx (False: exactly the base optimizer).
         weight_decay: L2 running cost ℓ(u) = wd‖u‖²/2 (added to the gradient, as torch does).
-        momentum: Momentum (sgd, rmsprop, ekfac), applied to the open-loop step only.
+        momentum: Momentum (sgd, rmsprop, ekfac), applied to the open-loop step only. Each of
+            the base-specific hyperparameters below (``momentum`` to ``update_freq``) is kept
+            only in groups whose base reads it (:data:`BASE_HYPERPARAMETERS`; None: the base's
+            default, torch's); one given for another base raises ValueError.
         dampening: SGD dampening.
         nesterov: SGD Nesterov momentum.
         alpha: RMSprop smoothing constant.
@@ -181,16 +195,16 @@ class DDPNOpt(DynamicsOptimizer):
         base: str = "sgd",
         feedback: bool = True,
         weight_decay: float = 0.0,
-        momentum: float = 0.0,
-        dampening: float = 0.0,
-        nesterov: bool = False,
-        alpha: float = 0.99,
-        centered: bool = False,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        damping: float = 1e-3,
-        ekfac_decay: float = 0.95,
-        update_freq: int = 10,
+        momentum: float | None = None,
+        dampening: float | None = None,
+        nesterov: bool | None = None,
+        alpha: float | None = None,
+        centered: bool | None = None,
+        betas: tuple[float, float] | None = None,
+        eps: float | None = None,
+        damping: float | None = None,
+        ekfac_decay: float | None = None,
+        update_freq: int | None = None,
         vxx_reg: float = 0.0,
         eps_placement: str = "vxx",
         expansion: str = "gauss-newton",
@@ -207,13 +221,16 @@ class DDPNOpt(DynamicsOptimizer):
         self.trajectory = DDPTrajectory(model, terminal_hessian=terminal_hessian)
         self._owner: dict[int, AffineLayer] = {
             id(p): st.layer for st in self.trajectory.stages for p in st.layer.params}
+        given = {"momentum": momentum, "dampening": dampening, "nesterov": nesterov,
+                 "alpha": alpha, "centered": centered, "betas": betas, "eps": eps,
+                 "damping": damping, "ekfac_decay": ekfac_decay, "update_freq": update_freq}
+        _refuse_foreign_keys({k: v for k, v in given.items() if v is not None}, base, "")
         defaults = {
             "lr": DEFAULT_LR[base] if lr is None else lr, "base": base, "feedback": feedback,
-            "weight_decay": weight_decay, "momentum": momentum, "dampening": dampening,
-            "nesterov": nesterov, "alpha": alpha, "centered": centered, "betas": betas,
-            "eps": eps, "damping": damping, "ekfac_decay": ekfac_decay,
-            "update_freq": update_freq, "vxx_reg": vxx_reg, "eps_placement": eps_placement,
-            "expansion": expansion,
+            "weight_decay": weight_decay,
+            **{k: v if given[k] is None else given[k]
+               for k, v in BASE_HYPERPARAMETERS[base].items()},
+            "vxx_reg": vxx_reg, "eps_placement": eps_placement, "expansion": expansion,
             "costate": costate, "feedback_curvature": feedback_curvature,
         }
         groups = list(params) if params is not None else [
@@ -245,12 +262,31 @@ class DDPNOpt(DynamicsOptimizer):
             self.trajectory.detach()
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        base = param_group.get("base", self.defaults["base"])
+        if isinstance(base, str) and base in BASE_HYPERPARAMETERS:
+            index = len(self.param_groups)
+            _refuse_foreign_keys(param_group, base, f" (param group {index})")
+            param_group = dict(param_group)
+            # the base's own keys: the group's, else the defaults' (same base) or the base's
+            for k, v in BASE_HYPERPARAMETERS[base].items():
+                if k not in param_group:
+                    same = base == self.defaults["base"] and k in self.defaults
+                    param_group[k] = self.defaults[k] if same else v
         super().add_param_group(param_group)
         if hasattr(self, "trajectory") and hasattr(self, "last_info"):
             self._sync_hooks()
 
     # --- validation -------------------------------------------------------------------------
+    def _refuse_foreign_keys(self, group: dict[str, Any], index: int) -> None:
+        # a group's own base keys are its hyperparameters even where the defaults' base differs
+        own = BASE_HYPERPARAMETERS.get(group.get("base"), {})  # type: ignore[arg-type]
+        super()._refuse_foreign_keys({k: v for k, v in group.items() if k not in own}, index)
+
     def _validate_group(self, group: dict[str, Any], index: int) -> None:
+        # torch copies every default into the group: drop the keys its base does not read
+        if isinstance(group.get("base"), str) and group["base"] in BASE_HYPERPARAMETERS:
+            for k in _BASE_KEYS.difference(BASE_HYPERPARAMETERS[group["base"]]):
+                group.pop(k, None)
         super()._validate_group(group, index)
         ch = self._check_hyper
         ch(group, index, "base", lambda n, v: check_choice(n, v, BASES))
@@ -260,22 +296,27 @@ class DDPNOpt(DynamicsOptimizer):
         ch(group, index, "feedback_curvature",
            lambda n, v: check_choice(n, v, FEEDBACK_CURVATURES))
         for name in ("weight_decay", "momentum", "dampening", "alpha", "eps", "vxx_reg"):
-            ch(group, index, name, check_nonnegative)
-        ch(group, index, "damping", check_positive)
-        ch(group, index, "ekfac_decay",
-           lambda n, v: check_probability(n, v, open_right=True))
-        ch(group, index, "update_freq", lambda n, v: check_int(n, v, minimum=1))
+            if name in group:
+                ch(group, index, name, check_nonnegative)
+        if "damping" in group:
+            ch(group, index, "damping", check_positive)
+        if "ekfac_decay" in group:
+            ch(group, index, "ekfac_decay",
+               lambda n, v: check_probability(n, v, open_right=True))
+        if "update_freq" in group:
+            ch(group, index, "update_freq", lambda n, v: check_int(n, v, minimum=1))
         for flag in ("feedback", "nesterov", "centered"):
-            if not isinstance(group[flag], bool):
+            if flag in group and not isinstance(group[flag], bool):
                 raise TypeError(f"{flag} must be a bool, got {group[flag]!r} "
                                 f"(param group {index})")
-        betas = group["betas"]
-        if not isinstance(betas, tuple | list) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r} "
-                             f"(param group {index})")
-        for i, b in enumerate(betas):
-            check_probability(f"betas[{i}]", b, open_right=True)
-        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+        if "betas" in group:
+            betas = group["betas"]
+            if not isinstance(betas, tuple | list) or len(betas) != 2:
+                raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r} "
+                                 f"(param group {index})")
+            for i, b in enumerate(betas):
+                check_probability(f"betas[{i}]", b, open_right=True)
+        if group.get("nesterov") and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError(f"nesterov=True requires momentum > 0 and dampening = 0, got "
                              f"momentum={group['momentum']}, dampening={group['dampening']} "
                              f"(param group {index})")
@@ -454,3 +495,12 @@ def _make(model: Any, **kwargs: Any) -> DDPNOpt:
     if not isinstance(model, nn.Module):
         raise TypeError("ddpnopt needs the model (an nn.Sequential), not a parameter list")
     return DDPNOpt(model, **kwargs)
+
+
+def _refuse_foreign_keys(keys: dict[str, Any], base: str, where: str) -> None:
+    """ValueError for a base-specific hyperparameter that ``base`` does not read."""
+    for k in keys:
+        if k in _BASE_KEYS and k not in BASE_HYPERPARAMETERS[base]:
+            readers = sorted(b for b, hp in BASE_HYPERPARAMETERS.items() if k in hp)
+            raise ValueError(f"DDPNOpt with base={base!r} does not use {k}={keys[k]!r}{where}; "
+                             f"{k} is read by base in {readers}")
