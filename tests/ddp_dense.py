@@ -47,13 +47,18 @@ def flat(layer: nn.Module) -> torch.Tensor:
 def dense_step(model: nn.Sequential, x: torch.Tensor, terminal_grad: Callable, *, lr: float,
                minv: Callable[..., torch.Tensor], vxx_reg: float = 0.0,
                second_order: bool = False, bellman: bool = True, terminal_z: str = "outer",
-               minv_open: Callable[..., torch.Tensor] | None = None) -> dict:
+               minv_open: Callable[..., torch.Tensor] | None = None,
+               eps_placement: str = "qux") -> dict:
     """One DDPNOpt step by dense formulas.
 
     Args:
         terminal_grad: ``out -> per-sample ∇φ`` (B, n_T).
         minv: ``(t, qbar, per_sample_qu) -> M⁻¹`` dense (n_u, n_u) for layer t.
         minv_open: The M⁻¹ of the open-loop step k (default: ``minv``).
+        eps_placement: ``"qux"``: ε·I added to V'_xx inside each stage's Q_ux only (the terminal
+            one too); ``"vxx"``: the modified Bellman recursion of Algorithm 3, V_xx ← V_xx + ε·I
+            after each stage's update (so Q_xx, Q_ux, V_x and V_xx upstream all see it), the
+            terminal V_xx left alone.
 
     Returns:
         dict with new flat params per layer, and per-layer dense diagnostics.
@@ -93,7 +98,8 @@ def dense_step(model: nn.Sequential, x: torch.Tensor, terminal_grad: Callable, *
         qux = [fu[i].T @ vxx[i] @ fx[i] for i in range(bsz)]
         gain = []
         for i in range(bsz):
-            g = fu[i].T @ (vxx[i] + vxx_reg * torch.eye(vxx[i].shape[0], dtype=x.dtype)) @ fx[i]
+            tassa = vxx_reg if eps_placement == "qux" else 0.0
+            g = fu[i].T @ (vxx[i] + tassa * torch.eye(vxx[i].shape[0], dtype=x.dtype)) @ fx[i]
             if second_order:
                 v = vx[i]
 
@@ -111,6 +117,8 @@ def dense_step(model: nn.Sequential, x: torch.Tensor, terminal_grad: Callable, *
         info[t] = {"qbar": qbar, "vx_in": None, "vxx_in": None}
         vx = [qx[i] - qux[i].T @ (lr * mi @ qbar) for i in range(bsz)] if bellman else qx
         vxx = [_psd(qxx[i] - (lr / bsz) * qux[i].T @ mi @ qux[i]) for i in range(bsz)]
+        if eps_placement == "vxx":
+            vxx = [v + vxx_reg * torch.eye(v.shape[0], dtype=v.dtype) for v in vxx]
         info[t]["vx_in"] = torch.stack(vx)
         info[t]["vxx_in"] = torch.stack(vxx)
     xhat = xs[0]

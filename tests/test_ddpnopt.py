@@ -134,7 +134,7 @@ def test_factorized_step_equals_dense_ddp(base, kw, net):
     y = torch.randn(x.shape[0], n_out, dtype=torch.float64,
                     generator=torch.Generator().manual_seed(4))
     lr = 0.3 if base == "sgd" else 0.05
-    kw = {"terminal_hessian": "outer", "feedback_curvature": "base"} | kw
+    kw = {"terminal_hessian": "outer", "feedback_curvature": "base", "eps_placement": "qux"} | kw
     ce = kw["terminal_hessian"] == "cross-entropy"
     labels = torch.tensor([0, 2, 1, 1, 0][: x.shape[0]])
 
@@ -154,7 +154,7 @@ def test_factorized_step_equals_dense_ddp(base, kw, net):
                      vxx_reg=kw.get("vxx_reg", 0.0),
                      second_order=kw.get("expansion") == "second-order",
                      bellman=kw.get("costate", "bellman") == "bellman",
-                     terminal_z=kw["terminal_hessian"])
+                     terminal_z=kw["terminal_hessian"], eps_placement=kw["eps_placement"])
     plain = copy.deepcopy(model)
     for m, fb in [(model, True), (plain, False)]:
         opt = DDPNOpt(m, lr=lr, base=base, feedback=fb, **kw)
@@ -324,10 +324,12 @@ def test_unsupported_networks_are_named(model, exc, match):
     (dict(lr=-1.0), "lr must be > 0, got -1.0"),
     (dict(base="lbfgs"), "base must be one of"),
     (dict(vxx_reg=-0.1), "vxx_reg must be >= 0"),
-    (dict(betas=(0.9, 1.0)), r"betas\[1\] must be in \[0, 1\)"),
+    (dict(base="adam", betas=(0.9, 1.0)), r"betas\[1\] must be in \[0, 1\)"),
     (dict(nesterov=True), "nesterov=True requires momentum > 0"),
-    (dict(update_freq=0), "update_freq must be >= 1"),
-    (dict(damping=0.0), "damping must be > 0"),
+    (dict(base="ekfac", update_freq=0), "update_freq must be >= 1"),
+    (dict(base="ekfac", damping=0.0), "damping must be > 0"),
+    (dict(betas=(0.9, 0.99)), r"base='sgd' does not use betas=\(0.9, 0.99\)"),
+    (dict(base="adam", momentum=0.9), r"base='adam' does not use momentum=0.9"),
     (dict(expansion="full"), "expansion must be one of"),
     (dict(costate="adjoint"), "costate must be one of"),
     (dict(terminal_hessian="exact"), "terminal_hessian must be one of"),
@@ -389,3 +391,24 @@ def test_nonfinite_update_raises_and_changes_nothing():
     for k, v in m.state_dict().items():
         assert torch.equal(v, before[k])
     assert all(len(s) == 0 for s in opt.state.values())
+
+
+def test_groups_hold_only_their_bases_keys_so_schedulers_cycle_what_is_used():
+    """OneCycleLR(cycle_momentum=True) cycles ``betas`` when the optimizer has them: an SGD-based
+    DDPNOpt must not carry Adam's betas (it would cycle a key with no effect), and an Adam group
+    beside an SGD group gets Adam's keys only."""
+    opt = DDPNOpt(mlp(), lr=0.1, base="sgd", momentum=0.9)
+    assert "betas" not in opt.defaults and "betas" not in opt.param_groups[0]
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10,
+                                                max_momentum=0.95)
+    assert not sched.use_beta1            # it cycles the momentum SGD reads
+    assert opt.param_groups[0]["momentum"] == 0.95
+    m = mlp()
+    layers = [mod for mod in m if isinstance(mod, torch.nn.Linear)]
+    mixed = DDPNOpt(m, lr=0.1, base="sgd", params=[
+        {"params": list(layers[0].parameters())},
+        {"params": [p for mod in layers[1:] for p in mod.parameters()], "base": "adam"}])
+    g0, g1 = mixed.param_groups
+    assert {"momentum", "dampening", "nesterov"} <= set(g0) and "betas" not in g0
+    assert g1["betas"] == (0.9, 0.999) and g1["eps"] == 1e-8
+    assert not {"momentum", "dampening", "nesterov"} & set(g1)

@@ -128,7 +128,7 @@ OPTIMIZERS = [
      {"lr": "positive", "weight_decay": "nonnegative"}),
     ("HeavyBall", lambda **kw: O.HeavyBall(_params(), **({"lr": 0.1} | kw)),
      {"lr": "positive", "gamma": "nonnegative"}),
-    ("DDPNOpt", lambda **kw: O.DDPNOpt(_net(), **kw),
+    ("DDPNOpt", lambda **kw: O.DDPNOpt(_net(), **({"base": _ddp_base(kw)} | kw)),
      {"lr": "positive", "weight_decay": "nonnegative", "momentum": "nonnegative",
       "dampening": "nonnegative", "alpha": "nonnegative", "eps": "nonnegative",
       "damping": "positive", "ekfac_decay": "unit_interval_open", "update_freq": "int>=1",
@@ -163,6 +163,15 @@ EVENTS = [
     ("SetFriction", lambda **kw: E.SetFriction(**({"gamma": 1.0} | kw)),
      {"gamma": "nonnegative"}),
 ]
+
+
+def _ddp_base(kw):
+    """A DDPNOpt base that reads the hyperparameter under test (groups hold only their base's
+    keys; a key of another base is refused, tested in test_ddpnopt.py)."""
+    from dynopt.optim.ddpnopt import BASE_HYPERPARAMETERS
+
+    return next((b for b, keys in BASE_HYPERPARAMETERS.items() if set(kw) <= set(keys) | {
+        "lr", "weight_decay", "vxx_reg"}), "sgd")
 
 
 def _sum(q):

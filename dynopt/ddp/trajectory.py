@@ -33,9 +33,18 @@ quantities below are in the units of one sample's cost φ(x_T^{(i)}).
 3. **extra forward pass** (:meth:`~DDPTrajectory.forward_update`): ``δx_t = x̂_t − x_t`` through
    the already updated layers, and the per-layer update ``u_t ← u_t + k_t + K_t δx_t``.
 
-The Tikhonov term ε_Vxx (Tassa et al. 2012) and the second-order dynamics terms
-(``V_x · σ''`` and ``V_h · g_ux``) enter the feedback gain ``Q_ux`` only, as Tassa's
-regularization does; the value recursion keeps the rank-r structure.
+The Tikhonov term ε_Vxx has two placements (``StagePolicy.eps_placement``):
+
+* ``"vxx"`` (the paper's Algorithm 3, line 12): after the Bellman update of stage t,
+  ``V_xx^t ← V_xx^t + ε I``, so ε enters Q_xx, Q_ux, the costate and V_xx of every earlier stage
+  (it propagates); the terminal Hessian is not regularized. Exactly: V_xx is then positive
+  definite and dense, formed per sample as an n × n matrix (n = dim x_t) and refactored by its
+  Cholesky factor (n rows), so the backward pass costs O(B n³) per layer;
+* ``"qux"`` (Tassa et al. 2012): ``Q_ux = f_uᵀ (V'_xx + ε I) f_x`` in the feedback gain of every
+  stage (the last one included), not propagated; the value recursion keeps the rank-r structure.
+
+The second-order dynamics terms (``V_x · σ''`` and ``V_h · g_ux``) enter the feedback gain
+``Q_ux`` only.
 
 | symbol | code |
 |---|---|
@@ -48,6 +57,7 @@ regularization does; the value recursion keeps the rank-r structure.
 | Q̄_u = E[Q_u] | ``StageGains.qbar`` |
 | E[Q_ux δx] | :meth:`StageGains.feedback` |
 | ε_Vxx | ``StagePolicy.vxx_reg`` |
+| where ε_Vxx enters | ``StagePolicy.eps_placement`` (``"vxx"`` or ``"qux"``) |
 | M, η | ``StagePolicy.curvature`` |
 
 Reference: G.-H. Liu, T. Chen, E. A. Theodorou, "DDPNOpt: Differential Dynamic Programming
@@ -76,6 +86,8 @@ __all__ = ["DDPTrajectory", "Stage", "StageData", "StageGains", "StagePolicy"]
 TerminalHessian = str | Callable[[Tensor, Tensor], Tensor]
 #: Built-in terminal value-Hessian factors.
 TERMINAL_HESSIANS = ("outer", "cross-entropy", "identity")
+#: Where ε_Vxx enters: added to V_xx after the Bellman update (Algorithm 3) or inside Q_ux.
+EPS_PLACEMENTS = ("vxx", "qux")
 
 
 @dataclass
@@ -126,6 +138,8 @@ class StagePolicy:
         q_eff: The open-loop direction's gradient Q̄_u + ℓ_u (with weight decay), ``(out, in_aug)``.
         feedback: Whether the layer uses the feedback K δx (False: Q_ux := 0 for this layer).
         vxx_reg: ε_Vxx.
+        eps_placement: ``"vxx"`` (V_xx ← V_xx + εI after the stage's Bellman update, propagated)
+            or ``"qux"`` (ε inside this stage's Q_ux only); see the module docstring.
         second_order: Add the second-order dynamics terms to Q_ux.
         bellman: Use the Bellman costate V_x = Q_x − Q_uxᵀQ_uu⁻¹Q_u upstream (False: back-prop).
     """
@@ -136,6 +150,15 @@ class StagePolicy:
     vxx_reg: float = 0.0
     second_order: bool = False
     bellman: bool = True
+    eps_placement: str = "qux"
+
+    def __post_init__(self) -> None:
+        check_choice("eps_placement", self.eps_placement, EPS_PLACEMENTS)
+
+    @property
+    def tassa(self) -> bool:
+        """ε_Vxx inside Q_ux (``eps_placement="qux"`` with ε > 0)."""
+        return self.eps_placement == "qux" and self.vxx_reg > 0
 
 
 @dataclass
@@ -184,9 +207,9 @@ class StageGains:
         w = (self.qx * dx.unsqueeze(1)).reshape(n, self.qx.shape[1], -1).sum(-1)   # (B, r)
         r = torch.einsum("ba,bajp->bjp", w, self.zh) if w.shape[1] > 1 else \
             self.zh[:, 0] * w[:, 0, None, None]
-        if pol.vxx_reg > 0 or (pol.second_order and self.d2vx is not None):
+        if pol.tassa or (pol.second_order and self.d2vx is not None):
             wdx = layer.outputs(layer.linear_part(dx))
-            if pol.vxx_reg > 0:
+            if pol.tassa:
                 d1sq = 1.0 if self.d1 is None else self.d1 * self.d1
                 r = r + pol.vxx_reg * d1sq * wdx
             if pol.second_order and self.d2vx is not None:
@@ -621,7 +644,7 @@ class DDPTrajectory:
                 zh_full = zh_full * d1.unsqueeze(1)
             zh_flat = zh_full.reshape(bsz * r, *hs[1:])
             g.zh = layer.outputs(zh_flat).reshape(bsz, r, layer.n_out, -1)
-            if pol is not None and (pol.vxx_reg > 0 or pol.second_order):
+            if pol is not None and (pol.tassa or pol.second_order):
                 g.d1 = None if d1 is None else layer.outputs(d1)
             if pol is not None and pol.second_order:
                 _, d2 = self._post_derivs(rec, st, second=True)
@@ -631,11 +654,15 @@ class DDPTrajectory:
             qx = layer.input_vjp(zh_flat, x.shape[1:]).reshape(bsz, r, *x.shape[1:])
             g.qx = qx
             e_x = None if e_h is None else layer.input_vjp(e_h, x.shape[1:])
+            eps = pol.vxx_reg if pol is not None and pol.eps_placement == "vxx" else 0.0
             if pol is not None and pol.feedback:
                 cur = pol.curvature
                 phi, c = cur.quadratic_forms(g.zh, xs, pol.q_eff if pol.bellman else None)
                 s = torch.eye(r, dtype=phi.dtype, device=phi.device) - (cur.eta / bsz) * phi
-                z_new, clipped = _refactor(s, qx, diagnostics)
+                if eps > 0:      # Algorithm 3, line 12: V_xx ← V_xx + εI (dense factor)
+                    z_new, clipped = _regularized_factor(s, qx, eps, diagnostics)
+                else:
+                    z_new, clipped = _refactor(s, qx, diagnostics)
                 g.clipped = clipped
                 if c is not None:
                     if r == 1:
@@ -645,6 +672,8 @@ class DDPTrajectory:
                         corr = torch.einsum("ba,ban->bn", c, qx.reshape(bsz, r, -1)).reshape(
                             x.shape).mul_(-cur.eta)
                     e_x = corr if e_x is None else e_x.add_(corr)
+            elif eps > 0:
+                z_new = _regularized_factor(None, qx, eps, False)[0]
             else:
                 z_new = qx
             g.z = z_new
@@ -719,13 +748,59 @@ def _store_grad(rec: _Record, i: int, grad: Tensor) -> None:
     rec.grads[i] = grad.detach().to(rec.dtype)
 
 
+def _regularized_factor(s: Tensor | None, qx: Tensor, eps: float, diagnostics: bool
+                        ) -> tuple[Tensor, Tensor | None]:
+    """The factor Z (``Zᵀ Z = V_xx``, ``dim x`` rows per sample) of
+    ``V_xx = Π_+(q_xᵀ S q_x) + ε I``, Π_+ the projection onto the PSD cone (S = I when ``s`` is
+    None), and (with ``diagnostics``) the fraction of samples that needed the projection.
+
+    V_xx is formed densely per sample (``(B, n, n)``, n = dim x); samples whose S has a Cholesky
+    factor (S ≻ 0, hence q_xᵀ S q_x ⪰ 0) skip the eigendecomposition; V_xx ⪰ εI ≻ 0, so its
+    Cholesky factor L gives Z = Lᵀ exactly, and the rank never exceeds n.
+    """
+    bsz, r = qx.shape[:2]
+    shape = qx.shape[2:]
+    q = qx.reshape(bsz, r, -1)
+    n = q.shape[2]
+    clipped = None
+    if s is None:
+        v = q.transpose(1, 2) @ q
+    else:
+        v = q.transpose(1, 2) @ (s @ q)
+        v = 0.5 * (v + v.transpose(1, 2))
+        bad = torch.linalg.cholesky_ex(s).info != 0
+        if bool(bad.any()):
+            vb = v[bad].double()
+            if not bool(torch.isfinite(vb).all()):   # the optimizer's finiteness check reports it
+                return torch.full((bsz, n, *shape), float("nan"), dtype=qx.dtype,
+                                  device=qx.device), None
+            lam, vec = torch.linalg.eigh(vb)
+            proj = (vec * lam.clamp(min=0.0).unsqueeze(1)) @ vec.transpose(1, 2)
+            v = v.clone()
+            v[bad] = proj.to(v.dtype)
+            if diagnostics:
+                tol = 1e-12 * lam.abs().amax(dim=1)
+                neg = (lam.min(dim=1).values < -tol).to(s.dtype).sum()
+                clipped = neg / bsz
+        elif diagnostics:
+            clipped = torch.zeros((), dtype=s.dtype, device=s.device)
+    v = v + eps * torch.eye(n, dtype=v.dtype, device=v.device)
+    chol, info = torch.linalg.cholesky_ex(v)
+    if bool(info.any()):                          # non-finite or lost to rounding
+        return torch.full((bsz, n, *shape), float("nan"), dtype=qx.dtype,
+                          device=qx.device), clipped
+    return chol.transpose(1, 2).reshape(bsz, n, *shape), clipped
+
+
 def _refactor(s: Tensor, qx: Tensor, diagnostics: bool = True) -> tuple[Tensor, Tensor | None]:
     """The factor Z of the PSD projection of V_xx = q_xᵀ S q_x (per sample), and (with
     ``diagnostics``) the fraction of samples whose V_xx had a negative eigenvalue.
 
     ``qx`` is ``(B, r, *x_shape)``, ``s`` is ``(B, r, r)``. With r = 1, ``Z = √max(s, 0) q_x``.
     Otherwise ``q_xᵀ = Q R`` (reduced QR), ``V_xx = Q (R S Rᵀ) Qᵀ``, and the projection is
-    ``Q (R S Rᵀ)_+ Qᵀ = Zᵀ Z`` with ``Z = (R S Rᵀ)_+^{1/2} Qᵀ`` (rank ≤ min(r, dim x)).
+    ``Q (R S Rᵀ)_+ Qᵀ = Zᵀ Z`` with ``Z = (R S Rᵀ)_+^{1/2} Qᵀ`` (rank ≤ min(r, dim x); the
+    Cholesky shortcut is taken only when r ≤ dim x, so the factor never has more rows than the
+    state has entries).
     """
     bsz, r = qx.shape[:2]
     if r == 1:
@@ -733,7 +808,7 @@ def _refactor(s: Tensor, qx: Tensor, diagnostics: bool = True) -> tuple[Tensor, 
         clipped = (v < 0).to(s.dtype).mean() if diagnostics else None
         scale = v.clamp(min=0.0).sqrt_().reshape(bsz, 1, *([1] * (qx.ndim - 2)))
         return qx * scale, clipped
-    if bool((s.diagonal(dim1=1, dim2=2).sum(-1) >= r - 1).all()):
+    if r <= math.prod(qx.shape[2:]) and bool((s.diagonal(dim1=1, dim2=2).sum(-1) >= r - 1).all()):
         # trace(I − S) ≤ 1 bounds every eigenvalue of the PSD matrix I − S by 1, so S ⪰ 0 and
         # V_xx = q_xᵀ S q_x needs no projection: any factor S = L Lᵀ gives Z = Lᵀ q_x
         chol, info = torch.linalg.cholesky_ex(s)

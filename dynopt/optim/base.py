@@ -268,7 +268,8 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             return loss
         # "raise"/"skip": gradients and loss first, then the update, undone if its result is
         # not finite or it raised (dynopt.optim.rollback)
-        if not self._gradients_finite() or not self._loss_finite(loss, kwargs):
+        used = self._used_loss(loss, kwargs)
+        if not self._gradients_finite(used) or not self._loss_finite(used):
             self.global_state["skipped"] += 1
             self.global_state["step"] += 1
             return loss
@@ -311,13 +312,16 @@ class DynamicsOptimizer(torch.optim.Optimizer):
     #: inf/NaN and is only caught at the next step.
     check_result: bool = True
 
-    def _loss_finite(self, loss: Any, kwargs: dict[str, Any]) -> bool:
-        """Whether the loss the update will use is finite (raise under ``"raise"``); the base
-        class does not use the loss, subclasses that do override :meth:`_used_loss`."""
-        used = self._used_loss(loss, kwargs)
-        if used is None:
+    def _loss_finite(self, used: Any) -> bool:
+        """Whether the loss the update will use (:meth:`_used_loss`) is finite; raise under
+        ``"raise"``. A floating tensor loss was already scanned with the gradients of its device
+        (no extra host synchronisation), so only numbers are checked here."""
+        if used is None or isinstance(used, Tensor):
             return True
-        value = float(used.detach().reshape(()) if isinstance(used, Tensor) else used)
+        return self._nonfinite_loss(float(used))
+
+    def _nonfinite_loss(self, value: float) -> bool:
+        """True if ``value`` is finite; else False under ``"skip"``, DivergenceError otherwise."""
         if math.isfinite(value):
             return True
         if self.nonfinite == "skip":
@@ -348,9 +352,16 @@ class DynamicsOptimizer(torch.optim.Optimizer):
     def _update(self, loss: Any = None, **kwargs: Any) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _gradients_finite(self) -> bool:
-        """One fused reduction per (device, dtype); raises or returns False on NaN/inf."""
+    def _gradients_finite(self, loss: Any = None) -> bool:
+        """One fused reduction per (device, dtype); raises or returns False on NaN/inf. A tensor
+        ``loss`` (the value the update will read) joins the scan of its device and dtype, so
+        checking it costs no host synchronisation of its own."""
         buckets: dict[tuple[torch.device, torch.dtype], list[tuple[int, int, Tensor]]] = {}
+        if isinstance(loss, Tensor):
+            if not loss.is_floating_point() and not loss.is_complex():
+                loss = loss.to(torch.float64)
+            flat = loss.detach().reshape(-1)
+            buckets.setdefault((flat.device, flat.dtype), []).append((-1, -1, flat))
         for gi, group in enumerate(self.param_groups):
             for pi, p in enumerate(group["params"]):
                 if p.grad is not None:
@@ -361,6 +372,8 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         for items in buckets.values():
             if all_finite([g for _, _, g in items]):
                 continue
+            if items[0][0] < 0 and not bool(torch.isfinite(items[0][2]).all()):
+                return self._nonfinite_loss(float(items[0][2].sum()))
             if self.nonfinite == "skip":
                 return False
             gi, pi = next(((gi, pi) for gi, pi, g in items if not bool(torch.isfinite(g).all())),

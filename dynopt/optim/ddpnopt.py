@@ -26,6 +26,20 @@ dampening, weight_decay, nesterov)``, ``"rmsprop"`` is ``torch.optim.RMSprop(lr,
 weight_decay, momentum, centered)``, ``"adam"`` is ``torch.optim.Adam(lr, betas, eps,
 weight_decay)``; ``"ekfac"`` is dynopt's EKFAC (:mod:`dynopt.optim.ddp_bases`).
 
+**ε_Vxx.** ``eps_placement="vxx"`` (default) is the paper's Algorithm 3, line 12: after each
+stage's Bellman update ``V_xx ← V_xx + ε I``, so the term propagates into Q_xx, Q_ux, the
+costate and V_xx of every earlier layer, and the terminal Hessian is not regularized (the last
+layer's gain has no ε). It makes the per-sample value Hessian dense (rank ≤ 2·dim x_t), so the
+backward pass costs O(B·n³) per layer of width n. ``eps_placement="qux"`` is Tassa et al.'s
+placement, ``Q_ux = f_uᵀ(V'_xx + εI)f_x`` in every layer's gain (the last one included), not
+propagated (dynopt's placement before issue 12). Default ``vxx_reg=0``: no value we measured
+removed the transient collapses at large learning rates in all seeds (DIGITS, SGD lr 1, 5 seeds:
+ε = 0.03 reduced them, ε = 0.1 made one seed collapse for good, ε = 0.3 collapsed every run;
+docs/reproductions.md).
+With Q_uu replaced by the base optimizer's M/η, ε enlarges the feedback gain
+−ηM⁻¹f_uᵀ(V_xx + εI)f_x without shrinking the open-loop step, so it is not a damping here. The
+paper's own value of ε_Vxx (its appendix A.6) is unknown to us.
+
 **Usage.** The optimizer takes the model (an ``nn.Sequential``) and registers forward hooks
 that record the activations of every forward pass run with gradients enabled, and tensor hooks
 that record ``∂J/∂x_t`` during ``loss.backward()``. The ordinary loop works unchanged::
@@ -59,7 +73,8 @@ change of the gradients between ``backward()`` and ``step()`` other than a commo
 | symbol | code |
 |---|---|
 | η | ``lr`` (schedulable) |
-| ε_Vxx (Tikhonov on V_xx, inside Q_ux) | ``vxx_reg`` |
+| ε_Vxx (Tikhonov on V_xx) | ``vxx_reg`` |
+| where ε_Vxx enters | ``eps_placement`` |
 | l_t(u) = wd/2 ‖u‖² | ``weight_decay`` |
 | M_t | ``base`` (+ ``momentum``, ``betas``, ``alpha``, ``eps``, ``damping``, ...) |
 | terminal V_xx = Z Zᵀ | ``terminal_hessian`` |
@@ -103,8 +118,20 @@ __all__ = ["DDPNOpt"]
 EXPANSIONS = ("gauss-newton", "second-order")
 FEEDBACK_CURVATURES = ("base", "batch")
 COSTATES = ("bellman", "backprop")
+EPS_PLACEMENTS = ("vxx", "qux")
 #: torch's default learning rate of each base (used when ``lr`` is None).
 DEFAULT_LR = {"sgd": 1e-3, "rmsprop": 1e-2, "adam": 1e-3, "ekfac": 1e-2}
+#: The hyperparameters each base reads, with their defaults. A group holds only its base's keys,
+#: so a scheduler never changes a key that has no effect (``OneCycleLR(cycle_momentum=True)``
+#: cycles ``momentum`` for sgd/rmsprop/ekfac and ``betas`` for adam), and a key given for a base
+#: that does not read it is refused.
+BASE_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
+    "sgd": {"momentum": 0.0, "dampening": 0.0, "nesterov": False},
+    "rmsprop": {"alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "centered": False},
+    "adam": {"betas": (0.9, 0.999), "eps": 1e-8},
+    "ekfac": {"momentum": 0.0, "damping": 1e-3, "ekfac_decay": 0.95, "update_freq": 10},
+}
+_BASE_KEYS = frozenset(k for keys in BASE_HYPERPARAMETERS.values() for k in keys)
 
 
 class DDPNOpt(DynamicsOptimizer):
@@ -117,7 +144,10 @@ class DDPNOpt(DynamicsOptimizer):
         base: ``"sgd"``, ``"rmsprop"``, ``"adam"`` or ``"ekfac"``.
         feedback: Use the feedback K δx (False: exactly the base optimizer).
         weight_decay: L2 running cost ℓ(u) = wd‖u‖²/2 (added to the gradient, as torch does).
-        momentum: Momentum (sgd, rmsprop, ekfac), applied to the open-loop step only.
+        momentum: Momentum (sgd, rmsprop, ekfac), applied to the open-loop step only. Each of
+            the base-specific hyperparameters below (``momentum`` to ``update_freq``) is kept
+            only in groups whose base reads it (:data:`BASE_HYPERPARAMETERS`; None: the base's
+            default, torch's); one given for another base raises ValueError.
         dampening: SGD dampening.
         nesterov: SGD Nesterov momentum.
         alpha: RMSprop smoothing constant.
@@ -127,7 +157,10 @@ class DDPNOpt(DynamicsOptimizer):
         damping: EKFAC Tikhonov damping λ.
         ekfac_decay: EKFAC running-average decay.
         update_freq: EKFAC eigenbasis refresh period (steps).
-        vxx_reg: ε_Vxx ≥ 0, the Tikhonov term on the value Hessian inside Q_ux.
+        vxx_reg: ε_Vxx ≥ 0, the Tikhonov term on the value Hessian (default 0; see the module
+            docstring).
+        eps_placement: ``"vxx"`` (Algorithm 3: V_xx ← V_xx + εI after each Bellman update,
+            propagated; default) or ``"qux"`` (Tassa: inside each layer's Q_ux only).
         expansion: ``"gauss-newton"`` (the paper's Eq. 12) or ``"second-order"`` (adds
             V_x·σ'' and V_h·g_ux to Q_ux; the paper's vanishing-gradient variant).
         costate: ``"bellman"`` or ``"backprop"`` (see the module docstring).
@@ -162,17 +195,18 @@ class DDPNOpt(DynamicsOptimizer):
         base: str = "sgd",
         feedback: bool = True,
         weight_decay: float = 0.0,
-        momentum: float = 0.0,
-        dampening: float = 0.0,
-        nesterov: bool = False,
-        alpha: float = 0.99,
-        centered: bool = False,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        damping: float = 1e-3,
-        ekfac_decay: float = 0.95,
-        update_freq: int = 10,
+        momentum: float | None = None,
+        dampening: float | None = None,
+        nesterov: bool | None = None,
+        alpha: float | None = None,
+        centered: bool | None = None,
+        betas: tuple[float, float] | None = None,
+        eps: float | None = None,
+        damping: float | None = None,
+        ekfac_decay: float | None = None,
+        update_freq: int | None = None,
         vxx_reg: float = 0.0,
+        eps_placement: str = "vxx",
         expansion: str = "gauss-newton",
         costate: str = "bellman",
         feedback_curvature: str = "batch",
@@ -183,15 +217,20 @@ class DDPNOpt(DynamicsOptimizer):
         track: bool = False,
     ) -> None:
         check_choice("base", base, BASES)
+        check_choice("eps_placement", eps_placement, EPS_PLACEMENTS)
         self.trajectory = DDPTrajectory(model, terminal_hessian=terminal_hessian)
         self._owner: dict[int, AffineLayer] = {
             id(p): st.layer for st in self.trajectory.stages for p in st.layer.params}
+        given = {"momentum": momentum, "dampening": dampening, "nesterov": nesterov,
+                 "alpha": alpha, "centered": centered, "betas": betas, "eps": eps,
+                 "damping": damping, "ekfac_decay": ekfac_decay, "update_freq": update_freq}
+        _refuse_foreign_keys({k: v for k, v in given.items() if v is not None}, base, "")
         defaults = {
             "lr": DEFAULT_LR[base] if lr is None else lr, "base": base, "feedback": feedback,
-            "weight_decay": weight_decay, "momentum": momentum, "dampening": dampening,
-            "nesterov": nesterov, "alpha": alpha, "centered": centered, "betas": betas,
-            "eps": eps, "damping": damping, "ekfac_decay": ekfac_decay,
-            "update_freq": update_freq, "vxx_reg": vxx_reg, "expansion": expansion,
+            "weight_decay": weight_decay,
+            **{k: v if given[k] is None else given[k]
+               for k, v in BASE_HYPERPARAMETERS[base].items()},
+            "vxx_reg": vxx_reg, "eps_placement": eps_placement, "expansion": expansion,
             "costate": costate, "feedback_curvature": feedback_curvature,
         }
         groups = list(params) if params is not None else [
@@ -223,36 +262,61 @@ class DDPNOpt(DynamicsOptimizer):
             self.trajectory.detach()
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        base = param_group.get("base", self.defaults["base"])
+        if isinstance(base, str) and base in BASE_HYPERPARAMETERS:
+            index = len(self.param_groups)
+            _refuse_foreign_keys(param_group, base, f" (param group {index})")
+            param_group = dict(param_group)
+            # the base's own keys: the group's, else the defaults' (same base) or the base's
+            for k, v in BASE_HYPERPARAMETERS[base].items():
+                if k not in param_group:
+                    same = base == self.defaults["base"] and k in self.defaults
+                    param_group[k] = self.defaults[k] if same else v
         super().add_param_group(param_group)
         if hasattr(self, "trajectory") and hasattr(self, "last_info"):
             self._sync_hooks()
 
     # --- validation -------------------------------------------------------------------------
+    def _refuse_foreign_keys(self, group: dict[str, Any], index: int) -> None:
+        # a group's own base keys are its hyperparameters even where the defaults' base differs
+        own = BASE_HYPERPARAMETERS.get(group.get("base"), {})  # type: ignore[arg-type]
+        super()._refuse_foreign_keys({k: v for k, v in group.items() if k not in own}, index)
+
     def _validate_group(self, group: dict[str, Any], index: int) -> None:
+        # torch copies every default into the group: drop the keys its base does not read
+        if isinstance(group.get("base"), str) and group["base"] in BASE_HYPERPARAMETERS:
+            for k in _BASE_KEYS.difference(BASE_HYPERPARAMETERS[group["base"]]):
+                group.pop(k, None)
         super()._validate_group(group, index)
         ch = self._check_hyper
         ch(group, index, "base", lambda n, v: check_choice(n, v, BASES))
         ch(group, index, "expansion", lambda n, v: check_choice(n, v, EXPANSIONS))
+        ch(group, index, "eps_placement", lambda n, v: check_choice(n, v, EPS_PLACEMENTS))
         ch(group, index, "costate", lambda n, v: check_choice(n, v, COSTATES))
         ch(group, index, "feedback_curvature",
            lambda n, v: check_choice(n, v, FEEDBACK_CURVATURES))
         for name in ("weight_decay", "momentum", "dampening", "alpha", "eps", "vxx_reg"):
-            ch(group, index, name, check_nonnegative)
-        ch(group, index, "damping", check_positive)
-        ch(group, index, "ekfac_decay",
-           lambda n, v: check_probability(n, v, open_right=True))
-        ch(group, index, "update_freq", lambda n, v: check_int(n, v, minimum=1))
+            if name in group:
+                ch(group, index, name, check_nonnegative)
+        if "damping" in group:
+            ch(group, index, "damping", check_positive)
+        if "ekfac_decay" in group:
+            ch(group, index, "ekfac_decay",
+               lambda n, v: check_probability(n, v, open_right=True))
+        if "update_freq" in group:
+            ch(group, index, "update_freq", lambda n, v: check_int(n, v, minimum=1))
         for flag in ("feedback", "nesterov", "centered"):
-            if not isinstance(group[flag], bool):
+            if flag in group and not isinstance(group[flag], bool):
                 raise TypeError(f"{flag} must be a bool, got {group[flag]!r} "
                                 f"(param group {index})")
-        betas = group["betas"]
-        if not isinstance(betas, tuple | list) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r} "
-                             f"(param group {index})")
-        for i, b in enumerate(betas):
-            check_probability(f"betas[{i}]", b, open_right=True)
-        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+        if "betas" in group:
+            betas = group["betas"]
+            if not isinstance(betas, tuple | list) or len(betas) != 2:
+                raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r} "
+                                 f"(param group {index})")
+            for i, b in enumerate(betas):
+                check_probability(f"betas[{i}]", b, open_right=True)
+        if group.get("nesterov") and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError(f"nesterov=True requires momentum > 0 and dampening = 0, got "
                              f"momentum={group['momentum']}, dampening={group['dampening']} "
                              f"(param group {index})")
@@ -329,7 +393,7 @@ class DDPNOpt(DynamicsOptimizer):
                                                        hp["lr"], ls.mask)
             pending[t] = (ls, hp)
             return StagePolicy(ls.curvature, ls.d_aug, feedback=hp["feedback"],
-                               vxx_reg=hp["vxx_reg"],
+                               vxx_reg=hp["vxx_reg"], eps_placement=hp["eps_placement"],
                                second_order=hp["expansion"] == "second-order",
                                bellman=hp["costate"] == "bellman")
 
@@ -431,3 +495,12 @@ def _make(model: Any, **kwargs: Any) -> DDPNOpt:
     if not isinstance(model, nn.Module):
         raise TypeError("ddpnopt needs the model (an nn.Sequential), not a parameter list")
     return DDPNOpt(model, **kwargs)
+
+
+def _refuse_foreign_keys(keys: dict[str, Any], base: str, where: str) -> None:
+    """ValueError for a base-specific hyperparameter that ``base`` does not read."""
+    for k in keys:
+        if k in _BASE_KEYS and k not in BASE_HYPERPARAMETERS[base]:
+            readers = sorted(b for b, hp in BASE_HYPERPARAMETERS.items() if k in hp)
+            raise ValueError(f"DDPNOpt with base={base!r} does not use {k}={keys[k]!r}{where}; "
+                             f"{k} is read by base in {readers}")

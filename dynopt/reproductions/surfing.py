@@ -1,26 +1,31 @@
 """``dynopt reproduce surfing``: latent recovery by surfing (Song, Fan & Lafferty, NeurIPS 2019).
 
-Two generators, realizable targets y = A·G_final(x*), and four methods with the same gradient
-budget T (one gradient of the batch of chains per step):
+Generators, realizable targets y = A·G_final(x*), and methods with the same gradient budget T
+(one gradient of the batch of chains per step), each with two inner optimizers, gradient
+descent (GD: OverdampedLangevin at τ = 0, Euler–Maruyama, step 0.5) and Adam (lr 0.05, the
+inner optimizer the surfing paper's reviewers describe; moments carried across snapshots), all
+through :func:`dynopt.surfing.surf`:
 
-* **surfing**: gradient flow (OverdampedLangevin at τ = 0, Euler–Maruyama, via
-  :func:`dynopt.surfing.surf`) over the K snapshots, N = T/K steps each;
+* **surfing**: over the K snapshots, N = T/K steps each;
 * **surfing, ½ budget on final**: T/(2(K−1)) steps on each of the first K−1 snapshots and T/2
   on the final one (so that it converges there);
-* **GD on the final network**: T steps from the same x_0 (surf with one snapshot);
-* **Adam on the final network**: T steps of ``torch.optim.Adam`` (the paper's baseline);
-* **random restarts**: R independent GD runs of T/R steps on the final network, keeping the
-  restart with the smallest final loss.
+* **final network only**: T steps from the same x_0 (the paper's "vanilla Adam" baseline);
+* **random restarts**: R independent runs of T/R steps on the final network, keeping the
+  restart with the smallest final loss (the reviewers' compute-matched alternative).
 
 Generators:
 
-1. **Random expansive ReLU network** (the theory case): G(x) = ReLU(W₂ ReLU(W₁ x)),
-   5 → 50 → 250, i.i.d. N(0, 1/n_i) weights (n_i = the layer's output size, as in
-   Hand & Voroninski), no biases. The "training" path is the spherical
-   interpolation θ(s) = cos(πs/2) θ_a + sin(πs/2) θ_b between two independent draws, so that
-   every snapshot is itself an exactly Gaussian expansive network (the Hand–Voroninski setting);
-   the final network is θ_b.
-2. **VAE decoder** on scikit-learn digits (8×8, pixels / 16), latent dimension 4, decoder
+1. **Random expansive ReLU network, synthetic path** (the theory case): G(x) = ReLU(W₂ ReLU(W₁
+   x)), 5 → 50 → 250, i.i.d. N(0, 1/n_i) weights (n_i = the layer's output size, as in
+   Hand & Voroninski), no biases. The path is *synthetic*, not a training trajectory: the
+   spherical interpolation θ(s) = cos(πs/2) θ_a + sin(πs/2) θ_b between two independent draws,
+   so that every snapshot is itself an exactly Gaussian expansive network (the Hand–Voroninski
+   setting); the final network is θ_b.
+2. **Random expansive ReLU network, trained path**: the same random network θ_a actually
+   trained (Adam, lr 10⁻³, batches of 64 latent draws, :data:`TRAIN_STEPS` steps) to reproduce
+   the outputs of a second random network θ_b (student–teacher regression, mean squared error);
+   snapshots evenly along the run from θ_a on. The final network is the trained student.
+3. **VAE decoder** on scikit-learn digits (8×8, pixels / 16), latent dimension 4, decoder
    4 → 128 → 128 → 64 (ReLU, sigmoid output), trained with Adam; snapshots every 75 steps
    from the untrained decoder on (45 snapshots). Targets: x* = encoder means of held-out digits.
 
@@ -53,6 +58,10 @@ THRESHOLD = 1e-2
 LR = 0.5            # GD / surfing step (chosen on the final VAE decoder for plain GD)
 ADAM_LR = 0.05
 RESTARTS = 5
+#: training steps of the random ReLU network's trained path
+TRAIN_STEPS = 600
+#: inner optimizers: name → (surf keyword arguments)
+INNERS: dict[str, dict[str, Any]] = {"GD": {"lr": LR}, "Adam": {"lr": ADAM_LR, "inner": "adam"}}
 
 
 def expansive_path(seed: int, n_snap: int, dims: tuple[int, ...] = (5, 50, 250)
@@ -76,6 +85,28 @@ def expansive_path(seed: int, n_snap: int, dims: tuple[int, ...] = (5, 50, 250)
             layers += [lin, nn.ReLU()]
         out.append(nn.Sequential(*layers))
     return out
+
+
+def trained_path(seed: int, n_snap: int, dims: tuple[int, ...] = (5, 50, 250),
+                 steps: int = TRAIN_STEPS) -> tuple[nn.Module, list[dict[str, Tensor]]]:
+    """The random bias-free ReLU network θ_a of :func:`expansive_path` trained by Adam to match
+    θ_b's outputs on N(0, I) latent draws; ``n_snap`` evenly spaced snapshots (θ_a first)."""
+    nets = expansive_path(seed, 2, dims)
+    student, teacher = nets[0], nets[1]
+    g = torch.Generator().manual_seed(10_000 + seed)
+    opt = torch.optim.Adam(student.parameters(), lr=1e-3)
+    every = max(1, steps // (n_snap - 1))
+    rec = SnapshotRecorder(student, every=every)
+    rec.attach(opt)
+    for _ in range(every * (n_snap - 1)):
+        z = torch.randn(64, dims[0], generator=g, dtype=torch.float64)
+        with torch.no_grad():
+            target = teacher(z)
+        loss = ((student(z) - target) ** 2).sum(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return student, rec.snapshots
 
 
 def train_vae(seed: int, steps_every: int, epochs: int, latent: int = 4
@@ -108,26 +139,9 @@ def train_vae(seed: int, steps_every: int, epochs: int, latent: int = 4
     return enc, dec, rec.snapshots, test
 
 
-def adam_on(final: Any, model: nn.Module | None, y: Tensor, a: Tensor | None, x0: Tensor,
-            steps: int) -> Tensor:
-    """Adam on the latent codes of the final network (each chain independent)."""
-    x = x0.clone().requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=ADAM_LR)
-    for _ in range(steps):
-        out = final(x) if model is None else functional_call(model, final, (x,))
-        out = out.reshape(x.shape[0], -1)
-        if a is not None:
-            out = out @ a.T
-        loss = 0.5 * ((out - y) ** 2).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return x.detach()
-
-
 def evaluate(snaps: list[Any], model: nn.Module | None, x_true: Tensor, a: Tensor | None,
              steps_per_snapshot: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
-    """Residuals and latent errors of the four methods on targets y = A G_final(x*)."""
+    """Residuals and latent errors of every method × inner optimizer on y = A G_final(x*)."""
     final = snaps[-1]
 
     def gen(x: Tensor) -> Tensor:
@@ -142,21 +156,23 @@ def evaluate(snaps: list[Any], model: nn.Module | None, x_true: Tensor, a: Tenso
     budget = steps_per_snapshot * len(snaps)
     g = torch.Generator().manual_seed(1000 + seed)
     x0 = torch.randn(n, d, generator=g, dtype=torch.float64).to(x_true.dtype)
-    kw = dict(model=model, A=a, lr=LR)
-    k = len(snaps)
-    half = [budget // (2 * (k - 1))] * (k - 1) + [budget // 2]
-    out: dict[str, Tensor] = {
-        "surfing": surf(snaps, y, x0=x0, steps_per_snapshot=steps_per_snapshot, **kw).x,
-        "surfing, ½ budget on final": surf(snaps, y, x0=x0, steps_per_snapshot=half, **kw).x,
-        "GD on final": surf([final], y, x0=x0, steps_per_snapshot=budget, **kw).x,
-        "Adam on final": adam_on(final, model, y, a, x0, budget),
-    }
     xr = torch.randn(n * RESTARTS, d, generator=g, dtype=torch.float64).to(x_true.dtype)
     xr[:n] = x0
     yr = y.repeat(RESTARTS, 1)
-    rr = surf([final], yr, x0=xr, steps_per_snapshot=budget // RESTARTS, **kw)
-    best = torch.as_tensor(rr.loss[-1]).reshape(RESTARTS, n).argmin(0)
-    out[f"{RESTARTS} random restarts"] = rr.x.reshape(RESTARTS, n, d)[best, torch.arange(n)]
+    k = len(snaps)
+    half = [budget // (2 * (k - 1))] * (k - 1) + [budget // 2]
+    out: dict[str, Tensor] = {}
+    for inner, ikw in INNERS.items():
+        kw = dict(model=model, A=a, **ikw)
+        out[f"surfing ({inner})"] = surf(snaps, y, x0=x0, steps_per_snapshot=steps_per_snapshot,
+                                         **kw).x
+        out[f"surfing, ½ on final ({inner})"] = surf(snaps, y, x0=x0, steps_per_snapshot=half,
+                                                     **kw).x
+        out[f"{inner} on final"] = surf([final], y, x0=x0, steps_per_snapshot=budget, **kw).x
+        rr = surf([final], yr, x0=xr, steps_per_snapshot=budget // RESTARTS, **kw)
+        best = torch.as_tensor(rr.loss[-1]).reshape(RESTARTS, n).argmin(0)
+        out[f"{RESTARTS} restarts ({inner})"] = rr.x.reshape(RESTARTS, n, d)[best,
+                                                                             torch.arange(n)]
     res = {}
     with torch.no_grad():
         for name, x in out.items():
@@ -192,11 +208,15 @@ def run(args: Any) -> int:
         snaps = expansive_path(seed, 20)
         g = torch.Generator().manual_seed(seed)
         x_true = torch.randn(n_targets, 5, generator=g, dtype=torch.float64)
-        add("random ReLU 5→50→250, exact", evaluate(snaps, None, x_true, None, n_steps_rand,
-                                                    seed))
+        synth = "random ReLU 5→50→250 (synthetic path)"
+        add(f"{synth}, exact", evaluate(snaps, None, x_true, None, n_steps_rand, seed))
         a = torch.randn(20, 250, generator=g, dtype=torch.float64) / math.sqrt(20)
-        add("random ReLU 5→50→250, CS m = 20", evaluate(snaps, None, x_true, a, n_steps_rand,
-                                                        seed))
+        add(f"{synth}, CS m = 20", evaluate(snaps, None, x_true, a, n_steps_rand, seed))
+        student, tsnaps = trained_path(seed, 20, steps=TRAIN_STEPS // (4 if quick else 1))
+        add("trained ReLU 5→50→250, exact", evaluate(tsnaps, student, x_true, None,
+                                                     n_steps_rand, seed))
+        add("trained ReLU 5→50→250, CS m = 20", evaluate(tsnaps, student, x_true, a,
+                                                         n_steps_rand, seed))
         enc, dec, vsnaps, test = train_vae(seed, steps_every=75, epochs=60 if quick else 150)
         with torch.no_grad():
             xv = enc(test[:n_targets])[:, :4]
@@ -226,8 +246,10 @@ def run(args: Any) -> int:
             f"`<out>/surfing/results.json`.\n\nCells: success rate in % (success: relative "
             f"residual ‖A G(x̂) − y‖/‖y‖ ≤ {THRESHOLD:g}) and, in parentheses, the median "
             f"relative latent error ‖x̂ − x*‖/‖x*‖. Equal gradient budget per target: random "
-            f"ReLU 20 snapshots × {n_steps_rand} steps, VAE {n_vae} snapshots × {n_steps_vae} "
-            f"steps; GD/surfing step {LR}, Adam lr {ADAM_LR}, {RESTARTS} restarts of "
+            f"ReLU (both paths) 20 snapshots × {n_steps_rand} steps, VAE {n_vae} snapshots × "
+            f"{n_steps_vae} "
+            f"steps; GD step {LR}, Adam lr {ADAM_LR} (inner optimizer of surfing, of the "
+            f"final-network runs and of the restarts, as named), {RESTARTS} restarts of "
             f"budget/{RESTARTS} steps (the restart with the lowest final loss is kept).\n\n"
             + table + "\n")
     print(body)

@@ -15,7 +15,11 @@ the single-step API: ``dynamics="gradient-flow"`` is :class:`~dynopt.systems.Ove
 at temperature 0 with :class:`~dynopt.integrators.EulerMaruyama` (x ← x − lr ∇U: plain gradient
 descent), ``"overdamped-langevin"`` adds a temperature schedule τ(s) (annealed Langevin),
 ``"langevin"`` is :class:`~dynopt.systems.Langevin` with friction γ and BAOAB (momentum carried
-across snapshots; γ = τ = 0 is Hamiltonian dynamics, leapfrog).
+across snapshots; γ = τ = 0 is Hamiltonian dynamics, leapfrog). ``inner="adam"`` replaces the
+dynamics by ``torch.optim.Adam`` on the codes (the surfing paper's inner optimizer, per its
+reviewers; each chain's update depends only on its own gradient), with its moment estimates
+carried across snapshots (our choice: the paper's handling is unknown to us); Adam has no
+Hamiltonian, so H is U there.
 
 Energy is not conserved when θ switches: the accumulated **work**
 
@@ -33,6 +37,7 @@ dynamics, ≤ 0 (dissipation) for a gradient flow with a small step.
 | N_k steps of size h | ``steps_per_snapshot``, ``lr`` |
 | τ(s), s = k/(K−1) | ``temperature`` (float or callable of s) |
 | γ | ``gamma`` |
+| inner optimizer | ``inner`` (``"dynamics"`` or ``"adam"``; Adam's (β₁, β₂): ``betas``) |
 | W | ``SurfResult.work`` |
 """
 
@@ -46,7 +51,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_choice, check_int, check_nonnegative, check_positive
+from .._validation import (
+    check_choice,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_probability,
+)
 from ..errors import DivergenceError
 from ..integrators import BAOAB, EulerMaruyama
 from ..integrators.base import AbstractIntegrator
@@ -58,6 +69,7 @@ from .potential import generator_fn, reconstruction_potential
 __all__ = ["SurfResult", "surf"]
 
 DYNAMICS = ("gradient-flow", "overdamped-langevin", "langevin")
+INNER = ("dynamics", "adam")
 Snapshot = nn.Module | Mapping[str, Tensor]
 
 
@@ -112,6 +124,8 @@ def surf(
     gamma: float = 1.0,
     seed: int | None = None,
     dtype: torch.dtype | None = None,
+    inner: str = "dynamics",
+    betas: tuple[float, float] = (0.9, 0.999),
 ) -> SurfResult:
     """Recover latent codes by surfing the snapshots θ_0 … θ_{K−1} (see the module docstring).
 
@@ -133,6 +147,10 @@ def surf(
         gamma: Friction γ of ``"langevin"``.
         seed: Seed of the initial codes and of the noise.
         dtype: Tensor dtype of the chains (default: the snapshots' parameter dtype).
+        inner: ``"dynamics"`` (integrate ``dynamics`` with step ``lr``) or ``"adam"``
+            (``torch.optim.Adam(lr, betas)`` on the codes, state carried across snapshots;
+            needs ``dynamics="gradient-flow"``).
+        betas: Adam's (β₁, β₂), each in [0, 1).
 
     Returns:
         :class:`SurfResult`.
@@ -151,6 +169,15 @@ def surf(
     if not isinstance(snaps[0], nn.Module) and model is None:
         raise ValueError("state-dict snapshots need model= (the module to load them into)")
     check_choice("dynamics", dynamics, DYNAMICS)
+    check_choice("inner", inner, INNER)
+    if inner == "adam":
+        if dynamics != "gradient-flow":
+            raise ValueError(f"inner='adam' replaces the dynamics: use dynamics='gradient-flow' "
+                             f"(got dynamics={dynamics!r})")
+        if not isinstance(betas, tuple | list) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        betas = (check_probability("betas[0]", betas[0], open_right=True),
+                 check_probability("betas[1]", betas[1], open_right=True))
     lr = check_positive("lr", lr)
     gamma = check_nonnegative("gamma", gamma)
     n_snap = len(snaps)
@@ -208,12 +235,19 @@ def surf(
     work = np.zeros(n)
     with torch.no_grad():
         energy_start = _energy(sys0, state)
+    adam = None
+    if inner == "adam":
+        xq = state.q.detach().clone().requires_grad_(True)
+        adam = torch.optim.Adam([xq], lr=lr, betas=betas)
     for k in range(n_snap):
         sys_k = system(k)
         if k > 0:
             with torch.no_grad():
                 work += (pots[k].value(state.q) - pots[k - 1].value(state.q)).double().numpy()
-        state = _advance(sys_k, integ, state, steps[k], lr, k)
+        if adam is None:
+            state = _advance(sys_k, integ, state, steps[k], lr, k)
+        else:
+            _adam_steps(adam, pots[k], state, steps[k], k)
         with torch.no_grad():
             loss[k] = pots[k].value(state.q).double().numpy()
             norm[k] = state.q.norm(dim=1).double().numpy()
@@ -234,6 +268,23 @@ def _advance(system: AbstractSystem, integ: AbstractIntegrator, state: State, n_
     except DivergenceError as err:
         raise DivergenceError(f"surfing diverged on snapshot {k} at step {err.step} (chain "
                               f"{err.chain}); lower lr", step=err.step, chain=err.chain) from err
+
+
+def _adam_steps(adam: torch.optim.Adam, pot: Any, state: State, n_steps: int, k: int) -> None:
+    """``n_steps`` Adam steps on U_k, written back into ``state.q`` (in place)."""
+    xq = adam.param_groups[0]["params"][0]
+    for i in range(n_steps):
+        with torch.no_grad():
+            g = pot.grad(xq.detach())
+        if not bool(torch.isfinite(g).all()):
+            raise DivergenceError(f"surfing (inner='adam') diverged on snapshot {k} at step "
+                                  f"{i + 1}", step=i + 1, chain=int((~torch.isfinite(g)).any(
+                                      1).nonzero()[0]))
+        xq.grad = g.to(xq.dtype)
+        adam.step()
+    with torch.no_grad():
+        state.q.copy_(xq.detach())
+    state.step += n_steps
 
 
 def _energy(system: AbstractSystem, state: State) -> np.ndarray:
