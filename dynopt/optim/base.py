@@ -35,7 +35,7 @@ from .._validation import check_choice, check_int
 from ..errors import DivergenceError
 from . import prior
 from .checkpoint import SCHEDULE, Key
-from .finite import all_finite
+from .finite import abs_max
 
 __all__ = ["SCHEDULE", "DynamicsOptimizer", "Hyper"]
 
@@ -271,6 +271,13 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             self._update(loss=loss, **kwargs)
             self.global_state["step"] += 1
             return loss
+        counts = self.__dict__.setdefault("result_checks", {"bound": 0, "snapshot": 0})
+        if self._result_bounded():  # the step provably writes finite values (optim.bound)
+            counts["bound"] += 1
+            self._update(loss=loss, **kwargs)
+            self.global_state["step"] += 1
+            return loss
+        counts["snapshot"] += 1
         from .rollback import Snapshot
 
         snap = Snapshot(self, self.__dict__.setdefault("_rollback_buffers", []))
@@ -297,6 +304,18 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                 "such steps.", step=step, chain=max(pi, 0))
         self.global_state["step"] += 1
         return loss
+
+    def _result_bounded(self) -> bool:
+        """Whether this step provably writes only finite values, so the snapshot can be skipped.
+
+        Called after the gradient check (``self._grad_absmax`` holds max |∇L| per (device,
+        dtype)) and before the update. An override (see :mod:`dynopt.optim.bound`) must return
+        True only if every value the update writes is bounded below the dtype's largest float,
+        and must raise any error the update would raise (hyperparameter checks) before
+        returning; it returns False whenever in doubt (the snapshot path then runs). The base
+        class always returns False.
+        """
+        return False
 
     #: True for optimizers that check their own result before committing it (DDPNOpt).
     _checks_own_result: ClassVar[bool] = False
@@ -353,8 +372,11 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                         raise ValueError(f"{type(self).__name__} does not support sparse "
                                          f"gradients (param group {gi}, parameter {pi})")
                     buckets.setdefault((p.grad.device, p.grad.dtype), []).append((gi, pi, p.grad))
-        for items in buckets.values():
-            if all_finite([g for _, _, g in items]):
+        tops = self.__dict__.setdefault("_grad_absmax", {})
+        tops.clear()
+        for key, items in buckets.items():
+            tops[key] = abs_max([g for _, _, g in items])
+            if tops[key] < math.inf:
                 continue
             if self.nonfinite == "skip":
                 return False
@@ -408,7 +430,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         be closures over other objects); caches are rebuilt."""
         state = {k: v for k, v in self.__dict__.items()
                  if not k.startswith("_optimizer_") or not k.endswith("_hooks")}
-        for name in (*self._caches, "_rollback_buffers"):  # the step snapshot's buffers too
+        for name in (*self._caches, "_rollback_buffers", "_grad_absmax"):  # step scratch too
             state.pop(name, None)
         return state
 

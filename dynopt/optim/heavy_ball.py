@@ -18,6 +18,7 @@ from . import register
 from ._events import as_scalar
 from ._paths import bucket, choose_path, numpy_view
 from .base import Hyper
+from .bound import heavy_ball_bounded
 from .eventful import EventfulOptimizer, Participants
 
 __all__ = ["HeavyBall"]
@@ -119,6 +120,8 @@ class HeavyBall(EventfulOptimizer):
     def _apply_action(self, action: Action) -> None:
         if isinstance(action, SetFriction):
             self.global_state["gamma_override"] = action.gamma
+
+    _result_bounded = heavy_ball_bounded  # the snapshot-free result check
 
     def _step(self, loss: Any, parts: Participants) -> None:
         if len(self._events):

@@ -51,7 +51,7 @@ from .intrinsics import address_as_pointer, fma
 from .philox import GAUSSIAN, box_muller, box_muller_f32, philox4x32
 
 __all__ = ["BLOCK", "DISCRETE_VALUE", "INIT_SLOT", "LM_INIT", "SCALE", "SERIAL_BELOW",
-           "copy_blocks", "nonfinite_blocks", "run_segment", "run_segment_serial"]
+           "absmax_blocks", "copy_blocks", "run_segment", "run_segment_serial"]
 
 #: Elements per block (a multiple of 4): the unit of the noise layout and of the op loops.
 BLOCK = 2048
@@ -260,12 +260,15 @@ def run_segment_serial(  # type: ignore[no-untyped-def]
 
 
 @nb.njit(parallel=True, cache=CACHE, error_model="numpy")
-def nonfinite_blocks(like_bits, exponent, g_ptr, numel, work, out):  # type: ignore[no-untyped-def]
-    """``out[w]`` = number of NaN/inf elements of block ``w`` of the gradients.
+def absmax_blocks(like_bits, magnitude, g_ptr, numel, work, out):  # type: ignore[no-untyped-def]
+    """``out[w]`` = the largest ``bits & magnitude`` over block ``w`` of the tensors.
 
-    Reads the gradients as unsigned integers of their width (``like_bits``: uint32 for float32,
-    uint64 for float64) and counts elements whose exponent bits (``exponent``) are all set: an
-    integer reduction, which vectorizes (a floating-point one would be sequential).
+    Reads the tensors as unsigned integers of their width (``like_bits``: uint32 for float32,
+    uint64 for float64) with the sign bit masked off (``magnitude``). For IEEE floats without
+    sign, the integer order is the order of |x|, and every NaN/±inf has a pattern at least that
+    of +inf; so the result is the bit pattern of max |x| when all elements are finite and at
+    least +inf's otherwise. An integer max reduction, which vectorizes (a floating-point one
+    with NaN propagation would be sequential).
     """
     for w in nb.prange(work.shape[0]):
         ti = work[w, 0]
@@ -273,10 +276,10 @@ def nonfinite_blocks(like_bits, exponent, g_ptr, numel, work, out):  # type: ign
         nt = numel[ti]
         n = min(BLOCK, nt - b0)
         g = nb.carray(address_as_pointer(g_ptr[ti], like_bits), nt)[b0:b0 + n]
-        bad = 0
+        top = like_bits[0] & magnitude  # zero
         for e in range(n):
-            bad += (g[e] & exponent) == exponent
-        out[w] = bad
+            top = max(top, g[e] & magnitude)
+        out[w] = top
 
 
 @nb.njit(parallel=True, cache=CACHE, error_model="numpy")
