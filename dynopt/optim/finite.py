@@ -32,7 +32,7 @@ _BITS = {torch.float32: (np.uint32, np.uint32(0x7FFFFFFF), np.float32),
 @functools.lru_cache(maxsize=32)
 def _layout(numels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """(numel per tensor, work table of (tensor, block start) rows), cached."""
-    from ..backends.numba.optim_kernel import BLOCK
+    from ..backends.numba.block_memory import BLOCK
 
     numel = np.array(numels, dtype=np.int64)
     counts = (numel + BLOCK - 1) // BLOCK
@@ -44,7 +44,7 @@ def _layout(numels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
 
 @torch.compiler.disable  # numba on raw memory: runs eagerly inside a compiled step
 def _numba_abs_max(ts: list[Tensor]) -> float:
-    from ..backends.numba.optim_kernel import absmax_blocks
+    from ..backends.numba.block_memory import absmax_blocks
 
     like, magnitude, real = _BITS[ts[0].dtype]
     numel, work = _layout(tuple(t.numel() for t in ts))
@@ -80,7 +80,7 @@ _WIDTH = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 def copy_all(dst: list[Tensor], src: list[Tensor]) -> None:
     """``dst[i].copy_(src[i])`` for same-shape, same-dtype tensors: large contiguous CPU sets in
-    one parallel numba pass (:func:`~dynopt.backends.numba.optim_kernel.copy_blocks`), the rest
+    one parallel numba pass (:func:`~dynopt.backends.numba.block_memory.copy_blocks`), the rest
     with torch."""
     fast: dict[int, list[tuple[Tensor, Tensor]]] = {}
     for d, s in zip(dst, src, strict=True):
@@ -95,7 +95,7 @@ def copy_all(dst: list[Tensor], src: list[Tensor]) -> None:
             for d, s in pairs:
                 d.copy_(s)
             continue
-        from ..backends.numba.optim_kernel import copy_blocks
+        from ..backends.numba.block_memory import copy_blocks
 
         numel, work = _layout(tuple(d.numel() for d, _ in pairs))
         copy_blocks(np.zeros(1, dtype=_WIDTH[width]),

@@ -169,7 +169,7 @@ class HeavyBall(EventfulOptimizer):
 @torch.compiler.disable  # numba on raw memory: run eagerly inside a compiled step
 def _fused_step(params: list[Tensor], grads: list[Tensor], moms: list[Tensor], c: float,
                 h: float) -> None:
-    from ..backends.numba.optim_kernels import heavy_ball_step
+    from ..backends.numba.kick_drift_kernels import heavy_ball_step
 
     for p, g, m in zip(params, grads, moms, strict=True):
         np_t = numpy_view(p)

@@ -51,7 +51,7 @@ from .intrinsics import address_as_pointer, fma
 from .philox import GAUSSIAN, box_muller, box_muller_f32, philox4x32
 
 __all__ = ["BLOCK", "DISCRETE_VALUE", "INIT_SLOT", "LM_INIT", "SCALE", "SERIAL_BELOW",
-           "absmax_blocks", "copy_blocks", "run_segment", "run_segment_serial"]
+           "run_segment", "run_segment_serial"]
 
 #: Elements per block (a multiple of 4): the unit of the noise layout and of the op loops.
 BLOCK = 2048
@@ -257,45 +257,3 @@ def run_segment_serial(  # type: ignore[no-untyped-def]
     for w in range(work.shape[0]):
         _block(w, like, codes, slots, coef, th_ptr, p_ptr, g_ptr, prev_ptr, numel, stream, work,
                key0, key1, step, kind, want_k2, k2_out, zbuf[0])
-
-
-@nb.njit(parallel=True, cache=CACHE, error_model="numpy")
-def absmax_blocks(like_bits, magnitude, g_ptr, numel, work, out):  # type: ignore[no-untyped-def]
-    """``out[w]`` = the largest ``bits & magnitude`` over block ``w`` of the tensors.
-
-    Reads the tensors as unsigned integers of their width (``like_bits``: uint32 for float32,
-    uint64 for float64) with the sign bit masked off (``magnitude``). For IEEE floats without
-    sign, the integer order is the order of |x|, and every NaN/±inf has a pattern at least that
-    of +inf; so the result is the bit pattern of max |x| when all elements are finite and at
-    least +inf's otherwise. An integer max reduction, which vectorizes (a floating-point one
-    with NaN propagation would be sequential).
-    """
-    for w in nb.prange(work.shape[0]):
-        ti = work[w, 0]
-        b0 = work[w, 1]
-        nt = numel[ti]
-        n = min(BLOCK, nt - b0)
-        g = nb.carray(address_as_pointer(g_ptr[ti], like_bits), nt)[b0:b0 + n]
-        top = like_bits[0] & magnitude  # zero
-        for e in range(n):
-            top = max(top, g[e] & magnitude)
-        out[w] = top
-
-
-@nb.njit(parallel=True, cache=CACHE, error_model="numpy")
-def copy_blocks(like_bits, src_ptr, dst_ptr, numel, work):  # type: ignore[no-untyped-def]
-    """Copy every block of the work table from ``src_ptr`` tensors to ``dst_ptr`` tensors.
-
-    Elements are moved as unsigned integers of their width (``like_bits``), in parallel over
-    blocks: the optimizers' step snapshot (:mod:`dynopt.optim.rollback`), where torch's CPU
-    ``_foreach_copy_`` contends with the numba thread pool.
-    """
-    for w in nb.prange(work.shape[0]):
-        ti = work[w, 0]
-        b0 = work[w, 1]
-        nt = numel[ti]
-        n = min(BLOCK, nt - b0)
-        src = nb.carray(address_as_pointer(src_ptr[ti], like_bits), nt)[b0:b0 + n]
-        dst = nb.carray(address_as_pointer(dst_ptr[ti], like_bits), nt)[b0:b0 + n]
-        for e in range(n):
-            dst[e] = src[e]
