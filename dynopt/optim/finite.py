@@ -5,7 +5,8 @@ magnitude feeds the overflow bound of :mod:`dynopt.optim.bound`. Large CPU model
 (float32/float64, contiguous) are scanned by a parallel numba kernel that reads the tensors as
 integers with the sign bit masked off and takes the largest pattern (for IEEE floats the integer
 order is the order of |x|, and NaN/±inf lie at or above +inf's pattern): an integer reduction,
-which vectorizes. Everything else (CUDA, other dtypes, small models) uses one
+which vectorizes (serially below :data:`FAST_ABOVE` elements, where waking the thread pool costs
+more than the scan). Everything else (CUDA, other dtypes, non-contiguous tensors) uses one
 ``torch._foreach_norm(·, inf)`` (max |x|, NaN-propagating, never overflows) per bucket, which
 stays on the device until one ``float()``.
 """
@@ -21,7 +22,7 @@ from torch import Tensor
 
 __all__ = ["FAST_ABOVE", "abs_max", "all_finite", "copy_all"]
 
-#: Models with at least this many CPU elements use the numba scan.
+#: Sets with at least this many CPU elements use the parallel numba scan (and copy).
 FAST_ABOVE = 1 << 18
 
 #: (unsigned type of the width, magnitude mask, float type) per dtype.
@@ -43,14 +44,15 @@ def _layout(numels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.compiler.disable  # numba on raw memory: runs eagerly inside a compiled step
-def _numba_abs_max(ts: list[Tensor]) -> float:
-    from ..backends.numba.block_memory import absmax_blocks
+def _numba_abs_max(ts: list[Tensor], parallel: bool) -> float:
+    from ..backends.numba.block_memory import absmax_blocks, absmax_blocks_serial
 
     like, magnitude, real = _BITS[ts[0].dtype]
     numel, work = _layout(tuple(t.numel() for t in ts))
     out = np.empty(work.shape[0], dtype=like)
     ptrs = np.array([t.data_ptr() for t in ts], dtype=np.int64)
-    absmax_blocks(np.zeros(1, dtype=like), magnitude, ptrs, numel, work, out)
+    kernel = absmax_blocks if parallel else absmax_blocks_serial
+    kernel(np.zeros(1, dtype=like), magnitude, ptrs, numel, work, out)
     top = float(out.max().view(real))
     return top if math.isfinite(top) else math.inf
 
@@ -63,9 +65,8 @@ def abs_max(ts: list[Tensor]) -> float:
         return 0.0
     t0 = ts[0]
     if (t0.device.type == "cpu" and t0.dtype in _BITS
-            and sum(t.numel() for t in ts) >= FAST_ABOVE
             and all(t.is_contiguous() and not t.is_sparse for t in ts)):
-        return _numba_abs_max(ts)
+        return _numba_abs_max(ts, sum(t.numel() for t in ts) >= FAST_ABOVE)
     top = float(torch.stack(torch._foreach_norm(ts, math.inf)).max())
     return top if math.isfinite(top) else math.inf
 

@@ -14,14 +14,14 @@ import numba as nb
 from .cache import CACHE
 from .intrinsics import address_as_pointer
 
-__all__ = ["BLOCK", "absmax_blocks", "copy_blocks"]
+__all__ = ["BLOCK", "absmax_blocks", "absmax_blocks_serial", "copy_blocks"]
 
 #: Elements per block of the work table.
 BLOCK = 2048
 
 
-@nb.njit(parallel=True, cache=CACHE, error_model="numpy")
-def absmax_blocks(like_bits, magnitude, g_ptr, numel, work, out):  # type: ignore[no-untyped-def]
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
+def _absmax_block(w, like_bits, magnitude, g_ptr, numel, work, out):  # type: ignore[no-untyped-def]
     """``out[w]`` = the largest ``bits & magnitude`` over block ``w`` of the tensors.
 
     Reads the tensors as unsigned integers of their width (``like_bits``: uint32 for float32,
@@ -31,16 +31,29 @@ def absmax_blocks(like_bits, magnitude, g_ptr, numel, work, out):  # type: ignor
     least +inf's otherwise. An integer max reduction, which vectorizes (a floating-point one
     with NaN propagation would be sequential).
     """
+    ti = work[w, 0]
+    b0 = work[w, 1]
+    nt = numel[ti]
+    n = min(BLOCK, nt - b0)
+    g = nb.carray(address_as_pointer(g_ptr[ti], like_bits), nt)[b0:b0 + n]
+    top = like_bits[0] & magnitude  # zero
+    for e in range(n):
+        top = max(top, g[e] & magnitude)
+    out[w] = top
+
+
+@nb.njit(parallel=True, cache=CACHE, error_model="numpy")
+def absmax_blocks(like_bits, magnitude, g_ptr, numel, work, out):  # type: ignore[no-untyped-def]
+    """:func:`_absmax_block` for every row of ``work``, in parallel over blocks."""
     for w in nb.prange(work.shape[0]):
-        ti = work[w, 0]
-        b0 = work[w, 1]
-        nt = numel[ti]
-        n = min(BLOCK, nt - b0)
-        g = nb.carray(address_as_pointer(g_ptr[ti], like_bits), nt)[b0:b0 + n]
-        top = like_bits[0] & magnitude  # zero
-        for e in range(n):
-            top = max(top, g[e] & magnitude)
-        out[w] = top
+        _absmax_block(w, like_bits, magnitude, g_ptr, numel, work, out)
+
+
+@nb.njit(cache=CACHE, error_model="numpy")
+def absmax_blocks_serial(like_bits, magnitude, g_ptr, numel, work, out):  # type: ignore[no-untyped-def]
+    """:func:`absmax_blocks` on the calling thread (small sets: no thread wake-up)."""
+    for w in range(work.shape[0]):
+        _absmax_block(w, like_bits, magnitude, g_ptr, numel, work, out)
 
 
 @nb.njit(parallel=True, cache=CACHE, error_model="numpy")
