@@ -103,6 +103,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         self.seed = _broadcast_seed(seed)
         self._generators: dict[str, torch.Generator] = {}
         self.global_state: dict[str, Any] = {"step": 0, "skipped": 0}
+        self.result_checks = {"bound": 0, "snapshot": 0}
         defaults = {"maximize": False, "foreach": None, "differentiable": False,
                     "weight_decay": 0.0, **defaults}
         super().__init__(params, defaults)
@@ -319,6 +320,9 @@ class DynamicsOptimizer(torch.optim.Optimizer):
 
     #: True for optimizers that check their own result before committing it (DDPNOpt).
     _checks_own_result: ClassVar[bool] = False
+    #: Counts of the result checks taken: ``{"bound": steps proven finite without a snapshot
+    #: (:mod:`dynopt.optim.bound`), "snapshot": steps snapshotted and scanned}``.
+    result_checks: dict[str, int]
     #: Snapshot each step and undo it if its result is not finite (or it raised). Setting it to
     #: False on an instance keeps only the gradient and loss checks: about 2× faster for the
     #: cheapest fused updates (see docs/architecture.md), but a step that overflows then writes
