@@ -15,7 +15,6 @@ import numpy as np
 from ._validation import check_choice, check_int
 
 if TYPE_CHECKING:
-    from .stepping import State
     from .systems.base import AbstractSystem
 
 __all__ = ["check_state"]
@@ -39,15 +38,13 @@ def check_state(system: AbstractSystem, state: Any) -> None:
     check_int("state.seed", state.seed, minimum=0, maximum=MAX_SEED)
     if system.potential is None:
         raise ValueError(f"{type(system).__name__} needs a potential to be integrated")
-    if state.backend == "torch":
-        import torch
+    from .backends import get_backend
 
-        kind, ok = "a torch.Tensor", lambda a: isinstance(a, torch.Tensor)
-    else:
-        kind, ok = "a numpy array", lambda a: isinstance(a, np.ndarray)
+    be = get_backend(state.backend)
+    kind = be.array_kind
     for name in ("q", "p", "x"):
         a = getattr(state, name)
-        if not ok(a):
+        if not be.is_array(a):
             raise TypeError(f"state.{name} must be {kind} for backend={state.backend!r}, got "
                             f"{type(a).__name__}")
         if a.ndim != 2:
@@ -70,7 +67,7 @@ def check_state(system: AbstractSystem, state: Any) -> None:
                 f"state.{name} has shape {shape} but {type(system).__name__} with dim={dim} "
                 f"needs ({n}, {width}) (extras {system.extras_layout(dim)}); the state belongs "
                 "to another system")
-    _check_state_storage(state)
+    be.check_storage(state)
     for name in ("q", "p", "x"):
         a = getattr(state, name)
         # extras may hold +inf as a "not yet" marker (Born–Infeld's min_V); never NaN
@@ -85,29 +82,3 @@ def _torch() -> Any:
     import torch
 
     return torch
-
-
-def _check_state_storage(state: State) -> None:
-    """dtype, device and memory layout of the state's arrays (what the kernels index)."""
-    if state.backend == "numba":
-        for name in ("q", "p", "x"):
-            a = getattr(state, name)
-            if a.dtype != np.float64 or not a.flags.c_contiguous or not a.flags.writeable:
-                raise ValueError(
-                    f"state.{name} must be a writable C-contiguous float64 array for "
-                    f"backend='numba', got dtype {a.dtype}, contiguous="
-                    f"{a.flags.c_contiguous}, writable={a.flags.writeable}")
-        return
-    import torch
-
-    q = state.q
-    if q.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"state.q must be float32 or float64, got {q.dtype}")
-    for name in ("p", "x"):
-        a = getattr(state, name)
-        if a.dtype != q.dtype or a.device != q.device:
-            raise ValueError(f"state.{name} has dtype {a.dtype} on {a.device} but state.q has "
-                             f"{q.dtype} on {q.device}")
-    gen = state.generator
-    if gen is not None and not isinstance(gen, torch.Generator):
-        raise TypeError(f"state.generator must be a torch.Generator, got {type(gen).__name__}")

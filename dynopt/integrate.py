@@ -129,7 +129,7 @@ def integrate(
         integ.check(system)
         check_memory(system, state.n_chains, state.dim,
                      n_steps if observables is None else 0, record_every,
-                     itemsize=state.q.element_size() if state.backend == "torch" else 8)
+                     itemsize=get_backend(state.backend).itemsize(state))
         state = state.copy()
     if events is not None and state.streams is not None:
         raise ValueError("events= cannot be combined with chain_ids= (per-chain noise streams)")
@@ -141,7 +141,7 @@ def integrate(
     else:
         from .observables.recorder import Recorder
 
-        if state.backend != "torch":
+        if not be.supports_observables:
             raise ValueError(f"observables= needs backend='torch', got backend={state.backend!r}")
         observer = Recorder(observables, system, state, n_records)
         need = n_records * state.n_chains * observer.width * 8
@@ -205,16 +205,7 @@ def integrate(
 
 
 def _record_initial(be: Any, system: AbstractSystem, state: State, records: Any) -> None:
-    records.q[:, 0] = state.q
-    records.p[:, 0] = state.p
-    records.x[:, 0] = state.x
-    u0 = be.potential_values(system, state.q)
-    if be.name == "torch":
-        import torch
-
-        records.u[:, 0] = torch.as_tensor(u0, dtype=state.q.dtype, device=state.q.device)
-    else:
-        records.u[:, 0] = u0
+    be.write_record(records, 0, state, system)
     records.next = 1
 
 

@@ -2,9 +2,11 @@
 
 A :class:`Program` is the list of primitive updates that one step of a scheme performs. A system
 *lowers* each letter of a splitting string to an :class:`Op` (it decides the constants: the
-physics); a backend *executes* ops (it decides the loops: the discretization machinery). Every
-backend implements each op code exactly once, so a new splitting needs no new kernel code, and the
-numba kernel, the torch batched runner and the torch optimizers run the same program.
+physics); a backend *executes* ops (it decides the loops: the discretization machinery). Each
+execution path implements each op code once or refuses it by name (:func:`require`), so a new
+splitting needs no new kernel code, and the numba kernel, the torch batched runner and the torch
+optimizers run the same program. What every path needs to know about an op (its named constants,
+whether it reads ∇U, moves q, draws normals, ...) is its row of :data:`OPS`.
 
 Op semantics (state: coordinates q, momenta p, per-chain extras x; unit vectors R ~ N(0, I) drawn
 fresh; M the diagonal mass; N the number of coordinates a thermostat acts on, supplied by the
@@ -72,7 +74,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["NHC_STIFF", "Op", "OpCode", "Program", "bbi_shell_op", "ecd_shell_op", "nhc_op"]
+__all__ = ["GRADIENT_OPS", "MERGEABLE_OPS", "MOMENTUM_OPS", "NHC_STIFF", "NOISE_OPS", "OPS",
+           "POSITION_OPS", "SEGMENT_END_OPS", "Op", "OpCode", "OpInfo", "Program", "bbi_shell_op",
+           "ecd_shell_op", "nhc_op", "noise_counts", "normals_per_step", "require"]
 
 
 class OpCode(enum.IntEnum):
@@ -98,15 +102,117 @@ class OpCode(enum.IntEnum):
     ROTATE = 18
 
 
+@dataclass(frozen=True)
+class OpInfo:
+    """What every backend, the optimizer executor and the diagnostics need to know about an op.
+
+    This table (:data:`OPS`) is the one place these facts are written; every other list or count
+    (:data:`GRADIENT_OPS`, :data:`POSITION_OPS`, :data:`NOISE_OPS`, the kernels' noise counts,
+    :mod:`dynopt.diagnostics.order`, the executor's segment cuts, the optimizer-form merging) is
+    derived from it.
+
+    Attributes:
+        f: Names of the float constants ``Op.f`` in order (a trailing ``"*name"`` marks a
+            variable-length tail, described in the module docstring).
+        i: Names of the integer constants ``Op.i`` in order (same convention).
+        reads_gradient: Reads ∇U at the current q (a cached gradient may serve it).
+        moves_q: Changes q (invalidates a cached gradient).
+        normals: Noise vectors drawn per application, each one normal per coordinate.
+        amplitude: Index in ``f`` of the noise amplitude (0 there makes the op deterministic);
+            None for ops that draw no normals.
+        momentum: Reads or writes the momenta p (illegal on a state without momenta).
+        elementwise: Acts on each coordinate independently given the per-chain extras, so the
+            optimizer executor can run it over parameter blocks.
+        ends_segment: A scalar reduction over the thermostat's scope (Σp²/M): the optimizer
+            executor cuts its elementwise segments here.
+        merges: Two adjacent applications with times t₁, t₂ equal one with t₁ + t₂ (exact
+            composition, no noise): the optimizer form merges such neighbours.
+    """
+
+    f: tuple[str, ...]
+    i: tuple[str, ...] = ()
+    reads_gradient: bool = False
+    moves_q: bool = False
+    normals: int = 0
+    amplitude: int | None = None
+    momentum: bool = True
+    elementwise: bool = True
+    ends_segment: bool = False
+    merges: bool = False
+
+
+_C = OpCode
+#: The op table: one :class:`OpInfo` per :class:`OpCode` (semantics in the module docstring).
+OPS: dict[OpCode, OpInfo] = {
+    _C.DRIFT: OpInfo(("t",), moves_q=True, merges=True),
+    _C.KICK: OpInfo(("t",), reads_gradient=True, merges=True),
+    _C.OU: OpInfo(("c", "d"), normals=1, amplitude=1),
+    _C.GRAD_STEP: OpInfo(("s",), reads_gradient=True, moves_q=True, momentum=False),
+    _C.WIENER: OpInfo(("s",), moves_q=True, normals=1, amplitude=0, momentum=False),
+    _C.LM_NOISE: OpInfo(("s",), ("x_off",), moves_q=True, normals=1, amplitude=0,
+                        momentum=False),
+    _C.FRICTION: OpInfo(("t",), ("xi", "eta")),
+    _C.ADD_NOISE: OpInfo(("s",), normals=1, amplitude=0),
+    _C.THERMOSTAT: OpInfo(("a", "b", "e"), ("xi",), elementwise=False, ends_segment=True),
+    _C.OU_XI: OpInfo(("t", "sigma"), ("xi",), normals=1, amplitude=1),
+    _C.NHC: OpInfo(("t", "kT", "q1_per_dof", "*q_rest_weights"),
+                   ("M", "n_sub", "n_sy", "xi_offset", "eta_offset"), elementwise=False,
+                   ends_segment=True),
+    _C.LIN_FRIC: OpInfo(("t",), ("k",)),
+    _C.SC_KICK: OpInfo(("t",), ("k",), reads_gradient=True),
+    _C.SC_DRIFT: OpInfo(("t",), ("k",), moves_q=True),
+    _C.BBI_SHELL: OpInfo(("v0", "delta_energy", "t0", "n_bounces", "t1", "eps1", "eps2",
+                          "project", "cube"), ("offset",), reads_gradient=True,
+                         elementwise=False),
+    _C.ECD_SHELL: OpInfo(("f0", "eta", "s", "delta_energy", "eps1", "eps2", "project"),
+                         ("offset",), reads_gradient=True, elementwise=False),
+    _C.ECD_DRIFT: OpInfo(("t", "s"), ("k",), moves_q=True, elementwise=False),
+    _C.ROTATE: OpInfo(("nu",), ("k",), normals=1, amplitude=0, elementwise=False),
+}
+del _C
+if set(OPS) != set(OpCode):  # pragma: no cover - an op added to OpCode but not to the table
+    raise AssertionError(f"op table misses {sorted(set(OpCode) - set(OPS))}")
+
 #: Op codes that read the gradient of the potential at the current q.
-GRADIENT_OPS = frozenset({OpCode.KICK, OpCode.GRAD_STEP, OpCode.SC_KICK, OpCode.BBI_SHELL,
-                          OpCode.ECD_SHELL})
+GRADIENT_OPS = frozenset(c for c, o in OPS.items() if o.reads_gradient)
 #: Op codes that change q (and so invalidate a cached gradient).
-POSITION_OPS = frozenset({OpCode.DRIFT, OpCode.GRAD_STEP, OpCode.WIENER, OpCode.LM_NOISE,
-                          OpCode.SC_DRIFT, OpCode.ECD_DRIFT})
-#: Op codes that draw one normal per coordinate.
-NOISE_OPS = frozenset({OpCode.OU, OpCode.WIENER, OpCode.LM_NOISE, OpCode.ADD_NOISE, OpCode.OU_XI,
-                       OpCode.ROTATE})
+POSITION_OPS = frozenset(c for c, o in OPS.items() if o.moves_q)
+#: Op codes that draw normals (:attr:`OpInfo.normals` vectors of one normal per coordinate).
+NOISE_OPS = frozenset(c for c, o in OPS.items() if o.normals > 0)
+#: Op codes that act on the momenta.
+MOMENTUM_OPS = frozenset(c for c, o in OPS.items() if o.momentum)
+#: Op codes where the optimizer executor ends an elementwise segment (scope reductions).
+SEGMENT_END_OPS = frozenset(c for c, o in OPS.items() if o.ends_segment)
+#: Op codes whose adjacent applications merge exactly (t₁ + t₂).
+MERGEABLE_OPS = frozenset(c for c, o in OPS.items() if o.merges)
+
+
+def normals_per_step(codes: Sequence[int]) -> int:
+    """Noise vectors drawn by one step of ops with these codes (from :data:`OPS`)."""
+    return sum(OPS[OpCode(c)].normals for c in codes)
+
+
+def noise_counts() -> np.ndarray:
+    """``counts[code]`` = noise vectors the op draws, indexable by int code (for kernels)."""
+    out = np.zeros(max(OpCode) + 1, dtype=np.int64)
+    for c, o in OPS.items():
+        out[int(c)] = o.normals
+    return out
+
+
+def require(ops: Sequence[Op], supported: frozenset[OpCode] | set[OpCode], path: str) -> None:
+    """Raise ValueError naming the first op of ``ops`` that ``path`` does not implement.
+
+    Every execution path calls this with the codes it implements before running, so an op it
+    lacks is refused up front with the op's name and letter (never a silent no-op or a
+    NotImplementedError deep in a loop).
+    """
+    for op in ops:
+        if op.code not in supported:
+            where = f" (letter {op.letter!r})" if op.letter else ""
+            raise ValueError(
+                f"the {path} does not implement op {op.code.name}{where}; it implements "
+                f"{sorted(c.name for c in supported)}")
 
 
 @dataclass(frozen=True)
@@ -127,7 +233,21 @@ class Op:
 
     @property
     def draws_noise(self) -> bool:
-        return self.code in NOISE_OPS
+        return OPS[self.code].normals > 0
+
+    @property
+    def info(self) -> OpInfo:
+        """The op's row of :data:`OPS`."""
+        return OPS[self.code]
+
+    def field(self, name: str) -> float | int:
+        """The constant named ``name`` in :data:`OPS` (float constants first, then integer)."""
+        info = OPS[self.code]
+        if name in info.f:
+            return self.f[info.f.index(name)]
+        if name in info.i:
+            return self.i[info.i.index(name)]
+        raise KeyError(f"op {self.code.name} has no field {name!r}; it has {info.f + info.i}")
 
 
 @dataclass(frozen=True)
@@ -145,7 +265,7 @@ class Program:
     @property
     def n_noise_ops(self) -> int:
         """Number of noise vectors (one normal per coordinate each) drawn per step."""
-        return sum(op.draws_noise for op in self.ops)
+        return sum(op.info.normals for op in self.ops)
 
     def pack(self) -> tuple[np.ndarray, ...]:
         """Flatten into arrays for the numba kernel.

@@ -18,15 +18,14 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import secrets
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._state_check import check_state
 from ._validation import check_choice, check_int, check_positive
+from .backends.state import State as State
 
 if TYPE_CHECKING:
     from .integrators.base import AbstractIntegrator
@@ -38,62 +37,6 @@ BACKENDS = ("numba", "torch")
 NOISES = ("gaussian", "discrete")
 #: Seeds are 64-bit (the Philox key and ``torch.Generator.manual_seed`` both take 64 bits).
 MAX_SEED = 2**64 - 1
-
-
-@dataclass
-class State:
-    """The full state of a batch of chains.
-
-    Attributes:
-        q: Positions, shape ``(chains, dim)`` (numpy float64 for numba, a tensor for torch).
-        p: Momenta, ``(chains, dim)``, or ``(chains, 0)`` for first-order systems.
-        x: Extras (thermostat variables, noise memory), ``(chains, n_extras)``.
-        step: Number of steps taken.
-        seed: The run's seed (the numba RNG is a pure function of seed, chain and step).
-        backend: ``"numba"`` or ``"torch"``.
-        noise: ``"gaussian"`` or ``"discrete"``.
-        h: Step size of the last step taken (None before the first).
-        generator: The torch generator (torch backend only; None with per-chain streams).
-        streams: Per-chain generators keyed by (seed, global chain index)
-            (:class:`~dynopt.backends.torch.streams.ChainStreams`; torch backend with
-            ``chain_ids``), else None.
-    """
-
-    q: Any
-    p: Any
-    x: Any
-    step: int = 0
-    seed: int = 0
-    backend: str = "numba"
-    noise: str = "gaussian"
-    h: float | None = None
-    generator: Any = field(default=None, repr=False)
-    streams: Any = field(default=None, repr=False)
-
-    @property
-    def n_chains(self) -> int:
-        return int(self.q.shape[0])
-
-    @property
-    def dim(self) -> int:
-        return int(self.q.shape[1])
-
-    def copy(self) -> State:
-        """A deep copy (arrays, tensors and the torch generator state)."""
-        new = copy.copy(self)
-        if self.backend == "torch":
-            new.q, new.p, new.x = self.q.clone(), self.p.clone(), self.x.clone()
-            if self.generator is not None:
-                import torch
-
-                g = torch.Generator(device=self.generator.device)
-                g.set_state(self.generator.get_state())
-                new.generator = g
-            if self.streams is not None:
-                new.streams = self.streams.copy()
-        else:
-            new.q, new.p, new.x = self.q.copy(), self.p.copy(), self.x.copy()
-        return new
 
 
 def new_seed() -> int:
@@ -166,7 +109,7 @@ def init(
         return get_backend(backend).init_state(system, q, p, seed=seed, noise=noise,
                                               dtype=dtype, device=device)
     ids = check_chain_ids(chain_ids, q.shape[0])
-    if backend != "torch":
+    if not get_backend(backend).supports_chain_ids:
         raise ValueError(f"chain_ids needs backend='torch' (the numba backend keys noise by the "
                          f"local chain index), got backend={backend!r}")
     return get_backend(backend).init_state(system, q, p, seed=seed, noise=noise, dtype=dtype,

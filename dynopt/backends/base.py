@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -10,8 +11,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     from ..program import Program
-    from ..stepping import State
     from ..systems.base import AbstractSystem
+    from .state import State
 
 __all__ = ["AbstractBackend", "Divergence", "Records"]
 
@@ -90,7 +91,47 @@ class AbstractBackend(abc.ABC):
     def records_to_numpy(self, records: Records) -> dict[str, np.ndarray]:
         """The records as numpy arrays ``q, p, x, u``."""
 
+    # --- what callers would otherwise branch on the backend's name for ----------------------
+    #: ``integrate(observables=...)`` (on-device recorders) works with this backend.
+    supports_observables: bool = False
+    #: ``chain_ids=`` (per-chain noise streams keyed by a global chain index) works.
+    supports_chain_ids: bool = False
+
+    #: How this backend's state arrays are named in error messages.
+    array_kind: str = "an array"
+
+    @abc.abstractmethod
+    def is_array(self, a: Any) -> bool:
+        """Whether ``a`` is an array this backend's states hold."""
+
+    @abc.abstractmethod
+    def check_storage(self, state: State) -> None:
+        """Raise ValueError/TypeError unless the dtype, device and memory layout of the state's
+        arrays are what this backend's kernels index (shapes are checked by the caller)."""
+
+    @abc.abstractmethod
     def state_to_numpy(self, state: State) -> dict[str, np.ndarray]:
         """q, p, x of a state as numpy arrays."""
-        conv = (lambda a: a.detach().cpu().numpy()) if self.name == "torch" else np.asarray
-        return {"q": conv(state.q), "p": conv(state.p), "x": conv(state.x)}
+
+    @abc.abstractmethod
+    def copy_state(self, state: State) -> State:
+        """A deep copy of ``state`` (arrays and the RNG state)."""
+
+    @abc.abstractmethod
+    def itemsize(self, state: State) -> int:
+        """Bytes per stored number of this state (for the memory check)."""
+
+    @abc.abstractmethod
+    def write_record(self, records: Records, r: int, state: State, system: AbstractSystem
+                     ) -> None:
+        """Store q, p, x and U(q) of ``state`` as record ``r``."""
+
+    @abc.abstractmethod
+    def bounce_momenta(self, state: State, fired: np.ndarray) -> None:
+        """The ``Bounce`` event action: p ← |p| z/|z| for the chains in ``fired`` (bool mask),
+        z a fresh standard normal vector from the run's own generator."""
+
+    def serial_for(self, work: int) -> contextlib.AbstractContextManager[Any]:
+        """A context for an event loop of ``work`` (chains × dim) per step: backends with a
+        thread pool run small work serially inside it."""
+        return contextlib.nullcontext()

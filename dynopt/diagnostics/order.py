@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._validation import as_finite_array, check_positive
-from ..program import OpCode
+from ..program import OPS
 from .reference_flow import reference_flow
 
 if TYPE_CHECKING:
@@ -37,11 +37,6 @@ if TYPE_CHECKING:
 
 __all__ = ["OrderFit", "empirical_order", "global_error"]
 
-#: Index of the noise amplitude in ``Op.f`` for each noise-drawing op code.
-_NOISE_AMPLITUDE = {OpCode.OU: 1, OpCode.WIENER: 0, OpCode.LM_NOISE: 0, OpCode.ADD_NOISE: 0,
-                    OpCode.OU_XI: 1}
-#: Errors below this are at the reference flow's own accuracy.
-REFERENCE_FLOOR = 1e-10
 
 
 @dataclass(frozen=True)
@@ -102,7 +97,7 @@ def empirical_order(hs: Any, errors: Any, *, tol: float = 0.15) -> OrderFit:
 
 def _check_noise_free(program: Any, name: str) -> None:
     for op in program.ops:
-        idx = _NOISE_AMPLITUDE.get(op.code)
+        idx = OPS[op.code].amplitude
         if idx is not None and op.f[idx] != 0.0:
             raise ValueError(
                 f"{name} draws noise (letter {op.letter!r}, amplitude {op.f[idx]}); global errors "

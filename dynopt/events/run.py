@@ -35,12 +35,8 @@ if TYPE_CHECKING:
     from ..stepping import State
     from ..systems.base import AbstractSystem
 
-__all__ = ["STREAM_EVENT_BOUNCE", "run_with_events"]
+__all__ = ["run_with_events"]
 
-#: Philox stream of the Bounce action's directions on the numba backend.
-STREAM_EVENT_BOUNCE = 4
-#: Below this many chain-coordinates per step, the numba kernel runs single-threaded here.
-SERIAL_WORK = 1 << 16
 _OBSERVABLES = ("loss", "energy", "step", "state")
 _ACTIONS = (SetFriction, SwitchDynamics, Bounce, Stop)
 
@@ -105,7 +101,6 @@ def run_with_events(be: AbstractBackend, system: AbstractSystem, integ: Abstract
     stopped = np.zeros(n, dtype=bool)
     est = es.init_state(np.zeros(n))
     every = records.every
-    torch_backend = be.name == "torch"
 
     def numpy_state() -> dict[str, np.ndarray]:
         return be.state_to_numpy(state)
@@ -155,23 +150,7 @@ def run_with_events(be: AbstractBackend, system: AbstractSystem, integ: Abstract
                 bounce(fired)
 
     def bounce(fired: np.ndarray) -> None:
-        if torch_backend:
-            import torch
-
-            z = torch.randn(tuple(state.p.shape), generator=state.generator,
-                            dtype=state.p.dtype, device=state.p.device)
-            pn = torch.linalg.vector_norm(state.p, dim=-1, keepdim=True)
-            zn = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
-            rows = _rows(state.p, fired)
-            state.p[rows] = (z * (pn / zn))[rows]
-        else:
-            from ..backends.numba.philox import normals_for
-
-            z = normals_for(state.seed, n, dim, stream=STREAM_EVENT_BOUNCE,
-                            first=state.step * dim)
-            pn = np.linalg.norm(state.p, axis=-1, keepdims=True)
-            zn = np.linalg.norm(z, axis=-1, keepdims=True)
-            state.p[fired] = (z * (pn / zn))[fired]
+        be.bounce_momenta(state, fired)
 
     def record() -> None:
         r = records.next
@@ -179,16 +158,7 @@ def run_with_events(be: AbstractBackend, system: AbstractSystem, integ: Abstract
             records.observer.record(r, state, system)
             records.next = r + 1
             return
-        records.q[:, r] = state.q
-        records.p[:, r] = state.p
-        records.x[:, r] = state.x
-        u = be.potential_values(system, state.q)
-        if torch_backend:
-            import torch
-
-            records.u[:, r] = torch.as_tensor(u, dtype=state.q.dtype, device=state.q.device)
-        else:
-            records.u[:, r] = u
+        be.write_record(records, r, state, system)
         records.next = r + 1
 
     def advance() -> Divergence | None:
@@ -212,13 +182,7 @@ def run_with_events(be: AbstractBackend, system: AbstractSystem, integ: Abstract
             state.q[sel], state.p[sel], state.x[sel] = frozen.q[sel], frozen.p[sel], frozen.x[sel]
         return div
 
-    threads = None
-    if be.name == "numba" and n * dim < SERIAL_WORK:
-        import numba
-
-        threads = numba.get_num_threads()
-        numba.set_num_threads(1)
-    try:
+    with be.serial_for(n * dim):
         observe()
         for k in range(n_steps):
             div = advance()
@@ -230,9 +194,4 @@ def run_with_events(be: AbstractBackend, system: AbstractSystem, integ: Abstract
             observe()
             if stopped.all():
                 break
-    finally:
-        if threads is not None:
-            import numba
-
-            numba.set_num_threads(threads)
     return None, es.log(est)

@@ -4,7 +4,9 @@ Splitting schemes are data (a letter string); Euler–Maruyama and Leimkuhler–
 overdamped schemes. Every integrator lowers to the same primitive ops, executed by either backend.
 """
 
+from .base import NAMED as NAMED
 from .base import AbstractIntegrator as AbstractIntegrator
+from .base import named as named
 from .overdamped import EulerMaruyama as EulerMaruyama
 from .overdamped import LeimkuhlerMatthews as LeimkuhlerMatthews
 from .splitting import ABOBA as ABOBA
@@ -15,8 +17,8 @@ from .splitting import Leapfrog as Leapfrog
 from .splitting import Splitting as Splitting
 from .splitting import VelocityVerlet as VelocityVerlet
 
-__all__ = ["ABOBA", "ALPHABET", "BAOAB", "OBABO", "AbstractIntegrator", "EulerMaruyama",
-           "Leapfrog", "LeimkuhlerMatthews", "Splitting", "VelocityVerlet", "resolve"]
+__all__ = ["ABOBA", "ALPHABET", "BAOAB", "NAMED", "OBABO", "AbstractIntegrator", "EulerMaruyama",
+           "Leapfrog", "LeimkuhlerMatthews", "Splitting", "VelocityVerlet", "named", "resolve"]
 
 
 def resolve(spec: "str | AbstractIntegrator") -> AbstractIntegrator:
@@ -27,13 +29,6 @@ def resolve(spec: "str | AbstractIntegrator") -> AbstractIntegrator:
     if not isinstance(spec, str):
         raise TypeError(f"integrator must be an integrator or a string, got {spec!r}")
     key = spec.strip().lower().replace("_", "-")
-    named = {
-        "baoab": BAOAB, "aboba": ABOBA, "obabo": OBABO, "leapfrog": Leapfrog,
-        "velocity-verlet": Leapfrog, "verlet": Leapfrog, "euler-maruyama": EulerMaruyama,
-        "eulermaruyama": EulerMaruyama, "em": EulerMaruyama, "sgld": EulerMaruyama,
-        "leimkuhler-matthews": LeimkuhlerMatthews, "leimkuhlermatthews": LeimkuhlerMatthews,
-        "lm": LeimkuhlerMatthews,
-    }
-    if key in named:
-        return named[key]()
+    if key in NAMED:  # each scheme registers its own names (integrators.base.named)
+        return NAMED[key]()
     return Splitting(spec.strip())

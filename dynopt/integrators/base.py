@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..program import Op, Program
@@ -11,7 +12,25 @@ if TYPE_CHECKING:
     from ..stepping import State
     from ..systems.base import AbstractSystem
 
-__all__ = ["AbstractIntegrator", "LetterSequence"]
+__all__ = ["NAMED", "AbstractIntegrator", "LetterSequence", "named"]
+
+#: Lower-case name → integrator class; filled by :func:`named` where each scheme is defined.
+NAMED: dict[str, type[AbstractIntegrator]] = {}
+
+
+def named(*names: str) -> Callable[[type[AbstractIntegrator]], type[AbstractIntegrator]]:
+    """Class decorator: register a scheme under ``names`` for :func:`dynopt.integrators.resolve`
+    (names are matched lower-case, ``_`` read as ``-``)."""
+
+    def deco(cls: type[AbstractIntegrator]) -> type[AbstractIntegrator]:
+        for n in names:
+            key = n.strip().lower().replace("_", "-")
+            if NAMED.get(key, cls) is not cls:
+                raise ValueError(f"scheme name {n!r} is already taken by {NAMED[key].__name__}")
+            NAMED[key] = cls
+        return cls
+
+    return deco
 
 #: A scheme as data: (letter, fraction of h) pairs.
 LetterSequence = list[tuple[str, float]]
@@ -121,12 +140,11 @@ class AbstractIntegrator(abc.ABC):
 
 def _merge(seq: LetterSequence, system: AbstractSystem) -> LetterSequence:
     """Merge adjacent equal letters whose flows compose exactly and draw no noise."""
-    from ..program import OpCode
+    from ..program import MERGEABLE_OPS
 
-    mergeable = {OpCode.DRIFT, OpCode.KICK}
     out: LetterSequence = []
     for letter, frac in seq:
-        if out and out[-1][0] == letter and system.lower(letter, 1.0).code in mergeable:
+        if out and out[-1][0] == letter and system.lower(letter, 1.0).code in MERGEABLE_OPS:
             out[-1] = (letter, out[-1][1] + frac)
         else:
             out.append((letter, frac))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from ..systems.base import AbstractSystem
-from .base import AbstractIntegrator, LetterSequence
+from .base import AbstractIntegrator, LetterSequence, named
 
 __all__ = ["EulerMaruyama", "LeimkuhlerMatthews"]
 
@@ -23,6 +23,7 @@ class _OverdampedScheme(AbstractIntegrator):
         super().check(system)
 
 
+@named("euler-maruyama", "eulermaruyama", "em", "sgld")
 class EulerMaruyama(_OverdampedScheme):
     r"""Euler–Maruyama for overdamped Langevin (= SGLD with a minibatch gradient).
 
@@ -38,6 +39,7 @@ class EulerMaruyama(_OverdampedScheme):
         return [("G", 1.0), ("W", 1.0)]
 
 
+@named("leimkuhler-matthews", "leimkuhlermatthews", "lm")
 class LeimkuhlerMatthews(_OverdampedScheme):
     r"""Leimkuhler–Matthews scheme (the high-friction limit of BAOAB).
 

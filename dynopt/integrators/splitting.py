@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from .._validation import check_real
-from .base import AbstractIntegrator, LetterSequence
+from .base import AbstractIntegrator, LetterSequence, named
 
 #: The documented alphabet. Each system offers a subset (``system.letters``).
 ALPHABET: dict[str, str] = {
@@ -25,7 +25,15 @@ ALPHABET: dict[str, str] = {
     "F": "explicit-Euler friction: p ∗= (1 − tγ) (PortHamiltonian heavy ball)",
 }
 
-__all__ = ["ABOBA", "ALPHABET", "BAOAB", "OBABO", "Leapfrog", "Splitting", "VelocityVerlet"]
+#: Letters whose sub-flow is not self-adjoint (its reverse-time map is not its inverse), so a
+#: palindrome containing them is not time-symmetric and keeps weak order 1: F (explicit-Euler
+#: friction, (1 − tγ) ≠ 1/(1 + tγ)), G (explicit gradient step), L (Leimkuhler–Matthews increment,
+#: second order for the invariant measure only), S (energy-shell projection and bounces), R
+#: (random rotation).
+NON_SYMMETRIC = frozenset("FGLSR")
+
+__all__ = ["ABOBA", "ALPHABET", "BAOAB", "NON_SYMMETRIC", "OBABO", "Leapfrog", "Splitting",
+           "VelocityVerlet"]
 
 
 class Splitting(AbstractIntegrator):
@@ -50,7 +58,8 @@ class Splitting(AbstractIntegrator):
     | F | explicit-Euler friction of the port-Hamiltonian heavy ball |
 
     A palindromic composition of exact (or symmetric) sub-flows is time-symmetric and therefore
-    second order; ``weak_order`` reports 2 for palindromes and 1 otherwise.
+    second order; ``weak_order`` reports 2 for palindromes of such letters and 1 otherwise (also
+    for a palindrome with a letter of :data:`NON_SYMMETRIC`, e.g. ``"FBABF"``).
 
     Args:
         scheme: The letter string, e.g. ``"BAOAB"``. Spaces are ignored (``"B A O A B"``).
@@ -92,7 +101,7 @@ class Splitting(AbstractIntegrator):
         self.scheme = letters
         self.fractions = tuple(fr)
         self.name = name or letters
-        self.weak_order = 2 if self._is_symmetric() else 1
+        self.weak_order = 2 if self._is_symmetric() and not NON_SYMMETRIC & set(letters) else 1
         self.is_symplectic = set(letters) <= {"A", "B"}
 
     def _is_symmetric(self) -> bool:
@@ -109,6 +118,7 @@ class Splitting(AbstractIntegrator):
         return f"Splitting({self.scheme!r})"
 
 
+@named("baoab")
 class BAOAB(Splitting):
     """B½ A½ O A½ B½: Langevin with exact configurational sampling on quadratics (LM 2013)."""
 
@@ -116,6 +126,7 @@ class BAOAB(Splitting):
         super().__init__("BAOAB", name="BAOAB")
 
 
+@named("aboba")
 class ABOBA(Splitting):
     """A½ B½ O B½ A½."""
 
@@ -123,6 +134,7 @@ class ABOBA(Splitting):
         super().__init__("ABOBA", name="ABOBA")
 
 
+@named("obabo")
 class OBABO(Splitting):
     """O½ B½ A B½ O½ (velocity Verlet between two half OU steps; the BBK/VVR family)."""
 
@@ -130,6 +142,7 @@ class OBABO(Splitting):
         super().__init__("OBABO", name="OBABO")
 
 
+@named("leapfrog", "velocity-verlet", "verlet")
 class Leapfrog(Splitting):
     """Velocity Verlet / Störmer–Verlet, B½ A B½: symplectic, reversible, second order."""
 

@@ -1,4 +1,10 @@
-"""Shared plumbing of the ECD / heavy-ball optimizers: loss arguments, paths, buckets."""
+"""Shared plumbing of every dynopt optimizer: the one path chooser, loss arguments, buckets.
+
+:func:`choose_path` is the only place a path is picked: the executor-based optimizers
+(:class:`~dynopt.optim.Partitioned` and its subclasses) and the hand-written ones
+(:class:`~dynopt.optim.HeavyBall`, :class:`~dynopt.optim.BBI`, :class:`~dynopt.optim.ECDSep`)
+all call it, so the same flags select the same path everywhere.
+"""
 
 from __future__ import annotations
 
@@ -38,8 +44,10 @@ def choose_path(group: dict[str, Any], tensors: Sequence[Tensor], owner: str) ->
     """``"fused"`` (numba, CPU), ``"foreach"`` or ``"single"`` for a group's tensors.
 
     Default (``fused=None, foreach=None``): fused on CPU when every tensor is a contiguous
-    float32/float64 CPU tensor, foreach otherwise (CUDA); ``foreach=False`` and ``fused=False``
-    select the single-tensor reference path, as does ``differentiable=True``. Under
+    float32/float64 CPU tensor, foreach otherwise (CUDA, bfloat16, non-contiguous);
+    ``differentiable=True`` and ``foreach=False`` select the single-tensor reference path;
+    ``fused=False`` selects foreach on CUDA and the single-tensor path on the CPU (torch's own
+    CPU default), unless ``foreach=True``. Under
     ``torch.compile`` the numba kernel runs eagerly (``torch.compiler.disable``), so the default
     path stays the fastest one on the CPU; ``foreach=True`` is what inductor can fuse.
     """

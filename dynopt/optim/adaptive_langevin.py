@@ -2,16 +2,36 @@ r"""Adaptive Langevin (AdL, SGNHT) as a ``torch.optim.Optimizer``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from torch import Tensor
 
-from . import register
+from .. import systems
+from .._validation import check_nonnegative, check_positive, check_real
 from ._common import as_params
+from .dynamics import LR, MASS, SCOPE, Hyper, OptimizerDynamics, Value, register_dynamics
 from .partitioned import Partitioned
+from .registry import register
 
-__all__ = ["AdaptiveLangevin"]
+__all__ = ["ADAPTIVE_LANGEVIN", "AdaptiveLangevin"]
+
+
+def _system(group: Mapping[str, Any], value: Value) -> systems.AdaptiveLangevin:
+    xi0 = 0.1 if group.get("xi0") is None else value("xi0")
+    return systems.AdaptiveLangevin(None, temperature=value("temperature"),
+                                    sigma_a=value("sigma_a"), eps=value("eps"), xi0=xi0,
+                                    mass=value("mass"))
+
+
+#: Adaptive Langevin as an optimizer dynamics.
+ADAPTIVE_LANGEVIN = register_dynamics(OptimizerDynamics(
+    name="adaptive-langevin",
+    hypers={"lr": LR, "temperature": Hyper(1e-4, check_positive, schedulable=True),
+            "mass": MASS, "sigma_a": Hyper(0.01, check_nonnegative),
+            "eps": Hyper(0.05, check_positive), "xi0": Hyper(None, check_real, optional=True),
+            "scope": SCOPE},
+    system=_system, scheme="BACDEDCAB"))
 
 
 class AdaptiveLangevin(Partitioned):

@@ -8,9 +8,9 @@ from typing import Any
 
 from torch import Tensor
 
-from . import register
 from ._common import first_layer_groups
 from .partitioned import Partitioned
+from .registry import register
 
 __all__ = ["AdLaLa", "preset_groups"]
 

@@ -244,6 +244,11 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         self.global_state = dict(glob)
         self._generators = generators
 
+    def _saved_group(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """A saved param group as this version stores it (checkpoints of older versions);
+        validated afterwards like any other."""
+        return saved
+
     def _state_schema(self, group: dict[str, Any]) -> dict[str, Key] | None:
         """What ``state[p]`` may hold for a parameter of ``group`` (None: not checked)."""
         return None

@@ -15,11 +15,11 @@ from ..events.actions import Action, Bounce, Stop
 from ..events.triggers import Trigger
 from ..program import BBI_EXTRAS
 from ..systems.born_infeld import BornInfeld
-from . import register
 from ._events import as_scalar
 from ._paths import bucket, choose_path, numpy_view
 from .base import Hyper
 from .eventful import EventfulOptimizer, Participants
+from .registry import register
 
 __all__ = ["BBI"]
 

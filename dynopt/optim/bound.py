@@ -49,7 +49,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..program import OpCode
+from ..program import NOISE_OPS, OpCode
 from . import prior
 from .finite import abs_max
 
@@ -127,8 +127,7 @@ def partitioned_bounded(opt: Any) -> bool:
             path = opt._path(group, ps)
             plans.append((spec, key, ps, path))
     for spec, key, ps, path in plans:
-        if any(op.code in (OpCode.OU, OpCode.WIENER, OpCode.LM_NOISE, OpCode.ADD_NOISE)
-               for op in spec.steady) and path != "fused":
+        if any(op.code in NOISE_OPS for op in spec.steady) and path != "fused":
             return False  # torch's normals: no bound stated
         work = torch.float32 if key[1] in (torch.bfloat16, torch.float16) else key[1]
         moms, prevs = [], []

@@ -214,6 +214,7 @@ def validate(opt: Any, state_dict: Any) -> tuple[list[dict[str, Any]], dict[str,
     for gi, (saved, current) in enumerate(zip(saved_groups, opt.param_groups, strict=True)):
         if not isinstance(saved, Mapping) or not isinstance(saved.get("params"), list | tuple):
             raise _fail(f"param group {gi}", "must be a dict with a 'params' list")
+        saved = opt._saved_group(dict(saved))
         if len(saved["params"]) != len(current["params"]):
             raise _fail(f"param group {gi}", f"has {len(saved['params'])} parameters, this "
                         f"optimizer's has {len(current['params'])}")

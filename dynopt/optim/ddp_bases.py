@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..systems.ddp_layers import AffineLayer, Curvature
+from ..ddp.layers import AffineLayer, Curvature
 
 __all__ = ["BASES", "LayerStep", "ParamStep", "batch_second_moment", "ekfac_layer_step",
            "param_step"]

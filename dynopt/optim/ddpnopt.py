@@ -84,10 +84,9 @@ from .._validation import (
     check_positive,
     check_probability,
 )
+from ..ddp.layers import AffineLayer
+from ..ddp.trajectory import DDPTrajectory, StageData, StagePolicy, TerminalHessian
 from ..errors import DivergenceError
-from ..systems.ddp_layers import AffineLayer
-from ..systems.ddp_trajectory import DDPTrajectory, StageData, StagePolicy, TerminalHessian
-from . import register
 from .base import DynamicsOptimizer
 from .ddp_bases import (
     BASES,
@@ -97,6 +96,7 @@ from .ddp_bases import (
     ekfac_layer_step,
     param_step,
 )
+from .registry import register
 
 __all__ = ["DDPNOpt"]
 

@@ -7,6 +7,14 @@ hyperparameters; :func:`build` turns them into a :mod:`dynopt.systems` object (w
 sequences that one ``step()`` runs, and ``integrator.lower_sequence`` lowers them with the current
 step size to the ops that :mod:`dynopt.optim.executor` executes.
 
+Each dynamics is *declared* once, as an :class:`OptimizerDynamics` (its hyperparameters with
+validator, default and whether a schedule may drive them; how to build its system; its default
+scheme) and registered with :func:`register_dynamics`. Validation, group defaults, the keys a
+group may carry, the spec cache and :func:`build` all read the declaration, so a new dynamics
+built from existing ops is one new file and one registration line (see
+``examples/sghmc_dynamics.py``). The shipped ones, each declared in the module of its optimizer
+class (langevin.py, overdamped.py, adaptive_langevin.py, nose_hoover.py):
+
 | ``dynamics`` | system | default scheme | step of the ops |
 |---|---|---|---|
 | ``"langevin"`` | ``Langevin`` (γ or momentum c = e^{−γh}, τ, M) | ``"BAOAB"`` | ``lr`` |
@@ -17,36 +25,168 @@ step size to the ops that :mod:`dynopt.optim.executor` executes.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import systems
-from .._validation import (
-    check_choice,
-    check_int,
-    check_nonnegative,
-    check_positive,
-    check_real,
-)
+from .._validation import check_choice, check_int, check_positive, check_real
 from ..integrators import resolve
 from ..integrators.base import AbstractIntegrator
-from ..program import NOISE_OPS, Op
+from ..program import Op, normals_per_step
 from .executor import split_segments
 
-__all__ = ["DEFAULT_SCHEMES", "DYNAMICS", "SCOPES", "Spec", "build", "check_momentum", "checks",
-           "group_keys", "validate_group"]
+__all__ = ["COMMON_KEYS", "REGISTRY", "SCOPES", "Hyper", "OptimizerDynamics", "Spec", "build",
+           "check_momentum", "checks", "get", "group_keys", "known_keys", "names",
+           "register_dynamics", "validate_group"]
 
-DYNAMICS = ("langevin", "overdamped", "adaptive-langevin", "nose-hoover")
 SCOPES = ("tensor", "group", "model")
-OVERDAMPED_DT = ("lr", "lr**2/2")
-
-#: Default scheme per dynamics (``nose-hoover`` with ``chain_length > 1``: ``"TBABT"``).
-DEFAULT_SCHEMES = {"langevin": "BAOAB", "overdamped": "em", "adaptive-langevin": "BACDEDCAB",
-                   "nose-hoover": "ECBABCE"}
+#: Keys every dynamics reads besides its own hyperparameters (the prior and the scheme).
+COMMON_KEYS = frozenset({"dynamics", "scheme", "weight_decay", "localization", "nbeta"})
 
 Value = Callable[[str], Any]
+Check = Callable[[str, Any], Any]
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """One optimizer hyperparameter of a dynamics.
+
+    Attributes:
+        default: Value a group gets when neither it nor the optimizer sets one.
+        check: Validator ``check(name, value) -> value`` (raises ValueError/TypeError naming
+            ``name``).
+        numeric: A real number passed to the system: it may be a 1-element tensor, is read
+            through ``value(name)`` in :attr:`OptimizerDynamics.system` (schedules evaluated)
+            and is re-validated where it is used. Otherwise a structural setting (an int or a
+            choice) read from the group as it is.
+        schedulable: A ``callable(step) -> value`` may drive it (numeric ones only).
+        optional: None is allowed (then the system picks a value; validated only when set).
+    """
+
+    default: Any
+    check: Check
+    numeric: bool = True
+    schedulable: bool = False
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class OptimizerDynamics:
+    """A dynamics as the optimizers see it: its hyperparameters and how to build its system.
+
+    Attributes:
+        name: The ``dynamics`` value of a param group.
+        hypers: Every hyperparameter it reads (``lr`` included), in documentation order.
+        system: ``system(group, value) -> AbstractSystem`` with ``potential=None``;
+            ``value(name)`` is the current value of a numeric hyperparameter (None if an optional
+            one is unset), structural ones are read from ``group``.
+        scheme: Default scheme, or ``scheme(group) -> str``.
+        step: ``step(group, lr) -> h``, the step the letter sequences are lowered with.
+        check_group: Extra cross-key checks ``check_group(group)`` (e.g. ``momentum`` set on a
+            dynamics without one), run by :func:`build`.
+    """
+
+    name: str
+    hypers: Mapping[str, Hyper]
+    system: Callable[[Mapping[str, Any], Value], systems.AbstractSystem]
+    scheme: str | Callable[[Mapping[str, Any]], str]
+    step: Callable[[Mapping[str, Any], float], float] = field(default=lambda group, lr: lr)
+
+    def default_scheme(self, group: Mapping[str, Any]) -> str:
+        return self.scheme if isinstance(self.scheme, str) else self.scheme(group)
+
+    @property
+    def numeric(self) -> tuple[str, ...]:
+        """Names of the numeric hyperparameters (the spec cache key, in order)."""
+        return tuple(k for k, h in self.hypers.items() if h.numeric)
+
+    @property
+    def structural(self) -> tuple[str, ...]:
+        return tuple(k for k, h in self.hypers.items() if not h.numeric)
+
+
+#: name → declaration of every dynamics an optimizer group can run.
+REGISTRY: dict[str, OptimizerDynamics] = {}
+
+
+def register_dynamics(dynamics: OptimizerDynamics) -> OptimizerDynamics:
+    """Add ``dynamics`` to :data:`REGISTRY` (its ``lr`` must be declared; names are unique)."""
+    if "lr" not in dynamics.hypers:
+        raise ValueError(f"dynamics {dynamics.name!r} must declare 'lr'")
+    bad = [k for k, h in dynamics.hypers.items() if h.schedulable and not h.numeric]
+    if bad:
+        raise ValueError(f"dynamics {dynamics.name!r}: only numeric hyperparameters can be "
+                         f"schedulable, not {bad}")
+    REGISTRY[dynamics.name] = dynamics
+    return dynamics
+
+
+def names() -> tuple[str, ...]:
+    """The registered dynamics, in registration order."""
+    return tuple(REGISTRY)
+
+
+def get(name: Any) -> OptimizerDynamics:
+    """The declaration of dynamics ``name`` (ValueError naming the registered ones)."""
+    return REGISTRY[check_choice("dynamics", name, names())]
+
+
+def known_keys() -> set[str]:
+    """Every hyperparameter some registered dynamics reads."""
+    return {k for d in REGISTRY.values() for k in d.hypers}
+
+
+# --- validators and hyperparameters shared by several declarations ---------------------------
+def check_momentum(name: str, value: Any) -> float:
+    """c = e^{−γh} ∈ (0, 1]."""
+    c = check_real(name, value)
+    if not 0.0 < c <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1] (it is the friction factor e^(-gamma*lr)), "
+                         f"got {value!r}")
+    return c
+
+
+def int_at_least(minimum: int) -> Check:
+    """Validator of a structural integer ≥ ``minimum``."""
+    return lambda name, value: check_int(name, value, minimum=minimum)
+
+
+def one_of(choices: tuple[Any, ...]) -> Check:
+    """Validator of a structural choice."""
+    return lambda name, value: check_choice(name, value, choices)
+
+
+LR = Hyper(0.25, check_positive, schedulable=True)
+MASS = Hyper(1.0, check_positive)
+SCOPE = Hyper("tensor", one_of(SCOPES), numeric=False)
+
+
+# --- what the optimizers call ------------------------------------------------------------------
+def checks(dynamics: str) -> dict[str, Check]:
+    """The numeric hyperparameters ``dynamics`` reads, each with its validator."""
+    return {k: h.check for k, h in get(dynamics).hypers.items() if h.numeric}
+
+
+def group_keys(dynamics: str) -> set[str]:
+    """Every group key ``dynamics`` reads (besides the torch flags)."""
+    return set(get(dynamics).hypers) | COMMON_KEYS
+
+
+def validate_group(group: dict[str, Any], check: Callable[[str, Check], None]) -> None:
+    """Validate the hyperparameters a group's dynamics uses (``check(name, fn)`` applies ``fn``
+    to the group value, or defers it for schedules). Optional ones may be None."""
+    dyn = get(group.get("dynamics"))
+    for name, h in dyn.hypers.items():
+        if h.optional and group.get(name) is None:
+            continue
+        if h.numeric:
+            check(name, h.check)
+        else:
+            h.check(name, group.get(name))
+    scheme = group.get("scheme")
+    if scheme is not None and not isinstance(scheme, str | AbstractIntegrator):
+        raise TypeError(f"scheme must be a string or an integrator, got {scheme!r}")
 
 
 @dataclass(frozen=True)
@@ -82,71 +222,6 @@ class Spec:
     steady_segments: list[Any]
 
 
-def checks(dynamics: str) -> dict[str, Callable[[str, Any], Any]]:
-    """The numeric hyperparameters ``dynamics`` reads, each with its validator."""
-    thermostat = dynamics in ("adaptive-langevin", "nose-hoover")
-    out: dict[str, Callable[[str, Any], Any]] = {
-        "lr": check_positive,
-        "temperature": check_positive if thermostat else check_nonnegative,
-    }
-    if dynamics != "overdamped":
-        out["mass"] = check_positive
-    if dynamics == "langevin":
-        out["gamma"] = check_nonnegative
-        out["momentum"] = check_momentum
-    if dynamics == "adaptive-langevin":
-        out.update(sigma_a=check_nonnegative, eps=check_positive)
-    if thermostat:
-        out["xi0"] = check_real
-    if dynamics == "nose-hoover":
-        out.update(tau=check_positive, thermostat_mass=check_positive)
-    return out
-
-
-def check_momentum(name: str, value: Any) -> float:
-    """c = e^{−γh} ∈ (0, 1]."""
-    c = check_real(name, value)
-    if not 0.0 < c <= 1.0:
-        raise ValueError(f"{name} must be in (0, 1] (it is the friction factor e^(-gamma*lr)), "
-                         f"got {value!r}")
-    return c
-
-
-def group_keys(dynamics: str) -> set[str]:
-    """Every group key ``dynamics`` reads (besides the torch flags)."""
-    keys = set(checks(dynamics)) | {"dynamics", "scheme", "weight_decay", "localization",
-                                    "nbeta"}
-    if dynamics in ("adaptive-langevin", "nose-hoover"):
-        keys.add("scope")
-    if dynamics == "nose-hoover":
-        keys |= {"chain_length", "n_substeps", "sy_order"}
-    if dynamics == "overdamped":
-        keys.add("overdamped_dt")
-    return keys
-
-
-def validate_group(group: dict[str, Any], check: Callable[[str, Callable[[str, Any], Any]], None]
-                   ) -> None:
-    """Validate the hyperparameters a group's dynamics uses (``check(name, fn)`` applies ``fn``
-    to the group value, or defers it for schedules). Optional ones may be None."""
-    dyn = check_choice("dynamics", group.get("dynamics"), DYNAMICS)
-    for name, fn in checks(dyn).items():
-        if group.get(name) is not None or name in ("lr", "temperature", "gamma", "sigma_a",
-                                                   "eps", "mass"):
-            check(name, fn)
-    if dyn == "nose-hoover":
-        check_int("chain_length", group.get("chain_length"), minimum=1)
-        check_int("n_substeps", group.get("n_substeps"), minimum=1)
-        check_choice("sy_order", group.get("sy_order"), (1, 3, 5, 7))
-    if dyn == "overdamped":
-        check_choice("overdamped_dt", group.get("overdamped_dt"), OVERDAMPED_DT)
-    if dyn in ("adaptive-langevin", "nose-hoover"):
-        check_choice("scope", group.get("scope"), SCOPES)
-    scheme = group.get("scheme")
-    if scheme is not None and not isinstance(scheme, str | AbstractIntegrator):
-        raise TypeError(f"scheme must be a string or an integrator, got {scheme!r}")
-
-
 def build(group: dict[str, Any], value: Value) -> Spec:
     """The group's system, scheme and lowered ops, from current hyperparameter values.
 
@@ -156,64 +231,37 @@ def build(group: dict[str, Any], value: Value) -> Spec:
         ValueError: If the scheme is unknown or uses letters the system does not offer (the
             message names ``scheme`` and the letters the system offers).
     """
-    dyn = group["dynamics"]
-    lr = value("lr")
-    tau_t = value("temperature")
-    mass = value("mass") if dyn != "overdamped" else 1.0
-    if group.get("momentum") is not None and dyn != "langevin":
+    dyn = get(group["dynamics"])
+    if group.get("momentum") is not None and "momentum" not in dyn.hypers:
         raise ValueError(
             f"momentum is the friction factor e^(-gamma*lr) of dynamics='langevin'; this group "
-            f"runs dynamics={dyn!r}, which has no such momentum (was it set by a scheduler such "
-            "as OneCycleLR(cycle_momentum=True)? use cycle_momentum=False)")
-    if dyn == "langevin":
-        momentum = group.get("momentum")
-        gamma = -math.log(value("momentum")) / lr if momentum is not None else value("gamma")
-        system: systems.AbstractSystem = systems.Langevin(
-            None, gamma=gamma, temperature=tau_t, mass=mass)
-    elif dyn == "overdamped":
-        system = systems.OverdampedLangevin(None, temperature=tau_t)
-    elif dyn == "adaptive-langevin":
-        xi0 = 0.1 if group.get("xi0") is None else value("xi0")
-        system = systems.AdaptiveLangevin(None, temperature=tau_t, sigma_a=value("sigma_a"),
-                                          eps=value("eps"), xi0=xi0, mass=mass)
-    else:
-        period = value("tau") if group.get("tau") is not None else None
-        q = value("thermostat_mass") if group.get("thermostat_mass") is not None else None
-        if period is None:
-            period = math.sqrt(q / tau_t) if q is not None else 100.0 * lr
-        if int(group["chain_length"]) == 1:
-            xi0 = 0.0 if group.get("xi0") is None else value("xi0")
-            system = systems.NoseHoover(None, temperature=tau_t, tau=period, thermostat_mass=q,
-                                        xi0=xi0, mass=mass)
-        else:
-            system = systems.NoseHooverChain(None, temperature=tau_t,
-                                             chain_length=int(group["chain_length"]), tau=period,
-                                             n_substeps=int(group["n_substeps"]),
-                                             sy_order=int(group["sy_order"]), mass=mass)
+            f"runs dynamics={dyn.name!r}, which has no such momentum (was it set by a scheduler "
+            "such as OneCycleLR(cycle_momentum=True)? use cycle_momentum=False)")
+    system = dyn.system(group, value)
     scheme = group.get("scheme")
     if scheme is None:
-        scheme = DEFAULT_SCHEMES[dyn]
-        if dyn == "nose-hoover" and int(group["chain_length"]) > 1:
-            scheme = "TBABT"
+        scheme = dyn.default_scheme(group)
     try:
         integrator = resolve(scheme)
         first_seq, steady_seq = integrator.optimizer_form(system)
     except ValueError as err:
-        raise ValueError(f"scheme={scheme!r} cannot drive dynamics={dyn!r}: {err}") from None
-    h = lr * lr / 2.0 if dyn == "overdamped" and group.get("overdamped_dt") == "lr**2/2" else lr
+        raise ValueError(f"scheme={scheme!r} cannot drive dynamics={dyn.name!r}: {err}"
+                         ) from None
+    h = dyn.step(group, value("lr"))
     first = tuple(integrator.lower_sequence(system, first_seq, h))
     steady = tuple(integrator.lower_sequence(system, steady_seq, h))
     for ops in (first, steady):
-        if sum(op.code in NOISE_OPS for op in ops) > 15:
+        if normals_per_step([op.code for op in ops]) > 15:
             raise ValueError(f"scheme={scheme!r} draws more than 15 noise vectors per step")
     layout = {k: v for k, v in system.extras_layout(1).items() if k != "noise_prev"}
     n_extras = sum(layout.values())
     init = (tuple(float(v) for v in system.initial_extras(1, 1, _zeros)[0][:n_extras])
             if n_extras else ())
+    mass = float(system.mass) if system.has_momentum else 1.0
     return Spec(system=system, integrator=integrator, h=h, first=first, steady=steady,
                 n_extras=n_extras, initial_extras=init,
                 needs_prev="noise_prev" in system.extras_layout(1),
-                has_momentum=system.has_momentum, mass=float(mass),
+                has_momentum=system.has_momentum, mass=mass,
                 first_segments=split_segments(first), steady_segments=split_segments(steady))
 
 

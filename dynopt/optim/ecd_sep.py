@@ -16,11 +16,11 @@ from ..events.actions import Stop
 from ..events.triggers import Trigger
 from ..program import ECD_EXTRAS
 from ..systems.ecd_sep import ECDSep as ECDSepSystem
-from . import register
 from ._events import as_scalar
 from ._paths import bucket, choose_path
 from .base import Hyper
 from .eventful import EventfulOptimizer, Participants
+from .registry import register
 
 __all__ = ["ECDSep"]
 

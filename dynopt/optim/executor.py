@@ -41,13 +41,16 @@ import torch
 from torch import Tensor
 
 from ..backends.torch import ops as tops
-from ..program import Op, OpCode
+from ..program import MOMENTUM_OPS, POSITION_OPS, SEGMENT_END_OPS, Op, OpCode, require
 
 __all__ = ["Bucket", "Slot", "Thermostats", "execute", "split_segments"]
 
-#: Pseudo op code: p ← s p with a per-scope factor s produced by the preceding NHC op.
-SCALE = -1
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
+#: The ops every path of the executor (single, foreach, fused) implements; the scalar ones
+#: (:data:`dynopt.program.SEGMENT_END_OPS`) run here, once per step, between the segments.
+IMPLEMENTED = frozenset({OpCode.DRIFT, OpCode.KICK, OpCode.OU, OpCode.GRAD_STEP, OpCode.WIENER,
+                         OpCode.LM_NOISE, OpCode.FRICTION, OpCode.ADD_NOISE, OpCode.OU_XI,
+                         OpCode.THERMOSTAT, OpCode.NHC})
 
 
 @dataclass
@@ -154,12 +157,16 @@ def split_segments(ops: Sequence[Op]) -> list[Segment]:
 
     Returns ``[(elementwise ops with their noise slot, scalar op or None), ...]``; the noise slot
     of an op is its index among the noise ops of the whole list (-1 for ops without noise).
+
+    Raises:
+        ValueError: If an op is not one the executor implements (:data:`IMPLEMENTED`).
     """
+    require(ops, IMPLEMENTED, "optimizer executor")
     segs: list[Segment] = []
     cur: list[tuple[Op, int]] = []
     slot = 0
     for op in ops:
-        if op.code in (OpCode.THERMOSTAT, OpCode.NHC):
+        if op.code in SEGMENT_END_OPS:
             segs.append((cur, op))
             cur = []
             if op.code == OpCode.NHC:
@@ -318,8 +325,8 @@ def _run_single(b: Bucket, seg_ops: list[tuple[Op, int]], slots: list[Slot],
     return torch.stack([torch.linalg.vector_norm(p, dtype=torch.float64) for p in b.mom]).square()
 
 
-_MOMENTUM_OPS = (OpCode.KICK, OpCode.OU, OpCode.FRICTION, OpCode.ADD_NOISE, OpCode.OU_XI,
-                 OpCode.NHC)
+#: Ops that write the momenta (DRIFT only reads them).
+_MOMENTUM_OPS = MOMENTUM_OPS - POSITION_OPS
 
 
 def _fresh_state(b: Bucket, slots: list[Slot], code: OpCode) -> None:

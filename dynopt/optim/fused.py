@@ -40,24 +40,10 @@ from ..program import Op, OpCode
 if TYPE_CHECKING:
     from .executor import Bucket, Context, Slot
 
-__all__ = ["FusedRunner", "eligible"]
+__all__ = ["FusedRunner"]
 
 _NP = {torch.float32: np.float32, torch.float64: np.float64}
 _EMPTY = torch.empty(0)
-
-
-def eligible(tensors: list[Tensor]) -> bool:
-    """Whether the fused path can run on these tensors (CPU, float32/float64, contiguous)."""
-    return all(t.device.type == "cpu" and t.dtype in _NP and t.is_contiguous() for t in tensors)
-
-
-def available() -> bool:
-    """Whether numba can be imported."""
-    try:
-        import numba  # noqa: F401
-    except ImportError:  # pragma: no cover - numba is a dependency
-        return False
-    return True
 
 
 def _check_buffers(b: Bucket, codes: np.ndarray, need_k2: bool) -> None:

@@ -14,12 +14,12 @@ from ..events.triggers import Trigger
 from ..integrators.splitting import Splitting
 from ..program import OpCode
 from ..systems.port_hamiltonian import PortHamiltonian
-from . import register
 from ._events import as_scalar
 from ._paths import bucket, choose_path, numpy_view
 from .base import Hyper
 from .bound import heavy_ball_bounded
 from .eventful import EventfulOptimizer, Participants
+from .registry import register
 
 __all__ = ["HeavyBall"]
 

@@ -2,16 +2,37 @@ r"""Underdamped Langevin dynamics as a ``torch.optim.Optimizer``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from torch import Tensor
 
-from . import register
+from .. import systems
+from .._validation import check_nonnegative
 from ._common import as_params
+from .dynamics import LR, MASS, Hyper, OptimizerDynamics, Value, check_momentum, register_dynamics
 from .partitioned import Partitioned
+from .registry import register
 
-__all__ = ["Langevin"]
+__all__ = ["LANGEVIN", "Langevin"]
+
+
+def _system(group: Mapping[str, Any], value: Value) -> systems.Langevin:
+    """γ from ``gamma``, or from ``momentum`` c = e^{−γh} when that is set."""
+    gamma = (-math.log(value("momentum")) / value("lr") if group.get("momentum") is not None
+             else value("gamma"))
+    return systems.Langevin(None, gamma=gamma, temperature=value("temperature"),
+                            mass=value("mass"))
+
+
+#: Underdamped Langevin as an optimizer dynamics.
+LANGEVIN = register_dynamics(OptimizerDynamics(
+    name="langevin",
+    hypers={"lr": LR, "temperature": Hyper(1e-4, check_nonnegative, schedulable=True),
+            "mass": MASS, "gamma": Hyper(0.1, check_nonnegative, schedulable=True),
+            "momentum": Hyper(None, check_momentum, optional=True)},
+    system=_system, scheme="BAOAB"))
 
 
 class Langevin(Partitioned):

@@ -8,10 +8,10 @@ from typing import Any
 
 from torch import Tensor
 
-from . import register
 from ._common import first_layer_groups
 from .adlala import preset_groups
 from .partitioned import Partitioned
+from .registry import register
 
 __all__ = ["LOL"]
 

@@ -2,16 +2,62 @@ r"""Nosé–Hoover thermostat (single or chain) as a ``torch.optim.Optimizer``."
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from torch import Tensor
 
-from . import register
+from .. import systems
+from .._validation import check_positive, check_real
 from ._common import as_params
+from .dynamics import (
+    LR,
+    MASS,
+    SCOPE,
+    Hyper,
+    OptimizerDynamics,
+    Value,
+    int_at_least,
+    one_of,
+    register_dynamics,
+)
 from .partitioned import Partitioned
+from .registry import register
 
-__all__ = ["NoseHoover"]
+__all__ = ["NOSE_HOOVER", "NoseHoover"]
+
+
+def _system(group: Mapping[str, Any], value: Value) -> systems.AbstractSystem:
+    """A single thermostat (``chain_length == 1``) or a chain; the period τ_NH from ``tau``,
+    else from ``thermostat_mass`` (τ = √(Q/τ)), else 100·lr."""
+    tau_t = value("temperature")
+    period = value("tau") if group.get("tau") is not None else None
+    q = value("thermostat_mass") if group.get("thermostat_mass") is not None else None
+    if period is None:
+        period = math.sqrt(q / tau_t) if q is not None else 100.0 * value("lr")
+    if int(group["chain_length"]) == 1:
+        xi0 = 0.0 if group.get("xi0") is None else value("xi0")
+        return systems.NoseHoover(None, temperature=tau_t, tau=period, thermostat_mass=q,
+                                  xi0=xi0, mass=value("mass"))
+    return systems.NoseHooverChain(None, temperature=tau_t,
+                                   chain_length=int(group["chain_length"]), tau=period,
+                                   n_substeps=int(group["n_substeps"]),
+                                   sy_order=int(group["sy_order"]), mass=value("mass"))
+
+
+#: Nosé–Hoover (single thermostat or chain) as an optimizer dynamics.
+NOSE_HOOVER = register_dynamics(OptimizerDynamics(
+    name="nose-hoover",
+    hypers={"lr": LR, "temperature": Hyper(1e-4, check_positive, schedulable=True),
+            "mass": MASS, "xi0": Hyper(None, check_real, optional=True),
+            "tau": Hyper(None, check_positive, optional=True),
+            "thermostat_mass": Hyper(None, check_positive, optional=True), "scope": SCOPE,
+            "chain_length": Hyper(1, int_at_least(1), numeric=False),
+            "n_substeps": Hyper(1, int_at_least(1), numeric=False),
+            "sy_order": Hyper(3, one_of((1, 3, 5, 7)), numeric=False)},
+    system=_system,
+    scheme=lambda group: "ECBABCE" if int(group["chain_length"]) == 1 else "TBABT"))
 
 
 class NoseHoover(Partitioned):

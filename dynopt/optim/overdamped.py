@@ -2,17 +2,36 @@ r"""Overdamped Langevin dynamics (SGLD) as a ``torch.optim.Optimizer``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from torch import Tensor
 
-from .._validation import check_choice
-from . import register
+from .. import systems
+from .._validation import check_choice, check_nonnegative
 from ._common import as_params
+from .dynamics import LR, Hyper, OptimizerDynamics, Value, one_of, register_dynamics
 from .partitioned import Partitioned
+from .registry import register
 
-__all__ = ["OverdampedLangevin"]
+__all__ = ["OVERDAMPED", "OverdampedLangevin"]
+
+
+def _system(group: Mapping[str, Any], value: Value) -> systems.OverdampedLangevin:
+    return systems.OverdampedLangevin(None, temperature=value("temperature"))
+
+
+def _step(group: Mapping[str, Any], lr: float) -> float:
+    """dt = lr, or lr²/2 (LOL's overdamped groups: the high-friction limit of a step lr)."""
+    return lr * lr / 2.0 if group.get("overdamped_dt") == "lr**2/2" else lr
+
+
+#: Overdamped Langevin as an optimizer dynamics.
+OVERDAMPED = register_dynamics(OptimizerDynamics(
+    name="overdamped",
+    hypers={"lr": LR, "temperature": Hyper(1e-4, check_nonnegative, schedulable=True),
+            "overdamped_dt": Hyper("lr", one_of(("lr", "lr**2/2")), numeric=False)},
+    system=_system, scheme="em", step=_step))
 
 _SCHEMES = {"em": "em", "euler-maruyama": "em", "sgld": "em", "lm": "lm",
             "leimkuhler-matthews": "lm"}

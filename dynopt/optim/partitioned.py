@@ -57,7 +57,8 @@ from torch import Tensor
 
 from .._validation import check_choice
 from . import bound
-from . import fused as fz
+from . import dynamics as dyn_registry
+from ._paths import choose_path
 from .base import FOREIGN_KEYS, DynamicsOptimizer
 from .checkpoint import PRIOR_STATE, Key, check_vector
 from .dynamics import Spec, build, checks, group_keys, validate_group
@@ -66,8 +67,8 @@ from .executor import Bucket, Context, Slot, Thermostats, draw_views, execute
 __all__ = ["Partitioned"]
 
 _LOW = (torch.bfloat16, torch.float16)
-_NAMES = {d: tuple(checks(d)) for d in ("langevin", "overdamped", "adaptive-langevin",
-                                        "nose-hoover")}
+#: Group keys every dynamics accepts besides its own hyperparameters (torch's flags).
+_TORCH_FLAGS = frozenset({"params", "foreach", "fused", "maximize", "differentiable"})
 #: Keys whose per-tensor values are independent of the parameter dtype (kept on load).
 _OWN_DTYPE = ("extras", "momentum_buffer", "noise_prev")
 
@@ -89,19 +90,26 @@ class Partitioned(DynamicsOptimizer):
         params: Param groups; a group without ``"dynamics"`` gets ``dynamics``.
         lr: Step size h (see :mod:`dynopt.optim.dynamics` for each dynamics' mapping).
         dynamics: Default dynamics of groups that do not name one.
-        temperature, gamma, sigma_a, eps, xi0, tau, thermostat_mass, chain_length, n_substeps,
-            sy_order, overdamped_dt, mass, scheme, scope: Default group hyperparameters.
+        scheme: Default scheme (None: each dynamics' own default).
+        weight_decay, localization, nbeta: The prior (:mod:`dynopt.optim.prior`).
+        **hyperparameters: Optimizer-wide defaults of any registered dynamics' hyperparameters
+            (``temperature``, ``gamma``, ``sigma_a``, ``eps``, ``xi0``, ``tau``,
+            ``thermostat_mass``, ``chain_length``, ``n_substeps``, ``sy_order``,
+            ``overdamped_dt``, ``mass``, ``scope``, ``momentum``, or a new dynamics' keys; see
+            :mod:`dynopt.optim.dynamics`). A group gets the declared default of each key its
+            dynamics reads that neither it nor these set; an unknown keyword is a TypeError.
         seed: Seed of the optimizer's noise (shared by all DDP ranks; fresh if None).
         noise: ``"gaussian"`` (default) or ``"discrete"`` (±√3-type three-point variable:
             cheaper, same moments up to order 3 and (almost) 5).
         foreach: None (default path), True (foreach), False (single-tensor reference).
-        fused: None (default), True (require the fused CPU path), False (never fuse).
+        fused: None (default), True (require the fused CPU path), False (never fuse: the
+            single-tensor path on the CPU, foreach on CUDA; :func:`dynopt.optim._paths.choose_path`
+            is the one rule of every optimizer).
         maximize: Maximize the objective (the gradient is negated).
         differentiable: Run the single-tensor path under autograd.
         nonfinite: ``"raise"`` (default), ``"skip"`` or ``"ignore"`` NaN/inf gradients.
     """
 
-    schedulable: ClassVar[tuple[str, ...]] = ("lr", "gamma", "temperature")
     _caches: ClassVar[dict[str, Callable[[], Any]]] = {
         "_spec_cache": dict, "_fused_runner": lambda: None, "_streams": lambda: None}
     #: Set by single-dynamics subclasses: every group must run this dynamics.
@@ -113,21 +121,7 @@ class Partitioned(DynamicsOptimizer):
         lr: float | Tensor | Callable[[int], float] = 0.25,
         *,
         dynamics: str | None = None,
-        temperature: float | Callable[[int], float] = 1e-4,
-        gamma: float | Callable[[int], float] = 0.1,
-        sigma_a: float = 0.01,
-        eps: float = 0.05,
-        xi0: float | None = None,
-        tau: float | None = None,
-        thermostat_mass: float | None = None,
-        chain_length: int = 1,
-        n_substeps: int = 1,
-        sy_order: int = 3,
-        overdamped_dt: str = "lr",
-        mass: float = 1.0,
         scheme: Any = None,
-        scope: str = "tensor",
-        momentum: float | None = None,
         weight_decay: float = 0.0,
         localization: float = 0.0,
         nbeta: float = 1.0,
@@ -138,24 +132,45 @@ class Partitioned(DynamicsOptimizer):
         maximize: bool = False,
         differentiable: bool = False,
         nonfinite: str = "raise",
+        **hyperparameters: Any,
     ) -> None:
         self.noise = check_choice("noise", noise, ("gaussian", "discrete"))
         self._spec_cache: dict[Any, Spec] = {}
         self._fused_runner: Any = None
         self._streams: dict[int, int] | None = None
-        defaults = dict(lr=lr, dynamics=dynamics, temperature=temperature, gamma=gamma,
-                        sigma_a=sigma_a, eps=eps, xi0=xi0, tau=tau,
-                        thermostat_mass=thermostat_mass, chain_length=chain_length,
-                        n_substeps=n_substeps, sy_order=sy_order, overdamped_dt=overdamped_dt,
-                        mass=mass, scheme=scheme, scope=scope, momentum=momentum,
-                        weight_decay=weight_decay, localization=localization, nbeta=nbeta,
-                        foreach=foreach, fused=fused, maximize=maximize,
-                        differentiable=differentiable)
-        if self.only_dynamics is not None:  # only the keys the dynamics reads (no dead keys)
-            used = group_keys(self.only_dynamics) | {"lr", "foreach", "fused", "maximize",
-                                                     "differentiable"}
+        unknown = sorted(set(hyperparameters) - dyn_registry.known_keys())
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected keyword argument(s) "
+                            f"{unknown}; the registered dynamics read "
+                            f"{sorted(dyn_registry.known_keys())}")
+        defaults: dict[str, Any] = dict(
+            lr=lr, dynamics=dynamics, scheme=scheme, weight_decay=weight_decay,
+            localization=localization, nbeta=nbeta, foreach=foreach, fused=fused,
+            maximize=maximize, differentiable=differentiable)
+        # optimizer-wide defaults: the declared ones of every dynamics the groups run (so torch
+        # schedulers find e.g. "momentum" when a group runs Langevin), never another's keys
+        params = list(params) if not isinstance(params, torch.Tensor) else [params]
+        running = [self.only_dynamics or dynamics] + [
+            g.get("dynamics") for g in params if isinstance(g, dict)]
+        for name in dict.fromkeys(running):
+            if name in dyn_registry.REGISTRY:
+                declared = dyn_registry.get(name).hypers
+                defaults = {**{k: h.default for k, h in declared.items()}, **defaults}
+        if self.only_dynamics is not None:
+            used = group_keys(self.only_dynamics) | _TORCH_FLAGS
             defaults = {k: v for k, v in defaults.items() if k in used}
+        defaults.update(hyperparameters)
         super().__init__(params, defaults, seed=seed, nonfinite=nonfinite)
+
+    @property  # type: ignore[override]
+    def schedulable(self) -> tuple[str, ...]:  # type: ignore[override]
+        """``lr`` and every hyperparameter a registered dynamics declares schedulable."""
+        dyns = ([dyn_registry.get(self.only_dynamics)] if self.only_dynamics is not None
+                else list(dyn_registry.REGISTRY.values()))
+        out = ["lr"]
+        for d in dyns:
+            out += [k for k, h in d.hypers.items() if h.schedulable and k not in out]
+        return tuple(out)
 
     # --- groups ------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -163,20 +178,20 @@ class Partitioned(DynamicsOptimizer):
         super().add_param_group(param_group)
 
     def _validate_group(self, group: dict[str, Any], index: int) -> None:
-        super()._validate_group(group, index)
         if group.get("dynamics") is None:
             raise ValueError(f"param group {index} has no 'dynamics'; choose one of "
-                             "'langevin', 'overdamped', 'adaptive-langevin', 'nose-hoover'")
+                             f"{', '.join(map(repr, dyn_registry.names()))}")
         if self.only_dynamics is not None and group["dynamics"] != self.only_dynamics:
             raise ValueError(f"{type(self).__name__} runs dynamics={self.only_dynamics!r} only "
                              f"(param group {index} asks for {group['dynamics']!r}); use "
                              "dynopt.optim.Partitioned to mix dynamics")
-        used = group_keys(group["dynamics"])
-        for key in FOREIGN_KEYS:  # e.g. eps on a Langevin group of AdLaLa: not silently unused
-            if (key in group and key not in used and key in self.defaults
-                    and not _same(group[key], self.defaults[key])):
-                raise ValueError(f"param group {index} runs dynamics={group['dynamics']!r}, "
-                                 f"which does not use {key!r} (set to {group[key]!r})")
+        try:
+            dyn = dyn_registry.get(group["dynamics"])
+        except ValueError as err:
+            raise ValueError(f"{err} (param group {index})") from None
+        for key, h in dyn.hypers.items():  # this group's own defaults, from its declaration
+            group.setdefault(key, h.default)
+        super()._validate_group(group, index)
         try:
             validate_group(group, lambda name, fn: self._check_hyper(group, index, name, fn))
         except (ValueError, TypeError) as err:
@@ -190,12 +205,43 @@ class Partitioned(DynamicsOptimizer):
                              f"differentiable=True (param group {index})")
         self._spec(group)  # surfaces scheme errors now
 
+    def _refuse_foreign_keys(self, group: dict[str, Any], index: int) -> None:
+        """A group's keys are checked against its own dynamics: a hyperparameter of another
+        dynamics (or of another torch optimizer) is refused, unless it is just the optimizer-wide
+        default torch copies into every group (e.g. ``eps`` of AdLaLa's adaptive group on its
+        Langevin groups). The optimizer-wide defaults hold the keys of the dynamics its groups
+        run only, so a key of an unused dynamics never appears in a group."""
+        used = group_keys(group["dynamics"]) | _TORCH_FLAGS
+        for key in sorted((dyn_registry.known_keys() | set(FOREIGN_KEYS)) & set(group)):
+            if key in used:
+                continue
+            if key in self.defaults and _same(group[key], self.defaults[key]):
+                continue  # the optimizer-wide default torch copies into every group
+            raise ValueError(f"param group {index} runs dynamics={group['dynamics']!r}, "
+                             f"which does not use {key!r} (set to {group[key]!r}); it reads "
+                             f"{sorted(used - _TORCH_FLAGS)}")
+
+    def _saved_group(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """Checkpoints written before dynamics were declarations carry every dynamics' keys in
+        every group, at their defaults: drop those this group's dynamics does not read (any
+        other value is kept, and refused by the validation that follows)."""
+        dyn = saved.get("dynamics")
+        if dyn not in dyn_registry.REGISTRY:
+            return saved
+        used = group_keys(dyn) | _TORCH_FLAGS
+        declared = {k: h.default for d in dyn_registry.REGISTRY.values()
+                    for k, h in d.hypers.items()}
+        return {k: v for k, v in saved.items()
+                if k in used or k in self.defaults or k not in declared
+                or not _same(v, declared[k])}
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("fused", None)
-            if group.get("dynamics") in ("adaptive-langevin", "nose-hoover"):
-                group.setdefault("scope", "tensor")
+            if group.get("dynamics") in dyn_registry.REGISTRY:
+                for key, h in dyn_registry.get(group["dynamics"]).hypers.items():
+                    group.setdefault(key, h.default)
 
     def _value(self, group: dict[str, Any], name: str) -> Any:
         fn = checks(group["dynamics"]).get(name)
@@ -204,16 +250,16 @@ class Partitioned(DynamicsOptimizer):
     def _spec(self, group: dict[str, Any]) -> Spec:
         """The group's system, scheme and lowered ops at the current hyperparameter values
         (cached: plain numbers are looked up as they are, schedules and tensors evaluated)."""
-        dyn = group["dynamics"]
-        names = _NAMES[dyn]
+        dyn = dyn_registry.get(group["dynamics"])
+        names = dyn.numeric
         raw = tuple(group.get(n) for n in names)
         if all(v is None or type(v) in (float, int) for v in raw):
             values = raw
         else:
             values = tuple(None if v is None else self._value(group, n)
                            for n, v in zip(names, raw, strict=True))
-        key = (dyn, values, group.get("scheme"), group.get("chain_length"),
-               group.get("n_substeps"), group.get("sy_order"), group.get("overdamped_dt"))
+        key = (dyn.name, values, group.get("scheme"),
+               tuple(group.get(k) for k in dyn.structural))
         spec = self._spec_cache.get(key)
         if spec is None:
             if values is raw:  # validate plain values once, when first seen
@@ -329,18 +375,9 @@ class Partitioned(DynamicsOptimizer):
                            targets=targets)
 
     def _path(self, group: dict[str, Any], tensors: list[Tensor]) -> str:
-        if group.get("differentiable") or (group.get("foreach") is False
-                                           and not group.get("fused")):
-            return "single"
-        if group.get("fused"):
-            if not fz.eligible(tensors):
-                raise ValueError("fused=True needs contiguous float32/float64 CPU parameters")
-            return "fused"
-        if group.get("foreach"):
-            return "foreach"
-        if group.get("fused") is None and fz.eligible(tensors) and fz.available():
-            return "fused"
-        return "foreach"
+        """The group's path: the one rule of every dynopt optimizer
+        (:func:`dynopt.optim._paths.choose_path`)."""
+        return choose_path(group, tensors, type(self).__name__)
 
     def _buckets(self, spec: Spec, group: dict[str, Any], slots: list[Slot]) -> list[Bucket]:
         by_key: dict[tuple[torch.device, torch.dtype], list[int]] = {}
@@ -407,10 +444,11 @@ class Partitioned(DynamicsOptimizer):
         """Live per-group diagnostics, computed on the device (no host sync unless ``host``).
 
         Returns one dict per group: ``group``, ``dynamics``, ``step``, ``lr``, ``temperature``
-        (the target τ), ``kinetic_temperature`` (Σp²/(M N) over the group's tensors with
-        momenta; None for overdamped groups or before the first step) and ``xi`` (the thermostat
-        ξ, or v₁ for a chain: the scope's value, the mean over tensors for ``scope="tensor"``;
-        None without a thermostat). With ``host=True`` tensors are converted to floats.
+        (the target τ; None for a dynamics without one), ``kinetic_temperature`` (Σp²/(M N)
+        over the group's tensors with momenta; None for overdamped groups or before the first
+        step) and ``xi`` (the thermostat ξ, or v₁ for a chain: the scope's value, the mean over
+        tensors for ``scope="tensor"``; None without a thermostat). With ``host=True`` tensors
+        are converted to floats.
         """
         out = []
         for gi, group in enumerate(self.param_groups):
@@ -432,7 +470,10 @@ class Partitioned(DynamicsOptimizer):
                     x = self.global_state.get("extras", {}).get(key)
                     xi = x[0] if x is not None else None
             d = {"group": gi, "dynamics": group["dynamics"], "step": self.step_count,
-                 "lr": self._value(group, "lr"), "temperature": self._value(group, "temperature"),
+                 "lr": self._value(group, "lr"),
+                 "temperature": (self._value(group, "temperature")
+                                 if "temperature" in dyn_registry.get(group["dynamics"]).hypers
+                                 else None),
                  "kinetic_temperature": t_kin, "xi": xi}
             if host:
                 d = {k: (float(v) if isinstance(v, Tensor) else v) for k, v in d.items()}

@@ -4,10 +4,10 @@ A system knows its state variables, the sub-flows (letters) it offers to splitti
 its energy or conserved invariant, and its parameters (validated at construction).
 """
 
+from ..ddp.trajectory import DDPTrajectory as DDPTrajectory
 from .adaptive_langevin import AdaptiveLangevin as AdaptiveLangevin
 from .base import AbstractSystem as AbstractSystem
 from .born_infeld import BornInfeld as BornInfeld
-from .ddp_trajectory import DDPTrajectory as DDPTrajectory
 from .ecd_sep import ECDSep as ECDSep
 from .hamiltonian import Hamiltonian as Hamiltonian
 from .langevin import Langevin as Langevin

@@ -25,7 +25,7 @@ import numba as nb
 import numpy as np
 from numba import types
 
-from ...program import NHC_STIFF, OpCode
+from ...program import NHC_STIFF, OpCode, noise_counts
 from . import lane_ops
 from .cache import CACHE
 from .energy_ops import (
@@ -66,6 +66,8 @@ _BBI_SHELL = int(OpCode.BBI_SHELL)
 _ECD_SHELL = int(OpCode.ECD_SHELL)
 _ECD_DRIFT = int(OpCode.ECD_DRIFT)
 _ROTATE = int(OpCode.ROTATE)
+#: Noise vectors per op code, from the op table (:data:`dynopt.program.OPS`).
+_NORMALS = noise_counts()
 
 _f1 = types.float64[::1]
 _f2 = types.float64[:, ::1]
@@ -237,10 +239,7 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
         c = codes[k]
         if Dp == 0 and c != _GRAD_STEP and c != _WIENER and c != _LM_NOISE:
             raise ValueError("run_block_kernel: a momentum op on a state without momenta")
-        if c == _OU or c == _WIENER or c == _LM_NOISE or c == _ADD_NOISE or c == _OU_XI:  # noqa: SIM109
-            n_noise_ops += 1
-        if c == _ROTATE:
-            n_noise_ops += 1
+        n_noise_ops += _NORMALS[c]
     S = n_noise_ops * D  # normals per lane per step
     K = max(1, _NOISE_CHUNK // max(S, 1))  # steps per noise fill
     z_rows = 4 * ((K * S + 3) // 4 + 1) if S > 0 else 4

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..base import AbstractBackend, Divergence, Records
+from ..state import State
 from .kernel import LANES, potential_values, run_block_kernel
 from .philox import DISCRETE, GAUSSIAN, normals_for, split_seed
 from .potentials import dummy_grad, dummy_value
@@ -14,13 +17,16 @@ from .potentials import dummy_grad, dummy_value
 if TYPE_CHECKING:
     from ...potentials.base import AbstractPotential
     from ...program import Program
-    from ...stepping import State
 
 __all__ = ["NumbaBackend", "pack_potential"]
 
-#: Philox streams: 0 = dynamics noise, 1 = initial momenta, 2 = initial extras.
+#: Philox streams: 0 = dynamics noise, 1 = initial momenta, 2 = initial extras, 4 = the
+#: directions of the ``Bounce`` event action.
 STREAM_MOMENTA = 1
 STREAM_EXTRAS = 2
+STREAM_EVENT_BOUNCE = 4
+#: Event loops with fewer than this many numbers (chains × dim) per step run on one thread.
+SERIAL_WORK = 1 << 16
 
 
 def pack_potential(potential: AbstractPotential) -> tuple[int, np.ndarray, Any, Any]:
@@ -65,8 +71,6 @@ class NumbaBackend(AbstractBackend):
     name = "numba"
 
     def init_state(self, system, q, p, *, seed, noise, dtype, device):  # type: ignore[no-untyped-def]
-        from ...stepping import State
-
         if dtype not in (None, np.float64, "float64") or device not in (None, "cpu"):
             raise ValueError(
                 f"backend='numba' runs in float64 on the CPU; got dtype={dtype!r}, "
@@ -152,3 +156,53 @@ class NumbaBackend(AbstractBackend):
 
     def records_to_numpy(self, records):  # type: ignore[no-untyped-def]
         return {"q": records.q, "p": records.p, "x": records.x, "u": records.u}
+
+    array_kind = "a numpy array"
+
+    def is_array(self, a):  # type: ignore[no-untyped-def]
+        return isinstance(a, np.ndarray)
+
+    def check_storage(self, state):  # type: ignore[no-untyped-def]
+        for name in ("q", "p", "x"):
+            a = getattr(state, name)
+            if a.dtype != np.float64 or not a.flags.c_contiguous or not a.flags.writeable:
+                raise ValueError(
+                    f"state.{name} must be a writable C-contiguous float64 array for "
+                    f"backend='numba', got dtype {a.dtype}, contiguous="
+                    f"{a.flags.c_contiguous}, writable={a.flags.writeable}")
+
+    def state_to_numpy(self, state):  # type: ignore[no-untyped-def]
+        return {"q": np.asarray(state.q), "p": np.asarray(state.p), "x": np.asarray(state.x)}
+
+    def copy_state(self, state):  # type: ignore[no-untyped-def]
+        return dataclasses.replace(state, q=state.q.copy(), p=state.p.copy(), x=state.x.copy())
+
+    def itemsize(self, state):  # type: ignore[no-untyped-def]
+        return 8
+
+    def write_record(self, records, r, state, system):  # type: ignore[no-untyped-def]
+        records.q[:, r] = state.q
+        records.p[:, r] = state.p
+        records.x[:, r] = state.x
+        records.u[:, r] = self.potential_values(system, state.q)
+
+    def bounce_momenta(self, state, fired):  # type: ignore[no-untyped-def]
+        n, dim = state.q.shape
+        z = normals_for(state.seed, n, dim, stream=STREAM_EVENT_BOUNCE, first=state.step * dim)
+        pn = np.linalg.norm(state.p, axis=-1, keepdims=True)
+        zn = np.linalg.norm(z, axis=-1, keepdims=True)
+        state.p[fired] = (z * (pn / zn))[fired]
+
+    @contextlib.contextmanager
+    def serial_for(self, work):  # type: ignore[no-untyped-def]
+        if work >= SERIAL_WORK:
+            yield
+            return
+        import numba
+
+        threads = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            yield
+        finally:
+            numba.set_num_threads(threads)

@@ -45,7 +45,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from ...program import OpCode
+from ...program import OpCode, noise_counts
 from .cache import CACHE
 from .intrinsics import address_as_pointer, fma
 from .philox import GAUSSIAN, box_muller, box_muller_f32, philox4x32
@@ -75,6 +75,11 @@ _OU_XI = int(OpCode.OU_XI)
 MOMENTUM_CODES = frozenset({_DRIFT, _KICK, _OU, _ADD_NOISE, _OU_XI, SCALE})
 GRADIENT_CODES = frozenset({_KICK, _GRAD_STEP})
 PREV_CODES = frozenset({_LM_NOISE, LM_INIT})
+#: Whether an op code draws normals: the op table's counts (:data:`dynopt.program.OPS`; each
+#: fused op draws at most one vector), plus LM_INIT; indexable by every code above.
+_DRAWS = np.zeros(LM_INIT + 1, dtype=np.int64)
+_DRAWS[:max(OpCode) + 1] = noise_counts()
+_DRAWS[LM_INIT] = 1
 _MASK32 = np.uint64(0xFFFFFFFF)
 _MASK16 = np.uint64(0xFFFF)
 _SH16 = np.uint64(16)
@@ -160,8 +165,7 @@ def _block(  # type: ignore[no-untyped-def]
         code = codes[k]
         c0 = coef[k, ti, 0]
         c1 = coef[k, ti, 1]
-        if code == _OU or code == _WIENER or code == _LM_NOISE or code == _ADD_NOISE \
-                or code == _OU_XI or code == LM_INIT:  # noqa: SIM109
+        if _DRAWS[code]:
             draw = np.uint64(step) * np.uint64(16) + np.uint64(slots[k])
             _fill_noise(Z, n, b0 // 4, stream[ti], draw, key0, key1, kind)
         if code == _DRIFT:

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ...potentials.minibatch import gradient_points
-from ...program import BBI_EXTRAS, ECD_EXTRAS, GRADIENT_OPS, POSITION_OPS, OpCode
+from ...program import BBI_EXTRAS, ECD_EXTRAS, GRADIENT_OPS, POSITION_OPS, OpCode, require
 from ..base import AbstractBackend, Divergence, Records
+from ..state import State
 from . import energy_ops, ops
 from .streams import ChainStreams
 
 if TYPE_CHECKING:
     from ...program import Program
-    from ...stepping import State
     from ...systems.base import AbstractSystem
 
-__all__ = ["TorchBackend", "resolve_dtype"]
+__all__ = ["IMPLEMENTED", "TorchBackend", "resolve_dtype"]
+
+#: The ops this runner implements: every op of the table (:data:`dynopt.program.OPS`).
+IMPLEMENTED = frozenset(OpCode)
 
 
 def resolve_dtype(dtype: Any) -> torch.dtype:
@@ -54,11 +58,11 @@ class TorchBackend(AbstractBackend):
     """
 
     name = "torch"
+    supports_observables = True
+    supports_chain_ids = True
 
     def init_state(self, system, q, p, *, seed, noise, dtype, device,  # type: ignore[no-untyped-def]
                    chain_ids=None):
-        from ...stepping import State
-
         dt = resolve_dtype(dtype)
         dev = torch.device(device) if device is not None else torch.device("cpu")
         gen = torch.Generator(device=dev)
@@ -104,6 +108,7 @@ class TorchBackend(AbstractBackend):
         from a saved copy step by step to name the exact step (zero cost unless it diverges)."""
         if n_steps == 0:
             return None
+        require(program.ops, IMPLEMENTED, "torch runner")
         if state.generator is None and state.streams is None and program.n_noise_ops > 0:
             raise ValueError("this program draws noise but the state has no torch generator; "
                              "create states with dynopt.stepping.init(..., backend='torch')")
@@ -289,3 +294,52 @@ class TorchBackend(AbstractBackend):
 
         return {"q": conv(records.q), "p": conv(records.p), "x": conv(records.x),
                 "u": conv(records.u)}
+
+    array_kind = "a torch.Tensor"
+
+    def is_array(self, a):  # type: ignore[no-untyped-def]
+        return isinstance(a, torch.Tensor)
+
+    def check_storage(self, state):  # type: ignore[no-untyped-def]
+        q = state.q
+        if q.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"state.q must be float32 or float64, got {q.dtype}")
+        for name in ("p", "x"):
+            a = getattr(state, name)
+            if a.dtype != q.dtype or a.device != q.device:
+                raise ValueError(f"state.{name} has dtype {a.dtype} on {a.device} but state.q "
+                                 f"has {q.dtype} on {q.device}")
+        gen = state.generator
+        if gen is not None and not isinstance(gen, torch.Generator):
+            raise TypeError(f"state.generator must be a torch.Generator, got "
+                            f"{type(gen).__name__}")
+
+    def state_to_numpy(self, state):  # type: ignore[no-untyped-def]
+        return {k: getattr(state, k).detach().cpu().numpy() for k in ("q", "p", "x")}
+
+    def copy_state(self, state):  # type: ignore[no-untyped-def]
+        gen = state.generator
+        if gen is not None:
+            gen = torch.Generator(device=state.generator.device)
+            gen.set_state(state.generator.get_state())
+        streams = state.streams.copy() if state.streams is not None else None
+        return dataclasses.replace(state, q=state.q.clone(), p=state.p.clone(),
+                                   x=state.x.clone(), generator=gen, streams=streams)
+
+    def itemsize(self, state):  # type: ignore[no-untyped-def]
+        return state.q.element_size()
+
+    def write_record(self, records, r, state, system):  # type: ignore[no-untyped-def]
+        records.q[:, r] = state.q
+        records.p[:, r] = state.p
+        records.x[:, r] = state.x
+        u = self.potential_values(system, state.q)
+        records.u[:, r] = torch.as_tensor(u, dtype=state.q.dtype, device=state.q.device)
+
+    def bounce_momenta(self, state, fired):  # type: ignore[no-untyped-def]
+        z = torch.randn(tuple(state.p.shape), generator=state.generator, dtype=state.p.dtype,
+                        device=state.p.device)
+        pn = torch.linalg.vector_norm(state.p, dim=-1, keepdim=True)
+        zn = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
+        rows = torch.as_tensor(fired, device=state.p.device)
+        state.p[rows] = (z * (pn / zn))[rows]

@@ -1,0 +1,57 @@
+"""The state of a batch of chains, created and copied by the backend that runs it.
+
+It lives with the backends (which build, advance, copy and convert it) and is re-exported as
+:class:`dynopt.stepping.State` and ``dynopt.State``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["State"]
+
+
+@dataclass
+class State:
+    """The full state of a batch of chains.
+
+    Attributes:
+        q: Positions, shape ``(chains, dim)`` (numpy float64 for numba, a tensor for torch).
+        p: Momenta, ``(chains, dim)``, or ``(chains, 0)`` for first-order systems.
+        x: Extras (thermostat variables, noise memory), ``(chains, n_extras)``.
+        step: Number of steps taken.
+        seed: The run's seed (the numba RNG is a pure function of seed, chain and step).
+        backend: ``"numba"`` or ``"torch"``.
+        noise: ``"gaussian"`` or ``"discrete"``.
+        h: Step size of the last step taken (None before the first).
+        generator: The torch generator (torch backend only; None with per-chain streams).
+        streams: Per-chain generators keyed by (seed, global chain index)
+            (:class:`~dynopt.backends.torch.streams.ChainStreams`; torch backend with
+            ``chain_ids``), else None.
+    """
+
+    q: Any
+    p: Any
+    x: Any
+    step: int = 0
+    seed: int = 0
+    backend: str = "numba"
+    noise: str = "gaussian"
+    h: float | None = None
+    generator: Any = field(default=None, repr=False)
+    streams: Any = field(default=None, repr=False)
+
+    @property
+    def n_chains(self) -> int:
+        return int(self.q.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.q.shape[1])
+
+    def copy(self) -> State:
+        """A deep copy (arrays, tensors and the RNG state), made by the state's backend."""
+        from . import get_backend
+
+        return get_backend(self.backend).copy_state(self)
