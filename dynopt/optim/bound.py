@@ -107,16 +107,28 @@ def _linear_ops_bound(ops: Any, mass: float, b_theta: float, b_p: float, b_r: fl
     return top
 
 
+def _grad_maxima(opt: Any) -> dict[tuple[torch.device, torch.dtype], float]:
+    """max |∇L| per (device, dtype), left by this step's gradient check."""
+    return opt.__dict__.get("_grad_absmax", {})
+
+
+def _groups_with_gradients(opt: Any) -> list[tuple[dict[str, Any], list[Tensor]]]:
+    """(group, its parameters with a gradient) for every group that has any."""
+    out = []
+    for group in opt.param_groups:
+        params = [p for p in group["params"] if p.grad is not None]
+        if params:
+            out.append((group, params))
+    return out
+
+
 def partitioned_bounded(opt: Any) -> bool:
     """The bound for :class:`~dynopt.optim.partitioned.Partitioned` optimizers (Langevin,
     OverdampedLangevin, ...): every group thermostat-free with a trivial prior, every tensor
     past its first step, on the fused path wherever the ops draw noise."""
-    tops: dict[tuple[torch.device, torch.dtype], float] = opt.__dict__.get("_grad_absmax", {})
+    tops = _grad_maxima(opt)
     plans = []
-    for group in opt.param_groups:
-        params = [p for p in group["params"] if p.grad is not None]
-        if not params:
-            continue
+    for group, params in _groups_with_gradients(opt):
         spec = opt._spec(group)  # raises the update's hyperparameter errors before any write
         if spec.n_extras or not prior.is_trivial(group):
             return False
@@ -158,12 +170,9 @@ def heavy_ball_bounded(opt: Any) -> bool:
 
     if len(opt._events) or opt.stopped:
         return False
-    tops: dict[tuple[torch.device, torch.dtype], float] = opt.__dict__.get("_grad_absmax", {})
+    tops = _grad_maxima(opt)
     plans = []
-    for group in opt.param_groups:
-        params = [p for p in group["params"] if p.grad is not None]
-        if not params:
-            continue
+    for group, params in _groups_with_gradients(opt):
         h = opt.hyper(group, "lr")  # the update's own checks, before any write
         c = 1.0 - opt.friction(group) * h
         if not prior.is_trivial(group):
