@@ -213,7 +213,7 @@ def test_hand_edited_state_never_reaches_a_kernel():
 
 def test_kernel_entry_points_check_their_arrays():
     """Catches: the length/dtype/contiguity checks of the fused kernels removed."""
-    from dynopt.backends.numba.optim_kernels import bbi_kick_drift, heavy_ball_step
+    from dynopt.backends.numba.kick_drift_kernels import bbi_kick_drift, heavy_ball_step
 
     th, m, g = np.zeros(10), np.zeros(10), np.zeros(10)
     with pytest.raises(ValueError, match="momentum has 7 elements"):

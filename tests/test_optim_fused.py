@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dynopt.backends.numba import optim_kernel as k
+from dynopt.backends.numba import segment_kernel as k
 from dynopt.optim import Langevin, OverdampedLangevin
 from dynopt.program import OpCode
 

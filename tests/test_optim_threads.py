@@ -12,7 +12,7 @@ import numba
 import pytest
 import torch
 
-from dynopt.backends.numba.optim_kernels import PARALLEL_MIN
+from dynopt.backends.numba.kick_drift_kernels import PARALLEL_MIN
 from dynopt.optim import (
     BBI,
     AdaptiveLangevin,

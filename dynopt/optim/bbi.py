@@ -234,7 +234,7 @@ class BBI(EventfulOptimizer):
 def _fused_kick_drift(ps: list[Tensor], gs: list[Tensor], ms: list[Tensor], r: float,
                       kick: float, drift: float) -> float:
     """The fused BBI kick and drift of one group; returns its new |Π|²."""
-    from ..backends.numba.optim_kernels import bbi_kick_drift
+    from ..backends.numba.kick_drift_kernels import bbi_kick_drift
 
     total = 0.0
     for p, g, m in zip(ps, gs, ms, strict=True):

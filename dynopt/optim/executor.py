@@ -22,7 +22,7 @@ standard normals (``torch.randn(total_numel)`` from the optimizer's generator on
 the discrete three-point variable) and split it into views in tensor order, so both paths consume
 identical numbers and agree bit for bit. For a single tensor this is one ``randn(numel)`` per noise
 op per step: exactly the draw order of ``integrate(..., backend="torch")`` with one chain. The
-fused path draws Philox normals instead (layout in :mod:`dynopt.backends.numba.optim_kernel`): it
+fused path draws Philox normals instead (layout in :mod:`dynopt.backends.numba.segment_kernel`): it
 agrees with the other two exactly when the noise amplitudes vanish (temperature 0) and in
 distribution otherwise.
 

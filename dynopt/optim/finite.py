@@ -1,68 +1,79 @@
-"""Are all gradients finite? One fused read pass, for every optimizer's pre-update check.
+"""Largest magnitude of a set of tensors, and are they all finite? One fused read pass.
 
-Large CPU models (float32/float64, contiguous) are scanned by a parallel numba kernel that reads
-the gradients as integers and counts elements whose exponent bits are all set (NaN or ±inf): an
-integer reduction, which vectorizes. Everything else (CUDA, other dtypes, small models) uses one
-``torch._foreach_norm`` per (device, dtype) bucket, which stays on the device until one
-``bool()`` per bucket. A finite norm proves every element finite; a non-finite norm does not prove
-the opposite (the norm of large finite values overflows: above about 1.8e19 in float32, 1.3e154
-in float64), so it is confirmed element by element before a gradient is called non-finite.
+Used by every optimizer's pre-update checks: the gradients must be finite, and their largest
+magnitude feeds the overflow bound of :mod:`dynopt.optim.bound`. Large CPU models
+(float32/float64, contiguous) are scanned by a parallel numba kernel that reads the tensors as
+integers with the sign bit masked off and takes the largest pattern (for IEEE floats the integer
+order is the order of |x|, and NaN/±inf lie at or above +inf's pattern): an integer reduction,
+which vectorizes (serially below :data:`FAST_ABOVE` elements, where waking the thread pool costs
+more than the scan). Everything else (CUDA, other dtypes, non-contiguous tensors) uses one
+``torch._foreach_norm(·, inf)`` (max |x|, NaN-propagating, never overflows) per bucket, which
+stays on the device until one ``float()``.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["FAST_ABOVE", "all_finite", "copy_all"]
+__all__ = ["FAST_ABOVE", "abs_max", "all_finite", "copy_all"]
 
-#: Models with at least this many CPU gradient elements use the numba scan.
+#: Sets with at least this many CPU elements use the parallel numba scan (and copy).
 FAST_ABOVE = 1 << 18
 
-_BITS = {torch.float32: (np.uint32, np.uint32(0x7F800000)),
-         torch.float64: (np.uint64, np.uint64(0x7FF0000000000000))}
+#: (unsigned type of the width, magnitude mask, float type) per dtype.
+_BITS = {torch.float32: (np.uint32, np.uint32(0x7FFFFFFF), np.float32),
+         torch.float64: (np.uint64, np.uint64(0x7FFFFFFFFFFFFFFF), np.float64)}
 
 
 @functools.lru_cache(maxsize=32)
-def _layout(numels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(numel per tensor, work table of (tensor, block start) rows, output buffer), cached."""
-    from ..backends.numba.optim_kernel import BLOCK
+def _layout(numels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(numel per tensor, work table of (tensor, block start) rows), cached."""
+    from ..backends.numba.block_memory import BLOCK
 
     numel = np.array(numels, dtype=np.int64)
     counts = (numel + BLOCK - 1) // BLOCK
     tensor = np.repeat(np.arange(len(numels), dtype=np.int64), counts)
     first = np.repeat(np.cumsum(counts) - counts, counts)
     start = (np.arange(tensor.size, dtype=np.int64) - first) * BLOCK
-    return numel, np.ascontiguousarray(np.stack([tensor, start], axis=1)), np.empty(
-        tensor.size, dtype=np.int64)
+    return numel, np.ascontiguousarray(np.stack([tensor, start], axis=1))
 
 
 @torch.compiler.disable  # numba on raw memory: runs eagerly inside a compiled step
-def _numba_all_finite(grads: list[Tensor]) -> bool:
-    from ..backends.numba.optim_kernel import nonfinite_blocks
+def _numba_abs_max(ts: list[Tensor], parallel: bool) -> float:
+    from ..backends.numba.block_memory import absmax_blocks, absmax_blocks_serial
 
-    like, exponent = _BITS[grads[0].dtype]
-    numel, work, out = _layout(tuple(g.numel() for g in grads))
-    ptrs = np.array([g.data_ptr() for g in grads], dtype=np.int64)
-    nonfinite_blocks(np.zeros(1, dtype=like), exponent, ptrs, numel, work, out)
-    return not out.any()
+    like, magnitude, real = _BITS[ts[0].dtype]
+    numel, work = _layout(tuple(t.numel() for t in ts))
+    out = np.empty(work.shape[0], dtype=like)
+    ptrs = np.array([t.data_ptr() for t in ts], dtype=np.int64)
+    kernel = absmax_blocks if parallel else absmax_blocks_serial
+    kernel(np.zeros(1, dtype=like), magnitude, ptrs, numel, work, out)
+    top = float(out.max().view(real))
+    return top if math.isfinite(top) else math.inf
+
+
+def abs_max(ts: list[Tensor]) -> float:
+    """max |x| over every element of ``ts`` (one device and dtype, floating point); ``inf`` if
+    any element is NaN or ±inf, 0.0 for no elements."""
+    ts = [t for t in ts if t.numel()]
+    if not ts:
+        return 0.0
+    t0 = ts[0]
+    if (t0.device.type == "cpu" and t0.dtype in _BITS
+            and all(t.is_contiguous() and not t.is_sparse for t in ts)):
+        return _numba_abs_max(ts, sum(t.numel() for t in ts) >= FAST_ABOVE)
+    top = float(torch.stack(torch._foreach_norm(ts, math.inf)).max())
+    return top if math.isfinite(top) else math.inf
 
 
 def all_finite(grads: list[Tensor]) -> bool:
     """True if every element of ``grads`` (one device and dtype) is finite."""
-    if not grads:
-        return True
-    g0 = grads[0]
-    if (g0.device.type == "cpu" and g0.dtype in _BITS
-            and sum(g.numel() for g in grads) >= FAST_ABOVE
-            and all(g.is_contiguous() and not g.is_sparse for g in grads)):
-        return _numba_all_finite(grads)
-    if bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
-        return True
-    return all(bool(torch.isfinite(g).all()) for g in grads)  # the norm may have overflowed
+    return abs_max(grads) < math.inf
 
 
 _WIDTH = {2: np.uint16, 4: np.uint32, 8: np.uint64}
@@ -70,7 +81,7 @@ _WIDTH = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 def copy_all(dst: list[Tensor], src: list[Tensor]) -> None:
     """``dst[i].copy_(src[i])`` for same-shape, same-dtype tensors: large contiguous CPU sets in
-    one parallel numba pass (:func:`~dynopt.backends.numba.optim_kernel.copy_blocks`), the rest
+    one parallel numba pass (:func:`~dynopt.backends.numba.block_memory.copy_blocks`), the rest
     with torch."""
     fast: dict[int, list[tuple[Tensor, Tensor]]] = {}
     for d, s in zip(dst, src, strict=True):
@@ -85,9 +96,9 @@ def copy_all(dst: list[Tensor], src: list[Tensor]) -> None:
             for d, s in pairs:
                 d.copy_(s)
             continue
-        from ..backends.numba.optim_kernel import copy_blocks
+        from ..backends.numba.block_memory import copy_blocks
 
-        numel, work, _ = _layout(tuple(d.numel() for d, _ in pairs))
+        numel, work = _layout(tuple(d.numel() for d, _ in pairs))
         copy_blocks(np.zeros(1, dtype=_WIDTH[width]),
                     np.array([s.data_ptr() for _, s in pairs], dtype=np.int64),
                     np.array([d.data_ptr() for d, _ in pairs], dtype=np.int64), numel, work)

@@ -1,11 +1,11 @@
 r"""The fused CPU path of :mod:`dynopt.optim.executor`: one numba pass per segment.
 
 :class:`FusedRunner` turns a segment of elementwise ops into the arrays of
-:func:`dynopt.backends.numba.optim_kernel.run_segment` and calls it once per (dtype) bucket: the
+:func:`dynopt.backends.numba.segment_kernel.run_segment` and calls it once per (dtype) bucket: the
 kernel runs every op over L1-sized blocks of every tensor, generating its noise in place with
 Philox (counter = (call, tensor stream, 16·step + slot), key = seed), so θ, p and ∇L are streamed
 through memory once per segment and nothing is allocated per step (the work table, the noise
-workspace of one :data:`~dynopt.backends.numba.optim_kernel.BLOCK` per thread and the coefficient
+workspace of one :data:`~dynopt.backends.numba.segment_kernel.BLOCK` per thread and the coefficient
 array are cached).
 
 Coefficients per op (``coef[k, tensor] = (c₀, c₁)``, rounded to the tensor dtype as torch does):
@@ -40,30 +40,16 @@ from ..program import Op, OpCode
 if TYPE_CHECKING:
     from .executor import Bucket, Context, Slot
 
-__all__ = ["FusedRunner", "eligible"]
+__all__ = ["FusedRunner"]
 
 _NP = {torch.float32: np.float32, torch.float64: np.float64}
 _EMPTY = torch.empty(0)
 
 
-def eligible(tensors: list[Tensor]) -> bool:
-    """Whether the fused path can run on these tensors (CPU, float32/float64, contiguous)."""
-    return all(t.device.type == "cpu" and t.dtype in _NP and t.is_contiguous() for t in tensors)
-
-
-def available() -> bool:
-    """Whether numba can be imported."""
-    try:
-        import numba  # noqa: F401
-    except ImportError:  # pragma: no cover - numba is a dependency
-        return False
-    return True
-
-
 def _check_buffers(b: Bucket, codes: np.ndarray, need_k2: bool) -> None:
     """Every buffer the kernel will address exists and matches its parameter: same number of
     elements, the bucket's dtype, contiguous CPU memory (the kernel does no bounds checks)."""
-    from ..backends.numba import optim_kernel as k
+    from ..backends.numba import segment_kernel as k
 
     ops = set(codes.tolist())
     needs = {"momentum_buffer": need_k2 or bool(ops & k.MOMENTUM_CODES),
@@ -92,7 +78,7 @@ class FusedRunner:
     """Runs segments on CPU buckets with the numba kernel; caches work tables and workspaces."""
 
     def __init__(self) -> None:
-        from ..backends.numba import optim_kernel as k
+        from ..backends.numba import segment_kernel as k
 
         self._k = k
         self._layouts: dict[Any, Any] = {}

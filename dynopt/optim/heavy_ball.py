@@ -17,6 +17,7 @@ from ..systems.port_hamiltonian import PortHamiltonian
 from ._events import as_scalar
 from ._paths import bucket, choose_path, numpy_view
 from .base import Hyper
+from .bound import heavy_ball_bounded
 from .eventful import EventfulOptimizer, Participants
 from .registry import register
 
@@ -120,6 +121,8 @@ class HeavyBall(EventfulOptimizer):
         if isinstance(action, SetFriction):
             self.global_state["gamma_override"] = action.gamma
 
+    _result_bounded = heavy_ball_bounded  # the snapshot-free result check
+
     def _step(self, loss: Any, parts: Participants) -> None:
         if len(self._events):
             device = self.device_of(parts)
@@ -166,7 +169,7 @@ class HeavyBall(EventfulOptimizer):
 @torch.compiler.disable  # numba on raw memory: run eagerly inside a compiled step
 def _fused_step(params: list[Tensor], grads: list[Tensor], moms: list[Tensor], c: float,
                 h: float) -> None:
-    from ..backends.numba.optim_kernels import heavy_ball_step
+    from ..backends.numba.kick_drift_kernels import heavy_ball_step
 
     for p, g, m in zip(params, grads, moms, strict=True):
         np_t = numpy_view(p)

@@ -56,6 +56,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_choice
+from . import bound
 from . import dynamics as dyn_registry
 from ._paths import choose_path
 from .base import FOREIGN_KEYS, DynamicsOptimizer
@@ -281,6 +282,8 @@ class Partitioned(DynamicsOptimizer):
         return self._streams
 
     # --- the step ----------------------------------------------------------------------------
+    _result_bounded = bound.partitioned_bounded  # the snapshot-free result check
+
     def _update(self, loss: Any = None, **kwargs: Any) -> None:
         streams = self._stream_ids()
         model_unit: list[Any] | None = None

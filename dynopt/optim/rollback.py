@@ -8,6 +8,9 @@ update, and checks the result afterwards with one elementwise finiteness scan
 hyperparameter made invalid by a scheduler, checked where it is used), the snapshot is restored,
 so the optimizer and the parameters are bit for bit what they were before the step.
 
+Steps that :mod:`dynopt.optim.bound` proves finite beforehand (ordinary Langevin, overdamped
+and HeavyBall steps) skip the snapshot; every other step takes it.
+
 The copies go into buffers kept between steps (no allocation, no page faults per step), so the
 cost is one copy of θ and the optimizer buffers per step plus one read for the check; measured
 numbers are in docs/architecture.md.

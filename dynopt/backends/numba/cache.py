@@ -2,7 +2,7 @@
 
 Numba checks a cached function against the timestamp and size of *its own* source file only.
 The kernels inline functions from other modules (:mod:`.philox` into :mod:`.kernel` and
-:mod:`.optim_kernel`, op codes from :mod:`dynopt.program`, ...), so after an edit of such a
+:mod:`.segment_kernel`, op codes from :mod:`dynopt.program`, ...), so after an edit of such a
 dependency, or an upgrade of dynopt over an existing cache, the old machine code would run
 silently. :func:`configure` (called by the package ``__init__``, before any ``@njit`` of this
 package is decorated) therefore points ``numba.config.CACHE_DIR`` at

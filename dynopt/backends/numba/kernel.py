@@ -26,6 +26,7 @@ import numpy as np
 from numba import types
 
 from ...program import NHC_STIFF, OpCode, noise_counts
+from . import lane_ops
 from .cache import CACHE
 from .energy_ops import (
     bbi_shell_block,
@@ -281,120 +282,59 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
                 f = fstart[k]
                 i0 = istart[k]
                 if code == _DRIFT:
-                    t = fpar[f]
-                    for d in range(D):
-                        a = t * minv[d]
-                        for lane in range(nl):
-                            Q[d, lane] += a * P[d, lane]
+                    lane_ops.drift(Q, P, minv, fpar[f], nl)
                     grad_ok = False
                 elif code == _KICK:
-                    if not grad_ok:
-                        grad_block(pot_kind, pot_par, Q, G, nl, grad_fn, tq, tg)
-                        grad_ok = True
-                    t = fpar[f]
-                    for d in range(D):
-                        for lane in range(nl):
-                            P[d, lane] -= t * G[d, lane]
+                    grad_ok = lane_ops.gradient(grad_ok, pot_kind, pot_par, Q, G, nl, grad_fn, tq,
+                                                tg)
+                    lane_ops.kick(P, G, fpar[f], nl)
                 elif code == _OU:
-                    c = fpar[f]
-                    for d in range(D):
-                        s = fpar[f + 1] * sqrtm[d]
-                        for lane in range(nl):
-                            P[d, lane] = c * P[d, lane] + s * Z[zb + d, lane]
+                    lane_ops.ou(P, Z, zb, fpar[f], fpar[f + 1], sqrtm, nl)
                     zb += D
                 elif code == _GRAD_STEP:
-                    if not grad_ok:
-                        grad_block(pot_kind, pot_par, Q, G, nl, grad_fn, tq, tg)
-                    s = fpar[f]
-                    for d in range(D):
-                        for lane in range(nl):
-                            Q[d, lane] -= s * G[d, lane]
+                    lane_ops.gradient(grad_ok, pot_kind, pot_par, Q, G, nl, grad_fn, tq, tg)
+                    lane_ops.grad_step(Q, G, fpar[f], nl)
                     grad_ok = False
                 elif code == _WIENER:
-                    s = fpar[f]
-                    for d in range(D):
-                        for lane in range(nl):
-                            Q[d, lane] += s * Z[zb + d, lane]
+                    lane_ops.wiener(Q, Z, zb, fpar[f], nl)
                     zb += D
                     grad_ok = False
                 elif code == _LM_NOISE:
-                    s = fpar[f]
-                    xo = ipar[i0]
-                    for d in range(D):
-                        for lane in range(nl):
-                            z = Z[zb + d, lane]
-                            Q[d, lane] += s * (X[xo + d, lane] + z)
-                            X[xo + d, lane] = z
+                    lane_ops.lm_noise(Q, X, Z, zb, ipar[i0], fpar[f], nl)
                     zb += D
                     grad_ok = False
                 elif code == _FRICTION:
-                    t = fpar[f]
-                    xo = ipar[i0]
-                    eo = ipar[i0 + 1]
-                    for lane in range(nl):
-                        tmp[lane] = vexp(-t * X[xo, lane])
-                    for d in range(D):
-                        for lane in range(nl):
-                            P[d, lane] *= tmp[lane]
-                    if eo >= 0:
-                        for lane in range(nl):
-                            X[eo, lane] += t * X[xo, lane]
+                    lane_ops.friction(P, X, tmp, fpar[f], ipar[i0], ipar[i0 + 1], nl)
                 elif code == _ADD_NOISE:
-                    for d in range(D):
-                        s = fpar[f] * sqrtm[d]
-                        for lane in range(nl):
-                            P[d, lane] += s * Z[zb + d, lane]
+                    lane_ops.add_noise(P, Z, zb, fpar[f], sqrtm, nl)
                     zb += D
                 elif code == _THERMOSTAT:
-                    a = fpar[f]
-                    b_tau = fpar[f + 1]
                     norm = n_dof if fpar[f + 2] > 0.5 else 1.0
-                    xo = ipar[i0]
-                    for lane in range(nl):
-                        tmp[lane] = 0.0
-                    for d in range(D):
-                        for lane in range(nl):
-                            tmp[lane] += P[d, lane] * P[d, lane] * minv[d]
-                    for lane in range(nl):
-                        X[xo, lane] += a * (tmp[lane] - b_tau * n_dof) / norm
+                    lane_ops.thermostat(P, X, tmp, minv, fpar[f], fpar[f + 1], norm, n_dof,
+                                        ipar[i0], nl)
                 elif code == _OU_XI:
-                    t = fpar[f]
-                    sigma = fpar[f + 1]
-                    xo = ipar[i0]
-                    for lane in range(nl):
-                        xi = X[xo, lane]
-                        # (1 - e^{-2ξt}) / (2ξ), continuous at ξ = 0 (value t)
-                        u = 2.0 * xi * t
-                        var = t if abs(u) < 1e-12 else -math.expm1(-u) / (2.0 * xi)
-                        tmp[lane] = sigma * math.sqrt(var)
-                        tmp2[lane] = math.exp(-xi * t)
-                    for d in range(D):
-                        for lane in range(nl):
-                            P[d, lane] = (tmp2[lane] * P[d, lane]
-                                          + tmp[lane] * sqrtm[d] * Z[zb + d, lane])
+                    lane_ops.ou_xi(P, X, Z, zb, tmp, tmp2, sqrtm, fpar[f], fpar[f + 1], ipar[i0],
+                                   nl)
                     zb += D
                 elif code == _NHC:
                     _nhc_block(P, X, minv, f, i0, fpar, ipar, nl, n_dof, tmp, tmp2)
                 elif code == _LIN_FRIC:
                     linear_friction_block(P, X, nl, fpar[f], ipar[i0])
                 elif code == _SC_KICK:
-                    if not grad_ok:
-                        grad_block(pot_kind, pot_par, Q, G, nl, grad_fn, tq, tg)
-                        grad_ok = True
+                    grad_ok = lane_ops.gradient(grad_ok, pot_kind, pot_par, Q, G, nl, grad_fn, tq,
+                                                tg)
                     scaled_kick_block(P, G, X, nl, fpar[f], ipar[i0])
                 elif code == _SC_DRIFT:
                     scaled_drift_block(Q, P, X, minv, nl, fpar[f], ipar[i0])
                     grad_ok = False
                 elif code == _BBI_SHELL:
-                    if not grad_ok:
-                        grad_block(pot_kind, pot_par, Q, G, nl, grad_fn, tq, tg)
-                        grad_ok = True
+                    grad_ok = lane_ops.gradient(grad_ok, pot_kind, pot_par, Q, G, nl, grad_fn, tq,
+                                                tg)
                     bbi_shell_block(Q, P, X, G, nl, c0, gs, fpar, f, ipar[i0], pot_kind,
                                     pot_par, value_fn, tq, key0, key1)
                 elif code == _ECD_SHELL:
-                    if not grad_ok:
-                        grad_block(pot_kind, pot_par, Q, G, nl, grad_fn, tq, tg)
-                        grad_ok = True
+                    grad_ok = lane_ops.gradient(grad_ok, pot_kind, pot_par, Q, G, nl, grad_fn, tq,
+                                                tg)
                     ecd_shell_block(Q, P, X, G, nl, fpar, f, ipar[i0], pot_kind, pot_par,
                                     value_fn, tq)
                 elif code == _ECD_DRIFT:

@@ -45,13 +45,13 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from ...program import OpCode
+from ...program import OpCode, noise_counts
 from .cache import CACHE
 from .intrinsics import address_as_pointer, fma
 from .philox import GAUSSIAN, box_muller, box_muller_f32, philox4x32
 
 __all__ = ["BLOCK", "DISCRETE_VALUE", "INIT_SLOT", "LM_INIT", "SCALE", "SERIAL_BELOW",
-           "copy_blocks", "nonfinite_blocks", "run_segment", "run_segment_serial"]
+           "run_segment", "run_segment_serial"]
 
 #: Elements per block (a multiple of 4): the unit of the noise layout and of the op loops.
 BLOCK = 2048
@@ -75,6 +75,11 @@ _OU_XI = int(OpCode.OU_XI)
 MOMENTUM_CODES = frozenset({_DRIFT, _KICK, _OU, _ADD_NOISE, _OU_XI, SCALE})
 GRADIENT_CODES = frozenset({_KICK, _GRAD_STEP})
 PREV_CODES = frozenset({_LM_NOISE, LM_INIT})
+#: Whether an op code draws normals: the op table's counts (:data:`dynopt.program.OPS`; each
+#: fused op draws at most one vector), plus LM_INIT; indexable by every code above.
+_DRAWS = np.zeros(LM_INIT + 1, dtype=np.int64)
+_DRAWS[:max(OpCode) + 1] = noise_counts()
+_DRAWS[LM_INIT] = 1
 _MASK32 = np.uint64(0xFFFFFFFF)
 _MASK16 = np.uint64(0xFFFF)
 _SH16 = np.uint64(16)
@@ -160,8 +165,7 @@ def _block(  # type: ignore[no-untyped-def]
         code = codes[k]
         c0 = coef[k, ti, 0]
         c1 = coef[k, ti, 1]
-        if code == _OU or code == _WIENER or code == _LM_NOISE or code == _ADD_NOISE \
-                or code == _OU_XI or code == LM_INIT:  # noqa: SIM109
+        if _DRAWS[code]:
             draw = np.uint64(step) * np.uint64(16) + np.uint64(slots[k])
             _fill_noise(Z, n, b0 // 4, stream[ti], draw, key0, key1, kind)
         if code == _DRIFT:
@@ -257,42 +261,3 @@ def run_segment_serial(  # type: ignore[no-untyped-def]
     for w in range(work.shape[0]):
         _block(w, like, codes, slots, coef, th_ptr, p_ptr, g_ptr, prev_ptr, numel, stream, work,
                key0, key1, step, kind, want_k2, k2_out, zbuf[0])
-
-
-@nb.njit(parallel=True, cache=CACHE, error_model="numpy")
-def nonfinite_blocks(like_bits, exponent, g_ptr, numel, work, out):  # type: ignore[no-untyped-def]
-    """``out[w]`` = number of NaN/inf elements of block ``w`` of the gradients.
-
-    Reads the gradients as unsigned integers of their width (``like_bits``: uint32 for float32,
-    uint64 for float64) and counts elements whose exponent bits (``exponent``) are all set: an
-    integer reduction, which vectorizes (a floating-point one would be sequential).
-    """
-    for w in nb.prange(work.shape[0]):
-        ti = work[w, 0]
-        b0 = work[w, 1]
-        nt = numel[ti]
-        n = min(BLOCK, nt - b0)
-        g = nb.carray(address_as_pointer(g_ptr[ti], like_bits), nt)[b0:b0 + n]
-        bad = 0
-        for e in range(n):
-            bad += (g[e] & exponent) == exponent
-        out[w] = bad
-
-
-@nb.njit(parallel=True, cache=CACHE, error_model="numpy")
-def copy_blocks(like_bits, src_ptr, dst_ptr, numel, work):  # type: ignore[no-untyped-def]
-    """Copy every block of the work table from ``src_ptr`` tensors to ``dst_ptr`` tensors.
-
-    Elements are moved as unsigned integers of their width (``like_bits``), in parallel over
-    blocks: the optimizers' step snapshot (:mod:`dynopt.optim.rollback`), where torch's CPU
-    ``_foreach_copy_`` contends with the numba thread pool.
-    """
-    for w in nb.prange(work.shape[0]):
-        ti = work[w, 0]
-        b0 = work[w, 1]
-        nt = numel[ti]
-        n = min(BLOCK, nt - b0)
-        src = nb.carray(address_as_pointer(src_ptr[ti], like_bits), nt)[b0:b0 + n]
-        dst = nb.carray(address_as_pointer(dst_ptr[ti], like_bits), nt)[b0:b0 + n]
-        for e in range(n):
-            dst[e] = src[e]
