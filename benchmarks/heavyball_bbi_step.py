@@ -106,9 +106,11 @@ def main() -> None:
             f"{N_TENSORS} tensors × {NUMEL:,} float32 parameters, fixed gradients, {steps} "
             f"steps per timing, median of {repeats} interleaved repeats. {verdict} The fused "
             "kernels read θ, p and ∇L once and write θ and p once (20 bytes per parameter); "
-            "torch's SGD for-loop path makes three passes. dynopt optimizers also check that "
-            "the gradients are finite before updating (one read of ∇L, `nonfinite='raise'`, "
-            "the default); the `nonfinite='ignore'` rows show the update alone. BBI adds its "
+            "torch's SGD for-loop path makes three passes. Under the default `nonfinite='raise'` "
+            "dynopt optimizers also guarantee that no step writes a non-finite value: one read "
+            "of ∇L (finite gradients, and its largest |∇L|) and, for HeavyBall, one read of θ and "
+            "p to bound the result (else a snapshot; see the result-check section); BBI "
+            "snapshots. The `nonfinite='ignore'` rows show the update alone. BBI adds its "
             "global |Π|² (accumulated in the same pass) and a few scalar operations per step; "
             "it needs the loss value on the host (one synchronisation per step on CUDA).")
 

@@ -150,9 +150,10 @@ def main() -> None:
             "nonfinite='raise' checks that every gradient is finite before anything is updated "
             "(one extra read of the gradients, dynopt.optim.finite: a parallel integer scan of "
             "the exponent bits for CPU models above 2¹⁸ elements, torch._foreach_norm "
-            "otherwise); the nonfinite='ignore' rows show the step without that check. "
-            "SGD-momentum itself varies between ~5 and ~8 ms from run to run on this machine, "
-            "so compare ratios within one run.\n")
+            "otherwise) and that the step cannot write a non-finite value (one read of θ and p "
+            "for the bound of dynopt.optim.bound, else a snapshot); the nonfinite='ignore' rows "
+            "show the step without these checks. SGD-momentum's own time varies from run to run "
+            "on this machine, so compare ratios within one run.\n")
         update_section(ROOT / "docs" / "benchmarks.md", "langevin-step", body)
         print("updated docs/benchmarks.md section 'langevin-step'")
 
