@@ -266,6 +266,11 @@ def test_lean_mlp_path_computes_the_same_function_as_the_vmap_path(act):
     torch.testing.assert_close(g, slow.grad(q), rtol=0, atol=1e-13)
     torch.testing.assert_close(u, slow.value(q), rtol=0, atol=1e-13)
     torch.testing.assert_close(fast.data_loss(q), slow.data_loss(q), rtol=0, atol=1e-13)
+    z = torch.randn(4, 3, fast.dim, generator=torch.Generator().manual_seed(2),
+                    dtype=torch.float64)
+    for batch in (None, 5):   # the lean double backward = the vmapped one, probe by probe
+        torch.testing.assert_close(fast.hvp(q, z, batch=batch), slow.hvp(q, z, batch=batch),
+                                   rtol=0, atol=1e-12)
     # models the lean path cannot represent take the vmap path, or refuse path="mlp"
     other = nn.Sequential(nn.Linear(2, 4), nn.LayerNorm(4), nn.Linear(4, 1)).double()
     assert NetworkLoss(other, F.mse_loss, (x, y)).path == "vmap"

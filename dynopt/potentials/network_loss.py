@@ -312,7 +312,9 @@ class NetworkLoss(AbstractPotential):
         if z.ndim != 3 or z.shape[0] != q.shape[0] or z.shape[2] != self.dim:
             raise ValueError(f"z must have shape (chains, probes, dim) = ({q.shape[0]}, k, "
                              f"{self.dim}), got {tuple(z.shape)}")
-        out = self._vhvp(q.detach(), z, *self._batch(q, batch))
+        data = self._batch(q, batch)
+        out = (self._mlp.hvp(q, z, *data[:2]) if self._mlp is not None
+               else self._vhvp(q.detach(), z, *data))
         if self.weight_decay:
             out = out + self.weight_decay * z
         return out.detach()
