@@ -271,6 +271,10 @@ def test_lean_mlp_path_computes_the_same_function_as_the_vmap_path(act):
     for batch in (None, 5):   # the lean double backward = the vmapped one, probe by probe
         torch.testing.assert_close(fast.hvp(q, z, batch=batch), slow.hvp(q, z, batch=batch),
                                    rtol=0, atol=1e-12)
+        for U in (fast, slow):    # grad_and_hvp's gradient (same pass on the lean path) = grad
+            g, hz = U.grad_and_hvp(q, z, batch=batch)
+            torch.testing.assert_close(g, slow.grad(q, batch=batch), rtol=0, atol=1e-12)
+            torch.testing.assert_close(hz, slow.hvp(q, z, batch=batch), rtol=0, atol=1e-12)
     # models the lean path cannot represent take the vmap path, or refuse path="mlp"
     other = nn.Sequential(nn.Linear(2, 4), nn.LayerNorm(4), nn.Linear(4, 1)).double()
     assert NetworkLoss(other, F.mse_loss, (x, y)).path == "vmap"

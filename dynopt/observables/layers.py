@@ -98,8 +98,13 @@ class LayerConfigurational(Observable):
         if not hasattr(pot, "hutchinson"):
             raise TypeError(f"the 'layer_configurational' observable needs a potential with "
                             f"Hessian-vector products (a NetworkLoss), got {pot!r}")
-        g = pot.grad(q)
-        terms = pot.hutchinson(q, self.rademacher(ctx)).mean(1)   # (chains, dim)
+        z = self.rademacher(ctx)
+        if hasattr(pot, "grad_and_hvp"):   # the gradient from the products' own pass
+            g, hz = pot.grad_and_hvp(q, z)
+            terms = (z * hz).mean(1)                                # (chains, dim)
+        else:
+            g = pot.grad(q)
+            terms = pot.hutchinson(q, z).mean(1)
         out: dict[str, torch.Tensor] = {}
         for n, sl in layer_slices(pot, q.shape[1], self.groups).items():
             out[f"grad2:{n}"] = (g[:, sl] * g[:, sl]).sum(-1)

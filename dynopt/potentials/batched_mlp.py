@@ -86,15 +86,16 @@ class BatchedMLP:
             (g,) = torch.autograd.grad(val.sum(), t)
         return g, val.detach()
 
-    def hvp(self, theta: torch.Tensor, z: torch.Tensor, x: torch.Tensor, y: torch.Tensor
-            ) -> torch.Tensor:
-        """∇²L_c z for probes ``z`` of shape ``(C, k, dim)``: reverse over reverse, one backward
-        per probe through the graph of one gradient. Chains do not interact (L_c reads only
-        θ_c), so the gradient of Σ_c ∇L_c·z_c with respect to θ_c is chain c's product."""
+    def grad_and_hvp(self, theta: torch.Tensor, z: torch.Tensor, x: torch.Tensor,
+                     y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(∇L_c, ∇²L_c z) for probes ``z`` of shape ``(C, k, dim)``: reverse over reverse, one
+        backward per probe through the graph of one gradient, which is returned too. Chains do
+        not interact (L_c reads only θ_c), so the gradient of Σ_c ∇L_c·z_c with respect to θ_c
+        is chain c's product."""
         with torch.enable_grad():
             t = theta.detach().requires_grad_(True)
             (g,) = torch.autograd.grad(self.losses(t, x, y).sum(), t, create_graph=True)
             k = z.shape[1]
             out = [torch.autograd.grad((g * z[:, j]).sum(), t, retain_graph=j + 1 < k)[0]
                    for j in range(k)]
-        return torch.stack(out, dim=1)
+        return g.detach(), torch.stack(out, dim=1)

@@ -308,16 +308,35 @@ class NetworkLoss(AbstractPotential):
 
         Returns ``(chains, k, dim)`` (double backward, all chains and probes at once).
         """
+        return self._products(q, z, batch, with_grad=False)[1]
+
+    def grad_and_hvp(self, q: torch.Tensor, z: torch.Tensor, *, batch: int | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(∇U(q), ∇²U(q) z) for probes ``z`` of shape ``(chains, k, dim)``; on the lean MLP path
+        the gradient comes from the same pass as the products (one forward pass, not two)."""
+        g, hz = self._products(q, z, batch, with_grad=True)
+        assert g is not None
+        return g, hz
+
+    def _products(self, q: torch.Tensor, z: torch.Tensor, batch: int | None, *,
+                  with_grad: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
         self._check(q)
         if z.ndim != 3 or z.shape[0] != q.shape[0] or z.shape[2] != self.dim:
             raise ValueError(f"z must have shape (chains, probes, dim) = ({q.shape[0]}, k, "
                              f"{self.dim}), got {tuple(z.shape)}")
         data = self._batch(q, batch)
-        out = (self._mlp.hvp(q, z, *data[:2]) if self._mlp is not None
-               else self._vhvp(q.detach(), z, *data))
+        g: torch.Tensor | None = None
+        if self._mlp is not None:
+            g, out = self._mlp.grad_and_hvp(q, z, *data[:2])
+            if self.weight_decay:
+                g = g + self.weight_decay * q
+        else:
+            out = self._vhvp(q.detach(), z, *data)
+            if with_grad:
+                g = self.grad(q, batch=batch)
         if self.weight_decay:
             out = out + self.weight_decay * z
-        return out.detach()
+        return (g.detach() if with_grad and g is not None else None), out.detach()
 
     def hutchinson(self, q: torch.Tensor, z: torch.Tensor, *, batch: int | None = None
                    ) -> torch.Tensor:
