@@ -16,8 +16,8 @@ sys.path.insert(0, str(ROOT))
 
 from dynopt.reproductions.report import markdown_table, update_section  # noqa: E402
 
-__all__ = ["ROOT", "machine", "markdown_table", "parse_args", "plain_baoab_double_well",
-           "time_call", "update_section", "write_section"]
+__all__ = ["ROOT", "fixed_gradient_params", "machine", "markdown_table", "parse_args",
+           "plain_baoab_double_well", "time_call", "update_section", "write_section"]
 
 
 def parse_args(description: str) -> argparse.Namespace:
@@ -26,6 +26,18 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--update-docs", action="store_true",
                         help="write the table into docs/benchmarks.md")
     return parser.parse_args()
+
+
+def fixed_gradient_params(n_tensors: int, numel: int, *, seed: int = 0) -> list:
+    """``n_tensors`` float32 parameters of ``numel`` elements with fixed random gradients
+    (scale 1e-3): the input of every optimizer-step benchmark."""
+    import torch
+
+    torch.manual_seed(seed)
+    params = [torch.randn(numel) for _ in range(n_tensors)]
+    for p in params:
+        p.grad = torch.randn(numel) * 1e-3
+    return params
 
 
 def time_call(fn: Callable[[], object], *, repeats: int = 5, warmup: int = 1) -> float:

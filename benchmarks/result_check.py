@@ -18,7 +18,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from _common import machine, markdown_table, parse_args, write_section
+from _common import fixed_gradient_params, machine, markdown_table, parse_args, write_section
 
 N_TENSORS = 20
 NUMEL = 1_000_000
@@ -30,10 +30,7 @@ def main() -> None:
 
     from dynopt.optim import HeavyBall, Langevin
 
-    torch.manual_seed(0)
-    params = [torch.randn(NUMEL) for _ in range(N_TENSORS)]
-    for p in params:
-        p.grad = torch.randn(NUMEL) * 1e-3
+    params = fixed_gradient_params(N_TENSORS, NUMEL)
     variants: dict[str, Callable[[], object]] = {}
     opts = {}
     for name, cls in (("Langevin", Langevin), ("HeavyBall", HeavyBall)):
