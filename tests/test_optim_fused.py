@@ -23,7 +23,7 @@ def _kernel_noise(n: int, dtype: type, kind: int, stream: int = 0, step: int = 0
     like = np.zeros(1, dtype=dtype)
     coef = np.array([[[0.0, 1.0]]], dtype=dtype)
     work = np.array([(0, b) for b in range(0, n, k.BLOCK)], dtype=np.int64)
-    zbuf = np.zeros((numba.config.NUMBA_NUM_THREADS, k.BLOCK), dtype=dtype)
+    zbuf = np.zeros((numba.config.NUMBA_NUM_THREADS, k.WORKSPACE), dtype=dtype)
     fn = k.run_segment_serial if serial else k.run_segment
     ptr = np.array([th.data_ptr()], dtype=np.int64)
     fn(like, np.array([int(OpCode.OU)]), np.zeros(1, dtype=np.int64), coef, ptr,

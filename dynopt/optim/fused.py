@@ -108,7 +108,8 @@ class FusedRunner:
         if dt not in self._zbuf:
             import numba
 
-            self._zbuf[dt] = np.zeros((numba.config.NUMBA_NUM_THREADS, self._k.BLOCK), dtype=dt)
+            self._zbuf[dt] = np.zeros((numba.config.NUMBA_NUM_THREADS, self._k.WORKSPACE),
+                                      dtype=dt)
             self._like[dt] = np.zeros(1, dtype=dt)
         return self._like[dt], self._zbuf[dt]
 

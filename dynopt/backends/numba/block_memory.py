@@ -12,7 +12,7 @@ from __future__ import annotations
 import numba as nb
 
 from .cache import CACHE
-from .intrinsics import address_as_pointer
+from .intrinsics import address_as_pointer, max_masked
 
 __all__ = ["BLOCK", "absmax_blocks", "absmax_blocks_serial", "copy_blocks"]
 
@@ -25,20 +25,21 @@ def _absmax_block(w, like_bits, magnitude, g_ptr, numel, work, out):  # type: ig
     """``out[w]`` = the largest ``bits & magnitude`` over block ``w`` of the tensors.
 
     Reads the tensors as unsigned integers of their width (``like_bits``: uint32 for float32,
-    uint64 for float64) with the sign bit masked off (``magnitude``). For IEEE floats without
-    sign, the integer order is the order of |x|, and every NaN/±inf has a pattern at least that
-    of +inf; so the result is the bit pattern of max |x| when all elements are finite and at
-    least +inf's otherwise. An integer max reduction, which vectorizes (a floating-point one
-    with NaN propagation would be sequential).
+    uint64 for float64; ``like_bits`` holds one zero of that type) with the sign bit masked off
+    (``magnitude``). For IEEE floats without sign, the integer order is the order of |x|, and
+    every NaN/±inf has a pattern at least that of +inf; so the result is the bit pattern of
+    max |x| when all elements are finite and at least +inf's otherwise. An integer max
+    reduction in the tensors' own width (:func:`.intrinsics.max_masked`), which vectorizes (a
+    floating-point one with NaN propagation would be sequential).
     """
     ti = work[w, 0]
     b0 = work[w, 1]
     nt = numel[ti]
     n = min(BLOCK, nt - b0)
     g = nb.carray(address_as_pointer(g_ptr[ti], like_bits), nt)[b0:b0 + n]
-    top = like_bits[0] & magnitude  # zero
+    top = like_bits[0]  # zero, of the width
     for e in range(n):
-        top = max(top, g[e] & magnitude)
+        top = max_masked(top, g[e], magnitude)
     out[w] = top
 
 

@@ -10,7 +10,8 @@ from numba import types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
 
-__all__ = ["address_as_pointer", "f32_as_u32", "f64_as_u64", "fma", "u32_as_f32", "u64_as_f64"]
+__all__ = ["address_as_pointer", "f32_as_u32", "f64_as_u64", "fma", "max_masked", "u32_as_f32",
+           "u64_as_f64"]
 
 
 @intrinsic
@@ -95,3 +96,23 @@ def u32_as_f32(typingctx: Any, x: Any) -> Any:
 
     return sig, codegen
 
+
+
+@intrinsic
+def max_masked(typingctx: Any, top: Any, x: Any, mask: Any) -> Any:
+    """max(top, x & mask) as unsigned integers of one width, computed in that width.
+
+    numba types arithmetic on uint32 operands as int64, so the same expression written in
+    Python runs on 64-bit lanes; this keeps 32-bit lanes (twice the SIMD width: the float32
+    magnitude scan of :mod:`.block_memory` reads 20M elements in 1.6 instead of 2.5-4 ms).
+    """
+    if not (isinstance(top, types.Integer) and not top.signed and top == x == mask):
+        return None
+    sig = top(top, x, mask)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        t, v, m = args
+        v = builder.and_(v, m)
+        return builder.select(builder.icmp_unsigned(">", v, t), v, t)
+
+    return sig, codegen
