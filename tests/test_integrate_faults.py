@@ -81,6 +81,7 @@ def test_state_argument_must_be_a_state():
 
 
 def _kernel_args(C=3, D=2, Dp=2, E=0, R=4, n_steps=3):
+    from dynopt.backends.numba.kernel import no_extended_ops
     from dynopt.backends.numba.potentials import dummy_grad, dummy_value
 
     prog = dynopt.integrators.resolve("BAOAB").program(LANGEVIN, 0.1)
@@ -88,7 +89,8 @@ def _kernel_args(C=3, D=2, Dp=2, E=0, R=4, n_steps=3):
     return dict(
         q=np.zeros((C, D)), p=np.zeros((C, Dp)), x=np.zeros((C, E)), minv=np.ones(D),
         sqrtm=np.ones(D), codes=codes, fstart=fstart, fpar=fpar, istart=istart, ipar=ipar,
-        kind=2, par=np.zeros(1), vfn=dummy_value, gfn=dummy_grad, k0=np.uint64(1),
+        kind=2, par=np.zeros(1), vfn=dummy_value, gfn=dummy_grad, ext=no_extended_ops,
+        k0=np.uint64(1),
         k1=np.uint64(2), noise=0, step0=0, n_steps=n_steps, every=1, start=1,
         rq=np.zeros((C, R, D)), rp=np.zeros((C, R, Dp)), rx=np.zeros((C, R, E)),
         ru=np.zeros((C, R)), status=np.zeros((1, 2), dtype=np.int64))

@@ -25,23 +25,14 @@ import numba as nb
 import numpy as np
 from numba import types
 
-from ...program import NHC_STIFF, OpCode, noise_counts
+from ...program import OPS, OpCode, noise_counts
 from . import lane_ops
 from .cache import CACHE
-from .energy_ops import (
-    bbi_shell_block,
-    ecd_drift_block,
-    ecd_shell_block,
-    linear_friction_block,
-    rotate_block,
-    scaled_drift_block,
-    scaled_kick_block,
-)
 from .philox import fill_lanes
 from .potentials import GRAD_FN, VALUE_FN, grad_block, value_lane
-from .vecmath import exp as vexp
 
-__all__ = ["LANES", "potential_values", "run_block_kernel"]
+__all__ = ["EXTENDED_CODES", "EXTENDED_FN", "EXTENDED_SIG", "INLINE_CODES", "LANES",
+           "no_extended_ops", "potential_values", "run_block_kernel"]
 
 #: Chains per block (the vector width of the op loops).
 LANES = 64
@@ -54,20 +45,23 @@ _OU = int(OpCode.OU)
 _GRAD_STEP = int(OpCode.GRAD_STEP)
 _WIENER = int(OpCode.WIENER)
 _LM_NOISE = int(OpCode.LM_NOISE)
-_FRICTION = int(OpCode.FRICTION)
 _ADD_NOISE = int(OpCode.ADD_NOISE)
-_THERMOSTAT = int(OpCode.THERMOSTAT)
-_OU_XI = int(OpCode.OU_XI)
-_NHC = int(OpCode.NHC)
-_LIN_FRIC = int(OpCode.LIN_FRIC)
-_SC_KICK = int(OpCode.SC_KICK)
-_SC_DRIFT = int(OpCode.SC_DRIFT)
-_BBI_SHELL = int(OpCode.BBI_SHELL)
-_ECD_SHELL = int(OpCode.ECD_SHELL)
-_ECD_DRIFT = int(OpCode.ECD_DRIFT)
-_ROTATE = int(OpCode.ROTATE)
+#: Ops the interpreter runs inline: those of Hamiltonian, Langevin and overdamped schemes.
+INLINE_CODES = frozenset({OpCode.DRIFT, OpCode.KICK, OpCode.OU, OpCode.GRAD_STEP, OpCode.WIENER,
+                          OpCode.LM_NOISE, OpCode.ADD_NOISE})
+#: Every other op (thermostats, Nosé–Hoover chains, energy-conserving descent) runs in
+#: :func:`dynopt.backends.numba.extended_ops.run_extended_op`, passed to the kernel as a
+#: function pointer: it is compiled only when a program uses one of them, which halves the
+#: first compile of the kernel (see docs/architecture.md, "Cold start").
+EXTENDED_CODES = frozenset(OpCode) - INLINE_CODES
 #: Noise vectors per op code, from the op table (:data:`dynopt.program.OPS`).
 _NORMALS = noise_counts()
+#: Whether an op reads ∇U / moves q, per op code (the op table's flags).
+_READS_GRADIENT = np.zeros(len(_NORMALS), dtype=np.bool_)
+_MOVES_Q = np.zeros(len(_NORMALS), dtype=np.bool_)
+for _code, _info in OPS.items():
+    _READS_GRADIENT[int(_code)] = _info.reads_gradient
+    _MOVES_Q[int(_code)] = _info.moves_q
 
 _f1 = types.float64[::1]
 _f2 = types.float64[:, ::1]
@@ -75,11 +69,33 @@ _f3 = types.float64[:, :, ::1]
 _i1 = types.int64[::1]
 _i2 = types.int64[:, ::1]
 
+#: ``run_extended_op(code, Q, P, X, G, Z, zb, nl, c0, step, fpar, f, ipar, i0, minv, sqrtm,
+#: n_dof, pot_kind, pot_par, value_fn, tq, tmp, tmp2, key0, key1)``: one extended op on a block.
+EXTENDED_SIG = types.void(
+    types.int64, _f2, _f2, _f2, _f2, _f2,  # code, Q, P, X, G, Z
+    types.int64, types.int64, types.int64, types.int64,  # zb, nl, c0 (first chain), step
+    _f1, types.int64, _i1, types.int64,  # fpar, f, ipar, i0
+    _f1, _f1, types.float64,  # minv, sqrtm, n_dof
+    types.int64, _f1, VALUE_FN,  # potential kind, params, user value function
+    _f1, _f1, _f1,  # scratch tq (D), tmp, tmp2 (LANES)
+    types.uint64, types.uint64,  # key0, key1
+)
+EXTENDED_FN = types.FunctionType(EXTENDED_SIG)
+
+
+@nb.njit(EXTENDED_SIG, cache=CACHE, error_model="numpy")
+def no_extended_ops(code, Q, P, X, G, Z, zb, nl, c0, step, fpar, f, ipar, i0, minv, sqrtm,  # type: ignore[no-untyped-def]
+                    n_dof, pot_kind, pot_par, value_fn, tq, tmp, tmp2, key0, key1):
+    """The extended-op pointer of programs that use none (the runner checks; never called)."""
+    raise ValueError("run_block_kernel: an extended op code without run_extended_op")
+
+
 _SIGNATURE = types.void(
     _f2, _f2, _f2,  # q, p, x
     _f1, _f1,  # minv, sqrtm
     _i1, _i1, _f1, _i1, _i1,  # codes, fstart, fpar, istart, ipar
     types.int64, _f1, VALUE_FN, GRAD_FN,  # potential kind, params, user functions
+    EXTENDED_FN,  # the extended ops (or no_extended_ops)
     types.uint64, types.uint64, types.int64,  # key0, key1, noise kind
     types.int64, types.int64, types.int64, types.int64,  # step0, n_steps, record_every, rec_start
     _f3, _f3, _f3, _f2,  # rec_q, rec_p, rec_x, rec_u
@@ -87,126 +103,11 @@ _SIGNATURE = types.void(
 )
 
 
-@nb.njit(inline="always", cache=CACHE, error_model="numpy")
-def _nhc_velocity(X, xo, j, m, ts, K2, q1, kT, n_dof, fpar, f, nl):  # type: ignore[no-untyped-def]
-    """Half-update (duration ts/2) of chain velocity v_j on all lanes: scale, kick, scale."""
-    q_j = q1 if j == 0 else fpar[f + 3 + (j - 1)]
-    q_prev = q1 if j == 1 else (fpar[f + 3 + (j - 2)] if j > 1 else 0.0)
-    for lane in range(nl):
-        if j == 0:
-            g = (K2[lane] - n_dof * kT) / q_j
-        else:
-            g = (q_prev * X[xo + j - 1, lane] ** 2 - kT) / q_j
-        if j < m - 1:
-            e = vexp(-0.25 * ts * X[xo + j + 1, lane])
-            X[xo + j, lane] = (X[xo + j, lane] * e + 0.5 * ts * g) * e
-        else:
-            X[xo + j, lane] += 0.5 * ts * g
-
-
-@nb.njit(cache=CACHE, error_model="numpy")
-def _nhc_sweep(X, f, i0, fpar, ipar, nl, n_dof, K2, S, W, forward):  # type: ignore[no-untyped-def]
-    """One propagation of the chain for time t on all lanes: the op's Suzuki–Yoshida substeps,
-    or (``forward``) as many forward substeps of weight 1/k. Accumulates the momentum scale in
-    ``S`` and, in ``W``, max |ts·v_j| over the backward (ts < 0) substeps (NaN-propagating)."""
-    t = fpar[f]
-    kT = fpar[f + 1]
-    q1 = fpar[f + 2] * n_dof
-    m = ipar[i0]
-    n_sub = ipar[i0 + 1]
-    n_sy = ipar[i0 + 2]
-    xo = ipar[i0 + 3]
-    eo = ipar[i0 + 4]
-    wbase = f + 3 + (m - 1)
-    n_w = 1 if forward else n_sy
-    n_s = n_sub * n_sy if forward else n_sub
-    for lane in range(nl):
-        S[lane] = 1.0
-        W[lane] = 0.0
-    for a in range(n_w):
-        w = 1.0 if forward else fpar[wbase + a]
-        for _ in range(n_s):
-            ts = w * t / n_s
-            for j in range(m - 1, -1, -1):  # top-down half update of the chain velocities
-                _nhc_velocity(X, xo, j, m, ts, K2, q1, kT, n_dof, fpar, f, nl)
-            for lane in range(nl):  # momentum scaling
-                s = vexp(-ts * X[xo, lane])
-                S[lane] *= s
-                K2[lane] *= s * s
-            for j in range(m):  # chain positions
-                for lane in range(nl):
-                    X[eo + j, lane] += ts * X[xo + j, lane]
-            for j in range(m):  # bottom-up half update
-                _nhc_velocity(X, xo, j, m, ts, K2, q1, kT, n_dof, fpar, f, nl)
-            if ts < 0.0:
-                for j in range(m):
-                    for lane in range(nl):
-                        v = -ts * abs(X[xo + j, lane])
-                        if W[lane] == W[lane] and not v <= W[lane]:
-                            W[lane] = v
-
-
-@nb.njit(cache=CACHE, error_model="numpy")
-def _nhc_block(P, X, minv, f, i0, fpar, ipar, nl, n_dof, K2, S):  # type: ignore[no-untyped-def]
-    """Nosé–Hoover-chain propagation of a block (see the NHC entry in dynopt.program).
-
-    ``K2`` and ``S`` are per-lane scratch arrays (pᵀM⁻¹p and the accumulated momentum scale);
-    every loop runs over lanes innermost so that it vectorizes. Lanes whose backward
-    Suzuki–Yoshida substep was stiff (|ts·v_j| > NHC_STIFF, or a non-finite scale) are redone
-    with forward substeps, exactly as :func:`dynopt.backends.torch.ops.nhc_` does.
-    """
-    D = P.shape[0]
-    m = ipar[i0]
-    xo = ipar[i0 + 3]
-    eo = ipar[i0 + 4]
-    for lane in range(nl):
-        K2[lane] = 0.0
-    for d in range(D):
-        for lane in range(nl):
-            K2[lane] += P[d, lane] * P[d, lane] * minv[d]
-    save = np.empty((2 * m + 1, nl))
-    for lane in range(nl):
-        save[2 * m, lane] = K2[lane]
-    for j in range(m):
-        for lane in range(nl):
-            save[j, lane] = X[xo + j, lane]
-            save[m + j, lane] = X[eo + j, lane]
-    W = np.empty(nl)
-    _nhc_sweep(X, f, i0, fpar, ipar, nl, n_dof, K2, S, W, False)
-    stiff = False
-    for lane in range(nl):
-        if not (W[lane] <= NHC_STIFF and np.isfinite(S[lane])):
-            stiff = True
-    if stiff:
-        ok = np.empty(nl, dtype=np.bool_)
-        keep = np.empty((2 * m + 1, nl))
-        for lane in range(nl):
-            ok[lane] = W[lane] <= NHC_STIFF and np.isfinite(S[lane])
-            keep[2 * m, lane] = S[lane]
-            K2[lane] = save[2 * m, lane]
-        for j in range(m):
-            for lane in range(nl):
-                keep[j, lane] = X[xo + j, lane]
-                keep[m + j, lane] = X[eo + j, lane]
-                X[xo + j, lane] = save[j, lane]
-                X[eo + j, lane] = save[m + j, lane]
-        _nhc_sweep(X, f, i0, fpar, ipar, nl, n_dof, K2, S, W, True)
-        for lane in range(nl):
-            if ok[lane]:
-                S[lane] = keep[2 * m, lane]
-                for j in range(m):
-                    X[xo + j, lane] = keep[j, lane]
-                    X[eo + j, lane] = keep[m + j, lane]
-    for d in range(D):
-        for lane in range(nl):
-            P[d, lane] *= S[lane]
-
-
 @nb.njit(_SIGNATURE, parallel=True, cache=CACHE, error_model="numpy")
 def run_block_kernel(  # type: ignore[no-untyped-def]
     q, p, x, minv, sqrtm, codes, fstart, fpar, istart, ipar, pot_kind, pot_par, value_fn,
-    grad_fn, key0, key1, noise_kind, step0, n_steps, record_every, rec_start, rec_q, rec_p, rec_x,
-    rec_u, status,
+    grad_fn, extended_fn, key0, key1, noise_kind, step0, n_steps, record_every, rec_start,
+    rec_q, rec_p, rec_x, rec_u, status,
 ):
     C, D = q.shape
     Dp = p.shape[1]
@@ -237,6 +138,8 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
     n_noise_ops = 0
     for k in range(n_ops):
         c = codes[k]
+        if c < 0 or c >= _NORMALS.shape[0]:
+            raise ValueError("run_block_kernel: an op code outside dynopt.program.OpCode")
         if Dp == 0 and c != _GRAD_STEP and c != _WIENER and c != _LM_NOISE:
             raise ValueError("run_block_kernel: a momentum op on a state without momenta")
         n_noise_ops += _NORMALS[c]
@@ -303,46 +206,19 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
                     lane_ops.lm_noise(Q, X, Z, zb, ipar[i0], fpar[f], nl)
                     zb += D
                     grad_ok = False
-                elif code == _FRICTION:
-                    lane_ops.friction(P, X, tmp, fpar[f], ipar[i0], ipar[i0 + 1], nl)
                 elif code == _ADD_NOISE:
                     lane_ops.add_noise(P, Z, zb, fpar[f], sqrtm, nl)
                     zb += D
-                elif code == _THERMOSTAT:
-                    norm = n_dof if fpar[f + 2] > 0.5 else 1.0
-                    lane_ops.thermostat(P, X, tmp, minv, fpar[f], fpar[f + 1], norm, n_dof,
-                                        ipar[i0], nl)
-                elif code == _OU_XI:
-                    lane_ops.ou_xi(P, X, Z, zb, tmp, tmp2, sqrtm, fpar[f], fpar[f + 1], ipar[i0],
-                                   nl)
-                    zb += D
-                elif code == _NHC:
-                    _nhc_block(P, X, minv, f, i0, fpar, ipar, nl, n_dof, tmp, tmp2)
-                elif code == _LIN_FRIC:
-                    linear_friction_block(P, X, nl, fpar[f], ipar[i0])
-                elif code == _SC_KICK:
-                    grad_ok = lane_ops.gradient(grad_ok, pot_kind, pot_par, Q, G, nl, grad_fn, tq,
-                                                tg)
-                    scaled_kick_block(P, G, X, nl, fpar[f], ipar[i0])
-                elif code == _SC_DRIFT:
-                    scaled_drift_block(Q, P, X, minv, nl, fpar[f], ipar[i0])
-                    grad_ok = False
-                elif code == _BBI_SHELL:
-                    grad_ok = lane_ops.gradient(grad_ok, pot_kind, pot_par, Q, G, nl, grad_fn, tq,
-                                                tg)
-                    bbi_shell_block(Q, P, X, G, nl, c0, gs, fpar, f, ipar[i0], pot_kind,
-                                    pot_par, value_fn, tq, key0, key1)
-                elif code == _ECD_SHELL:
-                    grad_ok = lane_ops.gradient(grad_ok, pot_kind, pot_par, Q, G, nl, grad_fn, tq,
-                                                tg)
-                    ecd_shell_block(Q, P, X, G, nl, fpar, f, ipar[i0], pot_kind, pot_par,
-                                    value_fn, tq)
-                elif code == _ECD_DRIFT:
-                    ecd_drift_block(Q, P, X, nl, fpar[f], fpar[f + 1], ipar[i0], tmp)
-                    grad_ok = False
-                elif code == _ROTATE:
-                    rotate_block(P, X, Z, zb, nl, fpar[f], ipar[i0])
-                    zb += D
+                else:  # an extended op (thermostats, energy-conserving descent)
+                    if _READS_GRADIENT[code]:
+                        grad_ok = lane_ops.gradient(grad_ok, pot_kind, pot_par, Q, G, nl,
+                                                    grad_fn, tq, tg)
+                    extended_fn(code, Q, P, X, G, Z, zb, nl, c0, gs, fpar, f, ipar, i0, minv,
+                                sqrtm, n_dof, pot_kind, pot_par, value_fn, tq, tmp, tmp2, key0,
+                                key1)
+                    if _MOVES_Q[code]:
+                        grad_ok = False
+                    zb += D * _NORMALS[code]
             # divergence check, before recording: a NaN/inf in q or p or a NaN in an extra
             # (extras may hold +inf as a "not yet" marker) stops this block at this step.
             # v * 0.0 is 0 for finite v and NaN otherwise; the lane loops vectorize.

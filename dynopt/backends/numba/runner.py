@@ -10,7 +10,7 @@ import numpy as np
 
 from ..base import AbstractBackend, Divergence, Records
 from ..state import State
-from .kernel import LANES, potential_values, run_block_kernel
+from .kernel import EXTENDED_CODES, LANES, no_extended_ops, potential_values, run_block_kernel
 from .philox import DISCRETE, GAUSSIAN, normals_for, split_seed
 from .potentials import dummy_grad, dummy_value
 
@@ -65,6 +65,19 @@ def _check_buffers(system: Any, program: Program, state: State) -> None:
                          f"{type(system).__name__} addresses {program.n_extras}")
 
 
+def _extended_ops(codes: np.ndarray) -> Any:
+    """The kernel's extended-op function: compiled (on first import) only for programs that
+    use an op outside the kernel's inline set."""
+    if any(int(c) in _EXTENDED for c in codes):
+        from .extended_ops import run_extended_op
+
+        return run_extended_op
+    return no_extended_ops
+
+
+_EXTENDED = frozenset(int(c) for c in EXTENDED_CODES)
+
+
 class NumbaBackend(AbstractBackend):
     """CPU, float64, parallel over blocks of chains; counter-based noise (Philox-4x32-10)."""
 
@@ -117,7 +130,7 @@ class NumbaBackend(AbstractBackend):
             rq, rp, rx, ru, every, start = (records.q, records.p, records.x, records.u,
                                             records.every, records.next)
         run_block_kernel(state.q, state.p, state.x, minv, sqrtm, codes, fstart, fpar, istart,
-                         ipar, kind, par, vfn, gfn, k0, k1,
+                         ipar, kind, par, vfn, gfn, _extended_ops(codes), k0, k1,
                          DISCRETE if state.noise == "discrete" else GAUSSIAN,
                          state.step, n_steps, every, start, rq, rp, rx, ru, status)
         bad = status[:, 0] > 0
