@@ -96,6 +96,15 @@ def _kernel_args(C=3, D=2, Dp=2, E=0, R=4, n_steps=3):
         ru=np.zeros((C, R)), status=np.zeros((1, 2), dtype=np.int64))
 
 
+def _grouped(a: dict) -> tuple:
+    """The kernel's grouped arguments (see dynopt.backends.numba.kernel) from the flat dict."""
+    return ((a["q"], a["p"], a["x"]), (a["minv"], a["sqrtm"]),
+            (a["codes"], a["fstart"], a["fpar"], a["istart"], a["ipar"]), (a["kind"], a["par"]),
+            a["vfn"], a["gfn"], a["ext"], (a["k0"], a["k1"], a["noise"]),
+            (a["step0"], a["n_steps"], a["every"], a["start"]),
+            (a["rq"], a["rp"], a["rx"], a["ru"]), a["status"])
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -116,10 +125,10 @@ def test_numba_kernel_entry_checks_its_buffers(change, message):
     args = _kernel_args()
     args.update(change)
     with pytest.raises(ValueError, match=message):
-        run_block_kernel(*args.values())
+        run_block_kernel(*_grouped(args))
     args = _kernel_args(Dp=0, R=4)  # a momentum op (BAOAB) on a first-order state
     with pytest.raises(ValueError, match="momentum op on a state without momenta"):
-        run_block_kernel(*args.values())
+        run_block_kernel(*_grouped(args))
 
 
 def test_numba_advance_checks_the_program_extras():

@@ -31,8 +31,9 @@ from .cache import CACHE
 from .philox import fill_lanes
 from .potentials import GRAD_FN, VALUE_FN, grad_block, value_lane
 
-__all__ = ["EXTENDED_CODES", "EXTENDED_FN", "EXTENDED_SIG", "INLINE_CODES", "LANES",
-           "no_extended_ops", "potential_values", "run_block_kernel"]
+__all__ = ["EXTENDED_CODES", "EXTENDED_FN", "EXTENDED_SIG", "INLINE_CODES", "LANES", "MASS",
+           "NOISE", "POTENTIAL", "PROGRAM", "RECORDS", "STATE", "STEPS", "no_extended_ops",
+           "potential_values", "run_block_kernel"]
 
 #: Chains per block (the vector width of the op loops).
 LANES = 64
@@ -90,25 +91,41 @@ def no_extended_ops(code, Q, P, X, G, Z, zb, nl, c0, step, fpar, f, ipar, i0, mi
     raise ValueError("run_block_kernel: an extended op code without run_extended_op")
 
 
+#: The kernel's argument groups (tuples), in order.
+STATE = types.UniTuple(_f2, 3)  # q (C, D), p (C, D or 0), x (C, E): updated in place
+MASS = types.UniTuple(_f1, 2)  # M⁻¹ and √M per coordinate
+PROGRAM = types.Tuple((_i1, _i1, _f1, _i1, _i1))  # codes, fstart, fpar, istart, ipar (pack())
+POTENTIAL = types.Tuple((types.int64, _f1))  # built-in kind (0: user functions), parameters
+NOISE = types.Tuple((types.uint64, types.uint64, types.int64))  # key0, key1, kind
+STEPS = types.UniTuple(types.int64, 4)  # step0, n_steps, record_every, rec_start
+RECORDS = types.Tuple((_f3, _f3, _f3, _f2))  # rec_q, rec_p, rec_x (C, R, ·), rec_u (C, R)
+
 _SIGNATURE = types.void(
-    _f2, _f2, _f2,  # q, p, x
-    _f1, _f1,  # minv, sqrtm
-    _i1, _i1, _f1, _i1, _i1,  # codes, fstart, fpar, istart, ipar
-    types.int64, _f1, VALUE_FN, GRAD_FN,  # potential kind, params, user functions
-    EXTENDED_FN,  # the extended ops (or no_extended_ops)
-    types.uint64, types.uint64, types.int64,  # key0, key1, noise kind
-    types.int64, types.int64, types.int64, types.int64,  # step0, n_steps, record_every, rec_start
-    _f3, _f3, _f3, _f2,  # rec_q, rec_p, rec_x, rec_u
+    STATE, MASS, PROGRAM, POTENTIAL,
+    VALUE_FN, GRAD_FN, EXTENDED_FN,  # user potential functions, the extended ops (or the stub)
+    NOISE, STEPS, RECORDS,
     _i2,  # status (block, [step, chain])
 )
 
 
 @nb.njit(_SIGNATURE, parallel=True, cache=CACHE, error_model="numpy")
 def run_block_kernel(  # type: ignore[no-untyped-def]
-    q, p, x, minv, sqrtm, codes, fstart, fpar, istart, ipar, pot_kind, pot_par, value_fn,
-    grad_fn, extended_fn, key0, key1, noise_kind, step0, n_steps, record_every, rec_start,
-    rec_q, rec_p, rec_x, rec_u, status,
+    state, mass, program, potential, value_fn, grad_fn, extended_fn, noise, steps, records,
+    status,
 ):
+    """Advance every chain of ``state`` by ``n_steps`` steps of ``program``.
+
+    Arguments are grouped as the module's tuple types say (:data:`STATE`, :data:`MASS`,
+    :data:`PROGRAM`, :data:`POTENTIAL`, :data:`NOISE`, :data:`STEPS`, :data:`RECORDS`);
+    ``status[b] = (step, chain)`` marks the first non-finite state of block ``b`` (0 if none).
+    """
+    q, p, x = state
+    minv, sqrtm = mass
+    codes, fstart, fpar, istart, ipar = program
+    pot_kind, pot_par = potential
+    key0, key1, noise_kind = noise
+    step0, n_steps, record_every, rec_start = steps
+    rec_q, rec_p, rec_x, rec_u = records
     C, D = q.shape
     Dp = p.shape[1]
     E = x.shape[1]

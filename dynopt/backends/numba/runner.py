@@ -129,10 +129,11 @@ class NumbaBackend(AbstractBackend):
         else:
             rq, rp, rx, ru, every, start = (records.q, records.p, records.x, records.u,
                                             records.every, records.next)
-        run_block_kernel(state.q, state.p, state.x, minv, sqrtm, codes, fstart, fpar, istart,
-                         ipar, kind, par, vfn, gfn, _extended_ops(codes), k0, k1,
-                         DISCRETE if state.noise == "discrete" else GAUSSIAN,
-                         state.step, n_steps, every, start, rq, rp, rx, ru, status)
+        run_block_kernel((state.q, state.p, state.x), (minv, sqrtm),
+                         (codes, fstart, fpar, istart, ipar), (kind, par), vfn, gfn,
+                         _extended_ops(codes),
+                         (k0, k1, DISCRETE if state.noise == "discrete" else GAUSSIAN),
+                         (state.step, n_steps, every, start), (rq, rp, rx, ru), status)
         bad = status[:, 0] > 0
         div = None
         if bad.any():
