@@ -114,9 +114,7 @@ def _expected(code: OpCode, c: list[float], th: np.ndarray, p: np.ndarray, z: np
     """The op's update in numpy (one rounding per update, as the kernel's fma when the products
     are exact); ``z`` = 0 gives the noise-free update."""
     c0, c1 = (th.dtype.type(v) for v in c)
-    if code == OpCode.OU:
-        return th, c0 * p + c1 * z
-    if code == OpCode.OU_XI:
+    if code in (OpCode.OU, OpCode.OU_XI):
         return th, c0 * p + c1 * z
     if code == OpCode.WIENER:
         return th + c0 * z, p
