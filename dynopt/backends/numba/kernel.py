@@ -47,9 +47,14 @@ _GRAD_STEP = int(OpCode.GRAD_STEP)
 _WIENER = int(OpCode.WIENER)
 _LM_NOISE = int(OpCode.LM_NOISE)
 _ADD_NOISE = int(OpCode.ADD_NOISE)
-#: Ops the interpreter runs inline: those of Hamiltonian, Langevin and overdamped schemes.
+_FRICTION = int(OpCode.FRICTION)
+_THERMOSTAT = int(OpCode.THERMOSTAT)
+_OU_XI = int(OpCode.OU_XI)
+#: Ops the interpreter runs inline: those of Hamiltonian, Langevin, overdamped and adaptive
+#: Langevin schemes (an indirect call per op costs AdL 15 %).
 INLINE_CODES = frozenset({OpCode.DRIFT, OpCode.KICK, OpCode.OU, OpCode.GRAD_STEP, OpCode.WIENER,
-                          OpCode.LM_NOISE, OpCode.ADD_NOISE})
+                          OpCode.LM_NOISE, OpCode.ADD_NOISE, OpCode.FRICTION, OpCode.THERMOSTAT,
+                          OpCode.OU_XI})
 #: Every other op (thermostats, Nosé–Hoover chains, energy-conserving descent) runs in
 #: :func:`dynopt.backends.numba.extended_ops.run_extended_op`, passed to the kernel as a
 #: function pointer: it is compiled only when a program uses one of them, which halves the
@@ -201,41 +206,41 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
                 code = codes[k]
                 f = fstart[k]
                 i0 = istart[k]
+                # the gradient cache, from the op table: refresh before an op that reads ∇U
+                # (unless no op moved q since), drop after an op that moves q
+                if _READS_GRADIENT[code]:
+                    grad_ok = lane_ops.gradient(grad_ok, pot_kind, pot_par, Q, G, nl, grad_fn,
+                                                tq, tg)
                 if code == _DRIFT:
                     lane_ops.drift(Q, P, minv, fpar[f], nl)
-                    grad_ok = False
                 elif code == _KICK:
-                    grad_ok = lane_ops.gradient(grad_ok, pot_kind, pot_par, Q, G, nl, grad_fn, tq,
-                                                tg)
                     lane_ops.kick(P, G, fpar[f], nl)
                 elif code == _OU:
                     lane_ops.ou(P, Z, zb, fpar[f], fpar[f + 1], sqrtm, nl)
-                    zb += D
                 elif code == _GRAD_STEP:
-                    lane_ops.gradient(grad_ok, pot_kind, pot_par, Q, G, nl, grad_fn, tq, tg)
                     lane_ops.grad_step(Q, G, fpar[f], nl)
-                    grad_ok = False
                 elif code == _WIENER:
                     lane_ops.wiener(Q, Z, zb, fpar[f], nl)
-                    zb += D
-                    grad_ok = False
                 elif code == _LM_NOISE:
                     lane_ops.lm_noise(Q, X, Z, zb, ipar[i0], fpar[f], nl)
-                    zb += D
-                    grad_ok = False
                 elif code == _ADD_NOISE:
                     lane_ops.add_noise(P, Z, zb, fpar[f], sqrtm, nl)
-                    zb += D
-                else:  # an extended op (thermostats, energy-conserving descent)
-                    if _READS_GRADIENT[code]:
-                        grad_ok = lane_ops.gradient(grad_ok, pot_kind, pot_par, Q, G, nl,
-                                                    grad_fn, tq, tg)
+                elif code == _FRICTION:
+                    lane_ops.friction(P, X, tmp, fpar[f], ipar[i0], ipar[i0 + 1], nl)
+                elif code == _THERMOSTAT:
+                    norm = n_dof if fpar[f + 2] > 0.5 else 1.0
+                    lane_ops.thermostat(P, X, tmp, minv, fpar[f], fpar[f + 1], norm, n_dof,
+                                        ipar[i0], nl)
+                elif code == _OU_XI:
+                    lane_ops.ou_xi(P, X, Z, zb, tmp, tmp2, sqrtm, fpar[f], fpar[f + 1], ipar[i0],
+                                   nl)
+                else:  # an extended op (Nosé–Hoover chains, energy-conserving descent)
                     extended_fn(code, Q, P, X, G, Z, zb, nl, c0, gs, fpar, f, ipar, i0, minv,
                                 sqrtm, n_dof, pot_kind, pot_par, value_fn, tq, tmp, tmp2, key0,
                                 key1)
-                    if _MOVES_Q[code]:
-                        grad_ok = False
-                    zb += D * _NORMALS[code]
+                if _MOVES_Q[code]:
+                    grad_ok = False
+                zb += D * _NORMALS[code]  # the op's normals are consumed
             # divergence check, before recording: a NaN/inf in q or p or a NaN in an extra
             # (extras may hold +inf as a "not yet" marker) stops this block at this step.
             # v * 0.0 is 0 for finite v and NaN otherwise; the lane loops vectorize.
