@@ -116,6 +116,10 @@ def main() -> None:
     off = [label for label, (_, m, se) in results.items() if abs(m - exact) > 4 * se]
     print(f"exact ⟨q²⟩ = {exact:.4f} (quadrature); rows more than 4 SE from it: "
           f"{', '.join(off) if off else 'none'}")
+    gauss = results["dynopt numba backend, Gaussian noise (float64)"][0]
+    verdict = (f"Issue 14 target, Gaussian numba row ≥ 600 M particle-steps/s: {gauss:.0f} "
+               f"({'met' if gauss >= 600 else 'missed'}).")
+    print(verdict)
     if args.update_docs:
         write_section(
             "ensemble", "Ensemble throughput: BAOAB, DoubleWell(dim=2), 10,000 chains",
@@ -130,7 +134,12 @@ def main() -> None:
             "bias. The JAX peers (optional: `pip install -e .[peers]`; rows missing here were "
             "not installed) run 300 steps inside one jit-compiled call (compilation excluded); "
             "XLA uses its own CPU thread pool, JAX's default threefry generator draws the "
-            "normals." + ("" if not skipped else " " + " ".join(skipped)))
+            "normals. " + verdict + " The Gaussian row's normals cost about half its time "
+            "(the discrete row draws its noise almost free; see the noise-generators "
+            "section); the rest is the interpreter's op loop over blocks of 64 chains. The "
+            "kernel changes of issues 11 and 14 left this row unchanged (this script on commit "
+            "db3947a, same session: 219.1 M/s); the 267 M/s of the previous docs came from an "
+            "earlier version of this script." + ("" if not skipped else " " + " ".join(skipped)))
 
 
 if __name__ == "__main__":
