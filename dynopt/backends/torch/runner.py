@@ -204,27 +204,22 @@ class TorchBackend(AbstractBackend):
         for n in range(n_steps):
             for j, op in enumerate(program.ops):
                 code = op.code
+                # the gradient cache, from the op table (as in the numba kernel)
+                if code in GRADIENT_OPS and grad is None:
+                    grad = gradient(n, j)
                 if code == OpCode.DRIFT:
                     ops.drift_(q, p, op.f[0], m_inv)
-                    grad = None
                 elif code == OpCode.KICK:
-                    if grad is None:
-                        grad = gradient(n, j)
                     ops.kick_(p, grad, op.f[0])
                 elif code == OpCode.OU:
                     ops.ou_(p, op.f[0], op.f[1], m_sqrt, noise())
                 elif code == OpCode.GRAD_STEP:
-                    if grad is None:
-                        grad = gradient(n, j)
                     ops.grad_step_(q, grad, op.f[0])
-                    grad = None
                 elif code == OpCode.WIENER:
                     ops.wiener_(q, op.f[0], noise())
-                    grad = None
                 elif code == OpCode.LM_NOISE:
                     o = op.i[0]
                     ops.lm_noise_(q, x[:, o:o + dim], op.f[0], noise())
-                    grad = None
                 elif code == OpCode.FRICTION:
                     eta = col(op.i[1]) if op.i[1] >= 0 else None
                     ops.friction_(p, col(op.i[0]), op.f[0], eta)
@@ -244,32 +239,26 @@ class TorchBackend(AbstractBackend):
                 elif code == OpCode.LIN_FRIC:
                     energy_ops.linear_friction_(p, col(op.i[0]), op.f[0])
                 elif code == OpCode.SC_KICK:
-                    if grad is None:
-                        grad = gradient(n, j)
                     energy_ops.scaled_kick_(p, grad, op.f[0], col(op.i[0]))
                 elif code == OpCode.SC_DRIFT:
                     energy_ops.scaled_drift_(q, p, op.f[0], col(op.i[0]), m_inv)
-                    grad = None
                 elif code == OpCode.BBI_SHELL:
-                    if grad is None:
-                        grad = gradient(n, j)
                     c = energy_ops.BBIConstants.from_op(op.f)
                     V = value(n, j)[:, None] - c.v0
                     energy_ops.bbi_shell_(p, grad, V, cols(BBI_EXTRAS, op.i[0]), c,
                                           state.generator if streams is None else streams)
                 elif code == OpCode.ECD_SHELL:
-                    if grad is None:
-                        grad = gradient(n, j)
                     ce = energy_ops.ECDConstants.from_op(op.f)
                     fd = value(n, j)[:, None] - ce.f0
                     energy_ops.ecd_shell_(p, grad, fd, cols(ECD_EXTRAS, op.i[0]), ce)
                 elif code == OpCode.ECD_DRIFT:
                     energy_ops.ecd_drift_(q, p, op.f[0], op.f[1], col(op.i[0]))
-                    grad = None
                 elif code == OpCode.ROTATE:
                     energy_ops.rotate_(p, noise(), op.f[0], col(op.i[0]))
                 else:  # pragma: no cover - guarded by Program construction
                     raise NotImplementedError(f"op {code!r} is not implemented on torch")
+                if code in POSITION_OPS:
+                    grad = None
             if records is not None and (n + 1) % every == 0:
                 self._record(records, records.next + (n + 1) // every - 1, state, system)
 
