@@ -151,18 +151,8 @@ def _one_loop_f32(Z, key):  # type: ignore[no-untyped-def]
 
 @nb.njit(error_model="numpy")
 def _two_loops_f32(Z, W, key):  # type: ignore[no-untyped-def]
-    K = Z.shape[0] // 4
-    for j in range(K):
-        a, b, c, d = philox4x32(_U(j), _U(3), _U(5), _U(0), key, _U(7))
-        W[j] = np.uint32(a)
-        W[K + j] = np.uint32(b)
-        W[2 * K + j] = np.uint32(c)
-        W[3 * K + j] = np.uint32(d)
-    for base in (0, 2 * K):
-        for j in range(base, base + K):
-            z0, z1 = box_muller_f32(_U(W[j]), _U(W[K + j]))
-            Z[j] = z0
-            Z[K + j] = z1
+    """The optimizer kernel's own fill (:func:`segment_kernel._fill_noise`), float32 Gaussian."""
+    sk._fill_noise(Z, W, Z.shape[0], 0, 3, _U(5), key, _U(7), 0)
 
 
 def _ns_per(fn, args, count: int, reps: int) -> float:  # type: ignore[no-untyped-def]
