@@ -65,9 +65,14 @@ _NORMALS = noise_counts()
 #: Whether an op reads ∇U / moves q, per op code (the op table's flags).
 _READS_GRADIENT = np.zeros(len(_NORMALS), dtype=np.bool_)
 _MOVES_Q = np.zeros(len(_NORMALS), dtype=np.bool_)
+#: Index in an op's float constants of its noise amplitude (the op table's ``amplitude``), or
+#: −1 where the normals are needed whatever it is (LM keeps them as the next step's memory).
+_AMPLITUDE = np.full(len(_NORMALS), -1, dtype=np.int64)
 for _code, _info in OPS.items():
     _READS_GRADIENT[int(_code)] = _info.reads_gradient
     _MOVES_Q[int(_code)] = _info.moves_q
+    if _info.normals and _code != OpCode.LM_NOISE:
+        _AMPLITUDE[int(_code)] = _info.amplitude
 
 _f1 = types.float64[::1]
 _f2 = types.float64[:, ::1]
@@ -158,6 +163,7 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
                 or rec_u.shape[0] != C or rec_u.shape[1] < last):
             raise ValueError("run_block_kernel: record arrays too small for this run")
     n_noise_ops = 0
+    quiet = True  # every noise op has amplitude 0 (temperature 0): no normals are drawn
     for k in range(n_ops):
         c = codes[k]
         if c < 0 or c >= _NORMALS.shape[0]:
@@ -165,6 +171,8 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
         if Dp == 0 and c != _GRAD_STEP and c != _WIENER and c != _LM_NOISE:
             raise ValueError("run_block_kernel: a momentum op on a state without momenta")
         n_noise_ops += _NORMALS[c]
+        if _NORMALS[c] > 0 and (_AMPLITUDE[c] < 0 or fpar[fstart[k] + _AMPLITUDE[c]] != 0.0):
+            quiet = False
     S = n_noise_ops * D  # normals per lane per step
     K = max(1, _NOISE_CHUNK // max(S, 1))  # steps per noise fill
     z_rows = 4 * ((K * S + 3) // 4 + 1) if S > 0 else 4
@@ -177,7 +185,7 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
         P = np.empty((max(Dp, 1), LANES))
         X = np.empty((max(E, 1), LANES))
         G = np.zeros((D, LANES))
-        Z = np.empty((z_rows, LANES))
+        Z = np.zeros((z_rows, LANES))  # stays 0 when quiet (0·Z must not be 0·NaN)
         Ubits = np.empty((4, LANES), dtype=np.uint64)
         tmp = np.empty(LANES)
         tmp2 = np.empty(LANES)
@@ -194,7 +202,7 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
         z_offset = 0
         for n in range(n_steps):
             gs = step0 + n
-            if S > 0 and n % K == 0:
+            if S > 0 and not quiet and n % K == 0:
                 steps_here = min(K, n_steps - n)
                 first = gs * S
                 call_first = first // 4
