@@ -10,22 +10,37 @@
 * :class:`dynopt.TrainingMonitor`: the study observables during any training loop.
 """
 
-from . import (
-    diagnostics,
-    events,
-    integrators,
-    observables,
-    optim,
-    potentials,
-    replicas,
-    surfing,
-    systems,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from . import diagnostics, events, integrators, observables, potentials, systems
 from .errors import DivergenceError
 from .integrate import integrate
-from .monitor import TrainingMonitor
 from .stepping import State
 from .trajectory import Trajectory
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load on first use
+    from . import optim, replicas, surfing
+    from .monitor import TrainingMonitor
+
+#: Imported on first use (PEP 562): they load torch.optim machinery (and, through
+#: ``torch.compiler.disable``, torch._dynamo: about 1 s) that integrate() does not need.
+_LAZY = {"optim": ".optim", "replicas": ".replicas", "surfing": ".surfing",
+         "TrainingMonitor": ".monitor"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name], __name__)
+        value = module if name[0].islower() else getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dynopt' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 
