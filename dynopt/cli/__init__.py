@@ -1,4 +1,4 @@
-"""The ``dynopt`` command line: ``study``, ``train``, ``reproduce NAME`` and ``bench``.
+"""The ``dynopt`` command line: ``study``, ``train``, ``reproduce NAME``, ``bench`` and ``compile``.
 
 Each subcommand lives in its own module exposing ``HELP``, ``add_arguments(parser)`` and
 ``run(args) -> int``; ``COMMANDS`` maps names to modules. Exit status: 0 success, 1 a failed
@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "train": "dynopt.cli.train",
     "reproduce": "dynopt.cli.reproduce",
     "bench": "dynopt.cli.bench",
+    "compile": "dynopt.cli.compile",
 }
 
 
