@@ -6,15 +6,19 @@ Loop order (chains are independent, so they are the parallel and the vector dime
         load the block into structure-of-arrays buffers Q[d, l], P[d, l], X[e, l]
         for each step
             every few steps: fill the noise buffer for the coming steps (Philox, vectorized)
-            for each op of the program: one vectorized loop over lanes
+            for each op of the program: refresh ∇U if the op reads it and q moved (op table),
+                then one vectorized loop over lanes (inline ops, INLINE_CODES) or one call of
+                the extended-op function pointer (EXTENDED_CODES, :mod:`.extended_ops`)
             check that Q, P are finite and X is not NaN (else record the step, stop the block)
             every ``record_every`` steps: write q, p, extras, U to the output arrays
         store the block back
 
 The op interpreter dispatches on the op code once per op per step per block, so its cost is
 amortized over ``LANES`` chains; a new splitting string is just a new op list, never new code.
-The kernel has an explicit signature (user potentials enter as first-class function pointers),
-so it compiles once and is cached on disk.
+The kernel has an explicit signature (user potentials and the extended ops enter as
+first-class function pointers; the other arguments are grouped into the typed tuples below), so
+it compiles once and is cached on disk. A program whose noise ops all have amplitude 0 draws no
+normals.
 """
 
 from __future__ import annotations
