@@ -76,7 +76,8 @@ import numpy as np
 
 __all__ = ["GRADIENT_OPS", "MERGEABLE_OPS", "MOMENTUM_OPS", "NHC_STIFF", "NOISE_OPS", "OPS",
            "POSITION_OPS", "SEGMENT_END_OPS", "Op", "OpCode", "OpInfo", "Program", "bbi_shell_op",
-           "ecd_shell_op", "nhc_op", "noise_counts", "normals_per_step", "require"]
+           "ecd_shell_op", "nhc_op", "noise_counts", "normals_per_step", "require",
+           "skippable_amplitudes"]
 
 
 class OpCode(enum.IntEnum):
@@ -120,6 +121,8 @@ class OpInfo:
         normals: Noise vectors drawn per application, each one normal per coordinate.
         amplitude: Index in ``f`` of the noise amplitude (0 there makes the op deterministic);
             None for ops that draw no normals.
+        keeps_normals: Stores its normals in the state (LM's memory), so it draws them even
+            at amplitude 0.
         momentum: Reads or writes the momenta p (illegal on a state without momenta).
         elementwise: Acts on each coordinate independently given the per-chain extras, so the
             optimizer executor can run it over parameter blocks.
@@ -135,6 +138,7 @@ class OpInfo:
     moves_q: bool = False
     normals: int = 0
     amplitude: int | None = None
+    keeps_normals: bool = False
     momentum: bool = True
     elementwise: bool = True
     ends_segment: bool = False
@@ -150,7 +154,8 @@ OPS: dict[OpCode, OpInfo] = {
     _C.GRAD_STEP: OpInfo(("s",), reads_gradient=True, moves_q=True, momentum=False),
     _C.WIENER: OpInfo(("s",), moves_q=True, normals=1, amplitude=0, momentum=False),
     _C.LM_NOISE: OpInfo(("s",), ("x_off",), moves_q=True, normals=1, amplitude=0,
-                        momentum=False),
+                        momentum=False,
+                        keeps_normals=True),
     _C.FRICTION: OpInfo(("t",), ("xi", "eta")),
     _C.ADD_NOISE: OpInfo(("s",), normals=1, amplitude=0),
     _C.THERMOSTAT: OpInfo(("a", "b", "e"), ("xi",), elementwise=False, ends_segment=True),
@@ -190,6 +195,16 @@ MERGEABLE_OPS = frozenset(c for c, o in OPS.items() if o.merges)
 def normals_per_step(codes: Sequence[int]) -> int:
     """Noise vectors drawn by one step of ops with these codes (from :data:`OPS`)."""
     return sum(OPS[OpCode(c)].normals for c in codes)
+
+
+def skippable_amplitudes() -> np.ndarray:
+    """``fields[code]`` = index in ``f`` of the op's noise amplitude where a zero amplitude lets a
+    kernel skip the draw, else −1 (no normals, or normals the op keeps); indexable by int code."""
+    out = np.full(max(OpCode) + 1, -1, dtype=np.int64)
+    for c, o in OPS.items():
+        if o.normals and not o.keeps_normals:
+            out[int(c)] = o.amplitude
+    return out
 
 
 def noise_counts() -> np.ndarray:

@@ -63,3 +63,17 @@ def test_lm_memory_is_drawn_at_temperature_zero():
     assert xa.shape == Q0.shape
     assert 0.5 < np.sqrt(np.mean(xa**2)) < 2.0  # normals, not zeros
     assert np.abs(xa - xb).max() > 0.1
+
+
+def test_skippable_amplitudes_come_from_the_op_table():
+    """Both kernels read one table: every op that draws normals has its amplitude field there,
+    except the op that keeps its normals (LM), which must always draw."""
+    from dynopt.program import OPS, skippable_amplitudes
+
+    fields = skippable_amplitudes()
+    for code, info in OPS.items():
+        if info.normals == 0 or info.keeps_normals:
+            assert fields[int(code)] == -1, code
+        else:
+            assert fields[int(code)] == info.amplitude, code
+    assert [c for c, o in OPS.items() if o.keeps_normals] == [OpCode.LM_NOISE]

@@ -29,7 +29,7 @@ import numba as nb
 import numpy as np
 from numba import types
 
-from ...program import OPS, OpCode, noise_counts
+from ...program import OPS, OpCode, noise_counts, skippable_amplitudes
 from . import lane_ops
 from .cache import CACHE
 from .philox import fill_lanes
@@ -69,14 +69,12 @@ _NORMALS = noise_counts()
 #: Whether an op reads ∇U / moves q, per op code (the op table's flags).
 _READS_GRADIENT = np.zeros(len(_NORMALS), dtype=np.bool_)
 _MOVES_Q = np.zeros(len(_NORMALS), dtype=np.bool_)
-#: Index in an op's float constants of its noise amplitude (the op table's ``amplitude``), or
-#: −1 where the normals are needed whatever it is (LM keeps them as the next step's memory).
-_AMPLITUDE = np.full(len(_NORMALS), -1, dtype=np.int64)
+#: Index in an op's float constants of its noise amplitude, or −1 where the draw is needed
+#: whatever it is (:func:`dynopt.program.skippable_amplitudes`).
+_AMPLITUDE = skippable_amplitudes()
 for _code, _info in OPS.items():
     _READS_GRADIENT[int(_code)] = _info.reads_gradient
     _MOVES_Q[int(_code)] = _info.moves_q
-    if _info.normals and _code != OpCode.LM_NOISE:
-        _AMPLITUDE[int(_code)] = _info.amplitude
 
 _f1 = types.float64[::1]
 _f2 = types.float64[:, ::1]

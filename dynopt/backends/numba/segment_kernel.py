@@ -45,7 +45,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from ...program import OPS, OpCode, noise_counts
+from ...program import OpCode, noise_counts, skippable_amplitudes
 from .cache import CACHE
 from .intrinsics import address_as_pointer, fma
 from .philox import GAUSSIAN, box_muller, box_muller_f32, philox4x32
@@ -82,15 +82,13 @@ PREV_CODES = frozenset({_LM_NOISE, LM_INIT})
 _DRAWS = np.zeros(LM_INIT + 1, dtype=np.int64)
 _DRAWS[:max(OpCode) + 1] = noise_counts()
 _DRAWS[LM_INIT] = 1
-#: Which coefficient of a drawing op is its noise amplitude (the op table's ``amplitude``), or −1
-#: where the draw is needed whatever the amplitude (the LM ops keep it as the next step's memory).
+#: Which coefficient of a drawing op is its noise amplitude, or −1 where the draw is needed
+#: whatever the amplitude (:func:`dynopt.program.skippable_amplitudes`; LM_INIT stores its draw).
 #: An op whose amplitude is 0 for a tensor skips the draw there (a temperature annealed to 0 costs
 #: what SGD does); its update is the noise-free one, so the values equal the drawn ones (up to
 #: the sign of a zero).
 _AMPLITUDE = np.full(LM_INIT + 1, -1, dtype=np.int64)
-for _code, _info in OPS.items():
-    if _info.normals and _code != OpCode.LM_NOISE:
-        _AMPLITUDE[int(_code)] = _info.amplitude
+_AMPLITUDE[:max(OpCode) + 1] = skippable_amplitudes()
 _MASK32 = np.uint64(0xFFFFFFFF)
 _MASK16 = np.uint64(0xFFFF)
 _SH16 = np.uint64(16)
@@ -291,6 +289,12 @@ def _block(  # type: ignore[no-untyped-def]
         k2_out[w] = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
 
 
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
+def _check_workspace(zbuf):  # type: ignore[no-untyped-def]
+    if zbuf.shape[1] < WORKSPACE:
+        raise ValueError("run_segment: zbuf needs WORKSPACE = 2·BLOCK columns per thread")
+
+
 @nb.njit(parallel=True, cache=CACHE, error_model="numpy")
 def run_segment(  # type: ignore[no-untyped-def]
     like, codes, slots, coef, th_ptr, p_ptr, g_ptr, prev_ptr, numel, stream, work, key0, key1,
@@ -317,8 +321,7 @@ def run_segment(  # type: ignore[no-untyped-def]
         k2_out: ``(n_blocks,)`` float64 output.
         zbuf: ``(n_threads, WORKSPACE)`` noise workspace in the bucket's dtype (normals, words).
     """
-    if zbuf.shape[1] < WORKSPACE:
-        raise ValueError("run_segment: zbuf needs WORKSPACE = 2·BLOCK columns per thread")
+    _check_workspace(zbuf)
     for w in nb.prange(work.shape[0]):
         _block(w, like, codes, slots, coef, th_ptr, p_ptr, g_ptr, prev_ptr, numel, stream, work,
                key0, key1, step, kind, want_k2, k2_out, zbuf[nb.get_thread_id()])
@@ -330,8 +333,7 @@ def run_segment_serial(  # type: ignore[no-untyped-def]
     step, kind, want_k2, k2_out, zbuf,
 ):
     """:func:`run_segment` on the calling thread (for small models: no thread wake-up)."""
-    if zbuf.shape[1] < WORKSPACE:
-        raise ValueError("run_segment_serial: zbuf needs WORKSPACE = 2·BLOCK columns")
+    _check_workspace(zbuf)
     for w in range(work.shape[0]):
         _block(w, like, codes, slots, coef, th_ptr, p_ptr, g_ptr, prev_ptr, numel, stream, work,
                key0, key1, step, kind, want_k2, k2_out, zbuf[0])
