@@ -143,3 +143,18 @@ def test_abs_max_is_exact_and_flags_nonfinite(n, dtype):
     for bad in (math.nan, -math.inf):
         ts[0][n // 2] = bad
         assert abs_max(ts) == math.inf
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_abs_max_scan_sees_every_element_of_a_full_block(dtype):
+    """The numba scan reads full blocks in chunks (prefetching the next block between them):
+    an extreme value at each chunk edge, in the first and last full block and in the ragged
+    tail, is found. Catches a chunk bound that skips an element."""
+    from dynopt.backends.numba.block_memory import _SCAN_CHUNK, BLOCK
+
+    n = max(FAST_ABOVE, 3 * BLOCK) + 11
+    positions = [0, _SCAN_CHUNK - 1, _SCAN_CHUNK, BLOCK - 1, BLOCK, n - BLOCK - 12, n - 1]
+    for pos in positions:
+        ts = [torch.full((n,), 0.5, dtype=dtype), torch.full((5,), 0.25, dtype=dtype)]
+        ts[0][pos] = -7.0
+        assert abs_max(ts) == 7.0, pos

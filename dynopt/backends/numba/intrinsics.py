@@ -116,3 +116,27 @@ def max_masked(typingctx: Any, top: Any, x: Any, mask: Any) -> Any:
         return builder.select(builder.icmp_unsigned(">", v, t), v, t)
 
     return sig, codegen
+
+
+@intrinsic
+def prefetch(typingctx: Any, address: Any, write: Any) -> Any:
+    """Hint the CPU to fetch the cache line at integer ``address`` into L2 (``llvm.prefetch``).
+
+    ``write`` (a literal bool) asks for the line in a writable state. A hint only: no effect on
+    values, no fault on any address.
+    """
+    if not isinstance(address, types.Integer) or not isinstance(write, types.BooleanLiteral):
+        return None
+    rw = 1 if write.literal_value else 0
+    sig = types.void(address, write)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        ptr = builder.inttoptr(args[0], i8p)
+        builder.call(fn, [ptr, i32(rw), i32(2), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
