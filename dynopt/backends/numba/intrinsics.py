@@ -140,3 +140,20 @@ def prefetch(typingctx: Any, address: Any, write: Any) -> Any:
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic
+def prefer_512_bit_vectors(typingctx: Any) -> Any:
+    """Let LLVM vectorize the calling function with 512-bit registers where the CPU has them.
+
+    Sets the function attribute ``"prefer-vector-width"="512"`` on the function being lowered;
+    X86's tuning otherwise prefers 256-bit vectors on AVX-512 CPUs (``prefer-256-bit``). Has no
+    effect on other CPUs. Call it once at the top of a kernel body that is not inlined.
+    """
+    sig = types.void()
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        return context.get_dummy_value()
+
+    return sig, codegen

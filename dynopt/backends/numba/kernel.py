@@ -32,6 +32,7 @@ from numba import types
 from ...program import OPS, OpCode, noise_counts, skippable_amplitudes
 from . import lane_ops
 from .cache import CACHE
+from .intrinsics import prefer_512_bit_vectors
 from .philox import fill_lanes
 from .potentials import GRAD_FN, VALUE_FN, grad_block, value_lane
 
@@ -181,6 +182,7 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
     n_blocks = (C + LANES - 1) // LANES
     n_dof = np.float64(D)
     for b in nb.prange(n_blocks):
+        prefer_512_bit_vectors()  # on the outlined loop body, where the lane loops are
         c0 = b * LANES
         nl = min(LANES, C - c0)
         Q = np.empty((D, LANES))

@@ -37,7 +37,7 @@ import numba as nb
 import numpy as np
 
 from .cache import CACHE
-from .intrinsics import f32_as_u32, f64_as_u64, u32_as_f32, u64_as_f64
+from .intrinsics import f32_as_u32, f64_as_u64, prefer_512_bit_vectors, u32_as_f32, u64_as_f64
 
 __all__ = ["DISCRETE", "GAUSSIAN", "box_muller", "box_muller_f32", "discrete", "discrete_f32",
            "fill_lanes", "normals_for", "philox4x32"]
@@ -147,6 +147,7 @@ def fill_lanes(
     ``(4, n_lanes)`` uint64 scratch array: the bits and the transform run as two separate lane
     loops, which LLVM vectorizes better than one fused loop.
     """
+    prefer_512_bit_vectors()
     s = np.uint64(stream)
     for c in range(n_calls):
         call = np.uint64(call_first + c)

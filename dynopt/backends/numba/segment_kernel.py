@@ -48,7 +48,7 @@ from numba.extending import overload
 from ...program import OpCode, noise_counts, skippable_amplitudes
 from .block_memory import LINE, next_block
 from .cache import CACHE
-from .intrinsics import address_as_pointer, fma, prefetch
+from .intrinsics import address_as_pointer, fma, prefer_512_bit_vectors, prefetch
 from .philox import GAUSSIAN, box_muller, box_muller_f32, philox4x32
 
 __all__ = ["BLOCK", "DISCRETE_VALUE", "INIT_SLOT", "LM_INIT", "SCALE", "SERIAL_BELOW",
@@ -294,6 +294,7 @@ def _block(  # type: ignore[no-untyped-def]
 
     ``scratch`` is this thread's ``2·BLOCK`` workspace: the normals, then the Philox words.
     """
+    prefer_512_bit_vectors()
     n_ops = codes.shape[0]
     Z, W = _noise_buffers(scratch)
     ahead = _ahead(w, work, numel, th_ptr, p_ptr, g_ptr, prev_ptr, like.itemsize)
