@@ -9,7 +9,8 @@ Why custom transforms: without Intel SVML, numba cannot vectorize ``log``/``cos`
 transform below uses only arithmetic, bit casts and ``sqrt``: a log from the float exponent plus
 an atanh series (relative error ≤ 2e-15) and sin/cos from the top two bits of a 32-bit word
 (quadrant) plus Taylor polynomials on [−π/4, π/4] (absolute error ≤ 3e-14). LLVM vectorizes it
-(AVX-512 here), measured ~0.9 G normals/s per core in float64.
+(512-bit vectors where the CPU has them: :func:`fill_lanes` asks for them with
+:func:`.intrinsics.prefer_512_bit_vectors`), measured ~0.9 G normals/s per core in float64.
 
 Philox-4x32-10 (Salmon, Moraes, Dror, Shaw, SC'11, "Parallel random numbers: as easy as 1, 2,
 3") maps a 128-bit counter and a 64-bit key to four 32-bit words; it passes BigCrush. Counter

@@ -36,6 +36,18 @@ the Philox work of the 32-bit rule, which is what makes discrete noise nearly fr
 Rounding mirrors torch's CPU kernels (``x.add_(y, alpha=s)`` is ``fma(y, s, x)``, coefficients
 are rounded to the tensor dtype first), so with zero noise amplitude the kernel reproduces the
 torch paths bit for bit.
+
+Speed. A Gaussian step is the noise arithmetic (about 1 ns per normal and core) plus one pass
+over memory; on its own a core cannot do both at once, because while it computes normals it
+issues no loads. So full blocks fill their noise in chunks of :data:`CHUNK` iterations, and
+after each chunk prefetch a few cache lines of the block that comes next
+(:func:`_prefetch_lines`): the next block's θ, p and ∇L arrive while this block's normals are
+computed. The block function also asks LLVM for 512-bit vectors
+(:func:`.intrinsics.prefer_512_bit_vectors`; X86 otherwise prefers 256-bit ones on AVX-512
+CPUs). Measured on 20M float32 parameters, 2 threads, ``nonfinite='ignore'``: 23.4 ms before
+both, 16.6 with the prefetches, 14.9 with both (``torch.optim.SGD(momentum=0.9, fused=True)``:
+8.3 ms). Neither changes a value: ``tests/test_optim_noise_layout.py`` compares every element
+with the documented layout.
 """
 
 from __future__ import annotations
@@ -57,6 +69,8 @@ __all__ = ["BLOCK", "DISCRETE_VALUE", "INIT_SLOT", "LM_INIT", "SCALE", "SERIAL_B
 #: Elements per block (a multiple of 4): the unit of the noise layout and of the op loops.
 BLOCK = 2048
 #: Iterations of the noise transform between two doses of prefetches (:func:`_prefetch_lines`).
+#: Measured (float32 Langevin, 20M): 16 → 14.5 ms, 32 → 15.0, 64 → 16.5; 8 → 55 ms, because a
+#: chunk shorter than two vectors is not vectorized. 32 keeps a margin on other vector widths.
 CHUNK = 32
 #: Columns of the per-thread workspace ``zbuf``: BLOCK normals, then BLOCK Philox words.
 WORKSPACE = 2 * BLOCK
@@ -256,7 +270,8 @@ def _prefetch_lines(ahead, first, count):  # type: ignore[no-untyped-def]
     Why in small doses: one core has only ~16 outstanding cache misses, so a burst of a whole
     block's 384 prefetches stalls the core until most have landed (measured: no gain). A few
     lines after every chunk of arithmetic keep the memory busy while the core computes: the
-    float32 Langevin step on 20M parameters fell from 23.5 to ~17 ms (2 threads).
+    float32 Langevin step on 20M parameters fell from 23.4 to 16.6 ms (2 threads). Discrete
+    noise does not prefetch: its fill is too short to hide a block's loads (measured: slower).
     """
     th, p, g, prev, lines = ahead
     for line in range(first, min(first + count, lines)):
