@@ -93,7 +93,7 @@ def _kernel_args(C=3, D=2, Dp=2, E=0, R=4, n_steps=3):
         k0=np.uint64(1),
         k1=np.uint64(2), noise=0, step0=0, n_steps=n_steps, every=1, start=1,
         rq=np.zeros((C, R, D)), rp=np.zeros((C, R, Dp)), rx=np.zeros((C, R, E)),
-        ru=np.zeros((C, R)), status=np.zeros((1, 2), dtype=np.int64))
+        ru=np.zeros((C, R)), status=np.zeros((1, 2), dtype=np.int64), lanes=64)
 
 
 def _grouped(a: dict) -> tuple:
@@ -101,7 +101,7 @@ def _grouped(a: dict) -> tuple:
     return ((a["q"], a["p"], a["x"]), (a["minv"], a["sqrtm"]),
             (a["codes"], a["fstart"], a["fpar"], a["istart"], a["ipar"]), (a["kind"], a["par"]),
             a["vfn"], a["gfn"], a["ext"], (a["k0"], a["k1"], a["noise"]),
-            (a["step0"], a["n_steps"], a["every"], a["start"]),
+            (a["step0"], a["n_steps"], a["every"], a["start"], a["lanes"]),
             (a["rq"], a["rp"], a["rx"], a["ru"]), a["status"])
 
 
@@ -116,6 +116,8 @@ def _grouped(a: dict) -> tuple:
         ({"status": np.zeros((0, 2), dtype=np.int64)}, "status needs"),
         ({"fstart": np.zeros(1, dtype=np.int64)}, "fstart and istart"),
         ({"every": 0}, "record_every >= 1"),
+        ({"lanes": 0}, "lanes >= 1"),
+        ({"lanes": 1}, "status needs"),  # 3 blocks of 1 chain, one status row
     ],
 )
 def test_numba_kernel_entry_checks_its_buffers(change, message):

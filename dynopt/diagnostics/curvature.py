@@ -22,12 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from .._validation import check_int, check_positive
+
+if TYPE_CHECKING:  # torch is imported where it is used: `import dynopt` stays torch-free
+    import torch
 
 __all__ = ["TopEigenvalue", "hessian_top_eigenvalue", "model_top_eigenvalue",
            "potential_top_eigenvalue"]
@@ -95,6 +97,8 @@ def potential_top_eigenvalue(potential: Any, q: Any, **kwargs: Any) -> TopEigenv
         q: The point.
         **kwargs: Passed to :func:`hessian_top_eigenvalue` (``tol``, ``maxiter``, ``seed``).
     """
+    import torch
+
     from ..potentials.base import AbstractPotential
 
     qt = torch.as_tensor(np.asarray(q, dtype=np.float64) if not isinstance(q, torch.Tensor)
@@ -140,6 +144,8 @@ def model_top_eigenvalue(model: torch.nn.Module, loss_fn: Callable[[Any, Any], t
         params: Parameters θ (default: every parameter with ``requires_grad``).
         **kwargs: Passed to :func:`hessian_top_eigenvalue`.
     """
+    import torch
+
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if weight_decay < 0 or not np.isfinite(weight_decay):

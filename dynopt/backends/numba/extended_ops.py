@@ -18,6 +18,7 @@ import numba as nb
 import numpy as np
 
 from ...program import NHC_STIFF, OpCode
+from . import lane_ops
 from .cache import CACHE
 from .energy_ops import (
     bbi_shell_block,
@@ -33,6 +34,9 @@ from .vecmath import exp as vexp
 
 __all__ = ["run_extended_op"]
 
+_FRICTION = int(OpCode.FRICTION)
+_THERMOSTAT = int(OpCode.THERMOSTAT)
+_OU_XI = int(OpCode.OU_XI)
 _NHC = int(OpCode.NHC)
 _LIN_FRIC = int(OpCode.LIN_FRIC)
 _SC_KICK = int(OpCode.SC_KICK)
@@ -163,7 +167,14 @@ def run_extended_op(code, Q, P, X, G, Z, zb, nl, c0, step, fpar, f, ipar, i0, mi
                     n_dof, pot_kind, pot_par, value_fn, tq, tmp, tmp2, key0, key1):
     """Op ``code`` (constants at ``fpar[f:]``, ``ipar[i0:]``) on lanes ``0 .. nl-1`` of a block
     whose first chain is ``c0``, at step ``step``; ``Z[zb:]`` holds the op's normals."""
-    if code == _NHC:
+    if code == _FRICTION:
+        lane_ops.friction(P, X, tmp, fpar[f], ipar[i0], ipar[i0 + 1], nl)
+    elif code == _THERMOSTAT:
+        norm = n_dof if fpar[f + 2] > 0.5 else 1.0
+        lane_ops.thermostat(P, X, tmp, minv, fpar[f], fpar[f + 1], norm, n_dof, ipar[i0], nl)
+    elif code == _OU_XI:
+        lane_ops.ou_xi(P, X, Z, zb, tmp, tmp2, sqrtm, fpar[f], fpar[f + 1], ipar[i0], nl)
+    elif code == _NHC:
         _nhc_block(P, X, minv, f, i0, fpar, ipar, nl, n_dof, tmp, tmp2)
     elif code == _LIN_FRIC:
         linear_friction_block(P, X, nl, fpar[f], ipar[i0])

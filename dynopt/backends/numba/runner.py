@@ -10,7 +10,13 @@ import numpy as np
 
 from ..base import AbstractBackend, Divergence, Records
 from ..state import State
-from .kernel import EXTENDED_CODES, LANES, no_extended_ops, potential_values, run_block_kernel
+from .kernel import (
+    EXTENDED_CODES,
+    block_lanes,
+    no_extended_ops,
+    potential_values,
+    run_block_kernel,
+)
 from .philox import DISCRETE, GAUSSIAN, normals_for, split_seed
 from .potentials import dummy_grad, dummy_value
 
@@ -116,8 +122,9 @@ class NumbaBackend(AbstractBackend):
         minv = 1.0 / system.mass_vector(state.dim)
         sqrtm = np.sqrt(system.mass_vector(state.dim))
         k0, k1 = split_seed(state.seed)
-        start_q = state.q[:LANES].copy() if kind == 0 else None
-        n_blocks = (state.n_chains + LANES - 1) // LANES
+        lanes = block_lanes(state.n_chains)
+        start_q = state.q[:lanes].copy() if kind == 0 else None
+        n_blocks = (state.n_chains + lanes - 1) // lanes
         status = np.zeros((n_blocks, 2), dtype=np.int64)
         if records is None:
             rq = np.zeros((1, 1, 1))
@@ -133,7 +140,7 @@ class NumbaBackend(AbstractBackend):
                          (codes, fstart, fpar, istart, ipar), (kind, par), vfn, gfn,
                          _extended_ops(codes),
                          (k0, k1, DISCRETE if state.noise == "discrete" else GAUSSIAN),
-                         (state.step, n_steps, every, start), (rq, rp, rx, ru), status)
+                         (state.step, n_steps, every, start, lanes), (rq, rp, rx, ru), status)
         bad = status[:, 0] > 0
         div = None
         if bad.any():
