@@ -152,7 +152,7 @@ def _one_loop_f32(Z, key):  # type: ignore[no-untyped-def]
 @nb.njit(error_model="numpy")
 def _two_loops_f32(Z, W, key):  # type: ignore[no-untyped-def]
     """The optimizer kernel's own fill (:func:`segment_kernel._fill_noise`), float32 Gaussian."""
-    sk._fill_noise(Z, W, Z.shape[0], 0, 3, _U(5), key, _U(7), 0)
+    sk._fill_noise(Z, W, Z.shape[0], 0, 3, _U(5), key, _U(7), 0, (0, 0, 0, 0, 0))
 
 
 def _ns_per(fn, args, count: int, reps: int) -> float:  # type: ignore[no-untyped-def]

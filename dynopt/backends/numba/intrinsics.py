@@ -10,8 +10,9 @@ from numba import types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
 
-__all__ = ["address_as_pointer", "f32_as_u32", "f64_as_u64", "fma", "max_masked", "u32_as_f32",
-           "u64_as_f64"]
+__all__ = ["address_as_pointer", "exponent_mantissa_f32", "f32_as_u32", "f64_as_u64", "fma",
+           "max_masked", "prefer_512_bit_vectors", "prefetch", "quarter_turn_f32", "u32_as_f32",
+           "u64_as_f64", "word_plus_one_f32"]
 
 
 @intrinsic
@@ -155,5 +156,82 @@ def prefer_512_bit_vectors(typingctx: Any) -> Any:
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         set.add(builder.function.attributes, '"prefer-vector-width"="512"')
         return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _as_i32(builder: Any, value: Any, ty: Any) -> Any:
+    """An unsigned word as i32 (truncating a 64-bit integer that holds a 32-bit word)."""
+    return builder.trunc(value, ir.IntType(32)) if ty.bitwidth > 32 else value
+
+
+@intrinsic
+def word_plus_one_f32(typingctx: Any, a: Any) -> Any:
+    """float32(a + 1), rounded to nearest, for a 32-bit word ``a`` (2³² for a = 2³² − 1).
+
+    The same value as ``np.float32(np.int64(a) + 1)``, but computed on 32-bit lanes: numba
+    types that expression on 64-bit integers, which halves the SIMD width of everything that
+    follows in a float32 loop (the float32 Box–Muller transform: 0.58 → 0.40 ns per normal on
+    one core). ``a`` is a uint32, or a wider integer holding a 32-bit word (its low 32 bits).
+    """
+    if not isinstance(a, types.Integer):
+        return None
+    sig = types.float32(a)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        i32 = ir.IntType(32)
+        a1 = builder.add(_as_i32(builder, args[0], signature.args[0]), i32(1))
+        wrapped = builder.icmp_unsigned("==", a1, i32(0))
+        return builder.select(wrapped, ir.Constant(ir.FloatType(), 2.0**32),
+                              builder.uitofp(a1, ir.FloatType()))
+
+    return sig, codegen
+
+
+@intrinsic
+def exponent_mantissa_f32(typingctx: Any, x: Any) -> Any:
+    """(e, m) with x = 2ᵉ·m, m ∈ [1, 2), for a positive normal float32 x; e as a float32.
+
+    Bit operations on 32-bit lanes (see :func:`word_plus_one_f32` for why not in Python).
+    """
+    if x != types.float32:
+        return None
+    sig = types.UniTuple(types.float32, 2)(types.float32)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        i32 = ir.IntType(32)
+        f32 = ir.FloatType()
+        bits = builder.bitcast(args[0], i32)
+        e = builder.sitofp(builder.sub(builder.lshr(bits, i32(23)), i32(127)), f32)
+        m = builder.bitcast(builder.or_(builder.and_(bits, i32(0x007FFFFF)), i32(0x3F800000)), f32)
+        return context.make_tuple(builder, signature.return_type, [e, m])
+
+    return sig, codegen
+
+
+@intrinsic
+def quarter_turn_f32(typingctx: Any, k: Any) -> Any:
+    """Split a 32-bit word into an angle: (r, swap, neg_c, neg_s).
+
+    r = (k mod 2³⁰)·2⁻³⁰ in float32 is the position within the quadrant q = k >> 30;
+    ``swap`` = q odd (cos and sin trade places), ``neg_c`` = q ∈ {1, 2}, ``neg_s`` = q ∈ {2, 3}.
+    32-bit lanes (see :func:`word_plus_one_f32`). ``k``: a uint32, or a wider integer holding one.
+    """
+    if not isinstance(k, types.Integer):
+        return None
+    sig = types.Tuple((types.float32, types.boolean, types.boolean, types.boolean))(k)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        i32 = ir.IntType(32)
+        f32 = ir.FloatType()
+        w = _as_i32(builder, args[0], signature.args[0])
+        q = builder.lshr(w, i32(30))
+        r = builder.fmul(builder.sitofp(builder.and_(w, i32(0x3FFFFFFF)), f32),
+                         ir.Constant(f32, 2.0**-30))
+        swap = builder.icmp_unsigned("!=", builder.and_(q, i32(1)), i32(0))
+        neg_c = builder.icmp_unsigned(
+            "!=", builder.and_(builder.xor(q, builder.lshr(q, i32(1))), i32(1)), i32(0))
+        neg_s = builder.icmp_unsigned("!=", builder.lshr(q, i32(1)), i32(0))
+        return context.make_tuple(builder, signature.return_type, [r, swap, neg_c, neg_s])
 
     return sig, codegen

@@ -38,7 +38,14 @@ import numba as nb
 import numpy as np
 
 from .cache import CACHE
-from .intrinsics import f32_as_u32, f64_as_u64, prefer_512_bit_vectors, u32_as_f32, u64_as_f64
+from .intrinsics import (
+    exponent_mantissa_f32,
+    f64_as_u64,
+    prefer_512_bit_vectors,
+    quarter_turn_f32,
+    u64_as_f64,
+    word_plus_one_f32,
+)
 
 __all__ = ["DISCRETE", "GAUSSIAN", "box_muller", "box_muller_f32", "discrete", "discrete_f32",
            "fill_lanes", "normals_for", "philox4x32"]
@@ -207,7 +214,6 @@ discrete = _discrete
 _F32_LN2 = np.float32(_LN2)
 _F32_SQRT2 = np.float32(math.sqrt(2.0))
 _F32_2M32 = np.float32(2.0**-32)
-_F32_2M30 = np.float32(2.0**-30)
 _F32_HALF_PI = np.float32(math.pi / 2.0)
 _F32_SQRT3 = np.float32(_SQRT3)
 _F32 = np.float32
@@ -215,11 +221,14 @@ _F32 = np.float32
 
 @nb.njit(inline="always", cache=CACHE, error_model="numpy")
 def _log_unit_f32(a: np.uint64) -> np.float32:
-    """log((a + 1)·2⁻³²) in float32 for a 32-bit word a (as the float64 path), vectorizable."""
-    x = np.float32(np.int64(a) + 1) * _F32_2M32
-    bits = f32_as_u32(x)
-    e = np.float32(np.int32(bits >> np.uint32(23)) - np.int32(127))
-    m = u32_as_f32((bits & np.uint32(0x007FFFFF)) | np.uint32(0x3F800000))
+    """log((a + 1)·2⁻³²) in float32 for a 32-bit word a (as the float64 path), vectorizable.
+
+    The integer steps run on 32-bit lanes (:func:`.intrinsics.word_plus_one_f32`,
+    :func:`.intrinsics.exponent_mantissa_f32`), so the whole transform vectorizes at the
+    float32 width; the values are those of the 64-bit-integer formulation, bit for bit.
+    """
+    x = word_plus_one_f32(a) * _F32_2M32
+    e, m = exponent_mantissa_f32(x)
     big = m > _F32_SQRT2
     m = np.float32(0.5) * m if big else m
     e = e + np.float32(1.0) if big else e
@@ -235,17 +244,13 @@ def _log_unit_f32(a: np.uint64) -> np.float32:
 @nb.njit(inline="always", cache=CACHE, error_model="numpy")
 def _cos_sin_uniform_f32(k: np.uint64) -> tuple[np.float32, np.float32]:
     """(cos φ, sin φ) in float32 for φ uniform on the circle, from a 32-bit word."""
-    quadrant = k >> np.uint64(30)
-    r = np.float32(np.int64(k & np.uint64(0x3FFFFFFF))) * _F32_2M30
+    r, swap, neg_c, neg_s = quarter_turn_f32(k)
     t = (r - _F32(0.5)) * _F32_HALF_PI
     t2 = t * t
     s = t * (_F32(1.0) + t2 * (_F32(-1.0 / 6.0) + t2 * (_F32(1.0 / 120.0) + t2 * (
         _F32(-1.0 / 5040.0) + t2 * _F32(1.0 / 362880.0)))))
     c = _F32(1.0) + t2 * (_F32(-0.5) + t2 * (_F32(1.0 / 24.0) + t2 * (_F32(-1.0 / 720.0) + t2 * (
         _F32(1.0 / 40320.0) + t2 * _F32(-1.0 / 3628800.0)))))
-    swap = (quadrant & np.uint64(1)) != 0
-    neg_c = ((quadrant ^ (quadrant >> np.uint64(1))) & np.uint64(1)) != 0
-    neg_s = (quadrant >> np.uint64(1)) != 0
     cc = s if swap else c
     ss = c if swap else s
     return (-cc if neg_c else cc), (-ss if neg_s else ss)

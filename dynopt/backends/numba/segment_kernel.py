@@ -201,27 +201,38 @@ def _fill_body_impl(Z, W, n, call0, stream, draw, key0, key1, kind, ahead):  # t
             # word r of call call0 + j goes to W[r·K + j]; the pairs (0, 1) and (2, 3) make
             # the normals of elements (j, K + j) and (2K + j, 3K + j)
             K = (n + 3) // 4
-            for j in range(K):
-                a, b, c, d = philox4x32(np.uint64(call0 + j) & _MASK32, s, lo, hi, key0, key1)
-                W[j] = word(a)
-                W[K + j] = word(b)
-                W[2 * K + j] = word(c)
-                W[3 * K + j] = word(d)
-            if K % CHUNK == 0:
-                per = _lines_per_chunk(ahead, 2 * (K // CHUNK))
+            if K % CHUNK == 0:  # full blocks: prefetch doses after every chunk of both loops
+                per = _lines_per_chunk(ahead, 3 * (K // CHUNK))
                 q = 0
+                for j0 in range(0, K, CHUNK):
+                    for j in range(j0, j0 + CHUNK):
+                        a, b, c, d = philox4x32(np.uint64(call0 + j) & _MASK32, s, lo, hi,
+                                                key0, key1)
+                        W[j] = word(a)
+                        W[K + j] = word(b)
+                        W[2 * K + j] = word(c)
+                        W[3 * K + j] = word(d)
+                    _prefetch_lines(ahead, q, per)
+                    q += per
                 for base in (0, 2 * K):
                     for j0 in range(base, base + K, CHUNK):
                         for j in range(j0, j0 + CHUNK):
-                            z0, z1 = bm(np.uint64(W[j]), np.uint64(W[K + j]))
+                            z0, z1 = bm(W[j], W[K + j])
                             Z[j] = z0
                             Z[K + j] = z1
                         _prefetch_lines(ahead, q, per)
                         q += per
             else:
+                for j in range(K):
+                    a, b, c, d = philox4x32(np.uint64(call0 + j) & _MASK32, s, lo, hi, key0,
+                                            key1)
+                    W[j] = word(a)
+                    W[K + j] = word(b)
+                    W[2 * K + j] = word(c)
+                    W[3 * K + j] = word(d)
                 for base in (0, 2 * K):
                     for j in range(base, base + K):
-                        z0, z1 = bm(np.uint64(W[j]), np.uint64(W[K + j]))
+                        z0, z1 = bm(W[j], W[K + j])
                         Z[j] = z0
                         Z[K + j] = z1
         else:
