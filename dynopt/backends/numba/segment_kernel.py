@@ -44,10 +44,12 @@ after each chunk prefetch a few cache lines of the block that comes next
 (:func:`_prefetch_lines`): the next block's θ, p and ∇L arrive while this block's normals are
 computed. The block function also asks LLVM for 512-bit vectors
 (:func:`.intrinsics.prefer_512_bit_vectors`; X86 otherwise prefers 256-bit ones on AVX-512
-CPUs). Measured on 20M float32 parameters, 2 threads, ``nonfinite='ignore'``: 23.4 ms before
-both, 16.6 with the prefetches, 14.9 with both (``torch.optim.SGD(momentum=0.9, fused=True)``:
-8.3 ms). Neither changes a value: ``tests/test_optim_noise_layout.py`` compares every element
-with the documented layout.
+CPUs), and the float32 transform does its integer steps on 32-bit lanes
+(:func:`.philox.box_muller_f32`). Measured on 20M float32 parameters, 2 threads,
+``nonfinite='ignore'``: 23.4 ms before, 16.6 with the prefetches, 14.9 with 512-bit vectors too,
+12.2–13.0 with the 32-bit-lane transform and prefetches during the Philox loop as well
+(``torch.optim.SGD(momentum=0.9, fused=True)``: 7.4–8.5 ms). None changes a value:
+``tests/test_optim_noise_layout.py`` compares every element with the documented layout.
 """
 
 from __future__ import annotations
@@ -69,8 +71,8 @@ __all__ = ["BLOCK", "DISCRETE_VALUE", "INIT_SLOT", "LM_INIT", "SCALE", "SERIAL_B
 #: Elements per block (a multiple of 4): the unit of the noise layout and of the op loops.
 BLOCK = 2048
 #: Iterations of the noise transform between two doses of prefetches (:func:`_prefetch_lines`).
-#: Measured (float32 Langevin, 20M): 16 → 14.5 ms, 32 → 15.0, 64 → 16.5; 8 → 55 ms, because a
-#: chunk shorter than two vectors is not vectorized. 32 keeps a margin on other vector widths.
+#: Measured (float32 Langevin, 20M, unchecked): 16 → 14.7 ms, 32 → 12.8–13.3, 64 → 12.9–13.6;
+#: 8 → 55 ms, because a chunk shorter than two vectors is not vectorized.
 CHUNK = 32
 #: Columns of the per-thread workspace ``zbuf``: BLOCK normals, then BLOCK Philox words.
 WORKSPACE = 2 * BLOCK
