@@ -131,6 +131,40 @@ def _discrete16_f32(u: np.uint64) -> np.float32:
     return _A32 * (np.float32(u < _P16) - np.float32((u >= _P16) & (u < _P16X2)))
 
 
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
+def _normals_f64(Z, K, j0, j1, call0, s, lo, hi, key0, key1):  # type: ignore[no-untyped-def]
+    """Float64 normals of Philox calls ``call0 + j``, j in [j0, j1): word r of call j gives
+    element r·K + j (Box–Muller on the word pairs (0, 1) and (2, 3))."""
+    for j in range(j0, j1):
+        a, b, c, d = philox4x32(np.uint64(call0 + j) & _MASK32, s, lo, hi, key0, key1)
+        z0, z1 = box_muller(a, b)
+        z2, z3 = box_muller(c, d)
+        Z[j] = z0
+        Z[K + j] = z1
+        Z[2 * K + j] = z2
+        Z[3 * K + j] = z3
+
+
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
+def _words_f32(W, K, j0, j1, call0, s, lo, hi, key0, key1):  # type: ignore[no-untyped-def]
+    """The words of Philox calls ``call0 + j``, j in [j0, j1), into ``W[r·K + j]`` (uint32)."""
+    for j in range(j0, j1):
+        a, b, c, d = philox4x32(np.uint64(call0 + j) & _MASK32, s, lo, hi, key0, key1)
+        W[j] = np.uint32(a)
+        W[K + j] = np.uint32(b)
+        W[2 * K + j] = np.uint32(c)
+        W[3 * K + j] = np.uint32(d)
+
+
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
+def _box_muller_pairs_f32(Z, W, K, j0, j1):  # type: ignore[no-untyped-def]
+    """Float32 normals of elements j and K + j from the words W[j], W[K + j], j in [j0, j1)."""
+    for j in range(j0, j1):
+        z0, z1 = box_muller_f32(W[j], W[K + j])
+        Z[j] = z0
+        Z[K + j] = z1
+
+
 def _fill_noise(Z, W, n, call0, stream, draw, key0, key1, kind, ahead):  # type: ignore[no-untyped-def]
     """Write the block's ``n`` normals into ``Z[:n]`` (dtype-specific, see the overload).
 
@@ -174,7 +208,6 @@ def _fill_body(Z, W, n, call0, stream, draw, key0, key1, kind, ahead):  # type: 
 @overload(_fill_body, prefer_literal=True)
 def _fill_body_impl(Z, W, n, call0, stream, draw, key0, key1, kind, ahead):  # type: ignore[no-untyped-def]
     single = Z.dtype == types.float32
-    bm = box_muller_f32 if single else box_muller
     dc = _discrete16_f32 if single else _discrete16
     word = np.uint32 if single else np.uint64
 
@@ -188,26 +221,10 @@ def _fill_body_impl(Z, W, n, call0, stream, draw, key0, key1, kind, ahead):  # t
             if K % CHUNK == 0:  # full blocks: a prefetch dose after every chunk
                 per = _lines_per_chunk(ahead, K // CHUNK)
                 for j0 in range(0, K, CHUNK):
-                    for j in range(j0, j0 + CHUNK):
-                        a, b, c, d = philox4x32(np.uint64(call0 + j) & _MASK32, s, lo, hi,
-                                                key0, key1)
-                        z0, z1 = bm(a, b)
-                        z2, z3 = bm(c, d)
-                        Z[j] = z0
-                        Z[K + j] = z1
-                        Z[2 * K + j] = z2
-                        Z[3 * K + j] = z3
+                    _normals_f64(Z, K, j0, j0 + CHUNK, call0, s, lo, hi, key0, key1)
                     _prefetch_lines(ahead, (j0 // CHUNK) * per, per)
             else:
-                for j in range(K):
-                    a, b, c, d = philox4x32(np.uint64(call0 + j) & _MASK32, s, lo, hi, key0,
-                                            key1)
-                    z0, z1 = bm(a, b)
-                    z2, z3 = bm(c, d)
-                    Z[j] = z0
-                    Z[K + j] = z1
-                    Z[2 * K + j] = z2
-                    Z[3 * K + j] = z3
+                _normals_f64(Z, K, 0, K, call0, s, lo, hi, key0, key1)
         elif kind == GAUSSIAN:
             # word r of call call0 + j goes to W[r·K + j]; the pairs (0, 1) and (2, 3) make
             # the normals of elements (j, K + j) and (2K + j, 3K + j)
@@ -216,36 +233,18 @@ def _fill_body_impl(Z, W, n, call0, stream, draw, key0, key1, kind, ahead):  # t
                 per = _lines_per_chunk(ahead, 3 * (K // CHUNK))
                 q = 0
                 for j0 in range(0, K, CHUNK):
-                    for j in range(j0, j0 + CHUNK):
-                        a, b, c, d = philox4x32(np.uint64(call0 + j) & _MASK32, s, lo, hi,
-                                                key0, key1)
-                        W[j] = word(a)
-                        W[K + j] = word(b)
-                        W[2 * K + j] = word(c)
-                        W[3 * K + j] = word(d)
+                    _words_f32(W, K, j0, j0 + CHUNK, call0, s, lo, hi, key0, key1)
                     _prefetch_lines(ahead, q, per)
                     q += per
                 for base in (0, 2 * K):
                     for j0 in range(base, base + K, CHUNK):
-                        for j in range(j0, j0 + CHUNK):
-                            z0, z1 = bm(W[j], W[K + j])
-                            Z[j] = z0
-                            Z[K + j] = z1
+                        _box_muller_pairs_f32(Z, W, K, j0, j0 + CHUNK)
                         _prefetch_lines(ahead, q, per)
                         q += per
             else:
-                for j in range(K):
-                    a, b, c, d = philox4x32(np.uint64(call0 + j) & _MASK32, s, lo, hi, key0,
-                                            key1)
-                    W[j] = word(a)
-                    W[K + j] = word(b)
-                    W[2 * K + j] = word(c)
-                    W[3 * K + j] = word(d)
+                _words_f32(W, K, 0, K, call0, s, lo, hi, key0, key1)
                 for base in (0, 2 * K):
-                    for j in range(base, base + K):
-                        z0, z1 = bm(W[j], W[K + j])
-                        Z[j] = z0
-                        Z[K + j] = z1
+                    _box_muller_pairs_f32(Z, W, K, base, base + K)
         else:
             # word q of call call0/2 + j goes to W[q·K8 + j]; its low and high 16-bit fields
             # make the values of elements 2q·K8 + j and (2q + 1)·K8 + j
