@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llvmlite import ir
+from llvmlite import binding, ir
 from numba import types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
@@ -119,6 +119,11 @@ def max_masked(typingctx: Any, top: Any, x: Any, mask: Any) -> Any:
     return sig, codegen
 
 
+#: ``llvm.prefetch``'s name is mangled by its pointer type: ``ptr`` (opaque, LLVM 17 and later,
+#: whatever the IR text says) or ``i8*`` (typed pointers, the LLVM 14-16 of older llvmlite).
+_PREFETCH = "llvm.prefetch.p0" if binding.llvm_version_info[0] >= 17 else "llvm.prefetch.p0i8"
+
+
 @intrinsic
 def prefetch(typingctx: Any, address: Any, write: Any) -> Any:
     """Hint the CPU to fetch the cache line at integer ``address`` into L2 (``llvm.prefetch``).
@@ -135,7 +140,7 @@ def prefetch(typingctx: Any, address: Any, write: Any) -> Any:
         i8p = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        fn = cgutils.get_or_insert_function(builder.module, fnty, _PREFETCH)
         ptr = builder.inttoptr(args[0], i8p)
         builder.call(fn, [ptr, i32(rw), i32(2), i32(1)])
         return context.get_dummy_value()
@@ -154,7 +159,9 @@ def prefer_512_bit_vectors(typingctx: Any) -> Any:
     sig = types.void()
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        attrs = builder.function.attributes
+        if isinstance(attrs, set):  # llvmlite's AttributeSet; it lists only flag attributes,
+            set.add(attrs, '"prefer-vector-width"="512"')  # so the string one goes in directly
         return context.get_dummy_value()
 
     return sig, codegen
