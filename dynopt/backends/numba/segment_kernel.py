@@ -176,9 +176,9 @@ def _fill_noise(Z, W, n, call0, stream, draw, key0, key1, kind, ahead):  # type:
     faster (37.8 against 43.1 ms), so W is unused. The values are the same either way, bit for
     bit.
 
-    ``ahead`` is the next block's memory (:func:`_ahead`): on full blocks the transform
-    loop runs in chunks of :data:`CHUNK` iterations and each chunk ends with a few prefetches
-    of those cache lines, so the next block's loads overlap this block's arithmetic (see
+    ``ahead`` is the next block's memory (:func:`_ahead`): on full blocks the Gaussian loops
+    run in chunks of :data:`CHUNK` iterations and each chunk ends with a few prefetches of
+    those cache lines, so the next block's loads overlap this block's arithmetic (see
     :func:`_prefetch_lines`). Values do not depend on it.
     """
     raise NotImplementedError  # pragma: no cover - replaced by the overload inside numba
