@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 
-from _common import ROOT, markdown_table, parse_args, write_section
+from _common import markdown_table, parse_args, write_section
 
 TARGET_S = 15.0
 FIRST_STEP = ("import torch\nfrom dynopt.optim import Langevin\n"
@@ -70,5 +70,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     main()
