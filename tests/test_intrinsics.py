@@ -3,6 +3,10 @@ compute, and the promised IR where they only hint (prefetch, vector width)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numba as nb
 import numpy as np
 import pytest
@@ -139,3 +143,39 @@ def test_float32_box_muller_equals_the_64_bit_integer_formulation_bit_for_bit():
     for g, w in zip(got, want, strict=True):
         assert np.array_equal(g.view(np.uint32), w.view(np.uint32))
     assert np.isfinite(got[0]).all() and np.abs(got[0]).max() < 6.67
+
+
+_PROBE = """
+import numba as nb
+from dynopt.backends.numba.intrinsics import prefer_512_bit_vectors
+
+@nb.njit(cache=False)
+def f(x):
+    prefer_512_bit_vectors()
+    return x + 1
+
+f(1)
+print('"prefer-vector-width"="512"' in next(iter(f.inspect_llvm().values())))
+"""
+
+
+def _run_with(width: str | None, code: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "DYNOPT_VECTOR_WIDTH"}
+    if width is not None:
+        env["DYNOPT_VECTOR_WIDTH"] = width
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_vector_width_setting_switches_the_hint_and_the_cache_key():
+    """DYNOPT_VECTOR_WIDTH=256 drops the attribute, and selects another cache directory (so
+    kernels compiled with the hint are not reused without it); a bad value is refused with a
+    message naming the variable and the value."""
+    on = _run_with(None, _PROBE)
+    off = _run_with("256", _PROBE)
+    assert on.stdout.strip().splitlines()[-1] == "True", on.stderr
+    assert off.stdout.strip().splitlines()[-1] == "False", off.stderr
+    key = "from dynopt.backends.numba.cache import cache_key; print(cache_key())"
+    assert _run_with("256", key).stdout != _run_with("512", key).stdout
+    bad = _run_with("1024", "import dynopt.backends.numba.intrinsics")
+    assert bad.returncode != 0 and "DYNOPT_VECTOR_WIDTH must be 256 or 512, got '1024'" in bad.stderr

@@ -50,13 +50,15 @@ def _version() -> str:
 
 def cache_key(package: Path = PACKAGE, version: str | None = None) -> str:
     """``<version>-<16 hex digits>``: the version and a SHA-256 over the kernel sources (path
-    relative to the package and contents of each)."""
+    relative to the package and contents of each) and ``DYNOPT_VECTOR_WIDTH``."""
     digest = hashlib.sha256()
     for path in kernel_sources(package):
         digest.update(str(path.relative_to(package)).encode())
         digest.update(b"\0")
         digest.update(path.read_bytes())
         digest.update(b"\0")
+    # a setting the kernels are compiled with (see intrinsics.VECTOR_WIDTH)
+    digest.update(f"vector-width={os.environ.get('DYNOPT_VECTOR_WIDTH', '512').strip()}".encode())
     return f"{version if version is not None else _version()}-{digest.hexdigest()[:16]}"
 
 

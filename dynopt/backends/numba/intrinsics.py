@@ -3,6 +3,7 @@ fused multiply-add, and typed pointers from integer addresses."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from llvmlite import binding, ir
@@ -10,9 +11,9 @@ from numba import types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
 
-__all__ = ["address_as_pointer", "exponent_mantissa_f32", "f32_as_u32", "f64_as_u64", "fma",
-           "max_masked", "prefer_512_bit_vectors", "prefetch", "quarter_turn_f32", "u32_as_f32",
-           "u64_as_f64", "word_plus_one_f32"]
+__all__ = ["VECTOR_WIDTH", "address_as_pointer", "exponent_mantissa_f32", "f32_as_u32",
+           "f64_as_u64", "fma", "max_masked", "prefer_512_bit_vectors", "prefetch",
+           "quarter_turn_f32", "u32_as_f32", "u64_as_f64", "word_plus_one_f32"]
 
 
 @intrinsic
@@ -148,20 +149,29 @@ def prefetch(typingctx: Any, address: Any, write: Any) -> Any:
     return sig, codegen
 
 
+#: ``DYNOPT_VECTOR_WIDTH=256`` turns :func:`prefer_512_bit_vectors` off (for CPUs that clock
+#: down on 512-bit instructions); read once, at import. Part of the numba cache key
+#: (:func:`dynopt.backends.numba.cache.cache_key`), so switching it recompiles.
+VECTOR_WIDTH = os.environ.get("DYNOPT_VECTOR_WIDTH", "512").strip() or "512"
+if VECTOR_WIDTH not in ("256", "512"):
+    raise ValueError(f"DYNOPT_VECTOR_WIDTH must be 256 or 512, got {VECTOR_WIDTH!r}")
+
+
 @intrinsic
 def prefer_512_bit_vectors(typingctx: Any) -> Any:
     """Let LLVM vectorize the calling function with 512-bit registers where the CPU has them.
 
     Sets the function attribute ``"prefer-vector-width"="512"`` on the function being lowered;
     X86's tuning otherwise prefers 256-bit vectors on AVX-512 CPUs (``prefer-256-bit``). Has no
-    effect on other CPUs. Call it once at the top of a kernel body that is not inlined.
+    effect on other CPUs, nor with ``DYNOPT_VECTOR_WIDTH=256`` (:data:`VECTOR_WIDTH`). Call it
+    once at the top of a kernel body that is not inlined.
     """
     sig = types.void()
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         attrs = builder.function.attributes
-        if isinstance(attrs, set):  # llvmlite's AttributeSet; it lists only flag attributes,
-            set.add(attrs, '"prefer-vector-width"="512"')  # so the string one goes in directly
+        if VECTOR_WIDTH == "512" and isinstance(attrs, set):  # llvmlite's AttributeSet lists
+            set.add(attrs, '"prefer-vector-width"="512"')  # flags only: add the string directly
         return context.get_dummy_value()
 
     return sig, codegen
