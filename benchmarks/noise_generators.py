@@ -122,24 +122,23 @@ def _xoshiro_words(W, key):  # type: ignore[no-untyped-def]
             S[0, lane], S[1, lane], S[2, lane], S[3, lane] = s0, s1, s2, _rotl(s3, 45)
 
 
-@nb.njit(error_model="numpy")
-def _bm32(Z, W):  # type: ignore[no-untyped-def]
-    prefer_512_bit_vectors()  # as the kernels do
-    H = W.shape[0] // 2
-    for j in range(H):
-        z0, z1 = box_muller_f32(_U(W[j]), _U(W[H + j]))
-        Z[j] = z0
-        Z[H + j] = z1
+def _transform_kernel(box_muller_fn):  # type: ignore[no-untyped-def]
+    """A loop applying ``box_muller_fn`` to the word pairs (W[j], W[H + j])."""
+
+    @nb.njit(error_model="numpy")
+    def transform(Z, W):  # type: ignore[no-untyped-def]
+        prefer_512_bit_vectors()  # as the kernels do
+        H = W.shape[0] // 2
+        for j in range(H):
+            z0, z1 = box_muller_fn(_U(W[j]), _U(W[H + j]))
+            Z[j] = z0
+            Z[H + j] = z1
+
+    return transform
 
 
-@nb.njit(error_model="numpy")
-def _bm64(Z, W):  # type: ignore[no-untyped-def]
-    prefer_512_bit_vectors()  # as the kernels do
-    H = W.shape[0] // 2
-    for j in range(H):
-        z0, z1 = box_muller(_U(W[j]), _U(W[H + j]))
-        Z[j] = z0
-        Z[H + j] = z1
+_bm32 = _transform_kernel(box_muller_f32)
+_bm64 = _transform_kernel(box_muller)
 
 
 @nb.njit(error_model="numpy")
