@@ -50,8 +50,9 @@ def test_ordinary_steps_take_the_bound_and_match_the_snapshot_path(cls, kw, n):
 @pytest.mark.parametrize("n", [100, FAST_ABOVE + 3])
 def test_nan_placed_in_a_buffer_between_steps_is_caught_and_undone(cls, kw, n):
     """A NaN written into the momentum between steps (outside the optimizer): the max-scan sees
-    it, so the bound fails, the snapshot path runs and the step is undone exactly. Catches: a
-    bound computed from maxima remembered from the previous step."""
+    it (the write bumped the buffer's version, so the carried bound is not used), the bound
+    fails, the snapshot path runs and the step is undone exactly. Catches: a bound carried from
+    the previous step although the buffer was written since."""
     p, opt = _run(cls, kw, n, 3)
     key = "momentum" if cls is HeavyBall else "momentum_buffer"
     st = opt.state[p]
@@ -104,11 +105,12 @@ def test_bound_of_each_op_and_refusal_of_others():
     thermostat). Catches: a dropped term (e.g. the noise of OU) or accepting unknown ops."""
     ops = [Op(OpCode.KICK, (0.5,)), Op(OpCode.DRIFT, (2.0,)), Op(OpCode.OU, (0.9, 0.3))]
     # Bp: 1 + 0.5·4 = 3; Bθ: 10 + (2/2)·3 = 13; Bp: 0.9·3 + 0.3·√2·7 = 5.6698...
-    top = _linear_ops_bound(ops, 2.0, 10.0, 1.0, 0.0, 4.0, 7.0)
+    top, out = _linear_ops_bound(ops, 2.0, 10.0, 1.0, 0.0, 4.0, 7.0)
     assert top == pytest.approx(13.0, rel=1e-15)
-    top = _linear_ops_bound(ops, 2.0, 1.0, 1.0, 0.0, 4.0, 70.0)
+    assert out == pytest.approx((13.0, 0.9 * 3 + 0.3 * math.sqrt(2) * 7, 0.0), rel=1e-15)
+    top, _ = _linear_ops_bound(ops, 2.0, 1.0, 1.0, 0.0, 4.0, 70.0)
     assert top == pytest.approx(0.9 * 3 + 0.3 * math.sqrt(2) * 70, rel=1e-15)
-    assert _linear_ops_bound([Op(OpCode.THERMOSTAT, (0.1,))], 1.0, 1, 1, 0, 1, 7) == math.inf
+    assert _linear_ops_bound([Op(OpCode.THERMOSTAT, (0.1,))], 1.0, 1, 1, 0, 1, 7)[0] == math.inf
 
 
 def test_normal_bound_holds_and_is_tight():

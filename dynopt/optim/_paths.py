@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch.autograd.graph import increment_version
 
-__all__ = ["bucket", "choose_path", "numpy_view", "resolve_loss"]
+__all__ = ["bucket", "choose_path", "mark_written", "numpy_view", "resolve_loss"]
 
 FUSED_DTYPES = (torch.float32, torch.float64)
 
@@ -79,3 +80,10 @@ def bucket(*lists: Sequence[Tensor]) -> dict[tuple[torch.device, torch.dtype], l
 def numpy_view(t: Tensor) -> np.ndarray:
     """A zero-copy 1-D numpy view of a contiguous CPU tensor."""
     return t.detach().view(-1).numpy()
+
+
+def mark_written(tensors: Sequence[Tensor]) -> None:
+    """Count a write through raw memory (numba) in each tensor's version counter, as an in-place
+    torch op would: autograd then refuses a backward through a value the step changed, and
+    :mod:`dynopt.optim.bound` sees the step's writes (inference tensors keep no counter)."""
+    increment_version([t for t in tensors if not t.is_inference()])

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from .._validation import check_choice, check_int
 from ..errors import DivergenceError
-from . import prior
+from . import bound, prior
 from .checkpoint import SCHEDULE, Key
 from .finite import abs_max
 
@@ -283,6 +283,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             counts["bound"] += 1
             self._update(loss=loss, **kwargs)
             self.global_state["step"] += 1
+            bound.commit_carry(self)  # what it wrote is bounded: the next step need not scan
             return loss
         counts["snapshot"] += 1
         from .rollback import Snapshot
@@ -452,7 +453,8 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         be closures over other objects); caches are rebuilt."""
         state = {k: v for k, v in self.__dict__.items()
                  if not k.startswith("_optimizer_") or not k.endswith("_hooks")}
-        for name in (*self._caches, "_rollback_buffers", "_grad_absmax"):  # step scratch too
+        for name in (*self._caches, "_rollback_buffers", "_grad_absmax", bound._CARRY,
+                     bound._PENDING):  # step scratch too
             state.pop(name, None)
         return state
 

@@ -16,7 +16,7 @@ from ..events.triggers import Trigger
 from ..program import BBI_EXTRAS
 from ..systems.born_infeld import BornInfeld
 from ._events import as_scalar
-from ._paths import bucket, choose_path, numpy_view
+from ._paths import bucket, choose_path, mark_written, numpy_view
 from .base import Hyper
 from .eventful import EventfulOptimizer, Participants
 from .registry import register
@@ -242,6 +242,7 @@ def _fused_kick_drift(ps: list[Tensor], gs: list[Tensor], ms: list[Tensor], r: f
         cast = tp.dtype.type
         total += bbi_kick_drift(tp, numpy_view(m), numpy_view(g), cast(r), cast(kick),
                                 cast(drift))
+    mark_written([*ps, *ms])  # raw-memory writes, made visible to autograd
     return total
 
 

@@ -39,11 +39,27 @@ the snapshot path runs exactly as before. Measured cost in docs/architecture.md.
 
 The scan reads θ and p once (two reads; the step itself reads θ, p, ∇L and writes θ, p), where
 the snapshot costs two reads, two writes and a two-read result scan.
+
+**Carried bounds.** The same table also bounds what a step *writes*: after a step proven this
+way, Bθ, Bp and Br (rounded up for the float rounding of each op, :func:`_rounded_up`) bound the
+new θ, p and noise memory. The next step uses them instead of scanning, if nothing else has
+touched those tensors: the step counter moved by exactly that one step, and every tensor is the
+same object, at the same address, with the same version counter (torch counts every in-place
+op in it, and dynopt's numba kernels count their writes, :func:`~dynopt.optim._paths.
+mark_written`). So a steady run reads θ and p only in its update: the scan runs on the first
+bounded step, after anything touched the state (``load_state_dict``, an in-place op on a
+parameter, another optimizer, a skipped or snapshotted step) and whenever the carried bound is
+too loose to prove the step (it grows by about h·Bp per step: then a scan refreshes it). One
+write escapes the version counter: an in-place op through ``p.data``. A NaN or huge value put
+into θ or p that way is not seen by the proof; the step then maps it to the same element only
+(each op is elementwise and the gradient is checked), so it turns no finite value non-finite,
+and the next gradient check reports it.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any
 
 import torch
@@ -53,7 +69,7 @@ from ..program import NOISE_OPS, OpCode
 from . import prior
 from .finite import abs_max
 
-__all__ = ["NORMAL_BOUND", "heavy_ball_bounded", "partitioned_bounded"]
+__all__ = ["NORMAL_BOUND", "commit_carry", "heavy_ball_bounded", "partitioned_bounded"]
 
 #: |ξ| ≤ this for every normal (and the discrete variable) of the fused numba kernel:
 #: 8√(ln 2) = 6.66035 for Box–Muller from 32-bit words, plus a margin for the polynomials.
@@ -73,8 +89,9 @@ def _fits(t: Tensor | None, p: Tensor, dtype: torch.dtype) -> bool:
 
 
 def _linear_ops_bound(ops: Any, mass: float, b_theta: float, b_p: float, b_r: float,
-                      b_g: float, b_xi: float) -> float:
-    """The largest bound met while running ``ops`` (inf for an op outside the table)."""
+                      b_g: float, b_xi: float) -> tuple[float, tuple[float, float, float]]:
+    """(the largest bound met while running ``ops`` (inf for an op outside the table), the
+    final (Bθ, Bp, Br) in exact arithmetic)."""
     top = max(b_theta, b_p, b_r, b_g)
     sqrtm = math.sqrt(mass)
     for op in ops:
@@ -102,9 +119,72 @@ def _linear_ops_bound(ops: Any, mass: float, b_theta: float, b_p: float, b_r: fl
             k = abs(op.f[0] * sqrtm)
             b_p += k * b_xi
         else:
-            return math.inf
+            return math.inf, (math.inf, math.inf, math.inf)
         top = max(top, k, b_theta, b_p, b_r)
-    return top
+    return top, (b_theta, b_p, b_r)
+
+
+#: ``opt.__dict__`` keys: the bounds the last bounded step left for the next one, as
+#: ``(step counter after it, {plan: (fingerprint, bounds)})``, and those of the step under way.
+_CARRY, _PENDING = "_bound_carry", "_bound_pending"
+
+
+def _fingerprint(ts: list[Tensor]) -> list[tuple[Any, int, int]] | None:
+    """What must not change for a carried bound to stay valid (None: cannot be tracked)."""
+    if any(t.is_inference() for t in ts):
+        return None  # inference tensors keep no version counter
+    return [(weakref.ref(t), t.data_ptr(), t._version) for t in ts]
+
+
+def _same(fingerprint: list[tuple[Any, int, int]], ts: list[Tensor]) -> bool:
+    return len(fingerprint) == len(ts) and all(
+        ref() is t and ptr == t.data_ptr() and version == t._version
+        for (ref, ptr, version), t in zip(fingerprint, ts, strict=True))
+
+
+def _rounded_up(bounds: tuple[float, ...], n_ops: int, dtype: torch.dtype
+                ) -> tuple[float, ...]:
+    """Exact-arithmetic bounds made bounds of the stored floats: an op rounds its coefficients,
+    products and sum (at most 8 roundings of relative eps/2 each, as (1 + 4 eps) covers), and
+    an underflow can add at most the smallest normal float."""
+    info = torch.finfo(dtype)
+    grow = (1.0 + 4.0 * info.eps) ** n_ops
+    return tuple(b * grow + n_ops * info.tiny for b in bounds)
+
+
+def _state_bounds(opt: Any, carry: dict[Any, Any], plan: Any, ts: list[Tensor]
+                  ) -> tuple[tuple[float, float, float], bool]:
+    """((Bθ, Bp, Br), carried): the carried bounds of ``plan`` if ``ts`` are untouched since the
+    step that left them, else one max-scan of ``ts`` (all three equal)."""
+    got = carry.get(plan)
+    if got is not None and _same(got[0], ts):
+        return got[1], True
+    b = abs_max(ts)  # one scan (one launch, one sync) bounds all three
+    return (b, b, b), False
+
+
+def _take_carry(opt: Any) -> dict[Any, Any]:
+    """The carried bounds, if the step that left them was the last step taken (else {});
+    consumed: a step that does not end in :func:`commit_carry` leaves none."""
+    opt.__dict__.pop(_PENDING, None)
+    carry = opt.__dict__.pop(_CARRY, None)
+    if carry is None or carry[0] != opt.global_state["step"]:
+        return {}
+    return carry[1]
+
+
+def commit_carry(opt: Any) -> None:
+    """After a bounded update (step counter already advanced): keep its output bounds for the
+    next step, with the tensors' versions as the update left them."""
+    pending = opt.__dict__.pop(_PENDING, None)
+    if not pending:
+        return
+    plans = {}
+    for plan, (ts, bounds) in pending.items():
+        fingerprint = _fingerprint(ts)
+        if fingerprint is not None:
+            plans[plan] = (fingerprint, bounds)
+    opt.__dict__[_CARRY] = (opt.global_state["step"], plans)
 
 
 def _grad_maxima(opt: Any) -> dict[tuple[torch.device, torch.dtype], float]:
@@ -126,9 +206,10 @@ def partitioned_bounded(opt: Any) -> bool:
     """The bound for :class:`~dynopt.optim.partitioned.Partitioned` optimizers (Langevin,
     OverdampedLangevin, ...): every group thermostat-free with a trivial prior, every tensor
     past its first step, on the fused path wherever the ops draw noise."""
+    carry = _take_carry(opt)
     tops = _grad_maxima(opt)
     plans = []
-    for group, params in _groups_with_gradients(opt):
+    for gi, (group, params) in enumerate(_groups_with_gradients(opt)):
         spec = opt._spec(group)  # raises the update's hyperparameter errors before any write
         if spec.n_extras or not prior.is_trivial(group):
             return False
@@ -137,8 +218,10 @@ def partitioned_bounded(opt: Any) -> bool:
             by_key.setdefault((p.device, p.dtype), []).append(p)
         for key, ps in by_key.items():
             path = opt._path(group, ps)
-            plans.append((spec, key, ps, path))
-    for spec, key, ps, path in plans:
+            plans.append((spec, (gi, *key), ps, path))
+    pending = {}
+    for spec, plan, ps, path in plans:
+        key = plan[1:]
         if any(op.code in NOISE_OPS for op in spec.steady) and path != "fused":
             return False  # torch's normals: no bound stated
         work = torch.float32 if key[1] in (torch.bfloat16, torch.float16) else key[1]
@@ -155,11 +238,19 @@ def partitioned_bounded(opt: Any) -> bool:
                 if not _fits(st.get("noise_prev"), p, work):
                     return False
                 prevs.append(st["noise_prev"])
-        b_x = abs_max(ps + moms + prevs)  # one scan (one launch, one sync) bounds all three
-        top = _linear_ops_bound(spec.steady, spec.mass, b_x, b_x, b_x, tops.get(key, math.inf),
-                                NORMAL_BOUND)
+        ts = ps + moms + prevs
+        b_g = tops.get(key, math.inf)
+        (b_theta, b_p, b_r), carried = _state_bounds(opt, carry, plan, ts)
+        top, out = _linear_ops_bound(spec.steady, spec.mass, b_theta, b_p, b_r, b_g,
+                                     NORMAL_BOUND)
+        if carried and not top < _limit(key[1]):  # too loose by now: refresh it
+            (b_theta, b_p, b_r), _ = _state_bounds(opt, {}, plan, ts)
+            top, out = _linear_ops_bound(spec.steady, spec.mass, b_theta, b_p, b_r, b_g,
+                                         NORMAL_BOUND)
         if not top < _limit(key[1]):
             return False
+        pending[plan] = (ts, _rounded_up(out, len(spec.steady), key[1]))
+    opt.__dict__[_PENDING] = pending
     return True
 
 
@@ -170,6 +261,7 @@ def heavy_ball_bounded(opt: Any) -> bool:
 
     if len(opt._events) or opt.stopped:
         return False
+    carry = _take_carry(opt)
     tops = _grad_maxima(opt)
     plans = []
     for group, params in _groups_with_gradients(opt):
@@ -185,15 +277,25 @@ def heavy_ball_bounded(opt: Any) -> bool:
             moms.append(m)
         choose_path(group, params + [p.grad for p in params] + moms, type(opt).__name__)
         plans.append((h, c, params, moms))
-    for h, c, params, moms in plans:
+    pending = {}
+    for gi, (h, c, params, moms) in enumerate(plans):
         by_key: dict[tuple[torch.device, torch.dtype], list[int]] = {}
         for i, p in enumerate(params):
             by_key.setdefault((p.device, p.dtype), []).append(i)
         for key, idx in by_key.items():
-            b_x = abs_max([moms[i] for i in idx] + [params[i] for i in idx])  # one scan
+            plan = (gi, *key)
+            ts = [params[i] for i in idx] + [moms[i] for i in idx]
             b_g = tops.get(key, math.inf)
-            b_p_new = abs(c) * b_x + h * b_g
-            b_theta = b_x + h * b_p_new
-            if not max(abs(c), h, b_x, b_g, b_p_new, b_theta) < _limit(key[1]):
+            for fresh in (False, True):  # carried bounds first; a scan if they are too loose
+                (b_theta, b_p, _), carried = _state_bounds(opt, {} if fresh else carry, plan,
+                                                           ts)
+                b_p_new = abs(c) * b_p + h * b_g
+                b_theta_new = b_theta + h * b_p_new
+                top = max(abs(c), h, b_theta, b_p, b_g, b_p_new, b_theta_new)
+                if top < _limit(key[1]) or not carried:
+                    break
+            if not top < _limit(key[1]):
                 return False
+            pending[plan] = (ts, _rounded_up((b_theta_new, b_p_new, 0.0), 2, key[1]))
+    opt.__dict__[_PENDING] = pending
     return True

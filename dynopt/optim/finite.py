@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._paths import mark_written
+
 __all__ = ["FAST_ABOVE", "abs_max", "all_finite", "copy_all"]
 
 #: Sets with at least this many CPU elements use the parallel numba scan (and copy).
@@ -102,3 +104,4 @@ def copy_all(dst: list[Tensor], src: list[Tensor]) -> None:
         copy_blocks(np.zeros(1, dtype=_WIDTH[width]),
                     np.array([s.data_ptr() for _, s in pairs], dtype=np.int64),
                     np.array([d.data_ptr() for d, _ in pairs], dtype=np.int64), numel, work)
+        mark_written([d for d, _ in pairs])  # raw-memory writes, as copy_ would count

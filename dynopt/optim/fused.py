@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from ..program import Op, OpCode
+from ._paths import mark_written
 
 if TYPE_CHECKING:
     from .executor import Bucket, Context, Slot
@@ -203,6 +204,9 @@ class FusedRunner:
                addresses(b.grad), addresses(b.prev), numel, streams, work,
                np.uint64(s & 0xFFFFFFFF), np.uint64(s >> 32), int(ctx.step),
                0 if ctx.noise == "gaussian" else 1, need_k2, k2, zbuf)
+        # written through raw pointers: tell autograd, as an in-place torch op would (the
+        # version counters also vouch for the carried bound of dynopt.optim.bound)
+        mark_written([*b.theta, *b.mom, *b.prev])
         if not need_k2:
             return _EMPTY
         return torch.from_numpy(np.bincount(work[:, 0], weights=k2, minlength=n_t))

@@ -15,7 +15,7 @@ from ..integrators.splitting import Splitting
 from ..program import OpCode
 from ..systems.port_hamiltonian import PortHamiltonian
 from ._events import as_scalar
-from ._paths import bucket, choose_path, numpy_view
+from ._paths import bucket, choose_path, mark_written, numpy_view
 from .base import Hyper
 from .bound import heavy_ball_bounded
 from .eventful import EventfulOptimizer, Participants
@@ -175,6 +175,7 @@ def _fused_step(params: list[Tensor], grads: list[Tensor], moms: list[Tensor], c
         np_t = numpy_view(p)
         heavy_ball_step(np_t, numpy_view(m), numpy_view(g), np_t.dtype.type(c),
                         np_t.dtype.type(h))
+    mark_written([*params, *moms])  # raw-memory writes, made visible to autograd
 
 
 def _check_momentum(name: str, value: object) -> float:
