@@ -40,6 +40,19 @@ def fixed_gradient_params(n_tensors: int, numel: int, *, seed: int = 0) -> list:
     return params
 
 
+def own_copy(params: list) -> list:
+    """Copies of ``params`` that share their (read-only) gradients: one set per optimizer of a
+    benchmark, so that no optimizer steps another's parameters. Interleaved rows on shared
+    parameters would each see the others' writes, which (rightly) voids dynopt's carried
+    overflow bound every step (dynopt.optim.bound); a training loop owns its parameters."""
+    out = []
+    for p in params:
+        q = p.detach().clone()
+        q.grad = p.grad
+        out.append(q)
+    return out
+
+
 def time_call(fn: Callable[[], object], *, repeats: int = 5, warmup: int = 1) -> float:
     """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs."""
     for _ in range(warmup):

@@ -5,7 +5,9 @@ Side by side in one run (20 tensors of 10⁶ float32 parameters, gradients fixed
 ``foreach=True``), a plain torch loop doing the same update, and dynopt's HeavyBall and BBI on
 their fused numba path (the CPU default) and their foreach path. Each variant is timed as the
 median over repeats of a block of steps, after a warm-up; variants are interleaved within each
-repeat so that load changes on the shared machine hit all of them alike. Targets: HeavyBall ≤
+repeat so that load changes on the shared machine hit all of them alike, each on its own copy of
+the parameters (dynopt's carried overflow bound holds only while no other optimizer writes
+them, as in training). Targets: HeavyBall ≤
 1.2× and BBI ≤ 1.5× SGD's time. The thread counts are torch's and numba's defaults (set
 ``OMP_NUM_THREADS`` / ``NUMBA_NUM_THREADS`` to compare at a fixed count).
 
@@ -18,7 +20,14 @@ import statistics
 import time
 from collections.abc import Callable
 
-from _common import fixed_gradient_params, machine, markdown_table, parse_args, write_section
+from _common import (
+    fixed_gradient_params,
+    machine,
+    markdown_table,
+    own_copy,
+    parse_args,
+    write_section,
+)
 
 N_TENSORS = 20
 NUMEL = 1_000_000
@@ -47,22 +56,22 @@ def main() -> None:
 
     variants: dict[str, Callable[[], None]] = {
         "torch.optim.SGD(momentum=0.9)": stepper(
-            torch.optim.SGD(params, lr=lr, momentum=mom), False),
+            torch.optim.SGD(own_copy(params), lr=lr, momentum=mom), False),
         "torch.optim.SGD(momentum=0.9, foreach=True)": stepper(
-            torch.optim.SGD(params, lr=lr, momentum=mom, foreach=True), False),
+            torch.optim.SGD(own_copy(params), lr=lr, momentum=mom, foreach=True), False),
         "plain torch loop (mul_, add_, add_)": plain_loop,
         "HeavyBall (fused numba, default on CPU)": stepper(
-            HeavyBall(params, lr=h, gamma=(1 - mom) / h), True),
+            HeavyBall(own_copy(params), lr=h, gamma=(1 - mom) / h), True),
         "HeavyBall (fused, nonfinite='ignore')": stepper(
-            HeavyBall(params, lr=h, gamma=(1 - mom) / h, nonfinite="ignore"), True),
-        "HeavyBall (foreach)": stepper(HeavyBall(params, lr=h, gamma=(1 - mom) / h,
+            HeavyBall(own_copy(params), lr=h, gamma=(1 - mom) / h, nonfinite="ignore"), True),
+        "HeavyBall (foreach)": stepper(HeavyBall(own_copy(params), lr=h, gamma=(1 - mom) / h,
                                                  foreach=True), True),
         "BBI (fused numba, default on CPU)": stepper(
-            BBI(params, lr=1e-3, t0=None, t1=None, seed=0), True),
+            BBI(own_copy(params), lr=1e-3, t0=None, t1=None, seed=0), True),
         "BBI (fused, nonfinite='ignore')": stepper(
-            BBI(params, lr=1e-3, t0=None, t1=None, seed=0, nonfinite="ignore"), True),
-        "BBI (foreach)": stepper(BBI(params, lr=1e-3, t0=None, t1=None, seed=0, foreach=True),
-                                 True),
+            BBI(own_copy(params), lr=1e-3, t0=None, t1=None, seed=0, nonfinite="ignore"), True),
+        "BBI (foreach)": stepper(BBI(own_copy(params), lr=1e-3, t0=None, t1=None, seed=0,
+                                     foreach=True), True),
     }
     steps = 5 if args.quick else 10
     repeats = 5 if args.quick else 9

@@ -27,7 +27,14 @@ from pathlib import Path
 
 import numba
 import torch
-from _common import ROOT, fixed_gradient_params, markdown_table, parse_args, update_section
+from _common import (
+    ROOT,
+    fixed_gradient_params,
+    markdown_table,
+    own_copy,
+    parse_args,
+    update_section,
+)
 from _optim_peers import Row, devinterp_rows, normal_row, numba_row, posteriors_rows
 
 from dynopt.optim import Langevin
@@ -79,10 +86,10 @@ def main() -> None:
 
     def langevin(**kw: object) -> torch.optim.Optimizer:
         kw = {"temperature": TEMPERATURE, **kw}
-        return Langevin(params, lr=LR, gamma=GAMMA, seed=0, **kw)
+        return Langevin(own_copy(params), lr=LR, gamma=GAMMA, seed=0, **kw)
 
     def sgd(**kw: object) -> torch.optim.Optimizer:
-        return torch.optim.SGD(params, lr=LR, momentum=0.9, **kw)
+        return torch.optim.SGD(own_copy(params), lr=LR, momentum=0.9, **kw)
 
     rows = [optimizer_row(label, make()) for label, make in [
         ("torch SGD momentum=0.9 (for-loop default)", lambda: sgd(foreach=False)),
@@ -151,7 +158,7 @@ def main() -> None:
             f"{torch.__version__}, numba {numba.__version__}, 2 threads, "
             f"{time.strftime('%Y-%m-%d')}; median and minimum of {repeats} steps after warm-up, "
             "measured in interleaved rounds (one step of every row per round), "
-            "gradients fixed. Ratios are to torch.optim.SGD(momentum=0.9, fused=True). Target "
+            "gradients fixed, each optimizer on its own copy of the parameters. Ratios are to torch.optim.SGD(momentum=0.9, fused=True). Target "
             f"(issue 14): the Langevin step ≤ {TARGET}× that fused SGD step; one "
             "parameter-sized state buffer (the momentum); no per-step allocation beyond one "
             "noise chunk.\n\n"
@@ -164,8 +171,10 @@ def main() -> None:
             "nonfinite='raise' checks that every gradient is finite before anything is updated "
             "(one extra read of the gradients, dynopt.optim.finite: a parallel integer scan of "
             "the exponent bits for CPU models above 2¹⁸ elements, torch._foreach_norm "
-            "otherwise) and that the step cannot write a non-finite value (one read of θ and p "
-            "for the bound of dynopt.optim.bound, else a snapshot); the nonfinite='ignore' rows "
+            "otherwise) and that the step cannot write a non-finite value (the overflow bound "
+            "of dynopt.optim.bound, carried over from the previous step while nothing else "
+            "wrote θ and p, else from one read of them; a snapshot if the bound fails); the "
+            "nonfinite='ignore' rows "
             "show the step without these checks; the temperature=0 row is the default step "
             "(checks on) without its noise draw (dynopt skips the draw of an op whose amplitude "
             "is exactly 0). Floors: "
