@@ -59,7 +59,7 @@ def main() -> None:
         opts[f"{name}, nonfinite='raise', bound scanned every step"] = cls(own_copy(params),
                                                                           lr=0.01, seed=0)
         snap = cls(own_copy(params), lr=0.01, seed=0)
-        snap._result_bounded = lambda: False  # the snapshot on every step
+        snap._result_bounded = lambda *_: False  # the snapshot on every step
         opts[f"{name}, nonfinite='raise', bound off (snapshot)"] = snap
         opts[f"{name}, nonfinite='ignore'"] = cls(own_copy(params), lr=0.01, seed=0,
                                                  nonfinite="ignore")

@@ -26,7 +26,7 @@ def _run(cls, kw, n, steps, bounded=True, seed=0):
     p = torch.nn.Parameter(torch.randn(n))
     opt = cls([p], lr=0.01, seed=5, **kw)
     if not bounded:
-        opt._result_bounded = lambda: False
+        opt._result_bounded = lambda *_: False
     for _ in range(steps):
         p.grad = p.detach() * 2.0 + 0.1
         opt.step()
@@ -87,7 +87,7 @@ def test_a_failed_bound_runs_the_snapshot_path_and_the_step_still_happens(cls):
         p = torch.nn.Parameter(torch.randn(64))
         opt = cls([p], lr=1e-3, seed=2, nonfinite="raise")
         if not bounded:
-            opt._result_bounded = lambda: False
+            opt._result_bounded = lambda *_: False
         p.grad = torch.ones(64)
         opt.step()
         with torch.no_grad():

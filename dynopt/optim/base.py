@@ -279,7 +279,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             self.global_state["step"] += 1
             return loss
         counts = self.__dict__.setdefault("result_checks", {"bound": 0, "snapshot": 0})
-        if self._result_bounded():  # the step provably writes finite values (optim.bound)
+        if self._result_bounded(used):  # the step provably writes finite values (optim.bound)
             counts["bound"] += 1
             self._update(loss=loss, **kwargs)
             self.global_state["step"] += 1
@@ -313,11 +313,12 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         self.global_state["step"] += 1
         return loss
 
-    def _result_bounded(self) -> bool:
+    def _result_bounded(self, used: Any = None) -> bool:
         """Whether this step provably writes only finite values, so the snapshot can be skipped.
 
-        Called after the gradient check (``self._grad_absmax`` holds max |∇L| per (device,
-        dtype)) and before the update. An override (see :mod:`dynopt.optim.bound`) must return
+        Called after the gradient and loss checks (``self._grad_absmax`` holds max |∇L| per
+        (device, dtype); ``used`` is the finite loss the update will read, or None) and before
+        the update. An override (see :mod:`dynopt.optim.bound`) must return
         True only if every value the update writes is bounded below the dtype's largest float,
         and must raise any error the update would raise (hyperparameter checks) before
         returning; it returns False whenever in doubt (the snapshot path then runs). The base

@@ -18,6 +18,7 @@ from ..systems.born_infeld import BornInfeld
 from ._events import as_scalar
 from ._paths import bucket, choose_path, mark_written, numpy_view
 from .base import Hyper
+from .bound import bbi_bounded
 from .eventful import EventfulOptimizer, Participants
 from .registry import register
 
@@ -144,6 +145,14 @@ class BBI(EventfulOptimizer):
             st["min_V"].fill_(float("inf"))
         return st
 
+    @staticmethod
+    def _reference(parts: Participants) -> bool:
+        """Whether every participating group runs the single-tensor reference path."""
+        return bool(parts) and all(
+            choose_path(gr, ps + gs, "BBI") == "single" for gr, ps, gs in parts if ps)
+
+    _result_bounded = bbi_bounded  # the snapshot-free result check
+
     def _ps2(self, moms: list[Tensor], reference: bool) -> float:
         """|Π|² of the participating momenta: cached from the previous step if the same
         parameters take part, else computed."""
@@ -160,8 +169,7 @@ class BBI(EventfulOptimizer):
         params = [p for _, ps, _ in parts for p in ps]
         grads = [g for _, _, gs in parts for g in gs]
         moms = [self.momentum(p) for p in params]
-        reference = bool(parts) and all(
-            choose_path(gr, ps + gs, "BBI") == "single" for gr, ps, gs in parts if ps)
+        reference = self._reference(parts)
         ps2 = self._ps2(moms, reference)
         if len(self._events):
             values = {"loss": as_scalar(loss, device)}

@@ -25,6 +25,7 @@ proves the result finite without any copy:
   LM_NOISE                 Bθ ← Bθ + |s| (Br + Bξ);  Br ← Bξ
   ADD_NOISE  p += s√M ξ    Bp ← Bp + |s√M| Bξ
   HeavyBall                Bp ← |c| Bp + h Bg;  Bθ ← Bθ + h Bp
+  BBI (ordinary step)      Bp ← |r| Bp + h·kick Bg;  Bθ ← Bθ + h·drift Bp
   ======================  ====================================================
 
 If every bound met along the way (and every coefficient) stays below a quarter of the dtype's
@@ -32,9 +33,11 @@ largest float, every intermediate and final value is finite: each floating-point
 at most one rounding (a relative 2⁻²⁴ in float32) to a result whose exact value is below the
 bound, so no result can round up to inf, and NaN needs an inf or NaN operand (0·inf, inf−inf),
 which then cannot exist: the inputs are finite (a NaN/inf input makes its max-scan infinite and
-the bound fail). The step then runs without a snapshot; otherwise (a huge lr, parameters near
-the float range, a NaN placed in a buffer, ops outside this table such as thermostats or
-energy-dependent steps, torch's normals on the non-fused paths, events, priors, first steps)
+the bound fail). BBI's r, kick and drift come from its shell logic, run on a copy of its
+scalar state (:func:`bbi_bounded`). The step then runs without a snapshot; otherwise (a huge
+lr, parameters near the float range, a NaN placed in a buffer, ops outside this table such as
+thermostats, torch's normals on the non-fused paths, events, priors, first steps, BBI's
+bounces)
 the snapshot path runs exactly as before. Measured cost in docs/architecture.md.
 
 The scan reads θ and p once (two reads; the step itself reads θ, p, ∇L and writes θ, p), where
@@ -65,11 +68,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._validation import check_positive
 from ..program import NOISE_OPS, OpCode
 from . import prior
 from .finite import abs_max
 
-__all__ = ["NORMAL_BOUND", "commit_carry", "heavy_ball_bounded", "partitioned_bounded"]
+__all__ = ["NORMAL_BOUND", "bbi_bounded", "commit_carry", "heavy_ball_bounded",
+           "partitioned_bounded"]
 
 #: |ξ| ≤ this for every normal (and the discrete variable) of the fused numba kernel:
 #: 8√(ln 2) = 6.66035 for Box–Muller from 32-bit words, plus a margin for the polynomials.
@@ -202,7 +207,7 @@ def _groups_with_gradients(opt: Any) -> list[tuple[dict[str, Any], list[Tensor]]
     return out
 
 
-def partitioned_bounded(opt: Any) -> bool:
+def partitioned_bounded(opt: Any, used: Any = None) -> bool:
     """The bound for :class:`~dynopt.optim.partitioned.Partitioned` optimizers (Langevin,
     OverdampedLangevin, ...): every group thermostat-free with a trivial prior, every tensor
     past its first step, on the fused path wherever the ops draw noise."""
@@ -254,7 +259,7 @@ def partitioned_bounded(opt: Any) -> bool:
     return True
 
 
-def heavy_ball_bounded(opt: Any) -> bool:
+def heavy_ball_bounded(opt: Any, used: Any = None) -> bool:
     """The bound for :class:`~dynopt.optim.heavy_ball.HeavyBall` (p ← c p − h ∇L, θ ← θ + h p,
     c = 1 − γh) on every path: no events, trivial priors, momenta present."""
     from ._paths import choose_path
@@ -299,3 +304,79 @@ def heavy_ball_bounded(opt: Any) -> bool:
             pending[plan] = (ts, _rounded_up((b_theta_new, b_p_new, 0.0), 2, key[1]))
     opt.__dict__[_PENDING] = pending
     return True
+
+
+def bbi_bounded(opt: Any, used: Any = None) -> bool:
+    """The bound for :class:`~dynopt.optim.bbi.BBI` on an ordinary step (started, no bounce, no
+    first-step start, no events, trivial priors, momenta present).
+
+    BBI's kick and drift are linear once the shell logic has chosen the projection r and the
+    rates: Π ← r Π − h·kick ∇L, θ ← θ + h·drift Π. The shell logic is a pure function of the loss,
+    |Π|² and BBI's scalar state, so it is run here on a copy of that state (the update then
+    runs it for real, with the same result) and its choices are bounded like any coefficient;
+    the new scalars must be finite, and so must |Π|² (summed by the update in the momenta's
+    dtype: √n·BΠ must stay below √(largest float)).
+    """
+    from ..backends.torch import energy_ops
+
+    if used is None or len(opt._events) or opt.stopped or "bounce_request" in opt.global_state:
+        return False
+    st = opt.global_state.get("bbi")
+    if st is None or not float(st["started"]):
+        return False
+    parts = [(group, ps, gs) for group, ps, gs in opt.participants() if ps]
+    if not parts or any(not prior.is_trivial(group) for group, _, _ in parts):
+        return False
+    moms = []
+    for _, ps, _ in parts:
+        for p in ps:
+            m = opt.state.get(p, {}).get("momentum")
+            if not _fits(m, p, p.dtype):
+                return False
+            moms.append(m)
+    c = opt.constants
+    v = float(used) - c.v0
+    if not v > c.eps2:
+        return False
+    ps2 = opt._ps2(moms, opt._reference(parts))
+    trial = {k: t.clone() for k, t in st.items()}
+    dec = energy_ops.bbi_control(_scalar(v), _scalar(ps2), _scalar(0.0), trial, c)
+    r = float(dec.scale)
+    kick, drift = float(trial["kick_rate"]), float(trial["drift_rate"])
+    if bool(dec.bounce) or float(dec.init_coef) != 0.0 or not all(
+            math.isfinite(float(t)) or k == "min_V" for k, t in trial.items()):
+        return False
+    carry = _take_carry(opt)
+    tops = _grad_maxima(opt)
+    pending = {}
+    for gi, (group, ps, _) in enumerate(parts):
+        h = opt.hyper(group, "lr", check_positive)  # the update's own check, before any write
+        by_key: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+        for p in ps:
+            by_key.setdefault((p.device, p.dtype), []).append(p)
+        for key, kps in by_key.items():
+            plan = (gi, *key)
+            ts = kps + [opt.state[p]["momentum"] for p in kps]
+            b_g = tops.get(key, math.inf)
+            n = sum(p.numel() for p in kps)
+            for fresh in (False, True):  # carried bounds first; a scan if they are too loose
+                (b_theta, b_p, _), carried = _state_bounds(opt, {} if fresh else carry, plan,
+                                                           ts)
+                b_p_new = abs(r) * b_p + h * abs(kick) * b_g
+                b_theta_new = b_theta + h * abs(drift) * b_p_new
+                top = max(abs(r), h * abs(kick), h * abs(drift), b_theta, b_p, b_g, b_p_new,
+                          b_theta_new)
+                fits = top < _limit(key[1]) and b_p_new * math.sqrt(n) < math.sqrt(
+                    _limit(key[1]))
+                if fits or not carried:
+                    break
+            if not fits:
+                return False
+            pending[plan] = (ts, _rounded_up((b_theta_new, b_p_new, 0.0), 2, key[1]))
+    opt.__dict__[_PENDING] = pending
+    return True
+
+
+def _scalar(x: float) -> Tensor:
+    """A BBI control input, shaped as :meth:`BBI._step` makes it."""
+    return torch.tensor([x], dtype=torch.float64)
