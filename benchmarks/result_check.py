@@ -95,7 +95,7 @@ def main() -> None:
             "python benchmarks/result_check.py" + (" --quick" if args.quick else ""), table,
             f"{N_TENSORS} tensors × {NUMEL:,} float32 parameters, fixed gradients, {steps} steps "
             f"per timing, median of {rounds} interleaved rounds, each optimizer on its own copy "
-            "of the parameters, load average {load:.1f} at the "
+            f"of the parameters, load average {load:.1f} at the "
             "end (a shared machine). The bound reads ∇L once (an integer max-scan) and, when "
             "the previous step's carried bound does not hold, θ and p once each, instead of "
             "copying θ and p and scanning the result; see docs/architecture.md.")
