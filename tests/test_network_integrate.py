@@ -135,8 +135,8 @@ def test_leapfrog_has_no_secular_energy_drift_over_1e5_steps():
     # and small on the scale of each chain's kinetic energy K₀ = |p₀|²/2 (1.3–2.9): transient
     # spikes where a chain crosses a high-curvature region stayed below 0.02 absolute on the
     # Xeon (< 1.5 % of K₀) and reach 0.9 % of K₀ on the AMD EPYC (chain 3, twice in 1e5 steps;
-    # the rounding of torch's CPU kernels differs, so the chaotic paths do); a first-order or
-    # unstable scheme exceeds 2 %
+    # the rounding of torch's CPU kernels differs, so the chaotic paths do); the bound is 2 %,
+    # against which an unstable step size or a growing error shows as a failure
     k0 = 0.5 * (_drift_p0() ** 2).sum(1).numpy()
     assert np.all(np.abs(e).max(1) < 0.02 * k0), (np.abs(e).max(1), k0)
 
