@@ -13,9 +13,16 @@ import torch
 from dynopt.errors import DivergenceError
 from dynopt.events import AtStep, Bounce
 from dynopt.optim import BBI
+from dynopt.optim import bound as bound_module
 from dynopt.optim.finite import FAST_ABOVE
 
 A = 0.5 + torch.arange(8, dtype=torch.float64) / 8
+
+
+@pytest.fixture(autouse=True)
+def _bound_at_every_size(monkeypatch):
+    """The bound at the sizes tested here (it is taken from 2²⁰ elements by default)."""
+    monkeypatch.setattr(bound_module, "BBI_BOUND_ABOVE", 0)
 
 
 def _loss(p):
@@ -99,11 +106,20 @@ def test_a_nan_momentum_written_between_steps_is_caught_and_undone(n):
 def test_a_steady_bbi_run_scans_the_state_once(monkeypatch):
     """Between bounces, steps use the carried bound: over 9 ordinary steps (no bounce: t0 = t1 =
     None) θ and Π are scanned once. Catches: the carry not committed for BBI."""
-    from dynopt.optim import bound as bound_module
-
     calls = []
     real = bound_module.abs_max
     monkeypatch.setattr(bound_module, "abs_max", lambda ts: calls.append(1) or real(ts))
     _, opt = _run(64, 10, t0=None, t1=None)
     assert opt.result_checks == {"bound": 9, "snapshot": 1}
     assert len(calls) == 1
+
+
+def test_small_bbi_models_take_the_snapshot(monkeypatch):
+    """Below BBI_BOUND_ABOVE participating elements the step snapshots (cheaper there than a
+    second run of the shell logic); at it, the bound is taken. Catches: the threshold ignored
+    or compared with the wrong count."""
+    monkeypatch.setattr(bound_module, "BBI_BOUND_ABOVE", 64)
+    _, small = _run(63, 4)
+    assert small.result_checks == {"bound": 0, "snapshot": 4}
+    _, large = _run(64, 4)
+    assert large.result_checks == {"bound": 3, "snapshot": 1}
