@@ -53,6 +53,24 @@ def own_copy(params: list) -> list:
     return out
 
 
+def interleaved_times(rows: dict[str, Callable[[], object]], *, steps: int, rounds: int,
+                      warmup: int) -> dict[str, list[float]]:
+    """Seconds per call of each row, one value per round: every round runs ``steps`` calls of
+    every row in turn (so that load changes of a shared machine hit all rows alike), after
+    ``warmup`` calls of each (state, kernels)."""
+    for fn in rows.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in rows}
+    for _ in range(rounds):
+        for name, fn in rows.items():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            times[name].append((time.perf_counter() - t0) / steps)
+    return times
+
+
 def time_call(fn: Callable[[], object], *, repeats: int = 5, warmup: int = 1) -> float:
     """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs."""
     for _ in range(warmup):

@@ -17,11 +17,11 @@ them, as in training). Targets: HeavyBall ≤
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 
 from _common import (
     fixed_gradient_params,
+    interleaved_times,
     machine,
     markdown_table,
     own_copy,
@@ -75,16 +75,7 @@ def main() -> None:
     }
     steps = 5 if args.quick else 10
     repeats = 5 if args.quick else 9
-    for fn in variants.values():  # warm-up: allocate state, load kernels
-        for _ in range(3):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(repeats):
-        for name, fn in variants.items():
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            times[name].append((time.perf_counter() - t0) / steps)
+    times = interleaved_times(variants, steps=steps, rounds=repeats, warmup=3)
     med = {k: statistics.median(v) for k, v in times.items()}
     ref = med["torch.optim.SGD(momentum=0.9)"]
     loop = med["plain torch loop (mul_, add_, add_)"]

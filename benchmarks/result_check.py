@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 from collections.abc import Callable
 
 from _common import (
     fixed_gradient_params,
+    interleaved_times,
     machine,
     markdown_table,
     own_copy,
@@ -70,16 +70,7 @@ def main() -> None:
         if "scanned every step" in k:
             variants[k] = _without_carry(o)
     steps, rounds = (3, 5) if args.quick else (5, 9)
-    for fn in variants.values():
-        for _ in range(2):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            times[name].append((time.perf_counter() - t0) / steps)
+    times = interleaved_times(variants, steps=steps, rounds=rounds, warmup=2)
     med = {k: statistics.median(v) for k, v in times.items()}
     ref = med["torch.optim.SGD(momentum=0.9, fused=True)"]
     rows = [[k, f"{1e3 * v:.1f}", f"{1e3 * min(times[k]):.1f}", f"{v / ref:.2f}×",

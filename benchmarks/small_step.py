@@ -14,11 +14,10 @@ rounds of the mean µs per step of a block.
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
-from _common import machine, markdown_table, own_copy, parse_args, write_section
+from _common import interleaved_times, machine, markdown_table, own_copy, parse_args, write_section
 
 WIDTH, DEPTH, OUT = 64, 3, 10
 
@@ -66,16 +65,7 @@ def main() -> None:
                                               t1=None)),
     }
     steps, rounds = (50, 5) if args.quick else (200, 15)
-    for fn in rows.values():  # state, kernels
-        for _ in range(20):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in rows}
-    for _ in range(rounds):
-        for name, fn in rows.items():
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            times[name].append((time.perf_counter() - t0) / steps)
+    times = interleaved_times(rows, steps=steps, rounds=rounds, warmup=20)
     med = {k: statistics.median(v) for k, v in times.items()}
     ref = med["torch SGD momentum=0.9 (fused=True)"]
     table = markdown_table(
