@@ -374,6 +374,43 @@ def test_optimizer_events_cost_exactly_one_host_check_per_step(device):
     assert base[0] == 0                                   # nonfinite="ignore": no check at all
 
 
+def test_checked_steps_carry_their_overflow_bound_on_the_device(device, monkeypatch):
+    """HeavyBall with the default checks: after the first steps, a step does not scan θ and p
+    again (the previous step's bound carries over, dynopt.optim.bound), which on CUDA is one
+    host synchronisation per step less than scanning them (the foreach max-norm's float()).
+    Catches: the carry never taken on the device, or versions that the device path leaves
+    unchanged (a stale carry: the result would then differ from the scanning run)."""
+    from dynopt.optim import bound
+
+    data = _data(device, n=8)
+    scans = []
+    real = bound.abs_max
+    monkeypatch.setattr(bound, "abs_max", lambda ts: scans.append(1) or real(ts))
+
+    def run(drop_carry):
+        model = _mlp(device)
+        opt = HeavyBall(model.parameters(), lr=0.05, gamma=0.5)
+        _train(model, opt, data[:3])
+        scans.clear()
+        counts, out = [], []
+        for batch in data[3:]:
+            if drop_carry:
+                opt.__dict__.pop(bound._CARRY, None)
+            with HostSyncs(device) as s:
+                out += _train(model, opt, [batch])
+            counts.append(s.count)
+        return counts, len(scans), out, opt
+
+    carried, n_carried, out_c, opt = run(False)
+    scanned, n_scanned, out_s, _ = run(True)
+    assert opt.result_checks == {"bound": 7, "snapshot": 1}
+    assert (n_carried, n_scanned) == (0, 5)
+    per_step = 1 if device.type == "cuda" else 0
+    assert [s - c for s, c in zip(scanned, carried, strict=True)] == [per_step] * 5
+    for a, b in zip(out_c, out_s, strict=True):
+        assert torch.equal(a, b)
+
+
 # --- the device generator ------------------------------------------------------------------------
 
 def test_device_generator_is_reproducible_from_seed(device):
