@@ -105,9 +105,11 @@ def main() -> None:
             "kernels read θ, p and ∇L once and write θ and p once (20 bytes per parameter); "
             "torch's SGD for-loop path makes three passes. Under the default `nonfinite='raise'` "
             "dynopt optimizers also guarantee that no step writes a non-finite value: one read "
-            "of ∇L (finite gradients, and its largest |∇L|) and, for HeavyBall, one read of θ and "
-            "p to bound the result (else a snapshot; see the result-check section); BBI "
-            "snapshots. The `nonfinite='ignore'` rows show the update alone. BBI adds its "
+            "of ∇L (finite gradients, and its largest |∇L|), and a bound on the result carried "
+            "over from the previous step while nothing else wrote θ and p (else one read of "
+            "them; a snapshot if the bound fails; BBI from 2²⁰ elements, on steps without a "
+            "bounce; see the result-check section). The `nonfinite='ignore'` rows show the "
+            "update alone. BBI adds its "
             "global |Π|² (accumulated in the same pass) and a few scalar operations per step; "
             "it needs the loss value on the host (one synchronisation per step on CUDA).")
 

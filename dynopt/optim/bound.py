@@ -41,7 +41,8 @@ bounces)
 the snapshot path runs exactly as before. Measured cost in docs/architecture.md.
 
 The scan reads θ and p once (two reads; the step itself reads θ, p, ∇L and writes θ, p), where
-the snapshot costs two reads, two writes and a two-read result scan.
+the snapshot costs two reads, two writes and a two-read result scan; with a carried bound
+(below) the scan is skipped.
 
 **Carried bounds.** The same table also bounds what a step *writes*: after a step proven this
 way, Bθ, Bp and Br (rounded up for the float rounding of each op, :func:`_rounded_up`) bound the
