@@ -53,11 +53,11 @@ op in it, and dynopt's numba kernels count their writes, :func:`~dynopt.optim._p
 mark_written`). So a steady run reads θ and p only in its update: the scan runs on the first
 bounded step, after anything touched the state (``load_state_dict``, an in-place op on a
 parameter, another optimizer, a skipped or snapshotted step) and whenever the carried bound is
-too loose to prove the step (it grows by about h·Bp per step: then a scan refreshes it). One
-write escapes the version counter: an in-place op through ``p.data``. A NaN or huge value put
-into θ or p that way is not seen by the proof; the step then maps it to the same element only
-(each op is elementwise and the gradient is checked), so it turns no finite value non-finite,
-and the next gradient check reports it.
+too loose to prove the step (it grows by about h·Bp per step: then a scan refreshes it). Writes
+through raw memory escape the version counter: an in-place op through ``p.data``, a numpy view,
+ctypes. A NaN or huge value put into θ or p that way is not seen by the proof; the step then
+maps it to the same element only (each op is elementwise and the gradient is checked), so it
+turns no finite value non-finite, and the next gradient check reports it.
 """
 
 from __future__ import annotations
