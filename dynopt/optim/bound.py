@@ -55,9 +55,10 @@ bounded step, after anything touched the state (``load_state_dict``, an in-place
 parameter, another optimizer, a skipped or snapshotted step) and whenever the carried bound is
 too loose to prove the step (it grows by about h·Bp per step: then a scan refreshes it). Writes
 through raw memory escape the version counter: an in-place op through ``p.data``, a numpy view,
-ctypes. A NaN or huge value put into θ or p that way is not seen by the proof; the step then
-maps it to the same element only (each op is elementwise and the gradient is checked), so it
-turns no finite value non-finite, and the next gradient check reports it.
+ctypes. A NaN/inf put into θ or p that way is not seen by the proof; each op is elementwise
+and the gradient is checked, so it stays in its element, the step turns no other value
+non-finite, and the next gradient check reports it. (A finite value put there above a quarter
+of the largest float could overflow in its element.)
 """
 
 from __future__ import annotations
