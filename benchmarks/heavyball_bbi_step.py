@@ -107,8 +107,8 @@ def main() -> None:
             "dynopt optimizers also guarantee that no step writes a non-finite value: one read "
             "of ∇L (finite gradients, and its largest |∇L|), and a bound on the result carried "
             "over from the previous step while nothing else wrote θ and p (else one read of "
-            "them; a snapshot if the bound fails; BBI from 2²⁰ elements, on steps without a "
-            "bounce; see the result-check section). The `nonfinite='ignore'` rows show the "
+            "them; a snapshot if the bound fails, and on BBI's bounces; see the result-check "
+            "section). The `nonfinite='ignore'` rows show the "
             "update alone. BBI adds its "
             "global |Π|² (accumulated in the same pass) and a few scalar operations per step; "
             "it needs the loss value on the host (one synchronisation per step on CUDA).")

@@ -19,12 +19,6 @@ from dynopt.optim.finite import FAST_ABOVE
 A = 0.5 + torch.arange(8, dtype=torch.float64) / 8
 
 
-@pytest.fixture(autouse=True)
-def _bound_at_every_size(monkeypatch):
-    """The bound at the sizes tested here (it is taken from 2²⁰ elements by default)."""
-    monkeypatch.setattr(bound_module, "BBI_BOUND_ABOVE", 0)
-
-
 def _loss(p):
     """L = 1 + ½ Σ a θ², its value and gradient (set on p). The value is summed by numpy in
     float64: torch's float32 sum depends on the tensor's address, which would make two runs
@@ -114,12 +108,52 @@ def test_a_steady_bbi_run_scans_the_state_once(monkeypatch):
     assert len(calls) == 1
 
 
-def test_small_bbi_models_take_the_snapshot(monkeypatch):
-    """Below BBI_BOUND_ABOVE participating elements the step snapshots (cheaper there than a
-    second run of the shell logic); at it, the bound is taken. Catches: the threshold ignored
-    or compared with the wrong count."""
-    monkeypatch.setattr(bound_module, "BBI_BOUND_ABOVE", 64)
-    _, small = _run(63, 4)
-    assert small.result_checks == {"bound": 0, "snapshot": 4}
-    _, large = _run(64, 4)
-    assert large.result_checks == {"bound": 3, "snapshot": 1}
+
+def _count_control(monkeypatch):
+    from dynopt.backends.torch import energy_ops
+
+    calls = []
+    real = energy_ops.bbi_control
+    monkeypatch.setattr(energy_ops, "bbi_control",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def test_the_shell_logic_runs_once_per_step(monkeypatch):
+    """The bound runs BBI's shell logic on a copy of its state and the step adopts that result:
+    one run per step, bounded or not. Catches: the trial discarded (two runs per bounded step)."""
+    calls = _count_control(monkeypatch)
+    _, opt = _run(64, 10, t0=None, t1=None)
+    assert opt.result_checks == {"bound": 9, "snapshot": 1}
+    assert len(calls) == 10
+
+
+@pytest.mark.parametrize("change", ["state", "loss"])
+def test_a_trial_for_other_inputs_is_not_adopted(monkeypatch, change):
+    """A trial left by the bound (here made by hand), then BBI's state or the loss changes before
+    a step that does not run the bound (nonfinite='ignore'): the step runs the shell logic on
+    its own inputs, and its result equals that of an optimizer that never had the trial.
+    Catches: a trial adopted by key of the step counter alone, or without the state's values."""
+    from dynopt.optim import bbi as bbi_module
+
+    runs = []
+    for with_trial in (True, False):
+        p, opt = _run(64, 5, t0=None, t1=None)
+        loss = _loss(p)
+        if with_trial:
+            opt._gradients_finite(loss)
+            assert bound_module.bbi_bounded(opt, loss)
+            assert bbi_module.TRIAL in opt.__dict__
+        if change == "state":
+            opt.global_state["bbi"]["counter"].add_(1.0)
+        else:
+            loss = loss * 1.5
+        opt.nonfinite = "ignore"
+        calls = _count_control(monkeypatch)
+        opt.step(loss=loss)
+        assert len(calls) == 1 and bbi_module.TRIAL not in opt.__dict__
+        runs.append((p.detach().clone(), opt.state[p]["momentum"].clone(),
+                     {k: v.clone() for k, v in opt.global_state["bbi"].items()}))
+    (p1, m1, s1), (p2, m2, s2) = runs
+    assert torch.equal(p1, p2) and torch.equal(m1, m2)
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)

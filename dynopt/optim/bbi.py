@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -23,6 +23,13 @@ from .eventful import EventfulOptimizer, Participants
 from .registry import register
 
 __all__ = ["BBI"]
+
+
+#: ``opt.__dict__`` key of the shell logic's result computed by
+#: :func:`~dynopt.optim.bound.bbi_bounded` on a copy of the state, as ``(inputs, new state,
+#: decision)``: the step adopts it instead of running the logic again when its inputs are the
+#: same (:meth:`BBI._control_key`; a NaN in the state never compares equal, so it reruns).
+TRIAL = "_bbi_trial"
 
 
 def _t(x: float) -> Tensor:
@@ -152,6 +159,15 @@ class BBI(EventfulOptimizer):
             choose_path(gr, ps + gs, "BBI") == "single" for gr, ps, gs in parts if ps)
 
     _result_bounded = bbi_bounded  # the snapshot-free result check
+    #: The shell logic's reusable result is step scratch: a copy starts without it.
+    _caches: ClassVar[dict[str, Callable[[], Any]]] = {TRIAL: lambda: None}
+
+    def _control_key(self, v: float, ps2: float, g2: float, forced: bool,
+                     st: dict[str, Tensor]) -> tuple[Any, ...]:
+        """Everything the shell logic (``energy_ops.bbi_control``, a pure function) reads: equal
+        keys give equal results, so a run of it can be reused (see :data:`TRIAL`)."""
+        return (v, ps2, g2, forced, id(self.constants),
+                tuple((k, float(t)) for k, t in st.items()))
 
     def _ps2(self, moms: list[Tensor], reference: bool) -> float:
         """|Π|² of the participating momenta: cached from the previous step if the same
@@ -181,8 +197,14 @@ class BBI(EventfulOptimizer):
         g2 = 0.0
         if not float(st["started"]) and v > c.eps2:
             g2 = _sum_sq(grads) if reference else self.norm2(grads)
-        force = _t(1.0 if self.global_state.pop("bounce_request", False) else 0.0) > 0
-        dec = energy_ops.bbi_control(_t(v), _t(ps2), _t(g2), st, c, force=force)
+        forced = bool(self.global_state.pop("bounce_request", False))
+        trial = self.__dict__.pop(TRIAL, None)
+        if trial is not None and trial[0] == self._control_key(v, ps2, g2, forced, st):
+            st.update(trial[1])  # the shell logic already ran on these inputs (bbi_bounded)
+            dec = trial[2]
+        else:
+            force = _t(1.0 if forced else 0.0) > 0
+            dec = energy_ops.bbi_control(_t(v), _t(ps2), _t(g2), st, c, force=force)
         if not v > c.eps2:
             return
         if float(dec.init_coef) != 0.0:  # first step: start along −∇ℓ

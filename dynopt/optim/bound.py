@@ -33,11 +33,11 @@ largest float, every intermediate and final value is finite: each floating-point
 at most one rounding (a relative 2⁻²⁴ in float32) to a result whose exact value is below the
 bound, so no result can round up to inf, and NaN needs an inf or NaN operand (0·inf, inf−inf),
 which then cannot exist: the inputs are finite (a NaN/inf input makes its max-scan infinite and
-the bound fail). BBI's r, kick and drift come from its shell logic, run on a copy of its
-scalar state (:func:`bbi_bounded`). The step then runs without a snapshot; otherwise (a huge
-lr, parameters near the float range, a NaN placed in a buffer, ops outside this table such as
-thermostats, torch's normals on the non-fused paths, events, priors, first steps, BBI's
-bounces)
+the bound fail). BBI's r, kick and drift come from its shell logic, run first on a copy of
+its scalar state, whose result the step then adopts (:func:`bbi_bounded`). The step then runs
+without a snapshot; otherwise (a huge lr, parameters near the float range, a NaN placed in a
+buffer, ops outside this table such as thermostats, torch's normals on the non-fused paths,
+events, priors, first steps, BBI's bounces)
 the snapshot path runs exactly as before. Measured cost in docs/architecture.md.
 
 The scan reads θ and p once (two reads; the step itself reads θ, p, ∇L and writes θ, p), where
@@ -81,11 +81,6 @@ __all__ = ["NORMAL_BOUND", "bbi_bounded", "commit_carry", "heavy_ball_bounded",
 #: |ξ| ≤ this for every normal (and the discrete variable) of the fused numba kernel:
 #: 8√(ln 2) = 6.66035 for Box–Muller from 32-bit words, plus a margin for the polynomials.
 NORMAL_BOUND = 6.67
-#: BBI steps with fewer participating elements take the snapshot: running the shell logic
-#: twice (≈ 0.15 ms of scalar torch ops) costs more than copying and scanning θ and Π there
-#: (one float32 tensor, fused path, 2 threads, AMD EPYC: 2¹⁹ elements 1.20 ms with the bound vs
-#: 0.94 ms with the snapshot; 2²⁰: 1.51 vs 2.96 ms; 2²²: 5.1 vs 7.0 ms).
-BBI_BOUND_ABOVE = 1 << 20
 #: Bounds must stay below this fraction of the dtype's largest finite value.
 _HEADROOM = 0.25
 
@@ -319,13 +314,15 @@ def bbi_bounded(opt: Any, used: Any = None) -> bool:
 
     BBI's kick and drift are linear once the shell logic has chosen the projection r and the
     rates: Π ← r Π − h·kick ∇L, θ ← θ + h·drift Π. The shell logic is a pure function of the loss,
-    |Π|² and BBI's scalar state, so it is run here on a copy of that state (the update then
-    runs it for real, with the same result) and its choices are bounded like any coefficient;
+    |Π|² and BBI's scalar state, so it is run here on a copy of that state (the update adopts
+    that result, :data:`dynopt.optim.bbi.TRIAL`) and its choices are bounded like any coefficient;
     the new scalars must be finite, and so must |Π|² (summed by the update in the momenta's
     dtype: √n·BΠ must stay below √(largest float)).
     """
     from ..backends.torch import energy_ops
+    from .bbi import TRIAL
 
+    opt.__dict__.pop(TRIAL, None)
     if used is None or len(opt._events) or opt.stopped or "bounce_request" in opt.global_state:
         return False
     st = opt.global_state.get("bbi")
@@ -334,8 +331,6 @@ def bbi_bounded(opt: Any, used: Any = None) -> bool:
     parts = [(group, ps, gs) for group, ps, gs in opt.participants() if ps]
     if not parts or any(not prior.is_trivial(group) for group, _, _ in parts):
         return False
-    if sum(p.numel() for _, ps, _ in parts for p in ps) < BBI_BOUND_ABOVE:
-        return False  # the snapshot is cheaper than a second run of the shell logic
     moms = []
     for _, ps, _ in parts:
         for p in ps:
@@ -348,6 +343,7 @@ def bbi_bounded(opt: Any, used: Any = None) -> bool:
     if not v > c.eps2:
         return False
     ps2 = opt._ps2(moms, opt._reference(parts))
+    control = opt._control_key(v, ps2, 0.0, False, st)
     trial = {k: t.clone() for k, t in st.items()}
     dec = energy_ops.bbi_control(_scalar(v), _scalar(ps2), _scalar(0.0), trial, c)
     r = float(dec.scale)
@@ -383,6 +379,7 @@ def bbi_bounded(opt: Any, used: Any = None) -> bool:
                 return False
             pending[plan] = (ts, _rounded_up((b_theta_new, b_p_new, 0.0), 2, key[1]))
     opt.__dict__[_PENDING] = pending
+    opt.__dict__[TRIAL] = (control, trial, dec)  # the step adopts it: one run of the logic
     return True
 
 
