@@ -411,6 +411,29 @@ def test_checked_steps_carry_their_overflow_bound_on_the_device(device, monkeypa
         assert torch.equal(a, b)
 
 
+def test_bbi_bound_matches_the_snapshot_path_on_the_device(device):
+    """BBI (default checks) on the device through a fixed bounce (t0 = 4): ordinary steps take
+    the bound, adopting the shell logic's trial result, bounces snapshot, and every parameter
+    after every step is bit-identical to a run that always snapshots. Catches: a trial adopted
+    for other inputs, or a bound path that changes the update on the device's path."""
+    data = _data(device, n=10)
+
+    def run(bounded):
+        model = _mlp(device)
+        opt = BBI(model.parameters(), lr=0.05, seed=0, t0=4, t1=None)
+        if not bounded:
+            opt._result_bounded = lambda *_: False
+        return _train(model, opt, data), opt
+
+    got, opt = run(True)
+    ref, _ = run(False)
+    bounces = int(float(opt.global_state["bbi"]["bounces"]))
+    assert bounces >= 1
+    assert opt.result_checks == {"bound": 9 - bounces, "snapshot": 1 + bounces}
+    for a, b in zip(got, ref, strict=True):
+        assert torch.equal(a, b)
+
+
 # --- the device generator ------------------------------------------------------------------------
 
 def test_device_generator_is_reproducible_from_seed(device):
