@@ -3,7 +3,8 @@ torch.optim.SGD(momentum=0.9) in the same run, 2 threads.
 
 Rows: SGD-momentum (for-loop default, foreach, fused=True), and dynopt.optim.Langevin (BAOAB,
 τ > 0) on its single-tensor, foreach and fused paths, the fused path with Gaussian and with
-discrete noise, with and without the finite-gradient check, and at τ = 0 (the noise draw
+discrete noise, with and without the finite-gradient check, and at τ = 0 with and without
+it (the noise draw
 skipped); the floors ``torch.Tensor.normal_()`` on the same 20M floats and a plain numba kernel
 of the noise-free step; and the optional peers posteriors (``sgmcmc.baoa``, ``sgmcmc.sghmc``)
 and devinterp (``optim.SGLD``), skipped with a note when absent (``pip install -e .[peers]``;
@@ -105,6 +106,8 @@ def main() -> None:
         ("Langevin fused path (discrete), nonfinite='ignore'",
          lambda: langevin(noise="discrete", nonfinite="ignore")),
         ("Langevin fused path, temperature=0 (noise skipped)", lambda: langevin(temperature=0.0)),
+        ("Langevin fused path, temperature=0, nonfinite='ignore'",
+         lambda: langevin(temperature=0.0, nonfinite="ignore")),
     ]]
     rows += [normal_row(params), numba_row(params, lr=LR, gamma=GAMMA)]
     skipped = []
@@ -177,7 +180,8 @@ def main() -> None:
             "nonfinite='ignore' rows "
             "show the step without these checks; the temperature=0 row is the default step "
             "(checks on) without its noise draw (dynopt skips the draw of an op whose amplitude "
-            "is exactly 0). Floors: "
+            "is exactly 0), and with nonfinite='ignore' the update alone without its noise, to "
+            "compare with the plain kernel below. Floors: "
             "torch.Tensor.normal_() into preallocated buffers of the same 20M floats (the "
             "noise alone), and a plain numba kernel of the noise-free step (one parallel pass "
             "reading θ, p, g and writing θ, p). Optional peers (`pip install -e .[peers]`; "
