@@ -4,8 +4,7 @@ torch.optim.SGD(momentum=0.9) in the same run, 2 threads.
 Rows: SGD-momentum (for-loop default, foreach, fused=True), and dynopt.optim.Langevin (BAOAB,
 τ > 0) on its single-tensor, foreach and fused paths, the fused path with Gaussian and with
 discrete noise, with and without the finite-gradient check, and at τ = 0 with and without
-it (the noise draw
-skipped); the floors ``torch.Tensor.normal_()`` on the same 20M floats and a plain numba kernel
+it (the noise draw skipped); the floors ``torch.Tensor.normal_()`` on the same 20M floats and a plain numba kernel
 of the noise-free step; and the optional peers posteriors (``sgmcmc.baoa``, ``sgmcmc.sghmc``)
 and devinterp (``optim.SGLD``), skipped with a note when absent (``pip install -e .[peers]``;
 not dynopt dependencies, CI does not install them), see :mod:`_optim_peers`. Reported: median
