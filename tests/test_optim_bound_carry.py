@@ -218,3 +218,25 @@ def test_a_step_counts_as_an_in_place_op_for_autograd(cls, kw):
     sgd.step()
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+@pytest.mark.parametrize("cls,kw", [CASES[0], CASES[4]], ids=["langevin", "heavyball"])
+def test_a_carried_bound_too_loose_to_prove_the_step_is_refreshed_by_a_scan(cls, kw, scans):
+    """Carried bounds inflated to 1e38, past the proof's limit (float32 max / 4 ≈ 8.5e37), as a
+    very long run could make them: the step does not
+    fall back to the snapshot but scans once, proves the step from the true maxima and carries
+    tight bounds again. Catches: a loose carry sending every later step to the snapshot."""
+    p, opt = _make(cls, kw)
+    for _ in range(3):
+        _grad(p)
+        opt.step()
+    step, plans = opt.__dict__[bound_module._CARRY]
+    (plan, (fingerprint, _)), = plans.items()
+    opt.__dict__[bound_module._CARRY] = (step, {plan: (fingerprint, (1e38, 1e38, 1e38))})
+    n_scans = len(scans)
+    _grad(p)
+    opt.step()
+    assert opt.result_checks == {"bound": 3, "snapshot": 1}
+    assert len(scans) == n_scans + 1
+    (_, (_, bounds)), = opt.__dict__[bound_module._CARRY][1].items()
+    assert max(bounds) < 100.0

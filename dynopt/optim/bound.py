@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -159,7 +160,7 @@ def _rounded_up(bounds: tuple[float, ...], n_ops: int, dtype: torch.dtype
     return tuple(b * grow + n_ops * info.tiny for b in bounds)
 
 
-def _state_bounds(opt: Any, carry: dict[Any, Any], plan: Any, ts: list[Tensor]
+def _state_bounds(carry: dict[Any, Any], plan: Any, ts: list[Tensor]
                   ) -> tuple[tuple[float, float, float], bool]:
     """((Bθ, Bp, Br), carried): the carried bounds of ``plan`` if ``ts`` are untouched since the
     step that left them, else one max-scan of ``ts`` (all three equal)."""
@@ -168,6 +169,37 @@ def _state_bounds(opt: Any, carry: dict[Any, Any], plan: Any, ts: list[Tensor]
         return got[1], True
     b = abs_max(ts)  # one scan (one launch, one sync) bounds all three
     return (b, b, b), False
+
+
+Bound = Callable[[float, float, float], tuple[float, tuple[float, float, float]]]
+
+
+def _proved(carry: dict[Any, Any], plan: Any, ts: list[Tensor], dtype: torch.dtype,
+            bound: Bound) -> tuple[float, float, float] | None:
+    """The exact-arithmetic output bounds (Bθ, Bp, Br) of a step that ``bound`` proves finite
+    from the state bounds of ``ts``, or None. The carried bounds are tried first; if they are
+    too loose by now (they grow by about h·Bp per step), one scan refreshes them."""
+    b, carried = _state_bounds(carry, plan, ts)
+    top, out = bound(*b)
+    if carried and not top < _limit(dtype):  # too loose by now: one scan refreshes them
+        b, _ = _state_bounds({}, plan, ts)
+        top, out = bound(*b)
+    return out if top < _limit(dtype) else None
+
+
+def _kick_drift(a: float, k: float, d: float, b_g: float, n_sum_sq: int = 0) -> Bound:
+    """The bound map of p ← a p − k ∇L, then θ ← θ + d p (HeavyBall: a = c, k = d = h; BBI:
+    a = r, k = h·kick, d = h·drift); with ``n_sum_sq`` elements, Σp² of the new p must stay
+    finite too (n·Bp² is then part of the largest bound met)."""
+
+    def bound(b_theta: float, b_p: float, b_r: float) -> tuple[float, tuple[float, float, float]]:
+        b_p_new = abs(a) * b_p + abs(k) * b_g
+        b_theta_new = b_theta + abs(d) * b_p_new
+        top = max(abs(a), abs(k), abs(d), b_theta, b_p, b_g, b_p_new, b_theta_new,
+                  n_sum_sq * b_p_new * b_p_new)
+        return top, (b_theta_new, b_p_new, 0.0)
+
+    return bound
 
 
 def _take_carry(opt: Any) -> dict[Any, Any]:
@@ -247,14 +279,10 @@ def partitioned_bounded(opt: Any, used: Any = None) -> bool:
                 prevs.append(st["noise_prev"])
         ts = ps + moms + prevs
         b_g = tops.get(key, math.inf)
-        (b_theta, b_p, b_r), carried = _state_bounds(opt, carry, plan, ts)
-        top, out = _linear_ops_bound(spec.steady, spec.mass, b_theta, b_p, b_r, b_g,
-                                     NORMAL_BOUND)
-        if carried and not top < _limit(key[1]):  # too loose by now: refresh it
-            (b_theta, b_p, b_r), _ = _state_bounds(opt, {}, plan, ts)
-            top, out = _linear_ops_bound(spec.steady, spec.mass, b_theta, b_p, b_r, b_g,
-                                         NORMAL_BOUND)
-        if not top < _limit(key[1]):
+        out = _proved(carry, plan, ts, key[1],
+                      lambda bt, bp, br, spec=spec, b_g=b_g: _linear_ops_bound(
+                          spec.steady, spec.mass, bt, bp, br, b_g, NORMAL_BOUND))
+        if out is None:
             return False
         pending[plan] = (ts, _rounded_up(out, len(spec.steady), key[1]))
     opt.__dict__[_PENDING] = pending
@@ -293,17 +321,10 @@ def heavy_ball_bounded(opt: Any, used: Any = None) -> bool:
             plan = (gi, *key)
             ts = [params[i] for i in idx] + [moms[i] for i in idx]
             b_g = tops.get(key, math.inf)
-            for fresh in (False, True):  # carried bounds first; a scan if they are too loose
-                (b_theta, b_p, _), carried = _state_bounds(opt, {} if fresh else carry, plan,
-                                                           ts)
-                b_p_new = abs(c) * b_p + h * b_g
-                b_theta_new = b_theta + h * b_p_new
-                top = max(abs(c), h, b_theta, b_p, b_g, b_p_new, b_theta_new)
-                if top < _limit(key[1]) or not carried:
-                    break
-            if not top < _limit(key[1]):
+            out = _proved(carry, plan, ts, key[1], _kick_drift(c, h, h, b_g))
+            if out is None:
                 return False
-            pending[plan] = (ts, _rounded_up((b_theta_new, b_p_new, 0.0), 2, key[1]))
+            pending[plan] = (ts, _rounded_up(out, 2, key[1]))
     opt.__dict__[_PENDING] = pending
     return True
 
@@ -317,7 +338,7 @@ def bbi_bounded(opt: Any, used: Any = None) -> bool:
     |Π|² and BBI's scalar state, so it is run here on a copy of that state (the update adopts
     that result, :data:`dynopt.optim.bbi.TRIAL`) and its choices are bounded like any coefficient;
     the new scalars must be finite, and so must |Π|² (summed by the update in the momenta's
-    dtype: √n·BΠ must stay below √(largest float)).
+    dtype: n·BΠ² must stay below the limit, see :func:`_kick_drift`).
     """
     from ..backends.torch import energy_ops
     from .bbi import TRIAL
@@ -364,20 +385,11 @@ def bbi_bounded(opt: Any, used: Any = None) -> bool:
             ts = kps + [opt.state[p]["momentum"] for p in kps]
             b_g = tops.get(key, math.inf)
             n = sum(p.numel() for p in kps)
-            for fresh in (False, True):  # carried bounds first; a scan if they are too loose
-                (b_theta, b_p, _), carried = _state_bounds(opt, {} if fresh else carry, plan,
-                                                           ts)
-                b_p_new = abs(r) * b_p + h * abs(kick) * b_g
-                b_theta_new = b_theta + h * abs(drift) * b_p_new
-                top = max(abs(r), h * abs(kick), h * abs(drift), b_theta, b_p, b_g, b_p_new,
-                          b_theta_new)
-                fits = top < _limit(key[1]) and b_p_new * math.sqrt(n) < math.sqrt(
-                    _limit(key[1]))
-                if fits or not carried:
-                    break
-            if not fits:
+            out = _proved(carry, plan, ts, key[1],
+                          _kick_drift(r, h * kick, h * drift, b_g, n_sum_sq=n))
+            if out is None:
                 return False
-            pending[plan] = (ts, _rounded_up((b_theta_new, b_p_new, 0.0), 2, key[1]))
+            pending[plan] = (ts, _rounded_up(out, 2, key[1]))
     opt.__dict__[_PENDING] = pending
     opt.__dict__[TRIAL] = (control, trial, dec)  # the step adopts it: one run of the logic
     return True
