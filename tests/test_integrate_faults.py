@@ -182,6 +182,20 @@ def test_divergence_on_the_last_step_in_a_chunk_of_many(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_first_diverging_chain_of_a_step_is_reported_and_signs_do_not_count(backend):
+    """Chains 5 (negative side) and 41 overflow on step 3, chain 60 one step later, and every
+    other chain sits at a negative q (its q·0 is −0.0, which is not a divergence): chain 5 at
+    step 3 is reported, the first of the step's diverging chains in a block of 70."""
+    ham = S.Hamiltonian(P.Harmonic())
+    q0 = np.full((70, 1), -2.0)
+    q0[5], q0[41], q0[60] = -1e304, 1e304, 1e303
+    with pytest.raises(DivergenceError, match="diverged at step 3 ") as info:
+        dynopt.integrate(ham, "AB", q0, p0=np.zeros((70, 1)), h=10.0, n_steps=6,
+                         backend=backend)
+    assert (info.value.step, info.value.chain) == (3, 5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_static_chains_at_the_largest_floats_do_not_diverge(backend):
     """Two chains at rest at q = 1e308 on a flat potential: nothing changes, nothing raises
     (a check that sums the coordinates overflows to inf here)."""

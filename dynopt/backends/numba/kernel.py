@@ -32,7 +32,7 @@ from numba import types
 from ...program import OPS, OpCode, noise_counts, skippable_amplitudes
 from . import lane_ops
 from .cache import CACHE
-from .intrinsics import prefer_512_bit_vectors
+from .intrinsics import f64_as_u64, prefer_512_bit_vectors
 from .philox import fill_lanes
 from .potentials import GRAD_FN, VALUE_FN, grad_block, value_lane
 
@@ -137,6 +137,43 @@ def block_lanes(n_chains: int, n_threads: int | None = None) -> int:
     blocks = min(-(-blocks // threads) * threads, -(-n // 8))
     per_block = -(-n // blocks)
     return min(MAX_LANES, 8 * -(-per_block // 8))
+
+
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
+def _first_bad_lane(Q, P, X, Dp, E, nl):  # type: ignore[no-untyped-def]
+    """The first lane whose q or p (its first ``Dp`` rows) is not finite or whose extras (first
+    ``E`` rows) hold a NaN, else −1.
+
+    The common case (every lane fine) is one OR over bit patterns, which vectorizes (a
+    floating-point sum or an early-exit scan does not: each step paid ~0.3 µs per block of 256
+    chains for it, a third of a noise-free BAOAB step): v·0 is ±0 for finite v and NaN
+    otherwise, so its bits without the sign are 0 exactly for finite v. Only a block that
+    diverged looks for the lane, once.
+    """
+    acc = np.uint64(0)
+    for d in range(Q.shape[0]):
+        for lane in range(nl):
+            acc |= f64_as_u64(Q[d, lane] * 0.0)
+    for d in range(Dp):
+        for lane in range(nl):
+            acc |= f64_as_u64(P[d, lane] * 0.0)
+    for e in range(E):
+        for lane in range(nl):
+            acc |= np.uint64(X[e, lane] != X[e, lane])
+    if (acc << np.uint64(1)) == np.uint64(0):
+        return -1
+    for lane in range(nl):
+        v = 0.0
+        for d in range(Q.shape[0]):
+            v += Q[d, lane] * 0.0
+        for d in range(Dp):
+            v += P[d, lane] * 0.0
+        for e in range(E):
+            if X[e, lane] != X[e, lane]:
+                v = math.nan
+        if v != 0.0:
+            return lane
+    return -1  # pragma: no cover - unreachable: some lane set a bit
 
 
 @nb.njit(_SIGNATURE, parallel=True, cache=CACHE, error_model="numpy")
@@ -268,24 +305,7 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
                 zb += D * _NORMALS[code]  # the op's normals are consumed
             # divergence check, before recording: a NaN/inf in q or p or a NaN in an extra
             # (extras may hold +inf as a "not yet" marker) stops this block at this step.
-            # v * 0.0 is 0 for finite v and NaN otherwise; the lane loops vectorize.
-            for lane in range(nl):
-                tmp[lane] = 0.0
-            for d in range(D):
-                for lane in range(nl):
-                    tmp[lane] += Q[d, lane] * 0.0
-            for d in range(Dp):
-                for lane in range(nl):
-                    tmp[lane] += P[d, lane] * 0.0
-            for e in range(E):
-                for lane in range(nl):
-                    if X[e, lane] != X[e, lane]:
-                        tmp[lane] = math.nan
-            bad = -1
-            for lane in range(nl):
-                if tmp[lane] != 0.0:
-                    bad = lane
-                    break
+            bad = _first_bad_lane(Q, P, X, Dp, E, nl)
             if bad >= 0:
                 status[b, 0] = gs + 1
                 status[b, 1] = c0 + bad
