@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 __all__ = ["State", "check_state", "init", "run", "step"]
 
 BACKENDS = ("numba", "torch")
-NOISES = ("gaussian", "discrete")
+#: Noise kinds (``noise=``); the numba kernels' codes: ``dynopt.backends.numba.philox.NOISE_KINDS``.
+NOISES = ("gaussian", "gaussian-f64", "discrete")
 #: Seeds are 64-bit (the Philox key and ``torch.Generator.manual_seed`` both take 64 bits).
 MAX_SEED = 2**64 - 1
 
@@ -71,7 +72,8 @@ def init(
         p0: Initial momenta, like ``q0``; by default Maxwell–Boltzmann for systems with a
             temperature, zero otherwise.
         n_chains: Number of independent chains (default: ``q0.shape[0]`` or 1).
-        noise: ``"gaussian"`` (default) or ``"discrete"`` (moment-matched three-point noise).
+        noise: ``"gaussian"`` (default), ``"gaussian-f64"`` or ``"discrete"`` (moment-matched
+            three-point noise); see :func:`dynopt.integrate`.
         dtype: Torch dtype (torch backend; default float64).
         device: Torch device (torch backend; default CPU).
         chain_ids: Global indices of these chains (torch backend): each chain then draws its

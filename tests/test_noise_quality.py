@@ -12,8 +12,9 @@ Default tier (fast):
 * the Gaussian moments of order 6 and the within-call correlations of ``philox.normals_for``
   (orders 1–4 and the lag-1 correlation are in tests/test_philox.py).
 
-Slow tier (``-m slow``): ≥ 10⁹ float32 and ≥ 10⁹ float64 Gaussian draws of the kernel and 10⁸
-draws of its 16-bit discrete rule, streamed in chunks of 2²² elements (one optimizer step each).
+Slow tier (``-m slow``): ≥ 10⁹ Gaussian draws of the kernel for each of float32, float64 (the
+default float32 transform, widened) and float64 with ``"gaussian-f64"``, and 10⁸ draws of its
+16-bit discrete rule, streamed in chunks of 2²² elements (one optimizer step each).
 
 Exact Gaussian moments used throughout: E z²ᵏ = (2k − 1)!!, so Var zᵏ = E z²ᵏ − (E zᵏ)²:
 
@@ -43,6 +44,7 @@ from dynopt.backends.numba import segment_kernel as k
 from dynopt.backends.numba.philox import (
     DISCRETE,
     GAUSSIAN,
+    GAUSSIAN_F64,
     box_muller,
     box_muller_f32,
     normals_for,
@@ -412,14 +414,18 @@ class KernelDraws:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_kernel_gaussian_battery(dtype):
+@pytest.mark.parametrize(("dtype", "kind", "stream"),
+                         [(np.float32, GAUSSIAN, 3), (np.float64, GAUSSIAN, 5),
+                          (np.float64, GAUSSIAN_F64, 11)],
+                         ids=["f32", "f64-gaussian", "f64-gaussian-f64"])
+def test_kernel_gaussian_battery(dtype, kind, stream):
     """1.007·10⁹ normals of the kernel (240 steps of one 2²²-element tensor): E zᵏ (k = 1, 2, 3,
     4, 6) within 4.5 SE with the SE within 5 % of the exact one and the batch-means SE over the
     240 steps within 21 % (4.5 times its spread: a repeated or correlated step fails), the words
     of one Philox call uncorrelated, neighbours and consecutive steps uncorrelated, the tails
-    P(|z| > t) for t = 2, 3, 4, 5, 5.5 within 4.5 binomial SE of 2Φ(−t), max |z| ≤ NORMAL_BOUND."""
-    draws = KernelDraws(dtype, GAUSSIAN, stream=3 if dtype is np.float32 else 5)
+    P(|z| > t) for t = 2, 3, 4, 5, 5.5 within 4.5 binomial SE of 2Φ(−t), max |z| ≤ NORMAL_BOUND.
+    Float64 tensors run twice: the default float32 transform (widened) and "gaussian-f64"."""
+    draws = KernelDraws(dtype, kind, stream=stream)
     battery = GaussianBattery()
     blocks = CHUNK // k.BLOCK
     w = np.empty((4, blocks, k.BLOCK // 4))
@@ -428,7 +434,7 @@ def test_kernel_gaussian_battery(dtype):
         # element b·BLOCK + r·K + j holds word r of call b·K + j (K = BLOCK/4)
         w[...] = z.reshape(blocks, 4, k.BLOCK // 4).transpose(1, 0, 2)
         battery.add(w.reshape(4, -1), next_step=True)
-    print(f"\n{np.dtype(dtype).name}:", battery.check(se_factor=1.05, se_factor6=1.05,
+    print(f"\n{np.dtype(dtype).name}, kind {kind}:", battery.check(se_factor=1.05, se_factor6=1.05,
                                                      batch_means=True))
 
 

@@ -15,7 +15,14 @@ import pytest
 import torch
 
 from dynopt.backends.numba import segment_kernel as k
-from dynopt.backends.numba.philox import box_muller, box_muller_f32, philox4x32
+from dynopt.backends.numba.philox import (
+    DISCRETE,
+    GAUSSIAN,
+    GAUSSIAN_F64,
+    box_muller,
+    box_muller_f32,
+    philox4x32,
+)
 from dynopt.program import OpCode
 
 U = np.uint64
@@ -25,15 +32,16 @@ KEY0, KEY1, STEP, SLOT = U(0x1234ABCD), U(0x9), 5, 3
 def _expected(n: int, dtype: type, kind: int, stream: int) -> np.ndarray:
     """The documented layout: block b0 (n_b elements), K = ⌈n_b/4⌉ (Gaussian) or ⌈n_b/8⌉
     (discrete); element b0 + r·K + j takes word r of call b0/4 + j (Gaussian, Box–Muller on the
-    pairs (0, 1), (2, 3)) or field r mod 2 of word ⌊r/2⌋ of call b0/8 + j (discrete)."""
+    pairs (0, 1), (2, 3): the float32 transform, widened in float64, except for "gaussian-f64"
+    in float64) or field r mod 2 of word ⌊r/2⌋ of call b0/8 + j (discrete)."""
     draw = U(16 * STEP + SLOT)
     lo, hi = draw & U(0xFFFFFFFF), draw >> U(32)
     out = np.full(n, np.nan)
-    bm = box_muller_f32 if dtype is np.float32 else box_muller
+    bm = box_muller if (dtype is np.float64 and kind == GAUSSIAN_F64) else box_muller_f32
     a = float(np.float32(k.DISCRETE_VALUE) if dtype is np.float32 else k.DISCRETE_VALUE)
     for b0 in range(0, n, k.BLOCK):
         nb_ = min(k.BLOCK, n - b0)
-        if kind == 0:
+        if kind != DISCRETE:
             K = (nb_ + 3) // 4
             for j in range(K):
                 w = philox4x32(U(b0 // 4 + j), U(stream), lo, hi, KEY0, KEY1)
@@ -74,7 +82,8 @@ def _kernel(numels: list[int], dtype: type, kind: int, serial: bool) -> list[np.
 
 
 @pytest.mark.parametrize("serial", [False, True], ids=["parallel", "serial"])
-@pytest.mark.parametrize("kind", [0, 1], ids=["gaussian", "discrete"])
+@pytest.mark.parametrize("kind", [GAUSSIAN, DISCRETE, GAUSSIAN_F64],
+                         ids=["gaussian", "discrete", "gaussian-f64"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_kernel_noise_is_the_documented_layout_bit_for_bit(dtype, kind, serial):
     # full blocks, a ragged last block, a tensor smaller than a block, one of 1 element

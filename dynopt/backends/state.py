@@ -23,7 +23,7 @@ class State:
         step: Number of steps taken.
         seed: The run's seed (the numba RNG is a pure function of seed, chain and step).
         backend: ``"numba"`` or ``"torch"``.
-        noise: ``"gaussian"`` or ``"discrete"``.
+        noise: ``"gaussian"``, ``"gaussian-f64"`` or ``"discrete"``.
         h: Step size of the last step taken (None before the first).
         generator: The torch generator (torch backend only; None with per-chain streams).
         streams: Per-chain generators keyed by (seed, global chain index)

@@ -22,6 +22,7 @@ import numpy as np
 
 from .._files import prepare_output_dir, write_text_atomic
 from .._validation import check_int, check_nonnegative, check_positive, check_probability
+from ..stepping import NOISES
 from .study_registry import POTENTIALS, SYSTEMS
 
 HELP = ("Integrate a system on a test potential (or, with --model, replicas of a network on "
@@ -78,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="numba", choices=["numba", "torch"])
     parser.add_argument("--record-every", type=int, default=None,
                         help="steps between records (default: ceil(steps/20000))")
-    parser.add_argument("--noise", default="gaussian", choices=["gaussian", "discrete"])
+    parser.add_argument("--noise", default="gaussian", choices=list(NOISES))
     parser.add_argument("--q0", type=float, default=None,
                         help="start value of every coordinate (default: per potential)")
     parser.add_argument("--burn-in", type=float, default=0.1,

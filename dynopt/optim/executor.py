@@ -130,7 +130,7 @@ class Context:
         generator: ``device -> torch.Generator`` (the optimizer's own, seeded).
         seed: The optimizer seed (the fused path's Philox key).
         step: The optimizer's step counter before this step (the fused path's noise counter).
-        noise: ``"gaussian"`` or ``"discrete"``.
+        noise: ``"gaussian"``, ``"gaussian-f64"`` or ``"discrete"``.
         minv, sqrtm: Inverse and square root of the scalar mass.
         fused: The fused-path runner (:class:`dynopt.optim.fused.FusedRunner`), or None.
         differentiable: Run under autograd: every op on a state tensor (momentum, noise

@@ -203,7 +203,7 @@ class FusedRunner:
         kernel(like, codes, slot_arr, coef, addresses(b.theta), addresses(b.mom),
                addresses(b.grad), addresses(b.prev), numel, streams, work,
                np.uint64(s & 0xFFFFFFFF), np.uint64(s >> 32), int(ctx.step),
-               0 if ctx.noise == "gaussian" else 1, need_k2, k2, zbuf)
+               k.NOISE_KINDS[ctx.noise], need_k2, k2, zbuf)
         # written through raw pointers: tell autograd, as an in-place torch op would (the
         # version counters also vouch for the carried bound of dynopt.optim.bound)
         mark_written([*b.theta, *b.mom, *b.prev])

@@ -91,7 +91,8 @@ class Langevin(Partitioned):
             first step (local SGLD, see docs/optimizers.md).
         nbeta: nβ > 0, the inverse temperature multiplying the loss (U = nβ L + ...).
         seed: Seed of the optimizer's noise (identical on every DDP rank).
-        noise: ``"gaussian"`` or ``"discrete"``.
+        noise: ``"gaussian"``, ``"gaussian-f64"`` or ``"discrete"`` (see
+            :class:`~dynopt.optim.Partitioned`).
         foreach, fused, maximize, differentiable, nonfinite: See
             :class:`~dynopt.optim.Partitioned`.
     """

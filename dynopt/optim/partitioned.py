@@ -56,6 +56,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_choice
+from ..stepping import NOISES
 from . import bound
 from . import dynamics as dyn_registry
 from ._paths import choose_path
@@ -99,8 +100,11 @@ class Partitioned(DynamicsOptimizer):
             :mod:`dynopt.optim.dynamics`). A group gets the declared default of each key its
             dynamics reads that neither it nor these set; an unknown keyword is a TypeError.
         seed: Seed of the optimizer's noise (shared by all DDP ranks; fresh if None).
-        noise: ``"gaussian"`` (default) or ``"discrete"`` (±√3-type three-point variable:
-            cheaper, same moments up to order 3 and (almost) 5).
+        noise: ``"gaussian"`` (default), ``"gaussian-f64"`` or ``"discrete"`` (±√3-type
+            three-point variable: cheaper, same moments up to order 3 and (almost) 5). The fused
+            path computes ``"gaussian"`` normals with float32 arithmetic for every dtype and
+            ``"gaussian-f64"`` with float64 arithmetic for float64 tensors (float32 tensors
+            have only the float32 transform); the torch paths draw ``torch.randn`` for both.
         foreach: None (default path), True (foreach), False (single-tensor reference).
         fused: None (default), True (require the fused CPU path), False (never fuse: the
             single-tensor path on the CPU, foreach on CUDA; :func:`dynopt.optim._paths.choose_path`
@@ -134,7 +138,7 @@ class Partitioned(DynamicsOptimizer):
         nonfinite: str = "raise",
         **hyperparameters: Any,
     ) -> None:
-        self.noise = check_choice("noise", noise, ("gaussian", "discrete"))
+        self.noise = check_choice("noise", noise, NOISES)
         self._spec_cache: dict[Any, Spec] = {}
         self._fused_runner: Any = None
         self._streams: dict[int, int] | None = None

@@ -18,9 +18,17 @@ layout used by dynopt: ``(chain, stream, call_lo, call_hi)``; key = the 64-bit s
 of a chain yields that chain's normals ``4k .. 4k+3``.
 
 Float32 variants (:func:`box_muller_f32`, :func:`discrete_f32`) do the same transforms in single
-precision with twice the SIMD width; the float32 optimizer kernels use them. For the same Philox
-words they return the float64 values to within 3e-5 absolute (the uniform is rounded to 24 bits,
-which only coarsens |z| < 1e-3).
+precision with twice the SIMD width. For the same Philox words they return the float64 values to
+within 3e-5 absolute: the uniform is rounded to 24 bits, which moves ρ by up to 2⁻²⁴/ρ and so
+only matters for |z| < 1e-3; where |z| > 1 the difference is below 1e-6 (measured on 1.3·10⁷
+draws: largest 2.2e-5, largest for |z| > 1 7.3e-7, standard deviation 6.4e-8).
+
+Which transform a kernel uses is the noise kind (:data:`NOISE_KINDS`): ``"gaussian"`` (the
+default) computes every normal with the float32 transform, also in float64 kernels, which
+widen it; ``"gaussian-f64"`` uses the float64 transform in float64 kernels (float32 kernels have
+only the one). The float32 transform is 4–5× cheaper (docs/benchmarks.md, "What the kernels'
+noise costs"), which made the float64 ensemble kernel 1.3–1.4× faster; both draw from the same
+words, and no statistic of the invariant-measure tests can tell them apart.
 
 Uniforms have 32 bits: u₁ ∈ (0, 1] in steps of 2⁻³², so |z| ≤ 6.66; the mass of a standard
 normal beyond that (3e-11) is never produced.
@@ -47,11 +55,16 @@ from .intrinsics import (
     word_plus_one_f32,
 )
 
-__all__ = ["DISCRETE", "GAUSSIAN", "box_muller", "box_muller_f32", "discrete", "discrete_f32",
-           "fill_lanes", "normals_for", "philox4x32"]
+__all__ = ["DISCRETE", "GAUSSIAN", "GAUSSIAN_F64", "NOISE_KINDS", "box_muller", "box_muller_f32",
+           "discrete", "discrete_f32", "fill_lanes", "normals_for", "philox4x32"]
 
+#: Noise kinds of the kernels: normals by the float32 transform (widened in float64 kernels),
+#: the three-point discrete variable, normals by the float64 transform.
 GAUSSIAN = 0
 DISCRETE = 1
+GAUSSIAN_F64 = 2
+#: The user's ``noise=`` names and their kernel codes.
+NOISE_KINDS = {"gaussian": GAUSSIAN, "discrete": DISCRETE, "gaussian-f64": GAUSSIAN_F64}
 
 _M0 = np.uint64(0xD2511F53)
 _M1 = np.uint64(0xCD9E8D57)
@@ -136,81 +149,7 @@ def _discrete(a: np.uint64) -> float:
     return _SQRT3 * (np.float64(a < _ONE_SIXTH) - np.float64((a >= _ONE_SIXTH) & (a < _ONE_THIRD)))
 
 
-@nb.njit(cache=CACHE, error_model="numpy")
-def fill_lanes(
-    Z: np.ndarray,
-    U: np.ndarray,
-    chain0: int,
-    n_lanes: int,
-    call_first: int,
-    n_calls: int,
-    stream: int,
-    k0: np.uint64,
-    k1: np.uint64,
-    kind: int,
-) -> None:
-    """Write normals ``4·call_first ..`` of chains ``chain0 .. chain0+n_lanes-1`` into ``Z``.
-
-    ``Z[4c + j, l]`` receives normal ``4(call_first + c) + j`` of chain ``chain0 + l``. ``U`` is a
-    ``(4, n_lanes)`` uint64 scratch array: the bits and the transform run as two separate lane
-    loops, which LLVM vectorizes better than one fused loop.
-    """
-    prefer_512_bit_vectors()
-    s = np.uint64(stream)
-    for c in range(n_calls):
-        call = np.uint64(call_first + c)
-        lo = call & _MASK32
-        hi = call >> _SH32
-        r = 4 * c
-        for lane in range(n_lanes):
-            a, b, cc, d = philox4x32(np.uint64(chain0 + lane), s, lo, hi, k0, k1)
-            U[0, lane] = a
-            U[1, lane] = b
-            U[2, lane] = cc
-            U[3, lane] = d
-        if kind == GAUSSIAN:
-            for lane in range(n_lanes):
-                z0, z1 = _box_muller(U[0, lane], U[1, lane])
-                Z[r, lane] = z0
-                Z[r + 1, lane] = z1
-            for lane in range(n_lanes):
-                z2, z3 = _box_muller(U[2, lane], U[3, lane])
-                Z[r + 2, lane] = z2
-                Z[r + 3, lane] = z3
-        else:
-            for j in range(4):
-                for lane in range(n_lanes):
-                    Z[r + j, lane] = _discrete(U[j, lane])
-
-
-def split_seed(seed: int) -> tuple[np.uint64, np.uint64]:
-    """The two 32-bit key words of a 64-bit seed."""
-    s = int(seed) & 0xFFFFFFFFFFFFFFFF
-    return np.uint64(s & 0xFFFFFFFF), np.uint64(s >> 32)
-
-
-def normals_for(
-    seed: int, n_chains: int, n_per_chain: int, *, stream: int = 0, kind: int = GAUSSIAN,
-    first: int = 0,
-) -> np.ndarray:
-    """Normals ``first .. first+n_per_chain-1`` of each chain's stream, shape (chains, n).
-
-    The same numbers the kernels consume; used for initial conditions and by the tests.
-    """
-    k0, k1 = split_seed(seed)
-    call_first = first // 4
-    offset = first - 4 * call_first
-    n_calls = (offset + n_per_chain + 3) // 4
-    Z = np.empty((4 * n_calls, max(n_chains, 1)))
-    U = np.empty((4, max(n_chains, 1)), dtype=np.uint64)
-    fill_lanes(Z, U, 0, n_chains, call_first, n_calls, stream, k0, k1, kind)
-    return np.ascontiguousarray(Z[offset:offset + n_per_chain, :n_chains].T)
-
-
-# --- public aliases and float32 variants ------------------------------------------------------
-box_muller = _box_muller
-discrete = _discrete
-
+# --- float32 variants ------------------------------------------------------------------------
 _F32_LN2 = np.float32(_LN2)
 _F32_SQRT2 = np.float32(math.sqrt(2.0))
 _F32_2M32 = np.float32(2.0**-32)
@@ -269,3 +208,89 @@ def discrete_f32(a: np.uint64) -> np.float32:
     """The three-point variable (±√3 w.p. 1/6 each, else 0) in float32 from a 32-bit word."""
     return _F32_SQRT3 * (np.float32(a < _ONE_SIXTH) - np.float32((a >= _ONE_SIXTH)
                                                                  & (a < _ONE_THIRD)))
+
+
+@nb.njit(cache=CACHE, error_model="numpy")
+def fill_lanes(
+    Z: np.ndarray,
+    U: np.ndarray,
+    chain0: int,
+    n_lanes: int,
+    call_first: int,
+    n_calls: int,
+    stream: int,
+    k0: np.uint64,
+    k1: np.uint64,
+    kind: int,
+) -> None:
+    """Write normals ``4·call_first ..`` of chains ``chain0 .. chain0+n_lanes-1`` into ``Z``.
+
+    ``Z[4c + j, l]`` receives normal ``4(call_first + c) + j`` of chain ``chain0 + l``, by the
+    transform of noise kind ``kind`` (:data:`NOISE_KINDS`). ``U`` is a
+    ``(4, n_lanes)`` uint64 scratch array: the bits and the transform run as two separate lane
+    loops, which LLVM vectorizes better than one fused loop.
+    """
+    prefer_512_bit_vectors()
+    s = np.uint64(stream)
+    for c in range(n_calls):
+        call = np.uint64(call_first + c)
+        lo = call & _MASK32
+        hi = call >> _SH32
+        r = 4 * c
+        for lane in range(n_lanes):
+            a, b, cc, d = philox4x32(np.uint64(chain0 + lane), s, lo, hi, k0, k1)
+            U[0, lane] = a
+            U[1, lane] = b
+            U[2, lane] = cc
+            U[3, lane] = d
+        if kind == GAUSSIAN:
+            for lane in range(n_lanes):
+                z0, z1 = box_muller_f32(U[0, lane], U[1, lane])
+                Z[r, lane] = z0
+                Z[r + 1, lane] = z1
+            for lane in range(n_lanes):
+                z2, z3 = box_muller_f32(U[2, lane], U[3, lane])
+                Z[r + 2, lane] = z2
+                Z[r + 3, lane] = z3
+        elif kind == GAUSSIAN_F64:
+            for lane in range(n_lanes):
+                z0, z1 = _box_muller(U[0, lane], U[1, lane])
+                Z[r, lane] = z0
+                Z[r + 1, lane] = z1
+            for lane in range(n_lanes):
+                z2, z3 = _box_muller(U[2, lane], U[3, lane])
+                Z[r + 2, lane] = z2
+                Z[r + 3, lane] = z3
+        else:
+            for j in range(4):
+                for lane in range(n_lanes):
+                    Z[r + j, lane] = _discrete(U[j, lane])
+
+
+def split_seed(seed: int) -> tuple[np.uint64, np.uint64]:
+    """The two 32-bit key words of a 64-bit seed."""
+    s = int(seed) & 0xFFFFFFFFFFFFFFFF
+    return np.uint64(s & 0xFFFFFFFF), np.uint64(s >> 32)
+
+
+def normals_for(
+    seed: int, n_chains: int, n_per_chain: int, *, stream: int = 0, kind: int = GAUSSIAN,
+    first: int = 0,
+) -> np.ndarray:
+    """Normals ``first .. first+n_per_chain-1`` of each chain's stream, shape (chains, n).
+
+    The same numbers the kernels consume; used for initial conditions and by the tests.
+    """
+    k0, k1 = split_seed(seed)
+    call_first = first // 4
+    offset = first - 4 * call_first
+    n_calls = (offset + n_per_chain + 3) // 4
+    Z = np.empty((4 * n_calls, max(n_chains, 1)))
+    U = np.empty((4, max(n_chains, 1)), dtype=np.uint64)
+    fill_lanes(Z, U, 0, n_chains, call_first, n_calls, stream, k0, k1, kind)
+    return np.ascontiguousarray(Z[offset:offset + n_per_chain, :n_chains].T)
+
+
+# --- public aliases ------------------------------------------------------------------------------
+box_muller = _box_muller
+discrete = _discrete

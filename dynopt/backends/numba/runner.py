@@ -17,7 +17,7 @@ from .kernel import (
     potential_values,
     run_block_kernel,
 )
-from .philox import DISCRETE, GAUSSIAN, normals_for, split_seed
+from .philox import NOISE_KINDS, normals_for, split_seed
 from .potentials import dummy_grad, dummy_value
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ class NumbaBackend(AbstractBackend):
                 f"device={device!r} (use backend='torch' for float32 or CUDA)"
             )
         n, dim = q.shape
-        kind = DISCRETE if noise == "discrete" else GAUSSIAN
+        kind = NOISE_KINDS[noise]
 
         def sampler(stream: int) -> Any:
             def draw(shape: tuple[int, ...]) -> np.ndarray:
@@ -139,7 +139,7 @@ class NumbaBackend(AbstractBackend):
         run_block_kernel((state.q, state.p, state.x), (minv, sqrtm),
                          (codes, fstart, fpar, istart, ipar), (kind, par), vfn, gfn,
                          _extended_ops(codes),
-                         (k0, k1, DISCRETE if state.noise == "discrete" else GAUSSIAN),
+                         (k0, k1, NOISE_KINDS[state.noise]),
                          (state.step, n_steps, every, start, lanes), (rq, rp, rx, ru), status)
         bad = status[:, 0] > 0
         div = None

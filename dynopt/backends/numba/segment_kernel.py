@@ -63,10 +63,10 @@ from ...program import OpCode, noise_counts, skippable_amplitudes
 from .block_memory import LINE, next_block
 from .cache import CACHE
 from .intrinsics import address_as_pointer, fma, prefer_512_bit_vectors, prefetch
-from .philox import GAUSSIAN, box_muller, box_muller_f32, philox4x32
+from .philox import DISCRETE, GAUSSIAN_F64, NOISE_KINDS, box_muller, box_muller_f32, philox4x32
 
-__all__ = ["BLOCK", "DISCRETE_VALUE", "INIT_SLOT", "LM_INIT", "SCALE", "SERIAL_BELOW",
-           "WORKSPACE", "run_segment", "run_segment_serial"]
+__all__ = ["BLOCK", "DISCRETE_VALUE", "INIT_SLOT", "LM_INIT", "NOISE_KINDS", "SCALE",
+           "SERIAL_BELOW", "WORKSPACE", "run_segment", "run_segment_serial"]
 
 #: Elements per block (a multiple of 4): the unit of the noise layout and of the op loops.
 BLOCK = 2048
@@ -168,13 +168,14 @@ def _box_muller_pairs_f32(Z, W, K, j0, j1):  # type: ignore[no-untyped-def]
 def _fill_noise(Z, W, n, call0, stream, draw, key0, key1, kind, ahead):  # type: ignore[no-untyped-def]
     """Write the block's ``n`` normals into ``Z[:n]`` (dtype-specific, see the overload).
 
-    ``W`` is a word scratch of ``BLOCK`` unsigned integers of Z's width. In float32 the Philox
-    words and the transform run as two loops: the words loop works on 64-bit lanes (Philox
-    multiplies 32-bit words into 64-bit products), the transform loop on 32-bit lanes, which
-    LLVM vectorizes twice as wide (measured on 20M float32 normals, 2 threads: 16.1 ms against
-    21.4 ms for one loop doing both). In float64 both work on 64-bit lanes and one loop is
-    faster (37.8 against 43.1 ms), so W is unused. The values are the same either way, bit for
-    bit.
+    ``W`` is a word scratch of ``BLOCK`` unsigned integers of Z's width. With the float32
+    transform (noise ``"gaussian"``, every dtype) the Philox words and the transform run as two
+    loops: the words loop works on 64-bit lanes (Philox multiplies 32-bit words into 64-bit
+    products), the transform loop on 32-bit lanes, which LLVM vectorizes twice as wide
+    (measured on 20M float32 normals, 2 threads: 16.1 ms against 21.4 ms for one loop doing
+    both); a float64 Z receives the widened values. The float64 transform (``"gaussian-f64"``)
+    works on 64-bit lanes throughout and one loop is faster (37.8 against 43.1 ms), so W is
+    unused there. The values are the same either way, bit for bit.
 
     ``ahead`` is the next block's memory (:func:`_ahead`): on full blocks the Gaussian loops
     run in chunks of :data:`CHUNK` iterations and each chunk ends with a few prefetches of
@@ -216,7 +217,7 @@ def _fill_body_impl(Z, W, n, call0, stream, draw, key0, key1, kind, ahead):  # t
         lo = draw & _MASK32
         hi = draw >> np.uint64(32)
         s = np.uint64(stream)
-        if kind == GAUSSIAN and not single:
+        if kind == GAUSSIAN_F64 and not single:  # the float64 transform
             K = (n + 3) // 4
             if K % CHUNK == 0:  # full blocks: a prefetch dose after every chunk
                 per = _lines_per_chunk(ahead, K // CHUNK)
@@ -225,7 +226,7 @@ def _fill_body_impl(Z, W, n, call0, stream, draw, key0, key1, kind, ahead):  # t
                     _prefetch_lines(ahead, (j0 // CHUNK) * per, per)
             else:
                 _normals_f64(Z, K, 0, K, call0, s, lo, hi, key0, key1)
-        elif kind == GAUSSIAN:
+        elif kind != DISCRETE:  # the float32 transform (widened into a float64 Z)
             # word r of call call0 + j goes to W[r·K + j]; the pairs (0, 1) and (2, 3) make
             # the normals of elements (j, K + j) and (2K + j, 3K + j)
             K = (n + 3) // 4
