@@ -4,9 +4,11 @@ Part 1, one core, a 2048-element block repeated (so the data stays in L1 and onl
 is timed), ns per 32-bit word or per value:
 
 * counter-based words: dynopt's Philox-4x32-10; the same family with 7 rounds (the fewest that
-  pass BigCrush in Salmon et al., SC'11, with no safety margin); a SplitMix64 counter hash (one
-  64-bit output, two words, per counter); per-lane xoshiro256++ streams keyed by Philox per
-  block (the "fast generator keyed by a counter-based hash" option);
+  pass BigCrush in Salmon et al., SC'11, with no safety margin); Threefry-4x32-20, the family's
+  member without multiplications (checked against Random123's known answer); a SplitMix64
+  counter hash (one 64-bit output, two words, per counter); per-lane xoshiro256++ streams keyed
+  by Philox per block and per-lane xoshiro128++ streams on 32-bit lanes, 256 lanes as in the
+  ensemble kernel (the "fast generator keyed by a counter-based hash" option);
 * transforms: dynopt's Box–Muller in float32 and float64, the 16-bit discrete rule;
 * the float32 fill as one loop doing words and transform (the layout before issue 14) and as
   two loops (the layout now; same values bit for bit).
@@ -122,6 +124,89 @@ def _xoshiro_words(W, key):  # type: ignore[no-untyped-def]
             S[0, lane], S[1, lane], S[2, lane], S[3, lane] = s0, s1, s2, _rotl(s3, 45)
 
 
+#: Threefry-4x32 rotation constants (Salmon et al., SC'11, Table 4), by round mod 8.
+_THREEFRY_ROT = ((10, 26), (11, 21), (13, 27), (23, 5), (6, 20), (17, 11), (25, 10), (18, 20))
+
+
+def _threefry_source(rounds: int) -> str:
+    """Source of Threefry-4x32-``rounds`` on uint32 words, its rounds written out (constant
+    rotations, so LLVM emits vector rotates): the multiplication-free member of the family."""
+    ks = ("k0", "k1", "k2", "k3", "k4")
+    lines = ["def threefry(c0, c1, c2, c3, k0, k1, k2, k3):",
+             "    k4 = U32(U32(0x1BD11BDA) ^ k0 ^ k1 ^ k2 ^ k3)",
+             "    x0, x1, x2, x3 = U32(c0 + k0), U32(c1 + k1), U32(c2 + k2), U32(c3 + k3)"]
+    for r in range(rounds):
+        a, b = _THREEFRY_ROT[r % 8]
+        (p, q), (u, v) = (("x0", "x1"), ("x2", "x3")) if r % 2 == 0 else (("x0", "x3"),
+                                                                          ("x2", "x1"))
+        for (s, t), rot in (((p, q), a), ((u, v), b)):
+            lines.append(f"    {s} = U32({s} + {t})")
+            lines.append(f"    {t} = U32(U32(U32({t} << U32({rot})) | U32({t} >> U32({32 - rot})))"
+                         f" ^ {s})")
+        if r % 4 == 3:  # key injection
+            n = (r + 1) // 4
+            lines.append("    " + "; ".join(f"x{i} = U32(x{i} + {ks[(n + i) % 5]})"
+                                            for i in range(4)) + f"; x3 = U32(x3 + U32({n}))")
+    lines.append("    return x0, x1, x2, x3")
+    return "\n".join(lines)
+
+
+def _threefry(rounds: int):  # type: ignore[no-untyped-def]
+    namespace = {"U32": np.uint32}
+    exec(_threefry_source(rounds), namespace)  # our own generated source
+    return nb.njit(inline="always", error_model="numpy")(namespace["threefry"])
+
+
+_threefry20 = _threefry(20)
+
+
+@nb.njit(error_model="numpy")
+def _threefry_words(W4, key):  # type: ignore[no-untyped-def]
+    """Threefry-4x32-20 words of calls j into ``W4[:, j]`` (``W4``: a (4, K) uint32 view), its
+    arguments uint32 throughout: LLVM then keeps the rounds on 32-bit lanes (vector rotates;
+    with 64-bit counter arguments, as Philox takes them, it widened every lane to 64 bits and
+    ran at half the speed)."""
+    prefer_512_bit_vectors()  # as the kernels do
+    u = np.uint32
+    for j in range(W4.shape[1]):
+        a, b, c, d = _threefry20(u(j), u(3), u(5), u(0), key, u(7), u(0), u(0))
+        W4[0, j] = a
+        W4[1, j] = b
+        W4[2, j] = c
+        W4[3, j] = d
+
+
+@nb.njit(inline="always", error_model="numpy")
+def _rotl32(x, r):  # type: ignore[no-untyped-def]
+    return np.uint32(np.uint32(x << np.uint32(r)) | np.uint32(x >> np.uint32(32 - r)))
+
+
+@nb.njit(error_model="numpy")
+def _xoshiro128_words(W, S):  # type: ignore[no-untyped-def]
+    """xoshiro128++ (Blackman & Vigna) in 32-bit lanes: one stream per column of S (4, lanes),
+    its state in L1 between words, as a per-chain stream in the ensemble kernel would be."""
+    prefer_512_bit_vectors()  # as the kernels do
+    lanes = S.shape[1]
+    for i in range(W.shape[0] // lanes):
+        for lane in range(lanes):
+            s0, s1, s2, s3 = S[0, lane], S[1, lane], S[2, lane], S[3, lane]
+            W[i * lanes + lane] = np.uint32(_rotl32(np.uint32(s0 + s3), 7) + s0)
+            t = np.uint32(s1 << np.uint32(9))
+            s2 ^= s0
+            s3 ^= s1
+            s1 ^= s2
+            s0 ^= s3
+            s2 ^= t
+            S[0, lane], S[1, lane], S[2, lane], S[3, lane] = s0, s1, s2, _rotl32(s3, 11)
+
+
+def _check_threefry() -> None:
+    """Random123's known answer for Threefry-4x32-20 at counter 0, key 0."""
+    zero = np.uint32(0)
+    got = nb.njit(lambda z: _threefry20(z, z, z, z, z, z, z, z))(zero)
+    assert tuple(int(x) for x in got) == (0x9C6CA96A, 0xE17EAE66, 0xFC10ECD4, 0x5256A7D8), got
+
+
 def _transform_kernel(box_muller_fn):  # type: ignore[no-untyped-def]
     """A loop applying ``box_muller_fn`` to the word pairs (W[j], W[H + j])."""
 
@@ -205,6 +290,9 @@ def main() -> None:
     Z32 = np.zeros(BLOCK, np.float32)
     Z64 = np.zeros(BLOCK, np.float64)
     key = _U(12345)
+    _check_threefry()
+    xo_state = np.random.default_rng(1).integers(1, 2**32, size=(4, 256), dtype=np.uint64)
+    xo_state = xo_state.astype(np.uint32)
     part1 = [
         ("Philox-4x32-10 words (dynopt)", "ns/word",
          _ns_per(_words_kernel(philox4x32), (W, key), BLOCK, reps)),
@@ -214,6 +302,10 @@ def main() -> None:
                                                             reps)),
         ("xoshiro256++ per-lane streams (8 lanes, Philox-keyed) words", "ns/word",
          _ns_per(_xoshiro_words, (W, key), BLOCK, reps)),
+        ("xoshiro128++ per-lane streams (256 lanes, 32-bit) words", "ns/word",
+         _ns_per(_xoshiro128_words, (W, xo_state), BLOCK, reps)),
+        ("Threefry-4x32-20 words (no multiplications)", "ns/word",
+         _ns_per(_threefry_words, (W.reshape(4, -1), np.uint32(key)), BLOCK, reps)),
         ("Box–Muller float32 (from words)", "ns/normal", _ns_per(_bm32, (Z32, W), BLOCK, reps)),
         ("Box–Muller float64 (from words)", "ns/normal", _ns_per(_bm64, (Z64, W), BLOCK, reps)),
         ("float32 Gaussian fill, one loop (before)", "ns/normal",
@@ -250,8 +342,12 @@ def main() -> None:
                    "integrate() kernel's fill_lanes is faster with them (ensemble +15-20 %); "
                    "the kernels keep them. A zero amplitude skips the draw. The generator stays "
                    "Philox-4x32-10: the alternatives cut the word cost by at most the amount "
-                   "in the first rows, and the known-answer vectors, BigCrush record and "
-                   "counter layout stay as they are. See docs/architecture.md, \"Noise\"."))
+                   "in the first rows (Threefry, without multiplications, costs what Philox "
+                   "does; a per-lane stream keeps its state in memory between words, which "
+                   "costs about what Philox's arithmetic does), and the known-answer vectors, "
+                   "BigCrush record and counter layout stay as they are. The transform is the "
+                   "larger part: the float64 kernels now use the float32 one too (noise kinds "
+                   "section). See docs/architecture.md, \"Noise\"."))
 
 
 if __name__ == "__main__":
