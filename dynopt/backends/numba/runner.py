@@ -17,7 +17,7 @@ from .kernel import (
     potential_values,
     run_block_kernel,
 )
-from .philox import NOISE_KINDS, normals_for, split_seed
+from .philox import GAUSSIAN_F64, NOISE_KINDS, normals_for, split_seed
 from .potentials import dummy_grad, dummy_value
 
 if TYPE_CHECKING:
@@ -209,7 +209,10 @@ class NumbaBackend(AbstractBackend):
 
     def bounce_momenta(self, state, fired):  # type: ignore[no-untyped-def]
         n, dim = state.q.shape
-        z = normals_for(state.seed, n, dim, stream=STREAM_EVENT_BOUNCE, first=state.step * dim)
+        # isotropic directions whatever the run's noise kind (discrete normals are not), from the
+        # float64 transform as the in-kernel bounces of energy_ops (once per event: cost moot)
+        z = normals_for(state.seed, n, dim, stream=STREAM_EVENT_BOUNCE, first=state.step * dim,
+                        kind=GAUSSIAN_F64)
         pn = np.linalg.norm(state.p, axis=-1, keepdims=True)
         zn = np.linalg.norm(z, axis=-1, keepdims=True)
         state.p[fired] = (z * (pn / zn))[fired]
