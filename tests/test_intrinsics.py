@@ -84,9 +84,20 @@ EDGE_WORDS = np.array([0, 1, 2, 2**23 - 1, 2**23, 2**24 - 1, 2**24, 2**24 + 1, 2
                       dtype=np.uint64)
 
 
+def _fma32(a: np.ndarray, b: object, c: object) -> np.ndarray:
+    """float32 a·b + c with one rounding: the product of two float32 values is exact in the
+    64-bit significand of x86's long double, and so is the sum for the operands here (the
+    double rounding through long double could differ from one rounding only for a sum that needs
+    more than 64 bits and lands on a float32 halfway point)."""
+    assert np.finfo(np.longdouble).nmant >= 63, "needs x87 extended precision"
+    exact = np.asarray(a, np.longdouble) * np.longdouble(b) + np.longdouble(c)
+    return exact.astype(np.float32)
+
+
 def _reference_box_muller_f32(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The float32 transform of dynopt.backends.numba.philox, in numpy, with 64-bit integer
-    steps (the formulation the 32-bit-lane intrinsics replace)."""
+    steps (the formulation the 32-bit-lane intrinsics replace) and its polynomials as fused
+    multiply-adds."""
     f = np.float32
     x = (a.astype(np.int64) + 1).astype(f) * f(2.0**-32)
     bits = x.view(np.uint32)
@@ -97,19 +108,23 @@ def _reference_box_muller_f32(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray,
     e = np.where(big, e + f(1.0), e)
     s = (m - f(1)) / (m + f(1))
     s2 = s * s
-    poly = f(1 / 7) + s2 * f(1 / 9)
-    poly = f(1 / 5) + s2 * poly
-    poly = f(1 / 3) + s2 * poly
-    poly = f(1) + s2 * poly
-    lg = e * f(np.log(2.0)) + f(2) * s * poly
+    poly = _fma32(s2, f(1 / 9), f(1 / 7))
+    poly = _fma32(s2, poly, f(1 / 5))
+    poly = _fma32(s2, poly, f(1 / 3))
+    poly = _fma32(s2, poly, f(1))
+    lg = _fma32(e, f(np.log(2.0)), (s + s) * poly)
     rho = np.sqrt(f(-2) * lg)
     q = b >> np.uint64(30)
     r = (b & np.uint64(0x3FFFFFFF)).astype(np.int64).astype(f) * f(2.0**-30)
     t = (r - f(0.5)) * f(np.pi / 2)
     t2 = t * t
-    sn = t * (f(1) + t2 * (f(-1 / 6) + t2 * (f(1 / 120) + t2 * (f(-1 / 5040) + t2 * f(1 / 362880)))))
-    c = f(1) + t2 * (f(-0.5) + t2 * (f(1 / 24) + t2 * (f(-1 / 720) + t2 * (
-        f(1 / 40320) + t2 * f(-1 / 3628800)))))
+    sn = _fma32(t2, f(1 / 362880), f(-1 / 5040))
+    for coef in (1 / 120, -1 / 6):
+        sn = _fma32(t2, sn, f(coef))
+    sn = _fma32(t * t2, sn, t)
+    c = _fma32(t2, f(-1 / 3628800), f(1 / 40320))
+    for coef in (-1 / 720, 1 / 24, -0.5, 1.0):
+        c = _fma32(t2, c, f(coef))
     swap = (q & np.uint64(1)) != 0
     neg_c = ((q ^ (q >> np.uint64(1))) & np.uint64(1)) != 0
     neg_s = (q >> np.uint64(1)) != 0
