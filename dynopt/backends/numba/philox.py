@@ -221,6 +221,20 @@ def discrete_f32(a: np.uint64) -> np.float32:
                                                                  & (a < _ONE_THIRD)))
 
 
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
+def _box_muller_lanes(Z, U, r, n_lanes, transform):  # type: ignore[no-untyped-def]
+    """``Z[r + j, l]`` for j = 0..3 from the words ``U[:, l]`` by ``transform`` on the word
+    pairs (0, 1) and (2, 3); one loop per pair, which LLVM vectorizes over the lanes."""
+    for lane in range(n_lanes):
+        z0, z1 = transform(U[0, lane], U[1, lane])
+        Z[r, lane] = z0
+        Z[r + 1, lane] = z1
+    for lane in range(n_lanes):
+        z2, z3 = transform(U[2, lane], U[3, lane])
+        Z[r + 2, lane] = z2
+        Z[r + 3, lane] = z3
+
+
 @nb.njit(cache=CACHE, error_model="numpy")
 def fill_lanes(
     Z: np.ndarray,
@@ -255,23 +269,9 @@ def fill_lanes(
             U[2, lane] = cc
             U[3, lane] = d
         if kind == GAUSSIAN:
-            for lane in range(n_lanes):
-                z0, z1 = box_muller_f32(U[0, lane], U[1, lane])
-                Z[r, lane] = z0
-                Z[r + 1, lane] = z1
-            for lane in range(n_lanes):
-                z2, z3 = box_muller_f32(U[2, lane], U[3, lane])
-                Z[r + 2, lane] = z2
-                Z[r + 3, lane] = z3
+            _box_muller_lanes(Z, U, r, n_lanes, box_muller_f32)
         elif kind == GAUSSIAN_F64:
-            for lane in range(n_lanes):
-                z0, z1 = _box_muller(U[0, lane], U[1, lane])
-                Z[r, lane] = z0
-                Z[r + 1, lane] = z1
-            for lane in range(n_lanes):
-                z2, z3 = _box_muller(U[2, lane], U[3, lane])
-                Z[r + 2, lane] = z2
-                Z[r + 3, lane] = z3
+            _box_muller_lanes(Z, U, r, n_lanes, _box_muller)
         else:
             for j in range(4):
                 for lane in range(n_lanes):
