@@ -40,7 +40,7 @@ def integrate(
     p0: Any = None,
     n_chains: int | None = None,
     record_every: int = 1,
-    noise: str = "gaussian",
+    noise: str | None = None,
     dtype: Any = None,
     device: Any = None,
     progress: bool | None = None,
@@ -74,7 +74,7 @@ def integrate(
         p0: Initial momenta (default: Maxwell–Boltzmann at the system's temperature, or zero).
         n_chains: Number of chains (default from ``q0``).
         record_every: Record every this many steps (the initial state is always record 0).
-        noise: ``"gaussian"`` (default), ``"gaussian-f64"`` or ``"discrete"`` (±√3 w.p. 1/6,
+        noise: ``"gaussian"`` (default, None), ``"gaussian-f64"`` or ``"discrete"`` (±√3 w.p. 1/6,
             0 w.p. 2/3: cheaper, matches Gaussian moments to fifth order, weak order 2 is
             kept). The numba backend computes ``"gaussian"`` normals with float32 arithmetic
             (4–5× cheaper; within a few float32 ulps of the float64 transform on the same
@@ -83,7 +83,10 @@ def integrate(
         dtype: Torch dtype for ``backend="torch"`` (float32 or float64, default float64).
         device: Torch device for ``backend="torch"``.
         progress: Show a tqdm progress bar (default: for runs over ~10⁸ chain-steps).
-        state: Continue from this state (e.g. ``traj.final_state``) instead of ``q0``/``p0``.
+        state: Continue from this state (e.g. ``traj.final_state``) instead of ``q0``/``p0``
+            (which are then not read). The state fixes the seed, backend, noise kind, number of
+            chains, dtype and device: each of these arguments, when given, must agree with it
+            (a ValueError names the first that does not).
         events: Triggers with actions (:mod:`dynopt.events`), evaluated per chain after every
             step; the run then advances one step per kernel call (see
             :mod:`dynopt.events.run`) and the firings are in ``traj.events``.
@@ -124,9 +127,12 @@ def integrate(
                          n_steps if observables is None else 0, record_every,
                          itemsize=4 if dtype is not None and "32" in str(dtype) else 8)
         state = init(system, integ, q0, backend=backend, seed=seed, p0=p0, n_chains=n_chains,
-                     noise=noise, dtype=dtype, device=device, chain_ids=chain_ids)
+                     noise="gaussian" if noise is None else noise, dtype=dtype, device=device,
+                     chain_ids=chain_ids)
     else:
         check_state(system, state)
+        _refuse_conflicts(state, seed=seed, backend=backend, noise=noise, n_chains=n_chains,
+                          dtype=dtype, device=device)
         if chain_ids is not None:
             raise ValueError("chain_ids cannot be combined with state= (the state carries its "
                              "own per-chain streams)")
@@ -206,6 +212,35 @@ def integrate(
     traj = _assemble(be, system, integ, state, records, h, record_every, start_step,
                      upto=records.next)
     return traj if log is None else dataclasses.replace(traj, events=log)
+
+
+def _refuse_conflicts(state: State, **given: Any) -> None:
+    """Arguments that ``state=`` fixes must agree with it when they are given: a run that
+    silently ignored ``seed=5`` or ``noise="discrete"`` would not be the run the caller asked
+    for."""
+    import torch
+
+    from .backends.torch.runner import resolve_dtype
+
+    q = state.q
+    have = {"seed": state.seed, "backend": state.backend, "noise": state.noise,
+            "n_chains": state.n_chains,
+            "dtype": q.dtype if isinstance(q, torch.Tensor) else torch.float64,
+            "device": q.device if isinstance(q, torch.Tensor) else torch.device("cpu")}
+    for name, value in given.items():
+        if value is None:
+            continue
+        want = have[name]
+        if name == "dtype":
+            same = resolve_dtype(value) == want
+        elif name == "device":
+            dev = torch.device(value)
+            same = dev.type == want.type and dev.index in (None, want.index)
+        else:
+            same = value == want
+        if not same:
+            raise ValueError(f"integrate: {name}={value!r} conflicts with state=, which continues "
+                             f"a run with {name}={want!r}; leave {name} out to continue it")
 
 
 def _record_initial(be: Any, system: AbstractSystem, state: State, records: Any) -> None:

@@ -353,3 +353,34 @@ def test_numba_potential_values_checks_the_dimension():
     np.testing.assert_allclose(be.potential_values(system, np.ones((3, 2))), [2.5] * 3)
     with pytest.raises(ValueError, match=r"q has shape \(3, 3\); Harmonic.* needs \(chains, 2\)"):
         be.potential_values(system, np.ones((3, 3)))
+
+
+# --- state= fixes the run's settings ------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("name", "value"), [("seed", 5), ("noise", "discrete"),
+                                             ("noise", "gaussian-f64"), ("n_chains", 3),
+                                             ("dtype", "float32")])
+def test_arguments_that_conflict_with_the_state_are_refused_by_name(backend, name, value):
+    """A continued run ignoring seed=5 or noise='discrete' would silently not be the run asked
+    for: each such argument that disagrees with the state is a ValueError naming it."""
+    first = dynopt.integrate(LANGEVIN, "BAOAB", [0.1, 0.2], h=0.1, n_steps=3, n_chains=2,
+                             seed=1, backend=backend)
+    with pytest.raises(ValueError, match=f"{name}={value!r} conflicts with state="):
+        dynopt.integrate(LANGEVIN, "BAOAB", None, h=0.1, n_steps=3, state=first.final_state,
+                         **{name: value})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_arguments_that_agree_with_the_state_are_accepted(backend):
+    first = dynopt.integrate(LANGEVIN, "BAOAB", [0.1, 0.2], h=0.1, n_steps=3, n_chains=2,
+                             seed=1, backend=backend)
+    other = "torch" if backend == "numba" else "numba"
+    with pytest.raises(ValueError, match=f"backend='{other}' conflicts"):
+        dynopt.integrate(LANGEVIN, "BAOAB", None, h=0.1, n_steps=3, state=first.final_state,
+                         backend=other)
+    same = dynopt.integrate(LANGEVIN, "BAOAB", [9.0, 9.0], h=0.1, n_steps=3,
+                            state=first.final_state, seed=1, backend=backend, noise="gaussian",
+                            n_chains=2, dtype="float64", device="cpu")
+    plain = dynopt.integrate(LANGEVIN, "BAOAB", None, h=0.1, n_steps=3, state=first.final_state)
+    np.testing.assert_array_equal(same.q, plain.q)  # q0 is not read when state= is given
