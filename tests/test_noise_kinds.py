@@ -96,3 +96,32 @@ def test_unknown_noise_kind_is_refused_by_name(where):
                              [0.0], h=0.1, n_steps=1, noise="gaussian64")
         else:
             Langevin([torch.zeros(3, requires_grad=True)], lr=0.1, noise="gaussian64")
+
+
+def test_torch_backend_draws_the_same_normals_for_both_gaussian_kinds():
+    """torch.randn has one precision per dtype: "gaussian-f64" is "gaussian" there (documented),
+    and is accepted rather than refused."""
+    system = S.Langevin(P.DoubleWell(dim=2), gamma=1.0, temperature=0.3)
+    kw = {"h": 0.05, "n_chains": 4, "n_steps": 5, "seed": 2, "backend": "torch"}
+    a = dynopt.integrate(system, "BAOAB", [0.5, -0.5], noise="gaussian", **kw)
+    b = dynopt.integrate(system, "BAOAB", [0.5, -0.5], noise="gaussian-f64", **kw)
+    np.testing.assert_array_equal(a.q, b.q)
+    assert b.final_state.noise == "gaussian-f64"
+
+
+@pytest.mark.parametrize("path", ["single", "foreach"])
+def test_torch_optimizer_paths_draw_the_same_normals_for_both_gaussian_kinds(path):
+    """The single and foreach paths draw torch.randn for both Gaussian kinds (a kind the torch
+    paths did not know once fell through to the discrete variable: values in {0, ±√3})."""
+    kw = {"foreach": False, "fused": False} if path == "single" else {"foreach": True}
+
+    def momentum(noise: str) -> torch.Tensor:
+        t = torch.zeros(4000, dtype=torch.float64)
+        t.grad = torch.zeros_like(t)
+        opt = Langevin([t], lr=0.1, gamma=1.0, temperature=0.5, seed=3, noise=noise, **kw)
+        opt.step()
+        return opt.state[t]["momentum_buffer"]
+
+    exact = momentum("gaussian-f64")
+    np.testing.assert_array_equal(momentum("gaussian"), exact)
+    assert exact.unique().numel() > 100  # continuous normals, not the three-point variable

@@ -184,9 +184,16 @@ def _nhc_propagate(k2: Tensor, v: list[Tensor], eta: list[Tensor], t: float, kT:
 
 def standard_normal(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype,
                     device: torch.device, kind: str = "gaussian") -> Tensor:
-    """Normals from the run's own generator (``kind="discrete"``: ±√3 w.p. 1/6, else 0)."""
-    if kind == "gaussian":
+    """Normals from the run's own generator (``kind="discrete"``: ±√3 w.p. 1/6, else 0).
+
+    ``"gaussian"`` and ``"gaussian-f64"`` are the same here: torch.randn in ``dtype`` (the kinds
+    differ only in the numba kernels' transform arithmetic).
+    """
+    if kind in ("gaussian", "gaussian-f64"):
         return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+    if kind != "discrete":
+        raise ValueError(f"noise kind must be 'gaussian', 'gaussian-f64' or 'discrete', got "
+                         f"{kind!r}")
     u = torch.rand(shape, generator=generator, dtype=dtype, device=device)
     root3 = math.sqrt(3.0)
     return root3 * ((u < 1.0 / 6.0).to(dtype) - ((u >= 1.0 / 6.0) & (u < 1.0 / 3.0)).to(dtype))
