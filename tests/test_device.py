@@ -457,6 +457,24 @@ def test_device_generator_is_reproducible_from_seed(device):
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
 
 
+def test_both_gaussian_kinds_draw_randn_on_the_device(device):
+    """On the torch paths "gaussian-f64" is "gaussian" (torch.randn in the state's dtype): the
+    same trajectory and the same optimizer step, not the discrete variable."""
+    system = S.Langevin(P.DoubleWell(dim=2), gamma=1.0, temperature=0.5)
+    kw = dict(h=0.05, n_steps=20, n_chains=16, backend="torch", device=device, seed=3)
+    a = dynopt.integrate(system, "BAOAB", [0.1, 0.2], noise="gaussian", **kw)
+    b = dynopt.integrate(system, "BAOAB", [0.1, 0.2], noise="gaussian-f64", **kw)
+    np.testing.assert_array_equal(a.q, b.q)
+    moms = []
+    for noise in ("gaussian", "gaussian-f64"):
+        t = torch.zeros(3000, device=device, requires_grad=True)
+        t.grad = torch.zeros_like(t)
+        opt = Langevin([t], lr=0.1, temperature=0.5, seed=5, noise=noise, foreach=True)
+        opt.step()
+        moms.append(opt.state[t]["momentum_buffer"])
+    assert torch.equal(moms[0], moms[1]) and moms[0].unique().numel() > 100
+
+
 # --- the GPU benchmark script ------------------------------------------------------------------
 
 @pytest.mark.slow  # ~10-15 s (a subprocess); gpu_check.sh runs the benchmark itself
