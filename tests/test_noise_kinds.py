@@ -125,3 +125,42 @@ def test_torch_optimizer_paths_draw_the_same_normals_for_both_gaussian_kinds(pat
     exact = momentum("gaussian-f64")
     np.testing.assert_array_equal(momentum("gaussian"), exact)
     assert exact.unique().numel() > 100  # continuous normals, not the three-point variable
+
+
+def _two_step_run(noise: str, resume_noise: str | None = None) -> torch.Tensor:
+    """θ after two fused Langevin steps on a quadratic loss, the second one after saving and
+    loading the optimizer into a fresh one (constructed with ``resume_noise``)."""
+    t = torch.linspace(-1.0, 1.0, 3000, dtype=torch.float64)
+    opt = Langevin([t], lr=0.1, gamma=1.0, temperature=0.5, seed=3, noise=noise)
+    t.grad = t.clone()
+    opt.step()
+    if resume_noise is not None:
+        sd = opt.state_dict()
+        opt = Langevin([t], lr=0.1, gamma=1.0, temperature=0.5,
+                       noise=resume_noise)
+        opt.load_state_dict(sd)
+    t.grad = t.clone()
+    opt.step()
+    return t.clone()
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "gaussian-f64", "discrete"])
+def test_checkpoint_resumes_bit_for_bit_under_its_noise_kind(noise):
+    np.testing.assert_array_equal(_two_step_run(noise, noise), _two_step_run(noise))
+
+
+def test_checkpoint_of_another_noise_kind_is_refused_and_nothing_changes():
+    t = torch.zeros(10, dtype=torch.float64)
+    t.grad = torch.ones_like(t)
+    saved = Langevin([t], lr=0.1, temperature=0.5, seed=3, noise="discrete")
+    saved.step()
+    sd = saved.state_dict()
+    assert sd["dynopt"]["noise"] == "discrete"
+    fresh = Langevin([t], lr=0.1, temperature=0.5, seed=4, noise="gaussian")
+    before = fresh.state_dict()
+    with pytest.raises(ValueError, match=r"noise='discrete'.*noise='gaussian'"):
+        fresh.load_state_dict(sd)
+    assert fresh.seed == 4 and fresh.state_dict()["state"] == before["state"]
+    del sd["dynopt"]["noise"]  # a checkpoint of a version that did not record the kind
+    fresh.load_state_dict(sd)
+    assert fresh.seed == 3

@@ -11,7 +11,8 @@ it was. What is checked:
 * the optimizer class recorded in ``"dynopt"`` (a Langevin checkpoint is not an
   AdaptiveLangevin one) and, per group, the ``dynamics``;
 * every hyperparameter, with the optimizer's own group validation;
-* seed, step counters and generator states;
+* seed, step counters and generator states (and, in :class:`~dynopt.optim.Partitioned`, the
+  noise kind the run was drawn with);
 * every per-parameter state entry against its parameter (:class:`Key`): presence of the required
   buffers, shape, floating dtype and finite values (tensors are moved to the parameter's device
   as torch does);

@@ -49,7 +49,7 @@ half kick B_{h/2}), ξ at ξ₀, the LM noise memory with fresh normals.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -517,10 +517,27 @@ class Partitioned(DynamicsOptimizer):
                                  "with that thermostat scope; the optimizer was left unchanged")
             check_vector(value, where, sizes[key])
 
+    def state_dict(self) -> dict[str, Any]:
+        """As :meth:`DynamicsOptimizer.state_dict`, with the noise kind (a run continues only
+        under the kind it was drawn with)."""
+        sd = super().state_dict()
+        sd["dynopt"]["noise"] = self.noise
+        return sd
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """As :meth:`DynamicsOptimizer.load_state_dict` (everything validated first), but
         per-tensor thermostat variables and float32 momenta of low-precision parameters keep
-        their saved dtype (torch would cast them to the parameter's)."""
+        their saved dtype (torch would cast them to the parameter's), and a checkpoint saved
+        under another noise kind is refused (checkpoints of versions that did not record it
+        load as before)."""
+        extra = state_dict.get("dynopt") if isinstance(state_dict, Mapping) else None
+        saved_noise = extra.get("noise") if isinstance(extra, Mapping) else None
+        if saved_noise is not None and saved_noise != self.noise:
+            raise ValueError(
+                f"cannot load the checkpoint: it was saved by a {type(self).__name__} with "
+                f"noise={saved_noise!r}, and this one draws noise={self.noise!r}; construct it "
+                f"with noise={saved_noise!r} to continue that run. The optimizer was left "
+                "unchanged")
         super().load_state_dict(state_dict)
         saved = state_dict["state"]
         self._streams = None
