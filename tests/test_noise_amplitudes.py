@@ -54,14 +54,16 @@ def _check(est: float, se: float, exact: float, se_bound: float, label: str) -> 
 
 # --- integrate(): both backends -----------------------------------------------------------------
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("backend", "noise"), [("numba", "gaussian"), ("torch", "gaussian"),
+                                               ("numba", "gaussian-f64")])
 @pytest.mark.parametrize("scheme", ["BAOAB", "OBABO"])
-def test_langevin_kinetic_temperature_per_coordinate(backend, scheme):
+def test_langevin_kinetic_temperature_per_coordinate(backend, noise, scheme):
     """⟨p_i²/m_i⟩ = τ for m = (0.25, 4): draws 20 steps apart (correlation e^{−4} in p) from
-    2048 chains started at p = 0, so SE ≈ τ√(2/n)."""
+    2048 chains started at p = 0, so SE ≈ τ√(2/n). The numba kernel with each transform."""
     system = S.Langevin(P.Harmonic(FLAT, dim=2), gamma=1.0, temperature=TAU, mass=MASS)
     traj = dynopt.integrate(system, scheme, [0.0, 0.0], p0=[0.0, 0.0], h=0.1, n_steps=1600,
-                            n_chains=2048, record_every=20, seed=11, backend=backend)
+                            n_chains=2048, record_every=20, seed=11, backend=backend,
+                            noise=noise)
     p = traj.p[:, 10:]  # after 200 steps: c^400 = e^-40
     n = p.shape[0] * p.shape[1]
     for i in range(2):
@@ -120,10 +122,10 @@ def _flat_params(n_tensors: int = 2) -> list[torch.Tensor]:
     return out
 
 
-def _langevin_p2(path: str) -> list[tuple[float, float]]:
+def _langevin_p2(path: str, noise: str = "gaussian") -> list[tuple[float, float]]:
     a, b = _flat_params()
     opt = Langevin([{"params": [a], "mass": MASSES[0]}, {"params": [b], "mass": MASSES[1]}],
-                   lr=0.2, gamma=1.0, temperature=TAU, seed=21, **PATHS[path])
+                   lr=0.2, gamma=1.0, temperature=TAU, seed=21, noise=noise, **PATHS[path])
     for _ in range(150):  # c^300 = e^-60
         opt.step()
     out = []
@@ -133,10 +135,12 @@ def _langevin_p2(path: str) -> list[tuple[float, float]]:
     return out
 
 
-@pytest.mark.parametrize("path", list(PATHS))
-def test_langevin_optimizer_kinetic_temperature_per_mass(path):
-    """Two groups with masses 0.25 and 4: ⟨p²/M⟩ = τ in each, SE ≤ 1.1·τ√(2/N)."""
-    for (est, se), m in zip(_langevin_p2(path), MASSES, strict=True):
+@pytest.mark.parametrize(("path", "noise"), [(p, "gaussian") for p in PATHS]
+                         + [("fused", "gaussian-f64")])
+def test_langevin_optimizer_kinetic_temperature_per_mass(path, noise):
+    """Two groups with masses 0.25 and 4: ⟨p²/M⟩ = τ in each, SE ≤ 1.1·τ√(2/N) (float64
+    tensors: the fused path with each transform)."""
+    for (est, se), m in zip(_langevin_p2(path, noise), MASSES, strict=True):
         _check(est, se, TAU, 1.1 * TAU * math.sqrt(2.0 / N_ELEM), f"{path}, mass {m}")
 
 
