@@ -9,7 +9,9 @@ is timed), ns per 32-bit word or per value:
   counter hash (one 64-bit output, two words, per counter); per-lane xoshiro256++ streams keyed
   by Philox per block and per-lane xoshiro128++ streams on 32-bit lanes, 256 lanes as in the
   ensemble kernel (the "fast generator keyed by a counter-based hash" option);
-* transforms: dynopt's Box–Muller in float32 and float64, the 16-bit discrete rule;
+* transforms: dynopt's Box–Muller in float32 and float64, the 16-bit discrete rule, and the
+  fast path of a 128-layer ziggurat (Marsaglia & Tsang 2000) with the share of words it
+  rejects;
 * the float32 fill as one loop doing words and transform (the layout before issue 14) and as
   two loops (the layout now; same values bit for bit).
 
@@ -23,6 +25,7 @@ memory traffic).
 
 from __future__ import annotations
 
+import math
 import time
 
 import numba as nb
@@ -207,6 +210,39 @@ def _check_threefry() -> None:
     assert tuple(int(x) for x in got) == (0x9C6CA96A, 0xE17EAE66, 0xFC10ECD4, 0x5256A7D8), got
 
 
+def _ziggurat_tables(n: int = 128, r: float = 3.442619855899, v: float = 9.91256303526217e-3,
+                     m1: float = 2.0**24) -> tuple[np.ndarray, np.ndarray]:
+    """Marsaglia & Tsang's (2000) normal ziggurat of ``n`` layers for 24-bit magnitudes:
+    (k, w) with layer i's fast-path bound k[i] and scale w[i] = x_i / 2²⁴ (layer 0: the base
+    strip with the tail)."""
+    k = np.zeros(n)
+    w = np.zeros(n)
+    x = t = r
+    q = v / math.exp(-0.5 * x * x)
+    k[0], w[0], w[n - 1] = (x / q) * m1, q / m1, x / m1
+    for i in range(n - 2, 0, -1):
+        x = math.sqrt(-2.0 * math.log(v / x + math.exp(-0.5 * x * x)))
+        k[i + 1] = (x / t) * m1
+        t = x
+        w[i] = x / m1
+    return k.astype(np.uint32), w.astype(np.float32)
+
+
+@nb.njit(error_model="numpy")
+def _ziggurat_fast(Z, W, k, w):  # type: ignore[no-untyped-def]
+    """The ziggurat's fast path on 32-bit words with separate bits (Doornik's fix): 7 for the
+    layer, 1 for the sign, 24 for the magnitude; NaN where the word would take the slow path
+    (wedges and tail, not implemented here: the fast path alone is a lower bound of the cost)."""
+    prefer_512_bit_vectors()  # as the kernels do
+    for j in range(W.shape[0]):
+        word = W[j]
+        i = word & np.uint32(127)
+        u = word >> np.uint32(8)
+        x = np.float32(u) * w[i]
+        x = -x if (word >> np.uint32(7)) & np.uint32(1) else x
+        Z[j] = x if u < k[i] else np.float32(np.nan)
+
+
 def _transform_kernel(box_muller_fn):  # type: ignore[no-untyped-def]
     """A loop applying ``box_muller_fn`` to the word pairs (W[j], W[H + j])."""
 
@@ -291,6 +327,12 @@ def main() -> None:
     Z64 = np.zeros(BLOCK, np.float64)
     key = _U(12345)
     _check_threefry()
+    zig = _ziggurat_tables()
+    Wr = np.random.default_rng(2).integers(0, 2**32, BLOCK, dtype=np.uint64).astype(np.uint32)
+    big = np.random.default_rng(3).integers(0, 2**32, 1 << 22, dtype=np.uint64).astype(np.uint32)
+    zbig = np.empty(big.size, np.float32)
+    _ziggurat_fast(zbig, big, *zig)
+    zig_slow = 100.0 * float(np.isnan(zbig).mean())
     xo_state = np.random.default_rng(1).integers(1, 2**32, size=(4, 256), dtype=np.uint64)
     xo_state = xo_state.astype(np.uint32)
     part1 = [
@@ -308,6 +350,9 @@ def main() -> None:
          _ns_per(_threefry_words, (W.reshape(4, -1), np.uint32(key)), BLOCK, reps)),
         ("Box–Muller float32 (from words)", "ns/normal", _ns_per(_bm32, (Z32, W), BLOCK, reps)),
         ("Box–Muller float64 (from words)", "ns/normal", _ns_per(_bm64, (Z64, W), BLOCK, reps)),
+        ("ziggurat fast path, float32, 128 layers (from words; a lower bound)", "ns/normal",
+         _ns_per(_ziggurat_fast, (Z32, Wr, *zig), BLOCK, reps)),
+        ("ziggurat: words taking the slow path (random words)", "%", zig_slow),
         ("float32 Gaussian fill, one loop (before)", "ns/normal",
          _ns_per(_one_loop_f32, (Z32, key), BLOCK, reps)),
         ("float32 Gaussian fill, two loops (now)", "ns/normal",
@@ -347,7 +392,12 @@ def main() -> None:
                    "costs about what Philox's arithmetic does), and the known-answer vectors, "
                    "BigCrush record and counter layout stay as they are. The transform is the "
                    "larger part: the float64 kernels now use the float32 one too (noise kinds "
-                   "section). See docs/architecture.md, \"Noise\"."))
+                   "section). The ziggurat, the usual cheaper exact transform, loses here: its "
+                   "fast path alone costs more than Box–Muller, because LLVM keeps its table "
+                   "lookups scalar on this CPU (it judges gathers too costly), and its slow "
+                   "path (wedges, tail: more words per normal, which a counter-based layout "
+                   "must then reserve) would come on top. See docs/architecture.md, "
+                   "\"Noise\"."))
 
 
 if __name__ == "__main__":
