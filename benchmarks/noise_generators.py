@@ -12,8 +12,9 @@ is timed), ns per 32-bit word or per value:
 * transforms: dynopt's Box–Muller in float32 and float64, the 16-bit discrete rule, and the
   fast path of a 128-layer ziggurat (Marsaglia & Tsang 2000) with the share of words it
   rejects;
-* the float32 fill as one loop doing words and transform (the layout before issue 14) and as
-  two loops (the layout now; same values bit for bit).
+* the optimizer kernel's float32 fill (:func:`segment_kernel._fill_noise`: one loop doing
+  words and transform) and the same fill as two loops, words then transform (the kernel's
+  layout from issue 14's first round to its fourth; same values bit for bit).
 
 Part 2, two threads, 20M float32 elements in 20 tensors through the optimizer kernel
 (:func:`dynopt.backends.numba.segment_kernel.run_segment`), ms per pass: an OU op with Gaussian
@@ -263,24 +264,26 @@ _bm64 = _transform_kernel(box_muller)
 
 
 @nb.njit(error_model="numpy")
-def _one_loop_f32(Z, key):  # type: ignore[no-untyped-def]
+def _kernel_fill_f32(Z, W, key):  # type: ignore[no-untyped-def]
+    """The optimizer kernel's own fill (:func:`segment_kernel._fill_noise`), float32 Gaussian."""
     prefer_512_bit_vectors()  # as the kernels do
-    K = Z.shape[0] // 4
-    for j in range(K):
-        a, b, c, d = philox4x32(_U(j), _U(3), _U(5), _U(0), key, _U(7))
-        z0, z1 = box_muller_f32(a, b)
-        z2, z3 = box_muller_f32(c, d)
-        Z[j] = z0
-        Z[K + j] = z1
-        Z[2 * K + j] = z2
-        Z[3 * K + j] = z3
+    sk._fill_noise(Z, W, Z.shape[0], 0, 3, _U(5), key, _U(7), 0, (0, 0, 0, 0, 0))
 
 
 @nb.njit(error_model="numpy")
 def _two_loops_f32(Z, W, key):  # type: ignore[no-untyped-def]
-    """The optimizer kernel's own fill (:func:`segment_kernel._fill_noise`), float32 Gaussian."""
+    """The same normals as :func:`_kernel_fill_f32` from two loops: the Philox words into W
+    (64-bit lanes), then the transform (32-bit lanes)."""
     prefer_512_bit_vectors()  # as the kernels do
-    sk._fill_noise(Z, W, Z.shape[0], 0, 3, _U(5), key, _U(7), 0, (0, 0, 0, 0, 0))
+    K = Z.shape[0] // 4
+    for j in range(K):
+        a, b, c, d = philox4x32(_U(j), _U(3), _U(5), _U(0), key, _U(7))
+        W[j], W[K + j], W[2 * K + j], W[3 * K + j] = a, b, c, d
+    for base in (0, 2 * K):
+        for j in range(base, base + K):
+            z0, z1 = box_muller_f32(W[j], W[K + j])
+            Z[j] = z0
+            Z[K + j] = z1
 
 
 def _ns_per(fn, args, count: int, reps: int) -> float:  # type: ignore[no-untyped-def]
@@ -353,9 +356,9 @@ def main() -> None:
         ("ziggurat fast path, float32, 128 layers (from words; a lower bound)", "ns/normal",
          _ns_per(_ziggurat_fast, (Z32, Wr, *zig), BLOCK, reps)),
         ("ziggurat: words taking the slow path (random words)", "%", zig_slow),
-        ("float32 Gaussian fill, one loop (before)", "ns/normal",
-         _ns_per(_one_loop_f32, (Z32, key), BLOCK, reps)),
-        ("float32 Gaussian fill, two loops (now)", "ns/normal",
+        ("float32 Gaussian fill, the kernel's (one loop, now)", "ns/normal",
+         _ns_per(_kernel_fill_f32, (Z32, W, key), BLOCK, reps)),
+        ("float32 Gaussian fill, two loops (before)", "ns/normal",
          _ns_per(_two_loops_f32, (Z32, W, key), BLOCK, reps)),
     ]
     seg_reps = 5 if args.quick else 15
@@ -379,10 +382,13 @@ def main() -> None:
             "noise-generators", "What the kernels' noise costs, and the generators weighed",
             "python benchmarks/noise_generators.py --update-docs", t1 + "\n\n" + t2,
             notes=("Every part is compiled as the kernels are, with 512-bit vectors "
-                   "(intrinsics.prefer_512_bit_vectors). The float32 path runs words and "
-                   "transform as two loops, the transform's integer steps on 32-bit lanes "
-                   "(intrinsics.word_plus_one_f32 and friends; same values bit for bit); with "
-                   "both, one loop is about as fast. The isolated float64 transform is slower "
+                   "(intrinsics.prefer_512_bit_vectors). The float32 transform's integer steps "
+                   "run on 32-bit lanes (intrinsics.word_plus_one_f32 and friends) and its "
+                   "polynomials are fused multiply-adds (intrinsics.fma); with both, the fill "
+                   "is one loop of words and transform again, which is faster in isolation "
+                   "on this CPU than the two loops it had been (same values bit for bit; "
+                   "in the optimizer step the two were within this machine's noise). "
+                   "The isolated float64 transform is slower "
                    "with 512-bit vectors than the 1.8 ns it took with 256-bit ones, while the "
                    "integrate() kernel's fill_lanes is faster with them (ensemble +15-20 %); "
                    "the kernels keep them. A zero amplitude skips the draw. The generator stays "

@@ -48,8 +48,12 @@ CPUs), and the float32 transform does its integer steps on 32-bit lanes
 (:func:`.philox.box_muller_f32`). Measured on 20M float32 parameters, 2 threads,
 ``nonfinite='ignore'``: 23.4 ms before, 16.6 with the prefetches, 14.9 with 512-bit vectors too,
 12.2–13.0 with the 32-bit-lane transform and prefetches during the Philox loop as well
-(``torch.optim.SGD(momentum=0.9, fused=True)``: 7.4–8.5 ms). None changes a value:
-``tests/test_optim_noise_layout.py`` compares every element with the documented layout.
+(``torch.optim.SGD(momentum=0.9, fused=True)``: 7.4–8.5 ms; Intel Xeon). On the AMD EPYC of
+later rounds the noise's arithmetic does not overlap the memory traffic, prefetches or not
+(docs/benchmarks.md, third and fourth rounds). None of these changes a value:
+``tests/test_optim_noise_layout.py`` compares every element with the documented layout; the
+float32 transform's fused multiply-adds (issue 14's fourth round) did change its values, by
+about an ulp.
 """
 
 from __future__ import annotations
@@ -132,50 +136,32 @@ def _discrete16_f32(u: np.uint64) -> np.float32:
 
 
 @nb.njit(inline="always", cache=CACHE, error_model="numpy")
-def _normals_f64(Z, K, j0, j1, call0, s, lo, hi, key0, key1):  # type: ignore[no-untyped-def]
-    """Float64 normals of Philox calls ``call0 + j``, j in [j0, j1): word r of call j gives
-    element r·K + j (Box–Muller on the word pairs (0, 1) and (2, 3))."""
+def _normals(Z, K, j0, j1, call0, s, lo, hi, key0, key1, transform):  # type: ignore[no-untyped-def]
+    """Normals of Philox calls ``call0 + j``, j in [j0, j1): word r of call j gives element
+    r·K + j (``transform``, Box–Muller in float32 or float64, on the word pairs (0, 1) and
+    (2, 3)); a float64 Z receives the float32 transform's values widened."""
     for j in range(j0, j1):
         a, b, c, d = philox4x32(np.uint64(call0 + j) & _MASK32, s, lo, hi, key0, key1)
-        z0, z1 = box_muller(a, b)
-        z2, z3 = box_muller(c, d)
+        z0, z1 = transform(a, b)
+        z2, z3 = transform(c, d)
         Z[j] = z0
         Z[K + j] = z1
         Z[2 * K + j] = z2
         Z[3 * K + j] = z3
 
 
-@nb.njit(inline="always", cache=CACHE, error_model="numpy")
-def _words_f32(W, K, j0, j1, call0, s, lo, hi, key0, key1):  # type: ignore[no-untyped-def]
-    """The words of Philox calls ``call0 + j``, j in [j0, j1), into ``W[r·K + j]`` (uint32)."""
-    for j in range(j0, j1):
-        a, b, c, d = philox4x32(np.uint64(call0 + j) & _MASK32, s, lo, hi, key0, key1)
-        W[j] = np.uint32(a)
-        W[K + j] = np.uint32(b)
-        W[2 * K + j] = np.uint32(c)
-        W[3 * K + j] = np.uint32(d)
-
-
-@nb.njit(inline="always", cache=CACHE, error_model="numpy")
-def _box_muller_pairs_f32(Z, W, K, j0, j1):  # type: ignore[no-untyped-def]
-    """Float32 normals of elements j and K + j from the words W[j], W[K + j], j in [j0, j1)."""
-    for j in range(j0, j1):
-        z0, z1 = box_muller_f32(W[j], W[K + j])
-        Z[j] = z0
-        Z[K + j] = z1
-
-
 def _fill_noise(Z, W, n, call0, stream, draw, key0, key1, kind, ahead):  # type: ignore[no-untyped-def]
     """Write the block's ``n`` normals into ``Z[:n]`` (dtype-specific, see the overload).
 
-    ``W`` is a word scratch of ``BLOCK`` unsigned integers of Z's width. With the float32
-    transform (noise ``"gaussian"``, every dtype) the Philox words and the transform run as two
-    loops: the words loop works on 64-bit lanes (Philox multiplies 32-bit words into 64-bit
-    products), the transform loop on 32-bit lanes, which LLVM vectorizes twice as wide
-    (measured on 20M float32 normals, 2 threads: 16.1 ms against 21.4 ms for one loop doing
-    both); a float64 Z receives the widened values. The float64 transform (``"gaussian-f64"``)
-    works on 64-bit lanes throughout and one loop is faster (37.8 against 43.1 ms), so W is
-    unused there. The values are the same either way, bit for bit.
+    ``W`` is a word scratch of ``BLOCK`` unsigned integers of Z's width (the discrete rule's).
+    Gaussian normals come from one loop doing the Philox words and the transform
+    (:func:`_normals`): the float32 transform (noise ``"gaussian"``, every dtype; a float64 Z
+    receives the widened values) or the float64 one (``"gaussian-f64"`` in float64). Until
+    issue 14's fourth round the float32 path ran words and transform as two loops, since numba
+    typed its integer steps as 64-bit and a fused loop ran at half the SIMD width (16.1 against
+    21.4 ms on 20M normals); with the transform's integer steps on 32-bit lanes
+    (:func:`.philox.box_muller_f32`) the two layouts measured within noise of each other in the
+    optimizer step (AMD EPYC), and one loop serves both dtypes. Same values either way.
 
     ``ahead`` is the next block's memory (:func:`_ahead`): on full blocks the Gaussian loops
     run in chunks of :data:`CHUNK` iterations and each chunk ends with a few prefetches of
@@ -217,35 +203,19 @@ def _fill_body_impl(Z, W, n, call0, stream, draw, key0, key1, kind, ahead):  # t
         lo = draw & _MASK32
         hi = draw >> np.uint64(32)
         s = np.uint64(stream)
-        if kind == GAUSSIAN_F64 and not single:  # the float64 transform
+        if kind != DISCRETE:
+            wide = kind == GAUSSIAN_F64 and not single  # the float64 transform, else float32
             K = (n + 3) // 4
-            if K % CHUNK == 0:  # full blocks: a prefetch dose after every chunk
-                per = _lines_per_chunk(ahead, K // CHUNK)
-                for j0 in range(0, K, CHUNK):
-                    _normals_f64(Z, K, j0, j0 + CHUNK, call0, s, lo, hi, key0, key1)
+            full = K % CHUNK == 0  # full blocks: a prefetch dose after every chunk
+            per = _lines_per_chunk(ahead, K // CHUNK) if full else 0
+            size = CHUNK if full else K
+            for j0 in range(0, K, size):
+                if wide:
+                    _normals(Z, K, j0, j0 + size, call0, s, lo, hi, key0, key1, box_muller)
+                else:
+                    _normals(Z, K, j0, j0 + size, call0, s, lo, hi, key0, key1, box_muller_f32)
+                if full:
                     _prefetch_lines(ahead, (j0 // CHUNK) * per, per)
-            else:
-                _normals_f64(Z, K, 0, K, call0, s, lo, hi, key0, key1)
-        elif kind != DISCRETE:  # the float32 transform (widened into a float64 Z)
-            # word r of call call0 + j goes to W[r·K + j]; the pairs (0, 1) and (2, 3) make
-            # the normals of elements (j, K + j) and (2K + j, 3K + j)
-            K = (n + 3) // 4
-            if K % CHUNK == 0:  # full blocks: prefetch doses after every chunk of both loops
-                per = _lines_per_chunk(ahead, 3 * (K // CHUNK))
-                q = 0
-                for j0 in range(0, K, CHUNK):
-                    _words_f32(W, K, j0, j0 + CHUNK, call0, s, lo, hi, key0, key1)
-                    _prefetch_lines(ahead, q, per)
-                    q += per
-                for base in (0, 2 * K):
-                    for j0 in range(base, base + K, CHUNK):
-                        _box_muller_pairs_f32(Z, W, K, j0, j0 + CHUNK)
-                        _prefetch_lines(ahead, q, per)
-                        q += per
-            else:
-                _words_f32(W, K, 0, K, call0, s, lo, hi, key0, key1)
-                for base in (0, 2 * K):
-                    _box_muller_pairs_f32(Z, W, K, base, base + K)
         else:
             # word q of call call0/2 + j goes to W[q·K8 + j]; its low and high 16-bit fields
             # make the values of elements 2q·K8 + j and (2q + 1)·K8 + j
