@@ -82,6 +82,7 @@ def test_state_argument_must_be_a_state():
 
 def _kernel_args(C=3, D=2, Dp=2, E=0, R=4, n_steps=3):
     from dynopt.backends.numba.kernel import no_extended_ops
+    from dynopt.backends.numba.philox import fill_lanes
     from dynopt.backends.numba.potentials import dummy_grad, dummy_value
 
     prog = dynopt.integrators.resolve("BAOAB").program(LANGEVIN, 0.1)
@@ -90,7 +91,7 @@ def _kernel_args(C=3, D=2, Dp=2, E=0, R=4, n_steps=3):
         q=np.zeros((C, D)), p=np.zeros((C, Dp)), x=np.zeros((C, E)), minv=np.ones(D),
         sqrtm=np.ones(D), codes=codes, fstart=fstart, fpar=fpar, istart=istart, ipar=ipar,
         kind=2, par=np.zeros(1), vfn=dummy_value, gfn=dummy_grad, ext=no_extended_ops,
-        k0=np.uint64(1),
+        fill=fill_lanes, k0=np.uint64(1),
         k1=np.uint64(2), noise=0, step0=0, n_steps=n_steps, every=1, start=1,
         rq=np.zeros((C, R, D)), rp=np.zeros((C, R, Dp)), rx=np.zeros((C, R, E)),
         ru=np.zeros((C, R)), status=np.zeros((1, 2), dtype=np.int64), lanes=64)
@@ -100,7 +101,7 @@ def _grouped(a: dict) -> tuple:
     """The kernel's grouped arguments (see dynopt.backends.numba.kernel) from the flat dict."""
     return ((a["q"], a["p"], a["x"]), (a["minv"], a["sqrtm"]),
             (a["codes"], a["fstart"], a["fpar"], a["istart"], a["ipar"]), (a["kind"], a["par"]),
-            a["vfn"], a["gfn"], a["ext"], (a["k0"], a["k1"], a["noise"]),
+            a["vfn"], a["gfn"], a["ext"], a["fill"], (a["k0"], a["k1"], a["noise"]),
             (a["step0"], a["n_steps"], a["every"], a["start"], a["lanes"]),
             (a["rq"], a["rp"], a["rx"], a["ru"]), a["status"])
 

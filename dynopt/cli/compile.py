@@ -34,8 +34,9 @@ def _integrate() -> None:
 
 
 def _extended() -> None:
-    """Thermostat, braking and energy-conserving ops (loaded by programs that use them)."""
-    import dynopt.backends.numba.extended_ops  # noqa: F401  (compiled at import)
+    """Thermostat, braking and energy-conserving ops (loaded by programs that use them), and
+    the noise fill with the float64 transform (``noise="gaussian-f64"``)."""
+    from dynopt.backends.numba import extended_ops, fill_f64  # noqa: F401  (compiled at import)
 
 
 def _optimizers() -> None:

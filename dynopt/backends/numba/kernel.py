@@ -5,7 +5,8 @@ Loop order (chains are independent, so they are the parallel and the vector dime
     prange over blocks of ``lanes`` chains (:func:`block_lanes`)
         load the block into structure-of-arrays buffers Q[d, l], P[d, l], X[e, l]
         for each step
-            every few steps: fill the noise buffer for the coming steps (Philox, vectorized)
+            every few steps: fill the noise buffer for the coming steps (Philox, vectorized;
+                the fill of the run's noise kind comes as a function pointer, philox.fill_for)
             for each op of the program: refresh ∇U if the op reads it and q moved (op table),
                 then one vectorized loop over lanes (inline ops, INLINE_CODES) or one call of
                 the extended-op function pointer (EXTENDED_CODES, :mod:`.extended_ops`)
@@ -33,7 +34,7 @@ from ...program import OPS, OpCode, noise_counts, skippable_amplitudes
 from . import lane_ops
 from .cache import CACHE
 from .intrinsics import f64_as_u64, prefer_512_bit_vectors
-from .philox import fill_lanes
+from .philox import FILL_FN
 from .potentials import GRAD_FN, VALUE_FN, grad_block, value_lane
 
 __all__ = ["EXTENDED_CODES", "EXTENDED_FN", "EXTENDED_SIG", "INLINE_CODES", "MASS", "MAX_LANES",
@@ -116,6 +117,7 @@ RECORDS = types.Tuple((_f3, _f3, _f3, _f2))  # rec_q, rec_p, rec_x (C, R, ·), r
 _SIGNATURE = types.void(
     STATE, MASS, PROGRAM, POTENTIAL,
     VALUE_FN, GRAD_FN, EXTENDED_FN,  # user potential functions, the extended ops (or the stub)
+    FILL_FN,  # the noise fill of the run's kind (philox.fill_for)
     NOISE, SCHEDULE, RECORDS,
     _i2,  # status (block, [step, chain])
 )
@@ -178,8 +180,8 @@ def _first_bad_lane(Q, P, X, Dp, E, nl):  # type: ignore[no-untyped-def]
 
 @nb.njit(_SIGNATURE, parallel=True, cache=CACHE, error_model="numpy")
 def run_block_kernel(  # type: ignore[no-untyped-def]
-    state, mass, program, potential, value_fn, grad_fn, extended_fn, noise, schedule, records,
-    status,
+    state, mass, program, potential, value_fn, grad_fn, extended_fn, fill_fn, noise, schedule,
+    records, status,
 ):
     """Advance every chain of ``state`` by ``n_steps`` steps of ``program``.
 
@@ -268,9 +270,8 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
                 first = gs * S
                 call_first = first // 4
                 n_calls = (first + steps_here * S + 3) // 4 - call_first
-                # stream np.int64(0): a literal 0 would compile a second copy of fill_lanes
-                fill_lanes(Z, Ubits, c0, nl, call_first, n_calls, np.int64(0), key0, key1,
-                           noise_kind)
+                fill_fn(Z, Ubits, c0, nl, call_first, n_calls, np.int64(0), key0, key1,
+                        noise_kind)
                 z_offset = first - 4 * call_first
             zb = z_offset + (n % K) * S
             for k in range(n_ops):

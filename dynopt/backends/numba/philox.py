@@ -46,9 +46,11 @@ Tretyakov, *Stochastic Numerics for Mathematical Physics*, §2.2), at a fraction
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numba as nb
 import numpy as np
+from numba import types
 
 from .cache import CACHE
 from .intrinsics import (
@@ -61,8 +63,9 @@ from .intrinsics import (
     word_plus_one_f32,
 )
 
-__all__ = ["DISCRETE", "GAUSSIAN", "GAUSSIAN_F64", "NOISE_KINDS", "box_muller", "box_muller_f32",
-           "discrete", "discrete_f32", "fill_lanes", "normals_for", "philox4x32"]
+__all__ = ["DISCRETE", "FILL_FN", "FILL_SIG", "GAUSSIAN", "GAUSSIAN_F64", "NOISE_KINDS",
+           "box_muller", "box_muller_f32", "discrete", "discrete_f32", "fill_for", "fill_lanes",
+           "fill_with", "normals_for", "philox4x32"]
 
 #: Noise kinds of the kernels: normals by the float32 transform (widened in float64 kernels),
 #: the three-point discrete variable, normals by the float64 transform.
@@ -235,25 +238,15 @@ def _box_muller_lanes(Z, U, r, n_lanes, transform):  # type: ignore[no-untyped-d
         Z[r + 3, lane] = z3
 
 
-@nb.njit(cache=CACHE, error_model="numpy")
-def fill_lanes(
-    Z: np.ndarray,
-    U: np.ndarray,
-    chain0: int,
-    n_lanes: int,
-    call_first: int,
-    n_calls: int,
-    stream: int,
-    k0: np.uint64,
-    k1: np.uint64,
-    kind: int,
-) -> None:
+@nb.njit(inline="always", cache=CACHE, error_model="numpy")
+def fill_with(Z, U, chain0, n_lanes, call_first, n_calls, stream, k0, k1, kind, transform):  # type: ignore[no-untyped-def]
     """Write normals ``4·call_first ..`` of chains ``chain0 .. chain0+n_lanes-1`` into ``Z``.
 
-    ``Z[4c + j, l]`` receives normal ``4(call_first + c) + j`` of chain ``chain0 + l``, by the
-    transform of noise kind ``kind`` (:data:`NOISE_KINDS`). ``U`` is a
-    ``(4, n_lanes)`` uint64 scratch array: the bits and the transform run as two separate lane
-    loops, which LLVM vectorizes better than one fused loop.
+    ``Z[4c + j, l]`` receives normal ``4(call_first + c) + j`` of chain ``chain0 + l``: the
+    discrete variable if ``kind`` is :data:`DISCRETE`, else Box–Muller by ``transform``. ``U``
+    is a ``(4, n_lanes)`` uint64 scratch array: the bits and the transform run as separate lane
+    loops, which LLVM vectorizes better than one fused loop. Compiled into :func:`fill_lanes`
+    (the float32 transform) and :func:`.fill_f64.fill_lanes_f64` (the float64 one).
     """
     prefer_512_bit_vectors()
     s = np.uint64(stream)
@@ -268,14 +261,41 @@ def fill_lanes(
             U[1, lane] = b
             U[2, lane] = cc
             U[3, lane] = d
-        if kind == GAUSSIAN:
-            _box_muller_lanes(Z, U, r, n_lanes, box_muller_f32)
-        elif kind == GAUSSIAN_F64:
-            _box_muller_lanes(Z, U, r, n_lanes, _box_muller)
+        if kind != DISCRETE:
+            _box_muller_lanes(Z, U, r, n_lanes, transform)
         else:
             for j in range(4):
                 for lane in range(n_lanes):
                     Z[r + j, lane] = _discrete(U[j, lane])
+
+
+#: ``fill(Z, U, chain0, n_lanes, call_first, n_calls, stream, key0, key1, kind)``: the noise
+#: fill of the ensemble kernel, which takes it as a function pointer (:func:`fill_for`).
+FILL_SIG = types.void(types.float64[:, ::1], types.uint64[:, ::1], types.int64, types.int64,
+                      types.int64, types.int64, types.int64, types.uint64, types.uint64,
+                      types.int64)
+FILL_FN = types.FunctionType(FILL_SIG)
+
+
+@nb.njit(FILL_SIG, cache=CACHE, error_model="numpy")
+def fill_lanes(Z, U, chain0, n_lanes, call_first, n_calls, stream, k0, k1, kind):  # type: ignore[no-untyped-def]
+    """:func:`fill_with` the float32 transform: kinds :data:`GAUSSIAN` and :data:`DISCRETE`."""
+    fill_with(Z, U, chain0, n_lanes, call_first, n_calls, stream, k0, k1, kind, box_muller_f32)
+
+
+def fill_for(kind: int) -> Any:
+    """The fill function of noise kind ``kind``: :func:`fill_lanes`, or for
+    :data:`GAUSSIAN_F64` :func:`.fill_f64.fill_lanes_f64`, compiled on its first import (so the
+    ensemble kernel, which calls the fill through a pointer, does not compile the float64
+    transform unless a run asks for it: 1–2 s of the first run on an empty cache)."""
+    if kind == GAUSSIAN_F64:
+        from .fill_f64 import fill_lanes_f64
+
+        return fill_lanes_f64
+    if kind not in (GAUSSIAN, DISCRETE):
+        raise ValueError(f"unknown noise kind code {kind!r}; expected one of "
+                         f"{sorted(NOISE_KINDS.values())}")
+    return fill_lanes
 
 
 def split_seed(seed: int) -> tuple[np.uint64, np.uint64]:
@@ -298,7 +318,7 @@ def normals_for(
     n_calls = (offset + n_per_chain + 3) // 4
     Z = np.empty((4 * n_calls, max(n_chains, 1)))
     U = np.empty((4, max(n_chains, 1)), dtype=np.uint64)
-    fill_lanes(Z, U, 0, n_chains, call_first, n_calls, stream, k0, k1, kind)
+    fill_for(kind)(Z, U, 0, n_chains, call_first, n_calls, stream, k0, k1, kind)
     return np.ascontiguousarray(Z[offset:offset + n_per_chain, :n_chains].T)
 
 

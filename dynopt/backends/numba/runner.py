@@ -17,7 +17,7 @@ from .kernel import (
     potential_values,
     run_block_kernel,
 )
-from .philox import GAUSSIAN_F64, NOISE_KINDS, normals_for, split_seed
+from .philox import GAUSSIAN_F64, NOISE_KINDS, fill_for, normals_for, split_seed
 from .potentials import dummy_grad, dummy_value
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ class NumbaBackend(AbstractBackend):
                                             records.every, records.next)
         run_block_kernel((state.q, state.p, state.x), (minv, sqrtm),
                          (codes, fstart, fpar, istart, ipar), (kind, par), vfn, gfn,
-                         _extended_ops(codes),
+                         _extended_ops(codes), fill_for(NOISE_KINDS[state.noise]),
                          (k0, k1, NOISE_KINDS[state.noise]),
                          (state.step, n_steps, every, start, lanes), (rq, rp, rx, ru), status)
         bad = status[:, 0] > 0
