@@ -148,3 +148,31 @@ def test_fast_finite_check_on_large_models(bad, dtype):
     ps[1].grad[654_321] = 1.0
     opt.step()
     assert opt.step_count == 2
+
+
+@pytest.mark.parametrize("which, bad, message", [
+    ("mom", lambda p: torch.zeros(p.numel() + 1), "momentum_buffer tensor"),
+    ("mom", lambda p: torch.zeros(p.numel(), dtype=torch.float64), "momentum_buffer tensor"),
+    ("mom", lambda p: torch.zeros(p.numel(), 2)[:, 0], "not contiguous"),
+    ("mom", lambda p: torch.zeros(p.numel(), device="meta"), "momentum_buffer tensor"),
+    ("grad", lambda p: torch.zeros(2 * p.numel())[::2], "not contiguous"),
+    ("prev", lambda p: torch.zeros(p.numel() - 1), "noise_prev tensor"),
+])
+def test_fused_runner_refuses_a_buffer_the_kernel_cannot_address(which, bad, message):
+    """The last check before raw-pointer access (fused._check_buffers): every buffer the kernel
+    addresses has its parameter's element count, the bucket's dtype, contiguous CPU memory."""
+    from dynopt.optim.executor import Bucket
+    from dynopt.optim.fused import _check_buffers
+
+    ps = [torch.zeros(5), torch.zeros(7)]
+    b = Bucket(device=torch.device("cpu"), dtype=torch.float32, path="fused", idx=[0, 1],
+               streams=[0, 1], theta=list(ps), mom=[torch.zeros(5), torch.zeros(7)],
+               grad=[torch.zeros(5), torch.zeros(7)], prev=[torch.zeros(5), torch.zeros(7)])
+    codes = np.array([int(OpCode.KICK), int(OpCode.LM_NOISE)], dtype=np.int64)
+    _check_buffers(b, codes, False, b.numels)  # all fit
+    getattr(b, which)[1] = bad(ps[1])
+    with pytest.raises(ValueError, match=message):
+        _check_buffers(b, codes, False, b.numels)
+    getattr(b, which).pop()
+    with pytest.raises(ValueError, match="a state entry is missing"):
+        _check_buffers(b, codes, False, b.numels)

@@ -25,6 +25,7 @@ class (langevin.py, overdamped.py, adaptive_langevin.py, nose_hoover.py):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,12 +97,12 @@ class OptimizerDynamics:
     def default_scheme(self, group: Mapping[str, Any]) -> str:
         return self.scheme if isinstance(self.scheme, str) else self.scheme(group)
 
-    @property
+    @functools.cached_property  # read twice per step by the spec cache
     def numeric(self) -> tuple[str, ...]:
         """Names of the numeric hyperparameters (the spec cache key, in order)."""
         return tuple(k for k, h in self.hypers.items() if h.numeric)
 
-    @property
+    @functools.cached_property
     def structural(self) -> tuple[str, ...]:
         return tuple(k for k, h in self.hypers.items() if not h.numeric)
 

@@ -29,6 +29,7 @@ otherwise (both are tested).
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,28 +48,33 @@ _NP = {torch.float32: np.float32, torch.float64: np.float64}
 _EMPTY = torch.empty(0)
 
 
-def _check_buffers(b: Bucket, codes: np.ndarray, need_k2: bool) -> None:
-    """Every buffer the kernel will address exists and matches its parameter: same number of
-    elements, the bucket's dtype, contiguous CPU memory (the kernel does no bounds checks)."""
+@functools.lru_cache(maxsize=64)
+def _needs(codes: bytes, need_k2: bool) -> tuple[bool, bool, bool]:
+    """Whether a segment's codes (``codes.tobytes()``) address the momentum, the gradient and
+    the LM noise memory."""
     from ..backends.numba import segment_kernel as k
 
-    ops = set(codes.tolist())
-    needs = {"momentum_buffer": need_k2 or bool(ops & k.MOMENTUM_CODES),
-             "gradient": bool(ops & k.GRADIENT_CODES), "noise_prev": bool(ops & k.PREV_CODES)}
+    ops = set(np.frombuffer(codes, dtype=np.int64).tolist())
+    return (need_k2 or bool(ops & k.MOMENTUM_CODES), bool(ops & k.GRADIENT_CODES),
+            bool(ops & k.PREV_CODES))
+
+
+def _check_buffers(b: Bucket, codes: np.ndarray, need_k2: bool, numels: list[int]) -> None:
+    """Every buffer the kernel will address exists and matches its parameter: ``numels[i]``
+    elements, the bucket's dtype, contiguous CPU memory (the kernel does no bounds checks)."""
+    needs = _needs(codes.tobytes(), need_k2)
     n_t = len(b.idx)
-    if len(b.theta) != n_t:
-        raise ValueError(f"fused step: {n_t} parameters but {len(b.theta)} tensors")
-    for name, ts in (("momentum_buffer", b.mom), ("gradient", b.grad), ("noise_prev", b.prev)):
-        if not ts and not needs[name]:
+    dt = b.dtype
+    for name, ts, need in (("parameter", b.theta, True), ("momentum_buffer", b.mom, needs[0]),
+                           ("gradient", b.grad, needs[1]), ("noise_prev", b.prev, needs[2])):
+        if not ts and not need:
             continue
         if len(ts) != n_t:
             raise ValueError(f"fused step: {n_t} parameter tensors but {len(ts)} {name} "
                              "tensors (a state entry is missing)")
-    for name, ts in (("parameter", b.theta), ("momentum_buffer", b.mom), ("gradient", b.grad),
-                     ("noise_prev", b.prev)):
-        for t, th in zip(ts, b.theta if ts else [], strict=True):
-            if (t.numel() != th.numel() or t.dtype != b.dtype or t.device.type != "cpu"
-                    or not t.is_contiguous()):
+        for t, n, th in zip(ts, numels, b.theta, strict=True):
+            # t.is_cpu, not t.device.type: no device object per tensor (this runs every step)
+            if t.numel() != n or t.dtype != dt or not t.is_cpu or not t.is_contiguous():
                 raise ValueError(
                     f"fused step: a {name} tensor ({t.dtype}, shape {tuple(t.shape)}, "
                     f"{t.device}{'' if t.is_contiguous() else ', not contiguous'}) does not "
@@ -189,7 +195,8 @@ class FusedRunner:
               ctx: Context, need_k2: bool) -> Tensor:
         k = self._k
         like, zbuf = self._workspace(_NP[b.dtype])
-        numel, streams, work, k2, total = self._layout(b.streams, b.numels)
+        numels = b.numels
+        numel, streams, work, k2, total = self._layout(b.streams, numels)
         n_t = len(b.idx)
 
         def addresses(ts: list[Tensor]) -> np.ndarray:
@@ -197,7 +204,7 @@ class FusedRunner:
                 return np.zeros(n_t, dtype=np.int64)
             return np.array([t.data_ptr() for t in ts], dtype=np.int64)
 
-        _check_buffers(b, codes, need_k2)
+        _check_buffers(b, codes, need_k2, numels)
         s = int(ctx.seed) & 0xFFFFFFFFFFFFFFFF
         kernel = k.run_segment if total >= k.SERIAL_BELOW else k.run_segment_serial
         kernel(like, codes, slot_arr, coef, addresses(b.theta), addresses(b.mom),

@@ -63,7 +63,13 @@ def validate(group: dict[str, Any], check: Callable[[str, Callable[[str, Any], f
 
 def is_trivial(group: dict[str, Any]) -> bool:
     """True if U = L for this group (no gradient term to add)."""
-    return all(_get(group, k) == _NEUTRAL[k] for k in _NEUTRAL)
+    for key, neutral in _NEUTRAL.items():
+        v = group.get(key)
+        if v is None or (type(v) in (float, int) and v == neutral):
+            continue  # the common case, without a call per key (read several times a step)
+        if _get(group, key) != neutral:
+            return False
+    return True
 
 
 def add_scaled(a: Any, b: Any, alpha: float) -> Any:
