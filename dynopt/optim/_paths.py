@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 from torch.autograd.graph import increment_version
 
-__all__ = ["bucket", "choose_path", "mark_written", "numpy_view", "resolve_loss"]
+__all__ = ["bucket", "choose_path", "device_of", "mark_written", "numpy_view", "resolve_loss",
+           "same_device"]
 
 FUSED_DTYPES = (torch.float32, torch.float64)
 
@@ -34,6 +35,23 @@ def resolve_loss(closure_loss: Any, given: Any, owner: str, required: bool) -> A
     if isinstance(loss, Tensor) and loss.numel() != 1:
         raise ValueError(f"loss must be a scalar, got a tensor of shape {tuple(loss.shape)}")
     return loss
+
+
+_CPU = torch.device("cpu")
+
+
+def device_of(t: Tensor) -> torch.device:
+    """``t.device``, without creating a device object for CPU tensors (``t.device`` builds a
+    new one per call, several times the cost of the other metadata reads in the per-step
+    loops)."""
+    return _CPU if t.is_cpu else t.device
+
+
+def same_device(a: Tensor, b: Tensor) -> bool:
+    """``a.device == b.device``, without device objects when both are on the CPU."""
+    if a.is_cpu or b.is_cpu:
+        return a.is_cpu and b.is_cpu
+    return a.device == b.device
 
 
 def _fusable(tensors: Sequence[Tensor]) -> bool:

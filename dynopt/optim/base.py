@@ -34,6 +34,7 @@ from torch import Tensor
 from .._validation import check_choice, check_int
 from ..errors import DivergenceError
 from . import bound, prior
+from ._paths import device_of
 from .checkpoint import SCHEDULE, Key
 from .finite import abs_max
 
@@ -389,11 +390,12 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             buckets.setdefault((flat.device, flat.dtype), []).append((-1, -1, flat))
         for gi, group in enumerate(self.param_groups):
             for pi, p in enumerate(group["params"]):
-                if p.grad is not None:
-                    if p.grad.is_sparse:
+                g = p.grad
+                if g is not None:
+                    if g.is_sparse:
                         raise ValueError(f"{type(self).__name__} does not support sparse "
                                          f"gradients (param group {gi}, parameter {pi})")
-                    buckets.setdefault((p.grad.device, p.grad.dtype), []).append((gi, pi, p.grad))
+                    buckets.setdefault((device_of(g), g.dtype), []).append((gi, pi, g))
         tops = self.__dict__.setdefault("_grad_absmax", {})
         tops.clear()
         for key, items in buckets.items():

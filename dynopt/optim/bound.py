@@ -74,6 +74,7 @@ from torch import Tensor
 from .._validation import check_positive
 from ..program import NOISE_OPS, OpCode
 from . import prior
+from ._paths import device_of, same_device
 from .finite import abs_max
 
 __all__ = ["NORMAL_BOUND", "bbi_bounded", "commit_carry", "heavy_ball_bounded",
@@ -93,7 +94,7 @@ def _limit(dtype: torch.dtype) -> float:
 def _fits(t: Tensor | None, p: Tensor, dtype: torch.dtype) -> bool:
     """A running state buffer the update will address: present and matching its parameter."""
     return (isinstance(t, Tensor) and t.numel() == p.numel() and t.dtype == dtype
-            and t.device == p.device and t.is_contiguous())
+            and same_device(t, p) and t.is_contiguous())
 
 
 def _linear_ops_bound(ops: Any, mass: float, b_theta: float, b_p: float, b_r: float,
@@ -254,7 +255,7 @@ def partitioned_bounded(opt: Any, used: Any = None) -> bool:
             return False
         by_key: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
         for p in params:
-            by_key.setdefault((p.device, p.dtype), []).append(p)
+            by_key.setdefault((device_of(p), p.dtype), []).append(p)
         for key, ps in by_key.items():
             path = opt._path(group, ps)
             plans.append((spec, (gi, *key), ps, path))
@@ -316,7 +317,7 @@ def heavy_ball_bounded(opt: Any, used: Any = None) -> bool:
     for gi, (h, c, params, moms) in enumerate(plans):
         by_key: dict[tuple[torch.device, torch.dtype], list[int]] = {}
         for i, p in enumerate(params):
-            by_key.setdefault((p.device, p.dtype), []).append(i)
+            by_key.setdefault((device_of(p), p.dtype), []).append(i)
         for key, idx in by_key.items():
             plan = (gi, *key)
             ts = [params[i] for i in idx] + [moms[i] for i in idx]
@@ -379,7 +380,7 @@ def bbi_bounded(opt: Any, used: Any = None) -> bool:
         h = opt.hyper(group, "lr", check_positive)  # the update's own check, before any write
         by_key: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
         for p in ps:
-            by_key.setdefault((p.device, p.dtype), []).append(p)
+            by_key.setdefault((device_of(p), p.dtype), []).append(p)
         for key, kps in by_key.items():
             plan = (gi, *key)
             ts = kps + [opt.state[p]["momentum"] for p in kps]

@@ -59,7 +59,7 @@ from .._validation import check_choice
 from ..stepping import NOISES
 from . import bound
 from . import dynamics as dyn_registry
-from ._paths import choose_path
+from ._paths import choose_path, device_of, same_device
 from .base import FOREIGN_KEYS, DynamicsOptimizer
 from .checkpoint import PRIOR_STATE, Key, check_vector
 from .dynamics import Spec, build, checks, group_keys, validate_group
@@ -386,7 +386,7 @@ class Partitioned(DynamicsOptimizer):
     def _buckets(self, spec: Spec, group: dict[str, Any], slots: list[Slot]) -> list[Bucket]:
         by_key: dict[tuple[torch.device, torch.dtype], list[int]] = {}
         for i, s in enumerate(slots):
-            by_key.setdefault((s.param.device, s.param.dtype), []).append(i)
+            by_key.setdefault((device_of(s.param), s.param.dtype), []).append(i)
         out = []
         for (dev, dt), idx in by_key.items():
             params = [slots[i].param for i in idx]
@@ -565,7 +565,7 @@ def _buffer(s: Slot, key: str, dtype: torch.dtype) -> Tensor:
         raise ValueError(f"the state of parameter {s.stream} (shape {tuple(p.shape)}) has taken "
                          f"{s.state.get('step')} steps but lacks {key!r}; load a complete "
                          "checkpoint or delete its whole state entry to restart it")
-    if (t.shape != p.shape or t.dtype != dtype or t.device != p.device
+    if (t.shape != p.shape or t.dtype != dtype or not same_device(t, p)
             or not t.is_contiguous()):
         raise ValueError(f"state[{key!r}] of parameter {s.stream} must be a contiguous "
                          f"{dtype} tensor of shape {tuple(p.shape)} on {p.device}, got "
