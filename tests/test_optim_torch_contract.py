@@ -523,3 +523,59 @@ def test_bad_lr_and_complex_parameters_are_refused(name):
         cls = type(FACTORIES[name](model(), seed=0))
         with pytest.raises(ValueError, match="complex"):
             cls([torch.zeros(2, dtype=torch.complex64, requires_grad=True)])
+
+
+@pytest.mark.parametrize("name", ["Langevin", "HeavyBall"])
+def test_state_dict_hooks_see_dynopts_whole_checkpoint(name):
+    """torch's hook contract with dynopt's own entry: a state-dict post-hook sees (and may
+    replace) the finished dict, "dynopt" included; a load pre-hook sees the whole checkpoint
+    before it is validated and may migrate it; what it returns is validated like the rest; a
+    load post-hook sees the restored seed and step counter."""
+    m = model()
+    opt = FACTORIES[name](m, seed=3)
+    train(m, opt, data(3), name)
+    seen = {}
+
+    def tag(o, sd):
+        seen["post"] = "dynopt" in sd
+        sd = dict(sd)
+        sd["dynopt"] = {**sd["dynopt"], "seed": 3}  # a hook's result is what state_dict returns
+        return sd
+
+    h = opt.register_state_dict_post_hook(tag)
+    sd = opt.state_dict()
+    h.remove()
+    assert seen["post"] and sd["dynopt"]["seed"] == 3
+
+    other = FACTORIES[name](m, seed=5)
+    key = {"Langevin": "momentum_buffer", "HeavyBall": "momentum"}[name]
+    good = sd["state"][0][key]
+    broken = copy.deepcopy(sd)
+    broken["state"][0][key] = torch.zeros(2, 2)
+
+    def migrate(o, ck):  # sees "dynopt" before validation; repairs the broken entry
+        seen["pre"] = ck["dynopt"]["seed"]
+        ck = copy.deepcopy(ck)
+        ck["state"][0][key] = good.clone()
+        return ck
+
+    def after(o):
+        seen["load-post"] = (o.seed, o.step_count)
+
+    hp = other.register_load_state_dict_pre_hook(migrate)
+    hq = other.register_load_state_dict_post_hook(after)
+    other.load_state_dict(broken)
+    assert seen["pre"] == 3 and seen["load-post"] == (3, 3)
+    hp.remove()
+    hq.remove()
+
+    def corrupt(o, ck):
+        return broken
+
+    hp = other.register_load_state_dict_pre_hook(corrupt)
+    before = copy.deepcopy(other.state_dict())
+    with pytest.raises(ValueError, match=key):
+        other.load_state_dict(sd)
+    hp.remove()
+    after_sd = other.state_dict()
+    assert torch.equal(after_sd["state"][0][key], before["state"][0][key])

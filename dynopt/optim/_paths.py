@@ -31,7 +31,9 @@ def resolve_loss(closure_loss: Any, given: Any, owner: str, required: bool) -> A
         raise ValueError(
             f"{owner} needs the loss value at the current parameters: call "
             f"step(closure) with a closure that returns the loss, or step(loss=loss) after "
-            "loss.backward()")
+            "loss.backward(), or observe_loss(loss) before step(); in a training framework use "
+            "dynopt.integrations.huggingface.DynoptTrainer (Hugging Face Trainer) or the "
+            "callback dynopt.integrations.lightning.FeedLoss (Lightning)")
     if isinstance(loss, Tensor) and loss.numel() != 1:
         raise ValueError(f"loss must be a scalar, got a tensor of shape {tuple(loss.shape)}")
     return loss
@@ -71,6 +73,12 @@ def choose_path(group: dict[str, Any], tensors: Sequence[Tensor], owner: str) ->
     path stays the fastest one on the CPU; ``foreach=True`` is what inductor can fuse.
     """
     fused, foreach = group.get("fused"), group.get("foreach")
+    for flag, value in (("fused", fused), ("foreach", foreach)):
+        if value is not None and type(value) is not bool:  # also when set after construction
+            raise TypeError(f"{flag} must be None or a bool, got {value!r}")
+    for flag in ("differentiable", "maximize"):
+        if type(group.get(flag, False)) is not bool:
+            raise TypeError(f"{flag} must be a bool, got {group[flag]!r}")
     if group.get("differentiable"):
         return "single"
     if fused:

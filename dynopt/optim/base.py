@@ -23,9 +23,11 @@ Subclasses implement ``_update(loss)`` and extend ``_validate_group``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
-from collections.abc import Callable, Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -63,7 +65,10 @@ def _broadcast_seed(seed: int | None) -> int:
     identical even when ranks seed their global generators differently.
     """
     if seed is not None:
-        return check_int("seed", seed, minimum=0)
+        seed = check_int("seed", seed, minimum=0)
+        if seed >= 1 << 64:  # the noise key is 64 bits: larger seeds would alias smaller ones
+            raise ValueError(f"seed must be an integer in [0, 2**64), got {seed}")
+        return seed
     fresh = int(torch.randint(0, 1 << 62, (), dtype=torch.int64))
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
@@ -111,13 +116,21 @@ class DynamicsOptimizer(torch.optim.Optimizer):
 
     # --- groups and hyperparameters --------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group``, then validation; a refused group is taken out again, so
+        the optimizer is unchanged and the call can be retried with corrected values."""
+        n = len(self.param_groups)
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        for p in group["params"]:
-            if p.is_complex():
-                raise ValueError(f"{type(self).__name__} does not support complex parameters "
-                                 f"(got a {p.dtype} tensor of shape {tuple(p.shape)})")
-        self._validate_group(group, len(self.param_groups) - 1)
+        try:
+            group = self.param_groups[-1]
+            for p in group["params"]:
+                if p.is_complex():
+                    raise ValueError(f"{type(self).__name__} does not support complex "
+                                     f"parameters (got a {p.dtype} tensor of shape "
+                                     f"{tuple(p.shape)})")
+            self._validate_group(group, n)
+        except BaseException:
+            del self.param_groups[n:]
+            raise
 
     def _validate_group(self, group: dict[str, Any], index: int) -> None:
         """Validate a group's hyperparameters; subclasses extend (call super first)."""
@@ -157,8 +170,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             if value.numel() != 1:
                 raise ValueError(f"{name} as a tensor must have 1 element, got shape "
                                  f"{tuple(value.shape)} (param group {index})")
-            check(name, float(value.item()))
-            return
+            value = float(value.item())
         try:
             check(name, value)
         except (ValueError, TypeError) as err:
@@ -214,8 +226,14 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         return gen
 
     # --- state dict --------------------------------------------------------------------------
+    # torch runs the state-dict hooks inside its own methods; dynopt's entry ("dynopt") is
+    # added, and its seed, step counter and generators restored, around them. So these two
+    # methods run the hooks themselves, where torch's contract puts them: load pre-hooks on the
+    # whole checkpoint before anything is validated (they may migrate it), load post-hooks
+    # after everything is restored, state-dict post-hooks on the finished dict.
     def state_dict(self) -> dict[str, Any]:
-        sd = super().state_dict()
+        with _hooks_held(self, "_optimizer_state_dict_post_hooks"):
+            sd = super().state_dict()  # runs the pre-hooks
         for g in sd["param_groups"]:
             for k, v in list(g.items()):
                 if callable(v) and not isinstance(v, Tensor):
@@ -225,11 +243,20 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             "seed": self.seed,
             "global": _detach_tree(self.global_state),
             "generators": {k: g.get_state() for k, g in self._generators.items()},
+            **self._extra_state(),
         }
+        for hook in self._optimizer_state_dict_post_hooks.values():
+            result = hook(self, sd)
+            if result is not None:
+                sd = result
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a checkpoint saved by :meth:`state_dict`, validating all of it first.
+
+        Load pre-hooks see the whole checkpoint (``"dynopt"`` entry included) before it is
+        validated, and what they return is validated like the rest; post-hooks run once
+        everything (seed, step counter, generators) is restored.
 
         Raises:
             ValueError, TypeError: If anything in ``state_dict`` does not fit this optimizer
@@ -237,13 +264,34 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         """
         from .checkpoint import validate
 
+        for hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        self._refuse_checkpoint(state_dict)
         groups, glob, generators, seed = validate(self, state_dict)
         torch_sd = {k: v for k, v in state_dict.items() if k != "dynopt"}
         torch_sd["param_groups"] = groups
-        super().load_state_dict(torch_sd)
+        with _hooks_held(self, "_optimizer_load_state_dict_pre_hooks",
+                         "_optimizer_load_state_dict_post_hooks"):
+            super().load_state_dict(torch_sd)
         self.seed = seed
         self.global_state = dict(glob)
         self._generators = generators
+        self._after_load(state_dict)
+        for hook in self._optimizer_load_state_dict_post_hooks.values():
+            hook(self)
+
+    def _extra_state(self) -> dict[str, Any]:
+        """Entries a subclass adds to ``state_dict()["dynopt"]`` (plain values)."""
+        return {}
+
+    def _refuse_checkpoint(self, state_dict: dict[str, Any]) -> None:
+        """Raise ValueError for a checkpoint this optimizer cannot continue (before anything is
+        validated or changed); subclasses extend."""
+
+    def _after_load(self, state_dict: dict[str, Any]) -> None:
+        """Adjust the loaded state (called before the load post-hooks); subclasses extend."""
 
     def _saved_group(self, saved: dict[str, Any]) -> dict[str, Any]:
         """A saved param group as this version stores it (checkpoints of older versions);
@@ -327,6 +375,15 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         """
         return False
 
+    #: Keyword arguments ``step()`` passes on to ``_update`` (subclasses that take more extend
+    #: it); any other is a TypeError, not silently ignored.
+    _step_keywords: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def uses_loss(self) -> bool:
+        """Whether the step reads the loss value (here: never; see the eventful optimizers)."""
+        return False
+
     #: True for optimizers that check their own result before committing it (DDPNOpt).
     _checks_own_result: ClassVar[bool] = False
     #: Counts of the result checks taken: ``{"bound": steps proven finite without a snapshot
@@ -370,6 +427,13 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             DivergenceError: With ``nonfinite="raise"``, if a gradient is NaN/inf; the
                 parameters and the optimizer state are left unchanged.
         """
+        for key in kwargs:
+            if key not in self._step_keywords:
+                hint = (f"; {type(self).__name__} does not read the loss (uses_loss is False): "
+                        "call step() after backward(), or step(closure)"
+                        if key == "loss" else "")
+                raise TypeError(f"{type(self).__name__}.step() got an unexpected keyword "
+                                f"argument {key!r}{hint}")
         if any(g.get("differentiable") for g in self.param_groups):
             with torch.enable_grad():
                 return self._step_impl(closure, **kwargs)
@@ -470,6 +534,20 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             group.setdefault("foreach", None)
             group.setdefault("differentiable", False)
             group.setdefault("weight_decay", self.defaults.get("weight_decay", 0.0))
+
+
+@contextlib.contextmanager
+def _hooks_held(opt: torch.optim.Optimizer, *names: str) -> Iterator[None]:
+    """Hide the optimizer's hook dicts ``names`` while torch's own method runs (dynopt runs
+    those hooks itself, where the contract puts them)."""
+    held = {name: getattr(opt, name) for name in names}
+    try:
+        for name in names:
+            setattr(opt, name, OrderedDict())
+        yield
+    finally:
+        for name, hooks in held.items():
+            setattr(opt, name, hooks)
 
 
 def _detach_tree(obj: Any) -> Any:

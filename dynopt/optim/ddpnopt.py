@@ -341,8 +341,8 @@ class DDPNOpt(DynamicsOptimizer):
                                  f"param groups {sorted(seen)}; DDPNOpt updates a layer as one "
                                  "control")
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
+    def _after_load(self, state_dict: dict[str, Any]) -> None:
+        super()._after_load(state_dict)
         self._sync_hooks()
 
     def remove_hooks(self) -> None:

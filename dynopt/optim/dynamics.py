@@ -233,6 +233,9 @@ def build(group: dict[str, Any], value: Value) -> Spec:
             message names ``scheme`` and the letters the system offers).
     """
     dyn = get(group["dynamics"])
+    for key, h in dyn.hypers.items():  # structural settings, checked again when they change
+        if not h.numeric and not (h.optional and group.get(key) is None):
+            h.check(key, group.get(key, h.default))
     if group.get("momentum") is not None and "momentum" not in dyn.hypers:
         raise ValueError(
             f"momentum is the friction factor e^(-gamma*lr) of dynamics='langevin'; this group "

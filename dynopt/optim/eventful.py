@@ -75,6 +75,8 @@ class EventfulOptimizer(DynamicsOptimizer):
         """True once a ``Stop`` action fired (later steps do nothing)."""
         return bool(self.global_state.get("stopped", False))
 
+    _step_keywords = ("given_loss",)
+
     @property
     def uses_loss(self) -> bool:
         """Whether the step reads the loss value (the optimizer's energy, or a loss event)."""

@@ -314,8 +314,9 @@ class Partitioned(DynamicsOptimizer):
             else:
                 units.append([spec, group, members, scope, f"group{gi}"])
         for spec, group, members, scope, key in units:
-            fresh = [m for m in members if "step" not in self.state[m[0]]]
-            running = [m for m in members if "step" in self.state[m[0]]]
+            fresh, running = [], []
+            for m in members:  # one state lookup per tensor (Tensor.__hash__ is Python)
+                (running if "step" in self.state[m[0]] else fresh).append(m)
             if fresh:
                 self._run_cohort(spec, group, fresh, scope, key, first=True)
             if running:
@@ -517,19 +518,14 @@ class Partitioned(DynamicsOptimizer):
                                  "with that thermostat scope; the optimizer was left unchanged")
             check_vector(value, where, sizes[key])
 
-    def state_dict(self) -> dict[str, Any]:
-        """As :meth:`DynamicsOptimizer.state_dict`, with the noise kind (a run continues only
-        under the kind it was drawn with)."""
-        sd = super().state_dict()
-        sd["dynopt"]["noise"] = self.noise
-        return sd
+    def _extra_state(self) -> dict[str, Any]:
+        """The noise kind (a run continues only under the kind it was drawn with)."""
+        return {**super()._extra_state(), "noise": self.noise}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """As :meth:`DynamicsOptimizer.load_state_dict` (everything validated first), but
-        per-tensor thermostat variables and float32 momenta of low-precision parameters keep
-        their saved dtype (torch would cast them to the parameter's), and a checkpoint saved
-        under another noise kind is refused (checkpoints of versions that did not record it
-        load as before)."""
+    def _refuse_checkpoint(self, state_dict: dict[str, Any]) -> None:
+        """A checkpoint saved under another noise kind is refused (checkpoints of versions that
+        did not record it load as before)."""
+        super()._refuse_checkpoint(state_dict)
         extra = state_dict.get("dynopt") if isinstance(state_dict, Mapping) else None
         saved_noise = extra.get("noise") if isinstance(extra, Mapping) else None
         if saved_noise is not None and saved_noise != self.noise:
@@ -538,7 +534,11 @@ class Partitioned(DynamicsOptimizer):
                 f"noise={saved_noise!r}, and this one draws noise={self.noise!r}; construct it "
                 f"with noise={saved_noise!r} to continue that run. The optimizer was left "
                 "unchanged")
-        super().load_state_dict(state_dict)
+
+    def _after_load(self, state_dict: dict[str, Any]) -> None:
+        """Per-tensor thermostat variables and float32 momenta of low-precision parameters keep
+        their saved dtype (torch would cast them to the parameter's)."""
+        super()._after_load(state_dict)
         saved = state_dict["state"]
         self._streams = None
         for sg, group in zip(state_dict["param_groups"], self.param_groups, strict=True):

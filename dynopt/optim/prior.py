@@ -47,10 +47,15 @@ _NEUTRAL = {"weight_decay": 0.0, "localization": 0.0, "nbeta": 1.0}
 
 
 def _get(group: dict[str, Any], key: str) -> float:
+    """The group's value of a prior key, validated where it is used (a value set after
+    construction, e.g. by a weight-decay schedule, is checked like one given at construction:
+    a ValueError or TypeError naming the key and the value, before anything is written)."""
     v = group.get(key)
     if v is None:
         return _NEUTRAL[key]
-    return float(v.item()) if isinstance(v, Tensor) else float(v)
+    if isinstance(v, Tensor) and v.numel() == 1:
+        v = v.item()
+    return float(KEYS[key](key, v))
 
 
 def validate(group: dict[str, Any], check: Callable[[str, Callable[[str, Any], float]], None]
