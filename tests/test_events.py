@@ -148,3 +148,50 @@ def test_energy_trigger_in_integrate():
     assert f.value < 0.5 <= tr.energy[0, f.step - 1]  # first step with H < 0.5
     assert f.step == tr.n_draws - 1
 
+
+
+def _baoab_normals(q, p, h, gamma, k=1.0):
+    """The O-step normals a BAOAB chain drew (harmonic U = k q²/2, unit mass, T = 1), from its
+    recorded path: exact algebra, step by step."""
+    c, d = np.exp(-gamma * h), np.sqrt(1.0 - np.exp(-2.0 * gamma * h))
+    out = []
+    for n in range(len(q) - 1):
+        pp = p[n] - 0.5 * h * k * q[n]
+        qq = q[n] + 0.5 * h * pp
+        p_o = (q[n + 1] - qq) / (0.5 * h)
+        out.append((p_o - c * pp) / d)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_switched_runs_draw_fresh_noise_every_step(backend):
+    """With two dynamics in use, the torch backend stepped each on a copy of the state,
+    generator included, and never advanced the run's generator: every step drew the same
+    normals (1 distinct value in 60). The chain that keeps the first dynamics must draw fresh
+    standard normals."""
+    pot = P.Harmonic(dim=1)
+    slow = Langevin(pot, gamma=1.0, temperature=1.0)
+    fast = Langevin(pot, gamma=2.0, temperature=1.0)
+    q0 = np.array([[1.0], [-1.0]])
+    ev = [StateCondition(lambda q, p: q[:, 0] > 0.5, then=SwitchDynamics(fast))]
+    tr = dynopt.integrate(slow, "BAOAB", q0, p0=np.zeros((2, 1)), h=0.1, n_steps=60, seed=0,
+                          backend=backend, events=ev)
+    first = {f.chain: f.step for f in tr.events}
+    assert first[0] == 0
+    upto = first.get(1, 60)  # chain 1 runs the first dynamics until it switches too
+    assert upto >= 15
+    z = _baoab_normals(tr.q[1, :upto + 1, 0], tr.p[1, :upto + 1, 0], 0.1, 1.0)
+    assert len(np.unique(np.round(z, 10))) == len(z)  # the bug: one value repeated
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_a_chain_diverging_under_another_chains_dynamics_is_not_a_divergence(backend):
+    """Each dynamics steps a copy of every chain; a chain overflowing under dynamics it does not
+    run used to end the run with a DivergenceError naming it."""
+    stable = Langevin(P.Harmonic(dim=1), gamma=1.0, temperature=0.1)
+    quartic = Langevin(P.DoubleWell(dim=1), gamma=1.0, temperature=0.1)
+    q0 = np.array([[1.0], [1e80]])  # chain 1 is fine under the harmonic, overflows in the well
+    ev = [StateCondition(lambda q, p: np.abs(q[:, 0]) < 2.0, then=SwitchDynamics(quartic))]
+    tr = dynopt.integrate(stable, "BAOAB", q0, h=0.1, n_steps=20, seed=0, backend=backend,
+                          events=ev)
+    assert np.isfinite(tr.q).all() and {f.chain for f in tr.events} == {0}

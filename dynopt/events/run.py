@@ -67,6 +67,22 @@ def _modes(system: AbstractSystem, program: Program, events: EventSet, dim: int,
     return modes, index
 
 
+def _first_divergent(work: Any, mine: np.ndarray, d: Divergence) -> Divergence | None:
+    """``d`` if its chain runs this mode, else the first chain of the mode that is not finite
+    (a chain of another mode stepped under this one may diverge; its own mode decides)."""
+    if mine[d.chain]:
+        return d
+    for c in np.flatnonzero(mine):
+        row = [work.q[int(c)], work.p[int(c)]]
+        if not all(bool(np.isfinite(np.asarray(_host(t))).all()) for t in row):
+            return Divergence(step=d.step, chain=int(c))
+    return None
+
+
+def _host(t: Any) -> Any:
+    return t.detach().cpu() if hasattr(t, "detach") else t
+
+
 def _rows(a: Any, mask: np.ndarray) -> Any:
     if isinstance(a, np.ndarray):
         return mask
@@ -168,14 +184,19 @@ def run_with_events(be: AbstractBackend, system: AbstractSystem, integ: Abstract
             m = int(present[0])
             div = be.advance(modes[m][0], modes[m][1], state, 1, None)
         else:
+            # every mode steps a copy of all chains and each chain keeps its own mode's result
             base = state.copy()
             div = None
             for m in present:
+                mine = chain_mode == m
                 work = base.copy()
+                if state.generator is not None:  # one live stream: each mode draws after the
+                    work.generator = state.generator  # last (a copy would repeat its draws)
                 d = be.advance(modes[int(m)][0], modes[int(m)][1], work, 1, None)
-                div = div or d
-                sel = _rows(state.q, chain_mode == m)
+                sel = _rows(state.q, mine)
                 state.q[sel], state.p[sel], state.x[sel] = work.q[sel], work.p[sel], work.x[sel]
+                if d is not None and div is None:  # only a chain that runs this mode counts
+                    div = _first_divergent(work, mine & ~stopped, d)
             state.step += 1
         if frozen is not None:
             sel = _rows(state.q, stopped)
