@@ -133,3 +133,23 @@ def test_divergence_names_the_exact_step_and_keeps_the_records(backend):
     partial = err.trajectory
     assert partial.n_draws == (expected - 1) // 10 + 1
     assert np.isfinite(partial.q).all()
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+@pytest.mark.parametrize("make", [
+    lambda pot: S.NoseHoover(pot, temperature=0.7, mass=[0.25, 4.0]),
+    lambda pot: S.NoseHooverChain(pot, temperature=0.7, mass=[0.25, 4.0]),
+    lambda pot: S.AdaptiveLangevin(pot, temperature=0.7, mass=[0.25, 4.0]),
+    lambda pot: S.Langevin(pot, gamma=1.0, temperature=0.7, mass=[0.25, 4.0]),
+])
+def test_default_momenta_are_maxwell_boltzmann_for_every_thermostat(backend, make):
+    """p0 defaults to N(0, τM) for every system with a temperature, as documented: Nosé–Hoover
+    and its chains started at p = 0 (a chain at a minimum never moved)."""
+    system = make(P.Harmonic(dim=2))
+    n = 20_000
+    tr = dynopt.integrate(system, None, np.zeros((n, 2)), h=0.01, n_steps=1, seed=1,
+                          backend=backend)
+    ratio = np.asarray(tr.p[:, 0, :]) ** 2 / np.array([0.25, 4.0])  # p²/m: mean τ each
+    mean, se = ratio.mean(0), ratio.std(0) / np.sqrt(n)
+    assert np.all(np.abs(mean - 0.7) < 4 * se), (mean, se)
+    assert np.all(se < 1.1 * 0.7 * np.sqrt(2.0 / n)), se  # a χ²₁ mean's SE: not wider

@@ -109,9 +109,6 @@ class AdaptiveLangevin(AbstractSystem):
     def initial_extras(self, n_chains: int, dim: int, normals: NormalSampler) -> np.ndarray:
         return np.full((n_chains, 1), self.xi0)
 
-    def initial_momentum(self, n_chains: int, dim: int, normals: NormalSampler) -> np.ndarray:
-        return normals((n_chains, dim)) * np.sqrt(self.temperature * self.mass_vector(dim))
-
     def parameters(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "sigma_a": self.sigma_a, "eps": self.eps,
                 "xi0": self.xi0}

@@ -109,8 +109,13 @@ class AbstractSystem(abc.ABC):
         return np.zeros((n_chains, sum(self.extras_layout(dim).values())))
 
     def initial_momentum(self, n_chains: int, dim: int, normals: NormalSampler) -> np.ndarray:
-        """Momenta used when ``p0`` is not given (zeros unless the system has a temperature)."""
-        return np.zeros((n_chains, dim))
+        """Momenta used when ``p0`` is not given: Maxwell–Boltzmann, p ~ N(0, τM), for a system
+        with a ``temperature`` τ (every thermostat: Langevin, adaptive Langevin, Nosé–Hoover and
+        its chains), else zeros."""
+        temperature = getattr(self, "temperature", None)
+        if temperature is None:
+            return np.zeros((n_chains, dim))
+        return normals((n_chains, dim)) * np.sqrt(temperature * self.mass_vector(dim))
 
     # --- energies -------------------------------------------------------------------------
     def kinetic_energy(self, p: Array) -> Array:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from .._validation import check_nonnegative
 from ..potentials.base import AbstractPotential
 from ..program import Op
 from . import subflows
-from .base import AbstractSystem, NormalSampler
+from .base import AbstractSystem
 
 
 class Langevin(AbstractSystem):
@@ -73,10 +71,6 @@ class Langevin(AbstractSystem):
         if letter == "B":
             return subflows.kick(t)
         return subflows.ornstein_uhlenbeck(t, self.gamma, self.temperature)
-
-    def initial_momentum(self, n_chains: int, dim: int, normals: NormalSampler) -> np.ndarray:
-        """Maxwell–Boltzmann momenta, p ~ N(0, τM)."""
-        return normals((n_chains, dim)) * np.sqrt(self.temperature * self.mass_vector(dim))
 
     def parameters(self) -> dict[str, Any]:
         return {"gamma": self.gamma, "temperature": self.temperature}
