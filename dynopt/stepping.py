@@ -36,7 +36,8 @@ __all__ = ["State", "check_state", "init", "run", "step"]
 BACKENDS = ("numba", "torch")
 #: Noise kinds (``noise=``); the numba kernels' codes: ``dynopt.backends.numba.philox.NOISE_KINDS``.
 NOISES = ("gaussian", "gaussian-f64", "discrete")
-#: Seeds are 64-bit (the Philox key and ``torch.Generator.manual_seed`` both take 64 bits).
+#: Seeds are 64-bit: the Philox key takes them whole; torch's CPU generator keeps 32 bits, so
+#: :func:`dynopt.backends.torch.ops.seeded` folds larger seeds into 32 with a hash of all 64.
 MAX_SEED = 2**64 - 1
 
 

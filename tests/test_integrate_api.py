@@ -153,3 +153,42 @@ def test_default_momenta_are_maxwell_boltzmann_for_every_thermostat(backend, mak
     mean, se = ratio.mean(0), ratio.std(0) / np.sqrt(n)
     assert np.all(np.abs(mean - 0.7) < 4 * se), (mean, se)
     assert np.all(se < 1.1 * 0.7 * np.sqrt(2.0 / n)), se  # a χ²₁ mean's SE: not wider
+
+
+def test_torch_backend_seeds_count_all_64_bits_and_small_seeds_are_unchanged():
+    """torch's CPU generator keeps 32 bits of its seed: seeds 1 and 1 + 2³² drew identical
+    runs. Seeds ≥ 2³² are now folded by a hash of all 64 bits; smaller ones are used as they
+    are (earlier runs reproduce)."""
+    import torch
+
+    from dynopt.backends.torch.ops import seeded
+
+    system = S.Langevin(P.DoubleWell(dim=1), gamma=1.0, temperature=0.3)
+
+    def run(seed):
+        return dynopt.integrate(system, "BAOAB", [1.0], h=0.1, n_steps=50, n_chains=4,
+                                seed=seed, backend="torch").q
+
+    for low, high in [(1, 1 + 2**32), (7, 7 + 2**63)]:
+        assert not np.array_equal(run(low), run(high))
+    assert np.array_equal(run(2**40), run(2**40))
+    for seed in (0, 5, 2**32 - 1):
+        a = torch.randn(8, generator=seeded(torch.Generator(), seed))
+        assert torch.equal(a, torch.randn(8, generator=torch.Generator().manual_seed(seed)))
+    folded = {torch.randn(4, generator=seeded(torch.Generator(), s)).sum().item()
+              for s in (2**32, 2**33, 2**63, 2**64 - 1, 3 * 2**32 + 1)}
+    assert len(folded) == 5
+
+
+def test_optimizer_generators_count_all_64_bits():
+    import torch
+
+    from dynopt.optim import Langevin
+
+    def noise(seed):
+        p = torch.zeros(16, requires_grad=True)
+        p.grad = torch.zeros(16)
+        Langevin([p], lr=0.1, temperature=1.0, seed=seed, foreach=True).step()
+        return p.detach().clone()
+
+    assert not torch.equal(noise(3), noise(3 + 2**32))

@@ -220,8 +220,9 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         key = str(dev)
         gen = self._generators.get(key)
         if gen is None:
-            gen = torch.Generator(device=key)
-            gen.manual_seed(self.seed)
+            from ..backends.torch.ops import seeded
+
+            gen = seeded(torch.Generator(device=key), self.seed)
             self._generators[key] = gen
         return gen
 

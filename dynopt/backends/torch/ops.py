@@ -28,6 +28,7 @@ __all__ = [
     "ou_",
     "ou_thermostat_",
     "ou_thermostat_coefficients",
+    "seeded",
     "thermostat_",
     "wiener_",
 ]
@@ -180,6 +181,28 @@ def _nhc_propagate(k2: Tensor, v: list[Tensor], eta: list[Tensor], t: float, kT:
                 worst = torch.maximum(worst, -ts * torch.stack(v).abs().amax(0))
     worst = torch.where(torch.isfinite(scale), worst, torch.full_like(worst, math.inf))
     return scale, worst
+
+
+_M64 = (1 << 64) - 1
+
+
+def seeded(generator: torch.Generator, seed: int) -> torch.Generator:
+    """``generator.manual_seed(seed)``, with every bit of a 64-bit seed counting.
+
+    torch's CPU generator (a Mersenne Twister) keeps only the low 32 bits of its seed, so seeds
+    1 and 1 + 2³² drew identical runs. On the CPU a seed ≥ 2³² is therefore folded into 32 bits
+    by a hash of all 64 (splitmix64's finalizer); smaller seeds are used as they are, so their
+    runs are unchanged, and other devices (CUDA's Philox) take the 64 bits directly. Two
+    different seeds ≥ 2³² still share a CPU stream with probability 2⁻³², as any two 32-bit
+    seeds do.
+    """
+    if seed >= 1 << 32 and generator.device.type == "cpu":
+        z = (seed + 0x9E3779B97F4A7C15) & _M64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+        seed = (z ^ (z >> 31)) >> 32
+    generator.manual_seed(seed)
+    return generator
 
 
 def standard_normal(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype,

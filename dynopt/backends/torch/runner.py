@@ -65,8 +65,7 @@ class TorchBackend(AbstractBackend):
                    chain_ids=None):
         dt = resolve_dtype(dtype)
         dev = torch.device(device) if device is not None else torch.device("cpu")
-        gen = torch.Generator(device=dev)
-        gen.manual_seed(seed)
+        gen = ops.seeded(torch.Generator(device=dev), seed)
         n, dim = q.shape
         streams = None if chain_ids is None else ChainStreams(seed, chain_ids, dev)
 
