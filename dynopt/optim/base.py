@@ -134,9 +134,12 @@ class DynamicsOptimizer(torch.optim.Optimizer):
 
     def _validate_group(self, group: dict[str, Any], index: int) -> None:
         """Validate a group's hyperparameters; subclasses extend (call super first)."""
-        from .._validation import check_positive
+        from .._validation import check_nonnegative, check_positive
 
-        self._check_hyper(group, index, "lr", check_positive)
+        # lr = 0 is a valid value (a warm-up's first step, a schedule's last): that group sits
+        # the step out (_step_impl); optimizers that cannot pause a group refuse it
+        self._check_hyper(group, index, "lr",
+                          check_nonnegative if self._pause_at_zero_lr else check_positive)
         for flag in ("maximize", "differentiable"):
             if not isinstance(group.get(flag, False), bool):
                 raise TypeError(f"{flag} must be a bool, got {group[flag]!r} (param group {index})")
@@ -308,11 +311,58 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         """Check a checkpoint's optimizer-level state (raise ValueError); subclasses extend."""
 
     # --- stepping ----------------------------------------------------------------------------
+    #: Whether a param group whose ``lr`` is exactly 0 sits a step out (False: lr must be > 0).
+    _pause_at_zero_lr: ClassVar[bool] = True
+
+    def _paused_groups(self) -> list[dict[str, Any]]:
+        """The groups whose current ``lr`` is exactly 0 (schedules evaluated)."""
+        if not self._pause_at_zero_lr:
+            return []
+        return [group for group in self.param_groups if self._lr_is_zero(group)]
+
+    def _lr_is_zero(self, group: dict[str, Any]) -> bool:
+        """Whether the group's current ``lr`` is exactly 0 (a schedule evaluated)."""
+        v = group.get("lr")
+        if callable(v) and not isinstance(v, Tensor):
+            v = v(self.global_state["step"])
+        if isinstance(v, Tensor) and v.numel() == 1:
+            v = v.item()
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and v == 0
+
     def _step_impl(self, closure: Callable[[], Any] | None, **kwargs: Any) -> Any:
+        """The closure, then the update: a group whose lr is 0 sits the step out.
+
+        With step size 0 no time passes: its parameters and state are left exactly as they
+        are (its gradients are not read, so not checked either) while the other groups step
+        and the step counter advances, as torch's optimizers accept lr = 0 (the first step of
+        a linear warm-up, the last of a cosine schedule).
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        paused = self._paused_groups()
+        if not paused:
+            return self._checked_update(loss, kwargs)
+        if len(paused) == len(self.param_groups):
+            self.global_state["step"] += 1
+            return loss
+        self._before_pause()
+        held = [(group, group["params"]) for group in paused]
+        try:
+            for group in paused:
+                group["params"] = []
+            return self._checked_update(loss, kwargs)
+        finally:
+            for group, params in held:
+                group["params"] = params
+
+    def _before_pause(self) -> None:
+        """Fill caches that index every group's parameters before some groups sit a step out
+        (subclasses extend)."""
+
+    def _checked_update(self, loss: Any, kwargs: dict[str, Any]) -> Any:
+        """The update under the non-finite policy (``nonfinite``)."""
         if self.nonfinite == "ignore":
             self._update(loss=loss, **kwargs)
             self.global_state["step"] += 1

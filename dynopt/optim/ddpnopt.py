@@ -282,6 +282,9 @@ class DDPNOpt(DynamicsOptimizer):
         own = BASE_HYPERPARAMETERS.get(group.get("base"), {})  # type: ignore[arg-type]
         super()._refuse_foreign_keys({k: v for k, v in group.items() if k not in own}, index)
 
+    #: A layer's control is updated as one (weights and bias): no group sits a step out.
+    _pause_at_zero_lr = False
+
     def _validate_group(self, group: dict[str, Any], index: int) -> None:
         # torch copies every default into the group: drop the keys its base does not read
         if isinstance(group.get("base"), str) and group["base"] in BASE_HYPERPARAMETERS:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import systems
-from .._validation import check_choice, check_int, check_positive, check_real
+from .._validation import check_choice, check_int, check_nonnegative, check_positive, check_real
 from ..integrators import resolve
 from ..integrators.base import AbstractIntegrator
 from ..program import Op, normals_per_step
@@ -158,7 +158,7 @@ def one_of(choices: tuple[Any, ...]) -> Check:
     return lambda name, value: check_choice(name, value, choices)
 
 
-LR = Hyper(0.25, check_positive, schedulable=True)
+LR = Hyper(0.25, check_nonnegative, schedulable=True)  # 0: the group sits the step out
 MASS = Hyper(1.0, check_positive)
 SCOPE = Hyper("tensor", one_of(SCOPES), numeric=False)
 

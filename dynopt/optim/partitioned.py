@@ -270,11 +270,16 @@ class Partitioned(DynamicsOptimizer):
                 values = tuple(None if v is None else self._value(group, n)
                                for n, v in zip(names, raw, strict=True))
             current = dict(zip(names, values, strict=True))
+            if current.get("lr") == 0:  # a paused group never runs its ops; its structure
+                current["lr"] = 1.0  # (thermostats, buffers) is built at a stand-in step
             spec = build(group, lambda n: current[n])
             if len(self._spec_cache) > 256:
                 self._spec_cache.clear()
             self._spec_cache[key] = spec
         return spec
+
+    def _before_pause(self) -> None:
+        self._stream_ids()  # noise streams are numbered over every group's parameters
 
     def _stream_ids(self) -> dict[int, int]:
         if self._streams is None:
