@@ -111,6 +111,11 @@ def integrate(
         Interrupted: On Ctrl-C (a KeyboardInterrupt); ``err.trajectory`` keeps the records
             completed before it.
     """
+    from .systems.base import AbstractSystem
+
+    if not isinstance(system, AbstractSystem):
+        raise TypeError(f"system must be a dynopt system (e.g. dynopt.systems.Langevin(...)), "
+                        f"got {system!r}")
     integ = resolve(integrator if integrator is not None else system.default_scheme)
     h = check_positive("h", h)
     n_steps = check_int("n_steps", n_steps, minimum=0)

@@ -186,7 +186,12 @@ def _initial_arrays(
     """Validate and broadcast q0, p0 to ``(chains, dim)`` float64 arrays."""
     from ._validation import as_finite_array
 
+    if q0 is None:
+        raise ValueError("q0 is required (the initial positions), unless integrate() is given "
+                         "state= to continue a run")
     q = as_finite_array("q0", q0, ndim=(0, 1, 2))
+    if q.ndim == 2 and q.shape[0] == 0:
+        raise ValueError(f"q0 has 0 chains (shape {q.shape}); give at least one row")
     if q.ndim == 0:
         q = q.reshape(1)
     dim = q.shape[-1]

@@ -403,3 +403,35 @@ def test_input_validation_messages(rng):
         dg.rhat("abc")
     assert np.isnan(dg.effective_sample_size(np.ones((2, 50))))
     assert dg.is_separable(Rastrigin(3)) and not dg.is_separable(Rosenbrock(2))
+
+
+@pytest.mark.parametrize("fn", [dg.effective_sample_size, dg.rhat, dg.autocorrelation,
+                                dg.integrated_autocorrelation_time])
+def test_diagnostics_refuse_zero_chains(fn):
+    """rhat and autocorrelation returned NaN with RuntimeWarnings, ESS a numpy reshape error."""
+    with pytest.raises(ValueError, match="x has no chains"):
+        fn(np.zeros((0, 10)))
+
+
+def test_tail_ess_keeps_the_informative_tail():
+    """min over the two tails: a tail whose indicator is constant (NaN) must not hide the other
+    (np.minimum propagated the NaN)."""
+    x = np.random.default_rng(5).normal(size=(1, 19))  # 95 % indicator constant per split
+    low = dg.effective_sample_size(x, method="quantile", prob=0.05)
+    high = dg.effective_sample_size(x, method="quantile", prob=0.95)
+    assert np.isfinite(low) and np.isnan(high)
+    assert dg.effective_sample_size(x, method="tail") == low
+
+
+def test_temperatures_of_an_observables_run_say_what_was_not_recorded():
+    import torch
+
+    system = dynopt.systems.Langevin(DoubleWell(dim=1), gamma=1.0, temperature=0.5)
+    tr = dynopt.integrate(system, "BAOAB", [0.5], h=0.1, n_steps=20, seed=0, backend="torch",
+                          dtype=torch.float64, observables=[lambda s: s.q[:, 0] ** 2])
+    with pytest.raises(ValueError, match="did not record the momenta"):
+        dg.kinetic_temperature(tr)
+    with pytest.raises(ValueError, match="did not record the positions"):
+        dg.configurational_temperature(tr)
+    with pytest.raises(ValueError, match="q has 3 coordinate"):
+        dg.configurational_temperature(np.zeros((2, 5, 3)), DoubleWell(dim=2))

@@ -192,3 +192,38 @@ def test_optimizer_generators_count_all_64_bits():
         return p.detach().clone()
 
     assert not torch.equal(noise(3), noise(3 + 2**32))
+
+
+@pytest.mark.parametrize(("call", "exc", "message"), [
+    (lambda: dynopt.integrate(S.Langevin(P.Harmonic()), "BAOAB", None, h=0.1, n_steps=2),
+     ValueError, "q0 is required"),
+    (lambda: dynopt.integrate(S.Langevin(P.Harmonic(dim=2)), "BAOAB", np.zeros((0, 2)),
+                              h=0.1, n_steps=2), ValueError, "q0 has 0 chains"),
+    (lambda: dynopt.integrate("langevin", "BAOAB", [0.0], h=0.1, n_steps=2), TypeError,
+     "system must be a dynopt system"),
+    (lambda: dynopt.integrate(None, "BAOAB", [0.0], h=0.1, n_steps=2), TypeError,
+     "system must be a dynopt system"),
+])
+def test_integrate_input_errors_name_the_argument(call, exc, message):
+    with pytest.raises(exc, match=message):
+        call()
+
+
+def test_numba_backend_accepts_torch_float64_as_its_dtype():
+    import torch
+
+    a = dynopt.integrate(S.Langevin(P.Harmonic()), "BAOAB", [0.5], h=0.1, n_steps=5, seed=0,
+                         backend="numba", dtype=torch.float64)
+    b = dynopt.integrate(S.Langevin(P.Harmonic()), "BAOAB", [0.5], h=0.1, n_steps=5, seed=0,
+                         backend="numba")
+    assert np.array_equal(a.q, b.q)
+    with pytest.raises(ValueError, match="runs in float64"):
+        dynopt.integrate(S.Langevin(P.Harmonic()), "BAOAB", [0.5], h=0.1, n_steps=5,
+                         backend="numba", dtype=torch.float32)
+
+
+def test_a_torch_only_custom_potential_defaults_to_torch():
+    pot = P.Custom(1, value=lambda q: 0.5 * (q**2).sum(-1))
+    tr = dynopt.integrate(S.Langevin(pot, gamma=1.0, temperature=1.0), "BAOAB", [0.5], h=0.1,
+                          n_steps=3, seed=0)
+    assert np.isfinite(tr.q).all()

@@ -31,6 +31,8 @@ def as_chains(name: str, x: Any, *, min_draws: int = 1) -> np.ndarray:
         raise ValueError(f"{name} must have a draw axis, got a scalar {float(arr)!r}")
     if arr.ndim == 1:
         arr = arr[None]
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} has no chains (shape {arr.shape}; layout is (chain, draw, ...))")
     if arr.shape[1] < min_draws:
         raise ValueError(
             f"{name} needs at least {min_draws} draws per chain, got shape {arr.shape} "

@@ -123,6 +123,7 @@ def effective_sample_size(x: Any, *, method: str = "mean", prob: Any = None) -> 
         ess = quantile_ess(flat, check_probability("prob", prob))
     else:
         low, high = _tail_probs(prob)
-        ess = np.minimum(quantile_ess(flat, low), quantile_ess(flat, high))
+        # fmin: a tail whose indicator is constant (NaN) leaves the other tail's value
+        ess = np.fmin(quantile_ess(flat, low), quantile_ess(flat, high))
     ess = ess.reshape(trailing)
     return float(ess) if np.ndim(ess) == 0 else ess

@@ -135,7 +135,7 @@ def gibbs_distance(
     arr = as_finite_array("q", q, ndim=(2, 3))
     if arr.ndim == 2:  # (samples, dim): one chain
         arr = arr[None]
-    potential.check_dim(arr.shape[2])
+    potential.check_dim(arr.shape[2], "q")
     cs = _check_coords(coords, arr.shape[2])
     b = check_burn_in(burn_in, arr.shape[1])
     sel = arr[:, b:, list(cs)]

@@ -58,6 +58,11 @@ def kinetic_temperature(
     """
     if is_trajectory(p_or_traj):
         traj = p_or_traj
+        if traj.p is None and traj.system.has_momentum:
+            raise ValueError(
+                "this trajectory did not record the momenta (it was recorded with "
+                "observables=); record 'layer_kinetic', or integrate without observables= "
+                "to get p")
         if traj.p is None:
             raise ValueError(
                 f"{type(traj.system).__name__} is first order (no momenta), so it has no kinetic "
@@ -99,13 +104,17 @@ def configurational_temperature(
     """
     if is_trajectory(q_or_traj):
         traj = q_or_traj
+        if np.shape(traj.q)[-1] == 0:
+            raise ValueError(
+                "this trajectory did not record the positions (observables= without 'theta'); "
+                "add 'theta' or record 'layer_configurational'")
         q = _as_positions("q", traj.q)
         potential = traj.system.potential if potential is None else potential
     else:
         q = _as_positions("q", q_or_traj)
     if potential is None:
         raise ValueError("configurational_temperature needs potential= for array input")
-    potential.check_dim(q.shape[2])
+    potential.check_dim(q.shape[2], "q")
     b = check_burn_in(burn_in, q.shape[1])
     q = q[:, b:]
     g = np.asarray(potential.grad(q))

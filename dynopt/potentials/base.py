@@ -96,10 +96,12 @@ class AbstractPotential(abc.ABC):
         """``(value, grad)`` first-class numba functions for user potentials, else ``None``."""
         return None
 
-    def check_dim(self, dim: int) -> None:
+    def check_dim(self, dim: int, name: str = "q0") -> None:
+        """Raise ValueError if ``dim`` coordinates per chain do not fit (``name``: the argument
+        that holds them, for the message)."""
         if dim != self.dim:
             raise ValueError(
-                f"q0 has {dim} coordinate(s) per chain but the potential {self!r} has "
+                f"{name} has {dim} coordinate(s) per chain but the potential {self!r} has "
                 f"dim={self.dim}"
             )
 

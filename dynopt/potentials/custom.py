@@ -76,6 +76,8 @@ class Custom(AbstractPotential):
         self._numba_grad = numba_grad
         self._compiled: tuple[Any, Any] | None = None
         self.label = name
+        if numba_value is None:  # only torch can evaluate it: the default backend is torch
+            self.backends = ("torch",)
 
     @property
     def name(self) -> str:  # type: ignore[override]

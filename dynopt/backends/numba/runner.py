@@ -90,7 +90,8 @@ class NumbaBackend(AbstractBackend):
     name = "numba"
 
     def init_state(self, system, q, p, *, seed, noise, dtype, device):  # type: ignore[no-untyped-def]
-        if dtype not in (None, np.float64, "float64") or device not in (None, "cpu"):
+        if str(dtype) not in ("None", "float64", "torch.float64", "<class 'numpy.float64'>") or (
+                str(device) not in ("None", "cpu")):
             raise ValueError(
                 f"backend='numba' runs in float64 on the CPU; got dtype={dtype!r}, "
                 f"device={device!r} (use backend='torch' for float32 or CUDA)"
