@@ -33,6 +33,12 @@ def prepare_output_dir(path: str | os.PathLike[str], name: str = "out") -> Path:
     return out
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> bool:
     """Write ``text`` to ``path`` atomically; returns True if an existing file was replaced."""
     target = Path(path)
@@ -43,6 +49,7 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> bool:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600: give it an ordinary file's mode
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):

@@ -159,13 +159,13 @@ def train_from_cli(args: Any) -> int:
         return 2
 
     try:
-        seed = check_int("seed", args.seed, minimum=0)
-        epochs = check_int("epochs", args.epochs, minimum=1)
-        every = check_int("record_every", args.record_every, minimum=1)
+        seed = check_int("--seed", args.seed, minimum=0)
+        epochs = check_int("--epochs", args.epochs, minimum=1)
+        every = check_int("--record-every", args.record_every, minimum=1)
         curv = getattr(args, "curvature_every", 0)
-        curv = None if not curv else check_int("curvature_every", curv, minimum=1)
+        curv = None if not curv else check_int("--curvature-every", curv, minimum=1)
         if args.lr is not None:
-            check_positive("lr", args.lr)
+            check_positive("--lr", args.lr)
         if args.optimizer not in optim.REGISTRY:
             raise ValueError(f"unknown optimizer {args.optimizer!r}; known: "
                              f"{', '.join(sorted(optim.REGISTRY))}")
@@ -183,6 +183,10 @@ def train_from_cli(args: Any) -> int:
         split = data.load_wine_split(seed=seed)
         model = mlp(split.n_features, split.n_classes, (32,))
     kwargs: dict[str, Any] = {"seed": seed}
+    if args.optimizer == "ddpnopt" and args.data == "spirals":
+        # one sigmoid output under binary cross-entropy: the softmax cross-entropy Hessian
+        # (DDPNOpt's default) does not apply; the outer-product factor fits any loss
+        kwargs["terminal_hessian"] = "outer"
     if args.lr is not None:
         kwargs["lr"] = args.lr
     elif args.data != "spirals" and args.optimizer in _SPIRAL_TUNED:
@@ -223,7 +227,8 @@ def _run_monitored(args: Any, model: nn.Module, opt: torch.optim.Optimizer, spli
 
     def step(o: torch.optim.Optimizer, closure: Callable[[], torch.Tensor], loss: torch.Tensor
              ) -> Any:
-        result = o.step()
+        # optimizers that read the loss (BBI, ECDSep) get the batch's, already back-propagated
+        result = o.step(loss=loss.detach()) if getattr(o, "uses_loss", False) else o.step()
         mon.step()
         return result
 

@@ -17,7 +17,7 @@ burn = traj.n_draws // 10
 q = traj.q[:, burn:, 0]
 print(f"{traj}")
 print(f"<q>   = {q.mean():+.4f}   (exact 0)")
-print(f"<q^2> = {(q**2).mean():.4f}    (quadrature 0.917671, langevin-thermostats.md §5.5)")
+print(f"<q^2> = {(q**2).mean():.4f}    (0.917671 by quadrature of the Gibbs density)")
 print(f"P(q>0) = {(q > 0).mean():.3f}    (exact 0.5)")
 print(f"<p^2> = {(traj.p[:, burn:] ** 2).mean():.4f}    (tau = 0.25; BAOAB's kinetic bias is "
       f"O(h^2))")

@@ -81,10 +81,10 @@ def test_parse_errors_are_one_line_with_status_2(argv, message, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["train", "--epochs", "-1"], "dynopt train: error: epochs must be >= 1, got -1"),
+        (["train", "--epochs", "-1"], "dynopt train: error: --epochs must be >= 1, got -1"),
         (["train", "--optimizer", "nope"], "dynopt train: error: unknown optimizer 'nope'"),
-        (["train", "--lr", "-1"], "dynopt train: error: lr must be > 0, got -1.0"),
-        (["train", "--seed", "-5"], "dynopt train: error: seed must be >= 0, got -5"),
+        (["train", "--lr", "-1"], "dynopt train: error: --lr must be > 0, got -1.0"),
+        (["train", "--seed", "-5"], "dynopt train: error: --seed must be >= 0, got -5"),
         (["train", "--out", "/dev/null/x"], "dynopt train: error: --out folder"),
     ],
 )
@@ -226,3 +226,27 @@ def test_train_interrupted_keeps_the_evaluated_epochs(tmp_path, capsys, monkeypa
 def test_bench_unknown_name_is_one_line_with_status_2(capsys):
     assert main(["bench", "nope"]) == 2
     _one_line_error(capsys, "dynopt bench: error: unknown benchmark 'nope'; available: ")
+
+
+def test_result_files_get_an_ordinary_files_mode(tmp_path):
+    """mkstemp creates 0600 files: results written atomically were unreadable by the group and
+    others whatever the umask."""
+    import os
+    import stat
+
+    from dynopt._files import write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "r.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "r.json").st_mode) == 0o644
+
+
+def test_system_repr_has_no_dangling_separator():
+    from dynopt import potentials, systems
+
+    assert repr(systems.Hamiltonian(potentials.DoubleWell(1))) == "Hamiltonian(DoubleWell(dim=1))"
+    assert repr(systems.Langevin(potentials.Harmonic(), gamma=1.0, temperature=0.5)).startswith(
+        "Langevin(Harmonic(")

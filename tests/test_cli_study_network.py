@@ -62,6 +62,9 @@ def test_hamiltonian_mlp_study_reports_energy_drift(tmp_path, capsys):
     (["--steps", "20", "--record-every", "5"], "at least 8 records"),
     (["--weight-decay", "-1"], "weight_decay"),
     (["--threads", "0"], "threads"),
+    (["--potential", "harmonic"], "--potential does not apply with --model"),
+    (["--dim", "3"], "--dim does not apply with --model"),
+    (["--q0", "0.5"], "--q0 does not apply with --model"),
 ])
 def test_bad_inputs(tmp_path, capsys, argv, message):
     rc = main(["study", "--model", "mlp", "--out", str(tmp_path), *argv])
@@ -82,3 +85,26 @@ def test_table_flags_curvature_past_the_limit():
     assert "ratio 1.1 UNSTABLE" in text and "T_conf w" not in text
     s["curvature"].update(lambda_max=[3.0], ratio_max=0.75)
     assert "ratio 0.75" in format_network_table(s) and "UNSTABLE" not in format_network_table(s)
+
+
+def test_an_unwritable_out_is_refused_before_the_run(tmp_path, capsys):
+    """--out was checked only after the whole run (a traceback, 20-30 s of work lost)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    rc = main(["study", "--model", "mlp", "--steps", "200", "--chains", "2", "--out",
+               str(blocker / "sub")])
+    err = capsys.readouterr()
+    assert rc == 2 and "--out" in err.err and "replicas" not in err.out
+
+
+def test_the_network_study_honours_noise(tmp_path, capsys):
+    """--noise was recorded in summary.json but not used (discrete and Gaussian runs were
+    bit-identical)."""
+    runs = {}
+    for noise in ("gaussian", "discrete"):
+        out = tmp_path / noise
+        rc = main(["study", "--model", "mlp", "--steps", "40", "--chains", "2",
+                   "--record-every", "4", "--noise", noise, "--no-plots", "--out", str(out)])
+        assert rc == 0
+        runs[noise] = json.loads((out / "summary.json").read_text())
+    assert runs["gaussian"]["loss"] != runs["discrete"]["loss"]

@@ -37,3 +37,26 @@ def test_train_prints_monitor_and_limit(tmp_path, capsys):
     lam = np.array(rec["monitor"]["lambda_max"], dtype=float)
     assert np.isfinite(lam[::8]).all() and np.isnan(lam[1::8]).all()
     assert (tmp_path / "train" / "langevin-spirals" / "monitor.png").stat().st_size > 5000
+
+
+@pytest.mark.parametrize("optimizer", ["bbi", "ecdsep", "ddpnopt"])
+def test_train_runs_the_optimizers_that_read_the_loss_and_ddpnopt_on_spirals(
+        optimizer, tmp_path, capsys):
+    """`dynopt train --optimizer bbi/ecdsep` always crashed (the step got no loss), and
+    ddpnopt on the default spirals crashed (softmax Hessian on one sigmoid output)."""
+    rc = main(["train", "--optimizer", optimizer, "--data", "spirals", "--epochs", "2",
+               "--out", str(tmp_path), "--no-plots"])
+    assert rc == 0
+    record = json.loads((tmp_path / "train" / f"{optimizer}-spirals.json").read_text())
+    assert np.isfinite(record["train_loss"]).all()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--threads", "0"], "--threads must be >= 1, got 0"),
+    (["--record-every", "0"], "--record-every must be >= 1, got 0"),
+    (["--epochs", "-1"], "--epochs must be >= 1, got -1"),
+])
+def test_train_option_errors_are_one_line_with_status_2(argv, message, tmp_path, capsys):
+    rc = main(["train", "--optimizer", "langevin", "--out", str(tmp_path), *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err

@@ -80,6 +80,7 @@ def run_network(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from .. import integrate
+    from .._files import prepare_output_dir, write_text_atomic
     from ..errors import DivergenceError
     from ..integrators import resolve
     from ..observables import Projections
@@ -89,6 +90,12 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.model != "mlp":
             raise ValueError(f"model must be 'mlp', got {args.model!r}")
+        for option, value, default in (("--potential", args.potential, "double-well"),
+                                       ("--dim", args.dim, None), ("--q0", args.q0, None)):
+            if value != default:  # the network's loss is the potential, θ its coordinates
+                raise ValueError(f"{option} does not apply with --model (got {value!r}): the "
+                                 "potential is the network's training loss")
+        out = prepare_output_dir(args.out, "--out")  # before the run, not after it
         h = check_positive("h", args.h)
         tau = check_nonnegative("temperature", _value(args, "temperature"))
         steps = check_int("steps", _value(args, "steps"), minimum=1)
@@ -127,11 +134,12 @@ def _run(args: argparse.Namespace) -> int:
     print(f"dynopt study: {type(system).__name__} with {integ.name}, h = {h}, τ = {tau} on an MLP "
           f"({potential.dim} parameters) for {split.name}, weight decay {wd}")
     print(f"{chains} replicas (independent initializations) x {steps:,} steps, recording every "
-          f"{every} steps (torch, float64, seed {seed})")
+          f"{every} steps (torch, float64, {args.noise} noise, seed {seed})")
     t0 = time.perf_counter()
     try:
         traj = integrate(system, integ, q0, h=h, n_steps=steps, backend="torch", seed=seed,
-                         p0=p0, record_every=every, dtype=torch.float64, observables=obs)
+                         p0=p0, record_every=every, dtype=torch.float64, observables=obs,
+                         noise=args.noise)
     except DivergenceError as err:
         print(f"dynopt study: {err}", file=sys.stderr)
         return 1
@@ -144,12 +152,9 @@ def _run(args: argparse.Namespace) -> int:
                          for k, v in vars(args).items() if k != "func"}
     print(f"integration: {wall:.1f} s; statistics over draws {burn_in}..{traj.n_draws - 1}\n")
     print(format_network_table(summary))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     if not args.no_plots:
         summary["plots"] = network_plots(traj, summary, out, burn_in)
-    with open(out / "summary.json", "w", encoding="utf-8") as fh:
-        json.dump(summary, fh, indent=2, default=str)
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))
     print(f"\nwrote {out / 'summary.json'}" + ("" if args.no_plots else " and plots"))
     return 0
 

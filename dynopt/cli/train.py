@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = ("Train a small model on built-in data with a dynopt optimizer, monitoring per-layer "
         "temperatures, thermostat, energy and (optionally) λ_max against the stability limit.")
@@ -36,7 +37,12 @@ def run(args: argparse.Namespace) -> int:
     from ..training import train_from_cli
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(check_int("threads", getattr(args, "threads", 1), minimum=1))
+    try:
+        want = check_int("--threads", getattr(args, "threads", 1), minimum=1)
+    except (ValueError, TypeError) as err:
+        print(f"dynopt train: error: {err}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(want)
     try:
         return train_from_cli(args)
     finally:

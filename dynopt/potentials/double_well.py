@@ -11,8 +11,8 @@ class DoubleWell(AbstractPotential):
     .. math:: U(q) = \sum_i (q_i^2 - 1)^2, \quad \partial_i U = 4 q_i (q_i^2 - 1),
               \quad \Delta U = \sum_i (12 q_i^2 - 4).
 
-    Reference moments at temperature τ (quadrature) are in langevin-thermostats.md §5.5 and are
-    recomputed by :func:`dynopt.diagnostics.gibbs_moment`.
+    Its moments at temperature τ are computed by quadrature in
+    :func:`dynopt.diagnostics.gibbs_moment` (e.g. ⟨q²⟩ = 0.917671 at τ = 0.25).
 
     Args:
         dim: Number of coordinates.

@@ -174,6 +174,6 @@ class AbstractSystem(abc.ABC):
         return {}
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v}" for k, v in self.parameters().items())
-        pot = f"{self.potential!r}, " if self.potential is not None else ""
-        return f"{type(self).__name__}({pot}{params})"
+        parts = [repr(self.potential)] if self.potential is not None else []
+        parts += [f"{k}={v}" for k, v in self.parameters().items()]
+        return f"{type(self).__name__}({', '.join(parts)})"
