@@ -250,3 +250,25 @@ def test_system_repr_has_no_dangling_separator():
     assert repr(systems.Hamiltonian(potentials.DoubleWell(1))) == "Hamiltonian(DoubleWell(dim=1))"
     assert repr(systems.Langevin(potentials.Harmonic(), gamma=1.0, temperature=0.5)).startswith(
         "Langevin(Harmonic(")
+
+
+def test_network_study_interrupted_keeps_the_completed_records(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during `dynopt study --model` kept nothing; it now reports the records completed
+    so far (integrate's Interrupted carries them) and marks the summary interrupted, as the
+    plain study does."""
+    import dynopt
+
+    real = dynopt.integrate
+
+    def interrupted(*args, **kwargs):  # Ctrl-C after 60 of the 200 steps
+        part = real(*args, **{**kwargs, "n_steps": 60})
+        raise Interrupted("interrupted", trajectory=part)
+
+    monkeypatch.setattr(dynopt, "integrate", interrupted)
+    out = tmp_path / "n"
+    rc = main(["study", "--model", "mlp", "--steps", "200", "--chains", "4", "--record-every",
+               "4", "--no-plots", "--out", str(out)])
+    assert rc == 130
+    assert "interrupted after 60 of 200 steps" in capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True

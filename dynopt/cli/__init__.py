@@ -40,10 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
     for name, modname in COMMANDS.items():
         mod = importlib.import_module(modname)
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=_DefaultsFormatter)
         mod.add_arguments(p)
         p.set_defaults(func=mod.run)
     return parser
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: ...)" to an option's help unless the help already says its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

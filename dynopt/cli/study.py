@@ -78,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", default="numba", choices=["numba", "torch"])
     parser.add_argument("--record-every", type=int, default=None,
-                        help="steps between records (default: ceil(steps/20000))")
+                        help="steps between records (default: ceil(steps/20000); with --model: "
+                             "max(1, steps // 200))")
     parser.add_argument("--noise", default="gaussian", choices=list(NOISES))
     parser.add_argument("--q0", type=float, default=None,
                         help="start value of every coordinate (default: per potential)")
@@ -108,6 +109,11 @@ def _build(args: argparse.Namespace) -> tuple[Any, Any, np.ndarray, int]:
     system = SYSTEMS[args.system].factory(potential, args)
     integ = resolve(args.integrator if args.integrator is not None else system.default_scheme)
     integ.check(system)
+    if system.is_stochastic and integ.program(system, 1.0).n_noise_ops == 0:
+        raise ValueError(f"--integrator {integ.name} draws no noise, so it drops "
+                         f"{type(system).__name__}'s thermostat and its temperature targets do "
+                         "not apply; use a scheme with an O step (e.g. BAOAB) or --system "
+                         "hamiltonian")
     start = entry.start if args.q0 is None else args.q0
     q0 = np.full(dim, float(start))
     steps = check_int("steps", args.steps, minimum=1)

@@ -81,7 +81,7 @@ def run_network(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .. import integrate
     from .._files import prepare_output_dir, write_text_atomic
-    from ..errors import DivergenceError
+    from ..errors import DivergenceError, Interrupted
     from ..integrators import resolve
     from ..observables import Projections
     from ..potentials import NetworkLoss
@@ -136,6 +136,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{chains} replicas (independent initializations) x {steps:,} steps, recording every "
           f"{every} steps (torch, float64, {args.noise} noise, seed {seed})")
     t0 = time.perf_counter()
+    interrupted = False
     try:
         traj = integrate(system, integ, q0, h=h, n_steps=steps, backend="torch", seed=seed,
                          p0=p0, record_every=every, dtype=torch.float64, observables=obs,
@@ -143,11 +144,19 @@ def _run(args: argparse.Namespace) -> int:
     except DivergenceError as err:
         print(f"dynopt study: {err}", file=sys.stderr)
         return 1
+    except Interrupted as err:  # Ctrl-C: keep the records completed so far, as the plain study
+        traj = err.trajectory
+        if traj is None or traj.n_draws < 9:
+            print("dynopt study: interrupted before 8 records per chain were complete; "
+                  "nothing to keep", file=sys.stderr)
+            return 130
+        interrupted = True
     wall = time.perf_counter() - t0
     burn_in = min(int(burn * traj.n_draws), traj.n_draws - 8)
     summary = analyze_network(traj, system, integ, h, tau, make, loss_fn, split, wd,
                               burn_in=burn_in)
     summary["wall_time_s"] = wall
+    summary["interrupted"] = interrupted
     summary["config"] = {k: (float(v) if isinstance(v, float) else v)
                          for k, v in vars(args).items() if k != "func"}
     print(f"integration: {wall:.1f} s; statistics over draws {burn_in}..{traj.n_draws - 1}\n")
@@ -156,6 +165,10 @@ def _run(args: argparse.Namespace) -> int:
         summary["plots"] = network_plots(traj, summary, out, burn_in)
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))
     print(f"\nwrote {out / 'summary.json'}" + ("" if args.no_plots else " and plots"))
+    if interrupted:
+        print(f"dynopt study: interrupted after {(traj.n_draws - 1) * every:,} of {steps:,} "
+              f"steps; kept the statistics of the records completed so far", file=sys.stderr)
+        return 130
     return 0
 
 
