@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import re
 
@@ -253,22 +254,32 @@ def test_system_repr_has_no_dangling_separator():
 
 
 def test_network_study_interrupted_keeps_the_completed_records(tmp_path, capsys, monkeypatch):
-    """Ctrl-C during `dynopt study --model` kept nothing; it now reports the records completed
-    so far (integrate's Interrupted carries them) and marks the summary interrupted, as the
-    plain study does."""
-    import dynopt
+    """Ctrl-C during `dynopt study --model` kept nothing; it now reports the statistics of the
+    records completed so far and marks the summary interrupted, as the plain study does (the
+    per-layer temperatures of such a trajectory divided by n = 0: it has no final state and,
+    recorded with observables=, no θ)."""
+    from dynopt.backends.torch.runner import TorchBackend
 
-    real = dynopt.integrate
+    monkeypatch.setattr(integrate_module, "CHUNK_WORK", 40)  # 20 steps per chunk of 2 chains
+    real = TorchBackend.advance
+    calls = {"n": 0}
 
-    def interrupted(*args, **kwargs):  # Ctrl-C after 60 of the 200 steps
-        part = real(*args, **{**kwargs, "n_steps": 60})
-        raise Interrupted("interrupted", trajectory=part)
+    def advance(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # three chunks (60 steps) complete
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(dynopt, "integrate", interrupted)
+    monkeypatch.setattr(TorchBackend, "advance", advance)
     out = tmp_path / "n"
-    rc = main(["study", "--model", "mlp", "--steps", "200", "--chains", "4", "--record-every",
+    rc = main(["study", "--model", "mlp", "--steps", "200", "--chains", "2", "--record-every",
                "4", "--no-plots", "--out", str(out)])
+    captured = capsys.readouterr()
     assert rc == 130
-    assert "interrupted after 60 of 200 steps" in capsys.readouterr().err
+    assert "interrupted after 60 of 200 steps" in captured.err
+    assert "interrupted: no final θ" in captured.out
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] is True
+    assert summary["layers"]["0.weight"]["n"] == 200
+    for layer in summary["layers"].values():
+        assert math.isfinite(layer["kinetic"]["value"])

@@ -221,6 +221,8 @@ def _curvature(traj: Any, system: Any, integ: Any, h: float, make: Any, loss_fn:
         reason = str(err)
     else:
         reason = None
+    if traj.final_state is None:  # interrupted: the final θ was not recorded
+        return {"lambda_max": [], "limit": limit, "limit_reason": reason, "ratio_max": None}
     model = make().double()
     q = traj.final_state.q
     lams = []
@@ -265,8 +267,11 @@ def format_network_table(s: dict[str, Any]) -> str:
     rows.append(("ESS of projections (min)", f"{min(p['ess']):.0f}", "-", "-"))
     rows.append(("R-hat of projections (max)", f"{max(p['rhat']):.3f}", "< 1.01", "-"))
     cv = s["curvature"]
-    lam = max(cv["lambda_max"])
-    if cv["limit"] is None:
+    lam = max(cv["lambda_max"], default=None)
+    if lam is None:
+        rows.append(("λ_max at the end (max over replicas)", "-", "interrupted: no final θ",
+                     "-"))
+    elif cv["limit"] is None:
         rows.append(("λ_max at the end (max over replicas)", _fmt(lam), "no linear limit", "-"))
     else:
         verdict = " UNSTABLE" if cv["ratio_max"] >= 1 else ""

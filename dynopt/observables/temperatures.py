@@ -39,7 +39,11 @@ def layer_temperatures(traj: Any, *, burn_in: int = 0, n_batches: int | None = N
         n_batches: Batches per chain for the standard errors.
         groups: The blocks used when recording (default: the potential's layers).
     """
-    dim = traj.final_state.dim if traj.final_state is not None else traj.dim
+    # the parameter count: from the potential (an observables= run without "theta" records no
+    # θ, and an interrupted run has no final state)
+    pot = traj.system.potential
+    dim = pot.dim if pot is not None else (
+        traj.final_state.dim if traj.final_state is not None else traj.dim)
     blocks = layer_slices(traj.system.potential, dim, groups)
     ex = traj.extras
     first = next(iter(ex.values()))
