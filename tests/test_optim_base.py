@@ -78,7 +78,7 @@ def test_seeded_runs_are_identical_and_do_not_touch_global_rng():
 
 def test_bad_hyperparameters_name_the_parameter():
     p = [torch.zeros(2)]
-    with pytest.raises(ValueError, match=re.escape("lr must be > 0, got -1.0")):
+    with pytest.raises(ValueError, match=re.escape("lr must be >= 0, got -1.0")):
         NoisyGD(p, lr=-1.0)
     with pytest.raises(ValueError, match="sigma must be >= 0"):
         NoisyGD(p, sigma=-0.5)

@@ -198,7 +198,7 @@ def test_nan_gradient_raises_and_leaves_state_unchanged(path):
 
 
 @pytest.mark.parametrize(("factory", "message"), [
-    (lambda p: Langevin(p, lr=-0.1), "lr must be > 0, got -0.1"),
+    (lambda p: Langevin(p, lr=-0.1), "lr must be >= 0, got -0.1"),
     (lambda p: Langevin(p, lr=0.1, temperature=-1.0), "temperature must be >= 0, got -1.0"),
     (lambda p: Langevin(p, lr=0.1, gamma=-2.0), "gamma must be >= 0, got -2.0"),
     (lambda p: Langevin(p, lr=0.1, scheme="BAXAB"), "unknown letter(s) ['X']"),

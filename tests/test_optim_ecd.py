@@ -265,7 +265,7 @@ def test_stop_event_and_bounce_event():
 @pytest.mark.parametrize(
     ("factory", "message"),
     [
-        (lambda ps: BBI(ps, lr=-1.0), "lr must be > 0, got -1.0"),
+        (lambda ps: BBI(ps, lr=-1.0), "lr must be >= 0, got -1.0"),
         (lambda ps: BBI(ps, lr=0.1, t0=0), "t0 must be >= 1, got 0"),
         (lambda ps: BBI(ps, lr=0.1, delta_energy=-1.0), "delta_energy must be >= 0"),
         (lambda ps: BBI(ps, lr=0.1, bounce_direction="x"), "bounce_direction must be one of"),

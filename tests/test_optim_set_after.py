@@ -114,7 +114,7 @@ def test_a_refused_param_group_is_not_kept(name, bad):
     opt = FACTORIES[name](m, seed=0)
     groups = len(opt.param_groups)
     own = {"dynamics": "langevin"} if name == "Partitioned" else {}
-    with pytest.raises(ValueError, match="lr must be > 0|does not use 'betas'"):
+    with pytest.raises(ValueError, match="lr must be >= 0|does not use 'betas'"):
         opt.add_param_group({"params": extra.parameters(), **own, **bad})
     assert len(opt.param_groups) == groups
     train(m, opt, data(2), name)  # still usable
@@ -164,5 +164,5 @@ def test_seed_beyond_64_bits_is_refused(cls):
 
 def test_a_tensor_hyperparameter_error_names_its_group():
     p = torch.nn.Parameter(torch.ones(2))
-    with pytest.raises(ValueError, match=r"lr must be > 0, got -0\.1\d* \(param group 0\)"):
+    with pytest.raises(ValueError, match=r"lr must be >= 0, got -0\.1\d* \(param group 0\)"):
         Langevin([p], lr=torch.tensor(-0.1))

@@ -162,8 +162,8 @@ def test_bad_parameters():
     m = _model()
     with pytest.raises(ValueError, match="gamma must be >= 0"):
         HeavyBall(m.parameters(), lr=0.1, gamma=-1.0)
-    with pytest.raises(ValueError, match="lr must be > 0"):
-        HeavyBall(m.parameters(), lr=0.0)
+    with pytest.raises(ValueError, match="lr must be >= 0"):
+        HeavyBall(m.parameters(), lr=-0.1)
     with pytest.raises(ValueError, match="mutually exclusive"):
         HeavyBall(m.parameters(), lr=0.1, fused=True, foreach=True)
     with pytest.raises(ValueError, match="does not support the action"):

@@ -104,5 +104,6 @@ def test_custom_without_numba_functions_is_a_clear_error_on_numba():
     import dynopt
 
     pot = P.Custom(1, value=lambda q: (q**2).sum(-1))
-    with pytest.raises(ValueError, match="backend='numba' needs a numba implementation"):
-        dynopt.integrate(dynopt.systems.Hamiltonian(pot), "BAB", [1.0], h=0.1, n_steps=1)
+    with pytest.raises(ValueError, match=r"backend='numba' cannot integrate Custom.*'torch'"):
+        dynopt.integrate(dynopt.systems.Hamiltonian(pot), "BAB", [1.0], h=0.1, n_steps=1,
+                         backend="numba")

@@ -103,31 +103,31 @@ POTENTIALS = [
 ]
 OPTIMIZERS = [
     ("Langevin", lambda **kw: O.Langevin(_params(), **({"lr": 0.1} | kw)),
-     {"lr": "positive", "gamma": "nonnegative", "temperature": "nonnegative",
+     {"lr": "nonnegative", "gamma": "nonnegative", "temperature": "nonnegative",
       "mass": "positive"}),
     ("OverdampedLangevin", lambda **kw: O.OverdampedLangevin(_params(), **({"lr": 0.1} | kw)),
-     {"lr": "positive", "temperature": "nonnegative"}),
+     {"lr": "nonnegative", "temperature": "nonnegative"}),
     ("AdaptiveLangevin", lambda **kw: O.AdaptiveLangevin(_params(), **({"lr": 0.1} | kw)),
-     {"lr": "positive", "temperature": "positive", "sigma_a": "nonnegative", "eps": "positive",
+     {"lr": "nonnegative", "temperature": "positive", "sigma_a": "nonnegative", "eps": "positive",
       "xi0": "real", "mass": "positive"}),
     ("NoseHoover", lambda **kw: O.NoseHoover(_params(), **({"lr": 0.1} | kw)),
-     {"lr": "positive", "temperature": "positive", "tau": "positive",
+     {"lr": "nonnegative", "temperature": "positive", "tau": "positive",
       "thermostat_mass": "positive", "chain_length": "int>=1", "xi0": "real",
       "n_substeps": "int>=1", "sy_order": "sy_order", "mass": "positive"}),
     ("AdLaLa", lambda **kw: O.AdLaLa(_two_groups(), **kw),
-     {"lr": "positive", "gamma": "nonnegative", "temperature": "positive",
+     {"lr": "nonnegative", "gamma": "nonnegative", "temperature": "positive",
       "sigma_a": "nonnegative", "eps": "positive", "xi0": "real"}),
     ("LOL", lambda **kw: O.LOL(_two_groups(), **kw),
-     {"lr": "positive", "gamma": "nonnegative", "temperature": "nonnegative"}),
+     {"lr": "nonnegative", "gamma": "nonnegative", "temperature": "nonnegative"}),
     ("Partitioned", lambda **kw: O.Partitioned(
         [{"params": _params(), "dynamics": "langevin"}], **({"lr": 0.1} | kw)),
-     {"lr": "positive", "gamma": "nonnegative", "temperature": "nonnegative",
+     {"lr": "nonnegative", "gamma": "nonnegative", "temperature": "nonnegative",
       "mass": "positive"}),
-    ("BBI", lambda **kw: O.BBI(_params(), **({"lr": 0.1} | kw)), {"lr": "positive"}),
+    ("BBI", lambda **kw: O.BBI(_params(), **({"lr": 0.1} | kw)), {"lr": "nonnegative"}),
     ("ECDSep", lambda **kw: O.ECDSep(_params(), **({"lr": 0.1} | kw)),
-     {"lr": "positive", "weight_decay": "nonnegative"}),
+     {"lr": "nonnegative", "weight_decay": "nonnegative"}),
     ("HeavyBall", lambda **kw: O.HeavyBall(_params(), **({"lr": 0.1} | kw)),
-     {"lr": "positive", "gamma": "nonnegative"}),
+     {"lr": "nonnegative", "gamma": "nonnegative"}),
     ("DDPNOpt", lambda **kw: O.DDPNOpt(_net(), **({"base": _ddp_base(kw)} | kw)),
      {"lr": "positive", "weight_decay": "nonnegative", "momentum": "nonnegative",
       "dampening": "nonnegative", "alpha": "nonnegative", "eps": "nonnegative",
@@ -219,7 +219,7 @@ def test_optimizer_error_names_the_param_group_it_came_from():
         O.Langevin(groups, lr=0.1)
     groups = _two_groups()
     groups[1]["lr"] = -2.0
-    with pytest.raises(ValueError, match=r"^lr must be > 0, got -2.0 \(param group 1\)$"):
+    with pytest.raises(ValueError, match=r"^lr must be >= 0, got -2.0 \(param group 1\)$"):
         O.HeavyBall(groups, lr=0.1)
 
 

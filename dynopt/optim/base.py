@@ -194,8 +194,10 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             value = value(self.global_state["step"])
         if isinstance(value, Tensor) and value.numel() == 1:
             value = value.item()
-        if check is None and name == "lr":
-            from .._validation import check_positive as check
+        if check is None and name == "lr":  # 0 only reaches here where a group cannot pause
+            from .._validation import check_nonnegative, check_positive
+
+            check = check_nonnegative if self._pause_at_zero_lr else check_positive
         step = self.global_state["step"]
         label = f"{name} (schedule value at step {step})" if scheduled else name
         try:

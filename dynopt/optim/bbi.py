@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .._validation import check_positive
 from ..backends.torch import energy_ops
 from ..backends.torch.energy_ops import BBIConstants
 from ..events.actions import Action, Bounce, Stop
@@ -222,7 +221,7 @@ class BBI(EventfulOptimizer):
         for group, ps, gs in parts:
             if not ps:
                 continue
-            lr = self.hyper(group, "lr", check_positive)
+            lr = self.hyper(group, "lr")
             ms = [self.momentum(p) for p in ps]
             path = choose_path(group, ps + gs + ms, "BBI")
             if path == "fused":

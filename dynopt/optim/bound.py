@@ -71,7 +71,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import check_positive
 from ..program import NOISE_OPS, OpCode
 from . import prior
 from ._paths import device_of, same_device
@@ -377,7 +376,7 @@ def bbi_bounded(opt: Any, used: Any = None) -> bool:
     tops = _grad_maxima(opt)
     pending = {}
     for gi, (group, ps, _) in enumerate(parts):
-        h = opt.hyper(group, "lr", check_positive)  # the update's own check, before any write
+        h = opt.hyper(group, "lr")  # the update's own check, before any write
         by_key: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
         for p in ps:
             by_key.setdefault((device_of(p), p.dtype), []).append(p)

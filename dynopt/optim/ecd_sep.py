@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import check_nonnegative, check_positive
+from .._validation import check_nonnegative
 from ..backends.torch import energy_ops
 from ..backends.torch.energy_ops import ECDConstants
 from ..events.actions import Stop
@@ -137,7 +137,7 @@ class ECDSep(EventfulOptimizer):
         items = []  # (lr, wd, params, grads, moms)
         for group, ps, gs in parts:
             if ps:
-                items.append((self.hyper(group, "lr", check_positive),
+                items.append((self.hyper(group, "lr"),
                               self.hyper(group, "weight_decay", check_nonnegative), ps, gs,
                               [self.momentum(p) for p in ps]))
         ftilde = float(loss) + sum(0.5 * wd * sq(ps) for _, wd, ps, _, _ in items if wd)

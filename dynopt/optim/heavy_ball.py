@@ -114,6 +114,7 @@ class HeavyBall(EventfulOptimizer):
             return float(override)
         if group.get("momentum") is not None:  # c = 1 − γh
             c = self.hyper(group, "momentum", _check_momentum)
+            # γ = (1 − c)/h: defined for a stepping group only (a paused one, lr = 0, has none)
             return (1.0 - c) / self.hyper(group, "lr", check_positive)
         return self.hyper(group, "gamma", check_nonnegative)
 
@@ -135,7 +136,7 @@ class HeavyBall(EventfulOptimizer):
         for group, params, grads in parts:
             if not params:
                 continue
-            h = self.hyper(group, "lr", check_positive)
+            h = self.hyper(group, "lr")
             gamma = self.friction(group)
             c = 1.0 - gamma * h
             moms = [self.momentum(p) for p in params]
