@@ -182,3 +182,18 @@ def test_bad_parameters(kwargs, message):
         BornInfeld(ACKLEY, **kwargs)
     with pytest.raises(TypeError, match="consistent_energy must be a bool"):
         BornInfeld(ACKLEY, consistent_energy=1)
+
+
+def test_float32_bbi_reaches_a_loss_floor_far_below_its_energy():
+    """Near v0 the shell's V((E0/V)² − 1) overflowed float32 once E0/V > 1.8e19: the torch
+    backend stopped with a DivergenceError (every value finite) where the optimizer went on."""
+    import torch
+
+    from dynopt.potentials import Zakharov
+    from dynopt.systems import BornInfeld
+
+    system = BornInfeld(Zakharov(10), v0=1e-22, t0=None, t1=None)
+    tr = dynopt.integrate(system, None, np.ones(10), h=0.0026, n_steps=6000, seed=0,
+                          backend="torch", dtype=torch.float32, record_every=100)
+    assert np.isfinite(tr.q).all()
+    assert tr.extras["potential"][0, -1] < 1e-12

@@ -302,3 +302,22 @@ def test_compiled_model_trains_like_eager_whatever_was_compiled_before():
         assert not torch.equal(m[0].weight, mlp()[0].weight)
     finally:
         torch._dynamo.reset()
+
+
+def test_ddpnopt_refuses_tied_weights_and_reused_modules():
+    """Tied weights were stepped once per layer (twice SGD's step with the feedback off), and
+    a Linear reused in the Sequential had its record overwritten (a wrong first-order step)."""
+    import pytest as _pytest
+    import torch as _torch
+
+    from dynopt.optim import DDPNOpt as _DDPNOpt
+
+    tied = _torch.nn.Sequential(_torch.nn.Linear(4, 4), _torch.nn.Tanh(), _torch.nn.Linear(4, 4))
+    tied[2].weight = tied[0].weight
+    with _pytest.raises(ValueError, match="share a parameter"):
+        _DDPNOpt(tied, lr=0.1)
+    lin = _torch.nn.Linear(4, 4)
+    reused = _torch.nn.Sequential(_torch.nn.Linear(3, 4), _torch.nn.Tanh(), lin,
+                                  _torch.nn.Tanh(), lin)
+    with _pytest.raises(ValueError, match="is the same object as"):
+        _DDPNOpt(reused, lr=0.1)

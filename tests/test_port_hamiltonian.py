@@ -172,3 +172,21 @@ def test_bad_parameters():
         HeavyBall(m.parameters(), lr=0.1, events=[LossBelow(0.5, then=Bounce())])
     with pytest.raises(ValueError, match="gamma must be >= 0"):
         PortHamiltonian(P.Harmonic(), gamma=-0.1)
+
+
+def test_an_amplifying_friction_is_refused_before_any_write():
+    """γ·lr > 2 makes the friction step multiply p by 1 − γ·lr < −1 every step: the energy grew
+    until a 'lower lr' divergence a thousand steps later. Now refused naming γ and lr, on every
+    path and also when an event sets the friction."""
+    m = _model()
+    for kw in ({}, {"foreach": True}, {"fused": False}):
+        opt = HeavyBall(m.parameters(), lr=0.1, gamma=30.0, **kw)
+        x = torch.randn(8, 4, dtype=torch.float64)
+        before = [p.detach().clone() for p in m.parameters()]
+        opt.zero_grad()
+        loss = m(x).pow(2).mean()
+        loss.backward()
+        with pytest.raises(ValueError, match=r"gamma \* lr = 30.0 \* 0.1 = 3 > 2"):
+            opt.step(loss=loss)
+        assert all(torch.equal(a, b) for a, b in zip(before, m.parameters(), strict=True))
+    HeavyBall(m.parameters(), lr=0.1, gamma=20.0)  # γ·lr = 2: c = −1, not amplifying

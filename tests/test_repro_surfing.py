@@ -47,3 +47,17 @@ def test_evaluate_runs_every_method_with_both_inner_optimizers():
     with torch.no_grad():
         resid = ((snaps[-1](x) - y).norm(dim=1) / y.norm(dim=1)).numpy()
     assert np.array_equal(resid, res["GD on final"]["residual"])
+
+
+def test_surf_evaluates_snapshots_in_eval_mode_and_restores_their_mode():
+    """Snapshots recorded while training were surfed in train mode: dropout made two seeded
+    runs differ (batch norm crashed on one code)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Dropout(0.5),
+                              torch.nn.Linear(16, 5)).double()
+    net.train()
+    y = net.eval()(torch.randn(3, 2, dtype=torch.float64)).detach()
+    net.train()
+    runs = [surf([net], y, steps_per_snapshot=50, lr=0.05, seed=0).x for _ in range(2)]
+    assert torch.equal(runs[0], runs[1])
+    assert net.training and net[2].training  # the caller's mode is restored

@@ -293,6 +293,7 @@ class DDPTrajectory:
         if not self.stages:
             raise ValueError("DDPTrajectory needs at least one nn.Linear or nn.Conv2d layer "
                              "(the controls)")
+        _refuse_shared_weights(self.stages)
         _check_sizes(self.stages)
         self._grad_leaves = {st.out_leaf for st in self.stages}
         self._handles: list[Any] = []
@@ -834,13 +835,39 @@ def _refactor(s: Tensor, qx: Tensor, diagnostics: bool = True) -> tuple[Tensor, 
     return z.reshape(bsz, z.shape[1], *qx.shape[2:]), clipped
 
 
-def _leaves(model: nn.Sequential, prefix: str = "") -> tuple[list[nn.Module], list[str]]:
+def _refuse_shared_weights(stages: list[Stage]) -> None:
+    """Each stage is its own control: a parameter shared by two layers (tied weights) would be
+    updated once per layer, with feedback computed as if they were independent."""
+    owner: dict[int, str] = {}
+    for st in stages:
+        for p in st.layer.params:
+            if id(p) in owner:
+                raise ValueError(
+                    f"DDPTrajectory: layers {owner[id(p)]} and {st.layer.name} share a parameter "
+                    "(tied weights); each layer is its own control in DDP, so shared weights "
+                    "are not supported")
+            owner[id(p)] = st.layer.name
+
+
+def _leaves(model: nn.Sequential, prefix: str = "", seen: dict[int, str] | None = None
+            ) -> tuple[list[nn.Module], list[str]]:
+    """The model's leaf modules in order (nested Sequentials flattened); a module that appears
+    twice (reused: its hook would fire twice and overwrite its record) is refused."""
+    seen = {} if seen is None else seen
     mods: list[nn.Module] = []
     names: list[str] = []
-    for name, m in model.named_children():
+    for name, m in model._modules.items():  # named_children() would skip a repeated module
+        if m is None:
+            continue
+        if id(m) in seen:
+            raise ValueError(
+                f"DDPTrajectory: module {prefix}{name} is the same object as {seen[id(m)]}; "
+                "each position of the Sequential must be its own module (a reused layer "
+                "shares weights, which DDP's per-layer controls do not support)")
+        seen[id(m)] = f"{prefix}{name}"
         full = f"{prefix}{name}"
         if isinstance(m, nn.Sequential):
-            sub, subn = _leaves(m, full + ".")
+            sub, subn = _leaves(m, full + ".", seen)
             mods += sub
             names += subn
         else:

@@ -300,8 +300,10 @@ def heavy_ball_bounded(opt: Any, used: Any = None) -> bool:
     tops = _grad_maxima(opt)
     plans = []
     for group, params in _groups_with_gradients(opt):
+        from .heavy_ball import _friction_factor
+
         h = opt.hyper(group, "lr")  # the update's own checks, before any write
-        c = 1.0 - opt.friction(group) * h
+        c = _friction_factor(opt.friction(group), h)
         if not prior.is_trivial(group):
             return False
         moms = []

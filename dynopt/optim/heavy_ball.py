@@ -133,12 +133,13 @@ class HeavyBall(EventfulOptimizer):
                 values["energy"] = values["loss"] + 0.5 * self.norm2(moms)
             if self.run_events(values, device):
                 return
+        steps = []  # every group's coefficients first: a refused one leaves all unwritten
         for group, params, grads in parts:
-            if not params:
-                continue
-            h = self.hyper(group, "lr")
-            gamma = self.friction(group)
-            c = 1.0 - gamma * h
+            if params:
+                h = self.hyper(group, "lr")
+                gamma = self.friction(group)
+                steps.append((group, params, grads, h, gamma, _friction_factor(gamma, h)))
+        for group, params, grads, h, gamma, c in steps:
             moms = [self.momentum(p) for p in params]
             path = choose_path(group, params + grads + moms, "HeavyBall")
             if path == "fused":
@@ -183,6 +184,18 @@ def _check_momentum(name: str, value: object) -> float:
     c = check_real(name, value)
     if not 0.0 <= c <= 1.0:
         raise ValueError(f"{name} must be in [0, 1] (it is 1 - gamma*lr), got {value!r}")
+    return c
+
+
+
+def _friction_factor(gamma: float, h: float) -> float:
+    """c = 1 − γh of the friction step p ← c p; γh > 2 makes |c| > 1, a friction that
+    amplifies the momentum every step (refused, naming both)."""
+    c = 1.0 - gamma * h
+    if c < -1.0:
+        raise ValueError(f"gamma * lr = {gamma} * {h} = {gamma * h:g} > 2: the friction step "
+                         f"p <- (1 - gamma*lr) p would multiply the momentum by {c:g} each step "
+                         "(an amplifying friction); lower gamma or lr")
     return c
 
 

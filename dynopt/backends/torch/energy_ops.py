@@ -121,6 +121,9 @@ def bbi_control(v: Tensor, ps2: Tensor, g2: Tensor, st: Columns, c: BBIConstants
         bounce = bounce | (active & force)
     normal = active & ~bounce
     correct = v * ((E0 / v) ** 2 - 1.0)
+    # (E0/V)² overflows float32 once E0/V > 1.8e19 (a loss near its floor v0); E0²/V − V, the
+    # same value rounded differently, still fits: used there only, so other values keep theirs
+    correct = torch.where(torch.isfinite(correct), correct, target)
     skip = ((ps2 - correct).abs() < c.eps1) | (correct < 0) | (ps2 == 0)
     if not c.project:
         skip = torch.ones_like(skip)
