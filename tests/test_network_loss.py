@@ -282,3 +282,29 @@ def test_lean_mlp_path_computes_the_same_function_as_the_vmap_path(act):
         NetworkLoss(other, F.mse_loss, (x, y), path="mlp")
     with pytest.raises(ValueError, match="path"):
         NetworkLoss(net, F.mse_loss, (x, y), path="fast")
+
+
+def test_tied_weights_take_the_general_path_and_a_reused_module_is_refused():
+    """The fast MLP path listed a repeated module once (a wrong U for Sequential(l, act, l))
+    and crashed on tied weights; functorch's functional_call left a batched tensor in a
+    reused module. Tied weights now take the general path (exact U and ∇U); a module object
+    used twice is refused by name; a shared parameter-free activation is fine."""
+    torch.manual_seed(0)
+    x, y = torch.randn(10, 3), torch.randn(10, 3)
+    lf = torch.nn.functional.mse_loss
+    a, b = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+    b.weight = a.weight
+    act = torch.nn.Tanh()
+    tied = torch.nn.Sequential(a, act, b, act)  # the activation object is shared too
+    U = NetworkLoss(tied, lf, (x, y))
+    assert U.path == "vmap"
+    theta = torch.nn.utils.parameters_to_vector(tied.parameters()).detach()
+    assert U.dim == theta.numel() == 15
+    ref = lf(tied(x), y)
+    assert U.value(theta[None]).item() == pytest.approx(ref.item(), rel=1e-6)
+    g = torch.autograd.grad(ref, list(tied.parameters()))
+    assert torch.allclose(U.grad(theta[None])[0], torch.cat([t.reshape(-1) for t in g]),
+                          atol=1e-6)
+    lin = torch.nn.Linear(3, 3)
+    with pytest.raises(ValueError, match="'2' is the same object as '0'"):
+        NetworkLoss(torch.nn.Sequential(lin, torch.nn.Tanh(), lin), lf, (x, y))

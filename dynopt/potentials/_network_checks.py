@@ -25,6 +25,7 @@ def check_model(model: Any) -> list[tuple[str, torch.Tensor]]:
     named = list(model.named_parameters())
     if not named:
         raise ValueError(f"model has no parameters: {type(model).__name__}")
+    _refuse_reused_modules(model)
     for name, p in named:
         if not p.is_floating_point() or p.is_complex():
             raise TypeError(f"model parameter {name!r} has dtype {p.dtype}; NetworkLoss needs "
@@ -42,6 +43,28 @@ def check_model(model: Any) -> list[tuple[str, torch.Tensor]]:
                 f"model module {mname or type(mod).__name__!r} ({type(mod).__name__}, "
                 f"p={mod.p}) is in training mode: it makes U(θ) random; call model.eval() first")
     return named
+
+
+def _refuse_reused_modules(model: nn.Module) -> None:
+    """A module object at two places of the model (``Sequential(l, act, l)``): torch.func's
+    functional_call then leaves a batched tensor in the module after a vmapped call, and the
+    fast MLP path would see it once. Weights tied between two distinct modules are fine."""
+    seen: dict[int, str] = {}
+    stack: list[tuple[str, nn.Module]] = [("", model)]
+    while stack:
+        prefix, mod = stack.pop()
+        for name, child in mod._modules.items():
+            if child is None:
+                continue
+            full = f"{prefix}{name}"
+            if id(child) in seen:
+                raise ValueError(
+                    f"model module {full!r} is the same object as {seen[id(child)]!r}; "
+                    "NetworkLoss needs each position to be its own module (to share weights, "
+                    "tie the parameters of two modules instead)")
+            if any(True for _ in child.parameters(recurse=False)):
+                seen[id(child)] = full
+            stack.append((full + ".", child))
 
 
 def check_data(name: str, data: Any) -> tuple[torch.Tensor, torch.Tensor]:

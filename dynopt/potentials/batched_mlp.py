@@ -51,8 +51,17 @@ class BatchedMLP:
     @staticmethod
     def supports(model: nn.Module) -> bool:
         """Whether ``model`` is a Sequential of Linear layers and elementwise activations with no
-        buffers and no hooks (so that the batched evaluation is the same function)."""
+        buffers, no hooks and no sharing (so that the batched evaluation is the same function):
+        a module used at two positions, or a weight tied between two layers, is left to the
+        general path (``children()`` lists a repeated module once, and θ holds a shared
+        parameter once)."""
         if type(model) is not nn.Sequential or any(True for _ in model.buffers()):
+            return False
+        entries = [m for m in model._modules.values() if m is not None]
+        if len({id(m) for m in entries}) != len(entries):
+            return False
+        params = [p for m in entries for p in m.parameters(recurse=False)]
+        if len({id(p) for p in params}) != len(params):
             return False
         for mod in model.children():
             if type(mod) is nn.Linear:
