@@ -33,11 +33,13 @@ momentum=1 − γh) with b = −p/h), so θₖ₊₁ − θₖ = h pₖ₊₁: p
 time step h. Thermostats of dynopt optimizers are recorded as ``xi:group<i>`` (the group's ξ,
 the mean over tensors for ``scope="tensor"``).
 
-Curvature: with ``curvature_every=K`` every K-th record also stores λ_max of the full-batch
-Hessian (:func:`~dynopt.diagnostics.model_top_eigenvalue`, a host synchronization and ~20
-Hessian-vector products) as ``lambda_max`` and the optimizer's current linear stability limit
-(:func:`~dynopt.diagnostics.optimizer_stability_limit`) as ``stability_limit`` (NaN in the
-other records).
+Curvature: with ``curvature_every=K`` every K-th record also stores λ_max of the loss's
+full-batch Hessian (:func:`~dynopt.diagnostics.model_top_eigenvalue`, a host synchronization and
+~20 Hessian-vector products) as ``lambda_max`` and the optimizer's current linear stability
+limit on that curvature (:func:`~dynopt.diagnostics.optimizer_stability_limit`, which accounts
+for the optimizer's own weight decay and prior) as ``stability_limit`` (NaN in the other
+records). The monitor's ``weight_decay`` (the prior of its ``potential``) is not added to
+λ_max: the optimizer's limit already accounts for the prior the optimizer applies.
 
 | symbol | code |
 |---|---|
@@ -238,8 +240,9 @@ class TrainingMonitor:
     def _curvature(self) -> tuple[float, float]:
         from .diagnostics import model_top_eigenvalue, optimizer_stability_limit
 
+        # the loss's curvature: the limit below already accounts for the optimizer's prior
         lam = model_top_eigenvalue(self.model, self.loss_fn, self.data,
-                                   weight_decay=self.weight_decay, tol=self.curvature_tol).value
+                                   tol=self.curvature_tol).value
         lim = optimizer_stability_limit(self.optimizer).lam
         return lam, math.nan if lim is None else lim
 

@@ -304,3 +304,38 @@ def test_lambda_max_observable_along_a_run() -> None:
     assert np.isnan(lam[:, 1::2]).all()
     with pytest.raises(ValueError, match="every"):
         LambdaMax(every=0)
+
+
+@pytest.mark.parametrize("kw, expected", [
+    ({}, 400.0), ({"weight_decay": 50.0}, 350.0), ({"nbeta": 2.0}, 200.0),
+    ({"localization": 30.0}, 370.0), ({"weight_decay": 50.0, "nbeta": 2.0}, 175.0),
+])
+def test_optimizer_limit_accounts_for_the_optimizers_prior(kw, expected):
+    """U = nβ L + (wd + γ_loc)|θ|²/2 (the loss's λ is shifted and scaled): the limit on the loss's
+    curvature is (4/h² − wd − γ_loc)/nβ for BAOAB. Only SGD's weight decay was accounted for."""
+    import torch
+
+    from dynopt.diagnostics import optimizer_stability_limit
+    from dynopt.optim import Langevin
+
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = Langevin([p], lr=0.1, gamma=1.0, temperature=0.0, **kw)
+    assert optimizer_stability_limit(opt).lam == pytest.approx(expected, rel=1e-9)
+
+
+def test_optimizer_limit_skips_groups_that_sit_the_step_out():
+    """A group with lr = 0 takes no step: SGD with momentum divided by zero, and a paused dynopt
+    group reported the limit of its stand-in step h = 1 (λ_c = 4)."""
+    import torch
+
+    from dynopt.diagnostics import optimizer_stability_limit
+    from dynopt.optim import HeavyBall, Langevin
+
+    a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
+    opt = Langevin([{"params": [a], "lr": 0.0}, {"params": [b]}], lr=0.1, temperature=0.0)
+    assert optimizer_stability_limit(opt).lam == pytest.approx(400.0, rel=1e-9)
+    sgd = torch.optim.SGD([{"params": [a], "lr": 0.0}, {"params": [b]}], lr=0.01, momentum=0.9)
+    assert optimizer_stability_limit(sgd).lam == pytest.approx(2 * 1.9 / 0.01, rel=1e-9)
+    for o in (torch.optim.SGD([a], lr=0.0, momentum=0.9), HeavyBall([a], lr=0.0)):
+        got = optimizer_stability_limit(o)
+        assert got.lam is None and "lr = 0" in got.reason

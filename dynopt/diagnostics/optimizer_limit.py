@@ -10,9 +10,12 @@ scheme, never from a table of formulas:
   with ``"em"`` at h = η; for μ > 0 ``PortHamiltonian(γ = (1 − μ)/h)`` with ``"FBA"`` at
   h = √(η(1 − d)).
 
-For SGD with momentum this gives the familiar ηλ < 2(1 + μ). Weight decay wd adds wd to every
-curvature, so the limit on the loss's λ is λ_c − wd. Optimizers without a linear limit of this
-kind (Adam, BBI, ECDSep, Nesterov SGD, ...) get None with the reason.
+For SGD with momentum this gives the familiar ηλ < 2(1 + μ). The limit returned bounds the
+*loss's* curvature: a scheme moves in U, and U's Hessian is nβ·∇²L + (wd + γ_loc)·I (the prior of
+:mod:`dynopt.optim.prior`: ``weight_decay``, ``localization``, ``nbeta``; SGD: wd only), so the
+limit on the loss's λ is (λ_c − wd − γ_loc)/nβ. A group with ``lr = 0`` takes no step and has
+no limit. Optimizers without a linear limit of this kind (Adam, BBI, ECDSep, Nesterov SGD, ...)
+get None with the reason.
 
 | symbol | code |
 |---|---|
@@ -77,34 +80,62 @@ def optimizer_stability_limit(optimizer: torch.optim.Optimizer) -> OptimizerLimi
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got "
                         f"{type(optimizer).__name__}")
+    from ..optim import prior
+
     groups: list[StabilityLimit | None] = []
-    wds: list[float] = []
+    wds: list[tuple[float, float]] = []  # per group: (shift, scale) of the loss's limit
     reason = None
+
+    def paused(group: dict[str, Any]) -> bool:
+        lr = group.get("lr")
+        lr = lr(getattr(optimizer, "step_count", 0)) if callable(lr) and not isinstance(
+            lr, torch.Tensor) else lr
+        return float(lr) == 0.0
+
+    def prior_map(group: dict[str, Any]) -> tuple[float, float]:
+        return (prior._get(group, "weight_decay") + prior._get(group, "localization"),
+                prior._get(group, "nbeta"))
+
     if isinstance(optimizer, Partitioned):
         diag = optimizer.diagnostics(host=True)
         for group, d in zip(optimizer.param_groups, diag, strict=True):
+            if paused(group):
+                groups.append(None)
+                wds.append((0.0, 1.0))
+                continue
             spec = optimizer._spec(group)
             extras = None
             if spec.n_extras and d.get("xi") is not None:
                 extras = {next(iter(spec.system.extras_layout(1))): float(d["xi"])}
             groups.append(stability_limit(spec.system, spec.integrator, spec.h,
                                           mass=spec.mass, extras=extras))
-            wds.append(0.0)
+            wds.append(prior_map(group))
     elif isinstance(optimizer, HeavyBall):
         for group in optimizer.param_groups:
+            if paused(group):
+                groups.append(None)
+                wds.append((0.0, 1.0))
+                continue
             h = optimizer.hyper(group, "lr")
             groups.append(stability_limit(PortHamiltonian(None, gamma=optimizer.friction(group)),
                                           "FBA", h))
-            wds.append(0.0)
+            wds.append(prior_map(group))
     elif type(optimizer) is torch.optim.SGD:
         for group in optimizer.param_groups:
+            if paused(group):
+                groups.append(None)
+                wds.append((0.0, 1.0))
+                continue
             lim, why = _sgd_group(group)
             groups.append(lim)
-            wds.append(float(group.get("weight_decay", 0.0)))
+            wds.append((float(group.get("weight_decay", 0.0)), 1.0))
             reason = reason or why
     else:
         return OptimizerLimit(None, (), f"no linear stability limit for {type(optimizer).__name__}")
-    lams = [g.lam - wd for g, wd in zip(groups, wds, strict=True) if g is not None]
+    lams = [(g.lam - shift) / scale
+            for g, (shift, scale) in zip(groups, wds, strict=True) if g is not None]
     if not lams:
+        if all(paused(g) for g in optimizer.param_groups):
+            reason = reason or "every param group has lr = 0 (no step is taken)"
         return OptimizerLimit(None, tuple(groups), reason or "no group has a limit")
     return OptimizerLimit(min(lams), tuple(groups), reason)
