@@ -303,3 +303,20 @@ def test_observables_with_events_record_the_same_run():
                                rtol=0, atol=1e-14)
     free = dynopt.integrate(sys, None, _theta(net), **{**kw, "events": None})
     assert not np.allclose(free.q[:, -1], full.q[:, -1])      # the event changed the run
+
+
+def test_an_observable_cannot_overwrite_a_record():
+    """A callable named 'kinetic' (or Callback('potential', ...)) replaced that record, and
+    traj.energy was built from it."""
+    import dynopt as _d
+    from dynopt.observables import Callback
+
+    system = _d.systems.Langevin(_d.potentials.DoubleWell(dim=1), gamma=1.0, temperature=0.5)
+
+    def kinetic(state):
+        return state.q[:, 0] * 0.0
+
+    for obs in ([kinetic], [Callback("potential", lambda s: s.q[:, 0])]):
+        with pytest.raises(ValueError, match="a name already recorded"):
+            _d.integrate(system, "BAOAB", [0.5], h=0.1, n_steps=4, seed=0, backend="torch",
+                         observables=obs)

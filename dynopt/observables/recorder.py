@@ -76,7 +76,14 @@ class Recorder:
         for name, off, size in self.extras:
             out[f"x:{name}"] = state.x[:, off:off + size]
         for item in self.items:
-            out.update(item(ctx))
+            got = item(ctx)
+            clash = out.keys() & got.keys()
+            if clash:  # it would overwrite a record (traj.energy is built from two of them)
+                raise ValueError(
+                    f"observable {item!r} records {sorted(clash)}, a name already recorded (the "
+                    "potential, the kinetic energy, the thermostat variables or another "
+                    "observable); give it another name")
+            out.update(got)
         for key, val in out.items():
             buf = self.buffers.get(key)
             if buf is None:
