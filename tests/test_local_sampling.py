@@ -130,3 +130,22 @@ def test_localized_potential_gradient_value_and_errors():
     with pytest.raises(ValueError, match="numba"):
         dynopt.integrate(dynopt.systems.OverdampedLangevin(u), "em", np.zeros(2), h=0.01,
                          n_steps=2, backend="numba")
+
+
+def test_localized_refuses_a_minibatch_potential_and_defaults_to_torch():
+    """nbeta/localization on a minibatch NetworkLoss ran full-batch without a word (the wrapper
+    did not pass the minibatch protocol on), and the default backend was numba, which then
+    failed naming a wrong fix."""
+    import dynopt
+    from dynopt.potentials import DoubleWell, NetworkLoss
+
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 3, dtype=torch.float64), torch.randn(40, 1, dtype=torch.float64)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(),
+                              torch.nn.Linear(4, 1)).double()
+    minibatch = NetworkLoss(net, torch.nn.functional.mse_loss, (x, y), batch_size=5, seed=1)
+    with pytest.raises(ValueError, match="minibatch .*stochastic"):
+        dynopt.systems.Langevin(minibatch, gamma=1.0, temperature=1e-3, nbeta=2.0)
+    system = dynopt.systems.Langevin(DoubleWell(dim=1), gamma=1.0, temperature=0.5, nbeta=2.0)
+    tr = dynopt.integrate(system, "BAOAB", [0.5], h=0.1, n_steps=3, seed=0)
+    assert tr.backend == "torch"

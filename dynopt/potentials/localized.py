@@ -21,8 +21,10 @@ class Localized(AbstractPotential):
     At temperature 1 the Gibbs density exp(−U_loc) is the local posterior of devinterp's local
     SGLD (Lau et al., AISTATS 2025), whose samples estimate the local learning coefficient
     λ̂ = nβ(E[U] − U(q₀)). The terms are those of the optimizers' ``nbeta``, ``localization``
-    and ``weight_decay`` (one implementation: :mod:`dynopt.optim.prior`). Array form only:
-    integrate with ``backend="torch"`` (the numba backend refuses it, naming the fix).
+    and ``weight_decay`` (one implementation: :mod:`dynopt.optim.prior`). Array form only: it
+    integrates on the torch backend (the default for it). A minibatch potential (``stochastic``,
+    e.g. ``NetworkLoss(..., batch_size=...)``) is refused: the wrapper evaluates U on full
+    batches only; for local SGLD on minibatches use the optimizers' ``nbeta``/``localization``.
 
     | symbol | code |
     |---|---|
@@ -41,12 +43,19 @@ class Localized(AbstractPotential):
     """
 
     name = "localized"
+    backends = ("torch",)
 
     def __init__(self, potential: AbstractPotential, *, nbeta: float = 1.0,
                  localization: float = 0.0, center: Any = None, weight_decay: float = 0.0
                  ) -> None:
         if not isinstance(potential, AbstractPotential):
             raise TypeError(f"potential must be a dynopt potential, got {potential!r}")
+        if potential.stochastic:
+            raise ValueError(
+                f"Localized evaluates its potential on full batches, and {potential!r} is a "
+                "minibatch (stochastic) potential: its minibatches would be silently dropped. "
+                "Use the full-batch potential, or the optimizers' nbeta=/localization= "
+                "(dynopt.optim.Langevin) for local SGLD on minibatches")
         super().__init__(potential.dim)
         self.base = potential
         self.nbeta = check_positive("nbeta", nbeta)
