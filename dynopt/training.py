@@ -27,7 +27,12 @@ def default_step(opt: torch.optim.Optimizer, closure: Callable[[], torch.Tensor]
 
 @dataclass
 class History:
-    """Per-evaluation metrics of a run."""
+    """Per-evaluation metrics of a run.
+
+    ``train_loss`` is the loss of the epoch's *last minibatch* (what the optimizer last saw;
+    the reproductions report it as such), ``test_loss`` the full test set's; accuracies are on
+    the full sets.
+    """
 
     epoch: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
@@ -237,7 +242,8 @@ def _run_monitored(args: Any, model: nn.Module, opt: torch.optim.Optimizer, spli
         traj = mon.trajectory()
         s = window_summary(traj, seen[0])
         seen[0] = traj.n_draws
-        print(f"epoch {e:5d}  train loss {h.train_loss[-1]:.4f}  test loss {h.test_loss[-1]:.4f}  "
+        print(f"epoch {e:5d}  last batch loss {h.train_loss[-1]:.4f}  "
+              f"test loss {h.test_loss[-1]:.4f}  "
               f"test acc {100 * h.test_accuracy[-1]:.1f}%  {format_window(s)}")
 
     try:
