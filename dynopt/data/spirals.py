@@ -29,6 +29,8 @@ def spiral_points(
     | noise std | ``noise`` (0.02) |
     """
     n = check_int("n", n, minimum=2)
+    if n % 2:
+        raise ValueError(f"n must be even (half the points per class), got {n}")
     turns = check_positive("turns", turns)
     noise = check_nonnegative("noise", noise)
     half = n // 2
@@ -47,6 +49,9 @@ def make_spirals(
     seed: int = 0,
 ) -> Split:
     """The paper's task: 500 training and 1000 test points, 4 turns, noise 0.02 (seeded)."""
+    for name, n in (("n_train", n_train), ("n_test", n_test)):
+        if isinstance(n, int) and n % 2:  # an odd count silently lost a point
+            raise ValueError(f"{name} must be even (half the points per class), got {n}")
     g = torch.Generator().manual_seed(seed)
     xtr, ytr = spiral_points(n_train, turns=turns, noise=noise, generator=g)
     xte, yte = spiral_points(n_test, turns=turns, noise=noise, generator=g)

@@ -23,6 +23,10 @@ def _split(loader: Callable[[], Any], name: str, test_fraction: float, seed: int
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(y))
     n_test = round(test_fraction * len(y))
+    if n_test == 0 or n_test >= len(y) - 1:
+        raise ValueError(f"test_fraction={test_fraction} leaves {n_test} test and "
+                         f"{len(y) - n_test} training examples of {len(y)}; both sets need "
+                         "examples (and at least 2 for training)")
     te, tr = idx[:n_test], idx[n_test:]
     if standardize:
         mu = x[tr].mean(0)

@@ -1,0 +1,41 @@
+"""The bundled data sets: sizes, balance, standardization, seeding, and refused arguments."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dynopt.data import load_digits_split, load_wine_split, make_spirals
+
+
+def test_spirals_have_the_asked_sizes_balanced_classes_and_follow_the_seed():
+    s = make_spirals(n_train=40, n_test=60, seed=3)
+    assert s.x_train.shape == (40, 2) and s.x_test.shape == (60, 2)
+    assert s.y_train.sum().item() == 20 and s.y_test.sum().item() == 30
+    assert torch.equal(make_spirals(n_train=40, n_test=60, seed=3).x_train, s.x_train)
+    assert not torch.equal(make_spirals(n_train=40, n_test=60, seed=4).x_train, s.x_train)
+
+
+@pytest.mark.parametrize("kw, name", [({"n_train": 41}, "n_train"), ({"n_test": 7}, "n_test")])
+def test_an_odd_spiral_count_is_refused(kw, name):
+    """An odd count returned one point fewer than asked, silently."""
+    with pytest.raises(ValueError, match=f"{name} must be even"):
+        make_spirals(**kw)
+
+
+@pytest.mark.parametrize("loader, n", [(load_wine_split, 178), (load_digits_split, 1797)])
+def test_tabular_splits_partition_the_data_and_standardize_on_the_training_set(loader, n):
+    s = loader(test_fraction=0.25, seed=1)
+    assert s.x_train.shape[0] + s.x_test.shape[0] == n
+    assert s.x_test.shape[0] == round(0.25 * n)
+    mean, std = s.x_train.mean(0), s.x_train.std(0, unbiased=False)
+    varying = std > 0
+    assert torch.allclose(mean, torch.zeros_like(mean), atol=1e-5)
+    assert torch.allclose(std[varying], torch.ones_like(std[varying]), atol=1e-4)
+
+
+@pytest.mark.parametrize("fraction", [0.999, 0.001])
+def test_a_test_fraction_that_empties_a_set_is_refused(fraction):
+    """test_fraction=0.999 gave an empty training set and NaN features."""
+    with pytest.raises(ValueError, match="both sets need examples"):
+        load_wine_split(test_fraction=fraction)
