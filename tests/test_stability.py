@@ -339,3 +339,10 @@ def test_optimizer_limit_skips_groups_that_sit_the_step_out():
     for o in (torch.optim.SGD([a], lr=0.0, momentum=0.9), HeavyBall([a], lr=0.0)):
         got = optimizer_stability_limit(o)
         assert got.lam is None and "lr = 0" in got.reason
+
+
+def test_stability_limit_names_a_wrong_system_argument():
+    from dynopt.diagnostics import stability_limit
+
+    with pytest.raises(TypeError, match="system must be a dynopt system"):
+        stability_limit("BAOAB", "BAOAB", 0.1)

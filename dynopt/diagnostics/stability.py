@@ -255,6 +255,11 @@ def stability_limit(system: AbstractSystem, integrator: AbstractIntegrator | str
     from ..integrators import resolve
 
     h = check_positive("h", h)
+    from ..systems.base import AbstractSystem
+
+    if not isinstance(system, AbstractSystem):
+        raise TypeError(f"system must be a dynopt system (e.g. dynopt.systems.Langevin(None, "
+                        f"gamma=1.0)), got {system!r}")
     integ = resolve(system.default_scheme if integrator is None else integrator)
     program = _program(system, integ, h)
     _check_program(program, integ.name)
