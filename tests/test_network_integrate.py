@@ -320,3 +320,16 @@ def test_an_observable_cannot_overwrite_a_record():
         with pytest.raises(ValueError, match="a name already recorded"):
             _d.integrate(system, "BAOAB", [0.5], h=0.1, n_steps=4, seed=0, backend="torch",
                          observables=obs)
+
+
+def test_a_reused_lambda_max_observable_computes_at_the_same_records():
+    """LambdaMax counted its calls across runs: a second run computed λ_max at other records."""
+    import dynopt as _d
+    from dynopt.observables.curvature import LambdaMax
+
+    system = _d.systems.Langevin(_d.potentials.DoubleWell(dim=1), gamma=1.0, temperature=0.5)
+    lam = LambdaMax(every=3)
+    runs = [_d.integrate(system, "BAOAB", [0.5], h=0.1, n_steps=7, seed=0, backend="torch",
+                         observables=[lam]).extras["lambda_max"] for _ in range(2)]
+    for rec in runs:
+        assert np.isfinite(rec[0, [0, 3, 6]]).all() and np.isnan(rec[0, [1, 2, 4, 5, 7]]).all()

@@ -21,12 +21,14 @@ class Context:
         step: The step counter of the record.
         chain_ids: Global index of each chain (``state.streams``' ids, else 0..chains−1): key
             per-chain randomness by these, never by the position in the batch.
+        record: Index of this record within the run (0 for the initial state).
     """
 
     state: Any
     system: Any
     step: int
     chain_ids: list[int]
+    record: int = 0
 
     @property
     def potential(self) -> Any:

@@ -38,15 +38,13 @@ class LambdaMax(Observable):
     def __init__(self, every: int = 1, tol: float = 1e-6) -> None:
         self.every = check_int("every", every, minimum=1)
         self.tol = check_positive("tol", tol)
-        self._count = 0
 
     def __call__(self, ctx: Context) -> dict[str, torch.Tensor]:
         from ..diagnostics import hessian_top_eigenvalue, potential_top_eigenvalue
 
         q = ctx.state.q
         pot = ctx.potential
-        due = self._count % self.every == 0
-        self._count += 1
+        due = ctx.record % self.every == 0  # by the run's record index: the object may be reused
         vals = []
         for c in range(q.shape[0]):
             if not due:

@@ -67,7 +67,7 @@ class Recorder:
 
     def record(self, r: int, state: Any, system: Any) -> None:
         """Evaluate and store record ``r`` (step ``start_step + r·every``)."""
-        ctx = Context(state=state, system=system, step=self.start_step + r * self.every,
+        ctx = Context(state=state, system=system, step=self.start_step + r * self.every, record=r,
                       chain_ids=self.chain_ids)
         q = state.q
         out: dict[str, torch.Tensor] = {"potential": system.potential.value(q)}
