@@ -106,7 +106,9 @@ class LossBelow(Trigger):
     """Fires when the loss falls to ``fraction`` of the initial (first observed) loss.
 
     With ``then=SetFriction(γ)`` this is the goal-oriented braking of Burghoff, Heinrich Monells
-    & Gottschalk (2023): explore with little friction until L ≤ f·L₀, then brake.
+    & Gottschalk (2023): explore with little friction until L ≤ f·L₀, then brake. The rule
+    assumes a positive loss (a cross-entropy, a squared error): with L₀ ≤ 0, f·L₀ ≥ L₀ and it
+    fires at once; shift such a loss (or use :class:`Threshold` on an absolute level).
 
     Args:
         fraction: f > 0.
