@@ -50,9 +50,9 @@ def _no_integration(monkeypatch):
          "dynopt study: error: --out folder '/dev/null/x' cannot be written"),
         (["study", "--chains", "3e9", "--steps", "1000"],
          r"dynopt study: error: n_chains=3000000000 x 1001 records"),
-        (["study", "--chains", "0"], "dynopt study: error: chains must be >= 1, got 0"),
-        (["study", "--h", "-1"], "dynopt study: error: h must be > 0, got -1.0"),
-        (["study", "--temperature", "nan"], "dynopt study: error: temperature must be finite"),
+        (["study", "--chains", "0"], "dynopt study: error: --chains must be >= 1, got 0"),
+        (["study", "--h", "-1"], "dynopt study: error: --h must be > 0, got -1.0"),
+        (["study", "--temperature", "nan"], "dynopt study: error: --temperature must be finite"),
     ],
 )
 def test_study_user_errors_come_first_in_one_line(argv, message, capsys, monkeypatch):

@@ -78,7 +78,7 @@ def test_non_normalizable_gibbs_is_reported_not_crashed(tmp_path):
     (["--system", "nose-hoover", "--temperature", "0"], "temperature must be > 0"),
     (["--system", "overdamped", "--integrator", "BAOAB"], "OverdampedLangevin"),
     (["--integrator", "BXB"], "unknown letter"),
-    (["--burn-in", "1.5"], "burn_in must be in [0, 1)"),
+    (["--burn-in", "1.5"], "--burn-in must be in [0, 1)"),
     (["--integrator", "BAB"], "draws no noise, so it drops Langevin's thermostat"),
 ])
 def test_bad_options_give_clear_errors(tmp_path, capsys, argv, message):

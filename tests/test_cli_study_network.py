@@ -60,7 +60,7 @@ def test_hamiltonian_mlp_study_reports_energy_drift(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--steps", "20", "--record-every", "5"], "at least 8 records"),
-    (["--weight-decay", "-1"], "weight_decay"),
+    (["--weight-decay", "-1"], "--weight-decay must be >= 0"),
     (["--threads", "0"], "threads"),
     (["--potential", "harmonic"], "--potential does not apply with --model"),
     (["--dim", "3"], "--dim does not apply with --model"),

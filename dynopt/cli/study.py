@@ -102,9 +102,9 @@ def _build(args: argparse.Namespace) -> tuple[Any, Any, np.ndarray, int]:
     from ..integrators import resolve
 
     entry = POTENTIALS[args.potential]
-    dim = entry.default_dim if args.dim is None else check_int("dim", args.dim, minimum=1)
-    check_nonnegative("temperature", args.temperature)
-    check_nonnegative("gamma", args.gamma)
+    dim = entry.default_dim if args.dim is None else check_int("--dim", args.dim, minimum=1)
+    check_nonnegative("--temperature", args.temperature)
+    check_nonnegative("--gamma", args.gamma)
     potential = entry.factory(dim)
     system = SYSTEMS[args.system].factory(potential, args)
     integ = resolve(args.integrator if args.integrator is not None else system.default_scheme)
@@ -116,7 +116,7 @@ def _build(args: argparse.Namespace) -> tuple[Any, Any, np.ndarray, int]:
                          "hamiltonian")
     start = entry.start if args.q0 is None else args.q0
     q0 = np.full(dim, float(start))
-    steps = check_int("steps", args.steps, minimum=1)
+    steps = check_int("--steps", args.steps, minimum=1)
     return system, integ, q0, steps
 
 
@@ -139,13 +139,13 @@ def run(args: argparse.Namespace) -> int:
 
         return run_network(args)
     try:
-        check_positive("h", args.h)
-        chains = check_int("chains", args.chains, minimum=1)
-        check_int("seed", args.seed, minimum=0)
-        burn = check_probability("burn_in", args.burn_in, open_right=True)
-        steps = check_int("steps", args.steps, minimum=1)
+        check_positive("--h", args.h)
+        chains = check_int("--chains", args.chains, minimum=1)
+        check_int("--seed", args.seed, minimum=0)
+        burn = check_probability("--burn-in", args.burn_in, open_right=True)
+        steps = check_int("--steps", args.steps, minimum=1)
         every = (default_record_every(steps) if args.record_every is None
-                 else check_int("record_every", args.record_every, minimum=1))
+                 else check_int("--record-every", args.record_every, minimum=1))
         if steps // every < 4:
             raise ValueError(f"need at least 4 records per chain: steps={steps}, "
                              f"record_every={every}")

@@ -68,7 +68,7 @@ def run_network(args: argparse.Namespace) -> int:
     """The ``--model`` branch of ``dynopt study`` (torch intra-op threads: ``--threads``)."""
     threads = torch.get_num_threads()
     try:
-        torch.set_num_threads(check_int("threads", getattr(args, "threads", 1), minimum=1))
+        torch.set_num_threads(check_int("--threads", getattr(args, "threads", 1), minimum=1))
     except (ValueError, TypeError) as err:
         print(f"dynopt study: error: {err}", file=sys.stderr)
         return 2
@@ -96,15 +96,15 @@ def _run(args: argparse.Namespace) -> int:
                 raise ValueError(f"{option} does not apply with --model (got {value!r}): the "
                                  "potential is the network's training loss")
         out = prepare_output_dir(args.out, "--out")  # before the run, not after it
-        h = check_positive("h", args.h)
-        tau = check_nonnegative("temperature", _value(args, "temperature"))
-        steps = check_int("steps", _value(args, "steps"), minimum=1)
-        chains = check_int("chains", _value(args, "chains"), minimum=1)
-        seed = check_int("seed", args.seed, minimum=0)
-        wd = check_nonnegative("weight_decay", args.weight_decay)
-        burn = check_probability("burn_in", args.burn_in, open_right=True)
+        h = check_positive("--h", args.h)
+        tau = check_nonnegative("--temperature", _value(args, "temperature"))
+        steps = check_int("--steps", _value(args, "steps"), minimum=1)
+        chains = check_int("--chains", _value(args, "chains"), minimum=1)
+        seed = check_int("--seed", args.seed, minimum=0)
+        wd = check_nonnegative("--weight-decay", args.weight_decay)
+        burn = check_probability("--burn-in", args.burn_in, open_right=True)
         every = (max(1, steps // 200) if args.record_every is None
-                 else check_int("record_every", args.record_every, minimum=1))
+                 else check_int("--record-every", args.record_every, minimum=1))
         if steps // every < 8:
             raise ValueError(f"need at least 8 records per chain: steps={steps}, "
                              f"record_every={every}")
