@@ -76,3 +76,15 @@ def test_teacher_split_is_seeded_clean_on_test_and_noisy_at_the_stated_rate():
 def test_teacher_split_bad_arguments_are_named(kw, match):
     with pytest.raises(ValueError, match=match):
         make_teacher_split(**({"n_train": 10, "n_test": 5} | kw))
+
+
+def test_a_run_without_update_docs_does_not_claim_the_flag():
+    """The quick reproductions printed their docs text, which names the command with
+    --update-docs, also when the flag was not given."""
+    from dynopt.reproductions.report import as_run
+
+    body = ("Command: `dynopt reproduce braking --quick --update-docs` (1 min). Measured with "
+            "`x --update-docs`")
+    assert as_run(body, False) == ("Command: `dynopt reproduce braking --quick` (1 min). "
+                                   "Measured with `x`")
+    assert as_run(body, True) == body

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .report import markdown_table, repo_root, seed_count, update_section
+from .report import as_run, markdown_table, repo_root, seed_count, update_section
 
 DESCRIPTION = ("goal-triggered braking (Burghoff et al. 2023): heavy ball with an EMA-loss goal "
                "→ SetFriction over a grid of goals vs constant friction and matched-step SGD on "
@@ -169,8 +169,8 @@ def run(args: argparse.Namespace) -> int:
     (out / "braking.json").write_text(json.dumps(results))
     _plot(results, out)
     body = report(results, seeds, epochs, n_train, seconds, quick)
-    print(body)
-    (out / "braking.md").write_text(body + "\n")
+    print(as_run(body, args.update_docs))
+    (out / "braking.md").write_text(as_run(body, args.update_docs) + "\n")
     if args.update_docs:
         update_section(repo_root() / "docs" / "reproductions.md", "braking", body)
     return 0

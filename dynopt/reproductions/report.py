@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["markdown_table", "repo_root", "seed_count", "update_section"]
+__all__ = ["as_run", "markdown_table", "repo_root", "seed_count", "update_section"]
 
 #: A table cell that is not a number: never written into the docs.
 _NOT_A_NUMBER = re.compile(r"(?<![\w.])[-+]?(nan|inf)(?![\w.])", re.IGNORECASE)
@@ -68,3 +68,9 @@ def update_section(path: str | Path, name: str, body: str) -> Path:
         text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
     write_text_atomic(path, text)
     return path
+
+
+def as_run(body: str, update_docs: bool) -> str:
+    """The report text as this run produced it: a docs body names the command with
+    ``--update-docs`` (how the docs section is made), which a run without the flag did not use."""
+    return body if update_docs else body.replace(" --update-docs`", "`")

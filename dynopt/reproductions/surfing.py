@@ -50,7 +50,7 @@ from torch.func import functional_call
 from torch.nn import functional
 
 from ..surfing import SnapshotRecorder, surf
-from .report import markdown_table, repo_root, seed_count, update_section
+from .report import as_run, markdown_table, repo_root, seed_count, update_section
 
 DESCRIPTION = "surfing vs GD / Adam / random restarts on the final network (random ReLU, VAE)"
 
@@ -252,7 +252,7 @@ def run(args: Any) -> int:
             f"final-network runs and of the restarts, as named), {RESTARTS} restarts of "
             f"budget/{RESTARTS} steps (the restart with the lowest final loss is kept).\n\n"
             + table + "\n")
-    print(body)
+    print(as_run(body, args.update_docs))
     if args.update_docs:
         update_section(repo_root() / "docs" / "reproductions.md", "surfing", body)
         print("updated docs/reproductions.md section 'surfing'")
