@@ -116,6 +116,11 @@ def _build(args: argparse.Namespace) -> tuple[Any, Any, np.ndarray, int]:
                          "hamiltonian")
     start = entry.start if args.q0 is None else args.q0
     q0 = np.full(dim, float(start))
+    v0 = getattr(system, "v0", None)
+    if v0 is not None and not float(potential.value(q0[None])[0]) > v0:
+        raise ValueError(f"--system {args.system} descends from a loss above its floor v0 = {v0}, "
+                         f"but U(q0) = {float(potential.value(q0[None])[0]):g} at q0 = {start} "
+                         "(the potential's minimum?); pass another --q0")
     steps = check_int("--steps", args.steps, minimum=1)
     return system, integ, q0, steps
 
