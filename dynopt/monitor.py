@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._modes import eval_mode
 from ._validation import check_int
 from .trajectory import Trajectory
 
@@ -179,7 +180,7 @@ class TrainingMonitor:
                 g = groups[id(p)]
                 lr = float(g["lr"])
                 h = math.sqrt(lr * (1.0 - float(g.get("dampening", 0.0))))
-                v = v * (-lr / h)
+                v = v * (-lr / h) if h > 0 else torch.zeros_like(v)  # lr = 0: no motion
             chunks.append(v)
         return torch.cat(chunks).unsqueeze(0)
 
@@ -210,7 +211,8 @@ class TrainingMonitor:
                 rec.buffers[key] = torch.cat([buf, pad], 1)
             rec.n_records = new
         rec.start_step, rec.every = 0, self.every
-        with torch.no_grad():
+        # U is the network in eval mode (the loop may be in model.train(): dropout, batch norm)
+        with torch.no_grad(), eval_mode([self.model]):
             rec.record(r, state, self.system)
             for key, val in self._thermostats().items():
                 buf = rec.buffers.get(key)
@@ -221,7 +223,8 @@ class TrainingMonitor:
                 buf[0, r] = val
         self._records.append(self.n_steps)
         if self.curvature_every is not None and r % self.curvature_every == 0:
-            self._curv.append(self._curvature())
+            with eval_mode([self.model]):
+                self._curv.append(self._curvature())
         else:
             self._curv.append((math.nan, math.nan))
         self.last_state = state

@@ -167,3 +167,44 @@ def test_optimizers_without_momenta_and_bad_inputs() -> None:
         TrainingMonitor(model, "sgd", LOSS, data)
     with pytest.raises(TypeError, match="model"):
         TrainingMonitor("mlp", adam, LOSS, data)
+
+
+def test_monitor_in_a_training_mode_loop_with_a_warmup_from_zero():
+    """A loop in model.train() (dropout) made the monitor's vmapped evaluation fail with raw
+    functorch errors, and an SGD group at lr = 0 (a warm-up's first step) divided by zero in
+    the momentum scaling. U is now the network in eval mode, the loop's modes are restored,
+    and training is unchanged by the monitor."""
+    from dynopt.monitor import TrainingMonitor
+
+    def run(monitored):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Dropout(0.3),
+                                  torch.nn.Linear(8, 1))
+        g = torch.Generator().manual_seed(1)
+        x, y = torch.randn(32, 3, generator=g), torch.randn(32, 1, generator=g)
+        lf = torch.nn.functional.mse_loss
+        net.eval()
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, s / 3))
+        mon = TrainingMonitor(net, opt, lf, (x, y), every=1, curvature_every=2) if monitored \
+            else None
+        net.train()
+        for _ in range(6):
+            opt.zero_grad()
+            lf(net(x), y).backward()
+            opt.step()
+            sched.step()
+            if mon is not None:
+                mon.step()
+        return net, mon, lf, x, y
+
+    net, mon, lf, x, y = run(True)
+    plain, *_ = run(False)
+    assert net.training and net[2].training
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), plain.parameters(),
+                                                  strict=True))
+    tr = mon.trajectory()
+    net.eval()
+    with torch.no_grad():
+        assert tr.extras["potential"][0, -1] == pytest.approx(lf(net(x), y).item(), rel=1e-6)
+    assert np.isfinite(tr.extras["lambda_max"][0, ::2]).all()

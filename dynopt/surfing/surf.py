@@ -43,9 +43,8 @@ dynamics, ≤ 0 (dissipation) for a gradient flow with a small step.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +52,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._modes import eval_mode
 from .._validation import (
     check_choice,
     check_int,
@@ -111,21 +111,6 @@ class SurfResult:
                  "steps": int(self.steps[k])} for k in range(len(self.steps))]
 
 
-@contextlib.contextmanager
-def _eval_mode(modules: list[nn.Module]) -> Iterator[None]:
-    """Every module in eval mode (dropout off, batch norm on its running statistics) while
-    surfing, each submodule's own mode restored afterwards: a snapshot recorded during
-    training is a fixed function only in eval mode."""
-    held = [(m, m.training) for root in modules for m in root.modules()]
-    try:
-        for root in modules:
-            root.eval()
-        yield
-    finally:
-        for m, training in held:
-            m.train(training)
-
-
 def _snapshots_in_eval_mode(fn: Callable[..., SurfResult]) -> Callable[..., SurfResult]:
     @functools.wraps(fn)
     def run(snapshots: Any, *args: Any, **kwargs: Any) -> SurfResult:
@@ -133,7 +118,7 @@ def _snapshots_in_eval_mode(fn: Callable[..., SurfResult]) -> Callable[..., Surf
         mods = [s for s in snaps if isinstance(s, nn.Module)]
         if isinstance(kwargs.get("model"), nn.Module):
             mods.append(kwargs["model"])
-        with _eval_mode(mods):
+        with eval_mode(mods):
             return fn(snaps, *args, **kwargs)
     return run
 
