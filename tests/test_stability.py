@@ -346,3 +346,33 @@ def test_stability_limit_names_a_wrong_system_argument():
 
     with pytest.raises(TypeError, match="system must be a dynopt system"):
         stability_limit("BAOAB", "BAOAB", 0.1)
+
+
+def test_potential_top_eigenvalue_uses_a_network_losss_own_hessian_products():
+    """potential_top_eigenvalue refused a NetworkLoss ("not differentiable"), though it has
+    Hessian-vector products; it now agrees with the exact Hessian's top eigenvalue."""
+    import torch
+
+    from dynopt.diagnostics import potential_top_eigenvalue
+    from dynopt.potentials import NetworkLoss
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(),
+                              torch.nn.Linear(3, 1)).double()
+    x, y = torch.randn(20, 2, dtype=torch.float64), torch.randn(20, 1, dtype=torch.float64)
+    U = NetworkLoss(net, torch.nn.functional.mse_loss, (x, y))
+    theta = torch.nn.utils.parameters_to_vector(net.parameters()).detach()
+    names = [n for n, _ in net.named_parameters()]
+    shapes = [p.shape for p in net.parameters()]
+
+    def loss(t):
+        parts, i = {}, 0
+        for n, s in zip(names, shapes, strict=True):
+            parts[n] = t[i:i + s.numel()].reshape(s)
+            i += s.numel()
+        out = torch.func.functional_call(net, parts, (x,))
+        return torch.nn.functional.mse_loss(out, y)
+
+    exact = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, theta)).max().item()
+    got = potential_top_eigenvalue(U, theta, tol=1e-10).value
+    assert got == pytest.approx(exact, rel=1e-7)

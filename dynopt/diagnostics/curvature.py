@@ -101,6 +101,17 @@ def potential_top_eigenvalue(potential: Any, q: Any, **kwargs: Any) -> TopEigenv
 
     from ..potentials.base import AbstractPotential
 
+    if isinstance(potential, AbstractPotential) and hasattr(potential, "hvp"):
+        # its own Hessian-vector products (NetworkLoss: the model's double backward), in the
+        # point's own dtype and device
+        qc = (q.detach() if isinstance(q, torch.Tensor)
+              else torch.as_tensor(np.asarray(q, dtype=np.float64))).reshape(1, -1)
+
+        def own_hvp(v: np.ndarray) -> np.ndarray:
+            z = torch.as_tensor(v, dtype=qc.dtype, device=qc.device).reshape(1, 1, -1)
+            return potential.hvp(qc, z).reshape(-1).double().cpu().numpy()
+
+        return hessian_top_eigenvalue(own_hvp, qc.shape[1], **kwargs)
     qt = torch.as_tensor(np.asarray(q, dtype=np.float64) if not isinstance(q, torch.Tensor)
                          else q.detach()).to(torch.float64).reshape(-1).clone()
     if isinstance(potential, AbstractPotential):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from .._validation import check_int, check_positive
@@ -40,7 +39,7 @@ class LambdaMax(Observable):
         self.tol = check_positive("tol", tol)
 
     def __call__(self, ctx: Context) -> dict[str, torch.Tensor]:
-        from ..diagnostics import hessian_top_eigenvalue, potential_top_eigenvalue
+        from ..diagnostics import potential_top_eigenvalue
 
         q = ctx.state.q
         pot = ctx.potential
@@ -49,17 +48,9 @@ class LambdaMax(Observable):
         for c in range(q.shape[0]):
             if not due:
                 vals.append(math.nan)
-            elif hasattr(pot, "hvp"):
-                qc = q[c:c + 1].detach()
-
-                def hvp(v: np.ndarray, qc: torch.Tensor = qc) -> np.ndarray:
-                    z = torch.as_tensor(v, dtype=qc.dtype, device=qc.device).reshape(1, 1, -1)
-                    return pot.hvp(qc, z).reshape(-1).double().cpu().numpy()
-
-                vals.append(hessian_top_eigenvalue(hvp, q.shape[1], tol=self.tol).value)
-            else:
-                vals.append(potential_top_eigenvalue(pot, q[c].detach().cpu(),
-                                                     tol=self.tol).value)
+            else:  # a NetworkLoss uses its own Hessian-vector products, on its device
+                qc = q[c].detach() if hasattr(pot, "hvp") else q[c].detach().cpu()
+                vals.append(potential_top_eigenvalue(pot, qc, tol=self.tol).value)
         return {"lambda_max": torch.tensor(vals, dtype=torch.float64, device=q.device)}
 
     def __repr__(self) -> str:
