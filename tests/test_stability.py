@@ -376,3 +376,21 @@ def test_potential_top_eigenvalue_uses_a_network_losss_own_hessian_products():
     exact = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, theta)).max().item()
     got = potential_top_eigenvalue(U, theta, tol=1e-10).value
     assert got == pytest.approx(exact, rel=1e-7)
+
+
+def test_model_top_eigenvalue_takes_chunks_as_a_tuple_or_a_list():
+    """A tuple of (x, y) chunks was taken for one pair and crashed."""
+    import torch
+
+    from dynopt.diagnostics import model_top_eigenvalue
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(),
+                              torch.nn.Linear(3, 1)).double()
+    x, y = torch.randn(20, 2, dtype=torch.float64), torch.randn(20, 1, dtype=torch.float64)
+    lf = torch.nn.functional.mse_loss
+    whole = model_top_eigenvalue(net, lf, (x, y), tol=1e-10).value
+    parts = ((x[:10], y[:10]), (x[10:], y[10:]))
+    assert model_top_eigenvalue(net, lf, parts, tol=1e-10).value == pytest.approx(whole, rel=1e-8)
+    assert model_top_eigenvalue(net, lf, list(parts), tol=1e-10).value == pytest.approx(
+        whole, rel=1e-8)

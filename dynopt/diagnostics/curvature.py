@@ -161,7 +161,9 @@ def model_top_eigenvalue(model: torch.nn.Module, loss_fn: Callable[[Any, Any], t
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if weight_decay < 0 or not np.isfinite(weight_decay):
         raise ValueError(f"weight_decay must be finite and >= 0, got {weight_decay!r}")
-    chunks = [data] if isinstance(data, tuple) else list(data)
+    # one (x, y) pair, or a sequence (a list, or a tuple of pairs) of chunks
+    pair = isinstance(data, tuple) and not all(isinstance(c, tuple | list) for c in data)
+    chunks = [data] if pair else list(data)
     if not chunks or not all(isinstance(c, tuple | list) and len(c) == 2 for c in chunks):
         raise TypeError("data must be an (x, y) pair or a non-empty sequence of (x, y) pairs")
     ps = [p for p in (model.parameters() if params is None else params) if p.requires_grad]
