@@ -39,3 +39,10 @@ def test_a_test_fraction_that_empties_a_set_is_refused(fraction):
     """test_fraction=0.999 gave an empty training set and NaN features."""
     with pytest.raises(ValueError, match="both sets need examples"):
         load_wine_split(test_fraction=fraction)
+
+
+@pytest.mark.parametrize("call", [lambda: make_spirals(seed=1.5), lambda: load_wine_split(seed=-1),
+                                  lambda: load_digits_split(seed=1.5)])
+def test_data_seeds_are_checked_by_name(call):
+    with pytest.raises((ValueError, TypeError), match="seed must be"):
+        call()

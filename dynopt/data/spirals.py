@@ -52,7 +52,7 @@ def make_spirals(
     for name, n in (("n_train", n_train), ("n_test", n_test)):
         if isinstance(n, int) and n % 2:  # an odd count silently lost a point
             raise ValueError(f"{name} must be even (half the points per class), got {n}")
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
     xtr, ytr = spiral_points(n_train, turns=turns, noise=noise, generator=g)
     xte, yte = spiral_points(n_test, turns=turns, noise=noise, generator=g)
     return Split(xtr, ytr, xte, yte, n_classes=2, name="spirals")

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import check_probability
+from .._validation import check_int, check_probability
 from .split import Split
 
 __all__ = ["load_digits_split", "load_wine_split"]
@@ -17,6 +17,7 @@ __all__ = ["load_digits_split", "load_wine_split"]
 def _split(loader: Callable[[], Any], name: str, test_fraction: float, seed: int,
            standardize: bool) -> Split:
     test_fraction = check_probability("test_fraction", test_fraction, open_right=True)
+    seed = check_int("seed", seed, minimum=0)
     data = loader()
     x = np.asarray(data.data, dtype=np.float64)
     y = np.asarray(data.target, dtype=np.int64)

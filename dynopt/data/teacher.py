@@ -61,7 +61,7 @@ def make_teacher_split(n_train: int = 4000, n_test: int = 2000, *, n_features: i
     widths = [check_int(f"hidden[{i}]", w, minimum=1) for i, w in enumerate(hidden)]
     gain = check_positive("gain", gain)
     label_noise = check_probability("label_noise", label_noise, open_right=True)
-    g = torch.Generator().manual_seed(int(seed))
+    g = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
     n = n_train + n_test
     x = torch.randn(n, n_features, generator=g, dtype=torch.float64)
     h = x

@@ -225,9 +225,11 @@ class NetworkLoss(AbstractPotential):
 
     def _batch(self, q: torch.Tensor, batch: int | None, which: str = "data") -> Any:
         x, y = self._tensors(which, q.dtype, q.device)
+        if batch is not None:
+            batch = check_int("batch", batch, minimum=0)  # a fractional index was truncated
         if batch is not None and self.schedule is not None and which == "data":
             # the epoch's data in permuted order, kept on the device: batch `slot` is a view
-            epoch, slot = divmod(int(batch), self.schedule.n_batches)
+            epoch, slot = divmod(batch, self.schedule.n_batches)
             key = ("epoch", q.dtype, q.device)
             hit = self._cache.get(key)
             if hit is None or hit[0] != epoch:
