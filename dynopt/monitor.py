@@ -114,6 +114,10 @@ class TrainingMonitor:
         self.model, self.optimizer, self.loss_fn, self.data = model, optimizer, loss_fn, data
         self.weight_decay = float(weight_decay)
         self.params = list(model.parameters())
+        held = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        if not any(id(p) in held for p in self.params):  # momenta and limits would be empty
+            raise ValueError(f"the optimizer ({type(optimizer).__name__}) holds none of the "
+                             "model's parameters; pass the optimizer that trains this model")
         self.potential = NetworkLoss(model, loss_fn, data, weight_decay=weight_decay,
                                      heldout=heldout)
         self._kind = _momentum_kind(optimizer)

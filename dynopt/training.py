@@ -129,6 +129,8 @@ def fit(
 def mlp(n_in: int, n_out: int, hidden: tuple[int, ...] = (100,), activation: type[nn.Module] =
         nn.ReLU, sigmoid_output: bool = False) -> nn.Sequential:
     """A plain MLP ``Linear-act-...-Linear`` (``-Sigmoid`` for binary BCE tasks)."""
+    for name, n in (("n_in", n_in), ("n_out", n_out), *(("hidden", w) for w in hidden)):
+        check_int(name, n, minimum=1)  # a zero-width layer was built without complaint
     layers: list[nn.Module] = []
     prev = n_in
     for width in hidden:

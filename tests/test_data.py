@@ -46,3 +46,11 @@ def test_a_test_fraction_that_empties_a_set_is_refused(fraction):
 def test_data_seeds_are_checked_by_name(call):
     with pytest.raises((ValueError, TypeError), match="seed must be"):
         call()
+
+
+@pytest.mark.parametrize("args", [(2, 1, (0,)), (0, 1), (2, 0)])
+def test_mlp_refuses_a_zero_width_layer(args):
+    from dynopt.training import mlp
+
+    with pytest.raises(ValueError, match="must be >= 1, got 0"):
+        mlp(*args)

@@ -208,3 +208,14 @@ def test_monitor_in_a_training_mode_loop_with_a_warmup_from_zero():
     with torch.no_grad():
         assert tr.extras["potential"][0, -1] == pytest.approx(lf(net(x), y).item(), rel=1e-6)
     assert np.isfinite(tr.extras["lambda_max"][0, ::2]).all()
+
+
+def test_monitor_refuses_an_optimizer_of_another_model():
+    """It recorded zero kinetic energies and no limit for an optimizer of other parameters."""
+    from dynopt.monitor import TrainingMonitor
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 1))
+    other = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="holds none of the model's parameters"):
+        TrainingMonitor(net, other, torch.nn.functional.mse_loss,
+                        (torch.zeros(4, 2), torch.zeros(4, 1)))
