@@ -362,7 +362,7 @@ def bbi_bounded(opt: Any, used: Any = None) -> bool:
                 return False
             moms.append(m)
     c = opt.constants
-    v = float(used) - c.v0
+    v = float(used.detach() if isinstance(used, Tensor) else used) - c.v0
     if not v > c.eps2:
         return False
     ps2 = opt._ps2(moms, opt._reference(parts))
