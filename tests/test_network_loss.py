@@ -308,3 +308,17 @@ def test_tied_weights_take_the_general_path_and_a_reused_module_is_refused():
     lin = torch.nn.Linear(3, 3)
     with pytest.raises(ValueError, match="'2' is the same object as '0'"):
         NetworkLoss(torch.nn.Sequential(lin, torch.nn.Tanh(), lin), lf, (x, y))
+
+
+def test_wrongly_shaped_q_gets_a_clear_error_on_every_entry_point():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1))
+    x, y = torch.randn(8, 2), torch.randn(8, 1)
+    U = NetworkLoss(net, F.mse_loss, (x, y), heldout=(x, y))
+    wide = torch.zeros(2, U.dim + 1)
+    for call in (U.value, U.grad, U.data_loss, U.heldout_loss):
+        with pytest.raises(ValueError, match=f"q has {U.dim + 1} coordinates"):
+            call(wide)
+    for q in (torch.zeros(U.dim), np.zeros((1, U.dim))):
+        with pytest.raises(ValueError, match="value_and_grad needs a torch tensor q of shape"):
+            U.value_and_grad(q)

@@ -277,6 +277,10 @@ class NetworkLoss(AbstractPotential):
     def value_and_grad(self, q: torch.Tensor, *, batch: int | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """(U(q), ∇U(q)) from one pass (``q`` of shape ``(chains, dim)``)."""
+        if not isinstance(q, torch.Tensor) or q.ndim != 2:
+            raise ValueError(f"value_and_grad needs a torch tensor q of shape (chains, "
+                             f"{self.dim}), got {type(q).__name__} of shape "
+                             f"{tuple(np.shape(q))}")
         self._check(q)
         data = self._batch(q, batch)
         g, u = (self._mlp.grad_and_value(q, *data[:2]) if self._mlp is not None
@@ -298,6 +302,7 @@ class NetworkLoss(AbstractPotential):
         if self.heldout_data is None:
             raise ValueError("heldout_loss needs NetworkLoss(..., heldout=(inputs, targets))")
         t, lead, _ = self._flat(q)
+        self._check(t)
         with torch.no_grad():
             return self._losses(t, self._batch(t, None, "heldout")).reshape(lead)
 
