@@ -86,11 +86,9 @@ def optimizer_stability_limit(optimizer: torch.optim.Optimizer) -> OptimizerLimi
     wds: list[tuple[float, float]] = []  # per group: (shift, scale) of the loss's limit
     reason = None
 
-    def paused(group: dict[str, Any]) -> bool:
-        lr = group.get("lr")
-        lr = lr(getattr(optimizer, "step_count", 0)) if callable(lr) and not isinstance(
-            lr, torch.Tensor) else lr
-        return float(lr) == 0.0
+    def paused(group: dict[str, Any]) -> bool:  # the optimizer's own rule where it has one
+        own = getattr(optimizer, "_lr_is_zero", None)
+        return own(group) if own is not None else float(group["lr"]) == 0.0
 
     def prior_map(group: dict[str, Any]) -> tuple[float, float]:
         return (prior._get(group, "weight_decay") + prior._get(group, "localization"),
