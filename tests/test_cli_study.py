@@ -110,3 +110,34 @@ def test_python_dash_m_entry_point(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "summary.json").exists()
+
+
+@pytest.mark.parametrize("system", ["born-infeld", "ecdsep"])
+def test_energy_conserving_study_reports_no_kinetic_temperature(tmp_path, system):
+    # Π of BBI/ECDSep is no Maxwell–Boltzmann momentum (H is not U + |Π|²/2): its
+    # "temperature" reached 3e30 near the floor, so the study must not print one.
+    rc = main(["study", "--system", system, "--potential", "ackley", "--q0", "0.5",
+               "--steps", "2000", "--chains", "2", "--out", str(tmp_path), "--no-plots"])
+    assert rc == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert "kinetic_temperature" not in summary
+    assert "configurational_temperature" in summary
+
+
+def test_port_hamiltonian_study_keeps_its_kinetic_temperature(tmp_path):
+    rc = main(["study", "--system", "port-hamiltonian", "--potential", "harmonic",
+               "--steps", "2000", "--chains", "2", "--out", str(tmp_path), "--no-plots"])
+    assert rc == 0
+    assert "kinetic_temperature" in json.loads((tmp_path / "summary.json").read_text())
+
+
+def test_zakharov_runs_at_its_own_default_step(tmp_path, capsys):
+    # At h = 0.05 Langevin diverged in the first steps from (1, ..., 1) (curvature 8.7e5 there);
+    # the potential's entry carries a stable default, and an explicit --h still wins.
+    rc = main(["study", "--potential", "zakharov", "--steps", "4000", "--chains", "2",
+               "--out", str(tmp_path), "--no-plots"])
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "summary.json").read_text())["h"] == 0.001
+    rc = main(["study", "--potential", "zakharov", "--h", "0.05", "--steps", "4000",
+               "--chains", "2", "--out", str(tmp_path), "--no-plots"])
+    assert rc == 1 and "diverged at step" in capsys.readouterr().err

@@ -58,6 +58,19 @@ def test_hamiltonian_mlp_study_reports_energy_drift(tmp_path, capsys):
     assert s["conservation"]["max_abs_error"] < 0.05 * 1e-3 * s["dim"] / 2
 
 
+def test_bbi_mlp_study_has_no_kinetic_temperatures(tmp_path, capsys):
+    """BBI's Π is no Maxwell–Boltzmann momentum: no T_kin row, the invariant rows stay."""
+    rc = main(["study", "--model", "mlp", "--system", "born-infeld", "--h", "0.01", "--steps",
+               "80", "--chains", "2", "--record-every", "5", "--out", str(tmp_path),
+               "--no-plots"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "max |Δinvariant|" in text and "T_conf 0.weight" in text
+    assert "T_kin  0" not in text
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert all(layer["kinetic"] is None for layer in s["layers"].values())
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--steps", "20", "--record-every", "5"], "at least 8 records"),
     (["--weight-decay", "-1"], "--weight-decay must be >= 0"),

@@ -223,6 +223,18 @@ def test_temperatures_from_trajectory():
         dg.kinetic_temperature(traj2)
 
 
+@pytest.mark.parametrize("make", [
+    lambda U: dynopt.systems.BornInfeld(U, delta_energy=0.1, t0=5, t1=None),
+    lambda U: dynopt.systems.ECDSep(U, F0=-1.0, eta=1.0, nu=1e-3, delta_energy=1.0),
+])
+def test_kinetic_temperature_refuses_energy_conserving_momenta(make):
+    # H = √(V(V + |Π|²)) is not U + |Π|²/2: a "temperature" of Π would be meaningless.
+    traj = dynopt.integrate(make(Harmonic(1.0, dim=2)), None, [0.5, 0.3], h=0.05, n_steps=20,
+                            n_chains=2, seed=0)
+    with pytest.raises(ValueError, match="is not U.q. \\+ pᵀM⁻¹p/2"):
+        dg.kinetic_temperature(traj)
+
+
 # --- Gibbs references -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("tau, q2, q4, u", [

@@ -65,7 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--integrator", default=None,
                         help="name (BAOAB, leapfrog, em, lm, ...) or splitting string "
                              "(default: the system's own scheme)")
-    parser.add_argument("--h", type=float, default=0.05, help="step size")
+    parser.add_argument("--h", type=float, default=_Default(0.05),
+                        help="step size (default: 0.05; 0.001 for zakharov, stiff at its start)")
     parser.add_argument("--steps", type=count, default=_DefaultInt(1_000_000),
                         help="steps per chain (--model: 2000)")
     parser.add_argument("--chains", type=count, default=_DefaultInt(64),
@@ -144,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
 
         return run_network(args)
     try:
+        if getattr(args.h, "is_default", False):
+            args.h = POTENTIALS[args.potential].h
         check_positive("--h", args.h)
         chains = check_int("--chains", args.chains, minimum=1)
         check_int("--seed", args.seed, minimum=0)

@@ -129,7 +129,7 @@ def _run(args: argparse.Namespace) -> int:
         g = torch.Generator().manual_seed(seed)
         p0 = torch.randn(q0.shape, generator=g, dtype=torch.float64) * math.sqrt(tau)
     obs = ["loss", "heldout_loss", "layer_configurational", Projections(4, seed=seed)]
-    if system.has_momentum:
+    if system.has_momentum and system.has_kinetic_temperature:
         obs.insert(2, "layer_kinetic")
     print(f"dynopt study: {type(system).__name__} with {integ.name}, h = {h}, τ = {tau} on an MLP "
           f"({potential.dim} parameters) for {split.name}, weight decay {wd}")

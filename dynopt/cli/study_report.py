@@ -70,7 +70,7 @@ def analyze(traj: Trajectory, *, burn_in: int = 0) -> dict[str, Any]:
             if isinstance(u, float):
                 target = u + (0.5 * traj.dim * tau if system.has_momentum else 0.0)
         out["energy"] = _estimate(dg.estimate_mean(traj.energy[:, burn_in:]), target)
-    if traj.p is not None:
+    if traj.p is not None and system.has_kinetic_temperature:
         out["kinetic_temperature"] = _estimate(
             dg.kinetic_temperature(traj, burn_in=burn_in), tau if canonical else None)
     out["configurational_temperature"] = _estimate(

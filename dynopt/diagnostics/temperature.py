@@ -68,6 +68,11 @@ def kinetic_temperature(
                 f"{type(traj.system).__name__} is first order (no momenta), so it has no kinetic "
                 "temperature; use configurational_temperature"
             )
+        if not traj.system.has_kinetic_temperature:
+            raise ValueError(
+                f"{type(traj.system).__name__}'s energy is not U(q) + pᵀM⁻¹p/2, so pᵀM⁻¹p/N is "
+                "no temperature; use configurational_temperature, or pass traj.p to compute the "
+                "moment anyway")
         p = _as_positions("p", traj.p)
         m = traj.system.mass_vector(p.shape[2]) if mass is None else mass
     else:

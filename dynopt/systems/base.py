@@ -31,6 +31,9 @@ class AbstractSystem(abc.ABC):
         has_momentum: False for first-order (overdamped) dynamics.
         is_stochastic: Whether some sub-flow draws noise.
         default_scheme: The integrator used when none is given (a splitting string or a name).
+        has_kinetic_temperature: False where the energy is not U(q) + pᵀM⁻¹p/2 (Born–Infeld,
+            ECDSep): pᵀM⁻¹p/N is then no temperature, and
+            :func:`~dynopt.diagnostics.kinetic_temperature` refuses the trajectory.
 
     Args:
         potential: The potential energy U(q) (or loss, in an optimizer).
@@ -41,6 +44,7 @@ class AbstractSystem(abc.ABC):
     has_momentum: ClassVar[bool] = True
     is_stochastic: ClassVar[bool] = False
     default_scheme: ClassVar[str] = "BAB"
+    has_kinetic_temperature: ClassVar[bool] = True
 
     def __init__(self, potential: AbstractPotential | None, *, mass: Any = 1.0) -> None:
         if potential is not None and not isinstance(potential, AbstractPotential):

@@ -71,6 +71,7 @@ class ECDSep(AbstractSystem):
     }
     is_stochastic = True
     default_scheme = "SBAR"
+    has_kinetic_temperature = False  # H is not U + |Π|²/2
 
     def __init__(
         self,
