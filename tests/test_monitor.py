@@ -145,11 +145,13 @@ def test_curvature_and_limit_records() -> None:
 
 def test_thermostat_recorded_for_adaptive_langevin() -> None:
     model, data = _problem()
-    opt = AdaptiveLangevin(model.parameters(), lr=0.05, temperature=1e-3, seed=0)
+    opt = AdaptiveLangevin(model.parameters(), lr=0.05, temperature=1e-3, xi0=0.3, seed=0)
     mon = TrainingMonitor(model, opt, LOSS, data, every=3)
     _train(model, opt, data, 9, mon)
     xi = mon.trajectory().extras["xi:group0"][0]
     assert xi[-1] == pytest.approx(float(opt.diagnostics(host=True)[0]["xi"]), rel=1e-12)
+    assert xi[0] == 0.3  # record 0, before the first step: ξ₀ (it was NaN)
+    assert np.all(xi[1:] != 0.3)
 
 
 def test_optimizers_without_momenta_and_bad_inputs() -> None:

@@ -457,7 +457,8 @@ class Partitioned(DynamicsOptimizer):
         (the target τ; None for a dynamics without one), ``kinetic_temperature`` (Σp²/(M N)
         over the group's tensors with momenta; None for overdamped groups or before the first
         step) and ``xi`` (the thermostat ξ, or v₁ for a chain: the scope's value, the mean over
-        tensors for ``scope="tensor"``; None without a thermostat). With ``host=True`` tensors
+        tensors for ``scope="tensor"``; before the group's first step, the value it starts
+        from, e.g. ξ₀; None without a thermostat). With ``host=True`` tensors
         are converted to floats.
         """
         out = []
@@ -479,6 +480,8 @@ class Partitioned(DynamicsOptimizer):
                     key = "model" if group["scope"] == "model" else f"group{gi}"
                     x = self.global_state.get("extras", {}).get(key)
                     xi = x[0] if x is not None else None
+                if xi is None:  # before the group's first step: the value it will start from
+                    xi = torch.tensor(spec.initial_extras[0], dtype=torch.float64)
             d = {"group": gi, "dynamics": group["dynamics"], "step": self.step_count,
                  "lr": self._value(group, "lr"),
                  "temperature": (self._value(group, "temperature")
