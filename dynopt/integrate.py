@@ -317,7 +317,7 @@ def _assemble(be: Any, system: AbstractSystem, integ: AbstractIntegrator, state:
     p = arr["p"][:, :upto] if system.has_momentum else None
     with np.errstate(over="ignore", invalid="ignore"):  # records just before a divergence
         kinetic = system.kinetic_energy(p) if p is not None else np.zeros_like(u)
-        energy = u + kinetic
+        energy = system.recorded_energy(u, kinetic)
     layout = system.extras_layout(dim)
     raw: dict[str, np.ndarray] = {}
     off = 0

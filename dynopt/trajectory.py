@@ -24,7 +24,8 @@ class Trajectory:
         t: Times of the records, shape ``(draw,)``; the first record is the initial state.
         q: Positions, ``(chain, draw, dim)``.
         p: Momenta, ``(chain, draw, dim)``, or None for first-order dynamics.
-        energy: H = U + pᵀM⁻¹p/2 (U for first-order dynamics), ``(chain, draw)``.
+        energy: The energy H per record: U + pᵀM⁻¹p/2 (U for first-order dynamics), the
+            system's own H where it is not separable (Born–Infeld, ECDSep), ``(chain, draw)``.
         extras: ``potential`` and ``kinetic`` energies, the system's extra variables (e.g. ``xi``;
             size-1 variables are squeezed to ``(chain, draw)``) and ``invariant`` for extended
             systems (Nosé–Hoover), all numpy.

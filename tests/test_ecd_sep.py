@@ -93,3 +93,19 @@ def test_continuous_flow_conserves_H():
 def test_bad_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ECDSep(ACKLEY, **kwargs)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("make", [
+    lambda: _sys(),
+    lambda: dynopt.systems.BornInfeld(ACKLEY, delta_energy=0.5, t0=5, t1=None),
+])
+def test_trajectory_energy_is_the_systems_energy(backend, make):
+    # traj.energy was U + |p|²/2 for these non-separable Hamiltonians
+    sys = make()
+    traj = dynopt.integrate(sys, None, [1.0, -0.5], h=0.05, n_steps=40, n_chains=3, seed=1,
+                            backend=backend, record_every=4)
+    exact = np.asarray(sys.energy(traj.q, traj.p))
+    np.testing.assert_allclose(traj.energy, exact, rtol=1e-12)
+    assert not np.allclose(traj.energy, traj.extras["potential"] + traj.extras["kinetic"])
+    np.testing.assert_array_equal(traj.conserved, traj.energy)

@@ -210,6 +210,12 @@ def test_every_system_runs_replicas_that_equal_each_chain_run_alone(name):
     assert not np.allclose(together.q[0, -1], together.q[1, -1])
     if name == "born-infeld":
         assert together.extras["bounces"][:, -1].min() >= 1     # bounces drew per chain
+    u, k = together.extras["potential"], together.extras["kinetic"]
+    if name in ("born-infeld", "ecdsep"):  # the observer path records the system's own H too
+        assert not np.allclose(together.energy, u + k)
+        np.testing.assert_allclose(together.energy, sys.recorded_energy(u, k), rtol=1e-14)
+    else:
+        np.testing.assert_allclose(together.energy, u + k, rtol=1e-14)
 
 
 def test_deterministic_replica_in_a_batch_equals_it_alone_without_chain_ids():

@@ -118,6 +118,6 @@ class Recorder:
             extras["invariant"] = inv
         extras.update(arr)
         with np.errstate(over="ignore", invalid="ignore"):
-            energy = u + kinetic
+            energy = self.system.recorded_energy(u, kinetic)
         return Trajectory(q=q, p=None, energy=energy, extras=extras, observables=self.items,
                           **fields)

@@ -137,6 +137,11 @@ class AbstractSystem(abc.ABC):
         u = self.potential.value(q)
         return u if p is None else u + self.kinetic_energy(p)
 
+    def recorded_energy(self, potential: np.ndarray, kinetic: np.ndarray) -> np.ndarray:
+        """H from the records U and K = pᵀM⁻¹p/2 (``traj.energy``): U + K here; systems whose
+        energy is not separable (Born–Infeld, ECDSep) override it."""
+        return potential + kinetic
+
     def invariant(
         self,
         potential: np.ndarray,

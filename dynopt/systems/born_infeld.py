@@ -158,11 +158,15 @@ class BornInfeld(AbstractSystem):
         xp = namespace(V)
         return xp.sqrt(V * (V + (p * p).sum(-1)))
 
-    def invariant(self, potential: np.ndarray, kinetic: np.ndarray,
-                  extras: dict[str, np.ndarray], n_dof: int) -> np.ndarray:
-        """H = √(V (V + |Π|²)) along the recorded states (|Π|² = 2·kinetic)."""
+    def recorded_energy(self, potential: np.ndarray, kinetic: np.ndarray) -> np.ndarray:
+        """H = √(V (V + |Π|²)) from the records (|Π|² = 2·kinetic)."""
         V = potential - self.v0
         return np.sqrt(np.maximum(V * (V + 2.0 * kinetic), 0.0))
+
+    def invariant(self, potential: np.ndarray, kinetic: np.ndarray,
+                  extras: dict[str, np.ndarray], n_dof: int) -> np.ndarray:
+        """H = √(V (V + |Π|²)) along the recorded states (before the next projection)."""
+        return self.recorded_energy(potential, kinetic)
 
     def speed_limit(self, q: Array) -> Array:
         """√V(q): |θ̇| < √V along the continuous flow."""

@@ -126,13 +126,17 @@ class ECDSep(AbstractSystem):
         return xp.log(self.s + (p * p).sum(-1)) + self.eta * xp.log(
             self.potential.value(q) - self.F0)
 
-    def invariant(self, potential: np.ndarray, kinetic: np.ndarray,
-                  extras: dict[str, np.ndarray], n_dof: int) -> np.ndarray:
-        """H = log(s + |p|²) + η log(F − F₀) along the records (NaN where F ≤ F₀)."""
+    def recorded_energy(self, potential: np.ndarray, kinetic: np.ndarray) -> np.ndarray:
+        """H = log(s + |p|²) + η log(F − F₀) from the records (NaN where F ≤ F₀)."""
         fd = potential - self.F0
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.log(self.s + 2.0 * kinetic) + self.eta * np.log(
                 np.where(fd > 0, fd, np.nan))
+
+    def invariant(self, potential: np.ndarray, kinetic: np.ndarray,
+                  extras: dict[str, np.ndarray], n_dof: int) -> np.ndarray:
+        """H along the records: the rotations keep |p|, so H is conserved between them."""
+        return self.recorded_energy(potential, kinetic)
 
     def vector_field(self, q, p, x):  # type: ignore[no-untyped-def]
         """(2p/(s + |p|²), −η∇F/(F − F₀), 0), rotations dropped."""
