@@ -149,3 +149,70 @@ def test_localized_refuses_a_minibatch_potential_and_defaults_to_torch():
     system = dynopt.systems.Langevin(DoubleWell(dim=1), gamma=1.0, temperature=0.5, nbeta=2.0)
     tr = dynopt.integrate(system, "BAOAB", [0.5], h=0.1, n_steps=3, seed=0)
     assert tr.backend == "torch"
+
+
+def _net_loss(heldout: bool = True):
+    from dynopt.potentials import NetworkLoss
+
+    torch.manual_seed(0)
+    x, y = torch.randn(20, 2, dtype=torch.float64), torch.randn(20, 1, dtype=torch.float64)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 5), torch.nn.Tanh(),
+                              torch.nn.Linear(5, 1)).double()
+    U = NetworkLoss(net, torch.nn.functional.mse_loss, (x, y),
+                    heldout=(x[:8], y[:8]) if heldout else None)
+    theta = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+    return U, theta
+
+
+def test_localized_network_loss_keeps_the_network_observables_and_curvature():
+    """A Localized NetworkLoss dropped data_loss, heldout_data, layers and the Hessian-vector
+    products: "loss", "heldout_loss" and "layer_configurational" failed, "layer_kinetic"
+    recorded one block, and λ_max raised TypeError."""
+    import dynopt
+    from dynopt.diagnostics import potential_top_eigenvalue
+    from dynopt.potentials import Localized
+
+    U, theta = _net_loss()
+    nb, loc, wd = 3.0, 0.5, 0.25
+    L = Localized(U, nbeta=nb, localization=loc, center=theta.numpy(), weight_decay=wd)
+    q = theta[None] + 0.1
+    z = torch.randn(1, 2, U.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    # Hessian-vector products: exact shift of the base's
+    np.testing.assert_allclose(L.hvp(q, z), nb * U.hvp(q, z) + (loc + wd) * z, rtol=1e-13)
+    g, hz = L.grad_and_hvp(q, z)
+    np.testing.assert_allclose(g, L.grad(q), rtol=1e-12)
+    np.testing.assert_allclose(hz, L.hvp(q, z), rtol=1e-13)
+    np.testing.assert_allclose(L.hutchinson(q, z), z * L.hvp(q, z), rtol=1e-13)
+    lam = potential_top_eigenvalue(L, theta, tol=1e-10).value
+    assert lam == pytest.approx(nb * potential_top_eigenvalue(U, theta, tol=1e-10).value
+                                + loc + wd, rel=1e-7)
+    # the network's records pass through, unscaled
+    system = dynopt.systems.Langevin(U, temperature=1e-3, nbeta=nb, localization=loc,
+                                     center=theta.numpy())
+    traj = dynopt.integrate(system, "BAOAB", theta, h=0.01, n_steps=8, n_chains=2, seed=0,
+                            observables=["theta", "loss", "heldout_loss", "layer_kinetic",
+                                         "layer_configurational"])
+    qs = torch.as_tensor(traj.q[:, -1])
+    np.testing.assert_allclose(traj.extras["loss"][:, -1], U.data_loss(qs), rtol=1e-12)
+    np.testing.assert_allclose(traj.extras["heldout_loss"][:, -1], U.heldout_loss(qs),
+                               rtol=1e-12)
+    for name in U.layers:
+        assert f"kinetic:{name}" in traj.extras and f"laplacian:{name}" in traj.extras
+    # an analytic base still has none of these
+    from dynopt.potentials import Harmonic
+
+    plain = Localized(Harmonic(dim=2), nbeta=2.0)
+    assert not any(hasattr(plain, k) for k in ("hvp", "layers", "data_loss", "heldout_data"))
+
+
+def test_center_without_localization_is_refused():
+    """center alone did nothing but wrap the potential (and force the torch backend)."""
+    import dynopt
+    from dynopt.potentials import Harmonic
+
+    with pytest.raises(ValueError, match="center .* no effect without localization > 0"):
+        dynopt.systems.Langevin(Harmonic(dim=2), center=[0.5, 0.5])
+    with pytest.raises(ValueError, match="localization=0.0"):
+        dynopt.systems.OverdampedLangevin(Harmonic(dim=2), nbeta=2.0, center=[0.5, 0.5])
+    s = dynopt.systems.Langevin(Harmonic(dim=2), localization=1.0, center=[0.5, 0.5])
+    assert "center=[0.5, 0.5]" in repr(s)

@@ -2,12 +2,16 @@ r"""A potential with an inverse temperature, a tether and a Gaussian prior (loca
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._validation import as_finite_array, check_nonnegative, check_positive
 from .base import AbstractPotential, Array, namespace
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Localized"]
 
@@ -90,6 +94,64 @@ class Localized(AbstractPotential):
         return self.nbeta * self.base.laplacian(q) + self.dim * (self.localization
                                                                  + self.weight_decay)
 
+    # --- what a network's loss offers, where the base offers it -------------------------------
+    # Properties that raise AttributeError when the base lacks the capability, so that
+    # ``hasattr`` (how observables and diagnostics ask) answers as for the base.
+    @property
+    def hvp(self) -> Callable[..., torch.Tensor]:
+        """∇²U_loc z = nβ ∇²U z + (γ_loc + λ) z, from the base's Hessian-vector products."""
+        base_hvp = self.base.hvp  # type: ignore[attr-defined]
+        return lambda q, z, **kw: self._shift_hvp(base_hvp(q, z, **kw), z)
+
+    @property
+    def grad_and_hvp(self) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+        """(∇U_loc, ∇²U_loc z) from the base's single pass."""
+        base_both = self.base.grad_and_hvp  # type: ignore[attr-defined]
+
+        def both(q: torch.Tensor, z: torch.Tensor, **kw: Any
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+            from ..optim.prior import potential_gradient
+
+            g, hz = base_both(q, z, **kw)
+            g = potential_gradient(q, g, nbeta=self.nbeta, weight_decay=self.weight_decay,
+                                   localization=self.localization, center=self._center(q))
+            return g, self._shift_hvp(hz, z)
+
+        return both
+
+    @property
+    def hutchinson(self) -> Callable[..., torch.Tensor]:
+        """Per-coordinate terms zᵢ(∇²U_loc z)ᵢ (see ``NetworkLoss.hutchinson``)."""
+        hvp = self.hvp
+        return lambda q, z, **kw: z * hvp(q, z, **kw)
+
+    def _shift_hvp(self, hz: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        out = self.nbeta * hz
+        c = self.localization + self.weight_decay
+        return out + c * z if c else out
+
+    @property
+    def layers(self) -> Any:
+        """The base's blocks of coordinates (a network's parameter tensors)."""
+        return self.base.layers  # type: ignore[attr-defined]
+
+    @property
+    def data_loss(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The base network's training loss (without nβ or the tether and prior terms)."""
+        return self.base.data_loss  # type: ignore[attr-defined]
+
+    @property
+    def heldout_data(self) -> Any:
+        return self.base.heldout_data  # type: ignore[attr-defined]
+
+    @property
+    def heldout_loss(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The base network's held-out loss."""
+        return self.base.heldout_loss  # type: ignore[attr-defined]
+
     def __repr__(self) -> str:
+        c = self.center
+        center = ("" if not c.any() else f", center={c.tolist()}" if c.size <= 6
+                  else f", center=<{c.size} values, |q₀| = {float(np.linalg.norm(c)):.6g}>")
         return (f"Localized({self.base!r}, nbeta={self.nbeta}, localization={self.localization},"
-                f" weight_decay={self.weight_decay})")
+                f" weight_decay={self.weight_decay}{center})")

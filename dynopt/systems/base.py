@@ -64,7 +64,11 @@ class AbstractSystem(abc.ABC):
                  center: Any) -> AbstractPotential | None:
         """``potential`` with the local-sampling terms (:class:`~dynopt.potentials.Localized`)
         when nβ ≠ 1 or γ_loc ≠ 0, else unchanged."""
-        if nbeta == 1.0 and localization == 0.0 and center is None:
+        if center is not None and localization == 0.0:
+            raise ValueError("center is the tether's centre q₀ and has no effect without "
+                             f"localization > 0 (got localization={localization}); pass "
+                             "localization=, or leave center out")
+        if nbeta == 1.0 and localization == 0.0:
             return potential
         if potential is None:
             raise ValueError("nbeta/localization/center need a potential; in an optimizer set "
