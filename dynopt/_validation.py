@@ -30,8 +30,13 @@ def check_real(name: str, value: Any) -> float:
         # Accept 0-d numpy arrays and 1-element tensors as well.
         try:
             if hasattr(value, "numel") and value.numel() == 1:  # torch.Tensor
+                if value.dtype.is_complex or not (value.dtype.is_floating_point
+                                                  or _tensor_is_integer(value)):
+                    raise TypeError
                 value = float(value.item())
             elif isinstance(value, np.ndarray) and value.size == 1:
+                if value.dtype.kind not in "iuf":  # bool, complex, strings, objects
+                    raise TypeError
                 value = float(value.reshape(()))
             else:
                 raise TypeError
@@ -43,6 +48,12 @@ def check_real(name: str, value: Any) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     return value
+
+
+def _tensor_is_integer(t: Any) -> bool:
+    import torch
+
+    return t.dtype != torch.bool and not t.dtype.is_floating_point and not t.dtype.is_complex
 
 
 def check_positive(name: str, value: Any) -> float:
@@ -84,10 +95,25 @@ def check_int(name: str, value: Any, *, minimum: int | None = None,
 
 
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
-    """One of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-    return value
+    """One of ``choices`` (returned as the choice itself). An integer choice takes integers
+    only: ``True`` or ``3.0`` do not stand for 1 or 3."""
+    for choice in choices:
+        if _same_kind(value, choice):
+            try:
+                equal = bool(value == choice)
+            except (TypeError, ValueError):  # arrays, odd types
+                equal = False
+            if equal:
+                return choice
+    raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _same_kind(value: Any, choice: Any) -> bool:
+    if isinstance(value, bool) or isinstance(choice, bool):
+        return isinstance(value, bool) and isinstance(choice, bool)
+    if isinstance(choice, numbers.Integral):
+        return isinstance(value, numbers.Integral)
+    return True
 
 
 def as_finite_array(
@@ -101,7 +127,10 @@ def as_finite_array(
     if hasattr(value, "detach"):  # torch.Tensor
         value = value.detach().cpu().numpy()
     try:
-        arr = np.asarray(value, dtype=np.float64)
+        raw = np.asarray(value)
+        if raw.dtype.kind not in "iuf":  # bools, strings, complex numbers, None, objects
+            raise TypeError
+        arr = raw.astype(np.float64)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be array-like of real numbers, got {value!r}") from None
     if ndim is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -27,7 +28,9 @@ NAN, INF = float("nan"), float("inf")
 KINDS = {
     "positive": [(0, ValueError, "> 0, got 0.0"), (-1, ValueError, "> 0, got -1.0"),
                  (NAN, ValueError, "finite, got nan"), (INF, ValueError, "finite, got inf"),
-                 ("x", TypeError, "a real number, got 'x'")],
+                 ("x", TypeError, "a real number, got 'x'"),
+                 (True, TypeError, "a real number, got True"),
+                 (np.array(True), TypeError, r"a real number, got array\(True\)")],
     "nonnegative": [(-1, ValueError, ">= 0, got -1.0"), (NAN, ValueError, "finite, got nan"),
                     (INF, ValueError, "finite, got inf"), ("x", TypeError, "a real number")],
     "real": [(NAN, ValueError, "finite, got nan"), (INF, ValueError, "finite, got inf"),
@@ -39,13 +42,17 @@ KINDS = {
     "positive_array": [(0, ValueError, "> 0 everywhere, got 0.0"),
                        (-1, ValueError, "> 0 everywhere, got -1.0"),
                        (NAN, ValueError, "finite, got nan"),
-                       ("x", TypeError, "array-like of real numbers, got 'x'")],
+                       ("x", TypeError, "array-like of real numbers, got 'x'"),
+                       ("2", TypeError, "array-like of real numbers, got '2'"),
+                       (True, TypeError, "array-like of real numbers, got True")],
     "unit_interval_open": [(1.0, ValueError, r"in \[0, 1\), got 1.0"),
                            (-0.5, ValueError, r"in \[0, 1\), got -0.5")],
     "optional_bool": [(1, TypeError, "None or a bool, got 1"), ("x", TypeError, "None or a bool")],
     "bool": [(1, TypeError, "a bool, got 1")],
     "seed": [(-1, ValueError, ">= 0, got -1"), (2.5, TypeError, "an integer, got 2.5")],
-    "sy_order": [(4, ValueError, r"one of \[1, 3, 5, 7\], got 4")],
+    "sy_order": [(4, ValueError, r"one of \[1, 3, 5, 7\], got 4"),
+                 (True, ValueError, r"one of \[1, 3, 5, 7\], got True"),
+                 (3.0, ValueError, r"one of \[1, 3, 5, 7\], got 3.0")],
 }
 
 POT = P.Harmonic()

@@ -119,6 +119,11 @@ def configurational_temperature(
         q = _as_positions("q", q_or_traj)
     if potential is None:
         raise ValueError("configurational_temperature needs potential= for array input")
+    from ..potentials.base import AbstractPotential
+
+    if not isinstance(potential, AbstractPotential):
+        raise TypeError(f"potential must be a dynopt potential (with grad and laplacian), got "
+                        f"{potential!r}")
     potential.check_dim(q.shape[2], "q")
     b = check_burn_in(burn_in, q.shape[1])
     q = q[:, b:]

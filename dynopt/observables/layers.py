@@ -39,10 +39,19 @@ def layer_slices(potential: Any, dim: int, groups: dict[str, slice] | None) -> d
     tensor of a NetworkLoss), else one block ``"all"``."""
     if groups is not None:
         for name, sl in groups.items():
-            if not isinstance(sl, slice) or not (0 <= (sl.start or 0) < (sl.stop or dim) <= dim):
-                raise ValueError(f"groups[{name!r}] must be a slice within [0, {dim}), got {sl!r}")
+            if not isinstance(sl, slice) or not _within(sl, dim):
+                raise ValueError(f"groups[{name!r}] must be a non-empty slice within [0, {dim}), "
+                                 f"got {sl!r}")
         return dict(groups)
     return dict(getattr(potential, "layers", None) or {"all": slice(0, dim)})
+
+
+def _within(sl: slice, dim: int) -> bool:
+    """Whether ``sl`` selects at least one coordinate and stays inside ``[0, dim)`` as
+    written (no negative or clipped bounds)."""
+    start = 0 if sl.start is None else sl.start
+    stop = dim if sl.stop is None else sl.stop
+    return 0 <= start < stop <= dim and (sl.step is None or sl.step >= 1)
 
 
 class LayerKinetic(Observable):

@@ -95,4 +95,10 @@ class MultiBasin(AbstractPotential):
                                self.c1, self.c2])
 
     def __repr__(self) -> str:
-        return f"MultiBasin(dim={self.dim})"
+        default = MultiBasin(self.dim)
+        parts = [f"dim={self.dim}"]
+        for name in ("c1", "c2", "a1", "a2", "w1", "w2", "coupling", "offset"):
+            value = getattr(self, name)
+            if not np.array_equal(value, getattr(default, name)):
+                parts.append(f"{name}={value.tolist() if isinstance(value, np.ndarray) else value}")
+        return f"MultiBasin({', '.join(parts)})"
