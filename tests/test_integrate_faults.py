@@ -182,6 +182,30 @@ def test_divergence_on_the_last_step_in_a_chunk_of_many(backend):
     assert np.isfinite(err.trajectory.p).all()
 
 
+@pytest.mark.filterwarnings("ignore:overflow")
+def test_divergence_of_a_minibatch_run_is_replayed_on_its_own_batches():
+    """The torch replay that names the diverging step used the chunk's first minibatch for
+    every step: it reported step 23 here (true: 38) with wrong records (and, for other
+    lengths, ended in a bare AssertionError). Leapfrog in float32 on a linear model whose two
+    batches have curvatures 0.5 and 200: h = 0.7 is stable on one, not on the other."""
+    import torch
+
+    x = torch.cat([torch.full((5, 1), 0.5), torch.full((5, 1), 10.0)])
+    torch.manual_seed(0)
+    loss = P.NetworkLoss(torch.nn.Linear(1, 1, bias=False), torch.nn.MSELoss(),
+                         (x, torch.zeros(10, 1)), batch_size=1, seed=3)
+    ham = S.Hamiltonian(loss)
+    kw = dict(p0=[0.0], h=0.7, seed=0, dtype="float32")
+    reference = dynopt.integrate(ham, "BAB", [1.0], n_steps=30, **kw)  # before it diverges
+    for n_steps in (200, 47):
+        with pytest.raises(DivergenceError) as info:
+            dynopt.integrate(ham, "BAB", [1.0], n_steps=n_steps, **kw)
+        err = info.value
+        assert err.step == 38
+        np.testing.assert_array_equal(err.trajectory.q[:, :31], reference.q)
+        assert np.isfinite(err.trajectory.q).all() and err.trajectory.n_draws == 38
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_first_diverging_chain_of_a_step_is_reported_and_signs_do_not_count(backend):
     """Chains 5 (negative side) and 41 overflow on step 3, chain 60 one step later, and every

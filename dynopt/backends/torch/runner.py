@@ -131,14 +131,22 @@ class TorchBackend(AbstractBackend):
             state.streams.set_state(stream_state)
         if records is not None:
             records.next = next_record
-        for n in range(n_steps):
-            every = records.every if records is not None else 1
-            self._steps(system, program, state, 1, None)
-            finite = _finite_rows(state)
-            if not bool(finite.all()):
-                return Divergence(step=state.step + n + 1, chain=int(torch.argmin(finite.int())))
-            if records is not None and (n + 1) % every == 0:
-                self._record(records, records.next + (n + 1) // every - 1, state, system)
+        start = state.step
+        try:
+            for n in range(n_steps):
+                every = records.every if records is not None else 1
+                # one step at a time, at its own step number: a minibatch potential picks its
+                # batch from state.step, so the replay reads the batches the chunk read
+                state.step = start + n
+                self._steps(system, program, state, 1, None)
+                finite = _finite_rows(state)
+                if not bool(finite.all()):
+                    return Divergence(step=start + n + 1,
+                                      chain=int(torch.argmin(finite.int())))
+                if records is not None and (n + 1) % every == 0:
+                    self._record(records, records.next + (n + 1) // every - 1, state, system)
+        finally:
+            state.step = start
         raise AssertionError("a non-finite chunk replayed finite")  # pragma: no cover
 
     @staticmethod
