@@ -172,15 +172,20 @@ def integrate(
     show = progress if progress is not None else n_steps * state.n_chains > 10**8
     bar = _progress(show, n_steps, f"{integ.name} on {type(system).__name__}")
     done = 0
-    start_step = state.step
+    start_step, start_time = state.step, state.time
     log = None
+
+    def clock(step: int) -> float:
+        """The time of ``step`` of this run (its steps all have size h)."""
+        return start_time + (step - start_step) * h
 
     def diverged(div: Any) -> DivergenceError:
         bar.close()
         partial = _assemble(be, system, integ, state, records, h, record_every, start_step,
-                            upto=(div.step - start_step - 1) // record_every + 1, final=False)
+                            start_time, upto=(div.step - start_step - 1) // record_every + 1,
+                            final=False)
         return DivergenceError(
-            f"integration diverged at step {div.step} (t = {div.step * h:.6g}): chain "
+            f"integration diverged at step {div.step} (t = {clock(div.step):.6g}): chain "
             f"{div.chain} reached a non-finite state (q, p or extras) with {integ.name} at "
             f"h = {h}. "
             "The step size is probably beyond the stability limit of this potential; "
@@ -207,15 +212,17 @@ def integrate(
             raise
         bar.close()
         kept = records.next
+        state.time = clock(state.step)
         partial = _assemble(be, system, integ, state, records, h, record_every, start_step,
-                            upto=kept, final=False)
+                            start_time, upto=kept, final=False)
         raise Interrupted(
             f"integrate() interrupted; err.trajectory keeps the {kept} records up to step "
             f"{start_step + (kept - 1) * record_every}", trajectory=partial) from err
     bar.close()
     state.h = h
+    state.time = clock(state.step)
     traj = _assemble(be, system, integ, state, records, h, record_every, start_step,
-                     upto=records.next)
+                     start_time, upto=records.next)
     return traj if log is None else dataclasses.replace(traj, events=log)
 
 
@@ -300,12 +307,13 @@ def check_memory(system: AbstractSystem, n_chains: int, dim: int, n_steps: int,
 
 
 def _assemble(be: Any, system: AbstractSystem, integ: AbstractIntegrator, state: State,
-              records: Any, h: float, record_every: int, start_step: int, upto: int,
+              records: Any, h: float, record_every: int, start_step: int, start_time: float,
+              upto: int,
               final: bool = True) -> Trajectory:
     """The trajectory of records ``0..upto-1``; record r is the state at step
     ``start_step + r * record_every``. ``state`` is the final one unless ``final`` is False
     (after a divergence it may hold non-finite values and is not attached)."""
-    t = (start_step + np.arange(upto) * record_every) * h
+    t = start_time + np.arange(upto) * record_every * h
     if records.observer is not None:
         return records.observer.trajectory(
             upto, t=t, h=h, record_every=record_every, seed=state.seed, backend=state.backend,

@@ -177,6 +177,7 @@ def run(
             f"{div.chain} reached a non-finite state (h = {h}); the input state is unchanged",
             step=div.step, chain=div.chain)
     new.h = h
+    new.time = state.time + n_steps * h
     return new
 
 

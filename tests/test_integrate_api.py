@@ -227,3 +227,44 @@ def test_a_torch_only_custom_potential_defaults_to_torch():
     tr = dynopt.integrate(S.Langevin(pot, gamma=1.0, temperature=1.0), "BAOAB", [0.5], h=0.1,
                           n_steps=3, seed=0)
     assert np.isfinite(tr.q).all()
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_maxwell_boltzmann_momenta_are_gaussian_with_discrete_noise(backend):
+    """noise="discrete" made the default momenta three-point values (2/3 of them exactly 0):
+    the momenta must be N(0, τM) whatever the kernels' noise."""
+    p = dynopt.integrate(LANGEVIN, "BAOAB", [1.0, 0.0], h=0.1, n_steps=0, n_chains=4000,
+                         seed=1, noise="discrete", backend=backend).p[:, 0]
+    assert np.mean(p == 0.0) == 0.0
+    # kurtosis 3 (three-point: 3 too, so test the fourth moment's density instead: |p| < σ/10
+    # holds for 8 % of normals, for 67 % of the three-point values)
+    small = np.mean(np.abs(p) < 0.1 * math.sqrt(0.5))
+    se = math.sqrt(0.08 * 0.92 / p.size)
+    assert abs(small - 0.0797) < 4 * se, small
+    assert abs(np.var(p) / 0.5 - 1) < 4 * math.sqrt(2 / p.size)
+
+
+def test_dtype_float_means_float64_on_both_backends():
+    import torch
+
+    for backend in ("numba", "torch"):
+        q = dynopt.integrate(LANGEVIN, "BAOAB", [1.0, 0.0], h=0.1, n_steps=2, seed=0,
+                             backend=backend, dtype=float).final_state.q
+        assert q.dtype in (np.float64, torch.float64)
+    with pytest.raises(ValueError, match="'float' is ambiguous"):
+        dynopt.integrate(LANGEVIN, "BAOAB", [1.0, 0.0], h=0.1, n_steps=2, backend="torch",
+                         dtype="float")
+
+
+def test_a_resumed_run_with_fewer_normals_per_step_draws_fresh_noise():
+    """numba put normal i of step n at Philox index n·S + i, S the normals per step of the
+    *current* scheme: GWGW (S = 2) then EM (S = 1) re-read GWGW's normals exactly (the
+    increments matched to 1e-16, correlation 1)."""
+    s = S.OverdampedLangevin(P.Harmonic(1e-9), temperature=1.0)
+    a = dynopt.integrate(s, "GWGW", [0.0], h=0.01, n_steps=400, seed=7, n_chains=4)
+    b = dynopt.integrate(s, "EM", None, h=0.01, n_steps=800, state=a.final_state)
+    ia = np.diff(a.q[..., 0], axis=1)                           # (4, 400), 2 normals each
+    ib = np.diff(b.q[..., 0], axis=1)
+    paired = (ib[:, 0::2] + ib[:, 1::2]) / math.sqrt(2)       # EM's normals, paired like GWGW's
+    r = np.corrcoef(paired[:, :200].ravel(), ia[:, 200:400].ravel())[0, 1]
+    assert abs(r) < 4 / math.sqrt(800), r                      # independent: |r| ~ 1/√n

@@ -266,6 +266,28 @@ def test_time_axis_of_a_partial_trajectory_after_resume():
     assert partial.t[-1] < info.value.step * 2.5
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_run_resumed_at_another_step_size_continues_its_time(backend):
+    """Burn-in at h = 0.1, then h = 0.01: the time axis goes on from t = 10 (it restarted
+    at 100 × 0.01 = 1.0), in the records, the final state and a divergence message."""
+    burn = dynopt.integrate(LANGEVIN, "BAOAB", [0.1, 0.2], h=0.1, n_steps=100, seed=0,
+                            backend=backend)
+    assert burn.final_state.time == pytest.approx(10.0, abs=1e-12)
+    fine = dynopt.integrate(LANGEVIN, "BAOAB", None, h=0.01, n_steps=100, record_every=50,
+                            state=burn.final_state)
+    np.testing.assert_allclose(fine.t, [10.0, 10.5, 11.0], rtol=1e-12)
+    assert fine.final_state.time == pytest.approx(11.0, rel=1e-12)
+    stepped = dynopt.stepping.run(LANGEVIN, dynopt.integrators.BAOAB(), fine.final_state,
+                                  n_steps=10, h=0.2)
+    assert stepped.time == pytest.approx(13.0, rel=1e-12)
+    ham = S.Hamiltonian(P.Harmonic())
+    first = dynopt.integrate(ham, "BAB", [1.0], p0=[0.0], h=0.1, n_steps=10, backend=backend)
+    with pytest.raises(DivergenceError) as info:
+        dynopt.integrate(ham, "BAB", None, h=2.5, n_steps=2000, state=first.final_state)
+    step = info.value.step
+    assert f"step {step} (t = {1.0 + (step - 10) * 2.5:.6g})" in str(info.value)
+
+
 # --- item 6: seeds, sizes, user potentials -----------------------------------------------------
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -155,10 +155,12 @@ def test_integrate_never_crashes_or_returns_a_non_finite_state(call):
     n_steps, every = kw["n_steps"], kw["record_every"]
     assert traj.n_draws == n_steps // every + 1
     start = 0 if state is None else state.step
-    np.testing.assert_allclose(traj.t, (start + every * np.arange(traj.n_draws)) * kw["h"])
+    t0 = 0.0 if state is None else state.time  # a continued run goes on from its own time
+    np.testing.assert_allclose(traj.t, t0 + every * np.arange(traj.n_draws) * kw["h"])
     _finite_records(traj)
     final = traj.final_state
     assert final.step == start + n_steps
+    assert final.time == pytest.approx(t0 + n_steps * kw["h"], rel=1e-12)
     for name in ("q", "p"):
         values = getattr(final, name)
         values = values.numpy() if isinstance(values, torch.Tensor) else values

@@ -97,3 +97,25 @@ def test_resolve_names():
     assert isinstance(custom, I.Splitting) and custom.scheme == "OBABO"
     with pytest.raises(TypeError, match="integrator must be"):
         I.resolve(3)
+
+
+@pytest.mark.parametrize("scheme, fractions, letter", [
+    ("OBABO", [1.5, 0.5, 1.0, 0.5, -0.5], "O"),   # anti-friction without noise: Var q 1.41
+    ("GWW", [1.0, 1.5, -0.5], "W"),               # a negative variance: math domain error
+    ("GLL", [1.0, 1.5, -0.5], "L"),
+    ("BAFAB", [0.5, 0.5, -1.0 + 2.0, 0.5, 0.5], None),  # legal: F's only fraction is 1
+])
+def test_noise_and_friction_letters_refuse_negative_fractions(scheme, fractions, letter):
+    if letter is None:
+        assert I.Splitting(scheme, fractions).fractions == tuple(fractions)
+        return
+    with pytest.raises(ValueError, match=f"letter '{letter}': its sub-flow .* cannot run "
+                                         "backwards in time"):
+        I.Splitting(scheme, fractions)
+
+
+def test_forest_ruth_keeps_its_negative_drift_and_kick():
+    theta = 1.0 / (2.0 - 2.0 ** (1.0 / 3.0))
+    fr = [theta / 2, theta, (1 - theta) / 2, 1 - 2 * theta, (1 - theta) / 2, theta, theta / 2]
+    integ = I.Splitting("ABABABA", fr)
+    assert min(integ.fractions) < 0

@@ -25,6 +25,8 @@ class State:
         backend: ``"numba"`` or ``"torch"``.
         noise: ``"gaussian"``, ``"gaussian-f64"`` or ``"discrete"``.
         h: Step size of the last step taken (None before the first).
+        time: Elapsed time, the sum of h over the steps taken (a run resumed at another h
+            continues its time axis from here).
         generator: The torch generator (torch backend only; None with per-chain streams).
         streams: Per-chain generators keyed by (seed, global chain index)
             (:class:`~dynopt.backends.torch.streams.ChainStreams`; torch backend with
@@ -39,6 +41,7 @@ class State:
     backend: str = "numba"
     noise: str = "gaussian"
     h: float | None = None
+    time: float = 0.0
     generator: Any = field(default=None, repr=False)
     streams: Any = field(default=None, repr=False)
 

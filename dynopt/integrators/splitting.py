@@ -32,8 +32,14 @@ ALPHABET: dict[str, str] = {
 #: (random rotation).
 NON_SYMMETRIC = frozenset("FGLSR")
 
-__all__ = ["ABOBA", "ALPHABET", "BAOAB", "NON_SYMMETRIC", "OBABO", "Leapfrog", "Splitting",
-           "VelocityVerlet"]
+#: Letters that cannot run backwards in time, so their fractions must be >= 0: noise (O, D, W,
+#: L: a negative variance, or in O an anti-friction without noise) and explicit friction or
+#: gradient steps (F, G). Negative fractions stay legal for the reversible sub-flows, e.g. A and
+#: B in Forest–Ruth's fourth-order composition.
+FORWARD_ONLY = frozenset("ODWLFG")
+
+__all__ = ["ABOBA", "ALPHABET", "BAOAB", "FORWARD_ONLY", "NON_SYMMETRIC", "OBABO", "Leapfrog",
+           "Splitting", "VelocityVerlet"]
 
 
 class Splitting(AbstractIntegrator):
@@ -91,6 +97,13 @@ class Splitting(AbstractIntegrator):
                     f"fractions has {len(fr)} entries but scheme {scheme!r} has "
                     f"{len(letters)} letters"
                 )
+            for i, (c, f) in enumerate(zip(letters, fr, strict=True)):
+                if f < 0 and c in FORWARD_ONLY:
+                    raise ValueError(
+                        f"fractions[{i}] = {f} for letter {c!r}: its sub-flow (noise, friction or "
+                        "an explicit gradient step) cannot run backwards in time; only the "
+                        f"letters {''.join(sorted(set(ALPHABET) - FORWARD_ONLY))} take negative "
+                        "fractions")
             for c in counts:
                 total = sum(f for l2, f in zip(letters, fr, strict=True) if l2 == c)
                 if abs(total - 1.0) > 1e-12:

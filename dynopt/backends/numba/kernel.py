@@ -236,6 +236,10 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
         if _NORMALS[c] > 0 and (_AMPLITUDE[c] < 0 or fpar[fstart[k] + _AMPLITUDE[c]] != 0.0):
             quiet = False
     S = n_noise_ops * D  # normals per lane per step
+    # Normal i of a chain's step noise is at Philox index gs·S + i: a run resumed with a scheme
+    # of another S would re-read indices drawn before, so each S gets its own stream word
+    # (0 for one noise op per step: BAOAB, ABOBA, ...; 16 + ops otherwise).
+    noise_stream = np.int64(0) if n_noise_ops == 1 else np.int64(16 + n_noise_ops)
     K = max(1, _NOISE_CHUNK // max(S, 1))  # steps per noise fill
     z_rows = 4 * ((K * S + 3) // 4 + 1) if S > 0 else 4
     n_blocks = (C + lanes - 1) // lanes
@@ -270,7 +274,7 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
                 first = gs * S
                 call_first = first // 4
                 n_calls = (first + steps_here * S + 3) // 4 - call_first
-                fill_fn(Z, Ubits, c0, nl, call_first, n_calls, np.int64(0), key0, key1,
+                fill_fn(Z, Ubits, c0, nl, call_first, n_calls, noise_stream, key0, key1,
                         noise_kind)
                 z_offset = first - 4 * call_first
             zb = z_offset + (n % K) * S

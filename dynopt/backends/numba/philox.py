@@ -15,7 +15,10 @@ an atanh series (relative error ≤ 2e-15) and sin/cos from the top two bits of 
 Philox-4x32-10 (Salmon, Moraes, Dror, Shaw, SC'11, "Parallel random numbers: as easy as 1, 2,
 3") maps a 128-bit counter and a 64-bit key to four 32-bit words; it passes BigCrush. Counter
 layout used by dynopt: ``(chain, stream, call_lo, call_hi)``; key = the 64-bit seed. Call ``k``
-of a chain yields that chain's normals ``4k .. 4k+3``.
+of a chain yields that chain's normals ``4k .. 4k+3``. Streams: 0 the step noise of schemes
+with one noise op per step, 16 + k that of schemes with k ≠ 1 (so a run resumed with another
+scheme never re-reads normals), 1 initial momenta, 2 initial extras, 3 BBI bounces, 4 event
+bounces.
 
 Float32 variants (:func:`box_muller_f32`, :func:`discrete_f32`) do the same transforms in single
 precision with twice the SIMD width. For the same Philox words they return the float64 values to

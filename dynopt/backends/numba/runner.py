@@ -17,7 +17,7 @@ from .kernel import (
     potential_values,
     run_block_kernel,
 )
-from .philox import GAUSSIAN_F64, NOISE_KINDS, fill_for, normals_for, split_seed
+from .philox import GAUSSIAN, GAUSSIAN_F64, NOISE_KINDS, fill_for, normals_for, split_seed
 from .potentials import dummy_grad, dummy_value
 
 if TYPE_CHECKING:
@@ -90,14 +90,16 @@ class NumbaBackend(AbstractBackend):
     name = "numba"
 
     def init_state(self, system, q, p, *, seed, noise, dtype, device):  # type: ignore[no-untyped-def]
-        if str(dtype) not in ("None", "float64", "torch.float64", "<class 'numpy.float64'>") or (
+        if str(dtype) not in ("None", "float64", "double", "torch.float64",
+                              "<class 'numpy.float64'>", "<class 'float'>") or (
                 str(device) not in ("None", "cpu")):
             raise ValueError(
                 f"backend='numba' runs in float64 on the CPU; got dtype={dtype!r}, "
                 f"device={device!r} (use backend='torch' for float32 or CUDA)"
             )
         n, dim = q.shape
-        kind = NOISE_KINDS[noise]
+        # Maxwell–Boltzmann momenta are Gaussian whatever the run's noise kind
+        kind = GAUSSIAN_F64 if NOISE_KINDS[noise] == GAUSSIAN_F64 else GAUSSIAN
 
         def sampler(stream: int) -> Any:
             def draw(shape: tuple[int, ...]) -> np.ndarray:

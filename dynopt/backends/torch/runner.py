@@ -31,8 +31,12 @@ def resolve_dtype(dtype: Any) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         out = dtype
     else:
+        if dtype == "float":
+            raise ValueError("dtype='float' is ambiguous (float64 in numpy, float32 in torch); "
+                             "pass 'float32' or 'float64'")
+        # the Python type float is a double, as in numpy and torch.zeros(..., dtype=float)
         names = {"float64": torch.float64, "float32": torch.float32, "double": torch.float64,
-                 "float": torch.float32}
+                 "float": torch.float64}
         key = getattr(dtype, "__name__", str(dtype))
         if key not in names:
             raise ValueError(f"dtype must be float32 or float64 for backend='torch', got {dtype!r}")
@@ -71,7 +75,8 @@ class TorchBackend(AbstractBackend):
 
         def drawer(g: torch.Generator) -> Any:
             def draw(shape: tuple[int, ...]) -> np.ndarray:
-                z = ops.standard_normal(shape, g, torch.float64, dev, noise)
+                # Maxwell–Boltzmann momenta are Gaussian whatever the run's noise kind
+                z = ops.standard_normal(shape, g, torch.float64, dev, "gaussian")
                 return z.cpu().numpy()
             return draw
 
