@@ -238,3 +238,107 @@ def test_lightning_seed_everything_makes_seed_none_reproducible():
             trainer.fit(module, loader)
         out.append(flat(module.net))
     assert torch.equal(out[0], out[1]) and not torch.equal(out[0], out[2])
+
+
+# --- skipped steps, several optimizers, step(loss=) through a framework's closure ------------
+def test_zero_grad_drops_the_observed_loss_with_the_gradients():
+    """A GradScaler that skips a step (non-finite fp16 gradients) calls neither step() nor
+    anything else: the observed loss of the skipped window added to the next one's (the step
+    after a skip saw twice the loss). It is cleared with the gradients now."""
+    m = _tiny()
+    opt = FACTORIES["BBI"](m, seed=4)
+    opt.observe_loss(torch.tensor(0.75, dtype=torch.float64))   # the skipped window
+    opt.zero_grad()
+    loss = torch.nn.functional.mse_loss(m(_dataset()[0]), _dataset()[1])
+    loss.backward()
+    opt.observe_loss(loss)
+    assert opt.step() == loss.detach()                          # its own loss, not + 0.75
+    opt.observe_loss(1.0)
+    opt.discard_observed_loss()
+    assert opt._observed_loss is None
+
+
+def test_hf_trainer_drops_the_loss_of_a_step_the_grad_scaler_skipped(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from dynopt.integrations import unwrap
+    from dynopt.integrations.huggingface import DynoptTrainer
+
+    seen = []
+
+    class Skipping(DynoptTrainer):
+        def training_step(self, *args, **kwargs):
+            loss = super().training_step(*args, **kwargs)
+            if self.state.global_step == 0:       # an fp16 overflow on the first step
+                self.model.net[0].weight.grad[0, 0] = float("inf")
+            return loss
+
+    class Watch(transformers.TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+            seen.append(float(unwrap(optimizer)._observed_loss))
+
+    x, y = _dataset()
+    ds = [{"x": x[i], "y": y[i]} for i in range(len(x))]
+    model = _HFModel()
+    opt = FACTORIES["BBI"](model.net, seed=4)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=16, max_steps=3,
+        max_grad_norm=0.0, lr_scheduler_type="constant", report_to="none", disable_tqdm=True,
+        logging_strategy="no", save_strategy="no", use_cpu=True, seed=0)
+    trainer = Skipping(model=model, args=args, train_dataset=ds, optimizers=(opt, None),
+                       callbacks=[Watch()])
+    trainer.remove_callback(transformers.PrinterCallback)
+    # what accelerate builds for fp16 on CUDA; on the CPU it builds none
+    trainer.accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=256.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train()
+    assert opt.step_count == 2                  # the first step was skipped
+    assert seen[1] == pytest.approx(seen[0], rel=1e-12)  # same parameters and batch: same loss
+    assert seen[2] != seen[1]                   # (it was 2 × seen[0] before)
+
+
+def _manual_lightning(step_with_loss: bool, n_optimizers: int):
+    pl = pytest.importorskip("pytorch_lightning")
+    from dynopt.integrations.lightning import FeedLoss
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+            self.nets = torch.nn.ModuleList([_tiny(seed=k) for k in range(n_optimizers)])
+
+        def training_step(self, batch, batch_idx):
+            opts = self.optimizers()
+            for opt, net in zip(opts if isinstance(opts, list) else [opts], self.nets,
+                                strict=True):
+                opt.zero_grad()
+                loss = torch.nn.functional.mse_loss(net(batch[0]), batch[1])
+                self.manual_backward(loss)
+                opt.step(loss=loss) if step_with_loss else opt.step()
+
+        def configure_optimizers(self):
+            return [FACTORIES["BBI"](net, seed=4) for net in self.nets]
+
+    x, y = _dataset()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    module = Module()
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0,
+                         callbacks=[] if step_with_loss else [FeedLoss()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, loader)
+    return flat(module.nets[0])
+
+
+def test_lightning_manual_optimization_takes_step_loss():
+    """Lightning wraps every step in a closure of its own that returns None: step(loss=loss)
+    was refused with "got both a closure and loss=". It equals the plain loop now."""
+    assert torch.equal(_manual_lightning(True, 1), _manual("BBI", steps=2, micro=16, accum=1))
+
+
+def test_feed_loss_refuses_to_guess_between_two_loss_reading_optimizers():
+    """It gave every optimizer every loss: optimizer b stepped on loss_a + loss_b."""
+    with pytest.raises(ValueError, match="FeedLoss cannot tell which of the 2 optimizers"):
+        _manual_lightning(False, 2)

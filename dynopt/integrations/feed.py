@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["feed_loss", "unwrap"]
+__all__ = ["discard_loss", "feed_loss", "unwrap"]
 
 #: Attributes under which wrappers keep the optimizer they wrap (accelerate's
 #: ``AcceleratedOptimizer.optimizer``, Lightning's ``LightningOptimizer._optimizer``).
@@ -35,3 +35,11 @@ def feed_loss(optimizer: Any, loss: Any) -> bool:
         opt.observe_loss(loss)
         return True
     return False
+
+
+def discard_loss(optimizer: Any) -> None:
+    """Drop the (unwrapped) optimizer's pending observed loss, if it keeps one: after a step
+    that a GradScaler skipped, the loss of the skipped window must not add to the next one."""
+    opt = unwrap(optimizer)
+    if callable(getattr(opt, "discard_observed_loss", None)):
+        opt.discard_observed_loss()

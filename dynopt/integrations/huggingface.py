@@ -23,14 +23,29 @@ from typing import Any
 
 import transformers
 
-from .feed import feed_loss
+from .feed import discard_loss, feed_loss
 
 __all__ = ["DynoptTrainer", "FeedLossMixin"]
 
 
+class _DiscardSkippedLoss(transformers.TrainerCallback):
+    """After the optimizer step: a step that the GradScaler skipped (non-finite fp16
+    gradients) did not consume the observed loss, and the Trainer zeroes the gradients through
+    the model, not the optimizer, so the loss is dropped here."""
+
+    def on_optimizer_step(self, args: Any, state: Any, control: Any, optimizer: Any = None,
+                          **kwargs: Any) -> None:
+        if optimizer is not None:
+            discard_loss(optimizer)
+
+
 class FeedLossMixin:
     """Mix into a ``transformers.Trainer`` subclass (before it) to feed the loss to the
-    optimizer after every backward pass."""
+    optimizer after every backward pass (and drop it when the step is skipped)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self.add_callback(_DiscardSkippedLoss())  # type: ignore[attr-defined]
 
     def training_step(self, *args: Any, **kwargs: Any) -> Any:
         loss = super().training_step(*args, **kwargs)  # type: ignore[misc]

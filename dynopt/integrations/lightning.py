@@ -11,6 +11,11 @@ manual loop::
     from dynopt.integrations.lightning import FeedLoss
     trainer = pl.Trainer(callbacks=[FeedLoss()], accumulate_grad_batches=4)
 
+A window whose step a GradScaler skips drops its loss with its gradients (the optimizer's
+``zero_grad``). With several optimizers that read the loss (manual optimization) the callback
+cannot tell whose loss a backward pass is and refuses; pass each its own,
+``opt.step(loss=loss)``.
+
 Requires ``pytorch_lightning`` (the ``integrations`` extra); with only the unified ``lightning``
 package installed, ``lightning.pytorch`` is used.
 """
@@ -24,7 +29,7 @@ try:
 except ImportError:  # pragma: no cover - the unified package
     import lightning.pytorch as pl  # type: ignore[no-redef]
 
-from .feed import feed_loss
+from .feed import feed_loss, unwrap
 
 __all__ = ["FeedLoss"]
 
@@ -37,5 +42,13 @@ class FeedLoss(pl.Callback):
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
         if scaler is not None and scaler.is_enabled():
             loss = loss / scaler.get_scale()
-        for opt in trainer.optimizers:
+        readers = [opt for opt in trainer.optimizers if getattr(unwrap(opt), "uses_loss", False)]
+        if len(readers) > 1:
+            names = ", ".join(type(unwrap(o)).__name__ for o in readers)
+            raise ValueError(
+                f"FeedLoss cannot tell which of the {len(readers)} optimizers that read the loss "
+                f"({names}) a back-propagated loss belongs to; with several optimizers (manual "
+                "optimization) drop FeedLoss and give each optimizer its own loss: "
+                "opt.step(loss=loss) or opt.optimizer.observe_loss(loss)")
+        for opt in readers:
             feed_loss(opt, loss)

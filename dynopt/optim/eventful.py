@@ -93,7 +93,8 @@ class EventfulOptimizer(DynamicsOptimizer):
         sum (also when given a closure: the closure then only recomputes the gradients, and its
         return value is returned but not used) and resets it. The tensor is detached and stays
         on its device (no synchronization). The pending sum is not part of ``state_dict()``
-        (checkpoints are taken between steps). :mod:`dynopt.integrations` calls this from the
+        (checkpoints are taken between steps); ``zero_grad()`` and
+        :meth:`discard_observed_loss` clear it. :mod:`dynopt.integrations` calls this from the
         Hugging Face ``Trainer`` and from Lightning.
 
         Raises:
@@ -108,6 +109,18 @@ class EventfulOptimizer(DynamicsOptimizer):
             loss = check_real("loss", loss)
         self._observed_loss = loss if self._observed_loss is None else self._observed_loss + loss
 
+    def discard_observed_loss(self) -> None:
+        """Drop the losses observed since the last step, e.g. after a step that a GradScaler
+        skipped (its gradients were not finite), so that they do not add to the next step's."""
+        self._observed_loss = None
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """torch's ``zero_grad``; the observed loss is cleared with the gradients it belongs to
+        (a step that a GradScaler skipped leaves both behind, and the next accumulation window
+        starts with ``zero_grad``)."""
+        self._observed_loss = None
+        super().zero_grad(set_to_none)
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None, *, loss: Any = None) -> Any:  # type: ignore[override]
         """One step.
@@ -121,9 +134,9 @@ class EventfulOptimizer(DynamicsOptimizer):
         Returns:
             The closure's loss, else ``loss``, else the observed loss (None if none).
         """
-        if closure is not None and loss is not None:
-            raise ValueError(f"{type(self).__name__}.step got both a closure and loss=; pass "
-                             "one of them")
+        # a closure *and* loss= are refused only when the closure returns a loss too
+        # (resolve_loss): frameworks such as Lightning wrap every step in a closure of their own
+        # that returns None, so step(loss=loss) must still work through them
         observed = self._observed_loss
         try:
             out = super().step(closure, given_loss=loss)
