@@ -440,6 +440,35 @@ def test_state_dict_is_deterministic_and_loads_older_groups(name):
 
 
 @pytest.mark.parametrize("name", list(FACTORIES))
+def test_a_checkpoint_loads_after_a_scheduler_added_its_keys(name):
+    """StepLR adds initial_lr, SWALR swa_lr to every group; a checkpoint taken before was refused
+    ("lacks the hyperparameters ['initial_lr']"), which broke Lightning's lr_find (it restores
+    its pre-search checkpoint with the search's scheduler attached). torch loads it; the keys
+    keep their current values and the run continues as an uninterrupted one."""
+    batches = data(6)
+    m = model()
+    opt = FACTORIES[name](m, seed=0)
+    train(m, opt, batches[:3], name)
+    sd = copy.deepcopy(opt.state_dict())
+    m1 = copy_model(m)
+    ref = train(m1, _loaded(name, m1, sd), batches[3:], name)
+    m2 = copy_model(m)
+    opt2 = FACTORIES[name](m2, seed=5)
+    torch.optim.lr_scheduler.StepLR(opt2, step_size=100)
+    torch.optim.swa_utils.SWALR(opt2, swa_lr=0.01, anneal_epochs=1)
+    opt2.load_state_dict(sd)
+    assert all(g["swa_lr"] == 0.01 and "initial_lr" in g for g in opt2.param_groups)
+    assert [g["lr"] for g in opt2.param_groups] == [g["lr"] for g in sd["param_groups"]]
+    assert torch.equal(train(m2, opt2, batches[3:], name), ref)
+
+
+def _loaded(name, m, sd):
+    opt = FACTORIES[name](m, seed=5)
+    opt.load_state_dict(copy.deepcopy(sd))
+    return opt
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
 def test_deepcopy_copies_all_public_attributes(name):
     m = model()
     opt = FACTORIES[name](m, seed=0)

@@ -220,16 +220,20 @@ def validate(opt: Any, state_dict: Any) -> tuple[list[dict[str, Any]], dict[str,
             raise _fail(f"param group {gi}", f"has {len(saved['params'])} parameters, this "
                         f"optimizer's has {len(current['params'])}")
         # keys added after the checkpoint was written take the optimizer's neutral defaults
-        # (as __setstate__ does); any other missing key is an error
-        missing = sorted(k for k in current if k != "params" and k not in saved
-                         and k not in opt.defaults)
+        # (as __setstate__ does); a hyperparameter of the group's dynamics that is missing is an
+        # error; keys that are not dynopt's (a scheduler's initial_lr, SWALR's swa_lr, added
+        # after the checkpoint was taken, e.g. by Lightning's lr_find) keep their current value
+        absent = [k for k in current if k != "params" and k not in saved
+                  and k not in opt.defaults]
+        dynamics_keys = _dynamics_hypers(current)
+        missing = sorted(k for k in absent if k in dynamics_keys)
         if missing:
             raise _fail(f"param group {gi}", f"lacks the hyperparameters {missing}")
         if "dynamics" in current and saved.get("dynamics") != current["dynamics"]:
             raise _fail(f"param group {gi}", f"runs dynamics={saved.get('dynamics')!r}, this "
                         f"optimizer's runs {current['dynamics']!r}")
         group = {**{k: opt.defaults[k] for k in current if k not in saved and k in opt.defaults},
-                 **saved}
+                 **{k: current[k] for k in absent}, **saved}
         for k, v in saved.items():
             if isinstance(v, str) and v == SCHEDULE:
                 if not callable(current.get(k)):
@@ -259,3 +263,15 @@ def validate(opt: Any, state_dict: Any) -> tuple[list[dict[str, Any]], dict[str,
             _check_entry(entry, p, schema, f"state[{pid!r}] (param group {gi})")
     opt._validate_global_state(glob, probes)
     return groups, dict(glob), generators, int(seed)
+
+
+def _dynamics_hypers(group: Mapping[str, Any]) -> frozenset[str]:
+    """The hyperparameters of a Partitioned group's ``dynamics`` (none for other optimizers,
+    whose hyperparameters are all in ``defaults``)."""
+    name = group.get("dynamics")
+    if not isinstance(name, str):
+        return frozenset()
+    from .dynamics import REGISTRY
+
+    entry = REGISTRY.get(name)
+    return frozenset(entry.hypers) if entry is not None else frozenset()
