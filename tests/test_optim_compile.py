@@ -10,7 +10,16 @@ import pytest
 import torch
 from optim_zoo import FACTORIES, NEEDS_LOSS, PARAM_LIST, data, flat, loss_fn, model
 
-from dynopt.optim import BBI, AdaptiveLangevin, ECDSep, HeavyBall, Langevin, NoseHoover
+from dynopt.optim import (
+    BBI,
+    LOL,
+    AdaptiveLangevin,
+    ECDSep,
+    HeavyBall,
+    Langevin,
+    NoseHoover,
+    OverdampedLangevin,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -36,6 +45,22 @@ def _run(make, name, steps, compiled, backend="inductor"):
         else:
             step()
     return flat(m), opt
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: OverdampedLangevin(m.parameters(), lr=0.05, temperature=1e-3, seed=0),
+    lambda m: OverdampedLangevin(m.parameters(), lr=0.05, temperature=1e-3, scheme="em",
+                                 seed=0),
+    lambda m: LOL([{"params": m[0].parameters()}, {"params": m[2].parameters()}], lr=0.05,
+                  temperature=1e-3, seed=0),
+])
+def test_compiled_overdamped_default_path_takes_its_first_step(make):
+    """The fused runner of the overdamped schemes was created inside the traced step and read
+    back as None: AttributeError 'init_prev' at the first compiled step."""
+    ref, _ = _run(make, "OverdampedLangevin", 3, compiled=False)
+    got, opt = _run(make, "OverdampedLangevin", 3, compiled=True, backend="eager")
+    assert opt.step_count == 3
+    assert torch.allclose(got, ref, rtol=0, atol=1e-13)
 
 
 def test_compiled_step_matches_eager_on_the_default_path():
@@ -66,6 +91,12 @@ CASES = {
                                                          fused=True)),
     "heavyball-foreach": ("HeavyBall", lambda m: HeavyBall(m.parameters(), lr=0.1, gamma=0.5,
                                                            foreach=True)),
+    # the fused default path of the overdamped schemes: the lazily created fused runner read
+    # as None under dynamo at the first compiled step ('init_prev' of None)
+    "overdamped-lm-fused": ("OverdampedLangevin", lambda m: OverdampedLangevin(
+        m.parameters(), lr=0.05, temperature=1e-3, seed=0)),
+    "overdamped-em-fused": ("OverdampedLangevin", lambda m: OverdampedLangevin(
+        m.parameters(), lr=0.05, temperature=1e-3, scheme="em", seed=0)),
     "bbi": ("BBI", lambda m: BBI(m.parameters(), lr=0.05, seed=0)),
     "ecdsep": ("ECDSep", lambda m: ECDSep(m.parameters(), lr=0.05, nu=0.0, seed=0)),
 }

@@ -327,6 +327,15 @@ class Partitioned(DynamicsOptimizer):
             if running:
                 self._run_cohort(spec, group, running, scope, key, first=False)
 
+    @torch.compiler.disable  # created eagerly: set inside a traced step, dynamo read it as None
+    def _fused(self) -> Any:
+        """The fused-path runner, created on first use (it imports the numba kernels)."""
+        if self._fused_runner is None:
+            from .fused import FusedRunner
+
+            self._fused_runner = FusedRunner()
+        return self._fused_runner
+
     def _context(self, spec: Spec) -> Context:
         return Context(generator=self.generator, seed=self.seed,
                        step=int(self.global_state["step"]), noise=self.noise,
@@ -398,10 +407,8 @@ class Partitioned(DynamicsOptimizer):
             params = [slots[i].param for i in idx]
             b = Bucket(device=dev, dtype=dt, path=self._path(group, params), idx=idx,
                        streams=[slots[i].stream for i in idx])
-            if b.path == "fused" and self._fused_runner is None:
-                from .fused import FusedRunner
-
-                self._fused_runner = FusedRunner()
+            if b.path == "fused":
+                self._fused()
             low = dt in _LOW
             for i in idx:
                 s = slots[i]
@@ -440,8 +447,8 @@ class Partitioned(DynamicsOptimizer):
                         slots[i].state["noise_prev"] = torch.zeros_like(
                             slots[i].param, memory_format=torch.contiguous_format)
                     b.prev.extend(slots[i].state["noise_prev"] for i in b.idx)
-                    ctx.fused = self._fused_runner
-                    self._fused_runner.init_prev(b, ctx)
+                    ctx.fused = runner = self._fused()
+                    runner.init_prev(b, ctx)
                 else:
                     for i, z in zip(b.idx, draw_views(b, ctx), strict=True):
                         slots[i].state["noise_prev"] = z.clone(
