@@ -11,6 +11,7 @@ import torch
 
 from dynopt.errors import DivergenceError
 from dynopt.optim import (
+    BBI,
     LOL,
     AdaptiveLangevin,
     AdLaLa,
@@ -222,11 +223,16 @@ def test_bad_hyperparameters_raise_naming_the_parameter(factory, message):
 def test_sparse_and_complex_are_rejected():
     with pytest.raises(ValueError, match="complex"):
         Langevin([torch.zeros(2, dtype=torch.complex64, requires_grad=True)], lr=0.1)
-    p = torch.zeros(3, requires_grad=True)
-    opt = Langevin([p], lr=0.1)
-    p.grad = torch.zeros(3).to_sparse()
-    with pytest.raises(ValueError, match="sparse"):
-        opt.step()
+    for nonfinite in ("raise", "skip", "ignore"):  # "ignore" skipped the check (raw errors)
+        for make in (lambda ps: Langevin(ps, lr=0.1, nonfinite=nonfinite),
+                     lambda ps: BBI(ps, lr=0.1, nonfinite=nonfinite, foreach=True)):
+            p = torch.zeros(3, requires_grad=True)
+            opt = make([p])
+            p.grad = torch.zeros(3).to_sparse()
+            with pytest.raises(ValueError, match="does not support sparse gradients "
+                                                 r"\(param group 0, parameter 0\)"):
+                opt.step(loss=1.0) if isinstance(opt, BBI) else opt.step()
+            assert torch.equal(p, torch.zeros(3))
 
 
 def test_adlala_needs_param_groups_and_assigns_dynamics():

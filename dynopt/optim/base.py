@@ -366,6 +366,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
     def _checked_update(self, loss: Any, kwargs: dict[str, Any]) -> Any:
         """The update under the non-finite policy (``nonfinite``)."""
         if self.nonfinite == "ignore":
+            self._refuse_sparse()  # (the finite scan, skipped here, refuses them otherwise)
             self._update(loss=loss, **kwargs)
             self.global_state["step"] += 1
             return loss
@@ -495,6 +496,13 @@ class DynamicsOptimizer(torch.optim.Optimizer):
     def _update(self, loss: Any = None, **kwargs: Any) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _refuse_sparse(self) -> None:
+        for gi, group in enumerate(self.param_groups):
+            for pi, p in enumerate(group["params"]):
+                if p.grad is not None and p.grad.is_sparse:
+                    raise ValueError(f"{type(self).__name__} does not support sparse "
+                                     f"gradients (param group {gi}, parameter {pi})")
+
     def _gradients_finite(self, loss: Any = None) -> bool:
         """One fused reduction per (device, dtype); raises or returns False on NaN/inf. A tensor
         ``loss`` (the value the update will read) joins the scan of its device and dtype, so
@@ -510,8 +518,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                 g = p.grad
                 if g is not None:
                     if g.is_sparse:
-                        raise ValueError(f"{type(self).__name__} does not support sparse "
-                                         f"gradients (param group {gi}, parameter {pi})")
+                        self._refuse_sparse()
                     buckets.setdefault((device_of(g), g.dtype), []).append((gi, pi, g))
         tops = self.__dict__.setdefault("_grad_absmax", {})
         tops.clear()
