@@ -143,6 +143,20 @@ def test_mcse_of_iid_normal_draws():
         assert 0.85 * s < dg.effective_sample_size(x, method=method) < 1.15 * s
 
 
+def test_quantile_mcse_is_nan_where_the_quantile_ess_is_undefined():
+    """Draws all on one side of the quantile (0/1 data whose median is 1; prob = 1): the NaN
+    ESS gave NaN Beta points and the fallback indices 0 and S−1, i.e. half the range of the
+    draws (0.5 and 3.58 here) as the standard error."""
+    rng = np.random.default_rng(0)
+    ones = (rng.random((4, 1000)) < 0.95).astype(float)
+    assert math.isnan(dg.mcse(ones, method="median"))
+    assert math.isnan(dg.mcse(rng.normal(size=(4, 1000)), method="quantile", prob=1.0))
+    both = np.stack([ones, rng.normal(size=(4, 1000))], axis=-1)
+    out = dg.mcse(both, method="median")
+    assert math.isnan(out[0]) and 0 < out[1] < 0.1           # one column does not spoil another
+    assert dg.mcse(np.zeros((2, 10, 0))).shape == (0,)       # as ess and rhat: no columns
+
+
 def test_rank_based_ess_is_invariant_under_increasing_maps():
     # Bulk, tail and quantile ESS see only the ordering of the draws: exp(3x) changes the mean's
     # ESS but leaves them bit-identical (a value-based quantile or ranking bug breaks this).

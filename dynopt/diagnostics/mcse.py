@@ -53,6 +53,9 @@ def _mcse_quantile(flat: np.ndarray, prob: float) -> np.ndarray:
     size = pooled.shape[0]
     out = np.empty(flat.shape[2])
     for j, e in enumerate(ess):
+        if not np.isfinite(e):  # every draw on one side of the quantile: no Beta band
+            out[j] = np.nan
+            continue
         with np.errstate(invalid="ignore"):
             lo, hi = stats.beta.ppf(_ONE_SIGMA, e * prob + 1.0, e * (1.0 - prob) + 1.0) * size - 1
         i_lo = int(np.floor(np.nanmax((lo, 0))))
@@ -90,6 +93,8 @@ def mcse(x: Any, *, method: str = "mean", prob: float | None = None) -> Any:
                          f"method={method!r}, prob={prob!r}")
     arr = as_chains("x", x, min_draws=4)
     flat, trailing = _flat(arr)
+    if flat.shape[2] == 0:  # no columns: nothing to estimate (as ess and rhat)
+        return np.zeros(trailing)
     if method == "mean":
         sd = flat.reshape(-1, flat.shape[2]).std(axis=0, ddof=1)
         out = sd / np.sqrt(_ess_of(_split_chains(flat)))
