@@ -88,3 +88,24 @@ def test_a_run_without_update_docs_does_not_claim_the_flag():
     assert as_run(body, False) == ("Command: `dynopt reproduce braking --quick` (1 min). "
                                    "Measured with `x`")
     assert as_run(body, True) == body
+
+
+def test_every_reproduction_names_its_seeds_in_the_printed_command():
+    """bbi, braking and surfing dropped --seeds from the command they print, so the printed
+    command did not reproduce the printed numbers."""
+    import argparse
+
+    from dynopt.reproductions.report import command
+
+    def args(**kw):
+        return argparse.Namespace(**({"quick": False, "seeds": None} | kw))
+
+    assert command("bbi", args()) == "dynopt reproduce bbi"
+    assert command("braking", args(quick=True, seeds=1)) == "dynopt reproduce braking --quick --seeds 1"
+    assert command("surfing", args(seeds=3)) == "dynopt reproduce surfing --seeds 3"
+    import pathlib
+
+    for name in ("adlala", "bbi", "braking", "ddpnopt", "surfing"):  # one source of the text
+        src = pathlib.Path(__import__(f"dynopt.reproductions.{name}",
+                                      fromlist=["x"]).__file__).read_text()
+        assert f'command("{name}", args)' in src and '"dynopt reproduce ' not in src, name

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .report import markdown_table, repo_root, seed_count, update_section
+from .report import command, markdown_table, repo_root, seed_count, update_section
 
 DESCRIPTION = ("BBI (De Luca & Silverstein 2022): Ackley robustness, Zakharov, two-basin ratio, "
                "energy study; BBI/ECDSep vs SGD on digits")
@@ -270,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
     print("digits", {k: v["test_acc"] for k, v in res["digits"].items()}, flush=True)
     res["seconds"] = time.perf_counter() - t0
     (out / "bbi.json").write_text(json.dumps(res, indent=1, default=float))
-    body = report(res, quick)
+    body = report(res, command("bbi", args), quick)
     print(body)
     (out / "bbi.md").write_text(body + "\n")
     if args.update_docs:
@@ -278,9 +278,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def report(res: dict[str, Any], quick: bool) -> str:
+def report(res: dict[str, Any], cmd: str, quick: bool) -> str:
     a, z = res["ackley"], res["zakharov"]
-    cmd = "dynopt reproduce bbi" + (" --quick" if quick else "")
     lines = [f"Command: `{cmd}` ({res['seconds'] / 60:.0f} min on the 2-core machine).", ""]
     lines.append(f"**Ackley 2-D (b = 0.02)**: {a['starts']} random starts in [−4, 4]², success "
                  f"= U < 5e-4 within {a['steps']} iterations, up to {a['tries']} tries.")

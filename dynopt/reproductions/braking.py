@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .report import as_run, markdown_table, repo_root, seed_count, update_section
+from .report import as_run, command, markdown_table, repo_root, seed_count, update_section
 
 DESCRIPTION = ("goal-triggered braking (Burghoff et al. 2023): heavy ball with an EMA-loss goal "
                "→ SetFriction over a grid of goals vs constant friction and matched-step SGD on "
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0
     (out / "braking.json").write_text(json.dumps(results))
     _plot(results, out)
-    body = report(results, seeds, epochs, n_train, seconds, quick)
+    body = report(results, seeds, epochs, n_train, seconds, command("braking", args))
     print(as_run(body, args.update_docs))
     (out / "braking.md").write_text(as_run(body, args.update_docs) + "\n")
     if args.update_docs:
@@ -177,8 +177,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def report(results: dict[str, list[dict[str, Any]]], seeds: int, epochs: int, n_train: int,
-           seconds: float, quick: bool) -> str:
-    cmd = "dynopt reproduce braking" + (" --quick" if quick else "")
+           seconds: float, cmd: str) -> str:
     ref_name = next(k for k in results if k.startswith(f"HB constant γ = {GAMMA_BRAKE:g}"))
     ref = results[ref_name]
     never = next(k for k in results if "never brakes" in k)

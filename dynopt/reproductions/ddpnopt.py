@@ -35,7 +35,7 @@ from ..data import Split, batches, load_digits_split, load_wine_split
 from ..errors import DivergenceError
 from ..optim import DDPNOpt
 from ..training import evaluate, fit, loss_function, mlp
-from .report import as_run, markdown_table, repo_root, seed_count, update_section
+from .report import as_run, command, markdown_table, repo_root, seed_count, update_section
 
 DESCRIPTION = ("DDPNOpt vs its base optimizers (per-epoch paired differences over an lr sweep on "
                "digits and wine; ε_Vxx ablation; vanishing gradients with a depth scan)")
@@ -412,8 +412,7 @@ def run(args: Any) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(log))
     _plot(log, out)
-    cmd = "dynopt reproduce ddpnopt" + (" --quick" if quick else "") + (
-        f" --seeds {args.seeds}" if args.seeds else "")
+    cmd = command("ddpnopt", args)
     ep = {d: v[2 if quick else 1] for d, v in DATASETS.items()}
     sweep_text = "\n\n".join(
         f"**{d.upper()}** (batch {DATASETS[d][0]}, {ep[d]} epochs):\n\n{t}"

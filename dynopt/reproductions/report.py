@@ -23,6 +23,14 @@ def seed_count(args: Any, default: int) -> int:
     return check_int("seeds", seeds, minimum=1)
 
 
+def command(name: str, args: Any) -> str:
+    """The command line of this run, ``dynopt reproduce NAME [--quick] [--seeds N]``, as the
+    reports print it (without ``--update-docs``, which the docs sections add)."""
+    seeds = getattr(args, "seeds", None)
+    return (f"dynopt reproduce {name}" + (" --quick" if getattr(args, "quick", False) else "")
+            + (f" --seeds {seeds}" if seeds is not None else ""))
+
+
 def repo_root() -> Path:
     """The source checkout containing this package (for docs/)."""
     return Path(__file__).resolve().parents[2]

@@ -50,7 +50,7 @@ from torch.func import functional_call
 from torch.nn import functional
 
 from ..surfing import SnapshotRecorder, surf
-from .report import as_run, markdown_table, repo_root, seed_count, update_section
+from .report import as_run, command, markdown_table, repo_root, seed_count, update_section
 
 DESCRIPTION = "surfing vs GD / Adam / random restarts on the final network (random ReLU, VAE)"
 
@@ -183,6 +183,34 @@ def evaluate(snaps: list[Any], model: nn.Module | None, x_true: Tensor, a: Tenso
     return res
 
 
+def _plot(pooled: dict[str, dict[str, dict[str, list[float]]]], path: Path) -> None:
+    """One panel per setting: the fraction of targets whose relative residual is at most r,
+    against r (log scale), one line per method; the success threshold dashed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = len(pooled)
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(4.2 * cols, 3.2 * rows))
+    FigureCanvasAgg(fig)
+    for k, (setting, per) in enumerate(pooled.items()):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        for method, v in per.items():
+            r = np.sort(np.maximum(np.asarray(v["residual"]), 1e-12))
+            ax.step(r, np.arange(1, r.size + 1) / r.size, where="post", label=method)
+        ax.axvline(THRESHOLD, color="k", ls="--", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(setting, fontsize=8)
+        ax.set_xlabel("relative residual r")
+        ax.set_ylabel("fraction of targets ≤ r")
+        if k == 0:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
 def run(args: Any) -> int:
     quick = bool(args.quick)
     n_seeds = seed_count(args, 1 if quick else 2)
@@ -240,10 +268,12 @@ def run(args: Any) -> int:
     out = Path(args.out) / "surfing"
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(pooled))
-    cmd = "dynopt reproduce surfing" + (" --quick" if quick else "")
+    _plot(pooled, out / "residual_cdf.png")
+    cmd = command("surfing", args)
     body = (f"Measured with `{cmd} --update-docs` ({n_seeds} seed(s), {n_total} targets per "
             f"setting, {minutes:.0f} min on 2 shared CPU cores); raw numbers in "
-            f"`<out>/surfing/results.json`.\n\nCells: success rate in % (success: relative "
+            f"`<out>/surfing/results.json`, the residuals' distributions in "
+            f"`<out>/surfing/residual_cdf.png`.\n\nCells: success rate in % (success: relative "
             f"residual ‖A G(x̂) − y‖/‖y‖ ≤ {THRESHOLD:g}) and, in parentheses, the median "
             f"relative latent error ‖x̂ − x*‖/‖x*‖. Equal gradient budget per target: random "
             f"ReLU (both paths) 20 snapshots × {n_steps_rand} steps, VAE {n_vae} snapshots × "
