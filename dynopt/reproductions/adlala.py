@@ -304,7 +304,7 @@ Robustness to the step size (spirals, test accuracy % at epoch {sweep_epochs}, {
 
 {sweep}
 
-Plots: `spirals_test_accuracy.png`, `h_sweep.png` in the output folder.
+Plots: `<out>/adlala/spirals_test_accuracy.png` and `<out>/adlala/h_sweep.png`.
 """
 
 
