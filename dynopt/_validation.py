@@ -124,8 +124,9 @@ def as_finite_array(
     positive: bool = False,
 ) -> np.ndarray:
     """Convert to a float64 numpy array, rejecting NaN/inf (and non-positive entries if asked)."""
-    if hasattr(value, "detach"):  # torch.Tensor
-        value = value.detach().cpu().numpy()
+    if hasattr(value, "detach"):  # torch.Tensor (bfloat16 has no numpy dtype: widen floats)
+        t = value.detach().cpu()
+        value = t.double().numpy() if t.is_floating_point() else t.numpy()
     try:
         raw = np.asarray(value)
         if raw.dtype.kind not in "iuf":  # bools, strings, complex numbers, None, objects

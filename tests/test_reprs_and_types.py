@@ -49,3 +49,15 @@ def test_kinetic_temperature_refuses_a_bool_or_text_mass():
     for bad in (True, "2"):
         with pytest.raises(TypeError, match="mass must be array-like of real numbers"):
             dg.kinetic_temperature(p, mass=bad)
+
+
+def test_tensor_arrays_of_any_float_dtype_are_read_and_bool_tensors_refused():
+    import torch
+
+    from dynopt._validation import as_finite_array
+
+    # bfloat16 has no numpy dtype: it failed with torch's own "unsupported ScalarType"
+    np.testing.assert_array_equal(
+        as_finite_array("mass", torch.tensor([1.0, 2.0], dtype=torch.bfloat16)), [1.0, 2.0])
+    with pytest.raises(TypeError, match="mass must be array-like of real numbers"):
+        as_finite_array("mass", torch.tensor([True, False]))
