@@ -251,6 +251,10 @@ def test_dtype_float_means_float64_on_both_backends():
         q = dynopt.integrate(LANGEVIN, "BAOAB", [1.0, 0.0], h=0.1, n_steps=2, seed=0,
                              backend=backend, dtype=float).final_state.q
         assert q.dtype in (np.float64, torch.float64)
+    for dt in (np.dtype("float64"), np.dtype("float32"), np.float32):  # numpy dtypes as before
+        got = dynopt.integrate(LANGEVIN, "BAOAB", [1.0, 0.0], h=0.1, n_steps=2, seed=0,
+                               backend="torch", dtype=dt).final_state.q.dtype
+        assert str(got) == f"torch.{np.dtype(dt).name}"
     with pytest.raises(ValueError, match="'float' is ambiguous"):
         dynopt.integrate(LANGEVIN, "BAOAB", [1.0, 0.0], h=0.1, n_steps=2, backend="torch",
                          dtype="float")

@@ -31,7 +31,7 @@ def resolve_dtype(dtype: Any) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         out = dtype
     else:
-        if dtype == "float":
+        if isinstance(dtype, str) and dtype == "float":
             raise ValueError("dtype='float' is ambiguous (float64 in numpy, float32 in torch); "
                              "pass 'float32' or 'float64'")
         # the Python type float is a double, as in numpy and torch.zeros(..., dtype=float)
