@@ -280,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
 
 def report(res: dict[str, Any], cmd: str, quick: bool) -> str:
     a, z = res["ackley"], res["zakharov"]
-    lines = [f"Command: `{cmd}` ({res['seconds'] / 60:.0f} min on the 2-core machine).", ""]
+    lines = [f"Command: `{cmd}` ({res['seconds'] / 60:.0f} min on 2 shared CPU cores).", ""]
     lines.append(f"**Ackley 2-D (b = 0.02)**: {a['starts']} random starts in [−4, 4]², success "
                  f"= U < 5e-4 within {a['steps']} iterations, up to {a['tries']} tries.")
     lines.append("")
