@@ -407,8 +407,8 @@ class Partitioned(DynamicsOptimizer):
             params = [slots[i].param for i in idx]
             b = Bucket(device=dev, dtype=dt, path=self._path(group, params), idx=idx,
                        streams=[slots[i].stream for i in idx])
-            if b.path == "fused":
-                self._fused()
+            if b.path == "fused" and self._fused_runner is None:  # the disabled call costs
+                self._fused()                                    # a little: once, not per step
             low = dt in _LOW
             for i in idx:
                 s = slots[i]
