@@ -235,6 +235,47 @@ def test_sparse_and_complex_are_rejected():
             assert torch.equal(p, torch.zeros(3))
 
 
+def test_meta_parameters_are_refused_at_the_step():
+    """A model built on the meta device has no values: the step names the parameter (it was
+    torch's "item() cannot be called on meta tensors"). ``to_empty`` replaces the parameters,
+    so an optimizer built before it still holds meta tensors and keeps refusing (torch's SGD
+    would step them silently); with torch's swap-on-conversion flag the same objects are
+    materialized and the optimizer steps them."""
+    def build(nonfinite):
+        with torch.device("meta"):
+            m = torch.nn.Linear(3, 2)
+        return m, Langevin(m.parameters(), lr=0.1, temperature=0.0, nonfinite=nonfinite)
+
+    def init_and_backward(m):
+        torch.nn.init.ones_(m.weight)
+        torch.nn.init.zeros_(m.bias)
+        m(torch.ones(1, 3)).sum().backward()
+
+    match = r"param group 0, parameter 0 is on the meta device .*to_empty"
+    for nonfinite in ("raise", "ignore"):
+        m, opt = build(nonfinite)
+        for p in m.parameters():
+            p.grad = torch.zeros_like(p)
+        with pytest.raises(RuntimeError, match=match):
+            opt.step()
+        m.to_empty(device="cpu")
+        init_and_backward(m)
+        with pytest.raises(RuntimeError, match=match):
+            opt.step()
+    swap = torch.__future__.get_swap_module_params_on_conversion()
+    try:
+        torch.__future__.set_swap_module_params_on_conversion(True)
+        m, opt = build("raise")
+        m.to_empty(device="cpu")
+        init_and_backward(m)
+        opt.step()
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(swap)
+    # τ = 0: the step moved θ, and finitely
+    assert not torch.equal(m.weight, torch.ones(2, 3))
+    assert torch.isfinite(m.weight).all()
+
+
 def test_adlala_needs_param_groups_and_assigns_dynamics():
     m = _model()
     with pytest.raises(ValueError, match=re.escape("[{'params': model[0].parameters()}")):

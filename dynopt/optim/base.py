@@ -366,7 +366,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
     def _checked_update(self, loss: Any, kwargs: dict[str, Any]) -> Any:
         """The update under the non-finite policy (``nonfinite``)."""
         if self.nonfinite == "ignore":
-            self._refuse_sparse()  # (the finite scan, skipped here, refuses them otherwise)
+            self._refuse_unsupported()  # (the finite scan, skipped here, refuses them otherwise)
             self._update(loss=loss, **kwargs)
             self.global_state["step"] += 1
             return loss
@@ -496,9 +496,17 @@ class DynamicsOptimizer(torch.optim.Optimizer):
     def _update(self, loss: Any = None, **kwargs: Any) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _refuse_sparse(self) -> None:
+    def _refuse_unsupported(self) -> None:
+        """Sparse gradients and parameters on the meta device (no storage yet) are refused."""
         for gi, group in enumerate(self.param_groups):
             for pi, p in enumerate(group["params"]):
+                if p.is_meta:
+                    raise RuntimeError(
+                        f"{type(self).__name__}: param group {gi}, parameter {pi} is on the meta "
+                        "device (it has no values to step): materialize the model first "
+                        "(model.to_empty(device=...), then initialize it) and build the optimizer "
+                        "on its parameters (to_empty replaces them unless "
+                        "torch.__future__.set_swap_module_params_on_conversion(True))")
                 if p.grad is not None and p.grad.is_sparse:
                     raise ValueError(f"{type(self).__name__} does not support sparse "
                                      f"gradients (param group {gi}, parameter {pi})")
@@ -517,8 +525,8 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             for pi, p in enumerate(group["params"]):
                 g = p.grad
                 if g is not None:
-                    if g.is_sparse:
-                        self._refuse_sparse()
+                    if g.is_sparse or p.is_meta:
+                        self._refuse_unsupported()
                     buckets.setdefault((device_of(g), g.dtype), []).append((gi, pi, g))
         tops = self.__dict__.setdefault("_grad_absmax", {})
         tops.clear()
