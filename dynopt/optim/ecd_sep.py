@@ -17,7 +17,7 @@ from ..events.triggers import Trigger
 from ..program import ECD_EXTRAS
 from ..systems.ecd_sep import ECDSep as ECDSepSystem
 from ._events import as_scalar
-from ._paths import bucket, choose_path
+from ._paths import bucket, choose_path, mark_written, numpy_view
 from .base import Hyper
 from .eventful import EventfulOptimizer, Participants
 from .registry import register
@@ -74,7 +74,11 @@ class ECDSep(EventfulOptimizer):
         weight_decay: wd ≥ 0 (per group), added to the objective as (wd/2)|θ|².
         seed: Seed of the rotation noise.
         events: Triggers with ``Stop`` actions.
-        foreach: ``False`` selects the single-tensor reference path.
+        foreach, fused: Path selection, as :class:`~dynopt.optim.BBI`'s: the fused numba
+            kernels (default on CPU: two passes over θ, p, ∇ℓ, see
+            :mod:`dynopt.backends.numba.ecd_kernels`), foreach (default on CUDA) or the
+            single-tensor reference path (``foreach=False``), which performs the torch backend's
+            arithmetic bit for bit.
         maximize: Must be False: the energy needs the minimized objective's value.
         differentiable: Must be False (refused with a ValueError: the step reads the loss and
             global norms as Python floats, which autograd cannot follow).
@@ -103,6 +107,7 @@ class ECDSep(EventfulOptimizer):
         *,
         events: Iterable[Trigger] | Trigger | None = None,
         foreach: bool | None = None,
+        fused: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
         nonfinite: str = "raise",
@@ -111,7 +116,7 @@ class ECDSep(EventfulOptimizer):
         self.system = ECDSepSystem(None, F0=F0, eta=eta, s=s, nu=nu, delta_energy=delta_energy,
                                    consistent_energy=consistent_energy, eps1=eps1, eps2=eps2)
         self.constants = ECDConstants.from_op(self.system.lower("S", 0.0).f)
-        defaults = {"lr": lr, "weight_decay": weight_decay, "foreach": foreach,
+        defaults = {"lr": lr, "weight_decay": weight_decay, "foreach": foreach, "fused": fused,
                     "maximize": maximize,
                     "differentiable": differentiable}
         super().__init__(params, defaults, events=events, seed=seed, nonfinite=nonfinite)
@@ -131,16 +136,15 @@ class ECDSep(EventfulOptimizer):
         c = self.constants
         nu = self.system.nu
         device = self.device_of(parts)
-        reference = bool(parts) and all(
-            choose_path(gr, ps + gs, "ECDSep") == "single" for gr, ps, gs in parts if ps)
-        sq = _sum_sq if reference else self.norm2
-        items = []  # (lr, wd, params, grads, moms)
+        items = []  # (path, lr, wd, params, grads, moms)
         for group, ps, gs in parts:
             if ps:
-                items.append((self.hyper(group, "lr"),
-                              self.hyper(group, "weight_decay", check_nonnegative), ps, gs,
-                              [self.momentum(p) for p in ps]))
-        ftilde = float(loss) + sum(0.5 * wd * sq(ps) for _, wd, ps, _, _ in items if wd)
+                ms = [self.momentum(p) for p in ps]
+                items.append((choose_path(group, ps + gs + ms, "ECDSep"), self.hyper(group, "lr"),
+                              self.hyper(group, "weight_decay", check_nonnegative), ps, gs, ms))
+        reference = bool(items) and all(it[0] == "single" for it in items)
+        sq = _sum_sq if reference else self.norm2
+        ftilde = float(loss) + sum(0.5 * wd * sq(ps) for _, _, wd, ps, _, _ in items if wd)
         fd = ftilde - c.f0
         moms = [m for *_, ms in items for m in ms]
         key = self.participation_key()
@@ -154,57 +158,129 @@ class ECDSep(EventfulOptimizer):
             if self.run_events(values, device):
                 return
         st = self._extras()
-
-        def force(wd: float, p: Tensor, g: Tensor) -> Tensor:
-            return g if wd == 0 else g + wd * p
-
         g2 = 0.0
         if not float(st["started"]):
-            g2 = sq([force(wd, p, g) for _, wd, ps, gs, _ in items
+            g2 = sq([_force(wd, p, g) for _, _, wd, ps, gs, _ in items
                      for p, g in zip(ps, gs, strict=True)])
         dec = energy_ops.ecd_control(_t(fd), _t(ps2), _t(g2), st, c)
         if not bool(dec.active):
             return
-        init = float(dec.init_coef) != 0.0
-        for lr, wd, ps, gs, ms in items:  # init, projection, kick
-            for p, g, m in zip(ps, gs, ms, strict=True):
-                f = force(wd, p, g)
-                if init:
-                    m.copy_(-dec.init_coef.to(m) * f)
-                m.mul_(dec.scale.to(m))
-                energy_ops.scaled_kick_(m, f, lr, st["kick_rate"].to(m))
-        p2 = sq(moms)
-        for lr, _, ps, _, ms in items:  # drift with the global |p|²
-            coef = lr * 2.0 / (c.s + p2)
+        p2 = 0.0
+        for path, lr, wd, ps, gs, ms in items:  # init, projection, kick
+            p2 += _kick(path, dec, float(st["kick_rate"]), st["kick_rate"], lr, wd, ps, gs, ms,
+                        not reference)
+        if reference:  # reduced over all groups at once, in the torch backend's order
+            p2 = sq(moms)
+        rotate = p2 > 0.0 and nu > 0.0
+        pn = float(torch.sqrt(_t(p2)))  # torch's sqrt as the backend's (math.sqrt's bits differ)
+        zs = self._normals(moms) if rotate else [None] * len(moms)
+        u2 = 0.0
+        off = 0
+        for path, lr, _, ps, _, ms in items:  # drift with the global |p|², rotation direction
+            z = zs[off:off + len(ms)]
+            off += len(ms)
+            u2 += _drift_rotate(path, lr * 2.0 / (c.s + p2), pn, nu, ps, ms, z, not reference)
+        if rotate:  # p ← |p|·u/|u|
+            scale = _t(pn) / torch.sqrt(_t(sq(moms) if reference else u2))
             if reference:
-                for p, m in zip(ps, ms, strict=True):
-                    p.add_(m * torch.tensor([coef], dtype=m.dtype, device=m.device))
+                for m in moms:
+                    m.mul_(scale.to(m))
             else:
-                for bp, bm in bucket(ps, ms).values():
-                    torch._foreach_add_(bp, bm, alpha=coef)
-        if p2 > 0.0 and nu > 0.0:
-            self._rotate(moms, p2, nu, sq)
+                for (ms,) in bucket(moms).values():
+                    torch._foreach_mul_(ms, float(scale))
         self.global_state["ps2"] = sq(moms) if reference else p2
         self.global_state["ps2_key"] = key
 
-    def _rotate(self, moms: list[Tensor], p2: float, nu: float, sq: Any) -> None:
-        """p ← |p|·u/|u|, u = p/|p| + νz (one flat normal draw per device/dtype bucket).
-
-        The norms are float64 torch scalars, so the single-tensor path performs exactly the
-        arithmetic of the torch backend's ``ROTATE`` op.
-        """
-        pn = torch.sqrt(_t(p2))
+    def _normals(self, moms: list[Tensor]) -> list[Tensor]:
+        """z ~ N(0, I) for the rotation: one flat draw per device/dtype bucket, viewed per
+        momentum in the order of ``moms`` (every path draws the same numbers)."""
+        views: dict[int, Tensor] = {}
         for (dev, dt), (ms,) in bucket(moms).items():
             z = torch.randn((sum(m.numel() for m in ms),), generator=self.generator(dev),
                             dtype=dt, device=dev)
             off = 0
             for m in ms:
                 k = m.numel()
-                m.copy_(m / pn.to(m) + nu * z[off:off + k].view_as(m))
+                views[id(m)] = z[off:off + k].view_as(m)
                 off += k
-        scale = pn / torch.sqrt(_t(sq(moms)))
-        for m in moms:
-            m.mul_(scale.to(m))
+        return [views[id(m)] for m in moms]
+
+
+def _force(wd: float, p: Tensor, g: Tensor) -> Tensor:
+    """∇F̃ = ∇ℓ + wd·θ."""
+    return g if wd == 0 else g + wd * p
+
+
+def _kick(path: str, dec: energy_ops.ECDDecision, rate: float, rate_t: Tensor, lr: float,
+          wd: float, ps: list[Tensor], gs: list[Tensor], ms: list[Tensor], norm: bool) -> float:
+    """Start (first step), projection and kick p ← c·p − Δt·η/(F̃ − F₀)·∇F̃ of one group;
+    returns the group's new |p|² (0.0 on the single-tensor path unless ``norm``: a model
+    whose groups all take it reduces over all groups at once, in the torch backend's order)."""
+    init = float(dec.init_coef)
+    if path == "fused":
+        total = 0.0
+        for p, g, m in zip(ps, gs, ms, strict=True):
+            tp = numpy_view(p)
+            cast = tp.dtype.type
+            total += ecd_kernels().ecd_kick(tp, numpy_view(m), numpy_view(g), cast(init),
+                                            cast(float(dec.scale)), cast(lr * rate), cast(wd))
+        mark_written(ms)
+        return total
+    if path == "foreach":
+        for bp, bg, bm in bucket(ps, gs, ms).values():
+            bf = torch._foreach_add(bg, bp, alpha=wd) if wd else bg
+            if init:
+                for m, f in zip(bm, bf, strict=True):
+                    m.copy_(f * -init)
+            torch._foreach_mul_(bm, float(dec.scale))
+            torch._foreach_add_(bm, bf, alpha=-lr * rate)
+        return EventfulOptimizer.norm2(ms)
+    for p, g, m in zip(ps, gs, ms, strict=True):  # the system's ops, as the torch backend's
+        f = _force(wd, p, g)
+        if init:
+            m.copy_(-dec.init_coef.to(m) * f)
+        m.mul_(dec.scale.to(m))
+        energy_ops.scaled_kick_(m, f, lr, rate_t.to(m))
+    return _sum_sq(ms) if norm else 0.0
+
+
+def _drift_rotate(path: str, coef: float, pn: float, nu: float, ps: list[Tensor],
+                  ms: list[Tensor], zs: list[Tensor | None], norm: bool) -> float:
+    """θ ← θ + coef·p and, with normals ``zs``, p ← p/|p| + ν·z for one group; returns the
+    group's |p|² afterwards (0.0 on the single-tensor path unless ``norm``)."""
+    rotate = zs[0] is not None if zs else False
+    if path == "fused":
+        total = 0.0
+        for p, m, z in zip(ps, ms, zs, strict=True):
+            tp = numpy_view(p)
+            cast = tp.dtype.type
+            total += ecd_kernels().ecd_drift_rotate(
+                tp, numpy_view(m), numpy_view(z) if z is not None else None, cast(coef),
+                cast(pn), cast(nu))
+        mark_written([*ps, *ms])
+        return total
+    if path == "foreach":
+        for bp, bm in bucket(ps, ms).values():
+            torch._foreach_add_(bp, bm, alpha=coef)
+        if not rotate:
+            return 0.0
+        for bm, bz in bucket(ms, zs).values():  # type: ignore[arg-type]
+            torch._foreach_div_(bm, pn)
+            torch._foreach_add_(bm, bz, alpha=nu)
+        return EventfulOptimizer.norm2(ms)
+    pn_t = _t(pn)
+    for p, m, z in zip(ps, ms, zs, strict=True):
+        p.add_(m * torch.tensor([coef], dtype=m.dtype, device=m.device))
+        if z is not None:
+            m.copy_(m / pn_t.to(m) + nu * z)
+    return _sum_sq(ms) if norm else 0.0
+
+
+def ecd_kernels() -> Any:
+    """The numba kernels, imported on first use of the fused path."""
+    from ..backends.numba import ecd_kernels as kernels
+
+    return kernels
 
 
 @register("ecdsep")
