@@ -11,11 +11,12 @@ system's :meth:`~dynopt.systems.base.AbstractSystem.energy` (H for BornInfeld), 
 completed, ``state`` = ``(q, p)`` for :class:`~dynopt.events.StateCondition`.
 
 Actions per chain: :class:`~dynopt.events.SetFriction` writes the ``gamma`` extra (systems that
-have one, e.g. PortHamiltonian), :class:`~dynopt.events.Bounce` redraws the direction of p
-(Gaussian, from the run's generator: numba Philox stream 4 at counter = step, torch the state's
-generator), :class:`~dynopt.events.Stop` freezes the chain (the run ends when all have
-stopped), :class:`~dynopt.events.SwitchDynamics` moves the chain to other dynamics with the
-same state layout. Every firing is logged in ``traj.events``.
+have one, e.g. PortHamiltonian), :class:`~dynopt.events.Bounce` redraws the direction of p at
+the same kinetic energy pᵀM⁻¹p (p = √(pᵀM⁻¹p)·M^{1/2}z/|z|, z Gaussian from the run's generator:
+numba Philox stream 4 at counter = step, torch the state's generator),
+:class:`~dynopt.events.Stop` freezes the chain (the run ends when all have stopped),
+:class:`~dynopt.events.SwitchDynamics` moves the chain to other dynamics with the same state
+layout. Every firing is logged in ``traj.events``.
 """
 
 from __future__ import annotations
@@ -137,18 +138,16 @@ def run_with_events(be: AbstractBackend, system: AbstractSystem, integ: Abstract
             values["energy"] = energy
         if "state" in es.observables:
             values["state"] = np.zeros(n, dtype=bool)
+        # every trigger sees this state; the actions apply in list order (as the optimizers')
+        fired_all = []
         for i, e in enumerate(es.events):
+            values_i = values
             if e.observable == "state":
                 values_i = dict(values)
-                values_i["state"] = np.asarray(e.fn(arr["q"], arr["p"] if system.has_momentum
-                                                    else None), dtype=bool).reshape(n)
-                fired = es.observe_one(est, i, values_i, state.step)
-                apply(i, fired, values_i)
-        plain = [i for i, e in enumerate(es.events) if e.observable != "state"]
-        if plain:
-            fired_all = es.observe(est, values, state.step, only=plain)
-            for i, fired in zip(plain, fired_all, strict=True):
-                apply(i, fired, values)
+                values_i["state"] = _predicate(e, arr, system.has_momentum, n)
+            fired_all.append((i, es.observe_one(est, i, values_i, state.step), values_i))
+        for i, fired, values_i in fired_all:
+            apply(i, fired, values_i)
 
     def apply(i: int, fired: np.ndarray, values: dict[str, np.ndarray]) -> None:
         fired = np.asarray(fired, dtype=bool) & ~stopped
@@ -166,7 +165,11 @@ def run_with_events(be: AbstractBackend, system: AbstractSystem, integ: Abstract
                 bounce(fired)
 
     def bounce(fired: np.ndarray) -> None:
-        be.bounce_momenta(state, fired)
+        # one mass per chain mode: the kinetic energy pᵀM⁻¹p of the chain's own dynamics stays
+        for m, (sys_m, _) in enumerate(modes):
+            sel = fired & (chain_mode == m)
+            if sel.any():
+                be.bounce_momenta(state, sel, sys_m.mass_vector(dim))
 
     def record() -> None:
         r = records.next
@@ -183,6 +186,8 @@ def run_with_events(be: AbstractBackend, system: AbstractSystem, integ: Abstract
         if len(present) == 1:
             m = int(present[0])
             div = be.advance(modes[m][0], modes[m][1], state, 1, None)
+            if div is not None and stopped.any():  # a frozen chain's trial step does not count
+                div = _first_divergent(state, ~stopped, div)
         else:
             # every mode steps a copy of all chains and each chain keeps its own mode's result
             base = state.copy()
@@ -206,6 +211,8 @@ def run_with_events(be: AbstractBackend, system: AbstractSystem, integ: Abstract
     with be.serial_for(n * dim):
         observe()
         for k in range(n_steps):
+            if stopped.all():  # (also when every chain stopped on the initial state)
+                break
             div = advance()
             if div is not None:
                 return div, es.log(est)
@@ -213,6 +220,14 @@ def run_with_events(be: AbstractBackend, system: AbstractSystem, integ: Abstract
                 record()
             bar.update(1)
             observe()
-            if stopped.all():
-                break
     return None, es.log(est)
+
+
+def _predicate(e: Any, arr: dict[str, np.ndarray], has_momentum: bool, n: int) -> np.ndarray:
+    """A StateCondition's per-chain booleans, refused clearly unless one per chain."""
+    out = np.asarray(e.fn(arr["q"], arr["p"] if has_momentum else None))
+    if out.shape not in ((n,), (n, 1)) or not (out.dtype == bool or out.dtype.kind in "iuf"):
+        raise ValueError(f"{e!r}: the predicate must return one boolean per chain, shape "
+                         f"({n},), got {type(out).__name__} of shape {out.shape} and dtype "
+                         f"{out.dtype}")
+    return out.astype(bool).reshape(n)

@@ -210,15 +210,17 @@ class NumbaBackend(AbstractBackend):
         records.x[:, r] = state.x
         records.u[:, r] = self.potential_values(system, state.q)
 
-    def bounce_momenta(self, state, fired):  # type: ignore[no-untyped-def]
+    def bounce_momenta(self, state, fired, mass):  # type: ignore[no-untyped-def]
         n, dim = state.q.shape
         # isotropic directions whatever the run's noise kind (discrete normals are not), from the
         # float64 transform as the in-kernel bounces of energy_ops (once per event: cost moot)
         z = normals_for(state.seed, n, dim, stream=STREAM_EVENT_BOUNCE, first=state.step * dim,
                         kind=GAUSSIAN_F64)
-        pn = np.linalg.norm(state.p, axis=-1, keepdims=True)
+        # p ← √K·M^{1/2}z/|z|, K = pᵀM⁻¹p: a random direction of the same kinetic energy
+        sqrt_m = np.sqrt(np.asarray(mass, dtype=np.float64))
+        pn = np.sqrt(np.sum(state.p * state.p / sqrt_m**2, axis=-1, keepdims=True))
         zn = np.linalg.norm(z, axis=-1, keepdims=True)
-        state.p[fired] = (z * (pn / zn))[fired]
+        state.p[fired] = (sqrt_m * z * (pn / zn))[fired]
 
     @contextlib.contextmanager
     def serial_for(self, work):  # type: ignore[no-untyped-def]

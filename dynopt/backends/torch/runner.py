@@ -337,10 +337,13 @@ class TorchBackend(AbstractBackend):
         u = self.potential_values(system, state.q)
         records.u[:, r] = torch.as_tensor(u, dtype=state.q.dtype, device=state.q.device)
 
-    def bounce_momenta(self, state, fired):  # type: ignore[no-untyped-def]
+    def bounce_momenta(self, state, fired, mass):  # type: ignore[no-untyped-def]
         z = torch.randn(tuple(state.p.shape), generator=state.generator, dtype=state.p.dtype,
                         device=state.p.device)
-        pn = torch.linalg.vector_norm(state.p, dim=-1, keepdim=True)
+        # p ← √K·M^{1/2}z/|z|, K = pᵀM⁻¹p: a random direction of the same kinetic energy
+        sqrt_m = torch.as_tensor(np.sqrt(np.asarray(mass, dtype=np.float64)),
+                                 dtype=state.p.dtype, device=state.p.device)
+        pn = torch.linalg.vector_norm(state.p / sqrt_m, dim=-1, keepdim=True)
         zn = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
         rows = torch.as_tensor(fired, device=state.p.device)
-        state.p[rows] = (z * (pn / zn))[rows]
+        state.p[rows] = (sqrt_m * z * (pn / zn))[rows]
