@@ -256,3 +256,30 @@ def test_bounce_keeps_the_kinetic_energy_with_a_non_unit_mass(backend):
     share = (tr.p[:, 11, 1] ** 2 / mass[1]) / (tr.p[:, 11] ** 2 / mass).sum(-1)
     se = share.std() / np.sqrt(n)
     assert abs(share.mean() - 0.5) < 4 * se and se < 0.006  # Beta(½, ½): sd 0.354
+
+
+@pytest.mark.parametrize(("make", "match"), [
+    (lambda: Threshold(1.0, below="no"), "below must be a bool, got 'no'"),
+    (lambda: LossBelow(0.5, then=None), "then must be an Action or a list of Actions, got None"),
+    (lambda: LossBelow(0.5, then=SetFriction), r"the class SetFriction: write "
+                                               r"then=SetFriction\(\.\.\.\)"),
+])
+def test_trigger_arguments_are_checked(make, match):
+    with pytest.raises(TypeError, match=match):
+        make()
+
+
+def test_switching_to_another_friction_is_refused_naming_set_friction():
+    """γ is per-chain state of PortHamiltonian and carries over: a switch to gamma=5 kept the
+    old γ silently (energy 3.48 → 3.42 instead of → 0.04)."""
+    pot = P.DoubleWell(2)
+    ev = [AtStep(10, then=SwitchDynamics(PortHamiltonian(pot, gamma=5.0)))]
+    with pytest.raises(ValueError, match=r"gamma=5.0 would be ignored \(current 0.0\).*"
+                                         r"SetFriction"):
+        dynopt.integrate(PortHamiltonian(pot, gamma=0.0), None, [[1.6, -1.4]], h=0.05,
+                         n_steps=20, seed=0, events=ev)
+    same = [AtStep(10, then=[SwitchDynamics(PortHamiltonian(pot, gamma=0.0), "FBA"),
+                             SetFriction(5.0)])]
+    tr = dynopt.integrate(PortHamiltonian(pot, gamma=0.0), None, [[1.6, -1.4]], h=0.05,
+                          n_steps=200, seed=0, p0=[[2.0, 0.0]], events=same)
+    assert tr.extras["gamma"][0, -1] == 5.0 and tr.energy[0, -1] < 0.5 * tr.energy[0, 10]

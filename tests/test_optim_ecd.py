@@ -353,3 +353,129 @@ def test_heavy_ball_maximize_and_gamma_schedule():
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
     assert down.friction(down.param_groups[0]) == 2.0
+
+
+def test_heavy_ball_energy_events_under_maximize_see_the_dynamics_energy():
+    """Under maximize the dynamics descends U = −loss, so its energy is −loss + ½|p|²; the
+    'energy' observable was loss + ½|p|² (it swung between ±1.25 while H stayed in
+    [1.21, 1.30]). Maximizing f equals minimizing −f: same parameters, same firings, same
+    observed energies. Mixed objectives across groups have no energy (refused)."""
+    from dynopt.events import EnergyBelow
+
+    runs = []
+    for maximize in (True, False):
+        m = _model()
+        x, y = _data()
+        opt = HeavyBall(m.parameters(), lr=0.2, gamma=0.5, maximize=maximize,
+                        events=[EnergyBelow(0.45, then=SetFriction(2.0))])
+        for _ in range(30):
+            opt.zero_grad()
+            f = -((m(x) - y) ** 2).mean() - 0.05
+            obj = f if maximize else -f
+            obj.backward()
+            opt.step(loss=obj)
+        runs.append((torch.cat([p.detach().flatten() for p in m.parameters()]),
+                     [(e.step, e.value) for e in opt.event_log]))
+    assert torch.equal(runs[0][0], runs[1][0])
+    assert runs[0][1] == runs[1][1] and len(runs[0][1]) == 1 and runs[0][1][0][1] > 0
+    m = _model()
+    ps = list(m.parameters())
+    mixed = HeavyBall([{"params": ps[:2], "maximize": True}, {"params": ps[2:]}], lr=0.1,
+                      events=[EnergyBelow(0.3)])
+    ((m(_data()[0]) - _data()[1]) ** 2).mean().backward()
+    with pytest.raises(ValueError, match="some param groups maximize and others minimize"):
+        mixed.step(loss=1.0)
+
+
+def test_energy_events_need_the_loss_and_a_stopped_optimizer_checks_nothing():
+    """Energy-only events read the loss too: step() without one raised a raw KeyError('loss'),
+    and a NaN loss passed the non-finite checks. After Stop, step() does nothing, also with
+    NaN gradients (it raised DivergenceError)."""
+    from dynopt.errors import DivergenceError
+    from dynopt.events import EnergyBelow
+
+    w = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    opt = HeavyBall([w], lr=0.1, events=[EnergyBelow(0.1)])
+    w.grad = torch.ones(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="needs the loss value"):
+        opt.step()
+    with pytest.raises(DivergenceError, match="non-finite loss nan at step 1"):
+        opt.step(loss=float("nan"))
+    assert torch.equal(w, torch.ones(3, dtype=torch.float64))
+    opt = HeavyBall([w], lr=0.1, events=[AtStep(1, then=Stop())])
+    opt.step()
+    opt.step()
+    assert opt.stopped
+    w.grad = torch.full((3,), math.nan, dtype=torch.float64)
+    before = w.detach().clone()
+    opt.step()
+    assert torch.equal(w, before) and opt.step_count == 3
+
+
+def test_a_checkpoint_of_other_events_or_bad_event_state_is_refused_on_load():
+    """load_state_dict checked no event state: another optimizer's events loaded and failed at
+    the next step with a raw KeyError, gamma_override = −5 loaded and amplified, stopped='no'
+    read as True, a reference of the wrong shape failed later in a broadcast."""
+    def build(events):
+        w = torch.nn.Parameter(torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64))
+        return w, HeavyBall([w], lr=0.1, gamma=0.5, events=events)
+
+    def step(w, opt):
+        opt.zero_grad()
+        loss = (w ** 2).sum()
+        loss.backward()
+        opt.step(loss=loss)
+
+    w, opt = build([LossBelow(0.5, then=SetFriction(1.0)), Plateau(3)])
+    for _ in range(25):
+        step(w, opt)
+    good = opt.state_dict()
+    assert good["dynopt"]["global"]["gamma_override"] == 1.0
+    cases = [
+        ([Plateau(3)], None, "holds the state of other events"),
+        ([Plateau(3), LossBelow(0.5, then=SetFriction(1.0))], None, r"\['trig'\]\[0\] must hold"),
+        (None, ("gamma_override", -5.0), "must be a finite friction >= 0"),
+        (None, ("gamma_override", math.nan), "must be a finite friction >= 0"),
+        (None, ("stopped", "no"), r"\['stopped'\] must be a bool"),
+    ]
+    for events, edit, match in cases:
+        sd = io.BytesIO()
+        torch.save(good, sd)
+        sd.seek(0)
+        sd = torch.load(sd, weights_only=True)
+        if edit is not None:
+            sd["dynopt"]["global"][edit[0]] = edit[1]
+        w2, opt2 = build(events or [LossBelow(0.5, then=SetFriction(1.0)), Plateau(3)])
+        before = opt2.state_dict()
+        with pytest.raises(ValueError, match=match):
+            opt2.load_state_dict(sd)
+        assert opt2.state_dict()["dynopt"] == before["dynopt"]  # left unchanged
+    sd = dict(good)
+    sd["dynopt"] = {**good["dynopt"], "global": {**good["dynopt"]["global"]}}
+    est = sd["dynopt"]["global"]["events"]
+    sd["dynopt"]["global"]["events"] = {**est, "trig": [{"reference": torch.zeros(5)},
+                                                       est["trig"][1]]}
+    w2, opt2 = build([LossBelow(0.5, then=SetFriction(1.0)), Plateau(3)])
+    with pytest.raises(ValueError, match=r"\['reference'\] must be a tensor of shape \(1,\)"):
+        opt2.load_state_dict(sd)
+    opt2.load_state_dict(good)  # the checkpoint itself loads and continues
+    step(w2, opt2)
+    assert opt2.friction(opt2.param_groups[0]) == 1.0
+
+
+@pytest.mark.parametrize(("loss", "error"), [("0.5", TypeError), (True, TypeError),
+                                             (torch.tensor(True), TypeError),
+                                             (np.array([0.5]), None), (np.float32(0.5), None)])
+def test_loss_values_are_type_checked(loss, error):
+    """step(loss=...) read "0.5" and True as numbers and gave numpy's raw error for a
+    1-element array; arrays of one number are read, the rest refused naming loss."""
+    w = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    opt = HeavyBall([w], lr=0.1, events=[LossBelow(0.5)])
+    w.grad = torch.ones(3, dtype=torch.float64)
+    if error is None:
+        opt.step(loss=loss)
+        assert float(opt.global_state["events"]["trig"][0]["reference"]) == 0.5
+    else:
+        with pytest.raises(error, match="loss must be a real number"):
+            opt.step(loss=loss)
+        assert torch.equal(w, torch.ones(3, dtype=torch.float64))

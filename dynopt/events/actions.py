@@ -47,7 +47,8 @@ class SwitchDynamics(Action):
 
     The new system must have the same extras layout and momentum variables as the current one
     (e.g. Hamiltonian → Langevin, or PortHamiltonian with another scheme), so the state carries
-    over unchanged.
+    over unchanged, extras included: a PortHamiltonian's friction γ is such an extra, so a
+    switch to another γ is refused (use :class:`SetFriction`).
 
     Args:
         system: The new system (same potential dimension).
@@ -67,7 +68,8 @@ class SwitchDynamics(Action):
 
 
 class Bounce(Action):
-    """Give the momenta a random direction with the same norm (positions unchanged).
+    """Give the momenta a random direction with the same kinetic energy pᵀM⁻¹p (positions
+    unchanged; with unit mass, the same norm).
 
     Directions come from the run's own generator (numba: Philox stream 4, a pure function of
     (seed, chain, step); torch: the state's or optimizer's generator), Gaussian (uniform on the

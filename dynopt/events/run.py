@@ -62,6 +62,14 @@ def _modes(system: AbstractSystem, program: Program, events: EventSet, dim: int,
                 f"{type(system).__name__} (momenta: {system.has_momentum}, extras: "
                 f"{system.extras_layout(dim)}), got momenta {new.has_momentum}, extras "
                 f"{new.extras_layout(dim)}")
+        if "gamma" in new.extras_layout(dim) and getattr(new, "gamma", None) != getattr(
+                system, "gamma", None):  # the friction is per-chain state: it carries over
+            raise ValueError(
+                f"{a!r}: the friction γ is a per-chain state variable of "
+                f"{type(system).__name__} and carries over unchanged, so the new system's "
+                f"gamma={getattr(new, 'gamma', None)!r} would be ignored (current "
+                f"{getattr(system, 'gamma', None)!r}); give SwitchDynamics a system with the same "
+                "gamma and add SetFriction(...) to the event's actions")
         integ = resolve(a.integrator if a.integrator is not None else new.default_scheme)
         index[id(a)] = len(modes)
         modes.append((new, integ.program(new, h)))

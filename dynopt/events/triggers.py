@@ -63,6 +63,11 @@ class Trigger:
     default_once: bool = True
 
     def __init__(self, then: Action | Sequence[Action] = (), *, once: bool | None = None) -> None:
+        if isinstance(then, type) and issubclass(then, Action):
+            raise TypeError(f"then must be an Action instance, got the class {then.__name__}: "
+                            f"write then={then.__name__}(...)")
+        if then is None or not isinstance(then, Action | Sequence):
+            raise TypeError(f"then must be an Action or a list of Actions, got {then!r}")
         actions = [then] if isinstance(then, Action) else list(then)
         for a in actions:
             if not isinstance(a, Action):
@@ -221,7 +226,9 @@ class Threshold(Trigger):
         if observable not in ("loss", "energy"):
             raise ValueError(f"observable must be 'loss' or 'energy', got {observable!r}")
         self.observable = observable
-        self.below = bool(below)
+        if type(below) is not bool:
+            raise TypeError(f"below must be a bool, got {below!r}")
+        self.below = below
 
     def condition(self, value: Array, step: int, st: dict[str, Array]) -> Array:
         return value < self.value if self.below else value > self.value

@@ -8,6 +8,7 @@ all call it, so the same flags select the same path everywhere.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,9 +35,25 @@ def resolve_loss(closure_loss: Any, given: Any, owner: str, required: bool) -> A
             "loss.backward(), or observe_loss(loss) before step(); in a training framework use "
             "dynopt.integrations.huggingface.DynoptTrainer (Hugging Face Trainer) or the "
             "callback dynopt.integrations.lightning.FeedLoss (Lightning)")
-    if isinstance(loss, Tensor) and loss.numel() != 1:
-        raise ValueError(f"loss must be a scalar, got a tensor of shape {tuple(loss.shape)}")
+    if isinstance(loss, Tensor):
+        if loss.numel() != 1:
+            raise ValueError(f"loss must be a scalar, got a tensor of shape {tuple(loss.shape)}")
+        if loss.dtype == torch.bool or loss.is_complex():
+            raise TypeError(f"loss must be a real number, got a {loss.dtype} tensor")
+    elif loss is not None:
+        loss = _real_loss(loss)
     return loss
+
+
+def _real_loss(loss: Any) -> float:
+    """A non-tensor loss as a float (NaN/inf kept for the non-finite policy); bools, text and
+    complex values are refused (``"0.5"`` and ``True`` were read as numbers)."""
+    if isinstance(loss, np.ndarray) and loss.size == 1 and loss.dtype.kind in "iuf":
+        return float(loss.reshape(()))
+    if isinstance(loss, bool | np.bool_) or not isinstance(loss, numbers.Real):
+        raise TypeError(f"loss must be a real number or a 1-element tensor, got {loss!r} of "
+                        f"type {type(loss).__name__}")
+    return float(loss)
 
 
 _CPU = torch.device("cpu")

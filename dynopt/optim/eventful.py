@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -156,8 +157,13 @@ class EventfulOptimizer(DynamicsOptimizer):
                 raise ValueError(f"{type(self).__name__}.step got loss= after observe_loss(); "
                                  "use one of them")
             loss = observed
-        return resolve_loss(loss, given_loss, type(self).__name__,
-                            self.needs_loss or self._events.needs("loss"))
+        return resolve_loss(loss, given_loss, type(self).__name__, self.uses_loss)
+
+    def _checked_update(self, loss: Any, kwargs: dict[str, Any]) -> Any:
+        if self.stopped:  # after a Stop action every step does nothing: no checks either
+            self.global_state["step"] += 1
+            return loss
+        return super()._checked_update(loss, kwargs)
 
     def _update(self, loss: Any = None, given_loss: Any = None) -> None:
         loss = self._step_loss(loss, given_loss)
@@ -170,7 +176,7 @@ class EventfulOptimizer(DynamicsOptimizer):
         self._step(loss, self.participants())
 
     def _used_loss(self, loss: Any, kwargs: dict[str, Any]) -> Any:
-        if not (self.needs_loss or self._events.needs("loss")):
+        if not self.uses_loss:
             return None
         return self._step_loss(loss, kwargs.get("given_loss"))
 
@@ -185,6 +191,7 @@ class EventfulOptimizer(DynamicsOptimizer):
             if float(glob["ps2"]) < 0:
                 raise ValueError("cannot load the checkpoint: dynopt['global']['ps2'] must be "
                                  "non-negative; the optimizer was left unchanged")
+        _validate_event_state(self, glob)
         for name, keys in self.extras_keys.items():
             if name not in glob:
                 continue
@@ -199,6 +206,15 @@ class EventfulOptimizer(DynamicsOptimizer):
                     raise ValueError(f"cannot load the checkpoint: {where}[{k!r}] must be a "
                                      "1-element floating tensor, not NaN; the optimizer was "
                                      "left unchanged")
+
+    def _after_load(self, state_dict: dict[str, Any]) -> None:
+        super()._after_load(state_dict)
+        est = self.global_state.get("events")
+        if est is not None:  # the triggers run on the parameters' device (map_location="cpu")
+            device = next((p.device for g in self.param_groups for p in g["params"]), None)
+            if device is not None:
+                est["trig"] = [{k: v.to(device) for k, v in st.items()} for st in est["trig"]]
+                est["done"] = [d.to(device) for d in est["done"]]
 
     #: Optimizer-level state dicts (``global_state[name]``) and their keys, checked on load.
     extras_keys: dict[str, tuple[str, ...]] = {}
@@ -252,3 +268,50 @@ class EventfulOptimizer(DynamicsOptimizer):
             norms = torch._foreach_norm(ts)
             total += float(torch.stack(norms).to(torch.float64).pow(2).sum())
         return total
+
+
+def _validate_event_state(opt: EventfulOptimizer, glob: dict[str, Any]) -> None:
+    """The event part of a checkpoint: ``stopped``, ``gamma_override`` and the triggers' state
+    must fit this optimizer's events (a checkpoint of other events failed at the next step
+    with a raw KeyError; a negative friction loaded silently)."""
+    def bad(what: str) -> ValueError:
+        return ValueError(f"cannot load the checkpoint: dynopt['global']{what}; the optimizer "
+                          "was left unchanged")
+
+    if "stopped" in glob and type(glob["stopped"]) is not bool:
+        raise bad(f"['stopped'] must be a bool, got {glob['stopped']!r}")
+    if glob.get("gamma_override") is not None:
+        g = glob["gamma_override"]
+        value = float(g) if isinstance(g, int | float) and type(g) is not bool else None
+        if value is None or not math.isfinite(value) or value < 0:
+            raise bad(f"['gamma_override'] must be a finite friction >= 0 or None, got {g!r}")
+    est = glob.get("events")
+    if est is None:
+        return
+    fresh = opt._events.set.init_state(torch.zeros(1, dtype=torch.float64))
+    n = len(fresh["trig"])
+    if not isinstance(est, dict) or set(est) != set(fresh):
+        raise bad(f"['events'] must hold {sorted(fresh)}")
+    if not isinstance(est["trig"], list) or len(est["trig"]) != n or not isinstance(
+            est["done"], list) or len(est["done"]) != n:
+        raise bad(f"['events'] holds the state of other events (this optimizer has {n}: "
+                  f"{opt._events.set.events!r})")
+    for i, (st, want) in enumerate(zip(est["trig"], fresh["trig"], strict=True)):
+        if not isinstance(st, dict) or set(st) != set(want):
+            raise bad(f"['events']['trig'][{i}] must hold {sorted(want)} for "
+                      f"{opt._events.set.events[i]!r} (a checkpoint of other events?)")
+        for k, v in st.items():
+            if not isinstance(v, Tensor) or v.shape != want[k].shape or (
+                    v.dtype != want[k].dtype):
+                raise bad(f"['events']['trig'][{i}][{k!r}] must be a tensor of shape "
+                          f"{tuple(want[k].shape)} and dtype {want[k].dtype}")
+    for i, d in enumerate(est["done"]):
+        if not isinstance(d, Tensor) or d.dtype != torch.bool or d.shape != (1,):
+            raise bad(f"['events']['done'][{i}] must be a bool tensor of shape (1,)")
+    log = est["log"]
+    if not isinstance(log, dict) or set(log) != set(fresh["log"]) or len(
+            {len(v) if isinstance(v, list) else -1 for v in log.values()}) != 1 or any(
+            not isinstance(v, list) for v in log.values()):
+        raise bad("['events']['log'] must hold lists step, chain, event, value of one length")
+    if any(not isinstance(e, int) or not 0 <= e < n for e in log["event"]):
+        raise bad(f"['events']['log']['event'] must hold event indices in [0, {n})")

@@ -67,7 +67,8 @@ class HeavyBall(EventfulOptimizer):
             observing ``loss``, ``energy`` (= L + |p|²/2) or ``step``.
         foreach: Use the foreach path (default: on CUDA).
         fused: Use the fused numba CPU path (default: on CPU).
-        maximize: Maximize the objective.
+        maximize: Maximize the objective (the dynamics descends U = −loss: an ``"energy"`` event
+            sees H = −loss + ½|p|²; loss events see the loss as given).
         differentiable: Run the single-tensor path under autograd (gradients through the
             step, as torch's ``differentiable=True``).
         seed: Seed of the optimizer's generator (unused by the update; kept for the contract).
@@ -124,13 +125,23 @@ class HeavyBall(EventfulOptimizer):
 
     _result_bounded = heavy_ball_bounded  # the snapshot-free result check
 
+    def _potential_sign(self) -> float:
+        """+1, or −1 when every group maximizes (the dynamics descends U = −loss); the energy
+        of a model whose groups disagree is undefined (refused)."""
+        flags = {bool(g.get("maximize")) for g in self.param_groups}
+        if len(flags) > 1:
+            raise ValueError("HeavyBall: an 'energy' event needs one objective, but some param "
+                             "groups maximize and others minimize")
+        return -1.0 if flags == {True} else 1.0
+
     def _step(self, loss: Any, parts: Participants) -> None:
         if len(self._events):
             device = self.device_of(parts)
             values = {} if loss is None else {"loss": as_scalar(loss, device)}
-            if self._events.needs("energy"):
+            if self._events.needs("energy"):  # H = U + ½|p|², U = −loss under maximize
                 moms = [self.momentum(p) for _, ps, _ in parts for p in ps]
-                values["energy"] = values["loss"] + 0.5 * self.norm2(moms)
+                values["energy"] = self._potential_sign() * values["loss"] + (
+                    0.5 * self.norm2(moms))
             if self.run_events(values, device):
                 return
         steps = []  # every group's coefficients first: a refused one leaves all unwritten
