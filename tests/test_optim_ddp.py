@@ -1,5 +1,7 @@
 """Under DistributedDataParallel every rank must keep identical parameters: the optimizers' noise
-is seeded identically on all ranks and never depends on the rank."""
+is seeded identically on all ranks and never depends on the rank, and the loss that the energy
+optimizers and the events read is averaged over the ranks (each rank saw its own batch's loss:
+brakes fired at different steps, BBI's energy differed, and the replicas drifted apart)."""
 
 from __future__ import annotations
 
@@ -23,25 +25,35 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    from dynopt.optim import AdLaLa, Langevin
+    from dynopt.events import LossBelow, SetFriction
+    from dynopt.optim import BBI, AdLaLa, HeavyBall, Langevin
 
     results = {}
-    for name, seed in (("adlala", 5), ("adlala_other_seed", 6), ("langevin_seed_none", None)):
+    for name, seed in (("adlala", 5), ("adlala_other_seed", 6), ("langevin_seed_none", None),
+                       ("heavyball_brake", 1), ("bbi", 2)):
         torch.manual_seed(0)  # same initial weights on every rank
         net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
         model = torch.nn.parallel.DistributedDataParallel(net)
         if name.startswith("adlala"):
             opt = AdLaLa([{"params": net[0].parameters()}, {"params": net[2].parameters()}],
                          lr=0.1, temperature=1e-2, seed=seed)
+        elif name == "heavyball_brake":
+            opt = HeavyBall(net.parameters(), lr=0.1, gamma=0.5, seed=seed,
+                            events=[LossBelow(0.9, then=SetFriction(3.0))])
+        elif name == "bbi":
+            opt = BBI(net.parameters(), lr=0.05, seed=seed, t0=None, t1=None)
         else:
             opt = Langevin(net.parameters(), lr=0.1, temperature=1e-2, seed=seed)
         g = torch.Generator().manual_seed(100 + rank)  # each rank its own minibatches
-        for _ in range(5):
+        for _ in range(12):
             x, y = torch.randn(8, 2, generator=g), torch.randn(8, 1, generator=g)
             opt.zero_grad()
-            torch.nn.functional.mse_loss(model(x), y).backward()
-            opt.step()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            opt.step(loss=loss) if opt.uses_loss else opt.step()
         results[name] = torch.cat([p.detach().flatten() for p in net.parameters()])
+        if name == "heavyball_brake":
+            results["brake_steps"] = torch.tensor([f.step for f in opt.event_log] or [-1])
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.barrier()
     dist.destroy_process_group()
@@ -58,3 +70,4 @@ def test_ddp_ranks_keep_identical_parameters(tmp_path):
     for name in r0:
         assert torch.equal(r0[name], r1[name]), name
     assert not torch.allclose(r0["adlala"], r0["adlala_other_seed"])
+    assert int(r0["brake_steps"][0]) >= 1  # the brake fired, on the same step on both ranks

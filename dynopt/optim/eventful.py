@@ -159,9 +159,20 @@ class EventfulOptimizer(DynamicsOptimizer):
             loss = observed
         return resolve_loss(loss, given_loss, type(self).__name__, self.uses_loss)
 
+    #: Under ``torch.distributed`` (more than one rank), average the loss over the ranks
+    #: before the step reads it (energy, events), as DDP averages the gradients: every rank
+    #: then takes the same decisions and the replicas stay identical. One scalar all-reduce
+    #: per step; set False for ranks that train independent models.
+    sync_loss: bool = True
+
     def _checked_update(self, loss: Any, kwargs: dict[str, Any]) -> Any:
         if self.stopped:  # after a Stop action every step does nothing: no checks either
             self.global_state["step"] += 1
+            return loss
+        if self.sync_loss and self.uses_loss and _world_size() > 1:
+            mean = _rank_mean(self._step_loss(loss, kwargs.get("given_loss")))
+            self._observed_loss = None  # (included in mean)
+            super()._checked_update(None, {**kwargs, "given_loss": mean})
             return loss
         return super()._checked_update(loss, kwargs)
 
@@ -315,3 +326,21 @@ def _validate_event_state(opt: EventfulOptimizer, glob: dict[str, Any]) -> None:
         raise bad("['events']['log'] must hold lists step, chain, event, value of one length")
     if any(not isinstance(e, int) or not 0 <= e < n for e in log["event"]):
         raise bad(f"['events']['log']['event'] must hold event indices in [0, {n})")
+
+
+def _world_size() -> int:
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _rank_mean(loss: Any) -> Tensor:
+    """The mean of ``loss`` over the ranks: a float64 scalar on the backend's device (CUDA for
+    NCCL, else the CPU); a NaN on any rank makes it NaN on all (they skip or raise alike)."""
+    dist = torch.distributed
+    device = torch.device("cpu")
+    if dist.get_backend() == "nccl":
+        device = loss.device if isinstance(loss, Tensor) and loss.is_cuda else torch.device(
+            "cuda", torch.cuda.current_device())
+    t = as_scalar(loss, device)
+    dist.all_reduce(t)
+    return t.reshape(()) / dist.get_world_size()
