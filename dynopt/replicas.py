@@ -86,17 +86,34 @@ def integrate_distributed(system: Any, integrator: Any, q0: Any, *, n_chains: in
     on = dist.is_available() and dist.is_initialized()
     rank = dist.get_rank(group) if on else 0
     world = dist.get_world_size(group) if on else 1
-    block = chain_block(n_chains, rank, world)
-    if len(block) == 0:
+    if n_chains < world:  # on every rank alike (only the empty blocks raised: the rest hung)
         raise ValueError(f"n_chains={n_chains} is fewer than the {world} ranks")
-    kwargs["p0"] = _rows("p0", kwargs.get("p0"), block, n_chains)
-    local = integrate(system, integrator, _rows("q0", q0, block, n_chains),
-                      n_chains=len(block), chain_ids=block, **kwargs)
+    block = chain_block(n_chains, rank, world)
+    local: Trajectory | None = None
+    error: BaseException | None = None
+    try:
+        kwargs["p0"] = _rows("p0", kwargs.get("p0"), block, n_chains)
+        local = integrate(system, integrator, _rows("q0", q0, block, n_chains),
+                          n_chains=len(block), chain_ids=block, **kwargs)
+    except Exception as e:  # every rank must reach the gather, or the others wait forever
+        if world == 1:
+            raise
+        error = e
     if world == 1:
+        assert local is not None
         return local
     parts: list[Any] = [None] * world
-    mine = {"q": local.q, "p": local.p, "energy": local.energy, "extras": local.extras}
+    mine = ({"error": f"{type(error).__name__}: {error}"} if error is not None else
+            {"q": local.q, "p": local.p, "energy": local.energy, "extras": local.extras})
     dist.all_gather_object(parts, mine, group=group)
+    failed = [(r, pt["error"]) for r, pt in enumerate(parts) if "error" in pt]
+    if error is not None:
+        raise error
+    if failed:
+        r, msg = failed[0]
+        raise RuntimeError(f"integrate_distributed: rank {r} failed ({msg}); this rank's "
+                           "block finished but the gathered trajectory is incomplete")
+    assert local is not None
 
     def cat(key: str) -> Any:
         return None if parts[0][key] is None else np.concatenate([pt[key] for pt in parts])

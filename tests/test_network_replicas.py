@@ -66,6 +66,36 @@ def test_chain_blocks_cover_the_chains_once():
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+def _failing_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    """Chain 3 (rank 1's block) overflows: rank 1 raises its DivergenceError, rank 0 a
+    RuntimeError naming rank 1, at once (rank 0 used to wait in the gather until the process
+    group's timeout, 30 min by default)."""
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    sys = dynopt.systems.Langevin(dynopt.potentials.DoubleWell(1), gamma=1.0, temperature=0.1)
+    q0 = np.array([[1.0], [0.5], [-1.0], [1e100]])
+    try:
+        integrate_distributed(sys, "BAOAB", q0, n_chains=4, h=0.1, n_steps=10, seed=1)
+        outcome = "finished"
+    except Exception as e:  # noqa: BLE001 - the outcome is what the test reads
+        outcome = f"{type(e).__name__}: {e}"
+    with open(os.path.join(out_dir, f"rank{rank}.txt"), "w") as f:
+        f.write(outcome)
+    dist.barrier()
+    dist.destroy_process_group()
+    os._exit(0)
+
+
+def test_an_error_on_one_rank_reaches_every_rank(tmp_path):
+    mp.spawn(_failing_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0 = (tmp_path / "rank0.txt").read_text()
+    r1 = (tmp_path / "rank1.txt").read_text()
+    assert r1.startswith("DivergenceError") and "chain" in r1
+    assert r0.startswith("RuntimeError: integrate_distributed: rank 1 failed (DivergenceError")
+
+
 def test_two_gloo_ranks_equal_one_process_bit_for_bit(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     threads = torch.get_num_threads()
