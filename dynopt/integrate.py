@@ -126,6 +126,12 @@ def integrate(
     if state is None:
         if n_chains is not None:
             n_chains = check_int("n_chains", n_chains, minimum=1)
+        if chain_ids is not None:
+            from .stepping import check_chain_ids
+
+            chain_ids = check_chain_ids(chain_ids)  # (an iterator is read once, here)
+            if n_chains is None and (q0.ndim if hasattr(q0, "ndim") else np.ndim(q0)) <= 1:
+                n_chains = len(chain_ids)  # one row per id: the size check counts them all
         if system.potential is not None:
             # with observables the records hold no θ: the recorder checks its own size below
             check_memory(system, _rows(q0, n_chains), system.potential.dim,

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import operator
 import secrets
 from typing import TYPE_CHECKING, Any
 
@@ -98,8 +99,10 @@ def init(
         raise ValueError(f"backend={backend!r} cannot integrate {system.potential!r}; it supports "
                          f"backend in {tuple(supported)}")
     integrator.check(system)
-    if chain_ids is not None and n_chains is None and np.ndim(_to_numpy(q0)) <= 1:
-        n_chains = len(list(chain_ids))
+    if chain_ids is not None:
+        chain_ids = check_chain_ids(chain_ids)
+        if n_chains is None and np.ndim(_to_numpy(q0)) <= 1:
+            n_chains = len(chain_ids)
     if n_chains is not None:
         n_chains = check_int("n_chains", n_chains, minimum=1)
     from .integrate import _rows, check_memory
@@ -128,17 +131,23 @@ def resolve_backend(potential: Any) -> str:
     return str(getattr(potential, "backends", BACKENDS)[0])
 
 
-def check_chain_ids(chain_ids: Any, n_chains: int) -> list[int]:
-    """Distinct non-negative integer chain indices, one per chain."""
+def check_chain_ids(chain_ids: Any, n_chains: int | None = None) -> list[int]:
+    """Distinct non-negative integer chain indices (one per chain if ``n_chains`` is given),
+    as a list: an iterator is read once, and 2.5, "1" or True are refused (not truncated)."""
     try:
-        ids = [int(c) for c in chain_ids]
-    except (TypeError, ValueError):
+        ids = []
+        for c in list(chain_ids):
+            if isinstance(c, bool | np.bool_):
+                raise TypeError
+            ids.append(operator.index(c))
+    except TypeError:
         raise TypeError(f"chain_ids must be a sequence of ints, got {chain_ids!r}") from None
     if any(c < 0 for c in ids) or len(set(ids)) != len(ids):
         raise ValueError(f"chain_ids must be distinct non-negative ints, got {chain_ids!r}")
-    if len(ids) != n_chains:
+    if n_chains is not None and len(ids) != n_chains:
         raise ValueError(f"chain_ids has {len(ids)} entries but there are {n_chains} chains")
     return ids
+
 
 
 def step(

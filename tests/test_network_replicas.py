@@ -138,3 +138,30 @@ def test_chain_streams_of_one_run_never_share_a_generator_seed():
     again = dynopt.integrate(Langevin(P.Harmonic(dim=2)), "BAOAB", [0.0, 0.0], h=0.1,
                              n_steps=20, seed=1, backend="torch", chain_ids=[106516])
     np.testing.assert_array_equal(again.q[0], tr.q[1])  # a chain's path is its own
+
+
+def test_chain_ids_are_read_once_and_must_be_integers():
+    """A generator was consumed by counting and then seen empty; 2.5 and "1" were truncated
+    or parsed; with a 1-D q0 the ids' count escaped the memory check."""
+    import sys as _sys
+
+    from dynopt import potentials as P
+    from dynopt.systems import Langevin
+
+    sys = Langevin(P.Harmonic(dim=2))
+    tr = dynopt.integrate(sys, "BAOAB", [0.0, 0.0], h=0.1, n_steps=3, seed=1, backend="torch",
+                          chain_ids=(c for c in (4, 7, 9)))
+    assert tr.q.shape[0] == 3
+    for bad in ([0.2, 1.9, 2.5], ["0", "1"], [True, False]):
+        with pytest.raises(TypeError, match="chain_ids must be a sequence of ints"):
+            dynopt.integrate(sys, "BAOAB", [0.0, 0.0], h=0.1, n_steps=3, seed=1,
+                             backend="torch", chain_ids=bad)
+    integrate_module = _sys.modules["dynopt.integrate"]
+    limit = integrate_module.MAX_RECORD_BYTES
+    integrate_module.MAX_RECORD_BYTES = 1 << 20
+    try:
+        with pytest.raises(ValueError, match="n_chains=100 x 1001 records"):
+            dynopt.integrate(sys, "BAOAB", [0.0, 0.0], h=0.1, n_steps=1000, seed=1,
+                             backend="torch", chain_ids=range(100))
+    finally:
+        integrate_module.MAX_RECORD_BYTES = limit
