@@ -164,7 +164,7 @@ def integrate(
 
         if not be.supports_observables:
             raise ValueError(f"observables= needs backend='torch', got backend={state.backend!r}")
-        observer = Recorder(observables, system, state, n_records)
+        observer = Recorder(observables, system, state, n_records, h=h)
         need = n_records * state.n_chains * observer.width * 8
         if need > MAX_RECORD_BYTES:
             raise ValueError(

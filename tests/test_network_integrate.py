@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import dynopt
+from dynopt import systems
 from dynopt.diagnostics import empirical_order, energy_drift, estimate_mean
 from dynopt.observables import layer_temperatures
 from dynopt.potentials import NetworkLoss
@@ -339,3 +340,31 @@ def test_a_reused_lambda_max_observable_computes_at_the_same_records():
                          observables=[lam]).extras["lambda_max"] for _ in range(2)]
     for rec in runs:
         assert np.isfinite(rec[0, [0, 3, 6]]).all() and np.isnan(rec[0, [1, 2, 4, 5, 7]]).all()
+
+
+def test_callback_observables_see_the_record_step_and_time():
+    """The torch runner records inside a chunk, before it advances state.step and state.time:
+    a callback saw step 0 and time 0 at every record (t = 0..4 with h = 0.5, every 2). Also on
+    a resumed run, whose time axis continues."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
+    x, y = torch.randn(20, 2), torch.randn(20, 1)
+    U = NetworkLoss(net, torch.nn.functional.mse_loss, (x, y))
+    th = torch.nn.utils.parameters_to_vector(net.parameters()).detach()
+    sys = systems.Langevin(U, gamma=1.0, temperature=1e-3)
+
+    def step_of(state):
+        return torch.full((state.q.shape[0],), float(state.step), dtype=torch.float64)
+
+    def time_of(state):
+        return torch.full((state.q.shape[0],), float(state.time), dtype=torch.float64)
+
+    tr = dynopt.integrate(sys, "BAOAB", th, h=0.5, n_steps=8, n_chains=2, seed=0,
+                          record_every=2, observables=[step_of, time_of])
+    np.testing.assert_array_equal(tr.extras["step_of"][0], [0, 2, 4, 6, 8])
+    np.testing.assert_array_equal(tr.extras["time_of"][0], tr.t)
+    more = dynopt.integrate(sys, "BAOAB", None, h=0.25, n_steps=4, record_every=2,
+                            observables=[step_of, time_of], state=tr.final_state)
+    np.testing.assert_array_equal(more.extras["step_of"][1], [8, 10, 12])
+    np.testing.assert_array_equal(more.extras["time_of"][1], more.t)
+    assert list(more.t) == [4.0, 4.5, 5.0]

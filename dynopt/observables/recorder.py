@@ -35,13 +35,17 @@ class Recorder:
         system: The system.
         state: The initial state (its device, chain count and chain ids).
         n_records: Number of records (including the initial one).
+        h: The run's step size (the time a record's state shows; None: the state's own).
     """
 
-    def __init__(self, observables: Any, system: Any, state: Any, n_records: int) -> None:
+    def __init__(self, observables: Any, system: Any, state: Any, n_records: int,
+                 h: float | None = None) -> None:
         self.items = resolve(observables)
         self.system = system
         self.n_records = int(n_records)
         self.start_step = int(state.step)
+        self.start_time = float(state.time)
+        self.h = h
         self.every = 1
         self.chain_ids = (list(state.streams.chain_ids) if state.streams is not None
                           else list(range(state.n_chains)))
@@ -67,8 +71,20 @@ class Recorder:
 
     def record(self, r: int, state: Any, system: Any) -> None:
         """Evaluate and store record ``r`` (step ``start_step + r·every``)."""
-        ctx = Context(state=state, system=system, step=self.start_step + r * self.every, record=r,
-                      chain_ids=self.chain_ids)
+        step = self.start_step + r * self.every
+        # the runner records inside a chunk, before it advances state.step and state.time:
+        # what an observable sees (a Callback gets the state) is the record's step and time
+        held = state.step, state.time
+        state.step = step
+        if self.h is not None:
+            state.time = self.start_time + (step - self.start_step) * self.h
+        try:
+            self._record(r, step, state, system)
+        finally:
+            state.step, state.time = held
+
+    def _record(self, r: int, step: int, state: Any, system: Any) -> None:
+        ctx = Context(state=state, system=system, step=step, record=r, chain_ids=self.chain_ids)
         q = state.q
         out: dict[str, torch.Tensor] = {"potential": system.potential.value(q)}
         if system.has_momentum:
