@@ -58,7 +58,7 @@ import numpy as np
 import torch
 
 from ._modes import eval_mode
-from ._validation import check_int
+from ._validation import check_int, check_positive
 from .trajectory import Trajectory
 
 __all__ = ["TrainingMonitor"]
@@ -110,7 +110,7 @@ class TrainingMonitor:
         self.every = check_int("every", every, minimum=1)
         self.curvature_every = (None if curvature_every is None
                                 else check_int("curvature_every", curvature_every, minimum=1))
-        self.curvature_tol = float(curvature_tol)
+        self.curvature_tol = check_positive("curvature_tol", curvature_tol)
         self.model, self.optimizer, self.loss_fn, self.data = model, optimizer, loss_fn, data
         self.weight_decay = float(weight_decay)
         self.params = list(model.parameters())
@@ -118,8 +118,9 @@ class TrainingMonitor:
         if not any(id(p) in held for p in self.params):  # momenta and limits would be empty
             raise ValueError(f"the optimizer ({type(optimizer).__name__}) holds none of the "
                              "model's parameters; pass the optimizer that trains this model")
-        self.potential = NetworkLoss(model, loss_fn, data, weight_decay=weight_decay,
-                                     heldout=heldout)
+        with eval_mode([model]):  # evaluated in eval mode (_record): dropout/batch norm allowed
+            self.potential = NetworkLoss(model, loss_fn, data, weight_decay=weight_decay,
+                                         heldout=heldout)
         self._kind = _momentum_kind(optimizer)
         has_p = self._kind is not None
         items = resolve(list(DEFAULT_OBSERVABLES) if observables is None else observables)

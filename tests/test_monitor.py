@@ -169,6 +169,30 @@ def test_optimizers_without_momenta_and_bad_inputs() -> None:
         TrainingMonitor(model, "sgd", LOSS, data)
     with pytest.raises(TypeError, match="model"):
         TrainingMonitor("mlp", adam, LOSS, data)
+    with pytest.raises(ValueError, match="curvature_tol must be > 0, got -1"):
+        TrainingMonitor(model, adam, LOSS, data, curvature_tol=-1)
+
+
+@pytest.mark.parametrize("layer", [torch.nn.Dropout(0.3), torch.nn.BatchNorm1d(8)])
+def test_a_model_in_training_mode_with_dropout_or_batch_norm_is_monitored(layer) -> None:
+    """The monitor evaluates in eval mode, but it built its loss with the model as given and
+    refused Dropout/BatchNorm in training mode ("call model.eval() first")."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 8), layer, torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    x, y = torch.randn(32, 3), torch.randn(32, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    mon = TrainingMonitor(net, opt, LOSS, (x, y), every=1)
+    assert net.training
+    for _ in range(2):
+        opt.zero_grad()
+        LOSS(net(x), y).backward()
+        opt.step()
+        mon.step()
+    assert net.training
+    net.eval()
+    with torch.no_grad():
+        want = float(LOSS(net(x), y))
+    assert mon.trajectory().extras["loss"][0, -1] == pytest.approx(want, rel=1e-6)
 
 
 def test_monitor_in_a_training_mode_loop_with_a_warmup_from_zero():
