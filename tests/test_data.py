@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dynopt.data import load_digits_split, load_wine_split, make_spirals
+from dynopt.data import batches, load_digits_split, load_wine_split, make_spirals
+from dynopt.data.spirals import spiral_points
 
 
 def test_spirals_have_the_asked_sizes_balanced_classes_and_follow_the_seed():
@@ -54,3 +55,37 @@ def test_mlp_refuses_a_zero_width_layer(args):
 
     with pytest.raises(ValueError, match="must be >= 1, got 0"):
         mlp(*args)
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda: make_spirals(n_train=0), "n_train must be >= 2, got 0"),
+    (lambda: make_spirals(n_test=0), "n_test must be >= 2, got 0"),
+    (lambda: spiral_points(10, power=0.0),
+     "power must be > 0, got 0.0"),
+    (lambda: spiral_points(10, radius=-1),
+     "radius must be > 0, got -1"),
+    (lambda: list(batches(
+        torch.zeros(5, 2), torch.zeros(4), 2)), "got 5 inputs and 4 targets"),
+])
+def test_data_arguments_are_checked_by_name(call, match):
+    """make_spirals(n_train=0) blamed "n"; power ≤ 0 collapsed the spirals or sent them to
+    infinity; x and y of different lengths gave a raw IndexError."""
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_network_loss_refuses_a_model_that_overwrites_its_input():
+    """ReLU(inplace=True) as the first layer overwrote the user's data (the probe ran on a view
+    of it) and, on the lean path, failed later with a raw error."""
+    from dynopt.potentials import NetworkLoss
+
+    x, y = torch.randn(6, 3, generator=torch.Generator().manual_seed(0)), torch.randn(6, 1)
+    x0 = x.clone()
+    net = torch.nn.Sequential(torch.nn.ReLU(inplace=True), torch.nn.Linear(3, 1))
+    for path in ("auto", "vmap"):
+        with pytest.raises(ValueError, match="changes its input in place"):
+            NetworkLoss(net, torch.nn.functional.mse_loss, (x, y), path=path)
+        assert torch.equal(x, x0)
+    later = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(inplace=True),
+                                torch.nn.Linear(4, 1))
+    NetworkLoss(later, torch.nn.functional.mse_loss, (x, y))  # in place after the input: fine

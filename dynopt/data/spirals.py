@@ -33,6 +33,8 @@ def spiral_points(
         raise ValueError(f"n must be even (half the points per class), got {n}")
     turns = check_positive("turns", turns)
     noise = check_nonnegative("noise", noise)
+    radius = check_positive("radius", radius)
+    power = check_positive("power", power)  # 0 put every point on one radius; < 0 at infinity
     half = n // 2
     t = torch.rand(half, generator=generator, dtype=torch.float64) ** power
     r = radius * t
@@ -50,7 +52,8 @@ def make_spirals(
 ) -> Split:
     """The paper's task: 500 training and 1000 test points, 4 turns, noise 0.02 (seeded)."""
     for name, n in (("n_train", n_train), ("n_test", n_test)):
-        if isinstance(n, int) and n % 2:  # an odd count silently lost a point
+        check_int(name, n, minimum=2)
+        if n % 2:  # an odd count silently lost a point
             raise ValueError(f"{name} must be even (half the points per class), got {n}")
     g = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
     xtr, ytr = spiral_points(n_train, turns=turns, noise=noise, generator=g)

@@ -42,6 +42,9 @@ def batches(
     """Minibatches of ``(x, y)``; the order is drawn from ``generator`` (reproducible)."""
     batch_size = check_int("batch_size", batch_size, minimum=1)
     n = x.shape[0]
+    if y.shape[0] != n:
+        raise ValueError(f"x and y must have one row per example, got {n} inputs and "
+                         f"{y.shape[0]} targets")
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]

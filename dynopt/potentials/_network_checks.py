@@ -101,9 +101,11 @@ def probe(model: nn.Module, loss_fn: Callable[..., Any], name: str,
 
     def like(t: torch.Tensor) -> torch.Tensor:  # the model evaluates in θ's dtype, so may we
         t = t[:2].to(ref.device)
-        return t.to(ref.dtype) if t.is_floating_point() else t
+        # a copy: the probe must not touch the user's data, whatever the model does to its input
+        return (t.to(ref.dtype) if t.is_floating_point() else t).clone()
 
     x, y = like(data[0]), like(data[1])
+    x_in = x.clone()
     before = {k: b.detach().clone() for k, b in model.named_buffers()}
     try:
         with torch.no_grad():
@@ -111,6 +113,10 @@ def probe(model: nn.Module, loss_fn: Callable[..., Any], name: str,
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
         raise ValueError(f"{name} inputs of shape {tuple(data[0].shape)} do not fit the model: "
                          f"{err}") from err
+    if not torch.equal(x, x_in):  # every evaluation would overwrite the stored data
+        raise ValueError("the model changes its input in place (e.g. nn.ReLU(inplace=True) as "
+                         "its first layer); NetworkLoss evaluates it on the stored data, which "
+                         "it would overwrite: use inplace=False for the layers that see the input")
     for k, b in model.named_buffers():
         if k in before and not torch.equal(before[k], b.detach()):
             b.data.copy_(before[k])

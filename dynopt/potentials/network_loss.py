@@ -83,7 +83,8 @@ class NetworkLoss(AbstractPotential):
             activations on 2-D inputs is evaluated by the lean batched path of
             :mod:`dynopt.potentials.batched_mlp` (same function, less per-call overhead), any
             other model by ``functional_call`` under ``vmap``; ``"vmap"`` or ``"mlp"`` force one.
-            Hessian-vector products always use the vmap path.
+            Hessian-vector products take the same path (the lean path's exact forward-over-
+            reverse products, or ``vmap`` of torch's).
 
     Raises:
         TypeError: A non-module model, a non-callable loss, non-tensor data or a non-floating
