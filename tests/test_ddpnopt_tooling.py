@@ -321,3 +321,57 @@ def test_ddpnopt_refuses_tied_weights_and_reused_modules():
                                   _torch.nn.Tanh(), lin)
     with _pytest.raises(ValueError, match="is the same object as"):
         _DDPNOpt(reused, lr=0.1)
+
+
+@pytest.mark.parametrize("lam", [1e-4, 1e-2])
+def test_an_l2_penalty_written_into_the_loss_equals_weight_decay(lam):
+    """The record holds only the data part of the last layer's gradient; an L2 term in the loss
+    biased the fitted unit factor (c = 1.0016 at λ = 1e-3: the feedback rescaled) and, once the
+    data gradient was small or λ = 1e-2, raised the "gradient accumulation" RuntimeError. The
+    fit now carries λ_W·W + λ_b·b: the run equals weight_decay = 2λ to rounding."""
+    import copy
+
+    torch.manual_seed(0)
+    m0 = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(),
+                       nn.Linear(8, 3)).double()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 5, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (16,), generator=g)
+    a, b = copy.deepcopy(m0), copy.deepcopy(m0)
+    oa = DDPNOpt(a, lr=0.5, base="sgd", terminal_hessian="outer")
+    ob = DDPNOpt(b, lr=0.5, base="sgd", terminal_hessian="outer", weight_decay=2 * lam)
+    for _ in range(5):
+        oa.zero_grad()
+        (F.cross_entropy(a(x), y) + lam * sum((p ** 2).sum() for p in a.parameters())).backward()
+        assert oa.trajectory._reconcile(oa.trajectory.record()) == pytest.approx(1.0, abs=1e-12)
+        oa.step()
+        ob.zero_grad()
+        F.cross_entropy(b(x), y).backward()
+        ob.step()
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-12)
+    assert float((a[0].weight - m0[0].weight).abs().max()) > 1e-3  # the feedback steps moved
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_last_layer_at_a_stationary_point_does_not_stop_the_step(dtype):
+    """At the last layer's least-squares optimum its gradient is at rounding level (3e-8 in
+    float32) and the record cannot tell the unit factor: the step raised "relative difference
+    0.34 … gradient accumulation". The layer below decides now (c = 1)."""
+    torch.manual_seed(0)
+    n = 512
+    x, y = torch.randn(n, 8, dtype=dtype), torch.randn(n, 2, dtype=dtype)
+    m = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 2)).to(dtype)
+    with torch.no_grad():
+        feats = torch.cat([m[1](m[0](x)), torch.ones(n, 1, dtype=dtype)], 1).double()
+        sol = torch.linalg.lstsq(feats, y.double()).solution
+        m[2].weight.copy_(sol[:-1].T.to(dtype))
+        m[2].bias.copy_(sol[-1].to(dtype))
+    opt = DDPNOpt(m, lr=0.05, base="sgd", terminal_hessian="identity")
+    opt.zero_grad()
+    (0.5 * ((m(x) - y) ** 2).sum(1).mean()).backward()
+    assert float(m[2].weight.grad.norm()) < 1e-3 * float(m[0].weight.grad.norm())
+    assert opt.trajectory._reconcile(opt.trajectory.record()) == 1.0
+    before = m[0].weight.detach().clone()
+    opt.step()
+    assert torch.isfinite(m[0].weight).all() and not torch.equal(m[0].weight, before)

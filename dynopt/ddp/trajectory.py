@@ -496,59 +496,82 @@ class DDPTrajectory:
         parameter gradients as they are now.
 
         The gradient of the last layer that has one must equal the one the record implies,
-        ``Σ_i (σ' ⊙ ∂J/∂x_{t+1})_i X_iᵀ``, up to a common factor c: the inverse loss scale after
-        ``GradScaler.unscale_`` (or ``scaler.step``), the factor of ``clip_grad_norm_``, 1
-        otherwise. c is the least-squares fit; within 1e-4 of a power of two (GradScaler's
-        scales) it is taken as that power, so scaled and unscaled runs agree to rounding.
+        ``Σ_i (σ' ⊙ ∂J/∂x_{t+1})_i X_iᵀ``, up to a common factor c (the inverse loss scale
+        after ``GradScaler.unscale_`` or ``scaler.step``, the factor of ``clip_grad_norm_``, 1
+        otherwise) plus an L2 term of the loss, λ_W·W + λ_b·b (a penalty written into the loss
+        rather than given as ``weight_decay``: the record holds only the data part). c and the
+        λ are the least-squares fit; c within 1e-4 of a power of two (GradScaler's scales) is
+        taken as that power, so scaled and unscaled runs agree to rounding. A layer whose
+        implied gradient is at rounding level (a last layer at a stationary point) cannot tell
+        c: the next layer down decides; if none can, c = 1.
 
         Raises:
             RuntimeError: If the two differ by more than 5 % after the fit: the gradients were
                 accumulated over several backward passes (not supported), or changed other than
                 by a common factor between backward() and step().
         """
-        st = next((s for s in reversed(self.stages)
-                   if any(p.grad is not None for p in s.layer.params)
-                   and s.out_leaf in rec.grads), None)
-        if st is None:
-            return 1.0
+        stages = [s for s in reversed(self.stages)
+                  if any(p.grad is not None for p in s.layer.params) and s.out_leaf in rec.grads]
+        for st in stages:
+            fit = self._fit_scale(rec, st)
+            if fit is None:
+                continue
+            c, rel = fit
+            if rel > 0.05:
+                raise RuntimeError(
+                    f"the gradient of layer {st.layer.name} differs from the gradient of the "
+                    f"recorded forward pass (relative difference {rel:.3g} after the best common "
+                    "factor and L2 term): gradient accumulation over several backward passes is "
+                    "not supported by DDPNOpt (its feedback needs the per-sample quantities of "
+                    "one batch: use one larger batch), nor are changes of the gradients between "
+                    "backward() and step() other than a common factor (GradScaler, "
+                    "clip_grad_norm_), nor gradients averaged over processes "
+                    "(DistributedDataParallel)")
+            if c > 0:
+                power = 2.0 ** round(math.log2(c))
+                if abs(c / power - 1.0) < 1e-4:
+                    c = power
+            return c
+        return 1.0
+
+    def _fit_scale(self, rec: _Record, st: Any) -> tuple[float, float] | None:
+        """(c, relative residual) for one stage's layer; None if its implied gradient is at
+        rounding level (or not finite: the optimizer's finiteness check reports that)."""
         layer = st.layer
         h = rec.outs[st.leaf]
         assert h is not None
         d1, _ = self._post_derivs(rec, st, second=False)
         v = rec.grads[st.out_leaf].reshape(h.shape)
-        implied = layer.batch_outer(layer.outputs(v if d1 is None else v * d1),
-                                    layer.inputs(self._input_of(rec, st)))
+        outs = layer.outputs(v if d1 is None else v * d1)
+        ins = layer.inputs(self._input_of(rec, st))
+        implied = layer.batch_outer(outs, ins)
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in layer.params]
         a = layer.aug(grads[0], grads[1] if len(grads) > 1 else None).reshape(-1).double()
         b = implied.reshape(-1).double()
+        w = layer.aug(layer.params[0].detach(), None if len(layer.params) < 2 else
+                      torch.zeros_like(layer.params[1])).reshape(-1).double()
+        cols = [b, w]
+        if len(layer.params) > 1:
+            cols.append(layer.aug(torch.zeros_like(layer.params[0]),
+                                  layer.params[1].detach()).reshape(-1).double())
         if any(p.grad is None for p in layer.params):   # compare the parts that have one
             mask = layer.aug(*[torch.full_like(p, float(p.grad is not None))
                                for p in layer.params]).reshape(-1).double()
-            a, b = a * mask, b * mask
-        aa, ab, bb = torch.stack([a.dot(a), a.dot(b), b.dot(b)]).tolist()
-        if not all(map(math.isfinite, (aa, ab, bb))):
-            return 1.0     # the optimizer's finiteness check reports it
-        if bb == 0.0:
-            if aa == 0.0:
-                return 1.0
-            c, rel = 0.0, 1.0
-        else:
-            c = ab / bb
-            rel = math.sqrt(max(aa - ab * ab / bb, 0.0) / aa) if aa > 0 else 0.0
-        if rel > 0.05:
-            raise RuntimeError(
-                f"the gradient of layer {layer.name} differs from the gradient of the recorded "
-                f"forward pass (relative difference {rel:.3g} after the best common factor): "
-                "gradient accumulation over several backward passes is not supported by DDPNOpt "
-                "(its feedback needs the per-sample quantities of one batch: use one larger "
-                "batch), nor are changes of the gradients between backward() and step() other "
-                "than a common factor (GradScaler, clip_grad_norm_), nor gradients averaged over "
-                "processes (DistributedDataParallel)")
-        if c > 0:
-            power = 2.0 ** round(math.log2(c))
-            if abs(c / power - 1.0) < 1e-4:
-                c = power
-        return c
+            a, cols = a * mask, [col * mask for col in cols]
+        # rounding level of the implied gradient: eps · Σ_i |G_i| |X_i| (per-sample outer
+        # products' sizes), with a margin for the backward pass's own rounding
+        eps = torch.finfo(h.dtype).eps
+        size = float((outs.flatten(1).norm(dim=1) * ins.flatten(1).norm(dim=1)).sum())
+        aa, bb = float(a.dot(a)), float(b.dot(b))
+        if not all(map(math.isfinite, (aa, bb, size))):
+            return None
+        if math.sqrt(bb) <= 64.0 * eps * size:
+            return None
+        basis, a = torch.stack(cols, dim=1).cpu(), a.cpu()  # (gelsd: rank-safe, CPU only)
+        coef = torch.linalg.lstsq(basis, a.unsqueeze(1), driver="gelsd").solution[:, 0]
+        resid = a - basis @ coef
+        rel = math.sqrt(float(resid.dot(resid)) / aa) if aa > 0 else 0.0
+        return float(coef[0]), rel
 
     # --- terminal ---------------------------------------------------------------------------
     def _terminal_factor(self, out: Tensor, vxt: Tensor) -> Tensor:
