@@ -188,3 +188,43 @@ def test_divergence_names_snapshot_and_exact_step():
     assert bool(torch.isfinite(ok.x).all())
     with pytest.raises(DivergenceError, match=f"at step {step} "):
         surf([g, g], y, steps_per_snapshot=[0, step], **kw)
+
+
+def test_state_dict_snapshots_must_match_the_model_and_dtypes_are_one():
+    """functional_call is lenient: a snapshot missing '2.weight' (or with '2.weights') ran on
+    the model's own tensor, and a 'module.'-prefixed one gave a raw AttributeError."""
+    snaps = path(2)
+    model = copy.deepcopy(snaps[0])
+    _, y = targets(snaps[1])
+    sds = [copy.deepcopy(s.state_dict()) for s in snaps]
+    x0 = torch.zeros(4, 3, dtype=torch.float64)
+    ref = surf(snaps, y, x0=x0, steps_per_snapshot=5, lr=0.02)
+    got = surf(sds, y, x0=x0, steps_per_snapshot=5, lr=0.02, model=model)
+    assert torch.equal(got.x, ref.x)
+    missing = copy.deepcopy(sds)
+    del missing[1]["2.weight"]
+    typo = copy.deepcopy(sds)
+    typo[0]["2.weights"] = typo[0].pop("2.weight")
+    prefixed = [{f"module.{k}": v for k, v in sd.items()} for sd in sds]
+    for bad, match in ((missing, r"snapshot 1 does not fit model: missing keys \['2.weight'\]"),
+                       (typo, r"snapshot 0 .* unexpected keys \['2.weights'\]"),
+                       (prefixed, r"unexpected keys \['module.0.bias'")):
+        with pytest.raises(ValueError, match=match):
+            surf(bad, y, x0=x0, steps_per_snapshot=5, lr=0.02, model=model)
+    mixed = [snaps[0], copy.deepcopy(snaps[1]).float()]
+    with pytest.raises(ValueError, match="the snapshots mix dtypes"):
+        surf(mixed, y, x0=x0, steps_per_snapshot=5, lr=0.02)
+
+
+def test_chains_in_another_dtype_than_the_network_and_numpy_step_counts():
+    """dtype= was documented as the chains' dtype but every value other than the network's
+    failed ("mat1 and mat2 must have the same dtype"); np.int64 step counts gave a raw
+    TypeError."""
+    snaps = path(3)
+    _, y = targets(snaps[-1])
+    x0 = torch.zeros(4, 3, dtype=torch.float64)
+    ref = surf(snaps, y, x0=x0, steps_per_snapshot=5, lr=0.02)
+    f32 = surf(snaps, y, x0=x0, steps_per_snapshot=np.int64(5), lr=0.02, dtype=torch.float32)
+    assert f32.x.dtype == torch.float32
+    torch.testing.assert_close(f32.x.double(), ref.x, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(ref.x, x0)

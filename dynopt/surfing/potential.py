@@ -36,7 +36,8 @@ def generator_fn(snapshot: nn.Module | Mapping[str, Tensor], model: nn.Module | 
 
 
 def reconstruction_potential(gen: Callable[[Tensor], Tensor], y: Tensor, a: Tensor | None,
-                             dim: int, name: str) -> Custom:
+                             dim: int, name: str, net_dtype: torch.dtype | None = None
+                             ) -> Custom:
     """``U(x) = ½‖A G(x) − y‖²`` per chain as a :class:`~dynopt.potentials.Custom` potential.
 
     Args:
@@ -45,11 +46,13 @@ def reconstruction_potential(gen: Callable[[Tensor], Tensor], y: Tensor, a: Tens
         a: Measurement matrix ``(m, n_out)`` or None (A = I).
         dim: Latent dimension d.
         name: Label.
+        net_dtype: The network's dtype (the codes are cast to it and its outputs back to the
+            targets' dtype; default: the targets' dtype).
     """
 
     def value(q: Tensor) -> Tensor:
         lead = q.shape[:-1]
-        out = gen(q.reshape(-1, dim).to(y.dtype))
+        out = gen(q.reshape(-1, dim).to(net_dtype or y.dtype)).to(y.dtype)
         if a is not None:
             out = out @ a.T
         r = out.reshape(*lead, -1) - y

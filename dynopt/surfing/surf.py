@@ -44,6 +44,7 @@ dynamics, ≤ 0 (dissipation) for a gradient flow with a small step.
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -198,10 +199,9 @@ def surf(
     n_snap = len(snaps)
     steps = _steps(steps_per_snapshot, n_snap)
     temp = _temperature(temperature, dynamics, n_snap)
+    net_dtype = _snapshot_dtype(snaps, model)
     if dtype is None:
-        ref = snaps[0] if isinstance(snaps[0], nn.Module) else model
-        p0 = next(iter(ref.parameters()), None)  # type: ignore[union-attr]
-        dtype = p0.dtype if p0 is not None else torch.float64
+        dtype = net_dtype
     gens = [generator_fn(s, model) for s in snaps]
 
     gen_t = torch.Generator().manual_seed(0 if seed is None else int(seed))
@@ -214,7 +214,7 @@ def surf(
         raise ValueError(f"y has {yt.shape[0]} rows (targets) but x0 has {n} rows (chains)")
     try:
         with torch.no_grad():
-            n_out = gens[0](x[:1]).shape[1]
+            n_out = gens[0](x[:1].to(net_dtype)).shape[1]
     except RuntimeError as err:
         raise ValueError(f"the first snapshot cannot be evaluated on x0 with {d} latent "
                          f"coordinates per chain ({err})") from None
@@ -232,7 +232,7 @@ def surf(
     if not bool(torch.isfinite(yt).all()):
         raise ValueError("y must be finite")
     y2 = yt.expand(n, m) if yt.ndim == 1 else yt
-    pots = [reconstruction_potential(g, y2, at, d, f"surfing snapshot {k}")
+    pots = [reconstruction_potential(g, y2, at, d, f"surfing snapshot {k}", net_dtype)
             for k, g in enumerate(gens)]
 
     integ: AbstractIntegrator = BAOAB() if dynamics == "langevin" else EulerMaruyama()
@@ -307,8 +307,31 @@ def _energy(system: AbstractSystem, state: State) -> np.ndarray:
     return h.double().numpy()
 
 
+def _snapshot_dtype(snaps: Sequence[Any], model: nn.Module | None) -> torch.dtype:
+    """The one floating dtype of the snapshots' tensors (float64 if they have none); state
+    dicts must hold exactly the model's keys (a missing or misspelt key silently ran on the
+    model's own tensor, functional_call being lenient)."""
+    dtypes: set[torch.dtype] = set()
+    want = set(model.state_dict()) if model is not None else set()
+    for k, s in enumerate(snaps):
+        if isinstance(s, nn.Module):
+            tensors = [*s.parameters(), *s.buffers()]
+        else:
+            keys = set(s)
+            missing, extra = sorted(want - keys), sorted(keys - want)
+            if missing or extra:
+                raise ValueError(f"snapshot {k} does not fit model: missing keys {missing[:5]}, "
+                                 f"unexpected keys {extra[:5]} (a state dict of model itself, "
+                                 "e.g. copy.deepcopy(model.state_dict()), has exactly its keys)")
+            tensors = [t for t in s.values() if isinstance(t, Tensor)]
+        dtypes |= {t.dtype for t in tensors if t.is_floating_point()}
+    if len(dtypes) > 1:
+        raise ValueError(f"the snapshots mix dtypes {sorted(map(str, dtypes))}: give them one")
+    return dtypes.pop() if dtypes else torch.float64
+
+
 def _steps(spec: int | Sequence[int], n_snap: int) -> list[int]:
-    if isinstance(spec, int) and not isinstance(spec, bool):
+    if isinstance(spec, numbers.Integral) and not isinstance(spec, bool):
         return [check_int("steps_per_snapshot", spec, minimum=0)] * n_snap
     steps = [check_int("steps_per_snapshot[k]", s, minimum=0) for s in spec]
     if len(steps) != n_snap:
