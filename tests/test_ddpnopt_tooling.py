@@ -375,3 +375,43 @@ def test_a_last_layer_at_a_stationary_point_does_not_stop_the_step(dtype):
     before = m[0].weight.detach().clone()
     opt.step()
     assert torch.isfinite(m[0].weight).all() and not torch.equal(m[0].weight, before)
+
+
+def _mlp_with(layer):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), layer)
+
+
+class _DoubledLinear(nn.Linear):
+    def forward(self, x):
+        return F.linear(x, 2 * self.weight, self.bias)
+
+
+@pytest.mark.parametrize(("make", "match"), [
+    (lambda: _DoubledLinear(6, 3), "_DoubledLinear overrides forward"),
+    (lambda: nn.utils.parametrizations.weight_norm(nn.Linear(6, 3)), "weight is parametrized"),
+    (lambda: nn.utils.parametrizations.spectral_norm(nn.Linear(6, 3)),
+     "weight is parametrized"),
+    (lambda: nn.LazyLinear(3), "not initialized yet"),
+])
+def test_layers_that_are_not_plain_affine_maps_are_refused_by_name(make, match):
+    """A Linear subclass with its own forward was modelled as W x + b (its recorded h was
+    0.68 off); parametrized weights gave torch's "can't optimize a non-leaf Tensor" and a lazy
+    layer a raw uninitialized-parameter error."""
+    with pytest.raises(ValueError, match=r"layer 2 \(.*\) as a plain Linear, but .*" + match):
+        DDPNOpt(_mlp_with(make()), lr=0.1)
+
+
+def test_a_second_ddpnopt_on_the_same_model_and_old_style_weight_norm():
+    """DDPNOpt's own (observing) forward hooks do not make a layer unsupported; the old
+    torch.nn.utils.weight_norm recomputes the weight in a forward pre-hook: refused."""
+    m = _mlp_with(nn.Linear(6, 3))
+    DDPNOpt(m, lr=0.1)
+    DDPNOpt(m, lr=0.1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch deprecates utils.weight_norm
+        old = nn.utils.weight_norm(nn.Linear(6, 3))
+    with pytest.raises(ValueError, match="forward pre-hooks"):
+        DDPNOpt(_mlp_with(old), lr=0.1)

@@ -278,6 +278,10 @@ class DDPTrajectory:
         self.stages: list[Stage] = []
         for i, (m, name) in enumerate(zip(self.leaves, names, strict=True)):
             if isinstance(m, nn.Linear | nn.Conv2d):
+                reason = _affine_reason(m)
+                if reason is not None:
+                    raise ValueError(f"DDPTrajectory models layer {name} as a plain "
+                                     f"{_affine_base(m).__name__}, but {reason}")
                 self.stages.append(Stage(len(self.stages), AffineLayer(m, name), i, []))
                 continue
             reason = unsupported_reason(m)
@@ -856,6 +860,31 @@ def _refactor(s: Tensor, qx: Tensor, diagnostics: bool = True) -> tuple[Tensor, 
     root = (vec * lam.clamp(min=0.0).sqrt().unsqueeze(1)) @ vec.transpose(1, 2)
     z = root @ q.transpose(1, 2)
     return z.reshape(bsz, z.shape[1], *qx.shape[2:]), clipped
+
+
+def _affine_base(m: nn.Module) -> type[nn.Module]:
+    return nn.Linear if isinstance(m, nn.Linear) else nn.Conv2d
+
+
+def _affine_reason(m: nn.Module) -> str | None:
+    """Why a Linear/Conv2d is not the plain layer the DDP model assumes (its weight W and bias
+    b enter as W x + b), or None."""
+    from torch.nn.utils import parametrize
+
+    base = _affine_base(m)
+    if type(m).forward is not base.forward or (
+            base is nn.Conv2d and type(m)._conv_forward is not nn.Conv2d._conv_forward):
+        return (f"{type(m).__name__} overrides forward (e.g. fake quantization, LoRA): the DDP "
+                "model would not be the layer the network runs")
+    if any(isinstance(p, nn.parameter.UninitializedParameter) for p in m.parameters()):
+        return "its parameters are not initialized yet (a lazy layer): run one forward first"
+    if parametrize.is_parametrized(m):
+        return ("its weight is parametrized (weight_norm/spectral_norm): the controls must be "
+                "the parameters themselves")
+    if m._forward_pre_hooks:  # (forward hooks that only observe, as DDPNOpt's own, are fine)
+        return ("it has forward pre-hooks (e.g. torch.nn.utils.weight_norm, which recomputes "
+                "the weight): the controls must be the parameters themselves")
+    return None
 
 
 def _refuse_shared_weights(stages: list[Stage]) -> None:
