@@ -137,3 +137,33 @@ def test_bad_eps_options_name_the_parameter(kw, match):
 def test_stage_policy_rejects_an_unknown_placement():
     with pytest.raises(ValueError, match="eps_placement must be one of"):
         StagePolicy(Curvature(eta=0.1), torch.zeros(2, 2), eps_placement="Vxx")
+
+
+@pytest.mark.parametrize("eps", [1e-12, 1e-9])
+def test_float32_with_a_small_vxx_reg_steps_like_float64(eps):
+    """q_xᵀ S q_x has rank ≤ r < n: formed in float32 its rounding-level negative eigenvalues
+    defeated a small ε and the Cholesky factor failed (DivergenceError at step 1 for ε ≤ 1e-9).
+    It is formed in float64 now; float32 follows the float64 run."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    from dynopt.optim import DDPNOpt
+
+    runs, starts = [], []
+    for dtype in (torch.float32, torch.float64):
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(),
+                          nn.Linear(32, 10)).to(dtype)
+        opt = DDPNOpt(m, lr=0.1, base="sgd", vxx_reg=eps)
+        starts.append(torch.cat([p.detach().double().flatten() for p in m.parameters()]))
+        g = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            x = torch.randn(32, 64, generator=g, dtype=torch.float64).to(dtype)
+            y = torch.randint(0, 10, (32,), generator=g)
+            opt.zero_grad()
+            F.cross_entropy(m(x), y).backward()
+            opt.step()
+        runs.append(torch.cat([p.detach().double().flatten() for p in m.parameters()]))
+    moved = [r - s0 for r, s0 in zip(runs, starts, strict=True)]
+    assert float(moved[1].norm()) > 1e-2
+    assert float((moved[0] - moved[1]).norm()) < 1e-3 * float(moved[1].norm())

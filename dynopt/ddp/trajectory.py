@@ -788,7 +788,10 @@ def _regularized_factor(s: Tensor | None, qx: Tensor, eps: float, diagnostics: b
     """
     bsz, r = qx.shape[:2]
     shape = qx.shape[2:]
-    q = qx.reshape(bsz, r, -1)
+    # in float64: q_xᵀ S q_x has rank ≤ r < n, so in float32 its rounding-level negative
+    # eigenvalues defeated a small ε (Cholesky failed at step 1 for ε ≤ 1e-9)
+    q = qx.reshape(bsz, r, -1).double()
+    s = None if s is None else s.double()
     n = q.shape[2]
     clipped = None
     if s is None:
@@ -817,7 +820,8 @@ def _regularized_factor(s: Tensor | None, qx: Tensor, eps: float, diagnostics: b
     if bool(info.any()):                          # non-finite or lost to rounding
         return torch.full((bsz, n, *shape), float("nan"), dtype=qx.dtype,
                           device=qx.device), clipped
-    return chol.transpose(1, 2).reshape(bsz, n, *shape), clipped
+    return chol.transpose(1, 2).reshape(bsz, n, *shape).to(qx.dtype), (
+        None if clipped is None else clipped.to(qx.dtype))
 
 
 def _refactor(s: Tensor, qx: Tensor, diagnostics: bool = True) -> tuple[Tensor, Tensor | None]:
