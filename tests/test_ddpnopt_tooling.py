@@ -415,3 +415,26 @@ def test_a_second_ddpnopt_on_the_same_model_and_old_style_weight_norm():
         old = nn.utils.weight_norm(nn.Linear(6, 3))
     with pytest.raises(ValueError, match="forward pre-hooks"):
         DDPNOpt(_mlp_with(old), lr=0.1)
+
+
+def test_remove_hooks_sticks_until_attach_hooks():
+    """After remove_hooks() a step blamed "the feedback was off in every param group" (it was
+    on) and silently re-attached the hooks, as did load_state_dict."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    opt = DDPNOpt(m, lr=0.1)
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    opt.remove_hooks()
+    opt.zero_grad()
+    F.cross_entropy(m(x), y).backward()
+    with pytest.raises(RuntimeError, match=r"hooks were removed \(remove_hooks\(\)\).*"
+                                           r"attach_hooks\(\)"):
+        opt.step()
+    opt.load_state_dict(opt.state_dict())
+    assert not opt.trajectory.attached and sum(len(l._forward_hooks) for l in m) == 0
+    opt.attach_hooks()
+    opt.zero_grad()
+    F.cross_entropy(m(x), y).backward()
+    before = m[0].weight.detach().clone()
+    opt.step()
+    assert not torch.equal(m[0].weight, before)

@@ -54,7 +54,7 @@ that record ``∂J/∂x_t`` during ``loss.backward()``. The ordinary loop works 
 ``step()`` uses the last forward pass run with gradients enabled (evaluate under
 ``torch.no_grad()``) and raises ``RuntimeError`` if that pass got no backward or the
 parameters changed since. ``opt.step(closure)`` works as usual. ``opt.remove_hooks()`` detaches
-the optimizer from the model.
+the optimizer from the model (until ``opt.attach_hooks()``).
 
 **Standard tooling.** ``GradScaler`` (either ``scaler.step(opt)`` or ``scaler.unscale_(opt)``
 then clipping): the recorded activation gradients are brought to the units of the parameter
@@ -254,9 +254,10 @@ class DDPNOpt(DynamicsOptimizer):
         return any(g["feedback"] or g["base"] == "ekfac" for g in self.param_groups)
 
     def _sync_hooks(self) -> None:
-        """Record activations only when some group needs them (feedback or EKFAC)."""
+        """Record activations only when some group needs them (feedback or EKFAC), unless
+        :meth:`remove_hooks` detached the optimizer."""
         self.trajectory.watched = {id(p) for g in self.param_groups for p in g["params"]}
-        if self._needs_record():
+        if self._needs_record() and not self.__dict__.get("_hooks_removed", False):
             self.trajectory.attach()
         else:
             self.trajectory.detach()
@@ -349,8 +350,16 @@ class DDPNOpt(DynamicsOptimizer):
         self._sync_hooks()
 
     def remove_hooks(self) -> None:
-        """Detach the optimizer's recording hooks from the model."""
+        """Detach the optimizer's recording hooks from the model, for good: later steps that
+        need a record (feedback, EKFAC) raise; :meth:`attach_hooks` undoes it."""
+        self._hooks_removed = True
         self.trajectory.detach()
+
+    def attach_hooks(self) -> None:
+        """Re-attach the recording hooks after :meth:`remove_hooks` (record from the next
+        forward pass on)."""
+        self._hooks_removed = False
+        self._sync_hooks()
 
     # --- the update -------------------------------------------------------------------------
     def _hypers(self, group: dict[str, Any]) -> dict[str, Any]:
@@ -365,6 +374,10 @@ class DDPNOpt(DynamicsOptimizer):
             return
         self._check_dtypes()
         if not self.trajectory.attached:
+            if self.__dict__.get("_hooks_removed", False):
+                raise RuntimeError("DDPNOpt's recording hooks were removed (remove_hooks()), "
+                                   "but the feedback or EKFAC needs the forward pass: call "
+                                   "attach_hooks() and run a new forward and backward pass")
             self.trajectory.attach()
             raise RuntimeError("DDPNOpt was not recording activations (the feedback was off "
                                "in every param group); run a new forward and backward pass "
