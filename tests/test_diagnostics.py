@@ -447,3 +447,23 @@ def test_temperatures_of_an_observables_run_say_what_was_not_recorded():
         dg.configurational_temperature(tr)
     with pytest.raises(ValueError, match="q has 3 coordinate"):
         dg.configurational_temperature(np.zeros((2, 5, 3)), DoubleWell(dim=2))
+
+
+def test_gibbs_mean_potential_at_a_tiny_temperature_and_with_distinct_marginals():
+    """At τ = 1e-12 the support was narrower than the first grid's step: Z underflowed and
+    ``dynopt study --temperature 1e-12`` ended in ZeroDivisionError after the run. The grid now
+    zooms in (harmonic: ⟨U⟩ = τ/2 exactly), and what it cannot resolve (two wells far apart at
+    that τ) is a ValueError naming the temperature. Coordinates share one quadrature only when
+    their marginals agree: u₀ = q², u₁ = q⁴ give τ/2 + τ/4."""
+    from dynopt.potentials import Custom, DoubleWell, Harmonic
+
+    for tau in (1e-12, 1e-20):
+        assert dg.gibbs_mean_potential(Harmonic(1.0, 1), tau) == pytest.approx(tau / 2,
+                                                                              rel=1e-9)
+    with pytest.raises(ValueError, match="temperature=1e-12: the Gibbs density"):
+        dg.gibbs_mean_potential(DoubleWell(1), 1e-12)
+    pot = Custom(2, value=lambda q: 0.5 * q[..., 0] ** 2 + 0.25 * q[..., 1] ** 4)
+    pot.separable = True
+    assert dg.gibbs_mean_potential(pot, 0.3) == pytest.approx(0.3 / 2 + 0.3 / 4, rel=1e-9)
+    many = dg.gibbs_mean_potential(DoubleWell(200), 0.25)
+    assert many == pytest.approx(200 * dg.gibbs_mean_potential(DoubleWell(1), 0.25), rel=1e-10)
