@@ -110,7 +110,7 @@ POTENTIALS: dict[str, PotentialEntry] = {
     "double-well": PotentialEntry(lambda d: DoubleWell(dim=d), 1, 1.0),
     "ackley": PotentialEntry(lambda d: Ackley(dim=d), 2, 0.5),
     "rastrigin": PotentialEntry(lambda d: Rastrigin(dim=d), 2, 0.0),
-    "rosenbrock": PotentialEntry(lambda d: Rosenbrock(dim=d), 2, 1.0),
+    "rosenbrock": PotentialEntry(lambda d: Rosenbrock(dim=d), 2, 1.0, h=0.005),
     "ackley-bbi": PotentialEntry(lambda d: Ackley(dim=d, b=0.02), 2, 3.0),
     "zakharov": PotentialEntry(lambda d: Zakharov(dim=d), 10, 1.0, h=0.001),
     "multi-basin": PotentialEntry(lambda d: MultiBasin(dim=d), 2, 6.0),
