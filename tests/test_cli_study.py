@@ -131,6 +131,18 @@ def test_port_hamiltonian_study_keeps_its_kinetic_temperature(tmp_path):
     assert "kinetic_temperature" in json.loads((tmp_path / "summary.json").read_text())
 
 
+def test_rosenbrock_runs_at_its_own_default_step(tmp_path, capsys):
+    # At h = 0.05 the chains reach curvature ~1200 q² beyond BAOAB's limit (diverged at step
+    # 130 with the default seed); 0.005 is the entry's default.
+    rc = main(["study", "--potential", "rosenbrock", "--steps", "3000", "--chains", "4",
+               "--out", str(tmp_path), "--no-plots"])
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "summary.json").read_text())["h"] == 0.005
+    rc = main(["study", "--potential", "rosenbrock", "--h", "0.05", "--steps", "3000",
+               "--chains", "4", "--out", str(tmp_path), "--no-plots"])
+    assert rc == 1 and "diverged at step" in capsys.readouterr().err
+
+
 def test_zakharov_runs_at_its_own_default_step(tmp_path, capsys):
     # At h = 0.05 Langevin diverged in the first steps from (1, ..., 1) (curvature 8.7e5 there);
     # the potential's entry carries a stable default, and an explicit --h still wins.
