@@ -174,10 +174,12 @@ class TrainingMonitor:
     def _momenta(self, dtype: torch.dtype) -> torch.Tensor:
         groups = self._groups()
         chunks = []
+        self._without_momentum = set()
         for p in self.params:
             st = self.optimizer.state.get(p, {})
             buf = st.get(self._kind) if self._kind else None
             if buf is None or id(p) not in groups:
+                self._without_momentum.add(id(p))
                 chunks.append(torch.zeros(p.numel(), dtype=dtype, device=p.device))
                 continue
             v = buf.detach().reshape(-1).to(dtype)
@@ -219,6 +221,7 @@ class TrainingMonitor:
         # U is the network in eval mode (the loop may be in model.train(): dropout, batch norm)
         with torch.no_grad(), eval_mode([self.model]):
             rec.record(r, state, self.system)
+            self._blank_kinetic(r)
             for key, val in self._thermostats().items():
                 buf = rec.buffers.get(key)
                 if buf is None:
@@ -233,6 +236,29 @@ class TrainingMonitor:
         else:
             self._curv.append((math.nan, math.nan))
         self.last_state = state
+
+    def _blank_kinetic(self, r: int) -> None:
+        """NaN, not 0, for the kinetic energy of a layer none of whose parameters has a
+        momentum (LOL's overdamped layers; before a group's first step): its temperature is
+        undefined, not zero. H counts the layers that have momenta."""
+        none = self.__dict__.get("_without_momentum", set())
+        if not none:
+            return
+        for name, ps in self._layer_params().items():
+            buf = self.recorder.buffers.get(f"kinetic:{name}")
+            if buf is not None and all(id(p) in none for p in ps):
+                buf[0, r] = float("nan")
+
+    def _layer_params(self) -> dict[str, list[torch.Tensor]]:
+        """The model's parameters per layer of the potential (by their flat offsets)."""
+        out: dict[str, list[torch.Tensor]] = {}
+        offsets, off = [], 0
+        for p in self.params:
+            offsets.append((off, p))
+            off += p.numel()
+        for name, sl in self.potential.layers.items():
+            out[name] = [p for o, p in offsets if sl.start <= o < sl.stop]
+        return out
 
     def _thermostats(self) -> dict[str, torch.Tensor]:
         from .optim.partitioned import Partitioned

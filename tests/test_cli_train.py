@@ -60,3 +60,30 @@ def test_train_option_errors_are_one_line_with_status_2(argv, message, tmp_path,
     rc = main(["train", "--optimizer", "langevin", "--out", str(tmp_path), *argv])
     err = capsys.readouterr().err
     assert rc == 2 and message in err and "Traceback" not in err
+
+
+def test_train_report_layers_without_momenta_windows_without_records_and_no_limit(
+        tmp_path, capsys):
+    """LOL's overdamped layers have no momenta: they were reported as T_kin = 0 ± 0 next to
+    "target τ" (now "-"); an epoch with no new record printed NaN and numpy warnings; BBI's
+    missing linear limit printed "limit nan"."""
+    rc = main(["train", "--optimizer", "lol", "--epochs", "20", "--out", str(tmp_path),
+               "--no-plots"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    rows = {r.split()[0]: r.split()[2] for r in text.splitlines()
+            if re.match(r"^[02]\.(weight|bias)\s", r)}
+    assert rows["2.weight"] == rows["2.bias"] == "-"
+    assert float(rows["0.weight"]) > 0 and float(rows["0.bias"]) > 0
+    last = [ln for ln in text.splitlines() if ln.startswith("epoch")][-1]
+    kin = re.search(r"T_kin \[([^\]]*)\]", last).group(1).split()
+    assert kin[2:] == ["-", "-"] and all(float(v) > 0 for v in kin[:2])
+    rc = main(["train", "--optimizer", "langevin", "--data", "wine", "--epochs", "3",
+               "--record-every", "100", "--out", str(tmp_path), "--no-plots"])
+    out = capsys.readouterr()
+    assert rc == 0 and "nan" not in out.out and "Mean of empty slice" not in out.err
+    assert out.out.count("no new records in this window") == 2
+    rc = main(["train", "--optimizer", "bbi", "--epochs", "2", "--curvature-every", "2",
+               "--out", str(tmp_path), "--no-plots"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "(no linear limit)" in text and "limit nan" not in text

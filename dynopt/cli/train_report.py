@@ -33,10 +33,14 @@ def window_summary(traj: Trajectory, start: int) -> dict[str, Any]:
     """Means over records ``start:`` (one chain): per-layer T_kin and T_conf, ξ, energy."""
     ex = traj.extras
     sizes = _sizes(traj)
-    out: dict[str, Any] = {"t_kin": {}, "t_conf": {}}
+    out: dict[str, Any] = {"t_kin": {}, "t_conf": {}, "records": traj.n_draws - start}
+    if start >= traj.n_draws:  # no record in this window (record_every > its steps)
+        return out
     for name in layer_names(traj):
         if f"kinetic:{name}" in ex:
-            out["t_kin"][name] = float(np.mean(2 * ex[f"kinetic:{name}"][0, start:]) / sizes[name])
+            k = ex[f"kinetic:{name}"][0, start:]  # all NaN: the layer has no momenta
+            out["t_kin"][name] = (float("nan") if np.isnan(k).all() else
+                                  float(np.nanmean(2 * k) / sizes[name]))
         if f"grad2:{name}" in ex:
             num = float(np.sum(ex[f"grad2:{name}"][0, start:]))
             den = float(np.sum(ex[f"laplacian:{name}"][0, start:]))
@@ -56,8 +60,10 @@ def window_summary(traj: Trajectory, start: int) -> dict[str, Any]:
 def format_window(s: dict[str, Any]) -> str:
     """One line: T_kin and T_conf per layer, ξ, energy, λ_max/λ_c."""
     def fmt(d: dict[str, float]) -> str:
-        return " ".join(f"{v:.2e}" for v in d.values())
+        return " ".join(f"{v:.2e}" if np.isfinite(v) else "-" for v in d.values())
 
+    if s.get("records", 1) <= 0:
+        return "(no new records in this window: lower --record-every)"
     parts = []
     if s["t_kin"]:
         parts.append(f"T_kin [{fmt(s['t_kin'])}]")
@@ -67,8 +73,12 @@ def format_window(s: dict[str, Any]) -> str:
         parts.append(f"xi {s['xi']:.3e}")
     parts.append(f"H {s['energy']:.4f}")
     if "lambda_max" in s:
-        past = " (past the limit)" if s["lambda_max"] >= s["stability_limit"] else ""
-        parts.append(f"lam_max {s['lambda_max']:.3g} / limit {s['stability_limit']:.3g}{past}")
+        if np.isfinite(s["stability_limit"]):
+            past = " (past the limit)" if s["lambda_max"] >= s["stability_limit"] else ""
+            parts.append(f"lam_max {s['lambda_max']:.3g} / limit {s['stability_limit']:.3g}"
+                         f"{past}")
+        else:  # BBI, ECDSep, DDPNOpt: no linear stability limit
+            parts.append(f"lam_max {s['lambda_max']:.3g} (no linear limit)")
     return "  ".join(parts)
 
 

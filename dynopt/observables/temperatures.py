@@ -53,7 +53,9 @@ def layer_temperatures(traj: Any, *, burn_in: int = 0, n_batches: int | None = N
         n = len(range(*sl.indices(dim)))
         kin = conf = None
         if f"kinetic:{name}" in ex:
-            kin = estimate_mean(2.0 * np.asarray(ex[f"kinetic:{name}"])[:, b:] / n, n_batches)
+            k = 2.0 * np.asarray(ex[f"kinetic:{name}"])[:, b:] / n
+            if not np.isnan(k).all():  # all NaN: the block has no momenta (e.g. LOL's)
+                kin = estimate_mean(k, n_batches)
         if f"grad2:{name}" in ex:
             conf = estimate_ratio(np.asarray(ex[f"grad2:{name}"])[:, b:],
                                   np.asarray(ex[f"laplacian:{name}"])[:, b:], n_batches)
