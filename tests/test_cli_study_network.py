@@ -78,6 +78,8 @@ def test_bbi_mlp_study_has_no_kinetic_temperatures(tmp_path, capsys):
     (["--potential", "harmonic"], "--potential does not apply with --model"),
     (["--dim", "3"], "--dim does not apply with --model"),
     (["--q0", "0.5"], "--q0 does not apply with --model"),
+    # a noise-free scheme drops Langevin's thermostat: its temperature targets were printed
+    (["--integrator", "BAB"], "--integrator BAB draws no noise"),
 ])
 def test_bad_inputs(tmp_path, capsys, argv, message):
     rc = main(["study", "--model", "mlp", "--out", str(tmp_path), *argv])
@@ -121,3 +123,19 @@ def test_the_network_study_honours_noise(tmp_path, capsys):
         assert rc == 0
         runs[noise] = json.loads((out / "summary.json").read_text())
     assert runs["gaussian"]["loss"] != runs["discrete"]["loss"]
+
+
+def test_a_dissipative_system_has_no_conservation_target(tmp_path, capsys):
+    """port-hamiltonian with γ > 0 was reported as an energy-conservation check (target 0,
+    z = -4.2); its energy change is printed without target, marked dissipative."""
+    rc = main(["study", "--model", "mlp", "--system", "port-hamiltonian", "--steps", "400",
+               "--chains", "2", "--record-every", "10", "--out", str(tmp_path), "--no-plots"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "energy change d/dt (dissipative)" in out and "energy drift d/dt" not in out
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["conservation"]["conservative"] is False
+    rc = main(["study", "--system", "port-hamiltonian", "--gamma", "0", "--steps", "2000",
+               "--chains", "2", "--out", str(tmp_path), "--no-plots"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "energy drift d/dt" in out  # γ = 0: Hamiltonian, conservative

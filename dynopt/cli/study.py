@@ -23,7 +23,7 @@ import numpy as np
 from .._files import prepare_output_dir, write_text_atomic
 from .._validation import check_int, check_nonnegative, check_positive, check_probability
 from ..stepping import NOISES
-from .study_registry import POTENTIALS, SYSTEMS
+from .study_registry import POTENTIALS, SYSTEMS, check_scheme
 
 HELP = ("Integrate a system on a test potential (or, with --model, replicas of a network on "
         "its training loss) and report energy drift, temperatures, ESS/R-hat and the distance "
@@ -109,12 +109,7 @@ def _build(args: argparse.Namespace) -> tuple[Any, Any, np.ndarray, int]:
     potential = entry.factory(dim)
     system = SYSTEMS[args.system].factory(potential, args)
     integ = resolve(args.integrator if args.integrator is not None else system.default_scheme)
-    integ.check(system)
-    if system.is_stochastic and integ.program(system, 1.0).n_noise_ops == 0:
-        raise ValueError(f"--integrator {integ.name} draws no noise, so it drops "
-                         f"{type(system).__name__}'s thermostat and its temperature targets do "
-                         "not apply; use a scheme with an O step (e.g. BAOAB) or --system "
-                         "hamiltonian")
+    check_scheme(system, integ)
     start = entry.start if args.q0 is None else args.q0
     q0 = np.full(dim, float(start))
     v0 = getattr(system, "v0", None)

@@ -32,7 +32,7 @@ import torch
 
 from .. import diagnostics as dg
 from .._validation import check_int, check_nonnegative, check_positive, check_probability
-from .study_report import align
+from .study_report import align, drift_row
 from .study_report import fmt_number as _fmt
 
 __all__ = ["MODEL_DEFAULTS", "analyze_network", "run_network"]
@@ -85,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..integrators import resolve
     from ..observables import Projections
     from ..potentials import NetworkLoss
-    from .study_registry import SYSTEMS
+    from .study_registry import SYSTEMS, check_scheme
 
     try:
         if args.model != "mlp":
@@ -120,7 +120,7 @@ def _run(args: argparse.Namespace) -> int:
         ns = argparse.Namespace(**{**vars(args), "temperature": tau})
         system = SYSTEMS[args.system].factory(potential, ns)
         integ = resolve(args.integrator if args.integrator is not None else system.default_scheme)
-        integ.check(system)
+        check_scheme(system, integ)
     except (ValueError, TypeError) as err:
         print(f"dynopt study: error: {err}", file=sys.stderr)
         return 2
@@ -190,7 +190,8 @@ def analyze_network(traj: Any, system: Any, integ: Any, h: float, tau: float, ma
     target = tau if getattr(system, "temperature", None) is not None and tau > 0 else None
     if not system.is_stochastic:
         quantity = "invariant" if "invariant" in ex else "energy"
-        out["conservation"] = {"quantity": quantity, **dg.energy_drift(traj).as_dict()}
+        out["conservation"] = {"quantity": quantity, "conservative": system.is_conservative,
+                               **dg.energy_drift(traj).as_dict()}
     else:
         out["energy"] = _est(dg.estimate_mean(traj.energy[:, burn_in:]), None)
     temps = layer_temperatures(traj, burn_in=burn_in)
@@ -252,8 +253,7 @@ def format_network_table(s: dict[str, Any]) -> str:
     if "conservation" in s:
         c = s["conservation"]
         rows.append((f"max |Δ{c['quantity']}|", _fmt(c["max_abs_error"]), "-", "-"))
-        rows.append((f"{c['quantity']} drift d/dt", f"{_fmt(c['slope'])} ± {c['slope_se']:.2g}",
-                     "0", "-" if not c["slope_se"] > 0 else f"{c['slope'] / c['slope_se']:+.1f}"))
+        rows.append(drift_row(c))
     if "energy" in s:
         est("mean energy <H>", s["energy"])
     for name, t in s["layers"].items():

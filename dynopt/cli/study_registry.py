@@ -15,6 +15,7 @@ import argparse
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .._validation import check_positive
 from ..potentials import (
@@ -38,7 +39,7 @@ from ..systems import (
 from ..systems.base import AbstractSystem
 from .study_systems_ecd import ECD_SYSTEMS
 
-__all__ = ["POTENTIALS", "SYSTEMS", "PotentialEntry", "SystemEntry"]
+__all__ = ["POTENTIALS", "SYSTEMS", "PotentialEntry", "SystemEntry", "check_scheme"]
 
 
 @dataclass(frozen=True)
@@ -118,3 +119,14 @@ POTENTIALS: dict[str, PotentialEntry] = {
 
 # energy-conserving descent and the port-Hamiltonian heavy ball (dynopt.cli.study_systems_ecd)
 SYSTEMS.update({k: SystemEntry(f, h) for k, (f, h) in ECD_SYSTEMS.items()})
+
+
+def check_scheme(system: AbstractSystem, integ: Any) -> None:
+    """``integ`` can drive ``system``, and keeps its thermostat: a scheme without noise on a
+    stochastic system would be reported against temperature targets that do not apply."""
+    integ.check(system)
+    if system.is_stochastic and integ.program(system, 1.0).n_noise_ops == 0:
+        raise ValueError(f"--integrator {integ.name} draws no noise, so it drops "
+                         f"{type(system).__name__}'s thermostat and its temperature targets do "
+                         "not apply; use a scheme with an O step (e.g. BAOAB) or --system "
+                         "hamiltonian")

@@ -62,7 +62,8 @@ def analyze(traj: Trajectory, *, burn_in: int = 0) -> dict[str, Any]:
     }
     if not system.is_stochastic:
         quantity = "invariant" if "invariant" in traj.extras else "energy"
-        out["conservation"] = {"quantity": quantity, **dg.energy_drift(traj).as_dict()}
+        out["conservation"] = {"quantity": quantity, "conservative": system.is_conservative,
+                               **dg.energy_drift(traj).as_dict()}
     else:
         target = None
         if canonical:
@@ -122,6 +123,17 @@ def align(rows: list[tuple[str, str, str, str]]) -> list[str]:
             *(line.format(*r) for r in rows)]
 
 
+def drift_row(c: dict[str, Any]) -> tuple[str, str, str, str]:
+    """The drift row: a conservation check (target 0, z) for a conservative flow; for a
+    dissipative one (PortHamiltonian with γ > 0) the rate of change, with no target."""
+    name = c["quantity"]
+    value = f"{fmt_number(c['slope'])} ± {c['slope_se']:.2g}"
+    if not c.get("conservative", True):
+        return (f"{name} change d/dt (dissipative)", value, "-", "-")
+    z = "-" if not c["slope_se"] > 0 else f"{c['slope'] / c['slope_se']:+.1f}"
+    return (f"{name} drift d/dt", value, "0", z)
+
+
 def format_table(summary: dict[str, Any]) -> str:
     """The summary as an aligned text table."""
     rows: list[tuple[str, str, str, str]] = []
@@ -135,8 +147,7 @@ def format_table(summary: dict[str, Any]) -> str:
         name = c["quantity"]
         rows.append((f"max |Δ{name}|", _fmt(c["max_abs_error"]), "-", "-"))
         rows.append((f"max |Δ{name}|/|{name}(0)|", _fmt(c["max_rel_error"]), "-", "-"))
-        rows.append((f"{name} drift d/dt", f"{_fmt(c['slope'])} ± {c['slope_se']:.2g}",
-                     "0", "-" if not c["slope_se"] > 0 else f"{c['slope'] / c['slope_se']:+.1f}"))
+        rows.append(drift_row(c))
     if "energy" in summary:
         est_row("mean energy <H>", summary["energy"])
     if "kinetic_temperature" in summary:

@@ -46,6 +46,12 @@ class AbstractSystem(abc.ABC):
     default_scheme: ClassVar[str] = "BAB"
     has_kinetic_temperature: ClassVar[bool] = True
 
+    @property
+    def is_conservative(self) -> bool:
+        """Whether the flow conserves its energy (or invariant): deterministic and without
+        friction (PortHamiltonian with γ > 0 dissipates)."""
+        return not self.is_stochastic
+
     def __init__(self, potential: AbstractPotential | None, *, mass: Any = 1.0) -> None:
         if potential is not None and not isinstance(potential, AbstractPotential):
             raise TypeError(

@@ -74,6 +74,10 @@ class PortHamiltonian(AbstractSystem):
             return Op(OpCode.LIN_FRIC, (t,), (0,), "F")
         return subflows.thermostat_friction(t, 0)
 
+    @property
+    def is_conservative(self) -> bool:
+        return self.gamma == 0.0
+
     def extras_layout(self, dim: int) -> dict[str, int]:
         return {"gamma": 1}
 
