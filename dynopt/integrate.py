@@ -299,8 +299,8 @@ def check_memory(system: AbstractSystem, n_chains: int, dim: int, n_steps: int,
     free_records = (MAX_RECORD_BYTES // n_chains - state_row) // record_row  # records that fit
     if free_records >= 2:
         every = -(-n_steps // (free_records - 1))
-        hint = (f"raise record_every to at least {every} (got {record_every}) or lower n_chains "
-                f"to at most {fit_chains}")
+        hint = f"raise record_every to at least {every} (got {record_every})" + (
+            f" or lower n_chains to at most {fit_chains}" if fit_chains >= 1 else "")
     elif fit_chains >= 1:
         hint = f"lower n_chains to at most {fit_chains} (or raise record_every)"
     else:

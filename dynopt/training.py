@@ -166,7 +166,7 @@ def train_from_cli(args: Any) -> int:
         return 2
 
     try:
-        seed = check_int("--seed", args.seed, minimum=0)
+        seed = check_int("--seed", args.seed, minimum=0, maximum=2**64 - 1)
         epochs = check_int("--epochs", args.epochs, minimum=1)
         every = check_int("--record-every", args.record_every, minimum=1)
         curv = getattr(args, "curvature_every", 0)

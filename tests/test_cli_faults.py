@@ -107,7 +107,7 @@ def test_reproduce_refuses_a_seed_count_below_one(seeds, capsys, monkeypatch, tm
 
     monkeypatch.setattr(adlala, "run", fail)
     assert main(["reproduce", "adlala", "--seeds", seeds, "--out", str(tmp_path)]) == 2
-    _one_line_error(capsys, f"dynopt reproduce: error: seeds must be >= 1, got {seeds}")
+    _one_line_error(capsys, f"dynopt reproduce: error: --seeds must be >= 1, got {seeds}")
 
 
 def test_docs_writer_never_writes_nan_rows(tmp_path):

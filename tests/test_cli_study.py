@@ -81,6 +81,10 @@ def test_non_normalizable_gibbs_is_reported_not_crashed(tmp_path):
     (["--burn-in", "1.5"], "--burn-in must be in [0, 1)"),
     (["--integrator", "BAB"], "draws no noise, so it drops Langevin's thermostat"),
     (["--system", "born-infeld"], "descends from a loss above its floor v0 = 0.0, but U(q0) = 0"),
+    # the flags, not the constructors' parameter names
+    (["--q0", "nan"], "--q0 must be finite, got nan"),
+    (["--system", "nose-hoover", "--gamma", "0"], "--gamma must be > 0, got 0"),
+    (["--system", "overdamped", "--gamma", "0"], "--gamma must be > 0, got 0"),
 ])
 def test_bad_options_give_clear_errors(tmp_path, capsys, argv, message):
     rc = main(["study", *argv, "--steps", "100", "--out", str(tmp_path)])

@@ -55,6 +55,7 @@ def test_train_runs_the_optimizers_that_read_the_loss_and_ddpnopt_on_spirals(
     (["--threads", "0"], "--threads must be >= 1, got 0"),
     (["--record-every", "0"], "--record-every must be >= 1, got 0"),
     (["--epochs", "-1"], "--epochs must be >= 1, got -1"),
+    (["--seed", str(2**64)], "--seed must be <= 18446744073709551615"),  # was a traceback
 ])
 def test_train_option_errors_are_one_line_with_status_2(argv, message, tmp_path, capsys):
     rc = main(["train", "--optimizer", "langevin", "--out", str(tmp_path), *argv])

@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 
 from .._files import prepare_output_dir, write_text_atomic
-from .._validation import check_int, check_nonnegative, check_positive, check_probability
+from .._validation import (
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_probability,
+    check_real,
+)
 from ..stepping import NOISES
 from .study_registry import POTENTIALS, SYSTEMS, check_scheme
 
@@ -110,7 +116,7 @@ def _build(args: argparse.Namespace) -> tuple[Any, Any, np.ndarray, int]:
     system = SYSTEMS[args.system].factory(potential, args)
     integ = resolve(args.integrator if args.integrator is not None else system.default_scheme)
     check_scheme(system, integ)
-    start = entry.start if args.q0 is None else args.q0
+    start = entry.start if args.q0 is None else check_real("--q0", args.q0)
     q0 = np.full(dim, float(start))
     v0 = getattr(system, "v0", None)
     if v0 is not None and not float(potential.value(q0[None])[0]) > v0:

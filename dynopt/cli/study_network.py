@@ -100,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
         tau = check_nonnegative("--temperature", _value(args, "temperature"))
         steps = check_int("--steps", _value(args, "steps"), minimum=1)
         chains = check_int("--chains", _value(args, "chains"), minimum=1)
-        seed = check_int("--seed", args.seed, minimum=0)
+        seed = check_int("--seed", args.seed, minimum=0, maximum=2**64 - 1)
         wd = check_nonnegative("--weight-decay", args.weight_decay)
         burn = check_probability("--burn-in", args.burn_in, open_right=True)
         every = (max(1, steps // 200) if args.record_every is None
@@ -111,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
         split, make, loss_fn = _build_model(args.data, seed)
         thetas = []
         for c in range(chains):
-            torch.manual_seed(seed + c)
+            torch.manual_seed((seed + c) % 2**64)  # (torch takes 64 bits)
             model = make()
             thetas.append(torch.nn.utils.parameters_to_vector(model.parameters()).detach())
         q0 = torch.stack(thetas).to(torch.float64)

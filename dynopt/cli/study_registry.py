@@ -77,7 +77,7 @@ class PotentialEntry:
 
 def _period(a: argparse.Namespace) -> float:
     """Thermostat period 1/γ (γ read as a collision frequency)."""
-    return 1.0 / check_positive("gamma", a.gamma)
+    return 1.0 / check_positive("--gamma", a.gamma)
 
 
 def _adaptive(pot: AbstractPotential, a: argparse.Namespace) -> AbstractSystem:
@@ -93,7 +93,8 @@ SYSTEMS: dict[str, SystemEntry] = {
         lambda pot, a: Langevin(pot, gamma=a.gamma, temperature=a.temperature),
         "underdamped Langevin, friction --gamma"),
     "overdamped": SystemEntry(
-        lambda pot, a: OverdampedLangevin(pot, temperature=a.temperature, gamma=a.gamma),
+        lambda pot, a: OverdampedLangevin(pot, temperature=a.temperature,
+                                          gamma=check_positive("--gamma", a.gamma)),
         "overdamped (Brownian) Langevin, time scale --gamma"),
     "adaptive-langevin": SystemEntry(
         _adaptive, "adaptive Langevin with σ_A = √(2·gamma·temperature), so ⟨ξ⟩ = --gamma"),

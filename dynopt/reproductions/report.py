@@ -20,7 +20,7 @@ def seed_count(args: Any, default: int) -> int:
     seeds = getattr(args, "seeds", None)
     if seeds is None:
         return default
-    return check_int("seeds", seeds, minimum=1)
+    return check_int("--seeds", seeds, minimum=1)
 
 
 def command(name: str, args: Any) -> str:
