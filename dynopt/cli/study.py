@@ -82,12 +82,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gamma", type=float, default=1.0,
                         help="friction (Langevin), time scale (overdamped), target ⟨ξ⟩ "
                              "(adaptive Langevin) or 1/thermostat period (Nosé–Hoover)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backend", default="numba", choices=["numba", "torch"])
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
+    parser.add_argument("--backend", default="numba", choices=["numba", "torch"],
+                        help="numba (CPU kernels, default) or torch (CPU/GPU)")
     parser.add_argument("--record-every", type=int, default=None,
                         help="steps between records (default: ceil(steps/20000); with --model: "
                              "max(1, steps // 200))")
-    parser.add_argument("--noise", default="gaussian", choices=list(NOISES))
+    parser.add_argument("--noise", default="gaussian", choices=list(NOISES),
+                        help="kind of the noise draws (default: gaussian)")
     parser.add_argument("--q0", type=float, default=None,
                         help="start value of every coordinate (default: per potential)")
     parser.add_argument("--burn-in", type=float, default=0.1,

@@ -11,11 +11,17 @@ HELP = ("Train a small model on built-in data with a dynopt optimizer, monitorin
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizer", default="langevin", help="dynopt.optim optimizer name")
-    parser.add_argument("--data", default="spirals", choices=["spirals", "digits", "wine"])
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="dynopt-out")
+    parser.add_argument("--data", default="spirals", choices=["spirals", "digits", "wine"],
+                        help="data set (default: spirals; digits and wine ship with "
+                             "scikit-learn)")
+    parser.add_argument("--epochs", type=int, default=100, help="epochs (default: 100)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="step size (default: the optimizer's own for the data set)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the data split, the initialization and the optimizer "
+                             "(default: 0)")
+    parser.add_argument("--out", default="dynopt-out",
+                        help="output folder; results go to OUT/train/ (default: dynopt-out)")
     parser.add_argument("--record-every", type=int, default=20,
                         help="optimizer steps between monitor records (loss, energy, per-layer "
                              "temperatures, thermostat)")
