@@ -248,6 +248,7 @@ def _run_monitored(args: Any, model: nn.Module, opt: torch.optim.Optimizer, spli
               f"test loss {h.test_loss[-1]:.4f}  "
               f"test acc {100 * h.test_accuracy[-1]:.1f}%  {format_window(s)}")
 
+    started = time.perf_counter()
     try:
         hist = fit(model, opt, split, epochs=epochs, batch_size=25, seed=seed,
                    eval_every=max(1, epochs // 10), step=step, loss_fn=loss_fn,
@@ -257,18 +258,25 @@ def _run_monitored(args: Any, model: nn.Module, opt: torch.optim.Optimizer, spli
             print("dynopt train: interrupted before the first evaluation; nothing to keep",
                   file=sys.stderr)
             return 130
-        write_text_atomic(path, json.dumps({**evaluated[0].as_dict(), "interrupted": True}))
+        kept = {**evaluated[0].as_dict(), "seconds": time.perf_counter() - started,
+                "interrupted": True, "monitor": _monitor_record(mon.trajectory())}
+        write_text_atomic(path, json.dumps(kept))
         print(f"dynopt train: interrupted after epoch {evaluated[0].epoch[-1]} of {epochs}; "
               f"kept the metrics evaluated so far in {path}", file=sys.stderr)
         return 130
     traj = mon.trajectory()
     print(final_table(traj, tau))
     record = hist.as_dict()
-    record["monitor"] = {"step": traj.t.tolist(),
-                         **{k: v[0].tolist() for k, v in traj.extras.items() if v.ndim == 2}}
+    record["monitor"] = _monitor_record(traj)
     if write_text_atomic(path, json.dumps(record)):
         print(f"dynopt train: warning: replaced the existing {path}", file=sys.stderr)
     if not getattr(args, "no_plots", False):
         print(f"wrote {make_plots(traj, out / name, name, tau)}")
     print(f"wrote {path} ({hist.seconds:.1f} s)")
     return 0
+
+
+def _monitor_record(traj: Any) -> dict[str, Any]:
+    """The monitor's records as JSON lists (one chain): the step of each, every observable."""
+    return {"step": traj.t.tolist(),
+            **{k: v[0].tolist() for k, v in traj.extras.items() if v.ndim == 2}}
