@@ -147,7 +147,7 @@ def test_tether_and_nbeta_gradient():
     (lambda ps: HeavyBall([{"params": ps, "localization": 1.0}]), "localization"),
     (lambda ps: BBI([{"params": ps, "momentum": 0.9}]), "momentum"),
     (lambda ps: ECDSep([{"params": ps, "betas": (0.9, 0.9)}]), "betas"),
-    (lambda ps: ECDSep([{"params": ps, "momentum": 0.9}]), "momentum"),
+    (lambda ps: ECDSep([{"params": ps, "fused": True}]), "fused"),
 ])
 def test_foreign_torch_keys_are_refused(factory, key):
     ps = list(model().parameters())

@@ -16,7 +16,6 @@ from dynopt.backends.numba.kick_drift_kernels import PARALLEL_MIN
 from dynopt.optim import (
     BBI,
     AdaptiveLangevin,
-    ECDSep,
     HeavyBall,
     Langevin,
     NoseHoover,
@@ -35,8 +34,6 @@ FACTORIES = {
                                         fused=True),
     "HeavyBall": lambda ps: HeavyBall(ps, lr=0.05, gamma=0.5, fused=True, seed=1),
     "BBI": lambda ps: BBI(ps, lr=0.05, fused=True, seed=1, t0=5, t1=7),
-    "ECDSep": lambda ps: ECDSep(ps, lr=0.05, fused=True, seed=1, nu=0.1, delta_energy=0.5,
-                                weight_decay=1e-3),
 }
 
 
@@ -52,7 +49,7 @@ def _run(name: str, threads: int) -> list[torch.Tensor]:
             for p in ps:
                 p.grad = p * (1.0 + 0.1 * p * p)
             loss = sum(float((0.5 * p * p + 0.025 * p ** 4).sum()) for p in ps)
-            opt.step(loss=loss) if name in ("BBI", "ECDSep") else opt.step()
+            opt.step(loss=loss) if name == "BBI" else opt.step()
         return [p.clone() for p in ps]
     finally:
         numba.set_num_threads(before)

@@ -262,7 +262,9 @@ def test_paths_agree_at_zero_temperature(name):
     """foreach == for-loop (== fused where it exists): every available path gives the same
     parameters after 6 steps (bit for bit between single and foreach; the numba kernel
     rounds like torch's ops but may fuse multiply-adds: 1e-13)."""
-    paths = [{"foreach": False}, {"foreach": True}, {"fused": True}]
+    paths = [{"foreach": False}, {"foreach": True}]
+    if name != "ECDSep":  # (ECDSep has no fused kernel: its foreach path is faster)
+        paths.append({"fused": True})
     runs = []
     for kw in paths:
         m = model()

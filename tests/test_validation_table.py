@@ -150,7 +150,7 @@ OPTIMIZER_FLAGS = {
     "BBI": {"seed": "seed", "fused": "optional_bool", "foreach": "optional_bool",
             "v0": "real", "delta_energy": "nonnegative", "t0": "int>=1", "t1": "int>=1",
             "n_bounces": "int>=0", "eps1": "nonnegative", "eps2": "nonnegative"},
-    "ECDSep": {"seed": "seed", "fused": "optional_bool", "foreach": "optional_bool", "F0": "real", "eta": "at_least_one",
+    "ECDSep": {"seed": "seed", "foreach": "optional_bool", "F0": "real", "eta": "at_least_one",
                "nu": "nonnegative", "s": "nonnegative", "delta_energy": "nonnegative",
                "eps1": "nonnegative", "eps2": "nonnegative"},
     "HeavyBall": {"seed": "seed", "fused": "optional_bool", "foreach": "optional_bool"},

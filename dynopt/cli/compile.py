@@ -45,20 +45,19 @@ def _optimizers() -> None:
     import torch
 
     from dynopt.backends.numba.segment_kernel import SERIAL_BELOW
-    from dynopt.optim import BBI, ECDSep, HeavyBall, Langevin
+    from dynopt.optim import BBI, HeavyBall, Langevin
     from dynopt.optim.finite import FAST_ABOVE
 
     for dtype in (torch.float32, torch.float64):
         for n in (64, max(SERIAL_BELOW, FAST_ABOVE)):  # serial and parallel variants
             for make in (lambda ps: Langevin(ps, lr=1e-3, temperature=1e-4, seed=0),
                          lambda ps: HeavyBall(ps, lr=1e-3),
-                         lambda ps: BBI(ps, lr=1e-3),
-                         lambda ps: ECDSep(ps, lr=1e-3, seed=0)):
+                         lambda ps: BBI(ps, lr=1e-3)):
                 p = torch.nn.Parameter(torch.zeros(n, dtype=dtype))
                 opt = make([p])
                 for _ in range(2):  # the first step initialises state, the second is steady
                     p.grad = torch.full_like(p, 1e-3)
-                    # a positive loss: BBI and ECDSep do not move (nor compile) at ℓ = F₀ = 0
+                    # a positive loss: BBI does not move (nor compile its kernel) at ℓ = v₀ = 0
                     opt.step(lambda: torch.ones((), dtype=torch.float64))
 
 

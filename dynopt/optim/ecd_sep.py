@@ -17,7 +17,7 @@ from ..events.triggers import Trigger
 from ..program import ECD_EXTRAS
 from ..systems.ecd_sep import ECDSep as ECDSepSystem
 from ._events import as_scalar
-from ._paths import bucket, choose_path, mark_written, numpy_view
+from ._paths import bucket, choose_path
 from .base import Hyper
 from .eventful import EventfulOptimizer, Participants
 from .registry import register
@@ -74,11 +74,10 @@ class ECDSep(EventfulOptimizer):
         weight_decay: wd ≥ 0 (per group), added to the objective as (wd/2)|θ|².
         seed: Seed of the rotation noise.
         events: Triggers with ``Stop`` actions.
-        foreach, fused: Path selection, as :class:`~dynopt.optim.BBI`'s: the fused numba
-            kernels (default on CPU: two passes over θ, p, ∇ℓ, see
-            :mod:`dynopt.backends.numba.ecd_kernels`), foreach (default on CUDA) or the
-            single-tensor reference path (``foreach=False``), which performs the torch backend's
-            arithmetic bit for bit.
+        foreach: ``False`` selects the single-tensor reference path, which performs the torch
+            backend's arithmetic bit for bit; the default is the foreach path (there is no
+            fused kernel: a numba one was slower than foreach, its float64 reductions and
+            per-call costs outweighing the saved passes, and the rotation's normals dominate).
         maximize: Must be False: the energy needs the minimized objective's value.
         differentiable: Must be False (refused with a ValueError: the step reads the loss and
             global norms as Python floats, which autograd cannot follow).
@@ -107,7 +106,6 @@ class ECDSep(EventfulOptimizer):
         *,
         events: Iterable[Trigger] | Trigger | None = None,
         foreach: bool | None = None,
-        fused: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
         nonfinite: str = "raise",
@@ -116,7 +114,7 @@ class ECDSep(EventfulOptimizer):
         self.system = ECDSepSystem(None, F0=F0, eta=eta, s=s, nu=nu, delta_energy=delta_energy,
                                    consistent_energy=consistent_energy, eps1=eps1, eps2=eps2)
         self.constants = ECDConstants.from_op(self.system.lower("S", 0.0).f)
-        defaults = {"lr": lr, "weight_decay": weight_decay, "foreach": foreach, "fused": fused,
+        defaults = {"lr": lr, "weight_decay": weight_decay, "foreach": foreach,
                     "maximize": maximize,
                     "differentiable": differentiable}
         super().__init__(params, defaults, events=events, seed=seed, nonfinite=nonfinite)
@@ -140,7 +138,8 @@ class ECDSep(EventfulOptimizer):
         for group, ps, gs in parts:
             if ps:
                 ms = [self.momentum(p) for p in ps]
-                items.append((choose_path(group, ps + gs + ms, "ECDSep"), self.hyper(group, "lr"),
+                path = choose_path(group, ps + gs + ms, "ECDSep")
+                items.append(("foreach" if path == "fused" else path, self.hyper(group, "lr"),
                               self.hyper(group, "weight_decay", check_nonnegative), ps, gs, ms))
         reference = bool(items) and all(it[0] == "single" for it in items)
         sq = _sum_sq if reference else self.norm2
@@ -217,15 +216,6 @@ def _kick(path: str, dec: energy_ops.ECDDecision, rate: float, rate_t: Tensor, l
     returns the group's new |p|² (0.0 on the single-tensor path unless ``norm``: a model
     whose groups all take it reduces over all groups at once, in the torch backend's order)."""
     init = float(dec.init_coef)
-    if path == "fused":
-        total = 0.0
-        for p, g, m in zip(ps, gs, ms, strict=True):
-            tp = numpy_view(p)
-            cast = tp.dtype.type
-            total += ecd_kernels().ecd_kick(tp, numpy_view(m), numpy_view(g), cast(init),
-                                            cast(float(dec.scale)), cast(lr * rate), cast(wd))
-        mark_written(ms)
-        return total
     if path == "foreach":
         for bp, bg, bm in bucket(ps, gs, ms).values():
             bf = torch._foreach_add(bg, bp, alpha=wd) if wd else bg
@@ -249,16 +239,6 @@ def _drift_rotate(path: str, coef: float, pn: float, nu: float, ps: list[Tensor]
     """θ ← θ + coef·p and, with normals ``zs``, p ← p/|p| + ν·z for one group; returns the
     group's |p|² afterwards (0.0 on the single-tensor path unless ``norm``)."""
     rotate = zs[0] is not None if zs else False
-    if path == "fused":
-        total = 0.0
-        for p, m, z in zip(ps, ms, zs, strict=True):
-            tp = numpy_view(p)
-            cast = tp.dtype.type
-            total += ecd_kernels().ecd_drift_rotate(
-                tp, numpy_view(m), numpy_view(z) if z is not None else None, cast(coef),
-                cast(pn), cast(nu))
-        mark_written([*ps, *ms])
-        return total
     if path == "foreach":
         for bp, bm in bucket(ps, ms).values():
             torch._foreach_add_(bp, bm, alpha=coef)
@@ -274,13 +254,6 @@ def _drift_rotate(path: str, coef: float, pn: float, nu: float, ps: list[Tensor]
         if z is not None:
             m.copy_(m / pn_t.to(m) + nu * z)
     return _sum_sq(ms) if norm else 0.0
-
-
-def ecd_kernels() -> Any:
-    """The numba kernels, imported on first use of the fused path."""
-    from ..backends.numba import ecd_kernels as kernels
-
-    return kernels
 
 
 @register("ecdsep")
