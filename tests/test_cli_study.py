@@ -135,25 +135,16 @@ def test_port_hamiltonian_study_keeps_its_kinetic_temperature(tmp_path):
     assert "kinetic_temperature" in json.loads((tmp_path / "summary.json").read_text())
 
 
-def test_rosenbrock_runs_at_its_own_default_step(tmp_path, capsys):
-    # At h = 0.05 the chains reach curvature ~1200 q² beyond BAOAB's limit (diverged at step
-    # 130 with the default seed); 0.005 is the entry's default.
-    rc = main(["study", "--potential", "rosenbrock", "--steps", "3000", "--chains", "4",
-               "--out", str(tmp_path), "--no-plots"])
+# At h = 0.05 Rosenbrock's chains reach curvature ~1200 q² beyond BAOAB's limit (diverged at
+# step 130 with the default seed), and Zakharov diverged in the first steps from (1, ..., 1)
+# (curvature 8.7e5 there): each entry carries a stable default, and an explicit --h still wins.
+@pytest.mark.parametrize(("potential", "h", "steps", "chains"), [
+    ("rosenbrock", 0.005, "3000", "4"), ("zakharov", 0.001, "4000", "2")])
+def test_stiff_potentials_run_at_their_own_default_step(potential, h, steps, chains, tmp_path,
+                                                        capsys):
+    common = ["--steps", steps, "--chains", chains, "--out", str(tmp_path), "--no-plots"]
+    rc = main(["study", "--potential", potential, *common])
     assert rc == 0, capsys.readouterr().err
-    assert json.loads((tmp_path / "summary.json").read_text())["h"] == 0.005
-    rc = main(["study", "--potential", "rosenbrock", "--h", "0.05", "--steps", "3000",
-               "--chains", "4", "--out", str(tmp_path), "--no-plots"])
-    assert rc == 1 and "diverged at step" in capsys.readouterr().err
-
-
-def test_zakharov_runs_at_its_own_default_step(tmp_path, capsys):
-    # At h = 0.05 Langevin diverged in the first steps from (1, ..., 1) (curvature 8.7e5 there);
-    # the potential's entry carries a stable default, and an explicit --h still wins.
-    rc = main(["study", "--potential", "zakharov", "--steps", "4000", "--chains", "2",
-               "--out", str(tmp_path), "--no-plots"])
-    assert rc == 0, capsys.readouterr().err
-    assert json.loads((tmp_path / "summary.json").read_text())["h"] == 0.001
-    rc = main(["study", "--potential", "zakharov", "--h", "0.05", "--steps", "4000",
-               "--chains", "2", "--out", str(tmp_path), "--no-plots"])
+    assert json.loads((tmp_path / "summary.json").read_text())["h"] == h
+    rc = main(["study", "--potential", potential, "--h", "0.05", *common])
     assert rc == 1 and "diverged at step" in capsys.readouterr().err
