@@ -200,3 +200,35 @@ def test_bfloat16_parameters_follow_the_float32_update():
     assert opt.state[a]["momentum_buffer"].dtype == torch.float32
     assert torch.equal(a.detach().float(), b.detach())
     assert torch.equal(opt.state[a]["momentum_buffer"], ref.state[b]["momentum_buffer"])
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_a_changed_lr_is_the_documented_opening_kick(path):
+    """When lr changes from h to h', the next call's opening kick (the previous step's closing
+    half merged with this step's opening half, at one gradient) is B_{h'}: docs/optimizers.md
+    says so and gives the offset (h' - h)/2 * grad from variable-step BAOAB. Written out by hand
+    for a quadratic loss in float64: a path that lowered the kick at h, at (h + h')/2, or ran
+    the thermostat at the old step would differ by far more than 1e-15."""
+    k = torch.tensor([0.5, 1.0, 2.0, 4.0], dtype=torch.float64)
+    theta = torch.nn.Parameter(torch.tensor([1.0, -0.5, 0.25, 2.0], dtype=torch.float64))
+    gamma, h1, h2, mass = 0.7, 0.2, 0.05, 1.5
+    opt = Langevin([theta], lr=h1, gamma=gamma, temperature=0.0, mass=mass, **PATHS[path])
+
+    def by_hand(kicks):
+        q, p = theta.detach().clone(), torch.zeros(4, dtype=torch.float64)
+        for h, kick in kicks:
+            p = p - kick * k * q
+            q = q + (h / 2) * p / mass
+            p = math.exp(-gamma * h) * p
+            q = q + (h / 2) * p / mass
+            yield q
+
+    steps = [(h1, h1 / 2), (h1, h1), (h2, h2), (h2, h2)]
+    documented = list(by_hand(steps))
+    variable = list(by_hand([*steps[:2], (h2, (h1 + h2) / 2), (h2, h2)]))
+    for (h, _), q in zip(steps, documented, strict=True):
+        opt.param_groups[0]["lr"] = h
+        theta.grad = k * theta.detach()
+        opt.step()
+        assert torch.allclose(theta.detach(), q, rtol=0, atol=1e-15)
+    assert (documented[-1] - variable[-1]).abs().max() > 1e-3  # the test tells them apart

@@ -13,7 +13,7 @@ import pytest
 import torch
 from optim_zoo import FACTORIES, NEEDS_LOSS, PARAM_LIST, data, flat, loss_fn, model, train
 
-from dynopt.optim import BBI, HeavyBall, Langevin
+from dynopt.optim import BBI, HeavyBall, Langevin, NoseHoover, OverdampedLangevin
 
 PRIOR_USERS = ("Langevin", "HeavyBall", "BBI")
 
@@ -166,3 +166,71 @@ def test_a_tensor_hyperparameter_error_names_its_group():
     p = torch.nn.Parameter(torch.ones(2))
     with pytest.raises(ValueError, match=r"lr must be >= 0, got -0\.1\d* \(param group 0\)"):
         Langevin([p], lr=torch.tensor(-0.1))
+
+
+@pytest.mark.parametrize("scope", ["tensor", "group", "model"])
+@pytest.mark.parametrize("before_len, after_len", [(3, 5), (5, 3), (1, 3), (3, 1)])
+def test_chain_length_changed_after_the_first_step_is_refused_whole(scope, before_len,
+                                                                     after_len):
+    """The thermostat variables are sized by chain_length: growing it indexed past them (raw
+    IndexError after the first tensors had moved), shrinking it ran on a prefix and saved state
+    no checkpoint would load. Now the step is refused before anything moves, and setting it
+    back continues exactly as if nothing had happened."""
+    m, ref = model(), model()
+    kw = dict(lr=0.05, temperature=1e-3, chain_length=before_len, scope=scope, seed=3)
+    opt, opt_ref = NoseHoover(m.parameters(), **kw), NoseHoover(ref.parameters(), **kw)
+    batches = data(4)
+    train(m, opt, batches[:2], "NoseHoover")
+    train(ref, opt_ref, batches, "NoseHoover")
+    before = _snapshot(m, opt)
+    opt.param_groups[0]["chain_length"] = after_len
+    where = "scope='model'" if scope == "model" else "param group 0"
+    with pytest.raises(ValueError, match=rf"thermostat state of {where} holds "
+                                         rf"{2 * before_len} variables .* now needs "
+                                         rf"{2 * after_len}.*chain_length"):
+        _one_step(m, opt, "NoseHoover")
+    _unchanged(m, opt, before)
+    opt.param_groups[0]["chain_length"] = before_len
+    train(m, opt, batches[2:], "NoseHoover")
+    assert torch.equal(flat(m), flat(ref))
+
+
+@pytest.mark.parametrize("make, key, bad, err, message", [
+    (lambda ps: Langevin(ps, lr=0.1, temperature=1e-3), "mass", lambda s: 2.0, TypeError,
+     r"mass cannot be a schedule for Langevin; schedulable: \['lr', 'temperature', 'gamma'\] "
+     r"\(param group 0\)"),
+    (lambda ps: OverdampedLangevin(ps, lr=0.01, temperature=1e-3), "mass", 2.0, ValueError,
+     r"param group 0 runs dynamics='overdamped', which does not use 'mass' \(set to 2.0\)"),
+    (lambda ps: NoseHoover(ps, lr=0.05, temperature=1e-3), "chain_length", True, TypeError,
+     r"chain_length must be an integer, got True of type bool \(param group 0\)"),
+    (lambda ps: NoseHoover(ps, lr=0.05, temperature=1e-3), "chain_length", 2.0, TypeError,
+     r"chain_length must be an integer, got 2.0"),
+    (lambda ps: NoseHoover(ps, lr=0.05, temperature=1e-3, chain_length=3), "xi0", 0.5,
+     ValueError, r"xi0 is the initial ξ of a single thermostat \(chain_length=1\); a chain "
+                 r"\(chain_length=3\) starts at ξ = 0, got xi0=0.5"),
+])
+def test_values_refused_at_construction_are_refused_when_set_later(make, key, bad, err,
+                                                                   message):
+    """Each of these passed when set on a running optimizer: a callable mass was called as a
+    schedule, mass on an overdamped group was ignored, chain_length=True hit the cache entry of
+    chain_length=1 (True == 1) and xi0 was ignored by a chain. Construction refuses each with
+    the same message, and a refused step writes nothing."""
+    m = model()
+    with pytest.raises(err, match=message):
+        make([{"params": list(m.parameters()), key: bad}])
+    opt = make(list(m.parameters()))
+    name = type(opt).__name__
+    train(m, opt, data(2), name)
+    before = _snapshot(m, opt)
+    opt.param_groups[0][key] = bad
+    with pytest.raises(err, match=message):
+        _one_step(m, opt, name)
+    _unchanged(m, opt, before)
+
+
+def test_xi0_zero_is_the_chain_start():
+    """xi0 = 0 (the constructor's default) is what a chain starts from, so it is accepted."""
+    m = model()
+    opt = NoseHoover(m.parameters(), lr=0.05, temperature=1e-3, chain_length=3, xi0=0.0)
+    train(m, opt, data(1), "NoseHoover")
+    assert float(opt.state_dict()["state"][0]["extras"].abs().max()) > 0.0

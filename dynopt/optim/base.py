@@ -191,6 +191,10 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         value = group[name]
         scheduled = callable(value) and not isinstance(value, Tensor)
         if scheduled:
+            if name not in self.schedulable:  # set after construction, which refuses it
+                index = next((i for i, g in enumerate(self.param_groups) if g is group), "?")
+                raise TypeError(f"{name} cannot be a schedule for {type(self).__name__}; "
+                                f"schedulable: {list(self.schedulable)} (param group {index})")
             value = value(self.global_state["step"])
         if isinstance(value, Tensor) and value.numel() == 1:
             value = value.item()

@@ -84,8 +84,6 @@ class OptimizerDynamics:
             one is unset), structural ones are read from ``group``.
         scheme: Default scheme, or ``scheme(group) -> str``.
         step: ``step(group, lr) -> h``, the step the letter sequences are lowered with.
-        check_group: Extra cross-key checks ``check_group(group)`` (e.g. ``momentum`` set on a
-            dynamics without one), run by :func:`build`.
     """
 
     name: str

@@ -59,6 +59,9 @@ class Langevin(Partitioned):
     Δₙ = θₙ − θₙ₋₁ obey Δₙ₊₁ = c Δₙ − η ∇L(θₙ) with c = e^{−γh} and η = h²(1 + c)/2, i.e.
     ``torch.optim.SGD(lr=η, momentum=c)`` from the second step on (the first step moves by
     −(η/2)∇L instead of −η∇L). With τ > 0 each increment gets the extra noise (h/2)√((1−c²)τ)R.
+    When ``lr`` changes (h → h′, e.g. by a scheduler), the opening kick B_{h′} of the next call
+    holds the previous step's closing half kick at h′/2 (variable-step BAOAB would use h/2): p
+    differs from it by (h′ − h)/2 · ∇L once per change (docs/optimizers.md, "How lr maps to h").
 
     | symbol | code |
     |---|---|

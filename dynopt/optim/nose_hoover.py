@@ -40,6 +40,10 @@ def _system(group: Mapping[str, Any], value: Value) -> systems.AbstractSystem:
         xi0 = 0.0 if group.get("xi0") is None else value("xi0")
         return systems.NoseHoover(None, temperature=tau_t, tau=period, thermostat_mass=q,
                                   xi0=xi0, mass=value("mass"))
+    if group.get("xi0") is not None and value("xi0") != 0.0:
+        raise ValueError(f"xi0 is the initial ξ of a single thermostat (chain_length=1); a chain "
+                         f"(chain_length={int(group['chain_length'])}) starts at ξ = 0, got "
+                         f"xi0={group['xi0']!r}")
     return systems.NoseHooverChain(None, temperature=tau_t,
                                    chain_length=int(group["chain_length"]), tau=period,
                                    n_substeps=int(group["n_substeps"]),

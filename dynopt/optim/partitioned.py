@@ -262,17 +262,30 @@ class Partitioned(DynamicsOptimizer):
         else:
             values = tuple(None if v is None else self._value(group, n)
                            for n, v in zip(names, raw, strict=True))
+        # the key holds the structural values with their types (True == 1 as a dict key) and
+        # the group's key names, so a setting changed or added after construction is a miss,
+        # and a miss is validated as construction validates
         key = (dyn.name, values, group.get("scheme"),
-               tuple(group.get(k) for k in dyn.structural))
+               tuple((type(v), v) for v in (group.get(k) for k in dyn.structural)),
+               tuple(group))
         spec = self._spec_cache.get(key)
         if spec is None:
+            index = next((i for i, g in enumerate(self.param_groups) if g is group), None)
             if values is raw:  # validate plain values once, when first seen
                 values = tuple(None if v is None else self._value(group, n)
                                for n, v in zip(names, raw, strict=True))
             current = dict(zip(names, values, strict=True))
             if current.get("lr") == 0:  # a paused group never runs its ops; its structure
                 current["lr"] = 1.0  # (thermostats, buffers) is built at a stand-in step
-            spec = build(group, lambda n: current[n])
+            try:
+                spec = build(group, lambda n: current[n])
+            except (ValueError, TypeError) as err:
+                msg = str(err)
+                if index is None or "param group" in msg:
+                    raise
+                raise type(err)(f"{msg} (param group {index})") from None
+            if index is not None:  # after build, whose messages are the more specific
+                self._refuse_foreign_keys(group, index)
             if len(self._spec_cache) > 256:
                 self._spec_cache.clear()
             self._spec_cache[key] = spec
@@ -318,10 +331,15 @@ class Partitioned(DynamicsOptimizer):
                     model_unit[2] = model_unit[2] + members
             else:
                 units.append([spec, group, members, scope, f"group{gi}"])
+        cohorts = []
         for spec, group, members, scope, key in units:
             fresh, running = [], []
             for m in members:  # one state lookup per tensor (Tensor.__hash__ is Python)
                 (running if "step" in self.state[m[0]] else fresh).append(m)
+            if spec.n_extras:  # before any tensor moves: the step is refused whole
+                self._check_extras(spec, running, scope, key)
+            cohorts.append((spec, group, fresh, running, scope, key))
+        for spec, group, fresh, running, scope, key in cohorts:
             if fresh:
                 self._run_cohort(spec, group, fresh, scope, key, first=True)
             if running:
@@ -392,6 +410,25 @@ class Partitioned(DynamicsOptimizer):
                                                           device=stacked.device),
                            n=torch.tensor(counts, dtype=stacked.dtype, device=stacked.device),
                            targets=targets)
+
+    def _check_extras(self, spec: Spec, running: list[Any], scope: str, key: str) -> None:
+        """Refuse thermostat variables made for another structure (``chain_length`` changed
+        after the first step): they cannot be carried over."""
+        if scope == "tensor":
+            held = [self.state[m[0]].get("extras") for m in running]
+        else:
+            held = [self.global_state.get("extras", {}).get(key)]
+        for x in held:
+            if x is not None and x.shape[-1] != spec.n_extras:
+                self._refuse_resize(spec, x, key)
+
+    def _refuse_resize(self, spec: Spec, x: Tensor, key: str) -> None:
+        where = "scope='model'" if key == "model" else f"param group {key[len('group'):]}"
+        raise ValueError(
+            f"the thermostat state of {where} holds {x.shape[-1]} "
+            f"variables but its dynamics ({type(spec.system).__name__}) now needs "
+            f"{spec.n_extras}: a structural setting such as chain_length was changed after the "
+            "first step; keep it, or build a new optimizer (the thermostat starts again)")
 
     def _path(self, group: dict[str, Any], tensors: list[Tensor]) -> str:
         """The group's path: the one rule of every dynopt optimizer
