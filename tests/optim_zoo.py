@@ -89,9 +89,10 @@ def loss_fn(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tenso
     return torch.nn.functional.mse_loss(m(x), y)
 
 
-def train(m: torch.nn.Module, opt: torch.optim.Optimizer, batches: list[Any], name: str
-          ) -> torch.Tensor:
-    """Plain loop (zero_grad, backward, step; the loss passed where needed); the flat params."""
+def train(m: torch.nn.Module, opt: torch.optim.Optimizer, batches: list[Any], name: str,
+          sched: Any = None) -> torch.Tensor:
+    """Plain loop (zero_grad, backward, step; the loss passed where needed; then the LR
+    scheduler's step, if given); the flat params."""
     for x, y in batches:
         opt.zero_grad()
         loss = loss_fn(m, x, y)
@@ -100,6 +101,8 @@ def train(m: torch.nn.Module, opt: torch.optim.Optimizer, batches: list[Any], na
             opt.step(loss=loss)
         else:
             opt.step()
+        if sched is not None:
+            sched.step()
     return flat(m)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -76,3 +77,26 @@ def test_copy_drops_hooks_like_torch():
     _, opt2 = copy.deepcopy((m, opt))
     assert len(opt2._optimizer_step_post_hooks) == 0
     assert len(opt._optimizer_step_post_hooks) == 1
+
+
+@pytest.mark.parametrize("how", list(COPIES))
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_copy_with_a_scheduler_attached_steps_itself(name, how):
+    """An LR scheduler wraps ``step`` on the optimizer instance. The copy used to keep the
+    original's wrapper, so ``opt2.step()`` stepped the original (with its stale gradients) and
+    pickle/torch.save failed on the closure. Now the copy (with its scheduler) continues like the
+    original would, the original does not move, and neither warns about the call order."""
+    batches = data(12)
+    m = model()
+    opt = FACTORIES[name](m, seed=3)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    train(m, opt, batches[:4], name, sched)
+    m2, opt2, sched2 = COPIES[how]((m, opt, sched))
+    frozen = torch.cat([p.detach().flatten().clone() for p in m.parameters()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = train(m2, opt2, batches[4:], name, sched2)
+    assert torch.equal(torch.cat([p.detach().flatten() for p in m.parameters()]), frozen)
+    assert opt.step_count == 4 and opt2.step_count == 12
+    assert opt2.param_groups[0]["lr"] == sched2.get_last_lr()[0]
+    assert torch.equal(got, train(m, opt, batches[4:], name, sched))

@@ -608,3 +608,27 @@ def test_state_dict_hooks_see_dynopts_whole_checkpoint(name):
     hp.remove()
     after_sd = other.state_dict()
     assert torch.equal(after_sd["state"][0][key], before["state"][0][key])
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_a_load_pre_hook_that_rebinds_entries_leaves_the_callers_checkpoint(name):
+    """torch shallow-copies the checkpoint before its load pre-hooks run; dynopt passed the
+    caller's dict, so a migrating hook that rebinds "param_groups" (or an entry of "dynopt")
+    changed the checkpoint the caller still holds (loading it again then migrated twice)."""
+    m = model()
+    opt = FACTORIES[name](m, seed=3)
+    train(m, opt, data(2), name)
+    sd = opt.state_dict()
+    lr = sd["param_groups"][0]["lr"]
+
+    def migrate(o, ck):
+        ck["param_groups"] = [{**g, "lr": 0.5 * g["lr"]} for g in ck["param_groups"]]
+        ck["dynopt"]["seed"] = 7
+
+    other = FACTORIES[name](model(), seed=5)
+    other.register_load_state_dict_pre_hook(migrate)
+    other.load_state_dict(sd)
+    assert other.param_groups[0]["lr"] == 0.5 * lr and other.seed == 7
+    assert sd["param_groups"][0]["lr"] == lr and sd["dynopt"]["seed"] == 3
+    other.load_state_dict(sd)
+    assert other.param_groups[0]["lr"] == 0.5 * lr

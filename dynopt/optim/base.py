@@ -24,8 +24,10 @@ Subclasses implement ``_update(loss)`` and extend ``_validate_group``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import numbers
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
@@ -274,6 +276,9 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         """
         from .checkpoint import validate
 
+        state_dict = dict(state_dict)  # as torch: hooks may rebind entries, not the caller's
+        if isinstance(state_dict.get("dynopt"), dict):
+            state_dict["dynopt"] = dict(state_dict["dynopt"])
         for hook in self._optimizer_load_state_dict_pre_hooks.values():
             result = hook(self, state_dict)
             if result is not None:
@@ -595,9 +600,17 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         for name in (*self._caches, "_rollback_buffers", "_grad_absmax", bound._CARRY,
                      bound._PENDING):  # step scratch too
             state.pop(name, None)
+        # an LR scheduler wraps ``step`` on the instance (a closure over this optimizer): a copy
+        # that kept it would step the original; the copy gets its own wrapper instead
+        wrapped = state.pop("step", None)
+        if getattr(wrapped, "_wrapped_by_lr_sched", False):
+            state[_SCHED_WRAPPED] = True
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        if state.pop(_SCHED_WRAPPED, False):
+            _track_step_called(self)
         super().__setstate__(state)
         for name, factory in self._caches.items():
             self.__dict__.setdefault(name, factory())
@@ -606,6 +619,26 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             group.setdefault("foreach", None)
             group.setdefault("differentiable", False)
             group.setdefault("weight_decay", self.defaults.get("weight_decay", 0.0))
+
+
+_SCHED_WRAPPED = "_step_wrapped_by_lr_scheduler"
+
+
+def _track_step_called(opt: torch.optim.Optimizer) -> None:
+    """Wrap ``opt.step`` as an LR scheduler does when it is attached (it records that the
+    optimizer stepped, so the scheduler does not warn about the order of calls), for a copy of
+    an optimizer that had a scheduler."""
+    ref = weakref.ref(opt)
+    method = type(opt).step
+
+    @functools.wraps(method)
+    def step(*args: Any, **kwargs: Any) -> Any:
+        target = ref()
+        target._opt_called = True  # type: ignore[union-attr]
+        return method(target, *args, **kwargs)
+
+    step._wrapped_by_lr_sched = True  # type: ignore[attr-defined]
+    opt.step = step  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager
