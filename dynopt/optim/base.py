@@ -37,9 +37,10 @@ from torch import Tensor
 
 from .._validation import check_choice, check_int
 from ..errors import DivergenceError
+from ..integrators.base import AbstractIntegrator
 from . import bound, prior
 from ._paths import device_of
-from .checkpoint import SCHEDULE, Key
+from .checkpoint import SCHEDULE, Key, scheme_entry
 from .finite import abs_max
 
 __all__ = ["SCHEDULE", "DynamicsOptimizer", "Hyper"]
@@ -248,7 +249,9 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             sd = super().state_dict()  # runs the pre-hooks
         for g in sd["param_groups"]:
             for k, v in list(g.items()):
-                if callable(v) and not isinstance(v, Tensor):
+                if isinstance(v, AbstractIntegrator):  # plain data, for weights_only loads
+                    g[k] = scheme_entry(v)
+                elif callable(v) and not isinstance(v, Tensor):
                     g[k] = SCHEDULE
         sd["dynopt"] = {
             "optimizer": type(self).__name__,

@@ -35,6 +35,35 @@ __all__ = ["PRIOR_STATE", "Key", "check_scalar_tensor", "check_vector", "validat
 
 #: Placeholder stored in ``state_dict()`` for a hyperparameter given as a schedule callable.
 SCHEDULE = "<schedule>"
+#: Prefix of the entry of a scheme object that no string names (a splitting with fractions).
+INTEGRATOR = "<integrator>"
+
+
+def scheme_entry(integrator: Any) -> str:
+    """A scheme object as a checkpoint entry: the string that builds the same scheme (its name
+    or letters), else ``"<integrator>"`` and its letters with fractions, which a load matches
+    against the optimizer's own scheme object."""
+    from ..integrators import resolve
+
+    letters = integrator.letters()
+    try:
+        if resolve(integrator.name).letters() == letters:
+            return str(integrator.name)
+    except (ValueError, TypeError):
+        pass
+    return INTEGRATOR + repr([(str(c), float(f)) for c, f in letters])
+
+
+def _same_integrator(key: str, entry: str, current: Any) -> Any:
+    """The optimizer's own scheme object, if its letters are the checkpoint's."""
+    from ..integrators.base import AbstractIntegrator
+
+    if not (isinstance(current, AbstractIntegrator)
+            and scheme_entry(current) == entry):
+        raise ValueError(f"the checkpoint's {key} was the scheme object {entry[len(INTEGRATOR):]}"
+                         f" (letters, fractions); construct the optimizer with the same scheme "
+                         f"before loading (it has {current!r})")
+    return current
 #: Seeds are 64-bit (Philox keys and torch generator seeds).
 _SEED_LIMIT = 1 << 64
 #: Step counters enter the fused path's 64-bit Philox counter as 16·step + slot.
@@ -240,6 +269,8 @@ def validate(opt: Any, state_dict: Any) -> tuple[list[dict[str, Any]], dict[str,
                     raise ValueError(f"the checkpoint's {k} was a schedule; construct the "
                                      f"optimizer with the same schedule before loading")
                 group[k] = current[k]
+            elif isinstance(v, str) and v.startswith(INTEGRATOR):
+                group[k] = _same_integrator(k, v, current.get(k))
         probe = {**group, "params": current["params"]}
         try:
             opt._validate_group(probe, gi)
