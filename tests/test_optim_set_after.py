@@ -8,6 +8,7 @@ the next step raises an error naming the setting and its value *before* anything
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -234,3 +235,30 @@ def test_xi0_zero_is_the_chain_start():
     opt = NoseHoover(m.parameters(), lr=0.05, temperature=1e-3, chain_length=3, xi0=0.0)
     train(m, opt, data(1), "NoseHoover")
     assert float(opt.state_dict()["state"][0]["extras"].abs().max()) > 0.0
+
+
+@pytest.mark.parametrize("nonfinite", ["raise", "ignore"])
+@pytest.mark.parametrize("name", PARAM_LIST)
+def test_a_parameter_made_complex_after_construction_is_refused(name, nonfinite):
+    """Construction refuses complex parameters; a model cast with .to(torch.complex64) after
+    the optimizer was built used to be stepped (Langevin drew complex normals, half the
+    temperature per real component; others failed with raw dtype errors)."""
+    m = model(dtype=torch.float32)
+    opt = FACTORIES[name](m, seed=0, nonfinite=nonfinite)
+    train(m, opt, data(1, dtype=torch.float32), name)
+    before = _snapshot(m, opt)
+    with warnings.catch_warnings():  # torch: "Complex modules are a new feature"
+        warnings.simplefilter("ignore", UserWarning)
+        m.to(torch.complex64)
+    for p in m.parameters():
+        p.grad = torch.ones_like(p)
+    with pytest.raises(ValueError, match=r"does not support complex parameters \(param group 0, "
+                                         r"parameter 0 is a torch.complex64 tensor"):
+        if name in NEEDS_LOSS:
+            opt.step(loss=torch.tensor(1.0))
+        else:
+            opt.step()
+    with warnings.catch_warnings():  # the imaginary parts are 0
+        warnings.simplefilter("ignore", UserWarning)
+        m.to(torch.float32)
+    _unchanged(m, opt, before)

@@ -522,6 +522,10 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                 if p.grad is not None and p.grad.is_sparse:
                     raise ValueError(f"{type(self).__name__} does not support sparse "
                                      f"gradients (param group {gi}, parameter {pi})")
+                if p.grad is not None and p.is_complex():  # made complex after construction
+                    raise ValueError(f"{type(self).__name__} does not support complex "
+                                     f"parameters (param group {gi}, parameter {pi} is a "
+                                     f"{p.dtype} tensor of shape {tuple(p.shape)})")
 
     def _gradients_finite(self, loss: Any = None) -> bool:
         """One fused reduction per (device, dtype); raises or returns False on NaN/inf. A tensor
@@ -543,6 +547,8 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         tops = self.__dict__.setdefault("_grad_absmax", {})
         tops.clear()
         for key, items in buckets.items():
+            if key[1].is_complex:
+                self._refuse_unsupported()
             tops[key] = abs_max([g for _, _, g in items])
             if tops[key] < math.inf:
                 continue
