@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dynopt.optim import LOL, REGISTRY, AdaptiveLangevin, AdLaLa, Langevin, make
+from dynopt.optim import LOL, REGISTRY, AdaptiveLangevin, AdLaLa, Langevin, NoseHoover, make
 from dynopt.optim.hooks import CSVLogger
 from dynopt.program import OpCode
 
@@ -163,3 +163,33 @@ def test_train_command_runs_an_optimizer(tmp_path):
     assert hist["epoch"][-1] == 20
     assert hist["test_loss"][-1] < hist["test_loss"][0]
     assert np.isfinite(hist["test_loss"]).all()
+
+
+@pytest.mark.parametrize("path", [{"foreach": False}, {"foreach": True}, {"fused": True}])
+@pytest.mark.parametrize("make", [
+    lambda ps, **kw: NoseHoover(ps, lr=0.05, temperature=1e-3, **kw),
+    lambda ps, **kw: NoseHoover(ps, lr=0.05, temperature=1e-3, chain_length=3, **kw),
+    lambda ps, **kw: AdaptiveLangevin(ps, lr=0.05, temperature=1e-3, **kw),
+    lambda ps, **kw: Langevin(ps, lr=0.05, temperature=1e-3, **kw),
+], ids=["nose-hoover", "nhc", "adaptive-langevin", "langevin"])
+@pytest.mark.parametrize("empty_alone", [False, True])
+def test_empty_parameters_are_left_out_of_the_step(make, path, empty_alone):
+    """A zero-element parameter (nn.Linear(8, 0), an empty adapter) has no degrees of freedom.
+    Its own thermostat divided by N = 0 (NaN, then DivergenceError at step 2) and a fused bucket
+    of empty tensors failed with a raw dtype error. Now it is left out: the other parameters
+    follow the run without it bit for bit, and it gets no state."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(4, 3, dtype=torch.float32))
+    w_ref = torch.nn.Parameter(w.detach().clone())
+    empty = torch.nn.Parameter(torch.empty(0, 2, dtype=torch.float64))
+    groups = ([{"params": [w]}, {"params": [empty]}] if empty_alone else [w, empty])
+    opt = make(groups, seed=4, **path)
+    ref = make([{"params": [w_ref]}, {"params": []}] if empty_alone else [w_ref], seed=4,
+               **path)
+    for _ in range(4):
+        w.grad, w_ref.grad = w.detach().clone(), w_ref.detach().clone()
+        empty.grad = torch.zeros_like(empty)
+        opt.step()
+        ref.step()
+    assert torch.equal(w, w_ref)
+    assert empty not in opt.state and empty.shape == (0, 2)

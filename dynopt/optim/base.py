@@ -122,6 +122,17 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         """torch's ``add_param_group``, then validation; a refused group is taken out again, so
         the optimizer is unchanged and the call can be retried with corrected values."""
         n = len(self.param_groups)
+        params = param_group.get("params") if isinstance(param_group, dict) else None
+        if params is not None and not isinstance(params, Tensor | set):
+            param_group["params"] = params = list(params)  # as torch does (once: generators)
+            seen: dict[int, int] = {}
+            for i, p in enumerate(params):
+                if id(p) in seen:  # torch only warns; the step would move it twice
+                    raise ValueError(
+                        f"{type(self).__name__}: parameter {i} of param group {n} is parameter "
+                        f"{seen[id(p)]} again (a {tuple(p.shape)} tensor); list each parameter "
+                        "once (model.parameters() already lists tied weights once)")
+                seen[id(p)] = i
         super().add_param_group(param_group)
         try:
             group = self.param_groups[-1]

@@ -312,11 +312,14 @@ class Partitioned(DynamicsOptimizer):
         units: list[list[Any]] = []
         for gi, group in enumerate(self.param_groups):
             params, grads = self.params_with_grad(group)
-            if not params:
+            # an empty tensor has no degrees of freedom: nothing to step, and a thermostat of
+            # its own would divide by N = 0
+            members = [(p, g, streams[id(p)]) for p, g in zip(params, grads, strict=True)
+                       if p.numel()]
+            if not members:
                 continue
             spec = self._spec(group)
             scope = group["scope"] if spec.n_extras else "tensor"
-            members = [(p, g, streams[id(p)]) for p, g in zip(params, grads, strict=True)]
             if scope == "model":
                 if model_unit is None:
                     model_unit = [spec, group, members, "model", "model"]
