@@ -3,7 +3,8 @@
 Both Gaussian kinds turn the same Philox words into normals; they differ only in the arithmetic
 of the Box–Muller transform (float32, widened in float64 kernels, against float64). Checked
 here through the public entry points: the numba ensemble kernel and the fused optimizer path
-give values within the documented 3e-5 of each other (and not equal: the kind reaches the
+give values within 3e-5 of each other on these draws (the documented bound, 2.5e-4, is reached
+only where |z| < 3e-4, tests/test_philox.py) (and not equal: the kind reaches the
 kernel), float32 tensors have the one transform, a run resumes bit for bit under either kind,
 and a misspelt kind is refused by name. The statistical batteries of both transforms are in
 tests/test_noise_quality.py and tests/test_philox.py.
