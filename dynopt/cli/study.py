@@ -72,7 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="name (BAOAB, leapfrog, em, lm, ...) or splitting string "
                              "(default: the system's own scheme)")
     parser.add_argument("--h", type=float, default=_Default(0.05),
-                        help="step size (default: 0.05; 0.001 for zakharov, stiff at its start)")
+                        help="step size (default: 0.05; " + "; ".join(
+                            f"{e.h:g} for {name}" for name, e in POTENTIALS.items()
+                            if e.h != 0.05) + ": stiff at their start)")
     parser.add_argument("--steps", type=count, default=_DefaultInt(1_000_000),
                         help="steps per chain (--model: 2000)")
     parser.add_argument("--chains", type=count, default=_DefaultInt(64),
