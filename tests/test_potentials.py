@@ -107,3 +107,25 @@ def test_custom_without_numba_functions_is_a_clear_error_on_numba():
     with pytest.raises(ValueError, match=r"backend='numba' cannot integrate Custom.*'torch'"):
         dynopt.integrate(dynopt.systems.Hamiltonian(pot), "BAB", [1.0], h=0.1, n_steps=1,
                          backend="numba")
+
+
+def test_placeholder_functions_are_passed_by_address():
+    """A built-in potential's value/grad functions and a program's unused extended-op slot are
+    placeholders the kernel never calls: they go in as :class:`Unused` addresses, which numba
+    resolves without the two compile-result lookups a dispatcher argument costs on every kernel
+    call (the per-step calls of an ``integrate()`` with events)."""
+    from numba.experimental.function_type import _get_wrapper_address
+
+    from dynopt.backends.numba.kernel import EXTENDED_SIG, no_extended_ops
+    from dynopt.backends.numba.potentials import VALUE_SIG, Unused, dummy_value
+    from dynopt.backends.numba.runner import _extended_ops
+    from dynopt.program import OpCode
+
+    kind, _, vfn, gfn = pack_potential(P.DoubleWell(dim=2))
+    assert kind > 0 and isinstance(vfn, Unused) and isinstance(gfn, Unused)
+    assert vfn.__wrapper_address__() == _get_wrapper_address(dummy_value, VALUE_SIG)
+    assert vfn.signature() == VALUE_SIG
+    stub = _extended_ops(np.array([int(OpCode.KICK), int(OpCode.DRIFT)]))
+    assert isinstance(stub, Unused)
+    assert stub.__wrapper_address__() == _get_wrapper_address(no_extended_ops, EXTENDED_SIG)
+    assert not isinstance(_extended_ops(np.array([int(OpCode.THERMOSTAT)])), Unused)

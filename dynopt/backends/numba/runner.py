@@ -12,13 +12,14 @@ from ..base import AbstractBackend, Divergence, Records
 from ..state import State
 from .kernel import (
     EXTENDED_CODES,
+    EXTENDED_SIG,
     block_lanes,
     no_extended_ops,
     potential_values,
     run_block_kernel,
 )
 from .philox import GAUSSIAN, GAUSSIAN_F64, NOISE_KINDS, fill_for, normals_for, split_seed
-from .potentials import dummy_grad, dummy_value
+from .potentials import GRAD_SIG, VALUE_SIG, dummy_grad, dummy_value, unused
 
 if TYPE_CHECKING:
     from ...potentials.base import AbstractPotential
@@ -40,7 +41,7 @@ def pack_potential(potential: AbstractPotential) -> tuple[int, np.ndarray, Any, 
     kind = int(potential.numba_kind)
     if kind > 0:
         return kind, np.ascontiguousarray(potential.numba_params(), dtype=np.float64), (
-            dummy_value), dummy_grad
+            unused(dummy_value, VALUE_SIG)), unused(dummy_grad, GRAD_SIG)
     fns = potential.numba_functions()
     if fns is None:
         raise ValueError(
@@ -78,7 +79,7 @@ def _extended_ops(codes: np.ndarray) -> Any:
         from .extended_ops import run_extended_op
 
         return run_extended_op
-    return no_extended_ops
+    return unused(no_extended_ops, EXTENDED_SIG)
 
 
 _EXTENDED = frozenset(int(c) for c in EXTENDED_CODES)
