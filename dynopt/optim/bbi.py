@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -19,6 +20,8 @@ from ._paths import bucket, choose_path, mark_written, numpy_view
 from .base import Hyper
 from .bound import bbi_bounded
 from .eventful import EventfulOptimizer, Participants
+from .executor import Slot
+from .partitioned import _buffer
 from .registry import register
 
 __all__ = ["BBI"]
@@ -35,7 +38,80 @@ def _t(x: float) -> Tensor:
     return torch.tensor([x], dtype=torch.float64)
 
 
-class BBI(EventfulOptimizer):
+class ShellSystem(EventfulOptimizer):
+    """What BBI and ECDSep share: hyperparameters held by the continuous system
+    (``self.system``), not by the param groups, and one momentum per parameter.
+
+    The system's hyperparameters travel in the checkpoint as plain Python values,
+    ``state_dict()["dynopt"]["system"]``, and ``load_state_dict`` restores them (validated as
+    the constructor validates them), as torch restores the param groups' hyperparameters: a
+    resumed run continues with the dynamics it was saved with, whatever the new optimizer was
+    built with. A checkpoint written before they were recorded keeps the current values.
+    """
+
+    #: The system class, built as ``system_type(None, **hyperparameters)``.
+    system_type: ClassVar[type[Any]]
+    #: Its constructor arguments (= attributes) saved in the checkpoint.
+    system_keys: ClassVar[tuple[str, ...]]
+    #: The constants class of the system's shell op ``"S"`` (``from_op``).
+    constants_type: ClassVar[type[Any]]
+
+    def _set_system(self, system: Any) -> None:
+        """Use ``system`` (built, and so validated, by ``system_type``) and its constants."""
+        #: The continuous system; it validates the hyperparameters and supplies the constants.
+        self.system = system
+        self.constants = self.constants_type.from_op(system.lower("S", 0.0).f)
+
+    def system_hyperparameters(self) -> dict[str, Any]:
+        """The system's hyperparameters, as saved in ``state_dict()["dynopt"]["system"]``."""
+        return {k: getattr(self.system, k) for k in self.system_keys}
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {**super()._extra_state(), "system": self.system_hyperparameters()}
+
+    def _saved_system(self, state_dict: Any) -> Any:
+        """The system the checkpoint was saved with, built from its ``dynopt["system"]`` entry
+        (None for a checkpoint without one); ValueError/TypeError naming the entry if it is
+        malformed or a value is one the constructor refuses."""
+        extra = state_dict.get("dynopt") if isinstance(state_dict, Mapping) else None
+        saved = extra.get("system") if isinstance(extra, Mapping) else None
+        if saved is None:
+            return None
+        where = "cannot load the checkpoint: dynopt['system']"
+        if not isinstance(saved, Mapping) or set(saved) != set(self.system_keys):
+            raise ValueError(f"{where} must hold exactly {list(self.system_keys)}, got "
+                             f"{sorted(saved) if isinstance(saved, Mapping) else saved!r}; the "
+                             "optimizer was left unchanged")
+        try:
+            return self.system_type(None, **saved)
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"{where}: {err}; the optimizer was left unchanged") from None
+
+    def _refuse_checkpoint(self, state_dict: dict[str, Any]) -> None:
+        super()._refuse_checkpoint(state_dict)
+        self._saved_system(state_dict)
+
+    def _after_load(self, state_dict: dict[str, Any]) -> None:
+        super()._after_load(state_dict)
+        system = self._saved_system(state_dict)
+        if system is not None:
+            self._set_system(system)
+
+    def _momenta(self, params: list[Tensor]) -> list[Tensor]:
+        """The momenta of ``params`` (zeros on first use). One whose dtype is no longer its
+        parameter's (the model was cast after the first step, e.g. ``model.double()``) is
+        refused as the Langevin family refuses it (a ValueError naming both dtypes), before
+        anything is written: the paths would otherwise go on in the old precision."""
+        ms = [self.momentum(p) for p in params]
+        for p, m in zip(params, ms, strict=True):
+            if m.dtype != p.dtype:
+                index = next(i for i, q in enumerate(
+                    q for g in self.param_groups for q in g["params"]) if q is p)
+                _buffer(Slot(p, p, self.state[p], index), "momentum", p.dtype)
+        return ms
+
+
+class BBI(ShellSystem):
     r"""BBI (Born–Infeld inflation-inspired) energy-conserving descent.
 
     The :class:`~dynopt.systems.BornInfeld` system's map ``"SBA"`` on the whole model: with the
@@ -53,6 +129,9 @@ class BBI(EventfulOptimizer):
     schedulers change Δt; a group's ``lr`` is its own Δt), bounce directions come from the
     optimizer's generator (reproducible from ``seed``, saved in the ``state_dict``), and E₀, the
     counters and |Π|² are optimizer state saved in the ``state_dict`` (``global_state["bbi"]``).
+    The hyperparameters ``v0`` … ``bounce_direction`` are saved in it too
+    (``state_dict()["dynopt"]["system"]``) and ``load_state_dict`` restores them, as torch
+    restores the param groups' (:class:`ShellSystem`).
 
     BBI needs the loss value on the host every step (one synchronisation on CUDA): call
     ``step(closure)`` or ``step(loss=loss)`` after ``loss.backward()`` (the authors' usage,
@@ -98,6 +177,10 @@ class BBI(EventfulOptimizer):
     supported_actions = (Bounce, Stop)
     needs_loss = True
     extras_keys = {"bbi": BBI_EXTRAS}
+    system_type = BornInfeld
+    system_keys = ("v0", "delta_energy", "t0", "n_bounces", "t1", "consistent_energy", "eps1",
+                   "eps2", "bounce_direction")
+    constants_type = BBIConstants
 
     def __init__(
         self,
@@ -122,16 +205,20 @@ class BBI(EventfulOptimizer):
         differentiable: bool = False,
         nonfinite: str = "raise",
     ) -> None:
-        #: The continuous system; it validates the hyperparameters and supplies the constants.
-        self.system = BornInfeld(None, v0=v0, delta_energy=delta_energy, t0=t0,
-                                 n_bounces=n_bounces, t1=t1,
-                                 consistent_energy=consistent_energy, eps1=eps1, eps2=eps2,
-                                 bounce_direction=bounce_direction)
-        self.constants = BBIConstants.from_op(self.system.lower("S", 0.0).f)
+        self._set_system(BornInfeld(None, v0=v0, delta_energy=delta_energy, t0=t0,
+                                    n_bounces=n_bounces, t1=t1,
+                                    consistent_energy=consistent_energy, eps1=eps1, eps2=eps2,
+                                    bounce_direction=bounce_direction))
         defaults = {"lr": lr, "weight_decay": weight_decay, "foreach": foreach, "fused": fused,
                     "maximize": maximize,
                     "differentiable": differentiable}
         super().__init__(params, defaults, events=events, seed=seed, nonfinite=nonfinite)
+
+    def system_hyperparameters(self) -> dict[str, Any]:
+        out = super().system_hyperparameters()
+        for k in ("t0", "t1"):  # the system holds "never" as inf and counts as floats
+            out[k] = None if math.isinf(out[k]) else int(out[k])
+        return out
 
     def _apply_action(self, action: Action) -> None:
         if isinstance(action, Bounce):
@@ -183,7 +270,7 @@ class BBI(EventfulOptimizer):
         device = self.device_of(parts)
         params = [p for _, ps, _ in parts for p in ps]
         grads = [g for _, _, gs in parts for g in gs]
-        moms = [self.momentum(p) for p in params]
+        moms = self._momenta(params)
         reference = self._reference(parts)
         ps2 = self._ps2(moms, reference)
         if len(self._events):
@@ -208,7 +295,7 @@ class BBI(EventfulOptimizer):
             return
         if float(dec.init_coef) != 0.0:  # first step: start along −∇ℓ
             for m, g in zip(moms, grads, strict=True):
-                m.copy_(-dec.init_coef.to(g) * g)
+                m.copy_(-scalar_like(dec.init_coef, g) * g)
         key = self.participation_key()
         if bool(dec.bounce):
             self._bounce(moms, float(dec.ps2), reference)
@@ -234,9 +321,9 @@ class BBI(EventfulOptimizer):
                 new_ps2 += self.norm2(ms)
             else:  # the system's ops, as the torch backend runs them
                 for p, g, m in zip(ps, gs, ms, strict=True):
-                    m.mul_(dec.scale.to(m))
-                    energy_ops.scaled_kick_(m, g, lr, st["kick_rate"].to(m))
-                    energy_ops.scaled_drift_(p, m, lr, st["drift_rate"].to(m), 1.0)
+                    m.mul_(scalar_like(dec.scale, m))
+                    energy_ops.scaled_kick_(m, g, lr, scalar_like(st["kick_rate"], m))
+                    energy_ops.scaled_drift_(p, m, lr, scalar_like(st["drift_rate"], m), 1.0)
                 new_ps2 += _sum_sq(ms)
         self.global_state["ps2"] = new_ps2
         self.global_state["ps2_key"] = key
@@ -276,8 +363,28 @@ def _fused_kick_drift(ps: list[Tensor], gs: list[Tensor], ms: list[Tensor], r: f
 
 
 def _sum_sq(tensors: list[Tensor]) -> float:
-    """Σ (t*t).sum() in float64 (the reference path's reduction, as the torch backend's)."""
-    return float(sum(float((t * t).sum()) for t in tensors)) if tensors else 0.0
+    """Σ|t|² over ``tensors``, summed over tensors as a Python float (float64): the reference
+    path's reduction.
+
+    A float32/float64 tensor is reduced as the torch backend reduces it, ``(t*t).sum()`` in its
+    own dtype, so that the reference path performs the backend's arithmetic bit for bit. Any
+    other dtype (float16, bfloat16) is reduced in float64: its squares would underflow (|t| <
+    2.4e-4 in float16) and their sum overflow (> 65504) although |t| itself fits.
+    """
+    total = 0.0
+    for t in tensors:
+        if t.dtype in (torch.float32, torch.float64):
+            total += float((t * t).sum())
+        else:
+            total += float(torch.linalg.vector_norm(t, dtype=torch.float64)) ** 2
+    return total
+
+
+def scalar_like(x: Tensor, t: Tensor) -> Tensor:
+    """The 1-element ``x`` as a 0-dim tensor of ``t``'s dtype and device: a coefficient of the
+    reference path's in-place ops, which broadcasts with every shape, 0-dim parameters
+    included (a shape-(1,) one cannot be written into a 0-dim tensor)."""
+    return x.to(t).reshape(())
 
 
 @register("bbi")

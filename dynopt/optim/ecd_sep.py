@@ -19,6 +19,7 @@ from ..systems.ecd_sep import ECDSep as ECDSepSystem
 from ._events import as_scalar
 from ._paths import bucket, choose_path
 from .base import Hyper
+from .bbi import ShellSystem, _sum_sq, scalar_like
 from .eventful import EventfulOptimizer, Participants
 from .registry import register
 
@@ -29,11 +30,7 @@ def _t(x: float) -> Tensor:
     return torch.tensor([x], dtype=torch.float64)
 
 
-def _sum_sq(tensors: list[Tensor]) -> float:
-    return float(sum(float((t * t).sum()) for t in tensors)) if tensors else 0.0
-
-
-class ECDSep(EventfulOptimizer):
+class ECDSep(ShellSystem):
     r"""ECDSep: energy-conserving descent with H = log(s + |p|²) + η log(F − F₀).
 
     The :class:`~dynopt.systems.ECDSep` system's map ``"SBAR"`` on the whole model. With
@@ -48,7 +45,9 @@ class ECDSep(EventfulOptimizer):
 
     All norms are global over groups and tensors; ``lr`` and ``weight_decay`` are read per group
     every step, so LR schedulers change Δt (the authors' ECDSep caches ``lr`` at construction);
-    the energy E, |p|² and the generator are saved in the ``state_dict``. ECDSep needs the loss
+    the energy E, |p|² and the generator are saved in the ``state_dict``, and so are the
+    hyperparameters ``F0`` … ``eps2`` (``state_dict()["dynopt"]["system"]``), which
+    ``load_state_dict`` restores as torch restores the param groups'. ECDSep needs the loss
     value every step: ``step(closure)`` or ``step(loss=loss)``.
 
     | paper | here | authors' ``ECDSep`` kwarg | default |
@@ -88,6 +87,9 @@ class ECDSep(EventfulOptimizer):
     needs_loss = True
     extras_keys = {"ecd": ECD_EXTRAS}
     prior_in_step = True  # F̃ = ℓ + Σ (wd/2)|θ|² enters the energy: added in _step
+    system_type = ECDSepSystem
+    system_keys = ("F0", "eta", "s", "nu", "delta_energy", "consistent_energy", "eps1", "eps2")
+    constants_type = ECDConstants
 
     def __init__(
         self,
@@ -110,10 +112,10 @@ class ECDSep(EventfulOptimizer):
         differentiable: bool = False,
         nonfinite: str = "raise",
     ) -> None:
-        #: The continuous system; it validates the hyperparameters and supplies the constants.
-        self.system = ECDSepSystem(None, F0=F0, eta=eta, s=s, nu=nu, delta_energy=delta_energy,
-                                   consistent_energy=consistent_energy, eps1=eps1, eps2=eps2)
-        self.constants = ECDConstants.from_op(self.system.lower("S", 0.0).f)
+        self._set_system(ECDSepSystem(None, F0=F0, eta=eta, s=s, nu=nu,
+                                      delta_energy=delta_energy,
+                                      consistent_energy=consistent_energy, eps1=eps1,
+                                      eps2=eps2))
         defaults = {"lr": lr, "weight_decay": weight_decay, "foreach": foreach,
                     "maximize": maximize,
                     "differentiable": differentiable}
@@ -137,7 +139,7 @@ class ECDSep(EventfulOptimizer):
         items = []  # (path, lr, wd, params, grads, moms)
         for group, ps, gs in parts:
             if ps:
-                ms = [self.momentum(p) for p in ps]
+                ms = self._momenta(ps)
                 path = choose_path(group, ps + gs + ms, "ECDSep")
                 items.append(("foreach" if path == "fused" else path, self.hyper(group, "lr"),
                               self.hyper(group, "weight_decay", check_nonnegative), ps, gs, ms))
@@ -183,7 +185,7 @@ class ECDSep(EventfulOptimizer):
             scale = _t(pn) / torch.sqrt(_t(sq(moms) if reference else u2))
             if reference:
                 for m in moms:
-                    m.mul_(scale.to(m))
+                    m.mul_(scalar_like(scale, m))
             else:
                 for (ms,) in bucket(moms).values():
                     torch._foreach_mul_(ms, float(scale))
@@ -228,9 +230,9 @@ def _kick(path: str, dec: energy_ops.ECDDecision, rate: float, rate_t: Tensor, l
     for p, g, m in zip(ps, gs, ms, strict=True):  # the system's ops, as the torch backend's
         f = _force(wd, p, g)
         if init:
-            m.copy_(-dec.init_coef.to(m) * f)
-        m.mul_(dec.scale.to(m))
-        energy_ops.scaled_kick_(m, f, lr, rate_t.to(m))
+            m.copy_(-scalar_like(dec.init_coef, m) * f)
+        m.mul_(scalar_like(dec.scale, m))
+        energy_ops.scaled_kick_(m, f, lr, scalar_like(rate_t, m))
     return _sum_sq(ms) if norm else 0.0
 
 
@@ -250,9 +252,9 @@ def _drift_rotate(path: str, coef: float, pn: float, nu: float, ps: list[Tensor]
         return EventfulOptimizer.norm2(ms)
     pn_t = _t(pn)
     for p, m, z in zip(ps, ms, zs, strict=True):
-        p.add_(m * torch.tensor([coef], dtype=m.dtype, device=m.device))
+        p.add_(m * torch.tensor(coef, dtype=m.dtype, device=m.device))
         if z is not None:
-            m.copy_(m / pn_t.to(m) + nu * z)
+            m.copy_(m / scalar_like(pn_t, m) + nu * z)
     return _sum_sq(ms) if norm else 0.0
 
 
