@@ -8,7 +8,7 @@ import io
 import pytest
 import torch
 
-from dynopt.optim import BBI, ECDSep
+from dynopt.optim import BBI, ECDSep, HeavyBall
 
 #: name: (hyperparameters A, other hyperparameters B); every key differs between them.
 HYPERS = {
@@ -208,38 +208,48 @@ def test_a_0_dim_parameter_on_the_reference_path(cls, kw):
 # --- a model cast after the first step ------------------------------------------------------
 @pytest.mark.parametrize("path", [{"foreach": True}, {"foreach": False}, {}],
                          ids=["foreach", "single", "default"])
-@pytest.mark.parametrize("cls", [BBI, ECDSep], ids=["bbi", "ecdsep"])
-def test_a_model_cast_after_the_first_step_is_refused_and_the_step_changes_nothing(cls, path):
-    """After ``model.double()`` ECDSep (every path) and BBI (foreach and single-tensor paths)
-    went on with float32 momenta; now refused as the Langevin family refuses it."""
+@pytest.mark.parametrize("cls", [BBI, ECDSep, HeavyBall], ids=["bbi", "ecdsep", "heavyball"])
+@pytest.mark.parametrize("cast", ["model", "second group"])
+def test_a_model_cast_after_the_first_step_is_refused_and_the_step_changes_nothing(cls, path,
+                                                                                   cast):
+    """After ``model.double()`` ECDSep (every path), BBI and HeavyBall (foreach and
+    single-tensor paths) went on with float32 momenta; now refused as the Langevin family
+    refuses it, before any group is written (also when only a later group was cast)."""
     torch.manual_seed(0)
     m = torch.nn.Linear(3, 2)
-    opt = cls(m.parameters(), lr=0.1, seed=1, **path)
+    opt = cls([{"params": [m.weight]}, {"params": [m.bias]}], lr=0.1, seed=1, **path)
     x = torch.randn(4, 3)
 
-    def step():
-        opt.zero_grad()
-        loss = m(x.to(m.weight.dtype)).pow(2).sum() + 1
-        loss.backward()
-        opt.step(loss=loss.detach())
+    def step(loss):
+        if cls is HeavyBall:
+            opt.step()
+        else:
+            opt.step(loss=loss.detach())
 
-    step()
-    step()
-    m.double()
+    for _ in range(2):
+        opt.zero_grad()
+        loss = m(x).pow(2).sum() + 1
+        loss.backward()
+        step(loss)
+    if cast == "model":
+        m.double()
+    else:
+        m.bias.data = m.bias.data.double()
     opt.zero_grad()
-    loss = m(x.double()).pow(2).sum() + 1
+    loss = (m.weight.double() @ x.double().T).T.add(m.bias.double()).pow(2).sum() + 1
     loss.backward()
     params = [p.detach().clone() for p in m.parameters()]
     moms = [opt.state[p]["momentum"].clone() for p in m.parameters()]
-    step = opt.state_dict()["dynopt"]["global"]["step"]
-    with pytest.raises(ValueError, match=r"state\['momentum'\] of parameter 0 must be a "
-                       r"contiguous torch.float64 tensor of shape \(2, 3\) on cpu, got "
+    count = opt.state_dict()["dynopt"]["global"]["step"]
+    which, shape = (0, r"\(2, 3\)") if cast == "model" else (1, r"\(2,\)")
+    with pytest.raises(ValueError, match=rf"state\['momentum'\] of parameter {which} must be a "
+                       rf"contiguous torch.float64 tensor of shape {shape} on cpu, got "
                        r"torch.float32"):
-        opt.step(loss=loss.detach())
+        step(loss)
     assert all(torch.equal(p, q) for p, q in zip(m.parameters(), params, strict=True))
     assert all(torch.equal(opt.state[p]["momentum"], q)
                for p, q in zip(m.parameters(), moms, strict=True))
-    assert opt.state_dict()["dynopt"]["global"]["step"] == step == 2
+    assert opt.state_dict()["dynopt"]["global"]["step"] == count == 2
 
 
 @pytest.mark.parametrize("cls", [BBI, ECDSep], ids=["bbi", "ecdsep"])

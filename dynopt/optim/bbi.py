@@ -20,8 +20,6 @@ from ._paths import bucket, choose_path, mark_written, numpy_view
 from .base import Hyper
 from .bound import bbi_bounded
 from .eventful import EventfulOptimizer, Participants
-from .executor import Slot
-from .partitioned import _buffer
 from .registry import register
 
 __all__ = ["BBI"]
@@ -97,18 +95,6 @@ class ShellSystem(EventfulOptimizer):
         if system is not None:
             self._set_system(system)
 
-    def _momenta(self, params: list[Tensor]) -> list[Tensor]:
-        """The momenta of ``params`` (zeros on first use). One whose dtype is no longer its
-        parameter's (the model was cast after the first step, e.g. ``model.double()``) is
-        refused as the Langevin family refuses it (a ValueError naming both dtypes), before
-        anything is written: the paths would otherwise go on in the old precision."""
-        ms = [self.momentum(p) for p in params]
-        for p, m in zip(params, ms, strict=True):
-            if m.dtype != p.dtype:
-                index = next(i for i, q in enumerate(
-                    q for g in self.param_groups for q in g["params"]) if q is p)
-                _buffer(Slot(p, p, self.state[p], index), "momentum", p.dtype)
-        return ms
 
 
 class BBI(ShellSystem):
@@ -309,7 +295,7 @@ class BBI(ShellSystem):
             if not ps:
                 continue
             lr = self.hyper(group, "lr")
-            ms = [self.momentum(p) for p in ps]
+            ms = self._momenta(ps)
             path = choose_path(group, ps + gs + ms, "BBI")
             if path == "fused":
                 new_ps2 += _fused_kick_drift(ps, gs, ms, r, lr * kick, lr * drift)

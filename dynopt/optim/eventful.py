@@ -16,6 +16,8 @@ from ..events.triggers import Trigger
 from ._events import OptimizerEvents, as_scalar
 from .base import DynamicsOptimizer
 from .checkpoint import PRIOR_STATE, Key, check_scalar_tensor
+from .executor import Slot
+from .partitioned import _buffer as _refuse_cast
 
 __all__ = ["EventfulOptimizer", "Participants"]
 
@@ -264,6 +266,19 @@ class EventfulOptimizer(DynamicsOptimizer):
         if "momentum" not in st:
             st["momentum"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
         return st["momentum"]
+
+    def _momenta(self, params: list[Tensor]) -> list[Tensor]:
+        """The momenta of ``params`` (zeros on first use). One whose dtype is no longer its
+        parameter's (the model was cast after the first step, e.g. ``model.double()``) is
+        refused as the Langevin family refuses it (a ValueError naming both dtypes), before
+        anything is written: the paths would otherwise go on in the old precision."""
+        ms = [self.momentum(p) for p in params]
+        for p, m in zip(params, ms, strict=True):
+            if m.dtype != p.dtype:
+                index = next(i for i, q in enumerate(
+                    q for g in self.param_groups for q in g["params"]) if q is p)
+                _refuse_cast(Slot(p, p, self.state[p], index), "momentum", p.dtype)
+        return ms
 
     @staticmethod
     def device_of(parts: Participants) -> torch.device:

@@ -149,9 +149,9 @@ class HeavyBall(EventfulOptimizer):
             if params:
                 h = self.hyper(group, "lr")
                 gamma = self.friction(group)
-                steps.append((group, params, grads, h, gamma, _friction_factor(gamma, h)))
-        for group, params, grads, h, gamma, c in steps:
-            moms = [self.momentum(p) for p in params]
+                steps.append((group, params, grads, self._momenta(params), h, gamma,
+                              _friction_factor(gamma, h)))
+        for group, params, grads, moms, h, gamma, c in steps:
             path = choose_path(group, params + grads + moms, "HeavyBall")
             if path == "fused":
                 _fused_step(params, grads, moms, c, h)
