@@ -148,3 +148,20 @@ def test_stiff_potentials_run_at_their_own_default_step(potential, h, steps, cha
     assert json.loads((tmp_path / "summary.json").read_text())["h"] == h
     rc = main(["study", "--potential", potential, "--h", "0.05", *common])
     assert rc == 1 and "diverged at step" in capsys.readouterr().err
+
+
+def test_relative_invariant_row_uses_the_thermal_scale_when_h0_is_below_it():
+    """A Nosé–Hoover run started at the minimum has |H(0)| ≈ 0: max |ΔH|/|H(0)| came out in the
+    thousands (true and meaningless). Below the thermostat's scale d·k_BT the row divides by
+    that scale; an NVE run (no temperature) and a thermostat with a large |H(0)| keep |H(0)|."""
+    from dynopt.cli.study_report import relative_row
+
+    small = {"quantity": "invariant", "max_abs_error": 0.02, "max_rel_error": 20.0,
+             "thermal_scale": 0.25}
+    assert relative_row(small) == ("max |Δinvariant|/(d·k_BT)", "0.0800", "-", "-")
+    large = {**small, "max_rel_error": 0.002}  # |H(0)| = 10 > 0.25
+    assert relative_row(large) == ("max |Δinvariant|/|invariant(0)|", "0.0020", "-", "-")
+    nve = {"quantity": "energy", "max_abs_error": 0.02, "max_rel_error": 20.0}
+    assert relative_row(nve) == ("max |Δenergy|/|energy(0)|", "20.0000", "-", "-")
+    summary = {"conservation": {**small, "slope": 0.0, "slope_se": 1e-6}}
+    from dynopt.cli.study_report import analyze  # noqa: F401  (the summary's producer)

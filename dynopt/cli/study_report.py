@@ -64,6 +64,8 @@ def analyze(traj: Trajectory, *, burn_in: int = 0) -> dict[str, Any]:
         quantity = "invariant" if "invariant" in traj.extras else "energy"
         out["conservation"] = {"quantity": quantity, "conservative": system.is_conservative,
                                **dg.energy_drift(traj).as_dict()}
+        if tau is not None and tau > 0:  # a thermostat's scale: d·k_BT per chain
+            out["conservation"]["thermal_scale"] = traj.dim * float(tau)
     else:
         target = None
         if canonical:
@@ -123,6 +125,18 @@ def align(rows: list[tuple[str, str, str, str]]) -> list[str]:
             *(line.format(*r) for r in rows)]
 
 
+def relative_row(c: dict[str, Any]) -> tuple[str, str, str, str]:
+    """max |ΔH| relative to |H(0)|, or, for a thermostat whose |H(0)| is below its thermal
+    scale d·k_BT (a run started at a minimum: H(0) ≈ 0 makes the ratio to it meaningless), to
+    that scale."""
+    name, err, rel = c["quantity"], c["max_abs_error"], c["max_rel_error"]
+    scale = c.get("thermal_scale")
+    h0 = err / rel if rel > 0 else math.inf
+    if scale is not None and h0 < scale:
+        return (f"max |Δ{name}|/(d·k_BT)", _fmt(err / scale), "-", "-")
+    return (f"max |Δ{name}|/|{name}(0)|", _fmt(rel), "-", "-")
+
+
 def drift_row(c: dict[str, Any]) -> tuple[str, str, str, str]:
     """The drift row: a conservation check (target 0, z) for a conservative flow; for a
     dissipative one (PortHamiltonian with γ > 0) the rate of change, with no target."""
@@ -146,7 +160,7 @@ def format_table(summary: dict[str, Any]) -> str:
         c = summary["conservation"]
         name = c["quantity"]
         rows.append((f"max |Δ{name}|", _fmt(c["max_abs_error"]), "-", "-"))
-        rows.append((f"max |Δ{name}|/|{name}(0)|", _fmt(c["max_rel_error"]), "-", "-"))
+        rows.append(relative_row(c))
         rows.append(drift_row(c))
     if "energy" in summary:
         est_row("mean energy <H>", summary["energy"])
