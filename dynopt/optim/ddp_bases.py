@@ -31,11 +31,31 @@ import torch
 from torch import Tensor
 
 from ..ddp.layers import AffineLayer, Curvature
+from .checkpoint import Key
 
-__all__ = ["BASES", "LayerStep", "ParamStep", "batch_second_moment", "ekfac_layer_step",
+__all__ = ["BASES", "DIAGONAL_STATE", "EKFAC_STATE", "NONNEGATIVE_STATE", "LayerStep",
+           "ParamStep", "batch_second_moment", "ekfac_layer_step", "ekfac_state_shapes",
            "param_step"]
 
 BASES = ("sgd", "rmsprop", "adam", "ekfac")
+
+#: The per-tensor state each diagonal base writes (:func:`param_step`), as a checkpoint must hold
+#: it. Buffers that a hyperparameter turns on later (momentum, centered) start from zero when
+#: absent, so they are optional; a step writes the others together.
+DIAGONAL_STATE: dict[str, dict[str, Key]] = {
+    "sgd": {"momentum_buffer": Key("param")},
+    "rmsprop": {"step": Key("count", required=True), "square_avg": Key("param", required=True),
+                "grad_avg": Key("param"), "momentum_buffer": Key("param")},
+    "adam": {"step": Key("count", required=True), "exp_avg": Key("param", required=True),
+             "exp_avg_sq": Key("param", required=True)},
+}
+#: EKFAC's state, kept in the layer's weight entry (the bias entry stays empty): key -> whether
+#: an entry must hold it (the heavy-ball buffer appears once ``momentum`` is non-zero).
+EKFAC_STATE: dict[str, bool] = {"step": True, "ekfac_A": True, "ekfac_G": True,
+                                "ekfac_UA": True, "ekfac_UG": True, "ekfac_S": True,
+                                "ekfac_buf": False}
+#: Second moments: a negative entry would make the next step's square root NaN.
+NONNEGATIVE_STATE = ("square_avg", "exp_avg_sq", "ekfac_S")
 
 
 @dataclass
@@ -211,6 +231,16 @@ def ekfac_layer_step(layer: AffineLayer, grads: list[Tensor], vh: Tensor, xs: Te
         new_params.append(params[1].add(db, alpha=-lr))
     states = [new] + ([{}] if db is not None else [])
     return LayerStep(new_params, states, cur, d)
+
+
+def ekfac_state_shapes(layer: AffineLayer) -> dict[str, tuple[int, ...]]:
+    """The shapes of the EKFAC factors of ``layer`` (:func:`ekfac_layer_step`): A and U_A are
+    ``(in_aug, in_aug)``, G and U_G ``(out, out)``, S and the momentum buffer ``(out, in_aug)``,
+    with ``in_aug`` the weight's fan-in plus one for a bias."""
+    n_out = layer.n_out
+    n_in = layer.weight[0].numel() + (layer.bias is not None)
+    return {"ekfac_A": (n_in, n_in), "ekfac_UA": (n_in, n_in), "ekfac_G": (n_out, n_out),
+            "ekfac_UG": (n_out, n_out), "ekfac_S": (n_out, n_in), "ekfac_buf": (n_out, n_in)}
 
 
 def batch_second_moment(vh: Tensor, xs: Tensor, eps: float, lr: float,

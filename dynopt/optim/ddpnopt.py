@@ -86,8 +86,10 @@ Neural Optimizer", ICLR 2021 (arXiv:2002.08809). See docs/ddpnopt-surfing.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import math
+import numbers
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -103,14 +105,21 @@ from ..ddp.layers import AffineLayer
 from ..ddp.trajectory import DDPTrajectory, StageData, StagePolicy, TerminalHessian
 from ..errors import DivergenceError
 from .base import DynamicsOptimizer
+from .checkpoint import Key
 from .ddp_bases import (
     BASES,
+    DIAGONAL_STATE,
+    EKFAC_STATE,
+    NONNEGATIVE_STATE,
     LayerStep,
+    ParamStep,
     batch_second_moment,
     diagonal_layer_step,
     ekfac_layer_step,
+    ekfac_state_shapes,
     param_step,
 )
+from .finite import all_finite
 from .registry import register
 
 __all__ = ["DDPNOpt"]
@@ -124,7 +133,9 @@ DEFAULT_LR = {"sgd": 1e-3, "rmsprop": 1e-2, "adam": 1e-3, "ekfac": 1e-2}
 #: The hyperparameters each base reads, with their defaults. A group holds only its base's keys,
 #: so a scheduler never changes a key that has no effect (``OneCycleLR(cycle_momentum=True)``
 #: cycles ``momentum`` for sgd/rmsprop/ekfac and ``betas`` for adam), and a key given for a base
-#: that does not read it is refused.
+#: that does not read it is refused: at construction, and at ``step()`` when one was set since
+#: (OneCycleLR with ``cycle_momentum=True`` writes the defaults' base's key into every group, so
+#: with mixed bases it is refused; use ``cycle_momentum=False`` there).
 BASE_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
     "sgd": {"momentum": 0.0, "dampening": 0.0, "nesterov": False},
     "rmsprop": {"alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "centered": False},
@@ -180,12 +191,18 @@ class DDPNOpt(DynamicsOptimizer):
         params: Optional param groups over the model's parameters (a layer's weight and bias
             must share a group); default: one group with all of them.
         seed: Seed of the optimizer's generator (unused by the update; kept for the contract).
-        nonfinite: ``"raise"``, ``"skip"`` or ``"ignore"`` for non-finite gradients or updates.
+        nonfinite: ``"raise"``, ``"skip"`` or ``"ignore"`` for non-finite gradients or
+            results (new parameters, base buffers, the updated output), with or without the
+            feedback: the step is computed out of place, checked, then committed.
         track: Record per-layer diagnostics of the last step in ``last_info``.
     """
 
-    #: The update computes the new parameters, checks them, then commits (see _update).
+    #: The update computes the new parameters and state, checks them, then commits (see
+    #: _update and _base_only).
     _checks_own_result = True
+    #: The group key sets (with their base) already checked at a step (see _check_group_keys).
+    _caches: ClassVar[dict[str, Callable[[], Any]]] = {
+        **DynamicsOptimizer._caches, "_keys_checked": set}
 
     def __init__(
         self,
@@ -291,6 +308,7 @@ class DDPNOpt(DynamicsOptimizer):
         if isinstance(group.get("base"), str) and group["base"] in BASE_HYPERPARAMETERS:
             for k in _BASE_KEYS.difference(BASE_HYPERPARAMETERS[group["base"]]):
                 group.pop(k, None)
+            _refuse_missing_keys(group, index)
         super()._validate_group(group, index)
         ch = self._check_hyper
         ch(group, index, "base", lambda n, v: check_choice(n, v, BASES))
@@ -345,9 +363,54 @@ class DDPNOpt(DynamicsOptimizer):
                                  f"param groups {sorted(seen)}; DDPNOpt updates a layer as one "
                                  "control")
 
+    # --- checkpoints ------------------------------------------------------------------------
     def _after_load(self, state_dict: dict[str, Any]) -> None:
+        # the saved groups win (as in torch), bases included; keys this optimizer's groups held
+        # for another base are dropped, so a group holds only its base's keys after a load too
+        for group in self.param_groups:
+            own = BASE_HYPERPARAMETERS.get(group.get("base"))  # type: ignore[arg-type]
+            if own is not None:
+                for k in _BASE_KEYS.difference(own):
+                    group.pop(k, None)
         super()._after_load(state_dict)
         self._sync_hooks()
+
+    def _state_schema(self, group: dict[str, Any]) -> dict[str, Key] | None:
+        """The buffers of the group's diagonal base (:data:`~dynopt.optim.ddp_bases.
+        DIAGONAL_STATE`); EKFAC's factors are not shaped like a parameter and are checked by
+        :meth:`_refuse_checkpoint`."""
+        return DIAGONAL_STATE.get(group.get("base"))  # type: ignore[arg-type]
+
+    def _refuse_checkpoint(self, state_dict: dict[str, Any]) -> None:
+        """What the generic per-parameter check cannot see: EKFAC entries (keys, the factors'
+        shapes for the layer, finite values, the step count) and negative second moments. A
+        checkpoint whose structure is wrong is left to :func:`~dynopt.optim.checkpoint.validate`,
+        which names it."""
+        super()._refuse_checkpoint(state_dict)
+        if not isinstance(state_dict, Mapping):
+            return
+        state, saved_groups = state_dict.get("state"), state_dict.get("param_groups")
+        if not isinstance(state, Mapping) or not isinstance(saved_groups, list | tuple) or len(
+                saved_groups) != len(self.param_groups):
+            return
+        for gi, (saved, current) in enumerate(zip(saved_groups, self.param_groups, strict=True)):
+            pids = saved.get("params") if isinstance(saved, Mapping) else None
+            if not isinstance(pids, list | tuple) or len(pids) != len(current["params"]):
+                return
+            base = saved.get("base", self.defaults["base"])
+            for pid, p in zip(pids, current["params"], strict=True):
+                entry = state.get(pid) if isinstance(pid, int | str) else None
+                if not isinstance(entry, Mapping) or not entry:
+                    continue
+                where = f"state[{pid!r}] (param group {gi})"
+                if base == "ekfac":
+                    _check_ekfac_entry(entry, p, self._owner[id(p)], where)
+                for key in NONNEGATIVE_STATE:
+                    value = entry.get(key)
+                    if isinstance(value, Tensor) and value.is_floating_point() and bool(
+                            (value < 0).any()):
+                        raise _load_error(f"{where}[{key!r}]", "holds negative values (a second "
+                                          "moment: the next step would take their square root)")
 
     def remove_hooks(self) -> None:
         """Detach the optimizer's recording hooks from the model, for good: later steps that
@@ -367,8 +430,34 @@ class DDPNOpt(DynamicsOptimizer):
         hp["lr"] = self.hyper(group, "lr", check_positive)
         return hp
 
+    def _check_group_keys(self) -> None:
+        """Refuse a base-specific key that a group's base does not read (or a key it lacks),
+        set after construction, e.g. by a scheduler. Cheap: a group is checked only when its
+        base or key set is one not seen before."""
+        seen: set[tuple[Any, ...]] = self.__dict__.setdefault("_keys_checked", set())
+        for index, group in enumerate(self.param_groups):
+            base = group.get("base")
+            sig = (base, *group) if isinstance(base, str) else None
+            if sig in seen:
+                continue
+            self._check_hyper(group, index, "base", lambda n, v: check_choice(n, v, BASES))
+            try:
+                _refuse_foreign_keys(group, base, f" (param group {index}, set after "  # type: ignore[arg-type]
+                                     "construction)")
+            except ValueError as err:
+                raise ValueError(
+                    f"{err}. A scheduler may have set it: OneCycleLR(cycle_momentum=True) writes "
+                    "the momentum (or betas) of the defaults' base into every group, so with "
+                    "mixed bases use OneCycleLR(cycle_momentum=False); no parameter or optimizer "
+                    "state was changed") from None
+            _refuse_missing_keys(group, index)
+            if len(seen) > 256:
+                seen.clear()
+            seen.add(sig)  # type: ignore[arg-type]
+
     def _update(self, loss: Any = None, **kwargs: Any) -> None:
         groups = self.param_groups
+        self._check_group_keys()
         if not self._needs_record():
             self._base_only()
             return
@@ -441,21 +530,19 @@ class DDPNOpt(DynamicsOptimizer):
 
         out = traj.forward_update(gains, update)
         if self.nonfinite != "ignore":
-            tensors = [t for ps in new.values() for t in ps] + [out]
-            norms = torch.stack(torch._foreach_norm(tensors))
-            if not bool(torch.isfinite(norms).all()):
-                bad_layers = [t for t in sorted(new)
-                              if not all(bool(torch.isfinite(x).all()) for x in new[t])]
-                bad = bad_layers[0] if bad_layers else len(traj.stages) - 1
-                if self.nonfinite == "skip":
-                    self.global_state["skipped"] += 1
-                    traj.clear()
-                    return
-                step_no = self.global_state["step"] + 1
-                raise DivergenceError(
-                    f"DDPNOpt: non-finite update at step {step_no} in layer "
-                    f"{traj.stages[bad].layer.name}; no parameter or optimizer state was "
-                    "changed. Lower lr or raise vxx_reg.", step=step_no, chain=bad)
+            items: list[tuple[Tensor, Tensor | None, str | None]] = []
+            for t, ps in new.items():
+                ls = pending[t][0]
+                active = ls.active or [True] * len(ps)
+                for p, value, st, on in zip(traj.stages[t].layer.params, ps, ls.new_states,
+                                            active, strict=True):
+                    items.append((value, p, None))
+                    if on:
+                        items.extend((v, p, k) for k, v in st.items())
+            items.append((out, None, None))
+            if not self._result_finite(items, " or raise vxx_reg"):
+                traj.clear()
+                return
         info: dict[str, list[float]] = {"update_norm": [], "feedback_norm": [], "clipped": []}
         for t, ps in new.items():
             layer = traj.stages[t].layer
@@ -489,21 +576,83 @@ class DDPNOpt(DynamicsOptimizer):
                         "which is exactly the base optimizer)")
 
     def _base_only(self) -> None:
-        """Feedback off everywhere: the base optimizer's update, parameter by parameter."""
-        sq: dict[str, float] = {}
+        """Feedback off everywhere: the base optimizer's update of every tensor, computed out
+        of place, checked as the feedback path checks its result (``nonfinite``), then
+        committed, so a refused or skipped step changes no parameter and no buffer."""
+        pending: list[tuple[Tensor, ParamStep]] = []
         for group in self.param_groups:
             hp = self._hypers(group)
             for p in group["params"]:
                 if p.grad is None or not p.requires_grad:
                     continue
-                ps = param_step(hp["base"], p, p.grad, self.state[p], hp)
-                if self.track:
-                    name = self._owner[id(p)].name
-                    sq[name] = sq.get(name, 0.0) + float(((ps.new_param - p) ** 2).sum())
-                p.copy_(ps.new_param)
-                self.state[p].update(ps.new_state)
+                pending.append((p, param_step(hp["base"], p, p.grad, self.state.get(p, {}), hp)))
+        if self.nonfinite != "ignore":
+            items = [(t, p, k) for p, ps in pending
+                     for k, t in ((None, ps.new_param), *ps.new_state.items())]
+            if not self._result_finite(items, ""):
+                return
+        sq: dict[str, float] = {}
+        for p, ps in pending:
+            if self.track:
+                name = self._owner[id(p)].name
+                sq[name] = sq.get(name, 0.0) + float(((ps.new_param - p) ** 2).sum())
+            p.copy_(ps.new_param)
+            self.state[p].update(ps.new_state)
         if self.track:
             self.last_info = {"layer": list(sq), "update_norm": [v ** 0.5 for v in sq.values()]}  # type: ignore[dict-item]
+
+    def _result_finite(self, items: list[tuple[Any, Tensor | None, str | None]], hint: str
+                       ) -> bool:
+        """Whether every new value of a step is finite (under ``nonfinite="raise"/"skip"``).
+
+        Args:
+            items: ``(value, parameter, key)``: a new parameter value (key None) or state
+                buffer (its key) of ``parameter``; parameter None: the updated network's output.
+                Non-tensors (step counts) are ignored.
+            hint: Appended to "Lower lr" in the error.
+
+        Returns:
+            True if all are finite; False under ``"skip"`` (the skip is counted).
+
+        Raises:
+            DivergenceError: Under ``"raise"``, naming the step, the layer and the first
+                non-finite tensor; nothing has been committed yet.
+
+        One max-|x| scan per (device, dtype) of the values (:func:`~dynopt.optim.finite.
+        all_finite`): a host synchronisation each, and a per-tensor scan only on failure.
+        """
+        buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+        for i, (value, _, _) in enumerate(items):
+            if isinstance(value, Tensor) and value.is_floating_point():
+                buckets.setdefault((value.device, value.dtype), []).append(i)
+        bad = [i for idx in buckets.values() if not all_finite([items[i][0] for i in idx])
+               for i in idx if not bool(torch.isfinite(items[i][0]).all())]
+        if not bad:
+            return True
+        if self.nonfinite == "skip":
+            self.global_state["skipped"] += 1
+            return False
+        _, p, key = items[min(bad)]
+        stages = self.trajectory.stages
+        if p is None:
+            t = len(stages) - 1
+            where = f"the updated network's output (after layer {stages[t].layer.name})"
+        else:
+            t = next(i for i, st in enumerate(stages) if any(q is p for q in st.layer.params))
+            what = "weight" if p is stages[t].layer.weight else "bias"
+            what = what if key is None else f"the {what}'s optimizer state {key!r}"
+            where = f"layer {stages[t].layer.name}, {what}"
+            group = next((g for g in self.param_groups if any(q is p for q in g["params"])), {})
+            eps = group.get("eps")
+            if isinstance(eps, numbers.Real) and float(torch.tensor(float(eps),
+                                                                     dtype=p.dtype)) == 0:
+                hint += (f" or raise eps (eps={eps!r} is 0 in {p.dtype}, so a zero gradient "
+                         "entry divides 0 by 0)")
+        step = self.global_state["step"] + 1
+        raise DivergenceError(
+            f"DDPNOpt: non-finite update at step {step} in {where}; "
+            f"no parameter or optimizer state was changed. Lower lr{hint}, or use "
+            "nonfinite='skip' to skip such steps.", step=step, chain=t)
 
 
 @register("ddpnopt")
@@ -520,3 +669,53 @@ def _refuse_foreign_keys(keys: dict[str, Any], base: str, where: str) -> None:
             readers = sorted(b for b, hp in BASE_HYPERPARAMETERS.items() if k in hp)
             raise ValueError(f"DDPNOpt with base={base!r} does not use {k}={keys[k]!r}{where}; "
                              f"{k} is read by base in {readers}")
+
+
+def _refuse_missing_keys(group: dict[str, Any], index: int) -> None:
+    """ValueError for a hyperparameter that the group's base reads but the group lacks."""
+    for k, default in BASE_HYPERPARAMETERS[group["base"]].items():
+        if k not in group:
+            raise ValueError(f"param group {index} (base={group['base']!r}) lacks {k!r}, which "
+                             f"its base reads; set it (the base's default is {default!r})")
+
+
+def _load_error(where: str, message: str) -> ValueError:
+    return ValueError(f"cannot load the checkpoint: {where} {message}; the optimizer was left "
+                      "unchanged")
+
+
+def _check_ekfac_entry(entry: Mapping[str, Any], p: Tensor, layer: AffineLayer, where: str
+                       ) -> None:
+    """A checkpoint's state entry of a tensor in an EKFAC group (see EKFAC_STATE), or raise."""
+    if p is not layer.weight:
+        raise _load_error(where, f"holds {sorted(entry)}, but under base='ekfac' layer "
+                          f"{layer.name} keeps its state in its weight's entry (its bias's is "
+                          "empty)")
+    for key in entry:
+        if key not in EKFAC_STATE:
+            raise _load_error(f"{where}[{key!r}]", "is not a state of base='ekfac' (expected "
+                              f"keys: {sorted(EKFAC_STATE)})")
+    for key, required in EKFAC_STATE.items():
+        if required and key not in entry:
+            raise _load_error(where, f"lacks {key!r} (present: {sorted(entry)}); a partial state "
+                              "would feed the update mismatched factors")
+    step, at = entry["step"], f"{where}['step']"
+    if isinstance(step, Tensor) and step.numel() == 1 and not step.is_complex():
+        step = step.item()
+    if isinstance(step, bool) or not isinstance(step, numbers.Real) or not (
+            math.isfinite(float(step)) and float(step) >= 0 and float(step).is_integer()):
+        raise _load_error(at, f"must be a non-negative integer, got {entry['step']!r}")
+    for key, shape in ekfac_state_shapes(layer).items():
+        value, at = entry.get(key), f"{where}[{key!r}]"
+        if value is None and not EKFAC_STATE[key]:
+            continue
+        if not isinstance(value, Tensor) or not value.is_floating_point() or (
+                value.layout != torch.strided):
+            got = (f"a {value.dtype} tensor ({value.layout})" if isinstance(value, Tensor)
+                   else type(value).__name__)
+            raise _load_error(at, f"must be a dense floating tensor, got {got}")
+        if tuple(value.shape) != shape:
+            raise _load_error(at, f"has shape {tuple(value.shape)}, but layer {layer.name} needs "
+                              f"{shape}")
+        if not bool(torch.isfinite(value).all()):
+            raise _load_error(at, "holds non-finite values")
