@@ -163,5 +163,3 @@ def test_relative_invariant_row_uses_the_thermal_scale_when_h0_is_below_it():
     assert relative_row(large) == ("max |Δinvariant|/|invariant(0)|", "0.0020", "-", "-")
     nve = {"quantity": "energy", "max_abs_error": 0.02, "max_rel_error": 20.0}
     assert relative_row(nve) == ("max |Δenergy|/|energy(0)|", "20.0000", "-", "-")
-    summary = {"conservation": {**small, "slope": 0.0, "slope_se": 1e-6}}
-    from dynopt.cli.study_report import analyze  # noqa: F401  (the summary's producer)
