@@ -361,3 +361,29 @@ def test_keys_changed_after_a_step_are_checked_again(edit, match):
     with pytest.raises(ValueError, match=re.escape(match)):
         opt.step()
     assert_unchanged(model, opt, before)
+
+
+@pytest.mark.parametrize(("first", "second", "stale"), [
+    ("adam", "sgd", "['exp_avg', 'exp_avg_sq', 'step']"),
+    ("sgd", "adam", "['momentum_buffer']"),
+    ("adam", "ekfac", "['exp_avg', 'exp_avg_sq']"),
+])
+def test_a_base_switched_after_the_first_step_is_refused(first, second, stale):
+    """A group whose base changed (with its keys adjusted) kept the old base's buffers: the
+    run went on and its next checkpoint was refused at load. Refused at the step, nothing
+    changed; the same switch before the first step is a plain choice."""
+    model = mlp()
+    opt = DDPNOpt(model, lr=0.05, base=first, **({"momentum": 0.9} if first == "sgd" else {}))
+    backward(model, opt, 0)
+    opt.step()
+    group = opt.param_groups[0]
+    fresh = DDPNOpt(mlp(), lr=0.05, base=second).param_groups[0]  # every key of the new base
+    for k in [k for k in group if k != "params"]:
+        del group[k]
+    group.update({k: v for k, v in fresh.items() if k != "params"})
+    backward(model, opt, 1)
+    before = snapshot(model, opt)
+    with pytest.raises(ValueError, match=re.escape(f"param group 0 runs base={second!r}, but its "
+                                                   f"state holds {stale} of another base")):
+        opt.step()
+    assert_unchanged(model, opt, before)

@@ -451,9 +451,23 @@ class DDPNOpt(DynamicsOptimizer):
                     "mixed bases use OneCycleLR(cycle_momentum=False); no parameter or optimizer "
                     "state was changed") from None
             _refuse_missing_keys(group, index)
+            self._refuse_base_switch(group, index, base)  # type: ignore[arg-type]
             if len(seen) > 256:
                 seen.clear()
             seen.add(sig)  # type: ignore[arg-type]
+
+    def _refuse_base_switch(self, group: dict[str, Any], index: int, base: str) -> None:
+        """A group whose ``base`` changed after its first step holds the old base's buffers
+        (they would be kept, and a checkpoint of them refused at load): refused."""
+        allowed = set(EKFAC_STATE) if base == "ekfac" else set(DIAGONAL_STATE[base])
+        for p in group["params"]:
+            stale = sorted(set(self.state.get(p, {})) - allowed)
+            if stale:
+                raise ValueError(
+                    f"param group {index} runs base={base!r}, but its state holds {stale} of "
+                    "another base: base cannot change after a group's first step (build a new "
+                    "DDPNOpt, or load a checkpoint of this base); no parameter or optimizer "
+                    "state was changed")
 
     def _update(self, loss: Any = None, **kwargs: Any) -> None:
         groups = self.param_groups
