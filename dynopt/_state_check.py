@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._validation import check_choice, check_int
+from ._validation import check_choice, check_int, check_positive, check_real
 
 if TYPE_CHECKING:
     from .systems.base import AbstractSystem
@@ -36,6 +36,9 @@ def check_state(system: AbstractSystem, state: Any) -> None:
     check_choice("state.noise", state.noise, NOISES)
     check_int("state.step", state.step, minimum=0)
     check_int("state.seed", state.seed, minimum=0, maximum=MAX_SEED)
+    check_real("state.time", state.time)  # finite
+    if state.h is not None:
+        check_positive("state.h", state.h)
     if system.potential is None:
         raise ValueError(f"{type(system).__name__} needs a potential to be integrated")
     from .backends import get_backend

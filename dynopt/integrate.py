@@ -190,6 +190,8 @@ def integrate(
         partial = _assemble(be, system, integ, state, records, h, record_every, start_step,
                             start_time, upto=(div.step - start_step - 1) // record_every + 1,
                             final=False)
+        if log is not None:  # what the events did up to the divergence
+            partial = dataclasses.replace(partial, events=log)
         return DivergenceError(
             f"integration diverged at step {div.step} (t = {clock(div.step):.6g}): chain "
             f"{div.chain} reached a non-finite state (q, p or extras) with {integ.name} at "
@@ -221,11 +223,14 @@ def integrate(
         state.time = clock(state.step)
         partial = _assemble(be, system, integ, state, records, h, record_every, start_step,
                             start_time, upto=kept, final=False)
+        if getattr(err, "events_log", None) is not None:
+            partial = dataclasses.replace(partial, events=err.events_log)  # type: ignore[attr-defined]
         raise Interrupted(
             f"integrate() interrupted; err.trajectory keeps the {kept} records up to step "
             f"{start_step + (kept - 1) * record_every}", trajectory=partial) from err
     bar.close()
-    state.h = h
+    if n_steps:  # State.h is the size of the last step taken
+        state.h = h
     state.time = clock(state.step)
     traj = _assemble(be, system, integ, state, records, h, record_every, start_step,
                      start_time, upto=records.next)
@@ -253,7 +258,9 @@ def _refuse_conflicts(state: State, **given: Any) -> None:
             same = resolve_dtype(value) == want
         elif name == "device":
             dev = torch.device(value)
-            same = dev.type == want.type and dev.index in (None, want.index)
+            # CPU tensors carry no index: "cpu" and "cpu:0" are the one CPU device
+            same = dev.type == want.type and (dev.type == "cpu"
+                                               or dev.index in (None, want.index))
         else:
             same = value == want
         if not same:

@@ -85,15 +85,15 @@ def init(
     """
     from .backends import get_backend
 
-    if system.potential is not None and backend is None:
+    if system.potential is None:  # before the backend, whose default comes from it
+        raise ValueError(f"{type(system).__name__} needs a potential to be integrated")
+    if backend is None:
         backend = resolve_backend(system.potential)
     check_choice("backend", backend, BACKENDS)
     check_choice("noise", noise, NOISES)
     if seed is None:
         seed = new_seed()
     seed = check_int("seed", seed, minimum=0, maximum=MAX_SEED)
-    if system.potential is None:
-        raise ValueError(f"{type(system).__name__} needs a potential to be integrated")
     supported = getattr(system.potential, "backends", BACKENDS)
     if backend not in supported:
         raise ValueError(f"backend={backend!r} cannot integrate {system.potential!r}; it supports "
@@ -144,6 +144,9 @@ def check_chain_ids(chain_ids: Any, n_chains: int | None = None) -> list[int]:
         raise TypeError(f"chain_ids must be a sequence of ints, got {chain_ids!r}") from None
     if any(c < 0 for c in ids) or len(set(ids)) != len(ids):
         raise ValueError(f"chain_ids must be distinct non-negative ints, got {chain_ids!r}")
+    if any(c >= 2**32 for c in ids):  # the CPU streams are a bijection of c modulo 2³²
+        raise ValueError(f"chain_ids must be below 2**32, got {max(ids)} (chains c and "
+                         "c + 2**32 would share a noise stream)")
     if n_chains is not None and len(ids) != n_chains:
         raise ValueError(f"chain_ids has {len(ids)} entries but there are {n_chains} chains")
     return ids
@@ -185,7 +188,8 @@ def run(
             f"{integrator.name} on {type(system).__name__} diverged at step {div.step}: chain "
             f"{div.chain} reached a non-finite state (h = {h}); the input state is unchanged",
             step=div.step, chain=div.chain)
-    new.h = h
+    if n_steps:  # State.h is the size of the last step taken
+        new.h = h
     new.time = state.time + n_steps * h
     return new
 
@@ -216,7 +220,9 @@ def _initial_arrays(
     if p0 is not None:
         if not system.has_momentum:
             raise ValueError(f"p0 given but {type(system).__name__} has no momenta")
-        p = as_finite_array("p0", p0, ndim=(1, 2))
+        p = as_finite_array("p0", p0, ndim=(0, 1, 2))
+        if p.ndim == 0:  # a scalar, as for q0: one coordinate
+            p = p.reshape(1)
         if p.ndim == 1 and p.shape[0] == q.shape[1]:
             p = np.broadcast_to(p, q.shape).copy()
         if p.shape != q.shape:

@@ -283,3 +283,61 @@ def test_switching_to_another_friction_is_refused_naming_set_friction():
     tr = dynopt.integrate(PortHamiltonian(pot, gamma=0.0), None, [[1.6, -1.4]], h=0.05,
                           n_steps=200, seed=0, p0=[[2.0, 0.0]], events=same)
     assert tr.extras["gamma"][0, -1] == 5.0 and tr.energy[0, -1] < 0.5 * tr.energy[0, 10]
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_a_stopped_chains_overflow_does_not_stop_the_clock(backend):
+    """The backend counts a step only when every chain stayed finite; a stopped chain's trial
+    overflow was then forgiven but the step counter stayed put, so on numba the live chains
+    drew one step's noise over and over (keyed by step) and final_state.step/time were wrong.
+    The live chain now follows the run whose stopped chain is harmless, bit for bit."""
+    system = Langevin(P.DoubleWell(), gamma=1.0, temperature=0.3)
+    runs = {}
+    for far in (1e4, 1e200):  # 1e200 overflows in every trial step
+        runs[far] = dynopt.integrate(
+            system, "BAOAB", np.array([[far], [1.0]]), p0=np.zeros((2, 1)), h=0.05,
+            n_steps=10, seed=3, backend=backend,
+            events=[StateCondition(lambda q, p: np.abs(q[:, 0]) > 1e3, then=Stop())])
+    for tr in runs.values():
+        assert tr.final_state.step == 10 and tr.final_state.time == pytest.approx(0.5)
+        assert tr.n_draws == 11
+    np.testing.assert_array_equal(runs[1e4].q[1], runs[1e200].q[1])
+    assert np.ptp(runs[1e200].q[1]) > 0  # and it moved
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_the_event_log_survives_a_divergence(backend):
+    """err.trajectory of a diverging run with events had events=None, though an event had
+    fired (and changed the friction) before the divergence."""
+    system = PortHamiltonian(P.DoubleWell(), gamma=0.0)
+    with pytest.raises(dynopt.errors.DivergenceError) as err:
+        dynopt.integrate(system, None, np.array([[1.0], [1.0], [3.0]]), p0=np.zeros((3, 1)),
+                         h=0.3, n_steps=40, seed=0, backend=backend,
+                         events=[AtStep(2, then=SetFriction(0.5))])
+    assert err.value.step == 7 and err.value.chain == 2
+    log = err.value.trajectory.events
+    assert [(f.step, f.chain) for f in log] == [(2, 0), (2, 1), (2, 2)]
+
+
+def test_the_event_log_survives_an_interrupt(monkeypatch):
+    """Ctrl-C during a run with events kept the records but dropped the log."""
+    from dynopt.errors import Interrupted
+
+    system = PortHamiltonian(P.DoubleWell(), gamma=0.0)
+    calls = {"n": 0}
+    be = dynopt.backends.get_backend("numba")
+    real = type(be).advance
+
+    def advance(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(type(be), "advance", advance)
+    with pytest.raises(Interrupted) as err:
+        dynopt.integrate(system, None, np.array([[1.0], [1.2]]), p0=np.zeros((2, 1)), h=0.05,
+                         n_steps=40, seed=0, backend="numba",
+                         events=[AtStep(2, then=SetFriction(0.5))])
+    log = err.value.trajectory.events
+    assert [(f.step, f.chain) for f in log] == [(2, 0), (2, 1)]

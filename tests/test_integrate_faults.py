@@ -8,6 +8,7 @@ the size check, a silently broadcast custom potential and a swallowed numba exce
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 import numpy as np
@@ -21,6 +22,7 @@ from dynopt.errors import DivergenceError
 integrate_module = importlib.import_module("dynopt.integrate")
 BACKENDS = ["numba", "torch"]
 LANGEVIN = S.Langevin(P.DoubleWell(dim=2), gamma=1.0, temperature=0.5)
+LANGEVIN_1D = S.Langevin(P.DoubleWell(), gamma=1.0, temperature=0.5)
 
 
 def _state(backend: str):
@@ -431,3 +433,64 @@ def test_arguments_that_agree_with_the_state_are_accepted(backend):
                             n_chains=2, dtype="float64", device="cpu")
     plain = dynopt.integrate(LANGEVIN, "BAOAB", None, h=0.1, n_steps=3, state=first.final_state)
     np.testing.assert_array_equal(same.q, plain.q)  # q0 is not read when state= is given
+
+
+def test_chain_ids_from_2_to_the_32_are_refused():
+    """On the CPU chain streams are a bijection of c modulo 2³²: ids c and c + 2³² drew the
+    same path (the docstring promises each chain its own generator)."""
+    with pytest.raises(ValueError, match=r"chain_ids must be below 2\*\*32, got 4294967296"):
+        dynopt.integrate(LANGEVIN_1D, "BAOAB", [0.0], h=0.1, n_steps=2, seed=0, backend="torch",
+                         chain_ids=[0, 2**32])
+    tr = dynopt.integrate(LANGEVIN_1D, "BAOAB", [0.0], h=0.1, n_steps=2, seed=0, backend="torch",
+                          chain_ids=[0, 2**32 - 1])
+    assert not np.array_equal(tr.q[0], tr.q[1])
+
+
+def test_cpu_0_continues_a_cpu_run():
+    """'cpu' and 'cpu:0' are the one CPU device; a state made with device='cpu:0' was refused
+    when continued with the same device='cpu:0'."""
+    tr = dynopt.integrate(LANGEVIN_1D, "BAOAB", [0.0], h=0.1, n_steps=2, seed=0, backend="torch",
+                          device="cpu:0")
+    more = dynopt.integrate(LANGEVIN_1D, "BAOAB", None, h=0.1, n_steps=2, backend="torch",
+                            device="cpu:0", state=tr.final_state)
+    assert more.final_state.step == 4
+
+
+def test_a_system_without_a_potential_is_named_before_the_backend():
+    """The default backend comes from the potential: without one the error blamed
+    backend=None (the documented default) instead of the missing potential."""
+    with pytest.raises(ValueError, match="Langevin needs a potential to be integrated"):
+        dynopt.integrate(dynopt.systems.Langevin(None, gamma=1.0, temperature=0.3), "BAOAB",
+                         [0.0], h=0.1, n_steps=1)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("time", float("nan"), "state.time must be finite"),
+    ("h", 0.0, "state.h must be > 0"),
+    ("h", -0.1, "state.h must be > 0"),
+])
+def test_a_state_with_a_bad_time_or_step_size_is_refused(field, value, match):
+    """A NaN state.time gave a continued run t = [nan, ...] silently."""
+    tr = dynopt.integrate(LANGEVIN_1D, "BAOAB", [0.0], h=0.1, n_steps=2, seed=0)
+    state = dataclasses.replace(tr.final_state, **{field: value})
+    with pytest.raises(ValueError, match=match):
+        dynopt.integrate(LANGEVIN_1D, "BAOAB", None, h=0.1, n_steps=1, state=state)
+
+
+def test_a_scalar_p0_is_one_coordinate_like_a_scalar_q0():
+    a = dynopt.integrate(LANGEVIN_1D, "BAOAB", 0.5, p0=0.25, h=0.1, n_steps=3, n_chains=2, seed=1)
+    b = dynopt.integrate(LANGEVIN_1D, "BAOAB", [[0.5], [0.5]], p0=[[0.25], [0.25]], h=0.1,
+                         n_steps=3, seed=1)
+    np.testing.assert_array_equal(a.q, b.q)
+    assert a.p[0, 0, 0] == 0.25
+
+
+def test_zero_steps_do_not_set_the_last_step_size():
+    """State.h is "the size of the last step taken (None before the first)"; a 0-step run set
+    it, so a later step() without h reused it instead of asking for one."""
+    tr = dynopt.integrate(LANGEVIN_1D, "BAOAB", [0.0], h=0.3, n_steps=0, seed=0)
+    assert tr.final_state.h is None
+    state = dynopt.stepping.init(LANGEVIN_1D, dynopt.integrators.resolve("BAOAB"), [0.0], seed=0)
+    after = dynopt.stepping.run(LANGEVIN_1D, dynopt.integrators.resolve("BAOAB"), state,
+                                n_steps=0, h=0.3)
+    assert after.h is None

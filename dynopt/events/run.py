@@ -82,7 +82,7 @@ def _first_divergent(work: Any, mine: np.ndarray, d: Divergence) -> Divergence |
     if mine[d.chain]:
         return d
     for c in np.flatnonzero(mine):
-        row = [work.q[int(c)], work.p[int(c)]]
+        row = [work.q[int(c)], work.p[int(c)], work.x[int(c)]]
         if not all(bool(np.isfinite(np.asarray(_host(t))).all()) for t in row):
             return Divergence(step=d.step, chain=int(c))
     return None
@@ -196,6 +196,8 @@ def run_with_events(be: AbstractBackend, system: AbstractSystem, integ: Abstract
             div = be.advance(modes[m][0], modes[m][1], state, 1, None)
             if div is not None and stopped.any():  # a frozen chain's trial step does not count
                 div = _first_divergent(state, ~stopped, div)
+                if div is None:  # the backend counts a step only if every chain stayed finite
+                    state.step += 1
         else:
             # every mode steps a copy of all chains and each chain keeps its own mode's result
             base = state.copy()
@@ -216,18 +218,22 @@ def run_with_events(be: AbstractBackend, system: AbstractSystem, integ: Abstract
             state.q[sel], state.p[sel], state.x[sel] = frozen.q[sel], frozen.p[sel], frozen.x[sel]
         return div
 
-    with be.serial_for(n * dim):
-        observe()
-        for k in range(n_steps):
-            if stopped.all():  # (also when every chain stopped on the initial state)
-                break
-            div = advance()
-            if div is not None:
-                return div, es.log(est)
-            if (k + 1) % every == 0:
-                record()
-            bar.update(1)
+    try:
+        with be.serial_for(n * dim):
             observe()
+            for k in range(n_steps):
+                if stopped.all():  # (also when every chain stopped on the initial state)
+                    break
+                div = advance()
+                if div is not None:
+                    return div, es.log(est)
+                if (k + 1) % every == 0:
+                    record()
+                bar.update(1)
+                observe()
+    except KeyboardInterrupt as err:  # the log so far travels with it (integrate attaches it)
+        err.events_log = es.log(est)  # type: ignore[attr-defined]
+        raise
     return None, es.log(est)
 
 
