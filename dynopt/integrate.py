@@ -97,7 +97,8 @@ def integrate(
             kinetic energy, energy, invariant and thermostat variables are always recorded; q is
             recorded only with ``"theta"`` (else ``traj.q`` has 0 columns) and ``traj.p`` is None.
             None (default): record q, p and the extras in full, as always.
-        chain_ids: Global indices of the chains of this call (torch backend): chain c then draws
+        chain_ids: Global indices (distinct, below 2³²) of the chains of this call (torch
+            backend): chain c then draws
             its noise from its own generator keyed by ``(seed, c)``, so it follows the same path
             whichever process runs it beside whichever chains (:mod:`dynopt.replicas`).
 
