@@ -128,6 +128,28 @@ def test_hf_trainer_weight_decay_groups_are_honoured(tmp_path):
     assert not torch.equal(out[0], out[1])
 
 
+@pytest.mark.parametrize("name", ["AdLaLa", "LOL"])
+def test_hf_trainer_refuses_to_build_a_layer_partitioned_optimizer_from_its_groups(name,
+                                                                                 tmp_path):
+    """AdLaLa/LOL take group 0 as the first layer; built by the Trainer from its weight-decay
+    groups they ran adaptive Langevin on every weight and Langevin on every bias, silently."""
+    transformers = pytest.importorskip("transformers")
+    import dynopt.optim as O
+    from dynopt.integrations.huggingface import DynoptTrainer
+
+    x, y = _dataset()
+    ds = [{"x": x[i], "y": y[i]} for i in range(len(x))]
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=1,
+        learning_rate=0.1, report_to="none", disable_tqdm=True, logging_strategy="no",
+        save_strategy="no", use_cpu=True)
+    trainer = DynoptTrainer(model=_HFModel(), args=args, train_dataset=ds,
+                            optimizer_cls_and_kwargs=(getattr(O, name), {"seed": 0}))
+    with pytest.raises(ValueError, match=rf"{name} partitions the network by layer .* "
+                                         rf"dynopt.optim.make\('{name.lower()}', model\)"):
+        trainer.train()
+
+
 # --- Lightning --------------------------------------------------------------------------------
 def _lightning_run(name, *, epochs, accum, ckpt_in=None, ckpt_out=None):
     pl = pytest.importorskip("pytorch_lightning")
@@ -297,7 +319,7 @@ def test_hf_trainer_drops_the_loss_of_a_step_the_grad_scaler_skipped(tmp_path):
     assert seen[2] != seen[1]                   # (it was 2 × seen[0] before)
 
 
-def _manual_lightning(step_with_loss: bool, n_optimizers: int):
+def _manual_lightning(step_with_loss: bool, n_optimizers: int, others: str = "BBI"):
     pl = pytest.importorskip("pytorch_lightning")
     from dynopt.integrations.lightning import FeedLoss
 
@@ -314,10 +336,12 @@ def _manual_lightning(step_with_loss: bool, n_optimizers: int):
                 opt.zero_grad()
                 loss = torch.nn.functional.mse_loss(net(batch[0]), batch[1])
                 self.manual_backward(loss)
-                opt.step(loss=loss) if step_with_loss else opt.step()
+                uses = getattr(getattr(opt, "optimizer", opt), "uses_loss", False)
+                opt.step(loss=loss) if step_with_loss and uses else opt.step()
 
         def configure_optimizers(self):
-            return [FACTORIES["BBI"](net, seed=4) for net in self.nets]
+            return [FACTORIES["BBI" if k == 0 else others](net, seed=4)
+                    for k, net in enumerate(self.nets)]
 
     x, y = _dataset()
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
@@ -338,7 +362,60 @@ def test_lightning_manual_optimization_takes_step_loss():
     assert torch.equal(_manual_lightning(True, 1), _manual("BBI", steps=2, micro=16, accum=1))
 
 
-def test_feed_loss_refuses_to_guess_between_two_loss_reading_optimizers():
-    """It gave every optimizer every loss: optimizer b stepped on loss_a + loss_b."""
-    with pytest.raises(ValueError, match="FeedLoss cannot tell which of the 2 optimizers"):
-        _manual_lightning(False, 2)
+@pytest.mark.parametrize("others", ["BBI", "Langevin"])
+def test_feed_loss_refuses_to_guess_between_two_optimizers(others):
+    """It gave every optimizer every loss: optimizer b stepped on loss_a + loss_b. With one
+    loss reader beside an optimizer that does not read it (a GAN's discriminator), the reader
+    got its own loss plus the other's (BBI's energy on 5.54 instead of 0.26)."""
+    with pytest.raises(ValueError, match=r"FeedLoss cannot tell which of the 2 optimizers "
+                                         rf"\(BBI, {others}\).*BBI reads the loss"):
+        _manual_lightning(False, 2, others)
+
+
+@pytest.mark.parametrize("name", ["Langevin", "HeavyBall", "AdLaLa", "LOL", "Partitioned"])
+def test_lightning_learning_rate_monitor_logs_momentum(name):
+    """An unset momentum (None) sat in every param group (for OneCycleLR, which only needs it
+    in the defaults); LearningRateMonitor(log_momentum=True) read it and failed with "Could not
+    infer dtype of NoneType". Groups now leave it out: the monitor logs 0."""
+    pl = pytest.importorskip("pytorch_lightning")
+    from pytorch_lightning.callbacks import LearningRateMonitor
+    from pytorch_lightning.loggers import CSVLogger
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = _tiny(seed=0)
+
+        def training_step(self, batch, batch_idx):
+            return torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return FACTORIES[name](self.net, seed=4)
+
+    x, y = _dataset()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    module = Module()
+    assert all("momentum" not in g for g in module.configure_optimizers().param_groups)
+    monitor = LearningRateMonitor(logging_interval="step", log_momentum=True)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = pl.Trainer(max_steps=2, accelerator="cpu", devices=1,
+                             logger=CSVLogger(d), callbacks=[monitor], log_every_n_steps=1,
+                             enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, num_sanity_val_steps=0)
+        trainer.fit(module, loader)
+    momenta = [v for k, v in monitor.last_momentum_values.items() if v is not None]
+    assert momenta and all(v == 0 for v in momenta)  # logged, as for an optimizer without one
+    assert all(len(v) == 2 for v in monitor.lrs.values())
+
+
+def test_onecycle_still_cycles_the_momentum_of_groups_without_one():
+    from dynopt.optim import HeavyBall, Langevin
+
+    for cls in (Langevin, HeavyBall):
+        opt = cls(_tiny(seed=0).parameters(), lr=0.1)
+        assert "momentum" not in opt.param_groups[0] and "momentum" in opt.defaults
+        torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.2, total_steps=10)
+        assert opt.param_groups[0]["momentum"] == pytest.approx(0.95)

@@ -632,3 +632,28 @@ def test_a_load_pre_hook_that_rebinds_entries_leaves_the_callers_checkpoint(name
     assert sd["param_groups"][0]["lr"] == lr and sd["dynopt"]["seed"] == 3
     other.load_state_dict(sd)
     assert other.param_groups[0]["lr"] == 0.5 * lr
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_a_step_without_gradients_or_loss_is_a_no_op(name):
+    """Lightning steps the optimizer for a batch whose training_step returned None (no
+    gradients, the closure returns None). torch's optimizers and dynopt's others do nothing;
+    BBI, ECDSep, HeavyBall with events and DDPNOpt demanded a loss (pointing to FeedLoss, which
+    was attached) or a forward pass. Now every optimizer counts the step and changes nothing,
+    and the next real step runs."""
+    m = model()
+    opt = FACTORIES[name](m, seed=3)
+    train(m, opt, data(2), name)
+    before = copy.deepcopy(opt.state_dict())
+    theta = flat(m)
+    opt.zero_grad()
+    assert opt.step(lambda: None) is None
+    assert torch.equal(flat(m), theta)
+    now = opt.state_dict()
+    assert now["dynopt"]["global"]["step"] == before["dynopt"]["global"]["step"] + 1
+    for pid, entry in before["state"].items():
+        for k, v in entry.items():
+            if isinstance(v, torch.Tensor):
+                assert torch.equal(now["state"][pid][k], v), k
+    train(m, opt, data(3)[2:], name)
+    assert not torch.equal(flat(m), theta)

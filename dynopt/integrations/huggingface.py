@@ -13,8 +13,11 @@ accumulated gradient::
     trainer.train()
 
 The Trainer's param groups (``weight_decay`` on all but biases and norms) are honoured: in dynopt
-``weight_decay`` is the Gaussian prior λ|θ|²/2 (:mod:`dynopt.optim.prior`). Checkpoints resume
-bit for bit (the optimizer's ``state_dict`` loads with ``weights_only=True``).
+``weight_decay`` is the Gaussian prior λ|θ|²/2 (:mod:`dynopt.optim.prior`). AdLaLa and LOL,
+whose group 0 is the first layer, cannot be built from those groups (they would run the first
+layer's dynamics on every weight): ``optimizer_cls_and_kwargs=(AdLaLa, ...)`` is refused; pass
+``optimizers=(dynopt.optim.make("adlala", model), None)``. Checkpoints resume bit for bit (the
+optimizer's ``state_dict`` loads with ``weights_only=True``).
 """
 
 from __future__ import annotations
@@ -46,6 +49,22 @@ class FeedLossMixin:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
         self.add_callback(_DiscardSkippedLoss())  # type: ignore[attr-defined]
+
+    def create_optimizer(self, model: Any = None) -> Any:
+        """The Trainer's optimizer; AdLaLa/LOL from ``optimizer_cls_and_kwargs`` are refused
+        (the Trainer's groups are weight-decay groups, not the layers they partition)."""
+        from ..optim import LOL, AdLaLa
+
+        given = getattr(self, "optimizer_cls_and_kwargs", None)
+        if (getattr(self, "optimizer", None) is None and given is not None
+                and isinstance(given[0], type) and issubclass(given[0], AdLaLa | LOL)):
+            name = given[0].__name__
+            raise ValueError(
+                f"{name} partitions the network by layer (param group 0 is the first layer), "
+                "but the Trainer builds it from its weight-decay groups (all weights, then all "
+                f"biases and norms); build it yourself and pass optimizers=(opt, None), e.g. "
+                f"dynopt.optim.make({name.lower()!r}, model)")
+        return super().create_optimizer(model)  # type: ignore[misc]
 
     def training_step(self, *args: Any, **kwargs: Any) -> Any:
         loss = super().training_step(*args, **kwargs)  # type: ignore[misc]

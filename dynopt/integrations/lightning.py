@@ -12,8 +12,9 @@ manual loop::
     trainer = pl.Trainer(callbacks=[FeedLoss()], accumulate_grad_batches=4)
 
 A window whose step a GradScaler skips drops its loss with its gradients (the optimizer's
-``zero_grad``). With several optimizers that read the loss (manual optimization) the callback
-cannot tell whose loss a backward pass is and refuses; pass each its own,
+``zero_grad``). With several optimizers of which one or more read the loss (manual
+optimization, e.g. a GAN) the callback cannot tell whose loss a backward pass is (another
+optimizer's loss would be added to the reader's) and refuses; pass each its own,
 ``opt.step(loss=loss)``.
 
 Requires ``pytorch_lightning`` (the ``integrations`` extra); with only the unified ``lightning``
@@ -43,12 +44,14 @@ class FeedLoss(pl.Callback):
         if scaler is not None and scaler.is_enabled():
             loss = loss / scaler.get_scale()
         readers = [opt for opt in trainer.optimizers if getattr(unwrap(opt), "uses_loss", False)]
-        if len(readers) > 1:
-            names = ", ".join(type(unwrap(o)).__name__ for o in readers)
+        if readers and len(trainer.optimizers) > 1:
+            names = ", ".join(type(unwrap(o)).__name__ for o in trainer.optimizers)
             raise ValueError(
-                f"FeedLoss cannot tell which of the {len(readers)} optimizers that read the loss "
-                f"({names}) a back-propagated loss belongs to; with several optimizers (manual "
-                "optimization) drop FeedLoss and give each optimizer its own loss: "
+                f"FeedLoss cannot tell which of the {len(trainer.optimizers)} optimizers "
+                f"({names}) a back-propagated loss belongs to, and "
+                f"{type(unwrap(readers[0])).__name__} reads the loss (another optimizer's loss "
+                "would be added to its own); with several optimizers (manual optimization) "
+                "drop FeedLoss and give each optimizer that reads the loss its own: "
                 "opt.step(loss=loss) or opt.optimizer.observe_loss(loss)")
         for opt in readers:
             feed_loss(opt, loss)

@@ -145,6 +145,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         except BaseException:
             del self.param_groups[n:]
             raise
+        drop_unset_momentum(self.param_groups[n:])
 
     def _validate_group(self, group: dict[str, Any], index: int) -> None:
         """Validate a group's hyperparameters; subclasses extend (call super first)."""
@@ -308,6 +309,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         self.global_state = dict(glob)
         self._generators = generators
         self._after_load(state_dict)
+        drop_unset_momentum(self.param_groups)
         for hook in self._optimizer_load_state_dict_post_hooks.values():
             hook(self)
 
@@ -639,9 +641,24 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             group.setdefault("foreach", None)
             group.setdefault("differentiable", False)
             group.setdefault("weight_decay", self.defaults.get("weight_decay", 0.0))
+        drop_unset_momentum(self.param_groups)
 
 
 _SCHED_WRAPPED = "_step_wrapped_by_lr_scheduler"
+
+
+def drop_unset_momentum(groups: list[dict[str, Any]]) -> None:
+    """Take an unset ``momentum`` (None) out of param groups.
+
+    Optimizers whose friction may be given as SGD's momentum keep ``"momentum": None`` in their
+    ``defaults``, so that ``OneCycleLR(cycle_momentum=True)`` accepts them (it checks the
+    defaults and writes a value into each group). In a group the None would be read by tools
+    that expect a number there (Lightning's ``LearningRateMonitor(log_momentum=True)`` reads
+    ``group.get("momentum", 0)`` and failed on it); absent, they read 0 and dynopt reads None.
+    """
+    for group in groups:
+        if "momentum" in group and group["momentum"] is None:
+            del group["momentum"]
 
 
 def _track_step_called(opt: torch.optim.Optimizer) -> None:

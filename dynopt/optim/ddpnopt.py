@@ -472,6 +472,8 @@ class DDPNOpt(DynamicsOptimizer):
     def _update(self, loss: Any = None, **kwargs: Any) -> None:
         groups = self.param_groups
         self._check_group_keys()
+        if not any(p.grad is not None for g in groups for p in g["params"]):
+            return  # nothing to step (a framework's skipped batch), as torch's optimizers
         if not self._needs_record():
             self._base_only()
             return

@@ -171,6 +171,12 @@ class EventfulOptimizer(DynamicsOptimizer):
         if self.stopped:  # after a Stop action every step does nothing: no checks either
             self.global_state["step"] += 1
             return loss
+        if (self.uses_loss and loss is None and kwargs.get("given_loss") is None
+                and self._observed_loss is None and not _any_grad(self)):
+            # no gradient and no loss (a framework's skipped batch, Lightning's training_step
+            # returning None): nothing to step, as torch's and dynopt's other optimizers
+            self.global_state["step"] += 1
+            return loss
         if self.sync_loss and self.uses_loss and _world_size() > 1:
             mean = _rank_mean(self._step_loss(loss, kwargs.get("given_loss")))
             self._observed_loss = None  # (included in mean)
@@ -294,6 +300,10 @@ class EventfulOptimizer(DynamicsOptimizer):
             norms = torch._foreach_norm(ts)
             total += float(torch.stack(norms).to(torch.float64).pow(2).sum())
         return total
+
+
+def _any_grad(opt: torch.optim.Optimizer) -> bool:
+    return any(p.grad is not None for g in opt.param_groups for p in g["params"])
 
 
 def _validate_event_state(opt: EventfulOptimizer, glob: dict[str, Any]) -> None:

@@ -60,7 +60,7 @@ from ..stepping import NOISES
 from . import bound
 from . import dynamics as dyn_registry
 from ._paths import choose_path, device_of, same_device
-from .base import FOREIGN_KEYS, DynamicsOptimizer
+from .base import FOREIGN_KEYS, DynamicsOptimizer, drop_unset_momentum
 from .checkpoint import PRIOR_STATE, Key, check_vector
 from .dynamics import Spec, build, checks, group_keys, validate_group
 from .executor import Bucket, Context, Slot, Thermostats, draw_views, execute
@@ -246,6 +246,7 @@ class Partitioned(DynamicsOptimizer):
             if group.get("dynamics") in dyn_registry.REGISTRY:
                 for key, h in dyn_registry.get(group["dynamics"]).hypers.items():
                     group.setdefault(key, h.default)
+        drop_unset_momentum(self.param_groups)
 
     def _value(self, group: dict[str, Any], name: str) -> Any:
         fn = checks(group["dynamics"]).get(name)
