@@ -353,11 +353,16 @@ def test_bad_param_groups_and_bad_calls():
     x, y = batch()
     with torch.no_grad():
         m(x)
-    with pytest.raises(RuntimeError, match="no forward pass of the model was recorded"):
-        opt.step()
+    theta = [p.detach().clone() for p in m.parameters()]
+    opt.step()  # no gradient anywhere: nothing to step, as torch's optimizers (it raised)
     loss = F.cross_entropy(m(x), y)
+    opt.step()  # a forward pass without backward: still no gradient
+    assert all(torch.equal(p, q) for p, q in zip(m.parameters(), theta, strict=True))
+    assert opt.global_state["step"] == 2 and not opt.state
+    m[0].weight.grad = torch.zeros_like(m[0].weight)  # a gradient, but none at the output
     with pytest.raises(RuntimeError, match="no gradient reached the output"):
         opt.step()
+    m[0].weight.grad = None
     loss.backward()
     opt.step()
     with pytest.raises(RuntimeError, match="no forward pass"):   # the record is consumed
