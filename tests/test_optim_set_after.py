@@ -31,6 +31,17 @@ def _snapshot(m, opt):
     return flat(m).clone(), copy.deepcopy(opt.state_dict())
 
 
+def _refused_when_set_later(m, opt, name, key, bad, err, message):
+    """Train two steps, set ``group[key] = bad``: the next step raises ``err`` matching
+    ``message`` and writes nothing."""
+    train(m, opt, data(2), name)
+    before = _snapshot(m, opt)
+    opt.param_groups[0][key] = bad
+    with pytest.raises(err, match=message):
+        _one_step(m, opt, name)
+    _unchanged(m, opt, before)
+
+
 def _unchanged(m, opt, before):
     theta, sd = before
     assert torch.equal(flat(m), theta)
@@ -56,12 +67,7 @@ def test_a_prior_key_set_after_construction_is_checked_before_any_write(name, ke
     into its state during a step that "changed nothing"."""
     m = model()
     opt = FACTORIES[name](m, seed=0, weight_decay=1e-3)
-    train(m, opt, data(2), name)
-    before = _snapshot(m, opt)
-    opt.param_groups[0][key] = bad
-    with pytest.raises(err, match=message):
-        _one_step(m, opt, name)
-    _unchanged(m, opt, before)
+    _refused_when_set_later(m, opt, name, key, bad, err, message)
 
 
 @pytest.mark.parametrize("key, bad", [("nbeta", 0.0), ("nbeta", -5.0), ("localization", -1.0)])
@@ -220,13 +226,7 @@ def test_values_refused_at_construction_are_refused_when_set_later(make, key, ba
     with pytest.raises(err, match=message):
         make([{"params": list(m.parameters()), key: bad}])
     opt = make(list(m.parameters()))
-    name = type(opt).__name__
-    train(m, opt, data(2), name)
-    before = _snapshot(m, opt)
-    opt.param_groups[0][key] = bad
-    with pytest.raises(err, match=message):
-        _one_step(m, opt, name)
-    _unchanged(m, opt, before)
+    _refused_when_set_later(m, opt, type(opt).__name__, key, bad, err, message)
 
 
 def test_xi0_zero_is_the_chain_start():
