@@ -155,7 +155,7 @@ def test_ecdsep_optimizer_equals_integrate_bit_for_bit(monkeypatch):
     on CPU its normals come from Philox (tests/test_optim_ecd_noise.py), integrate's torch
     backend draws them from a torch generator, so here the optimizer draws from its generator
     as it does on CUDA (``_philox_bucket`` says no)."""
-    monkeypatch.setattr("dynopt.optim.ecd_sep._philox_bucket", lambda *a: False)
+    monkeypatch.setattr(ECDSep, "_philox_bucket", staticmethod(lambda *a: False))
     sys = ECDSepSystem(ACKLEY, **ECD_KW)
     tr = dynopt.integrate(sys, None, [-4.0, 3.0], h=0.698, n_steps=200, seed=5, backend="torch")
     ref = _optimizer_path(ECDSep, {"lr": 0.698, **ECD_KW}, 200, 5, {"foreach": False})

@@ -220,7 +220,7 @@ class ECDSep(ShellSystem):
         """z ~ N(0, I) for the rotation: one flat draw per device/dtype bucket, viewed per
         momentum in the order of ``moms`` (every path draws the same numbers).
 
-        CPU float32/float64 buckets are filled from Philox (:func:`_philox_bucket`), keyed by
+        CPU float32/float64 buckets are filled from Philox (:meth:`_philox_bucket`), keyed by
         the seed, :data:`ROTATION_STREAM` and the step counter, element i of the k-th such
         bucket at call ``calls + i/4`` (``calls``: the previous Philox buckets' calls), into a
         buffer kept between steps; other buckets draw from the device's generator."""
@@ -228,7 +228,7 @@ class ECDSep(ShellSystem):
         calls = 0  # Philox calls (4 normals each) taken by this step's earlier buckets
         for (dev, dt), (ms,) in bucket(moms).items():
             n = sum(m.numel() for m in ms)
-            if _philox_bucket(dev, dt, calls, n):
+            if self._philox_bucket(dev, dt, calls, n):
                 from ..backends.numba.fill_tensor import fill_normals
 
                 z = self._noise_buffer(dev, dt, n)
@@ -245,6 +245,15 @@ class ECDSep(ShellSystem):
                 off += k
         return [views[id(m)] for m in moms]
 
+    @staticmethod
+    def _philox_bucket(dev: torch.device, dt: torch.dtype, calls: int, n: int) -> bool:
+        """Whether a bucket of ``n`` normals takes its rotation noise from Philox: CPU float32
+        or float64 whose calls end within the counter's 2³² (``calls`` taken before it);
+        4·2³² normals of one dtype would be 16–32 GiB of momenta, which draw from the
+        generator instead. (Tests and the benchmark's "before" row override it.)"""
+        return (dev.type == "cpu" and dt in (torch.float32, torch.float64)
+                and calls + (n + 3) // 4 <= 1 << 32)
+
     def _noise_buffer(self, dev: torch.device, dt: torch.dtype, n: int) -> Tensor:
         """The flat buffer of ``n`` normals of a (device, dtype) bucket, kept between steps."""
         cache: dict[tuple[torch.device, torch.dtype], Tensor] = self.__dict__.setdefault(
@@ -253,14 +262,6 @@ class ECDSep(ShellSystem):
         if z is None or z.numel() != n:
             z = cache[(dev, dt)] = torch.empty((n,), dtype=dt, device=dev)
         return z
-
-
-def _philox_bucket(dev: torch.device, dt: torch.dtype, calls: int, n: int) -> bool:
-    """Whether a bucket of ``n`` normals takes its rotation noise from Philox: CPU float32 or
-    float64 whose calls end within the counter's 2³² (``calls`` taken before it); 4·2³² normals
-    of one dtype would be 16–32 GiB of momenta, which draw from the generator instead."""
-    return (dev.type == "cpu" and dt in (torch.float32, torch.float64)
-            and calls + (n + 3) // 4 <= 1 << 32)
 
 
 def _force(wd: float, p: Tensor, g: Tensor) -> Tensor:
