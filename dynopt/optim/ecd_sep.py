@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -17,13 +17,20 @@ from ..events.triggers import Trigger
 from ..program import ECD_EXTRAS
 from ..systems.ecd_sep import ECDSep as ECDSepSystem
 from ._events import as_scalar
-from ._paths import bucket, choose_path
+from ._paths import bucket, choose_path, mark_written
 from .base import Hyper
 from .bbi import ShellSystem, _sum_sq, scalar_like
 from .eventful import EventfulOptimizer, Participants
 from .registry import register
 
-__all__ = ["ECDSep"]
+__all__ = ["ROTATION_STREAM", "ECDSep"]
+
+#: The Philox stream of the rotation noise on CPU (counter word c1; the streams are listed in
+#: :mod:`dynopt.backends.numba.philox`).
+ROTATION_STREAM = 5
+#: The cache of the rotation noise's flat buffers, ``{(device, dtype): Tensor}``: reused every
+#: step (no allocation and no page faults per step), rebuilt in a copy.
+_NOISE = "_rotation_noise"
 
 
 def _t(x: float) -> Tensor:
@@ -41,11 +48,11 @@ class ECDSep(ShellSystem):
     * p ← c p, c = √((E/V − s)/|p|²) (projection onto the energy shell);
     * p ← p − Δt·η(∇ℓ + wd·θ)/(F̃ − F₀);
     * θ ← θ + Δt·2p/(s + |p|²)  (so |Δθ| ≤ Δt/√s exactly);
-    * p ← |p|·u/|u|, u = p/|p| + νz, z ~ N(0, I) from the optimizer's generator.
+    * p ← |p|·u/|u|, u = p/|p| + νz, z ~ N(0, I) (see "Rotation noise" below).
 
     All norms are global over groups and tensors; ``lr`` and ``weight_decay`` are read per group
     every step, so LR schedulers change Δt (the authors' ECDSep caches ``lr`` at construction);
-    the energy E, |p|² and the generator are saved in the ``state_dict``, and so are the
+    the energy E and |p|² are saved in the ``state_dict``, and so are the
     hyperparameters ``F0`` … ``eps2`` (``state_dict()["dynopt"]["system"]``), which
     ``load_state_dict`` restores as torch restores the param groups'. ECDSep needs the loss
     value every step: ``step(closure)`` or ``step(loss=loss)``.
@@ -63,6 +70,21 @@ class ECDSep(ShellSystem):
     | ε₁, ε₂ | ``eps1``, ``eps2`` | ``eps1``, ``eps2`` | 1e-10, 1e-40 |
     | p | ``state[θ]["momentum"]`` | ``momenta`` | |
 
+    Rotation noise: on CPU, float32 and float64 momenta draw z from a counter-based Philox
+    generator in a parallel numba kernel (:func:`dynopt.backends.numba.fill_tensor.fill_normals`,
+    the float32 Box–Muller transform, widened in float64, as the fused Langevin kernels' default
+    noise ``"gaussian"``): the normal of element i of the (device, dtype) bucket is a pure
+    function of (``seed``, stream :data:`ROTATION_STREAM`, step counter, i), so it does not
+    depend on the thread count, every DDP rank draws the same (the seed is rank 0's), and a
+    resumed or copied run continues bit for bit with no generator state (such a run saves none;
+    an older checkpoint's CPU generator state still loads and goes unused). ``torch.randn``
+    from the CPU generator took ~11 ns per normal, most of the step (docs/benchmarks.md,
+    "HeavyBall, BBI and ECDSep step"). The normals fill a flat buffer per bucket that is kept
+    between steps (one more parameter-sized buffer; the generator's draw allocated and
+    page-faulted one every step). Other devices (CUDA) and dtypes (float16, bfloat16) draw
+    with ``torch.randn`` from the optimizer's generator on that device, saved in the
+    ``state_dict``. Both paths (``foreach``) draw the same numbers.
+
     Reference: De Luca, Gatti & Silverstein, arXiv 2306.00352; gbdl/ECDSep.
 
     Args:
@@ -74,9 +96,10 @@ class ECDSep(ShellSystem):
         seed: Seed of the rotation noise.
         events: Triggers with ``Stop`` actions.
         foreach: ``False`` selects the single-tensor reference path, which performs the torch
-            backend's arithmetic bit for bit; the default is the foreach path (there is no
-            fused kernel: a numba one was slower than foreach, its float64 reductions and
-            per-call costs outweighing the saved passes, and the rotation's normals dominate).
+            backend's arithmetic bit for bit (given the same rotation normals); the default
+            is the foreach path (there is no fused kernel: a numba one was slower than
+            foreach, its float64 reductions and per-call costs outweighing the saved passes,
+            when the rotation's normals, then from ``torch.randn``, dominated the step).
         maximize: Must be False: the energy needs the minimized objective's value.
         differentiable: Must be False (refused with a ValueError: the step reads the loss and
             global norms as Python floats, which autograd cannot follow).
@@ -85,6 +108,7 @@ class ECDSep(ShellSystem):
 
     supported_actions = (Stop,)
     needs_loss = True
+    _caches: ClassVar[dict[str, Callable[[], Any]]] = {**ShellSystem._caches, _NOISE: dict}
     extras_keys = {"ecd": ECD_EXTRAS}
     prior_in_step = True  # F̃ = ℓ + Σ (wd/2)|θ|² enters the energy: added in _step
     system_type = ECDSepSystem
@@ -194,17 +218,50 @@ class ECDSep(ShellSystem):
 
     def _normals(self, moms: list[Tensor]) -> list[Tensor]:
         """z ~ N(0, I) for the rotation: one flat draw per device/dtype bucket, viewed per
-        momentum in the order of ``moms`` (every path draws the same numbers)."""
+        momentum in the order of ``moms`` (every path draws the same numbers).
+
+        CPU float32/float64 buckets are filled from Philox (:meth:`_philox_bucket`), keyed by
+        the seed, :data:`ROTATION_STREAM` and the step counter, element i of the k-th such
+        bucket at call ``calls + i/4`` (``calls``: the previous Philox buckets' calls), into a
+        buffer kept between steps; other buckets draw from the device's generator."""
         views: dict[int, Tensor] = {}
+        calls = 0  # Philox calls (4 normals each) taken by this step's earlier buckets
         for (dev, dt), (ms,) in bucket(moms).items():
-            z = torch.randn((sum(m.numel() for m in ms),), generator=self.generator(dev),
-                            dtype=dt, device=dev)
+            n = sum(m.numel() for m in ms)
+            if self._philox_bucket(dev, dt, calls, n):
+                from ..backends.numba.fill_tensor import fill_normals
+
+                z = self._noise_buffer(dev, dt, n)
+                fill_normals(z.numpy(), self.seed, ROTATION_STREAM, self.global_state["step"],
+                             calls)
+                mark_written([z])  # written through numba: count it as torch would
+                calls += (n + 3) // 4
+            else:
+                z = torch.randn((n,), generator=self.generator(dev), dtype=dt, device=dev)
             off = 0
             for m in ms:
                 k = m.numel()
                 views[id(m)] = z[off:off + k].view_as(m)
                 off += k
         return [views[id(m)] for m in moms]
+
+    @staticmethod
+    def _philox_bucket(dev: torch.device, dt: torch.dtype, calls: int, n: int) -> bool:
+        """Whether a bucket of ``n`` normals takes its rotation noise from Philox: CPU float32
+        or float64 whose calls end within the counter's 2³² (``calls`` taken before it);
+        4·2³² normals of one dtype would be 16–32 GiB of momenta, which draw from the
+        generator instead. (Tests and the benchmark's "before" row override it.)"""
+        return (dev.type == "cpu" and dt in (torch.float32, torch.float64)
+                and calls + (n + 3) // 4 <= 1 << 32)
+
+    def _noise_buffer(self, dev: torch.device, dt: torch.dtype, n: int) -> Tensor:
+        """The flat buffer of ``n`` normals of a (device, dtype) bucket, kept between steps."""
+        cache: dict[tuple[torch.device, torch.dtype], Tensor] = self.__dict__.setdefault(
+            _NOISE, {})
+        z = cache.get((dev, dt))
+        if z is None or z.numel() != n:
+            z = cache[(dev, dt)] = torch.empty((n,), dtype=dt, device=dev)
+        return z
 
 
 def _force(wd: float, p: Tensor, g: Tensor) -> Tensor:

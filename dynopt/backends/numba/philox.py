@@ -18,7 +18,11 @@ layout used by dynopt: ``(chain, stream, call_lo, call_hi)``; key = the 64-bit s
 of a chain yields that chain's normals ``4k .. 4k+3``. Streams: 0 the step noise of schemes
 with one noise op per step, 16 + k that of schemes with k ≠ 1 (so a run resumed with another
 scheme never re-reads normals), 1 initial momenta, 2 initial extras, 3 BBI bounces, 4 event
-bounces.
+bounces, 5 the rotation noise of the ECDSep optimizer on CPU
+(:data:`dynopt.optim.ecd_sep.ROTATION_STREAM`; counter ``(call, 5, step_lo, step_hi)``: the
+call is the element's position in the flat bucket, in calls of four normals, and the step the
+optimizer's step counter; layout in :mod:`.fill_tensor`). (The fused optimizer kernels key
+their own counters by tensor, :mod:`.segment_kernel`.)
 
 Float32 variants (:func:`box_muller_f32`, :func:`discrete_f32`) do the same transforms in single
 precision with twice the SIMD width. For the same Philox words they return the float64 values to
