@@ -10,12 +10,16 @@
 #
 # Writes to $OUT if set (the device tool's output folder), else dynopt-out/gpu/:
 #   summary.txt          GPU, versions, test counts, the benchmark's verdict line, timings
-#   device_tests.log     pytest tests/test_device.py --device cuda (-rfEs: reasons of failures/skips)
+#   device_tests.log     pytest tests/test_device.py --device cuda -v: one line per test as it runs
+#                        (a test the timeout killed is the last line, without an outcome), the
+#                        reasons of failures and skips (-rfEs) and the 20 slowest tests
 #   device_tests.xml     the same as JUnit XML
 #   gpu_bench.md/.json   benchmarks/gpu.py --device cuda --size full (tables; raw numbers)
 #   gpu_bench.log        its output
-# Budget: about 4 minutes for the tests, 3 for the benchmark (each under its own timeout), so
-# the whole run ends within 8 minutes including the wheel install.
+# Budget: at most 150 s for the tests and 100 s for the benchmark (each under its own timeout;
+# TEST_TIMEOUT, BENCH_TIMEOUT override them), so the whole run ends within 5 minutes including
+# the wheel install: call it with the device tool's timeout_s=330 (a 15-minute device budget
+# holds the machine's start, this call, and a short rerun of what failed; docs/benchmarks.md).
 # A dry run anywhere: DEVICE=cpu SIZE=small bash benchmarks/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +29,8 @@ mkdir -p "$OUTDIR"
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 SIZE=${SIZE:-full}
+TEST_TIMEOUT=${TEST_TIMEOUT:-150}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-100}
 export PYTHONUNBUFFERED=1
 export NUMBA_CACHE_DIR=${NUMBA_CACHE_DIR:-/tmp/dynopt-numba-cache}
 start=$(date +%s)
@@ -62,16 +68,26 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,m
 
 note "--- device tier: pytest tests/test_device.py --device $DEVICE"
 t0=$(date +%s)
-timeout 270 "$PY" -m pytest tests/test_device.py --device "$DEVICE" -q -rfEs -p no:cacheprovider \
-    --junitxml="$OUTDIR/device_tests.xml" > "$OUTDIR/device_tests.log" 2>&1
+log="$OUTDIR/device_tests.log"
+timeout -k 10 "$TEST_TIMEOUT" "$PY" -m pytest tests/test_device.py --device "$DEVICE" -v -rfEs \
+    --durations=20 -p no:cacheprovider --junitxml="$OUTDIR/device_tests.xml" > "$log" 2>&1
 test_rc=$?
-note "pytest exit code $test_rc ($(( $(date +%s) - t0 )) s): $(tail -n 1 "$OUTDIR/device_tests.log")"
+if [ $test_rc -eq 124 ] || [ $test_rc -eq 137 ]; then  # -v named each test as it started
+    last=$(grep 'tests/test_device.py::' "$log" | tail -n 1 | sed 's/ *$//')
+    note "pytest KILLED by the $TEST_TIMEOUT s timeout while running $last" \
+        "($(grep -c ' PASSED' "$log") passed, $(grep -cE ' (FAILED|ERROR)' "$log") failed before it)"
+else
+    note "pytest exit code $test_rc ($(( $(date +%s) - t0 )) s): $(tail -n 1 "$log")"
+fi
 
 note "--- benchmark: benchmarks/gpu.py --device $DEVICE --size $SIZE"
 t0=$(date +%s)
-timeout 200 "$PY" benchmarks/gpu.py --device "$DEVICE" --size "$SIZE" --out "$OUTDIR/gpu_bench.md" \
+timeout -k 10 "$BENCH_TIMEOUT" "$PY" benchmarks/gpu.py --device "$DEVICE" --size "$SIZE" --out "$OUTDIR/gpu_bench.md" \
     > "$OUTDIR/gpu_bench.log" 2>&1
 bench_rc=$?
+if [ $bench_rc -eq 124 ] || [ $bench_rc -eq 137 ]; then
+    note "benchmark KILLED by the $BENCH_TIMEOUT s timeout (gpu_bench.log has what it printed)"
+fi
 note "benchmark exit code $bench_rc ($(( $(date +%s) - t0 )) s): $(grep -E '^Langevin step' "$OUTDIR/gpu_bench.log" || tail -n 1 "$OUTDIR/gpu_bench.log")"
 note "total $(( $(date +%s) - start )) s; files in $OUTDIR"
 [ $test_rc -eq 0 ] && [ $bench_rc -eq 0 ]

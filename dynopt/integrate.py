@@ -80,8 +80,11 @@ def integrate(
             (4–5× cheaper; within a few float32 ulps of the float64 transform on the same
             random words) and ``"gaussian-f64"`` with float64 arithmetic; the torch backend
             draws ``torch.randn`` in the run's dtype for both.
-        dtype: Torch dtype for ``backend="torch"`` (float32 or float64, default float64).
-        device: Torch device for ``backend="torch"``.
+        dtype: Torch dtype for ``backend="torch"`` (float32 or float64, default float64,
+            whatever ``q0``'s dtype).
+        device: Torch device for ``backend="torch"``; default: ``q0``'s device when ``q0`` is a
+            torch tensor (a CUDA ``q0`` runs on its GPU), else the CPU. The numba backend runs
+            on the CPU and copies a CUDA ``q0`` there.
         progress: Show a tqdm progress bar (default: for runs over ~10⁸ chain-steps).
         state: Continue from this state (e.g. ``traj.final_state``) instead of ``q0``/``p0``
             (which are then not read). The state fixes the seed, backend, noise kind, number of

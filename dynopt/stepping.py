@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import operator
 import secrets
+import sys
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -76,8 +77,9 @@ def init(
         n_chains: Number of independent chains (default: ``q0.shape[0]`` or 1).
         noise: ``"gaussian"`` (default), ``"gaussian-f64"`` or ``"discrete"`` (moment-matched
             three-point noise); see :func:`dynopt.integrate`.
-        dtype: Torch dtype (torch backend; default float64).
-        device: Torch device (torch backend; default CPU).
+        dtype: Torch dtype (torch backend; default float64, whatever ``q0``'s dtype).
+        device: Torch device (torch backend; default: ``q0``'s device when ``q0`` is a torch
+            tensor, else the CPU).
         chain_ids: Global indices of these chains (torch backend): each chain then draws its
             noise from its own generator keyed by ``(seed, chain id)``
             (:mod:`dynopt.backends.torch.streams`), so a chain's path does not depend on the
@@ -91,6 +93,8 @@ def init(
         backend = resolve_backend(system.potential)
     check_choice("backend", backend, BACKENDS)
     check_choice("noise", noise, NOISES)
+    if device is None and backend == "torch":
+        device = _tensor_device(q0)  # a CUDA q0 runs on its GPU, not silently on the CPU
     if seed is None:
         seed = new_seed()
     seed = check_int("seed", seed, minimum=0, maximum=MAX_SEED)
@@ -120,6 +124,12 @@ def init(
                          f"local chain index), got backend={backend!r}")
     return get_backend(backend).init_state(system, q, p, seed=seed, noise=noise, dtype=dtype,
                                           device=device, chain_ids=ids)
+
+
+def _tensor_device(a: Any) -> Any:
+    """The device of a torch tensor, None for anything else (torch is not imported for it)."""
+    torch = sys.modules.get("torch")
+    return a.device if torch is not None and isinstance(a, torch.Tensor) else None
 
 
 def _to_numpy(a: Any) -> Any:

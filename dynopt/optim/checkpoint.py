@@ -12,7 +12,12 @@ it was. What is checked:
   AdaptiveLangevin one) and, per group, the ``dynamics``;
 * every hyperparameter, with the optimizer's own group validation;
 * seed, step counters and generator states (and, in :class:`~dynopt.optim.Partitioned`, the
-  noise kind the run was drawn with);
+  noise kind the run was drawn with). CUDA generator states follow the parameters: when the
+  checkpoint's CUDA keys and the parameters' CUDA devices differ only by index, one to one (a
+  ``"cuda:0"`` checkpoint loaded by a DDP rank whose parameters are on ``cuda:1``), they are
+  restored on the parameters' devices (:func:`cuda_key_map`). A state for a device this machine
+  lacks (a GPU checkpoint on a CPU-only machine) cannot be restored: it is dropped with one
+  ``RuntimeWarning`` naming its key, and the rest loads;
 * every per-parameter state entry against its parameter (:class:`Key`): presence of the required
   buffers, shape, floating dtype and finite values (tensors are moved to the parameter's device
   as torch does);
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +37,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["PRIOR_STATE", "Key", "check_scalar_tensor", "check_vector", "validate"]
+__all__ = ["PRIOR_STATE", "Key", "check_scalar_tensor", "check_vector", "cuda_key_map",
+           "validate"]
 
 #: Placeholder stored in ``state_dict()`` for a hyperparameter given as a schedule callable.
 SCHEDULE = "<schedule>"
@@ -166,10 +173,56 @@ def _check_entry(entry: Any, p: Tensor, schema: dict[str, Key], where: str) -> N
                 raise _fail(at, "holds non-finite values")
 
 
-def _generators(saved: Any) -> dict[str, torch.Generator]:
+def cuda_key_map(saved_keys: list[str], devices: set[torch.device]) -> dict[str, str]:
+    """Where the checkpoint's CUDA generator states go: ``{saved key: key to restore under}``.
+
+    When the saved CUDA keys and the CUDA devices of the parameters (``devices``) are different
+    sets of the same size, saved key i (in index order) goes to parameter device i; otherwise
+    every key stays as it is. This is what a resume under ``DistributedDataParallel`` needs: rank
+    r's parameters are on ``cuda:r``, the checkpoint (rank 0's) holds ``"cuda:0"``, and every
+    rank must continue the same stream (ranks draw identical noise). Pure: no device is touched.
+
+    Args:
+        saved_keys: The checkpoint's generator keys (any device type; non-CUDA keys are ignored).
+        devices: The devices the optimizer's parameters are on.
+    """
+    saved = [torch.device(k) for k in saved_keys]
+    saved = [d for d in saved if d.type == "cuda"]
+    have = sorted({d for d in devices if d.type == "cuda"}, key=lambda d: d.index or 0)
+    if (not saved or len(saved) != len(have) or set(saved) == set(have)
+            or any(d.index is None for d in [*saved, *have])):
+        return {}
+    saved.sort(key=lambda d: d.index)
+    return {str(s): str(h) for s, h in zip(saved, have, strict=True)}
+
+
+def _restorable(dev: torch.device) -> bool:
+    """Whether a generator can be created on ``dev`` on this machine (its device type is
+    available and, where counted, the index exists)."""
+    if dev.type == "cpu":
+        return True
+    module = getattr(torch, dev.type, None)
+    available = getattr(module, "is_available", None)
+    if available is None or not available():
+        return False
+    count = getattr(module, "device_count", None)
+    return dev.index is None or count is None or dev.index < count()
+
+
+def _param_devices(opt: Any) -> set[torch.device]:
+    return {p.device for g in opt.param_groups for p in g["params"]}
+
+
+def _generators(saved: Any, opt: Any) -> tuple[dict[str, torch.Generator], list[str]]:
+    """The checkpoint's generators, ready to use, and the keys whose device is not here.
+
+    CUDA states are restored on the parameters' CUDA devices when the two differ only by index
+    (:func:`cuda_key_map`); a state for a device this machine lacks (a GPU checkpoint loaded on
+    a CPU-only machine) cannot be restored: it is dropped and its key returned.
+    """
     if not isinstance(saved, Mapping):
         raise _fail("dynopt['generators']", f"must be a dict, got {type(saved).__name__}")
-    out = {}
+    states = {}
     for key, st in saved.items():
         where = f"dynopt['generators'][{key!r}]"
         if not isinstance(key, str):
@@ -177,12 +230,27 @@ def _generators(saved: Any) -> dict[str, torch.Generator]:
         if not isinstance(st, Tensor) or st.dtype != torch.uint8:
             raise _fail(where, "must be a uint8 tensor (torch.Generator.get_state())")
         try:
-            gen = torch.Generator(device=key)
+            torch.device(key)
+        except (RuntimeError, ValueError, TypeError) as err:
+            raise _fail(where, f"is not keyed by a device ({err})") from None
+        states[key] = st
+    remap = cuda_key_map(list(states), _param_devices(opt))
+    out, dropped = {}, []
+    for key, st in states.items():
+        target = remap.get(key, key)
+        if not _restorable(torch.device(target)):
+            dropped.append(key)
+            continue
+        try:
+            gen = torch.Generator(device=target)
             gen.set_state(st.cpu())
         except (RuntimeError, ValueError, TypeError) as err:
-            raise _fail(where, f"is not a valid generator state for {key!r} ({err})") from None
-        out[key] = gen
-    return out
+            where = f"dynopt['generators'][{key!r}]"
+            onto = f" (restored on {target!r}, the parameters' device)" if target != key else ""
+            raise _fail(where, f"is not a valid generator state for {key!r}{onto} "
+                        f"({err})") from None
+        out[target] = gen
+    return out, dropped
 
 
 def validate(opt: Any, state_dict: Any) -> tuple[list[dict[str, Any]], dict[str, Any],
@@ -231,7 +299,7 @@ def validate(opt: Any, state_dict: Any) -> tuple[list[dict[str, Any]], dict[str,
         if key not in glob:
             raise _fail("dynopt['global']", f"lacks {key!r}")
         _count(glob[key], f"dynopt['global'][{key!r}]")
-    generators = _generators(extra["generators"])
+    generators, dropped = _generators(extra["generators"], opt)
 
     saved_groups = state_dict["param_groups"]
     if not isinstance(saved_groups, list | tuple) or len(saved_groups) != len(opt.param_groups):
@@ -293,6 +361,14 @@ def validate(opt: Any, state_dict: Any) -> tuple[list[dict[str, Any]], dict[str,
         if schema is not None:
             _check_entry(entry, p, schema, f"state[{pid!r}] (param group {gi})")
     opt._validate_global_state(glob, probes)
+    if dropped:  # warned only once the checkpoint is known to load
+        warnings.warn(
+            f"{cls}.load_state_dict: the checkpoint's generator states {dropped} were not "
+            "restored: this machine has no such device. The noise the run draws on its "
+            "parameters' devices comes from generators seeded from the optimizer's seed (or "
+            "restored, if the checkpoint holds them), so it does not continue the saved run's "
+            "noise bit for bit (moving a run to another device type never does)",
+            RuntimeWarning, stacklevel=3)
     return groups, dict(glob), generators, int(seed)
 
 

@@ -81,7 +81,7 @@ class SurfResult:
     """The outcome of :func:`surf`.
 
     Attributes:
-        x: The final latent codes, ``(n, d)``.
+        x: The final latent codes, ``(n, d)``, on the snapshots' device.
         loss: ``(K, n)``: U_k at the end of snapshot k.
         norm: ``(K, n)``: ‖x‖ at the end of snapshot k.
         steps: ``(K,)``: steps taken on snapshot k.
@@ -161,8 +161,11 @@ def surf(
         temperature: τ ≥ 0 or a schedule ``τ(s)`` with s = k/(K−1) ∈ [0, 1] (Langevin
             dynamics only; default 0).
         gamma: Friction γ of ``"langevin"``.
-        seed: Seed of the initial codes and of the noise.
-        dtype: Tensor dtype of the chains (default: the snapshots' parameter dtype).
+        seed: Seed of the initial codes (drawn on the CPU, so the same on every device) and of
+            the noise.
+        dtype: Tensor dtype of the chains (default: the snapshots' parameter dtype). The run
+            is on the snapshots' device (all their tensors must be on one); ``y``, ``A`` and
+            ``x0`` are copied there.
         inner: ``"dynamics"`` (integrate ``dynamics`` with step ``lr``) or ``"adam"``
             (``torch.optim.Adam(lr, betas)`` on the codes, state carried across snapshots;
             needs ``dynamics="gradient-flow"``).
@@ -172,8 +175,8 @@ def surf(
         :class:`SurfResult`.
 
     Raises:
-        ValueError: For an empty snapshot list, mismatched shapes of ``y``, ``A`` or ``x0``, or
-            bad hyperparameters (naming them).
+        ValueError: For an empty snapshot list, snapshots on several devices, mismatched shapes
+            of ``y``, ``A`` or ``x0``, or bad hyperparameters (naming them).
         DivergenceError: If the codes become non-finite (names the snapshot and step).
     """
     snaps = list(snapshots) if not isinstance(snapshots, nn.Module) else [snapshots]
@@ -200,15 +203,16 @@ def surf(
     steps = _steps(steps_per_snapshot, n_snap)
     temp = _temperature(temperature, dynamics, n_snap)
     net_dtype = _snapshot_dtype(snaps, model)
+    device = _snapshot_device(snaps)
     if dtype is None:
         dtype = net_dtype
     gens = [generator_fn(s, model) for s in snaps]
 
     gen_t = torch.Generator().manual_seed(0 if seed is None else int(seed))
-    yt = torch.as_tensor(y, dtype=dtype).detach()
+    yt = torch.as_tensor(y, dtype=dtype).detach().to(device)
     if yt.ndim not in (1, 2):
         raise ValueError(f"y must have shape (m,) or (n, m), got {tuple(yt.shape)}")
-    x = _initial_codes(x0, latent_dim, snaps[0], yt, dtype, gen_t)
+    x = _initial_codes(x0, latent_dim, snaps[0], yt, dtype, gen_t).to(device)
     n, d = x.shape
     if yt.ndim == 2 and yt.shape[0] != n:
         raise ValueError(f"y has {yt.shape[0]} rows (targets) but x0 has {n} rows (chains)")
@@ -220,7 +224,7 @@ def surf(
                          f"coordinates per chain ({err})") from None
     at = None
     if A is not None:
-        at = torch.as_tensor(A, dtype=dtype).detach()
+        at = torch.as_tensor(A, dtype=dtype).detach().to(device)
         if at.ndim != 2 or at.shape[1] != n_out:
             raise ValueError(f"A must have shape (m, {n_out}) (the generator outputs {n_out} "
                              f"values), got {tuple(at.shape)}")
@@ -243,8 +247,9 @@ def surf(
         return OverdampedLangevin(pots[k], temperature=temp[k])
 
     sys0 = system(0)
-    state = integ.init(sys0, x.double().numpy(), backend="torch",
-                       seed=0 if seed is None else int(seed), dtype=dtype, n_chains=n)
+    state = integ.init(sys0, x.double().cpu().numpy(), backend="torch",
+                       seed=0 if seed is None else int(seed), dtype=dtype, device=device,
+                       n_chains=n)
     loss = np.zeros((n_snap, n))
     norm = np.zeros((n_snap, n))
     work = np.zeros(n)
@@ -258,14 +263,15 @@ def surf(
         sys_k = system(k)
         if k > 0:
             with torch.no_grad():
-                work += (pots[k].value(state.q) - pots[k - 1].value(state.q)).double().numpy()
+                work += (pots[k].value(state.q)
+                         - pots[k - 1].value(state.q)).double().cpu().numpy()
         if adam is None:
             state = _advance(sys_k, integ, state, steps[k], lr, k)
         else:
             _adam_steps(adam, pots[k], state, steps[k], k)
         with torch.no_grad():
-            loss[k] = pots[k].value(state.q).double().numpy()
-            norm[k] = state.q.norm(dim=1).double().numpy()
+            loss[k] = pots[k].value(state.q).double().cpu().numpy()
+            norm[k] = state.q.norm(dim=1).double().cpu().numpy()
     with torch.no_grad():
         energy_end = _energy(system(n_snap - 1), state)
     return SurfResult(state.q.clone(), loss, norm, np.asarray(steps), work, energy_start,
@@ -304,7 +310,7 @@ def _adam_steps(adam: torch.optim.Adam, pot: Any, state: State, n_steps: int, k:
 
 def _energy(system: AbstractSystem, state: State) -> np.ndarray:
     h = system.energy(state.q, state.p if system.has_momentum else None)
-    return h.double().numpy()
+    return h.double().cpu().numpy()
 
 
 def _snapshot_dtype(snaps: Sequence[Any], model: nn.Module | None) -> torch.dtype:
@@ -328,6 +334,20 @@ def _snapshot_dtype(snaps: Sequence[Any], model: nn.Module | None) -> torch.dtyp
     if len(dtypes) > 1:
         raise ValueError(f"the snapshots mix dtypes {sorted(map(str, dtypes))}: give them one")
     return dtypes.pop() if dtypes else torch.float64
+
+
+def _snapshot_device(snaps: Sequence[Any]) -> torch.device:
+    """The one device of the snapshots' tensors (the CPU if they have none), where the run goes."""
+    devices: set[torch.device] = set()
+    for s in snaps:
+        tensors = [*s.parameters(), *s.buffers()] if isinstance(s, nn.Module) else [
+            t for t in s.values() if isinstance(t, Tensor)]
+        devices |= {t.device for t in tensors}
+    if len(devices) > 1:
+        raise ValueError(f"the snapshots' tensors are on several devices "
+                         f"{sorted(map(str, devices))}: surf runs on the snapshots' device, move "
+                         "them all to one (e.g. snapshot.to('cuda'))")
+    return devices.pop() if devices else torch.device("cpu")
 
 
 def _steps(spec: int | Sequence[int], n_snap: int) -> list[int]:
