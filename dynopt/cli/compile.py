@@ -41,18 +41,20 @@ def _extended() -> None:
 
 def _optimizers() -> None:
     """The fused CPU optimizer kernels (parallel and serial variants, float32 and float64) and
-    the finite/bound scans, through one step of each fused optimizer."""
+    the finite/bound scans, through one step of each fused optimizer; ECDSep's Philox fill of
+    its rotation normals."""
     import torch
 
     from dynopt.backends.numba.segment_kernel import SERIAL_BELOW
-    from dynopt.optim import BBI, HeavyBall, Langevin
+    from dynopt.optim import BBI, ECDSep, HeavyBall, Langevin
     from dynopt.optim.finite import FAST_ABOVE
 
     for dtype in (torch.float32, torch.float64):
         for n in (64, max(SERIAL_BELOW, FAST_ABOVE)):  # serial and parallel variants
             for make in (lambda ps: Langevin(ps, lr=1e-3, temperature=1e-4, seed=0),
                          lambda ps: HeavyBall(ps, lr=1e-3),
-                         lambda ps: BBI(ps, lr=1e-3)):
+                         lambda ps: BBI(ps, lr=1e-3),
+                         lambda ps: ECDSep(ps, lr=1e-3, seed=0)):
                 p = torch.nn.Parameter(torch.zeros(n, dtype=dtype))
                 opt = make([p])
                 for _ in range(2):  # the first step initialises state, the second is steady
