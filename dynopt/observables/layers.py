@@ -91,7 +91,10 @@ class LayerConfigurational(Observable):
         self.groups = groups
 
     def rademacher(self, ctx: Context) -> torch.Tensor:
-        """``(chains, probes, dim)`` ±1 probes, chain c's from a generator keyed (seed, step, c)."""
+        """``(chains, probes, dim)`` ±1 probes, chain c's from a generator keyed (seed, step, c).
+
+        Drawn by CPU generators, so every device gets the same probes; on CUDA they are copied
+        from pinned memory without synchronising the host (once per record)."""
         q = ctx.state.q
         rows = []
         for c in ctx.chain_ids:
