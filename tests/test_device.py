@@ -437,6 +437,94 @@ def test_bbi_bound_matches_the_snapshot_path_on_the_device(device):
         assert torch.equal(a, b)
 
 
+#: Host synchronisations of a steady step with ``nonfinite="ignore"`` (no finiteness check),
+#: on CUDA and, as the CPU counter sees them, on the CPU: there it also counts the conversions
+#: of values that live on the host anyway (the Nosé–Hoover chain's stiffness test, read only
+#: where it is free; BBI's scalar shell state). BBI's one is the loss with |Π|², fetched
+#: together.
+STEADY_SYNCS = {
+    "langevin": (lambda m: Langevin(m.parameters(), lr=0.1, temperature=1e-3), 0, 0),
+    "adaptive-langevin": (lambda m: AdaptiveLangevin(m.parameters(), lr=0.1,
+                                                     temperature=1e-3), 0, 0),
+    "nose-hoover chain": (lambda m: NoseHoover(m.parameters(), lr=0.1, temperature=1e-3,
+                                               chain_length=3, scope="group"), 0, 2),
+    "adlala": (lambda m: AdLaLa([{"params": m[0].parameters()},
+                                 {"params": m[2].parameters()}], lr=0.1), 0, 0),
+    "heavyball": (lambda m: HeavyBall(m.parameters(), lr=0.2, gamma=0.5), 0, 0),
+    "bbi": (lambda m: BBI(m.parameters(), lr=0.05, t0=None, t1=None), 1, 7),
+}
+
+
+@pytest.mark.parametrize("name", list(STEADY_SYNCS))
+def test_steady_optimizer_steps_make_the_documented_host_syncs(device, name):
+    """Every optimizer on the device's default path: thermostats, the heavy ball and the
+    Langevin family make no host synchronisation per step, BBI one. Catches: thermostat
+    layouts rebuilt from Python lists (host-to-device copies), the chain's stiffness test read
+    per call, BBI reading the loss twice and |Π|² per group."""
+    make, on_cuda, on_cpu = STEADY_SYNCS[name]
+    data = _data(device, n=6)
+    model = _mlp(device)
+    opt = make(model)
+    opt.nonfinite = "ignore"
+    _train(model, opt, data[:2])
+    counts = []
+    for batch in data[2:]:
+        with HostSyncs(device) as s:
+            _train(model, opt, [batch])
+        counts.append(s.count)
+    assert counts == [on_cuda if device.type == "cuda" else on_cpu] * 4
+
+
+def test_monitor_records_without_host_syncs(device):
+    """TrainingMonitor's records (kinetic energy per layer with the masses, Rademacher probes,
+    ξ of a thermostat) stay on the device until the run ends; ξ's buffer is made on the device
+    even when the monitor starts before the optimizer's first step."""
+    from dynopt import TrainingMonitor
+
+    model = _mlp(device)
+    opt = NoseHoover(model.parameters(), lr=0.05, temperature=1e-3, scope="group",
+                     nonfinite="ignore")
+    assert opt.diagnostics()[0]["xi"].device.type == device.type  # before the first step
+    x, y = _data(device, n=1)[0]
+    mon = TrainingMonitor(model, opt, F.mse_loss, (x, y), every=1, curvature_every=None)
+    counts = []
+    for _ in range(4):
+        opt.zero_grad()
+        F.mse_loss(model(x), y).backward()
+        opt.step()
+        with HostSyncs(device) as s:
+            mon.step()
+        counts.append(s.count)
+    assert counts[1:] == [0, 0, 0]
+    assert all(b.device.type == device.type for b in mon.recorder.buffers.values())
+
+
+def test_thermostat_group_across_two_devices_equals_one_device(device):
+    """A thermostatted group whose tensors sit on two GPUs (model parallel): its ξ lives on the
+    first tensor's device and its factors are moved to the other's; the run equals the same
+    run on one GPU to rounding."""
+    if device.type != "cuda" or torch.cuda.device_count() < 2:
+        pytest.skip("needs two CUDA devices")
+    d0, d1 = torch.device("cuda", 0), torch.device("cuda", 1)
+    for make in (lambda ps: NoseHoover(ps, lr=0.1, temperature=1e-3, scope="group", seed=1),
+                 lambda ps: AdaptiveLangevin(ps, lr=0.1, temperature=1e-3, sigma_a=0.0,
+                                             scope="tensor", seed=1)):
+        runs = []
+        for devs in ((d0, d0), (d0, d1)):
+            g = torch.Generator().manual_seed(0)
+            ps = [torch.randn(5, 3, generator=g, dtype=F64).to(devs[0]).requires_grad_(),
+                  torch.randn(4, generator=g, dtype=F64).to(devs[1]).requires_grad_()]
+            opt = make(ps)
+            for k in range(5):
+                gk = torch.Generator().manual_seed(10 + k)
+                for p in ps:
+                    p.grad = (0.1 * torch.randn(p.shape, generator=gk, dtype=F64)).to(p.device)
+                opt.step()
+            runs.append([p.detach().cpu() for p in ps])
+        for a, b in zip(*runs, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
 # --- the device generator ------------------------------------------------------------------------
 
 def test_device_generator_is_reproducible_from_seed(device):

@@ -565,13 +565,18 @@ class DDPTrajectory:
         # rounding level of the implied gradient: eps · Σ_i |G_i| |X_i| (per-sample outer
         # products' sizes), with a margin for the backward pass's own rounding
         eps = torch.finfo(h.dtype).eps
-        size = float((outs.flatten(1).norm(dim=1) * ins.flatten(1).norm(dim=1)).sum())
-        aa, bb = float(a.dot(a)), float(b.dot(b))
+        size_t = (outs.flatten(1).norm(dim=1) * ins.flatten(1).norm(dim=1)).sum()
+        scalars = torch.stack([a.dot(a), b.dot(b), size_t.to(torch.float64)])
+        basis = torch.stack(cols, dim=1)
+        if basis.device.type != "cpu":  # (gelsd: rank-safe, CPU only) the fit's inputs and
+            n = a.numel()               # scalars in one device-to-host transfer
+            flat = torch.cat([scalars, a, basis.reshape(-1)]).cpu()
+            scalars, a, basis = flat[:3], flat[3:3 + n], flat[3 + n:].reshape(basis.shape)
+        aa, bb, size = scalars.tolist()
         if not all(map(math.isfinite, (aa, bb, size))):
             return None
         if math.sqrt(bb) <= 64.0 * eps * size:
             return None
-        basis, a = torch.stack(cols, dim=1).cpu(), a.cpu()  # (gelsd: rank-safe, CPU only)
         coef = torch.linalg.lstsq(basis, a.unsqueeze(1), driver="gelsd").solution[:, 0]
         resid = a - basis @ coef
         rel = math.sqrt(float(resid.dot(resid)) / aa) if aa > 0 else 0.0
@@ -800,7 +805,7 @@ def _regularized_factor(s: Tensor | None, qx: Tensor, eps: float, diagnostics: b
         v = q.transpose(1, 2) @ (s @ q)
         v = 0.5 * (v + v.transpose(1, 2))
         bad = torch.linalg.cholesky_ex(s).info != 0
-        if bool(bad.any()):
+        if bool(bad.any()):  # (one host synchronisation; rare samples take the slow branch)
             vb = v[bad].double()
             if not bool(torch.isfinite(vb).all()):   # the optimizer's finiteness check reports it
                 return torch.full((bsz, n, *shape), float("nan"), dtype=qx.dtype,
@@ -817,11 +822,12 @@ def _regularized_factor(s: Tensor | None, qx: Tensor, eps: float, diagnostics: b
             clipped = torch.zeros((), dtype=s.dtype, device=s.device)
     v = v + eps * torch.eye(n, dtype=v.dtype, device=v.device)
     chol, info = torch.linalg.cholesky_ex(v)
-    if bool(info.any()):                          # non-finite or lost to rounding
-        return torch.full((bsz, n, *shape), float("nan"), dtype=qx.dtype,
-                          device=qx.device), clipped
-    return chol.transpose(1, 2).reshape(bsz, n, *shape).to(qx.dtype), (
-        None if clipped is None else clipped.to(qx.dtype))
+    z = chol.transpose(1, 2).reshape(bsz, n, *shape).to(qx.dtype)
+    # a failed factorisation (non-finite or lost to rounding) gives NaN everywhere, selected on
+    # the device (no host read of info); the optimizer's finiteness check reports it
+    z = torch.where(info.any(), torch.full((), float("nan"), dtype=qx.dtype, device=qx.device),
+                    z)
+    return z, None if clipped is None else clipped.to(qx.dtype)
 
 
 def _refactor(s: Tensor, qx: Tensor, diagnostics: bool = True) -> tuple[Tensor, Tensor | None]:

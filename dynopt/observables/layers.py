@@ -69,9 +69,7 @@ class LayerKinetic(Observable):
         if p.shape[1] == 0:
             raise ValueError(f"the 'layer_kinetic' observable needs momenta; "
                              f"{type(system).__name__} is first order")
-        minv = torch.as_tensor(1.0 / system.mass_vector(p.shape[1]), dtype=p.dtype,
-                               device=p.device)
-        k = 0.5 * p * p * minv
+        k = 0.5 * p * p * system._minv_like(p)  # (made once per device: no host copy)
         return {f"kinetic:{n}": k[:, sl].sum(-1)
                 for n, sl in layer_slices(system.potential, p.shape[1], self.groups).items()}
 
@@ -93,14 +91,22 @@ class LayerConfigurational(Observable):
         self.groups = groups
 
     def rademacher(self, ctx: Context) -> torch.Tensor:
-        """``(chains, probes, dim)`` ±1 probes, chain c's from a generator keyed (seed, step, c)."""
+        """``(chains, probes, dim)`` ±1 probes, chain c's from a generator keyed (seed, step, c).
+
+        Drawn by CPU generators, so every device gets the same probes; on CUDA they are copied
+        from pinned memory without synchronising the host (once per record)."""
         q = ctx.state.q
         rows = []
         for c in ctx.chain_ids:
             g = torch.Generator().manual_seed(stream_seed(self.seed, ctx.step, c))
             rows.append(torch.randint(0, 2, (self.probes, q.shape[1]), generator=g))
         z = torch.stack(rows) if rows else torch.zeros((0, self.probes, q.shape[1]))
-        return (2 * z - 1).to(dtype=q.dtype, device=q.device)
+        z = (2 * z - 1).to(dtype=q.dtype)
+        if q.device.type == "cuda":
+            # drawn on the host (the same probes on every device), copied from pinned memory
+            # without waiting: a pageable host-to-device copy would synchronise every record
+            return z.pin_memory().to(q.device, non_blocking=True)
+        return z.to(device=q.device)
 
     def __call__(self, ctx: Context) -> dict[str, torch.Tensor]:
         pot, q = ctx.potential, ctx.state.q

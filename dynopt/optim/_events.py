@@ -16,10 +16,13 @@ __all__ = ["OptimizerEvents", "as_scalar"]
 
 
 def as_scalar(value: Any, device: torch.device) -> Tensor:
-    """A 1-element float64 tensor on ``device`` (no host synchronisation for tensors)."""
+    """A 1-element float64 tensor on ``device``, without a host synchronisation: a tensor is
+    cast on its device, a number is written by a fill kernel (``torch.full``), not copied from
+    host memory (``torch.tensor([x], device="cuda")`` is a pageable host-to-device copy, which
+    synchronises the stream)."""
     if isinstance(value, Tensor):
         return value.detach().reshape(1).to(device=device, dtype=torch.float64)
-    return torch.tensor([float(value)], dtype=torch.float64, device=device)
+    return torch.full((1,), float(value), dtype=torch.float64, device=device)
 
 
 class OptimizerEvents:

@@ -30,6 +30,10 @@ __all__ = ["BBI"]
 #: decision)``: the step adopts it instead of running the logic again when its inputs are the
 #: same (:meth:`BBI._control_key`; a NaN in the state never compares equal, so it reruns).
 TRIAL = "_bbi_trial"
+#: ``opt.__dict__`` key of the host values of a step, ``((step, participation), loss, (loss
+#: value, |Π|²))``, read by :meth:`BBI._host_inputs` in one transfer (in
+#: :func:`~dynopt.optim.bound.bbi_bounded` when it runs, else in the step) and used by both.
+READ = "_bbi_read"
 
 
 def _t(x: float) -> Tensor:
@@ -232,7 +236,8 @@ class BBI(ShellSystem):
 
     _result_bounded = bbi_bounded  # the snapshot-free result check
     #: The shell logic's reusable result is step scratch: a copy starts without it.
-    _caches: ClassVar[dict[str, Callable[[], Any]]] = {TRIAL: lambda: None}
+    _caches: ClassVar[dict[str, Callable[[], Any]]] = {TRIAL: lambda: None,
+                                                       READ: lambda: None}
 
     def _control_key(self, v: float, ps2: float, g2: float, forced: bool,
                      st: dict[str, Tensor]) -> tuple[Any, ...]:
@@ -241,24 +246,43 @@ class BBI(ShellSystem):
         return (v, ps2, g2, forced, id(self.constants),
                 tuple((k, float(t)) for k, t in st.items()))
 
-    def _ps2(self, moms: list[Tensor], reference: bool) -> float:
-        """|Π|² of the participating momenta: cached from the previous step if the same
-        parameters take part, else computed."""
+    def _host_inputs(self, loss: Any, moms: list[Tensor], reference: bool
+                     ) -> tuple[float, float]:
+        """(the loss, |Π|²) as Python floats, the host values the shell logic reads, in one
+        device-to-host transfer (the step's one host synchronisation on a GPU).
+
+        |Π|² is the previous step's (kept on the device, ``global_state["ps2"]``) if the same
+        parameters take part, else computed (on the device except on the reference path).
+        Read once per step: :func:`~dynopt.optim.bound.bbi_bounded` reads them first when it
+        runs, and the step then uses its values (same loss object, same step)."""
         key = self.participation_key()
+        tag = (self.step_count, key)
+        read = self.__dict__.get(READ)
+        if read is not None and read[0] == tag and (read[1] is loss or (
+                not isinstance(loss, Tensor) and read[1] == loss)):
+            return read[2]
         if self.global_state.get("ps2_key") == key and "ps2" in self.global_state:
-            return float(self.global_state["ps2"])
-        return _sum_sq(moms) if reference else self.norm2(moms)
+            ps2: Any = self.global_state["ps2"]
+        elif reference:
+            ps2 = _sum_sq(moms)
+        else:
+            ps2 = self.norm2_tensor(moms, moms[0].device if moms else torch.device("cpu"))
+        values = _to_host([loss.detach() if isinstance(loss, Tensor) else loss, ps2])
+        out = (values[0], values[1])
+        self.__dict__[READ] = (tag, loss, out)
+        return out
 
     @torch.compiler.disable  # host-driven (energy, bounces): nothing for a compiler to fuse
     def _step(self, loss: Any, parts: Participants) -> None:
         c = self.constants
-        v = float(loss) - c.v0
         device = self.device_of(parts)
         params = [p for _, ps, _ in parts for p in ps]
         grads = [g for _, _, gs in parts for g in gs]
         moms = self._momenta(params)
         reference = self._reference(parts)
-        ps2 = self._ps2(moms, reference)
+        loss_value, ps2 = self._host_inputs(loss, moms, reference)
+        self.__dict__.pop(READ, None)
+        v = loss_value - c.v0
         if len(self._events):
             values = {"loss": as_scalar(loss, device)}
             if self._events.needs("energy"):
@@ -285,12 +309,15 @@ class BBI(ShellSystem):
         key = self.participation_key()
         if bool(dec.bounce):
             self._bounce(moms, float(dec.ps2), reference)
-            self.global_state["ps2"] = _sum_sq(moms) if reference else self.norm2(moms)
+            self.global_state["ps2"] = (_sum_sq(moms) if reference
+                                        else self.norm2_tensor(moms, device))
             self.global_state["ps2_key"] = key
             return
         r = float(dec.scale)
         kick, drift = float(st["kick_rate"]), float(st["drift_rate"])
-        new_ps2 = 0.0
+        # |Π|² for the next step: a float from the fused and reference paths, a float64 tensor
+        # left on the device by the foreach path (read with the next loss, one transfer)
+        new_ps2: Any = 0.0
         for group, ps, gs in parts:
             if not ps:
                 continue
@@ -304,7 +331,7 @@ class BBI(ShellSystem):
                     torch._foreach_mul_(bm, r)
                     torch._foreach_add_(bm, bg, alpha=-lr * kick)
                     torch._foreach_add_(bp, bm, alpha=lr * drift)
-                new_ps2 += self.norm2(ms)
+                new_ps2 = new_ps2 + self.norm2_tensor(ms, device)
             else:  # the system's ops, as the torch backend runs them
                 for p, g, m in zip(ps, gs, ms, strict=True):
                     m.mul_(scalar_like(dec.scale, m))
@@ -322,9 +349,13 @@ class BBI(ShellSystem):
             u = energy_ops.bounce_direction((n,), self.generator(dev), dt, dev,
                                             self.constants.cube)
             draws.append((ms, u))
-        u2 = _sum_sq([u for _, u in draws]) if reference else self.norm2([u for _, u in draws])
+        us = [u for _, u in draws]
+        u2 = _sum_sq(us) if reference else self.norm2_tensor(us, us[0].device)
         for ms, u in draws:
-            scale = (torch.tensor([ps2], dtype=torch.float64) / u2).sqrt().to(u)
+            # on the device: a fill and a division (no host copy, no host read of |u|²)
+            target = torch.full((1,), ps2, dtype=torch.float64, device=u.device)
+            u2_here = u2.to(u.device) if isinstance(u2, Tensor) else u2
+            scale = (target / u2_here).sqrt().to(u)
             off = 0
             for m in ms:
                 k = m.numel()
@@ -346,6 +377,21 @@ def _fused_kick_drift(ps: list[Tensor], gs: list[Tensor], ms: list[Tensor], r: f
                                 cast(drift))
     mark_written([*ps, *ms])  # raw-memory writes, made visible to autograd
     return total
+
+
+def _to_host(values: list[Any]) -> list[float]:
+    """Numbers and 1-element tensors as Python floats, the device tensors among them fetched
+    in one transfer (stacked as float64, which holds every float32/float16/bfloat16 value
+    exactly: the same floats as ``float()`` of each)."""
+    on_device = [i for i, x in enumerate(values)
+                 if isinstance(x, Tensor) and x.device.type != "cpu"]
+    fetched: dict[int, float] = {}
+    if on_device:
+        dev = values[on_device[0]].device
+        got = torch.stack([values[i].reshape(()).to(device=dev, dtype=torch.float64)
+                           for i in on_device]).tolist()
+        fetched = dict(zip(on_device, got, strict=True))
+    return [fetched[i] if i in fetched else float(x) for i, x in enumerate(values)]
 
 
 def _sum_sq(tensors: list[Tensor]) -> float:

@@ -37,7 +37,8 @@ the bound fail). BBI's r, kick and drift come from its shell logic, run first on
 its scalar state, whose result the step then adopts (:func:`bbi_bounded`). The step then runs
 without a snapshot; otherwise (a huge lr, parameters near the float range, a NaN placed in a
 buffer, ops outside this table such as thermostats, torch's normals on the non-fused paths,
-events, priors, first steps, BBI's bounces)
+BBI's events (HeavyBall's ``SetFriction``/``Stop`` events are bounded, see
+:func:`heavy_ball_bounded`), priors, first steps, BBI's bounces)
 the snapshot path runs exactly as before. Measured cost in docs/architecture.md.
 
 The scan reads θ and p once (two reads; the step itself reads θ, p, ∇L and writes θ, p), where
@@ -289,12 +290,36 @@ def partitioned_bounded(opt: Any, used: Any = None) -> bool:
     return True
 
 
+def _event_frictions(opt: Any) -> list[float] | None:
+    """The frictions γ that HeavyBall's events may set during this step (the ``SetFriction``
+    actions: the update of a firing step uses the new γ), or None if an event may do anything
+    else than set γ or stop the step."""
+    from ..events.actions import SetFriction, Stop
+
+    out = []
+    for action in opt._events.set.actions():
+        if isinstance(action, SetFriction):
+            out.append(float(action.gamma))
+        elif not isinstance(action, Stop):
+            return None
+    return out
+
+
 def heavy_ball_bounded(opt: Any, used: Any = None) -> bool:
     """The bound for :class:`~dynopt.optim.heavy_ball.HeavyBall` (p ← c p − h ∇L, θ ← θ + h p,
-    c = 1 − γh) on every path: no events, trivial priors, momenta present."""
+    c = 1 − γh) on every path: trivial priors, momenta present.
+
+    Events run inside the update, after this check: a ``SetFriction`` that fires makes that
+    very update use its γ, and a ``Stop`` makes it write nothing. So the bound takes the
+    largest |c| over the current γ and every γ an event may set (the bound map is monotone in
+    |c|); an event γ with γh > 2, which the update refuses only if it fires, sends the step to
+    the snapshot path instead of raising here."""
     from ._paths import choose_path
 
-    if len(opt._events) or opt.stopped:
+    if opt.stopped:
+        return False
+    event_gammas = _event_frictions(opt) if len(opt._events) else []
+    if event_gammas is None:
         return False
     carry = _take_carry(opt)
     tops = _grad_maxima(opt)
@@ -304,6 +329,11 @@ def heavy_ball_bounded(opt: Any, used: Any = None) -> bool:
 
         h = opt.hyper(group, "lr")  # the update's own checks, before any write
         c = _friction_factor(opt.friction(group), h)
+        for gamma in event_gammas:  # as the update would compute it once the event fired
+            c_event = 1.0 - gamma * h
+            if c_event < -1.0:
+                return False
+            c = max(c, c_event, key=abs)
         if not prior.is_trivial(group):
             return False
         moms = []
@@ -362,10 +392,10 @@ def bbi_bounded(opt: Any, used: Any = None) -> bool:
                 return False
             moms.append(m)
     c = opt.constants
-    v = float(used.detach() if isinstance(used, Tensor) else used) - c.v0
+    loss_value, ps2 = opt._host_inputs(used, moms, opt._reference(parts))  # one transfer,
+    v = loss_value - c.v0                                   # which the step then reuses
     if not v > c.eps2:
         return False
-    ps2 = opt._ps2(moms, opt._reference(parts))
     control = opt._control_key(v, ps2, 0.0, False, st)
     trial = {k: t.clone() for k, t in st.items()}
     dec = energy_ops.bbi_control(_scalar(v), _scalar(ps2), _scalar(0.0), trial, c)

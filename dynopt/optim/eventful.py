@@ -254,7 +254,8 @@ class EventfulOptimizer(DynamicsOptimizer):
         if not len(self._events):
             return False
         values = dict(values)
-        values["step"] = as_scalar(self.step_count, device)
+        if self._events.needs("step"):  # built only when watched (a fill, no host copy)
+            values["step"] = as_scalar(self.step_count, device)
         for action in self._events.fire(self.global_state, values, self.step_count, device):
             if isinstance(action, Stop):
                 self.global_state["stopped"] = True
@@ -299,6 +300,18 @@ class EventfulOptimizer(DynamicsOptimizer):
         for (ts,) in bucket(tensors).values():
             norms = torch._foreach_norm(ts)
             total += float(torch.stack(norms).to(torch.float64).pow(2).sum())
+        return total
+
+    @staticmethod
+    def norm2_tensor(tensors: Sequence[Tensor], device: torch.device) -> Tensor:
+        """:meth:`norm2` left on ``device`` (a 0-dim float64 tensor, no host synchronisation):
+        the same reductions and the same float64 sums in the same order, so the same value."""
+        from ._paths import bucket
+
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        for (ts,) in bucket(tensors).values():
+            norms = torch._foreach_norm(ts)
+            total = total + torch.stack(norms).to(torch.float64).pow(2).sum().to(device)
         return total
 
 

@@ -112,6 +112,8 @@ class Bucket:
     mom: list[Tensor] = field(default_factory=list)
     grad: list[Tensor] = field(default_factory=list)
     prev: list[Tensor] = field(default_factory=list)
+    #: ``idx`` as an int64 tensor on the thermostats' device (None: built when needed).
+    index: Tensor | None = None
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -193,14 +195,20 @@ def execute(segments: list[Segment], slots: list[Slot], thermo: Thermostats | No
         k2 = (torch.empty(len(slots), dtype=torch.float64, device=thermo.x.device)
               if need_k2 and thermo is not None else None)
         for b in buckets:
+            # a group over several devices: its thermostat lives on the first tensor's device,
+            # its per-scope factors are moved to each other bucket's (device-to-device copies)
+            bco = (coefs if thermo is None or b.device == thermo.x.device
+                   else _moved(coefs, b.device))
             if b.path == "fused":
-                vals = ctx.fused.run(b, seg_ops, slots, coefs, ctx, need_k2)
+                vals = ctx.fused.run(b, seg_ops, slots, bco, ctx, need_k2)
             elif b.path == "foreach":
-                vals = _run_foreach(b, seg_ops, slots, coefs, ctx, need_k2)
+                vals = _run_foreach(b, seg_ops, slots, bco, ctx, need_k2)
             else:
-                vals = _run_single(b, seg_ops, slots, coefs, ctx, need_k2)
+                vals = _run_single(b, seg_ops, slots, bco, ctx, need_k2)
             if k2 is not None:
-                k2[b.idx] = vals.to(k2.device)
+                index = (b.index if b.index is not None
+                         else torch.tensor(b.idx, dtype=torch.int64, device=k2.device))
+                k2.index_copy_(0, index, vals.to(k2.device))
         if scalar is not None:
             assert thermo is not None and k2 is not None
             if ctx.differentiable:
@@ -212,6 +220,17 @@ def execute(segments: list[Segment], slots: list[Slot], thermo: Thermostats | No
         if b.compute_dtype != b.dtype:
             for i, th in zip(b.idx, b.theta, strict=True):
                 slots[i].param.copy_(th)
+
+
+def _moved(coefs: list[Any], device: torch.device) -> list[Any]:
+    """The per-scope coefficients (tensors, tuples of tensors or None) on ``device``."""
+    def move(c: Any) -> Any:
+        if isinstance(c, Tensor):
+            return c.to(device)
+        if isinstance(c, tuple):
+            return tuple(move(x) for x in c)
+        return c
+    return [move(c) for c in coefs]
 
 
 def _per_scope_coefficients(seg_ops: list[tuple[Op, int]], thermo: Thermostats | None,

@@ -17,7 +17,7 @@ from ..systems.port_hamiltonian import PortHamiltonian
 from ._events import as_scalar
 from ._paths import bucket, choose_path, mark_written, numpy_view
 from .base import Hyper
-from .bound import heavy_ball_bounded
+from .bound import _PENDING, heavy_ball_bounded
 from .eventful import EventfulOptimizer, Participants
 from .registry import register
 
@@ -141,8 +141,9 @@ class HeavyBall(EventfulOptimizer):
             if self._events.needs("energy"):  # H = U + ½|p|², U = −loss under maximize
                 moms = [self.momentum(p) for _, ps, _ in parts for p in ps]
                 values["energy"] = self._potential_sign() * values["loss"] + (
-                    0.5 * self.norm2(moms))
+                    0.5 * self.norm2_tensor(moms, device))
             if self.run_events(values, device):
+                self.__dict__.pop(_PENDING, None)  # nothing written: no bound to carry
                 return
         steps = []  # every group's coefficients first: a refused one leaves all unwritten
         for group, params, grads in parts:

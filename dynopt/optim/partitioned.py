@@ -115,7 +115,8 @@ class Partitioned(DynamicsOptimizer):
     """
 
     _caches: ClassVar[dict[str, Callable[[], Any]]] = {
-        "_spec_cache": dict, "_fused_runner": lambda: None, "_streams": lambda: None}
+        "_spec_cache": dict, "_fused_runner": lambda: None, "_streams": lambda: None,
+        "_layout_cache": dict}
     #: Set by single-dynamics subclasses: every group must run this dynamics.
     only_dynamics: ClassVar[str | None] = None
 
@@ -142,6 +143,7 @@ class Partitioned(DynamicsOptimizer):
         self._spec_cache: dict[Any, Spec] = {}
         self._fused_runner: Any = None
         self._streams: dict[int, int] | None = None
+        self._layout_cache: dict[Any, Tensor] = {}
         unknown = sorted(set(hyperparameters) - dyn_registry.known_keys())
         if unknown:
             raise TypeError(f"{type(self).__name__} got unexpected keyword argument(s) "
@@ -369,6 +371,10 @@ class Partitioned(DynamicsOptimizer):
         slots = [Slot(param=p, grad=g, state=self.state[p], stream=s) for p, g, s in members]
         thermo = self._thermostats(spec, slots, scope, key)
         buckets = self._buckets(spec, group, slots)
+        if thermo is not None:  # where each bucket's Σp² goes in the cohort's k2 vector
+            for b in buckets:
+                b.index = self._device_layout(("idx", *b.idx), thermo.x.device,
+                                              lambda b=b: (b.idx, torch.int64))
         ctx = self._context(spec)
         ctx.differentiable = bool(group.get("differentiable"))
         if first:
@@ -409,11 +415,35 @@ class Partitioned(DynamicsOptimizer):
                 s.holder = 0
             targets = [x]
             counts = [float(sum(s.param.numel() for s in slots))]
-        stacked = torch.stack(targets) if len(targets) > 1 else targets[0].unsqueeze(0).clone()
-        return Thermostats(x=stacked, holder=torch.tensor([s.holder for s in slots],
-                                                          device=stacked.device),
-                           n=torch.tensor(counts, dtype=stacked.dtype, device=stacked.device),
-                           targets=targets)
+        dev = targets[0].device  # per-tensor variables of a model split over devices: gathered
+        stacked = (torch.stack([t.to(dev) for t in targets]) if len(targets) > 1
+                   else targets[0].unsqueeze(0).clone())
+        holders = tuple(s.holder for s in slots)
+        n = tuple(counts)
+        return Thermostats(
+            x=stacked,
+            holder=self._device_layout(("holder", *holders), dev,
+                                       lambda: (list(holders), torch.int64)),
+            n=self._device_layout(("n", stacked.dtype, *n), dev,
+                                  lambda: (list(n), stacked.dtype)),
+            targets=targets)
+
+    def _device_layout(self, key: tuple[Any, ...], device: torch.device,
+                       make: Callable[[], tuple[list[Any], torch.dtype]]) -> Tensor:
+        """A small constant tensor of the cohort layout (thermostat holders, element counts N,
+        bucket positions) on ``device``, made once per value and device: built from a Python
+        list every step, it was a host-to-device copy on a GPU, which synchronises the host.
+        Looked up by value (the layout itself), so a change of the participating tensors is a
+        miss, never a stale hit. The tensors are only read."""
+        full = (device, *key)
+        t = self._layout_cache.get(full)
+        if t is None:
+            values, dtype = make()
+            t = torch.tensor(values, dtype=dtype, device=device)
+            if len(self._layout_cache) > 256:
+                self._layout_cache.clear()
+            self._layout_cache[full] = t
+        return t
 
     def _check_extras(self, spec: Spec, running: list[Any], scope: str, key: str) -> None:
         """Refuse thermostat variables made for another structure (``chain_length`` changed
@@ -528,8 +558,12 @@ class Partitioned(DynamicsOptimizer):
                     key = "model" if group["scope"] == "model" else f"group{gi}"
                     x = self.global_state.get("extras", {}).get(key)
                     xi = x[0] if x is not None else None
-                if xi is None:  # before the group's first step: the value it will start from
-                    xi = torch.tensor(spec.initial_extras[0], dtype=torch.float64)
+                if xi is None:  # before the group's first step: the value it will start
+                    # from, on the parameters' device (a fill: no host copy), as it will be
+                    p0 = group["params"][0] if group["params"] else None
+                    xi = torch.full((), spec.initial_extras[0],
+                                    dtype=torch.float64 if p0 is None else _extras_dtype(p0),
+                                    device=None if p0 is None else p0.device)
             d = {"group": gi, "dynamics": group["dynamics"], "step": self.step_count,
                  "lr": self._value(group, "lr"),
                  "temperature": (self._value(group, "temperature")

@@ -37,11 +37,14 @@ class Harmonic(AbstractPotential):
         if om.ndim == 1 and om.shape[0] != self.dim:
             raise ValueError(f"omega has {om.shape[0]} entries but dim={self.dim}")
         self.omega = np.broadcast_to(om, (self.dim,)).copy()
+        self.omega.flags.writeable = False  # its device copies are cached (assign a new one)
 
     def _w2(self, q: Array) -> Array:
-        w2 = self.omega**2
-        xp = namespace(q)
-        return w2 if xp is np else xp.as_tensor(w2, dtype=q.dtype, device=q.device)
+        if namespace(q) is np:
+            return self.omega**2
+        from ..backends.torch.ops import host_constant
+
+        return host_constant(self, "w2", self.omega, lambda: self.omega**2, q)
 
     def value(self, q: Array) -> Array:
         return 0.5 * (self._w2(q) * q * q).sum(-1)

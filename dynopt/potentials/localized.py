@@ -69,12 +69,15 @@ class Localized(AbstractPotential):
                                                                       ndim=(1,))
         if c.shape != (self.dim,):
             raise ValueError(f"center must have {self.dim} entries, got shape {c.shape}")
-        self.center = c
+        self.center = c  # (a fresh array: as_finite_array copies)
+        self.center.flags.writeable = False  # its device copies are cached (assign a new one)
 
     def _center(self, q: Array) -> Array:
-        xp = namespace(q)
-        return self.center if xp is np else xp.as_tensor(self.center, dtype=q.dtype,
-                                                         device=q.device)
+        if namespace(q) is np:
+            return self.center
+        from ..backends.torch.ops import host_constant
+
+        return host_constant(self, "center", self.center, self.center.copy, q)
 
     def value(self, q: Array) -> Array:
         from ..optim.prior import potential_value

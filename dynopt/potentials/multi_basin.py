@@ -58,18 +58,22 @@ class MultiBasin(AbstractPotential):
 
     def _centre(self, name: str, value: Any, default: float) -> np.ndarray:
         if value is None:
-            return np.full(self.dim, default)
-        c = as_finite_array(name, value, ndim=1)
-        if c.shape[0] != self.dim:
-            raise ValueError(f"{name} has {c.shape[0]} entries but dim={self.dim}")
+            c = np.full(self.dim, default)
+        else:
+            c = as_finite_array(name, value, ndim=1)
+            if c.shape[0] != self.dim:
+                raise ValueError(f"{name} has {c.shape[0]} entries but dim={self.dim}")
+        c.flags.writeable = False  # its device copies are cached (assign a new array)
         return c
 
     def _parts(self, q: Array) -> tuple[Array, Array, Array, Array, Array, Array]:
         xp = namespace(q)
         c1, c2 = self.c1, self.c2
         if xp.__name__ == "torch":
-            c1 = xp.as_tensor(c1, dtype=q.dtype, device=q.device)
-            c2 = xp.as_tensor(c2, dtype=q.dtype, device=q.device)
+            from ..backends.torch.ops import host_constant
+
+            c1 = host_constant(self, "c1", c1, c1.copy, q)
+            c2 = host_constant(self, "c2", c2, c2.copy, q)
         d1, d2 = q - c1, q - c2
         r1, r2 = (d1 * d1).sum(-1), (d2 * d2).sum(-1)
         return d1, d2, r1, r2, xp.exp(-self.a1 * r1), xp.exp(-self.a2 * r2)

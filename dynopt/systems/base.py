@@ -63,6 +63,7 @@ class AbstractSystem(abc.ABC):
             raise ValueError(
                 f"mass has {m.shape[0]} entries but the potential has dim={potential.dim}")
         self._mass = m
+        self._mass.flags.writeable = False  # its device copies are cached (see _minv_like)
 
     # --- shape ----------------------------------------------------------------------------
     @staticmethod
@@ -134,12 +135,7 @@ class AbstractSystem(abc.ABC):
     # --- energies -------------------------------------------------------------------------
     def kinetic_energy(self, p: Array) -> Array:
         """pᵀM⁻¹p/2 over the last axis."""
-        minv = 1.0 / self.mass_vector(p.shape[-1])
-        if not isinstance(p, np.ndarray):
-            import torch
-
-            minv = torch.as_tensor(minv, dtype=p.dtype, device=p.device)
-        return 0.5 * (p * p * minv).sum(-1)
+        return 0.5 * (p * p * self._minv_like(p)).sum(-1)
 
     def energy(self, q: Array, p: Array | None) -> Array:
         """The Hamiltonian H = U(q) + pᵀM⁻¹p/2 (U alone for first-order systems)."""
@@ -180,12 +176,15 @@ class AbstractSystem(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} does not define a vector field")
 
     def _minv_like(self, p: Array) -> Array:
-        minv = 1.0 / self.mass_vector(p.shape[-1])
+        """M⁻¹ as a vector over the last axis of ``p``, in its namespace, dtype and device (a
+        tensor is made once per device and dtype: a host copy per call synchronised a GPU)."""
+        dim = p.shape[-1]
         if isinstance(p, np.ndarray):
-            return minv
-        import torch
+            return 1.0 / self.mass_vector(dim)
+        from ..backends.torch.ops import host_constant
 
-        return torch.as_tensor(minv, dtype=p.dtype, device=p.device)
+        return host_constant(self, ("minv", dim), self._mass,
+                             lambda: 1.0 / self.mass_vector(dim), p)
 
     # --- description ----------------------------------------------------------------------
     def parameters(self) -> dict[str, Any]:

@@ -10,8 +10,11 @@ the optimizers' foreach path must agree with them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Hashable
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -22,6 +25,7 @@ __all__ = [
     "drift_",
     "friction_",
     "grad_step_",
+    "host_constant",
     "kick_",
     "lm_noise_",
     "nhc_",
@@ -55,6 +59,35 @@ def ou_(p: Tensor, c: float, d: float, sqrtm: Tensor | float, z: Tensor) -> None
 def grad_step_(q: Tensor, grad: Tensor, s: float) -> None:
     """GRAD_STEP: q ← q − s ∇U."""
     q.add_(grad, alpha=-s)
+
+
+#: owner -> {(key, device, dtype): (source array, tensor)}: see :func:`host_constant`.
+_HOST_CONSTANTS: weakref.WeakKeyDictionary[Any, dict[Any, tuple[np.ndarray, Tensor]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def host_constant(owner: Any, key: Hashable, source: np.ndarray,
+                  make: Callable[[], np.ndarray], like: Tensor) -> Tensor:
+    """A constant of ``owner`` computed from its numpy array ``source`` (a potential's
+    frequencies or centres, a system's masses), as a tensor of ``like``'s dtype and device.
+
+    Made by ``make()`` once per (owner, key, device, dtype) and reused: a copy from pageable
+    host memory to a GPU synchronises the host, so a per-call ``torch.as_tensor(array,
+    device=...)`` cost one synchronisation per gradient. The entry belongs to the array object
+    ``source`` (owners keep theirs read-only; assigning a new array makes a fresh entry) and
+    lives as long as ``owner`` (weakly referenced: nothing is added to the owner, so copies and
+    pickles of it are unchanged).
+    """
+    entries = _HOST_CONSTANTS.get(owner)
+    if entries is None:
+        entries = _HOST_CONSTANTS[owner] = {}
+    full = (key, like.device, like.dtype)
+    hit = entries.get(full)
+    if hit is not None and hit[0] is source:
+        return hit[1]
+    t = torch.as_tensor(make(), dtype=like.dtype, device=like.device)
+    entries[full] = (source, t)
+    return t
 
 
 def wiener_(q: Tensor, s: float, z: Tensor) -> None:
@@ -129,7 +162,9 @@ def nhc_(p: Tensor, v: list[Tensor], eta: list[Tensor], t: float, kT: float, q1:
     vs, etas = [x.clone() for x in v], list(eta)
     scale, worst = _nhc_propagate(k2_0, vs, etas, t, kT, q1, q_rest, weights, n_sub, n_dof)
     ok = worst <= NHC_STIFF  # per scope; False for NaN
-    if not bool(ok.all()):
+    # on the CPU the test is free; elsewhere reading it would synchronise the host every call,
+    # so the fallback is computed always and selected per scope (the same values either way)
+    if not _host_read_is_free(ok) or not bool(ok.all()):
         fv, fe = [x.clone() for x in v], list(eta)
         fscale, _ = _nhc_propagate(k2_0, fv, fe, t, kT, q1, q_rest, [1.0],
                                    n_sub * len(weights), n_dof)
@@ -139,6 +174,11 @@ def nhc_(p: Tensor, v: list[Tensor], eta: list[Tensor], t: float, kT: float, q1:
     for dst, src in zip(v + eta, vs + etas, strict=True):
         dst.copy_(src)
     p.mul_(scale)
+
+
+def _host_read_is_free(t: Tensor) -> bool:
+    """Whether reading ``t`` on the host costs no synchronisation (a CPU tensor)."""
+    return t.device.type == "cpu"
 
 
 def _nhc_propagate(k2: Tensor, v: list[Tensor], eta: list[Tensor], t: float, kT: float,
