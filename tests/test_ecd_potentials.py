@@ -37,7 +37,7 @@ def test_known_values():
     # isotropic with the paper's eigenvalues 0.864 and 1.664: the Liouville ratio is 1.926
     for c, lam in zip((mb.c1, mb.c2), mb.basin_curvatures(), strict=True):
         assert abs(mb.value(c)) < 2e-8
-        x = torch.as_tensor(c).requires_grad_(True)
+        x = torch.tensor(c).requires_grad_(True)  # (c is read-only: a potential's constant)
         hess = torch.autograd.functional.hessian(lambda y: mb.value(y), x).numpy()
         np.testing.assert_allclose(np.linalg.eigvalsh(hess), [lam, lam], rtol=1e-4)
     assert mb.basin_curvatures() == pytest.approx((0.864, 1.664), rel=1e-5)
