@@ -29,7 +29,8 @@ import numpy as np
 
 from .cache import CACHE
 from .intrinsics import prefer_512_bit_vectors
-from .philox import box_muller_f32, philox4x32, split_seed
+from .philox import box_muller_f32, split_seed
+from .segment_kernel import _normals
 
 __all__ = ["BLOCK", "MAX_CALLS", "fill_normals"]
 
@@ -49,14 +50,9 @@ def _fill_block(Z, K, call0, s, lo, hi, k0, k1):  # type: ignore[no-untyped-def]
     Its own function (not inlined), so that :func:`.intrinsics.prefer_512_bit_vectors`
     applies to the loop."""
     prefer_512_bit_vectors()
-    for j in range(K):
-        a, b, c, d = philox4x32((call0 + np.uint64(j)) & _MASK32, s, lo, hi, k0, k1)
-        z0, z1 = box_muller_f32(a, b)
-        z2, z3 = box_muller_f32(c, d)
-        Z[j] = z0
-        Z[K + j] = z1
-        Z[2 * K + j] = z2
-        Z[3 * K + j] = z3
+    # the segment kernel's layout and transform, one definition (call0 < 2⁶⁴: int64 wraps as
+    # the counter word's mask does)
+    _normals(Z, K, 0, K, np.int64(call0), s, lo, hi, k0, k1, box_muller_f32)
 
 
 @nb.njit(parallel=True, cache=CACHE, error_model="numpy")
