@@ -8,7 +8,11 @@ compiled in 29.0 s, with only the Hamiltonian/Langevin/overdamped ops inline in 
 import of :mod:`.kernel`); this module compiles in 9.2 s. The call costs one indirect jump per
 op, step and block of up to :data:`.kernel.MAX_LANES` chains: an adaptive-Langevin ensemble of
 10,000 chains runs 5 % faster than with its ops inline in blocks of 64 (wider blocks), one of 100
-chains 11 % slower; a Nosé–Hoover-chain ensemble about 6 % slower than inline.
+chains 11 % slower; a Nosé–Hoover-chain ensemble about 6 % slower than inline. The kernel passes
+the arrays as views without a memory info (``kernel._borrowed``): numba would otherwise count
+references to the block's eight buffers on every call (16 atomic writes and calls), which made
+a 16-chain Nosé–Hoover run 25–40 % slower; the call itself (passing the arguments) costs about
+55 ns (docs/benchmarks.md, "The extended-op call").
 
 Semantics of each op: the table in :mod:`dynopt.program`; the kernel has already refreshed the
 cached gradient ``G`` for ops that read it, and drops it after ops that move q.

@@ -29,6 +29,8 @@ import math
 import numba as nb
 import numpy as np
 from numba import types
+from numba.core import cgutils
+from numba.core.extending import intrinsic
 
 from ...program import OPS, OpCode, noise_counts, skippable_amplitudes
 from . import lane_ops
@@ -121,6 +123,46 @@ _SIGNATURE = types.void(
     NOISE, SCHEDULE, RECORDS,
     _i2,  # status (block, [step, chain])
 )
+
+
+@intrinsic
+def _borrowed(typingctx, ary):  # type: ignore[no-untyped-def]
+    """A view of array ``ary`` (same data, shape and strides) without its memory-info pointer.
+
+    The extended-op function is a separately compiled numba function, and numba increments
+    and decrements the reference count of every array argument of such a function that has a
+    memory info, on every call: the block's eight buffers (Q, P, X, G, Z, tq, tmp, tmp2), 16
+    atomic read-modify-writes and 16 out-of-line calls per op, step and block, which on a block
+    of 8–16 chains cost more than a thermostat op itself (the constants fpar, ipar, minv, sqrtm
+    and pot_par reach the parallel loop body without a memory info already). The kernel passes
+    views made by this function instead: counting references on a null memory info is a no-op.
+    The arrays they view stay alive for the whole block: the arguments until the kernel
+    returns, the block's buffers until :func:`_alive` at the end of the block (numba frees a
+    buffer after its last use, and the views do not count as uses).
+    """
+    if not isinstance(ary, types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        view = context.make_array(signature.args[0])(context, builder, value=args[0])
+        view.meminfo = cgutils.get_null_value(view.meminfo.type)
+        view.parent = cgutils.get_null_value(view.parent.type)
+        return view._getvalue()
+
+    return ary(ary), codegen
+
+
+@intrinsic
+def _alive(typingctx, ary):  # type: ignore[no-untyped-def]
+    """Nothing at run time: a use of ``ary`` that keeps numba from freeing it before this point
+    (the buffers whose :func:`_borrowed` views the extended op works on)."""
+    if not isinstance(ary, types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return context.get_dummy_value()
+
+    return types.none(ary), codegen
 
 
 def block_lanes(n_chains: int, n_threads: int | None = None) -> int:
@@ -258,6 +300,13 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
         tmp2 = np.empty(nl)
         tq = np.empty(D)
         tg = np.empty(D)
+        # the extended op's arrays, without reference counts (see _borrowed)
+        Qb, Pb, Xb, Gb, Zb = (_borrowed(Q), _borrowed(P), _borrowed(X), _borrowed(G),
+                              _borrowed(Z))
+        tqb, tmpb, tmp2b = _borrowed(tq), _borrowed(tmp), _borrowed(tmp2)
+        fparb, iparb, minvb, sqrtmb, pot_parb = (_borrowed(fpar), _borrowed(ipar),
+                                                  _borrowed(minv), _borrowed(sqrtm),
+                                                  _borrowed(pot_par))
         for lane in range(nl):
             for d in range(D):
                 Q[d, lane] = q[c0 + lane, d]
@@ -302,9 +351,9 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
                 elif code == _ADD_NOISE:
                     lane_ops.add_noise(P, Z, zb, fpar[f], sqrtm, nl)
                 else:  # an extended op (Nosé–Hoover chains, energy-conserving descent)
-                    extended_fn(code, Q, P, X, G, Z, zb, nl, c0, gs, fpar, f, ipar, i0, minv,
-                                sqrtm, n_dof, pot_kind, pot_par, value_fn, tq, tmp, tmp2, key0,
-                                key1)
+                    extended_fn(code, Qb, Pb, Xb, Gb, Zb, zb, nl, c0, gs, fparb, f, iparb, i0,
+                                minvb, sqrtmb, n_dof, pot_kind, pot_parb, value_fn, tqb, tmpb,
+                                tmp2b, key0, key1)
                 if _MOVES_Q[code]:
                     grad_ok = False
                 zb += D * _NORMALS[code]  # the op's normals are consumed
@@ -333,6 +382,9 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
                 p[c0 + lane, d] = P[d, lane]
             for e in range(E):
                 x[c0 + lane, e] = X[e, lane]
+        # the block's buffers are alive until here, under their borrowed views
+        _alive(Q), _alive(P), _alive(X), _alive(G), _alive(Z)
+        _alive(tq), _alive(tmp), _alive(tmp2)
 
 
 # Explicit signatures: user functions enter as first-class function types, so one compiled
