@@ -280,3 +280,95 @@ def test_born_infeld_fixed_bounce_counters_follow_the_documented_rule(backend):
         expected_fixed.append(fixed)
     np.testing.assert_array_equal(traj.extras["counter0"][0, 1:], expected_c0)
     np.testing.assert_array_equal(traj.extras["fixed_bounces"][0, 1:], expected_fixed)
+
+
+# --- adaptive Langevin: the noise letters D and O with a per-coordinate mass, from ξ = 0 ---------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("scheme", ["BACDEDCAB", "BAEOEAB"])
+def test_adaptive_langevin_first_step_noise_with_a_mass(backend, scheme):
+    """From q = 0 on an effectively flat potential (ω = 1e-6: the closing kick changes p by a
+    relative 1e-14), p = 0, ξ = 0 and a negligible ε (|ξ| stays below 1e-12, so C and the decay
+    of O do nothing), one step leaves only the noise:
+    the two D_{h/2} draws p += σ_A√(h/2) M^½ R of "BACDEDCAB", or the exact OU step O_h of
+    "BAEOEAB" at ξ = 0 (variance σ_A² h, its ξ → 0 limit), so ⟨p_i²⟩ = σ_A² h m_i exactly for
+    m = (0.25, 4). Each coordinate over 20 000 chains within 4 SE (SE of a mean of χ²₁: √(2/n)).
+    Catches, in either backend: ADD_NOISE without M^½ in integrate() (the optimizer tests use
+    a scalar mass), OU_XI without M^½, and OU_XI's ξ = 0 branch with variance t/2."""
+    sigma, h, n = 1.2, 0.05, 20_000
+    mass = np.array([0.25, 4.0])
+    system = S.AdaptiveLangevin(P.Harmonic(1e-6, dim=2), temperature=0.7, sigma_a=sigma,
+                                eps=1e-15, xi0=0.0, mass=mass)
+    traj = dynopt.integrate(system, scheme, np.zeros(2), p0=np.zeros(2), h=h, n_steps=1,
+                            n_chains=n, record_every=1, seed=31, backend=backend)
+    assert np.abs(traj.extras["xi"][:, -1]).max() < 1e-12
+    z2 = traj.p[:, -1] ** 2 / (sigma**2 * h * mass)
+    for i in range(2):
+        x = z2[:, i]
+        _check(float(x.mean()), float(x.std() / math.sqrt(n)), 1.0, 1.1 * math.sqrt(2.0 / n),
+               f"{backend} {scheme} coordinate {i}")
+
+
+# --- ECDSep: the rotation R acts on the direction of p only ----------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ecd_rotation_is_independent_of_the_speed(backend):
+    """R: p ← |p| u/|u| with u = p/|p| + νR turns the *direction* by a noise of fixed size ν:
+    from momenta p₀ and 10 p₀ (no projection, so the shell S only marks the chains moving) the
+    same normals give exactly 10× the same result, |p| is kept and p is turned. Every other
+    rotation check only looks at |p| and "turned" (kills u = p + νR, whose turn shrinks with
+    |p|, in either backend)."""
+    system = S.ECDSep(P.Ackley(2, b=0.02), F0=-1.0, eta=1.01, nu=0.5, delta_energy=1.0,
+                      consistent_energy=False)
+    q0 = np.random.default_rng(7).uniform(-4, 4, (5, 2))
+    p0 = np.random.default_rng(8).normal(size=(5, 2))
+    kw = dict(h=0.1, n_steps=1, seed=3, backend=backend)
+    a = dynopt.integrate(system, "SR", q0, p0=p0, **kw).p[:, -1]
+    b = dynopt.integrate(system, "SR", q0, p0=10.0 * p0, **kw).p[:, -1]
+    np.testing.assert_allclose(b, 10.0 * a, rtol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=-1), np.linalg.norm(p0, axis=-1),
+                               rtol=1e-12)
+    cos = (a * p0).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(p0, axis=-1))
+    assert (cos < 1 - 1e-3).all()
+
+
+# --- the discrete noise kind: ±√3 with probability 1/6 each, else 0 ------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_discrete_noise_takes_its_three_values_with_their_probabilities(backend):
+    """noise="discrete" replaces each normal by ±√3 w.p. 1/6 each and 0 w.p. 2/3 (mean 0,
+    variance 1, the moments a weak order-2 scheme needs). One Euler–Maruyama step on a flat
+    potential from q = 0 gives q = √(2τh) R, so R = q/√(2τh) is read back exactly: only the
+    three values occur, each with its frequency within 4 binomial SE over 40 000 draws
+    (kills a wrong threshold of the torch transform, e.g. −√3 w.p. 1/3)."""
+    tau, h, n = 0.5, 0.02, 20_000
+    system = S.OverdampedLangevin(P.Harmonic(1.0, dim=2), temperature=tau)
+    traj = dynopt.integrate(system, "em", np.zeros(2), h=h, n_steps=1, n_chains=n,
+                            record_every=1, seed=5, backend=backend, noise="discrete")
+    z = (traj.q[:, -1] / math.sqrt(2.0 * tau * h)).ravel()
+    root3 = math.sqrt(3.0)
+    near = [np.abs(z - v) < 1e-9 for v in (-root3, 0.0, root3)]
+    assert sum(int(m.sum()) for m in near) == z.size
+    for m, prob in zip(near, (1 / 6, 2 / 3, 1 / 6), strict=True):
+        assert abs(m.mean() - prob) < 4 * math.sqrt(prob * (1 - prob) / z.size), m.mean()
+
+
+# --- the Bounce event keeps pᵀM⁻¹p with the momentum along a heavy coordinate -------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bounce_keeps_the_kinetic_energy_with_the_momentum_on_the_heavy_coordinate(backend):
+    """A bounce draws a new direction with the same pᵀM⁻¹p. With masses (1, 100) and p along
+    the heavy coordinate, |p| = 10 but pᵀM⁻¹p = 1: a bounce that keeps |M^{-½}p| keeps H (leapfrog
+    at h = 1e-3 on a harmonic well: error ~1e-7), one that keeps |p| multiplies the kinetic
+    energy by up to 100. (The other bounce test starts with p on the unit-mass coordinate, where
+    |p| and |M^{-½}p| agree, so it cannot tell them apart.)"""
+    from dynopt.events import AtStep, Bounce
+
+    mass = np.array([1.0, 100.0])
+    system = S.Hamiltonian(P.Harmonic(omega=[1.0, 0.1], dim=2), mass=mass)
+    n = 64
+    traj = dynopt.integrate(system, "BAB", [1.0, 0.5], h=1e-3, n_steps=12, seed=4, n_chains=n,
+                            p0=np.tile([0.0, 10.0], (n, 1)), backend=backend,
+                            events=[AtStep(10, then=Bounce())])
+    np.testing.assert_allclose(traj.energy[:, 12], traj.energy[:, 10], rtol=1e-5)
+    assert np.abs(traj.p[:, 11, 0]).min() > 0.0  # the direction did change
