@@ -4,6 +4,7 @@ Each test states the property it checks and the one-line bug it catches."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -11,7 +12,18 @@ import pytest
 import torch
 
 import dynopt
-from dynopt.optim import Langevin, OverdampedLangevin
+from dynopt.errors import DivergenceError
+from dynopt.events import LossBelow, SetFriction, Stop
+from dynopt.optim import (
+    BBI,
+    LOL,
+    AdaptiveLangevin,
+    AdLaLa,
+    HeavyBall,
+    Langevin,
+    NoseHoover,
+    OverdampedLangevin,
+)
 from dynopt.potentials import Harmonic
 
 PATHS = {"single": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
@@ -265,3 +277,242 @@ def test_heavy_ball_energy_observable_is_loss_plus_half_momentum_squared():
     assert event.step == k - 1 and k > 2 and energies[k - 1] >= 1.0  # fired with p ≠ 0
     assert event.value == pytest.approx(energies[k], rel=1e-12)
     assert event.value < 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# dynopt.optim.bound: a step the bound "proves" finite runs without a snapshot, so a bound that
+# is too tight (a missing term) lets inf/NaN into the state silently. Each test below places a
+# step just past the true bound and requires the nonfinite="raise" contract: DivergenceError,
+# and θ and every state tensor left bit-identical (the snapshot path's rollback).
+# --------------------------------------------------------------------------------------------
+def _overflowing_step_is_refused_and_undone(opt, p, step):
+    theta = p.detach().clone()
+    saved = {k: v.clone() for k, v in opt.state[p].items() if isinstance(v, torch.Tensor)}
+    with pytest.raises(DivergenceError, match="non-finite"):
+        step()
+    assert torch.equal(p.detach(), theta)
+    for k, v in saved.items():
+        assert torch.equal(opt.state[p][k], v), k
+
+
+def test_bound_of_kick_then_drift_uses_the_new_momentum():
+    """HeavyBall with γ = 0 (c = 1), h = 10, p = 0 and ∇L = 0.8e37 in float32: the kick gives
+    |p| = 0.8e38 (finite), the drift θ + h p = −8e38 overflows. The bound Bθ + h(|c|Bp + h Bg)
+    refuses the step. Catches a drift bound using the old momentum (Bθ + h Bp: it proves the
+    step and −inf is written into θ with no snapshot to undo it)."""
+    p = torch.nn.Parameter(torch.zeros(8))
+    opt = HeavyBall([p], lr=10.0, gamma=0.0)
+    p.grad = torch.zeros(8)
+    opt.step()                                   # creates the momentum (θ, p stay 0)
+    p.grad = torch.full((8,), 0.8e37)
+    _overflowing_step_is_refused_and_undone(opt, p, opt.step)
+
+
+def test_heavy_ball_bound_covers_the_friction_an_event_sets():
+    """HeavyBall with γh = 1 (c = 0: the old momentum is dropped) and LossBelow(0.5) →
+    SetFriction(0) firing on step 2, whose update then uses c = 1: θ + h p = 0.8e38 + 4·0.8e38
+    overflows float32. The bound takes the largest |c| over the event γ too and refuses it.
+    Catches the event γ left out of the bound (it proves the step with c = 0 and +inf is
+    written into θ with no snapshot)."""
+    p = torch.nn.Parameter(torch.zeros(8))
+    opt = HeavyBall([p], lr=4.0, gamma=0.25, events=[LossBelow(0.5, then=SetFriction(0.0))])
+    p.grad = torch.zeros(8)
+    opt.step(loss=1.0)                           # L₀ = 1: nothing fires; creates the momentum
+    with torch.no_grad():
+        p.fill_(0.8e38)
+        opt.state[p]["momentum"].fill_(0.8e38)
+    p.grad = torch.zeros(8)
+    _overflowing_step_is_refused_and_undone(opt, p, lambda: opt.step(loss=0.1))
+
+
+def test_bound_is_not_taken_for_a_group_with_a_prior():
+    """Langevin with weight_decay λ = 1e30 and θ = 1e10 in float32: ∇L = 0 (all the bound
+    reads) but ∇U = λθ = 1e40 overflows. A prior is outside the bound's table, so the step runs
+    the snapshot path. Catches the prior check dropped from the bound (inf written into the
+    momentum with no snapshot)."""
+    p = torch.nn.Parameter(torch.zeros(8))
+    opt = Langevin([p], lr=0.01, temperature=0.0, weight_decay=1e30, seed=0)
+    p.grad = torch.zeros(8)
+    opt.step()
+    with torch.no_grad():
+        p.fill_(1e10)
+    p.grad = torch.zeros(8)
+    _overflowing_step_is_refused_and_undone(opt, p, opt.step)
+
+
+def test_lm_bound_covers_the_noise_memory():
+    """Leimkuhler–Matthews moves θ by s(r + ξ), r the previous step's normal: with r = 1e37 in
+    the state and s ≈ 35 (τ = 1e4, h = 0.25), θ + s r overflows float32. The bound
+    Bθ + s(Br + Bξ) refuses the step. Catches the memory's term dropped from the LM bound
+    (±inf written into θ with no snapshot)."""
+    p = torch.nn.Parameter(torch.zeros(8))
+    opt = OverdampedLangevin([p], lr=0.25, temperature=1e4, scheme="lm", seed=0)
+    p.grad = torch.zeros(8)
+    opt.step()
+    opt.state[p]["noise_prev"].fill_(1e37)
+    p.grad = torch.zeros(8)
+    _overflowing_step_is_refused_and_undone(opt, p, opt.step)
+
+
+@pytest.mark.parametrize("bad", [-3, 2.5, math.inf, True, "4", torch.tensor([1.0, 2.0]),
+                                 torch.tensor(math.nan), 2**61],
+                         ids=["negative", "fraction", "inf", "bool", "str", "two-elements",
+                              "nan-tensor", "past-2**60"])
+def test_checkpoint_with_a_bad_per_tensor_step_count_is_refused(bad):
+    """A checkpoint whose per-tensor step counter is not a non-negative integer below 2**60 (a
+    negative, fractional, infinite or boolean value, a string, a 2-element or NaN tensor, a
+    count past the noise counter's range) is refused by load_state_dict with a ValueError
+    naming the entry, and the optimizer is left unchanged. Catches the count validation of
+    per-tensor state dropped (the bad counter loads silently and reaches the noise counter)."""
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(6))
+    opt = Langevin([p], lr=0.01, seed=1)
+    for _ in range(2):
+        p.grad = p.detach().clone()
+        opt.step()
+    before = copy.deepcopy(opt.state_dict())
+    sd = copy.deepcopy(before)
+    sd["state"][0]["step"] = bad
+    with pytest.raises(ValueError, match=r"cannot load the checkpoint: .*\['step'\]"):
+        opt.load_state_dict(sd)
+    after = opt.state_dict()
+    assert after["state"][0]["step"] == before["state"][0]["step"] == 2
+    assert torch.equal(after["state"][0]["momentum_buffer"],
+                       before["state"][0]["momentum_buffer"])
+
+
+@pytest.mark.parametrize("cls", [AdaptiveLangevin, NoseHoover])
+@pytest.mark.parametrize("scope", ["tensor", "model"])
+def test_a_step_that_would_make_the_thermostat_infinite_is_refused(cls, scope):
+    """float64 momenta of 1e160: |p|² overflows to inf, so the thermostat ξ becomes +inf while
+    θ and p stay finite (p ← e^{−ξt} p = 0). The result check covers the thermostat state
+    wherever it lives (per tensor, or optimizer-level for scope="model"): DivergenceError naming
+    the step, and θ, p and ξ left as they were. Catches the check of the optimizer-level state
+    dropped (ξ = inf kept: the next step computes 0·inf = NaN)."""
+    p = torch.nn.Parameter(torch.zeros(4, dtype=torch.float64))
+    opt = cls([p], lr=0.1, seed=0, scope=scope)
+    p.grad = torch.zeros_like(p)
+    opt.step()
+    opt.state[p]["momentum_buffer"].fill_(1e160)
+    before = copy.deepcopy(opt.state_dict())
+    theta = p.detach().clone()
+    p.grad = torch.zeros_like(p)
+    with pytest.raises(DivergenceError, match="step 2 would write a non-finite"):
+        opt.step()
+    assert torch.equal(p.detach(), theta)
+    after = opt.state_dict()
+    assert torch.equal(after["state"][0]["momentum_buffer"],
+                       before["state"][0]["momentum_buffer"])
+    assert repr(after["dynopt"]["global"]) == repr(before["dynopt"]["global"])
+
+
+@pytest.mark.parametrize("kw", [{}, {"foreach": True}, {"bounce_direction": "sphere"}],
+                         ids=["fused-cube", "foreach-cube", "sphere"])
+def test_bbi_bounce_keeps_the_momentum_norm_and_theta(kw):
+    """BBI's bounce step (here the fixed one after t0 = 4 steps) gives Π a random direction
+    with the same norm and does not move θ (BBI docstring): |Π|² after the bounce equals |Π|²
+    before it to float64 rounding, and Π itself changes. Catches the rescale of the random
+    direction without its square root (|Π|² would become |Π|⁴/|u|²)."""
+    torch.manual_seed(0)
+    theta = torch.nn.Parameter(torch.randn(40, dtype=torch.float64))
+    opt = BBI([theta], lr=0.05, t0=4, n_bounces=1, seed=3, **kw)
+    seen = 0
+    for _ in range(8):
+        opt.zero_grad()
+        loss = 0.5 * (theta**2).sum() + 1.0
+        loss.backward()
+        mom = opt.state.get(theta, {}).get("momentum")
+        mom = None if mom is None else mom.clone()
+        before = theta.detach().clone()
+        bounces = float(opt.global_state.get("bbi", {}).get("bounces", 0.0))
+        opt.step(loss=loss.detach())
+        if float(opt.global_state["bbi"]["bounces"]) > bounces:
+            seen += 1
+            new = opt.state[theta]["momentum"]
+            assert torch.equal(theta.detach(), before)
+            assert float((new**2).sum()) == pytest.approx(float((mom**2).sum()), rel=1e-12)
+            assert not torch.allclose(new, mom)
+    assert seen == 1
+
+
+def test_presets_keep_the_settings_a_group_gives_itself():
+    """AdLaLa and LOL only *default* their per-layer settings: a group that sets its own
+    dynamics or scheme keeps it ("any group may override any hyperparameter"). LOL's overdamped
+    group with scheme="em" then has independent increments (zero gradient: Δθ = √(2τ dt) ξ),
+    where the default LM has lag-1 correlation ½ (Δθₖ = s(Rₖ₋₁ + Rₖ)), measured over 4000
+    elements (standard error 1/√4000 ≈ 0.016); AdLaLa's group 0 set to "langevin" carries no
+    thermostat. Catches a preset that overwrites the group's own keys."""
+    n = 4000
+
+    def lag1(**group1):
+        a = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+        b = torch.nn.Parameter(torch.zeros(n, dtype=torch.float64))
+        opt = LOL([{"params": [a]}, {"params": [b], **group1}], lr=0.5, temperature=1.0,
+                  seed=4, foreach=True)
+        steps = []
+        for _ in range(3):
+            a.grad, b.grad = torch.zeros_like(a), torch.zeros_like(b)
+            before = b.detach().clone()
+            opt.step()
+            steps.append(b.detach() - before)
+        assert opt.param_groups[1]["scheme"] == group1.get("scheme", "lm")
+        return float(torch.corrcoef(torch.stack(steps[1:]))[0, 1])
+
+    se = 1.0 / math.sqrt(n)
+    assert abs(lag1(scheme="em")) < 5 * se
+    assert abs(lag1() - 0.5) < 5 * se
+    a = torch.nn.Parameter(torch.zeros(3))
+    b = torch.nn.Parameter(torch.zeros(3))
+    opt = AdLaLa([{"params": [a], "dynamics": "langevin"}, {"params": [b]}], seed=0,
+                 foreach=True)
+    a.grad, b.grad = torch.ones(3), torch.ones(3)
+    opt.step()
+    assert opt.param_groups[0]["dynamics"] == "langevin"
+    assert "extras" not in opt.state[a]
+
+
+def _nose_hoover_run(**kw):
+    torch.manual_seed(0)
+    theta = torch.nn.Parameter(torch.randn(6, dtype=torch.float64))
+    opt = NoseHoover([theta], lr=0.05, temperature=0.5, foreach=True, **kw)
+    with torch.no_grad():
+        for _ in range(3):
+            theta.grad = 2.0 * theta.detach()
+            opt.step()
+    return theta.detach().clone()
+
+
+@pytest.mark.parametrize("chain_length", [1, 3])
+def test_nose_hoover_default_period_is_100_lr_and_thermostat_mass_gives_q(chain_length):
+    """NoseHoover's documented defaults: without ``tau`` the thermostat period is τ_NH =
+    100·lr (bit-identical to passing tau=100·lr, and different from tau=10·lr); with
+    ``thermostat_mass`` q instead, Q = N·q, i.e. the period √(q/k_BT) (bit-identical to passing
+    that tau; checked on a chain, where q reaches the system through the period). Catches a
+    wrong default period factor, or q/k_BT inverted."""
+    nh = {"chain_length": chain_length}
+    default = _nose_hoover_run(**nh)
+    assert torch.equal(default, _nose_hoover_run(tau=5.0, **nh))
+    assert not torch.equal(default, _nose_hoover_run(tau=0.5, **nh))
+    if chain_length > 1:
+        q = 2.0
+        assert torch.equal(_nose_hoover_run(thermostat_mass=q, **nh),
+                           _nose_hoover_run(tau=math.sqrt(q / 0.5), **nh))
+
+
+def test_every_event_that_fires_in_a_step_applies_its_actions():
+    """Two events firing on the same step (LossBelow → SetFriction(3) and LossBelow → Stop):
+    both act: the friction override is set, the optimizer stops (θ not moved by that step),
+    and the log holds both firings. Catches the actions of all but the last firing event
+    dropped."""
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = HeavyBall([p], lr=0.1, gamma=0.5, events=[LossBelow(0.5, then=SetFriction(3.0)),
+                                                    LossBelow(0.4, then=Stop())])
+    p.grad = torch.ones(3)
+    opt.step(loss=1.0)                           # L₀ = 1: nothing fires
+    assert not opt.stopped and "gamma_override" not in opt.global_state
+    theta = p.detach().clone()
+    p.grad = torch.ones(3)
+    opt.step(loss=0.1)                           # both fire
+    assert opt.stopped and opt.global_state["gamma_override"] == 3.0
+    assert torch.equal(p.detach(), theta)
+    assert len(opt.event_log) == 2
