@@ -76,3 +76,96 @@ def test_ratio_standard_error_by_hand_with_a_negative_denominator():
     assert est.value == pytest.approx(r, rel=1e-14)
     assert est.se == pytest.approx(se, rel=1e-12)
     assert est.se > 0
+
+
+def test_stability_value_is_the_dimensionless_h2_lambda_over_m():
+    # Leapfrog on U = λq²/2 with mass m is stable iff hω < 2, ω² = λ/m: λ_c = 4m/h², and the
+    # dimensionless limit .value = h²λ_c/m = 4 whatever the mass (StabilityLimit docstring).
+    from dynopt import systems
+
+    for m, h in ((3.0, 0.5), (0.25, 0.2)):
+        lim = dg.stability_limit(systems.Hamiltonian(None, mass=m), "BAB", h)
+        assert lim.lam == pytest.approx(4.0 * m / h**2, rel=1e-12)
+        assert lim.value == pytest.approx(4.0, rel=1e-12)
+        assert lim.variable == "h²λ/m"
+
+
+@pytest.mark.parametrize("kind, name", [("NoseHoover", "xi"), ("NoseHooverChain", "v")])
+def test_chain_step_damps_with_the_frozen_first_thermostat_velocity(kind, name):
+    # "BAT" (kick, drift, chain step) with the chain velocities frozen at v₁ = 0.5 is the
+    # heavy ball with exact friction c = e^{−v₁h}: h²λ/m < 2(1 + c), det K = c (stability
+    # module docstring: NHC t ↦ p ← e^{−v₁t} p).
+    from dynopt import systems
+
+    h, v1 = 0.1, 0.5
+    lim = dg.stability_limit(getattr(systems, kind)(None, temperature=1.0), "BAT", h,
+                             extras={name: v1})
+    c = math.exp(-v1 * h)
+    assert lim.det == pytest.approx(c, rel=1e-14)
+    assert lim.value == pytest.approx(2.0 * (1.0 + c), rel=1e-10)
+
+
+def test_energy_drift_is_the_fixed_effects_least_squares_slope():
+    # Three chains with their own offsets, a common slope and alternating (antithetic) wiggles.
+    # The slope is the least-squares b of ΔE_ck = a_c + b t_k + r_ck (one intercept per chain),
+    # σ̂² the residual variance on C·N − C − 1 degrees of freedom, and the residuals'
+    # τ̂ < 1 is clamped to 1: SE = sqrt(σ̂²/(C Σ(t − t̄)²)) (energy module docstring).
+    n = 20
+    t = np.linspace(0.0, 9.5, n)
+    alt = (-1.0) ** np.arange(n)
+    e = np.stack([1.0 + 0.01 * t + 0.1 * alt, 2.0 + 0.01 * t - 0.2 * alt,
+                  3.0 + 0.01 * t + 0.05 * alt])
+    c = e.shape[0]
+    design = np.zeros((c * n, c + 1))
+    for k in range(c):
+        design[k * n:(k + 1) * n, k] = 1.0
+    design[:, c] = np.tile(t, c)
+    coef = np.linalg.lstsq(design, (e - e[:, :1]).ravel(), rcond=None)[0]
+    resid = (e - e[:, :1]).ravel() - design @ coef
+    sigma2 = (resid @ resid) / (c * n - c - 1)
+    from dynopt.diagnostics.autocorrelation import _geyer_tau
+
+    assert _geyer_tau(resid.reshape(c, n)[:, :, None])[0] < 1.0  # so the clamp applies
+    d = dg.energy_drift(e, t)
+    assert d.slope == pytest.approx(coef[c], rel=1e-12)
+    assert d.slope_se == pytest.approx(math.sqrt(sigma2 / (c * ((t - t.mean()) ** 2).sum())),
+                                       rel=1e-12)
+    # the error summaries (EnergyDrift docstring): ΔE = E − E(t₀); the final error is the mean
+    # over chains of |ΔE(t_end)|, the relative error per chain is max|ΔE|/|E(t₀)|
+    err = e - e[:, :1]
+    assert d.max_abs_error == pytest.approx(np.abs(err).max(), rel=1e-14)
+    assert d.final_abs_error == pytest.approx(np.abs(err[:, -1]).mean(), rel=1e-14)
+    assert d.max_rel_error == pytest.approx((np.abs(err).max(1) / np.abs(e[:, 0])).max(),
+                                            rel=1e-14)
+    assert d.rms_error == pytest.approx(math.sqrt((err * err).mean()), rel=1e-14)
+
+
+def test_temperatures_discard_the_burn_in_of_every_chain():
+    # burn_in = b drops the first b draws of each chain. Here they are huge outliers; the rest
+    # gives T_kin = mean p²/m over chains, draws and coordinates, and for U = ω²|q|²/2 in
+    # d = 3, T_conf = ⟨ω⁴|q|²⟩/(3ω²) = ω² mean q².
+    from dynopt.potentials import Harmonic
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 40, 3))
+    x[:, :10] = 50.0
+    kin = dg.kinetic_temperature(x, mass=2.0, burn_in=10)
+    assert kin.value == pytest.approx(np.mean(x[:, 10:] ** 2) / 2.0, rel=1e-12)
+    conf = dg.configurational_temperature(x, Harmonic(1.5, dim=3), burn_in=10)
+    assert conf.value == pytest.approx(1.5**2 * np.mean(x[:, 10:] ** 2), rel=1e-12)
+
+
+def test_crossings_count_a_value_exactly_on_a_level_as_committed():
+    # crossings module docstring: state −1 when x ≤ lower, +1 when x ≥ upper; values inside
+    # (lower, upper) keep the previous state. Values exactly on the levels therefore commit.
+    x = np.array([[-0.5, 0.5, 0.0, -0.5, 0.49, 0.5], [0.5, -0.49, 0.49, -0.5, -1.0, 0.5]])
+    assert dg.barrier_crossings(x, levels=(-0.5, 0.5)).tolist() == [3, 2]
+
+
+def test_a_mass_of_the_wrong_length_is_refused_by_name():
+    # one mass per coordinate: a length that differs from dim is refused naming mass, also
+    # when NumPy would broadcast it (a single entry)
+    p = np.ones((1, 5, 3))
+    for mass in ([1.0, 2.0], [2.0]):
+        with pytest.raises(ValueError, match=f"mass has {len(mass)} entries but p has dim=3"):
+            dg.kinetic_temperature(p, mass=mass)

@@ -228,3 +228,19 @@ def test_chains_in_another_dtype_than_the_network_and_numpy_step_counts():
     assert f32.x.dtype == torch.float32
     torch.testing.assert_close(f32.x.double(), ref.x, rtol=1e-4, atol=1e-5)
     assert not torch.equal(ref.x, x0)
+
+
+def test_temperature_schedule_runs_from_s_0_to_s_1():
+    # surf's docstring: τ(s) with s = k/(K−1) ∈ [0, 1], so the first snapshot is at τ(0) and
+    # the last at τ(1) (an annealing schedule that ends at 0 really ends cold).
+    snaps = path(5)
+    _, y = targets(snaps[-1])
+    seen: list[float] = []
+
+    def schedule(s: float) -> float:
+        seen.append(s)
+        return 0.1 * (1.0 - s)
+
+    surf(snaps, y, steps_per_snapshot=1, lr=0.01, dynamics="overdamped-langevin", latent_dim=3,
+         temperature=schedule, seed=0)
+    assert seen == [0.0, 0.25, 0.5, 0.75, 1.0]
