@@ -29,7 +29,7 @@ import math
 import numbers
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -291,6 +291,8 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         """
         from .checkpoint import validate
 
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
         state_dict = dict(state_dict)  # as torch: hooks may rebind entries, not the caller's
         if isinstance(state_dict.get("dynopt"), dict):
             state_dict["dynopt"] = dict(state_dict["dynopt"])

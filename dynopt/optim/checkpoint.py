@@ -295,10 +295,11 @@ def validate(opt: Any, state_dict: Any) -> tuple[list[dict[str, Any]], dict[str,
     glob = extra["global"]
     if not isinstance(glob, Mapping):
         raise _fail("dynopt['global']", f"must be a dict, got {type(glob).__name__}")
+    glob = dict(glob)
     for key in ("step", "skipped"):
         if key not in glob:
             raise _fail("dynopt['global']", f"lacks {key!r}")
-        _count(glob[key], f"dynopt['global'][{key!r}]")
+        glob[key] = _count(glob[key], f"dynopt['global'][{key!r}]")  # a tensor: its integer
     generators, dropped = _generators(extra["generators"], opt)
 
     saved_groups = state_dict["param_groups"]
