@@ -4,7 +4,9 @@ Each kernel reads θ, the momentum and the gradient once and writes θ and the m
 memory traffic of a single SGD-with-momentum pass (≈20 bytes per float32 parameter), where
 ``torch.optim.SGD``'s for-loop path makes three passes. The arrays are zero-copy numpy views of
 the optimizer's CPU tensors. Scalars are cast to the arrays' dtype, so float32 runs in float32
-arithmetic like torch; the BBI reduction accumulates |Π|² in float64.
+arithmetic like torch, with torch's rounding: the foreach path's ``mul_`` then
+``add_(alpha=)`` is ``fma(g, −a, c·p)``, one rounding each (:func:`.intrinsics.fma`), so the
+fused and foreach paths agree bit for bit; the BBI reduction accumulates |Π|² in float64.
 
 Each update is written once (an inlined element function) and compiled twice: parallel over
 elements for large tensors, serial for small ones (:func:`use_parallel`), because starting the
@@ -23,6 +25,7 @@ import numpy as np
 from numba import types
 
 from .cache import CACHE
+from .intrinsics import fma
 
 __all__ = ["PARALLEL_MIN", "bbi_kick_drift", "heavy_ball_step", "use_parallel"]
 
@@ -37,16 +40,16 @@ _SIGS_BBI = [types.float64(a, a, a, s, s, s) for a, s in
 
 @nb.njit(inline="always", cache=CACHE, error_model="numpy")
 def _hb_element(i, theta, mom, grad, c, h):  # type: ignore[no-untyped-def]
-    m = c * mom[i] - h * grad[i]
+    m = fma(grad[i], -h, mom[i] * c)  # torch's rounding: mul_, then add_(alpha=) as an fma
     mom[i] = m
-    theta[i] += h * m
+    theta[i] = fma(m, h, theta[i])
 
 
 @nb.njit(inline="always", cache=CACHE, error_model="numpy")
 def _bbi_element(i, theta, mom, grad, r, a, d):  # type: ignore[no-untyped-def]
-    m = r * mom[i] - a * grad[i]
+    m = fma(grad[i], -a, mom[i] * r)
     mom[i] = m
-    theta[i] += d * m
+    theta[i] = fma(m, d, theta[i])
     mm = np.float64(m)
     return mm * mm
 
