@@ -99,3 +99,39 @@ def test_ekfac_weight_decay_equals_the_l2_term_in_the_loss(model_fn):
                        strict=True):
         assert torch.allclose(a, b, atol=1e-12, rtol=1e-10)
         assert not torch.allclose(a, s, atol=1e-4)
+
+
+def _padded(padding: object) -> nn.Sequential:
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Conv2d(2, 3, 2, padding=padding), nn.Tanh(), nn.Flatten(),
+                         nn.Linear(27, 2)).double()
+
+
+def test_padding_valid_is_padding_zero():
+    """``padding="valid"`` is read as (0, 0): the same DDPNOpt steps (with feedback) as
+    ``padding=0``, bit for bit. Catches: the string passed on as a padding size, or refused."""
+    g = torch.Generator().manual_seed(4)
+    batches = [(torch.randn(6, 2, 4, 4, generator=g, dtype=torch.float64),
+                torch.randint(0, 2, (6,), generator=g)) for _ in range(3)]
+    runs = []
+    for padding in ("valid", 0):
+        model = _padded(padding)
+        opt = DDPNOpt(model, lr=0.1)
+        for xb, yb in batches:
+            opt.zero_grad()
+            F.cross_entropy(model(xb), yb).backward()
+            opt.step()
+        runs.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+    assert not torch.equal(runs[0][0], _padded(0)[0].weight)
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"padding": "same"}, "padding='same' is not supported; give the padding as integers"),
+    ({"padding": 1, "padding_mode": "reflect"}, "padding_mode='reflect' is not supported"),
+])
+def test_unsupported_convolution_padding_is_refused_by_name(kw, message):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, **kw), nn.Flatten(), nn.Linear(48, 2)).double()
+    with pytest.raises(ValueError, match=message):
+        DDPNOpt(model, lr=0.1)
