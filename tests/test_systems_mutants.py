@@ -486,3 +486,54 @@ def test_a_resumed_run_continues_the_noise_of_one_long_run(backend):
     np.testing.assert_array_equal(rest.q[:, -1], one.q[:, -1])
     np.testing.assert_array_equal(rest.p[:, -1], one.p[:, -1])
     np.testing.assert_array_equal(again.p[:, -1], rest.p[:, -1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_born_infeld_bounce_keeps_each_chains_momentum_norm(backend):
+    """A bounce gives each chain a new direction with *its own* |Π| and does not move it
+    (energy-conserving-and-port-hamiltonian.md §1.4: "|Π| unchanged exactly"), with 16 chains
+    bouncing on the same steps (t0 = 1: every other step). The other bounce-norm check runs a
+    single chain (kills the normalisation |u|² summed over all chains instead of per chain)."""
+    pot = P.Harmonic(omega=np.linspace(0.5, 2.0, 6), dim=6)
+    system = S.BornInfeld(pot, delta_energy=0.5, t0=1, n_bounces=1000, t1=None)
+    q0 = np.random.default_rng(5).uniform(-2, 2, (16, 6))
+    traj = dynopt.integrate(system, None, q0, h=0.05, n_steps=6, seed=4, backend=backend)
+    bounced = np.diff(traj.extras["bounces"], axis=1) > 0  # step k bounced: record k + 1
+    assert bounced.sum(0).max() == 16  # all chains bounce together
+    before = np.linalg.norm(traj.p[:, :-1], axis=-1)[bounced]
+    after = np.linalg.norm(traj.p[:, 1:], axis=-1)[bounced]
+    np.testing.assert_allclose(after, before, rtol=1e-13)
+    np.testing.assert_array_equal(traj.q[:, 1:][bounced], traj.q[:, :-1][bounced])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_born_infeld_progress_clock_reads_the_minimum_on_normal_steps_only(backend):
+    """The progress clock (energy-conserving-and-port-hamiltonian.md §1.3): a normal step
+    advances it and resets it on a new minimum of V; a bounce resets it and does *not* update
+    min V (the check sits in the normal branch). Descending a harmonic well, V at a fixed bounce
+    is a new minimum, so the step after the bounce (same q, same V) must find it new and reset
+    the clock. Recorded counter and min V against a replay of the rule on the recorded V (kills
+    min V updated on bounce steps too, which leaves the clock at 1 there)."""
+    t0, nb, steps = 3, 3, 20
+    pot = P.Harmonic(omega=np.linspace(0.5, 2.0, 6), dim=6)
+    system = S.BornInfeld(pot, delta_energy=0.5, t0=t0, n_bounces=nb, t1=None)
+    traj = dynopt.integrate(system, None, 3.0 * np.ones(6), h=0.05, n_steps=steps, seed=1,
+                            backend=backend)
+    V = traj.extras["V"][0, 1:]  # the V read by the shell of step k
+    bounced = np.diff(traj.extras["bounces"][0]) > 0
+    assert bounced.sum() == nb
+    counter, vmin = 0, math.inf
+    expected_counter, expected_min = [], []
+    for v, b in zip(V, bounced, strict=True):
+        if b:
+            counter = 0
+        else:
+            counter += 1
+            if v < vmin:
+                vmin, counter = v, 0
+        expected_counter.append(counter)
+        expected_min.append(vmin)
+    np.testing.assert_array_equal(traj.extras["counter"][0, 1:], expected_counter)
+    np.testing.assert_array_equal(traj.extras["min_V"][0, 1:], expected_min)
+    after = np.flatnonzero(bounced) + 1  # the steps right after a bounce reset the clock
+    assert (np.asarray(expected_counter)[after] == 0).all()
