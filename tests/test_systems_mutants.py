@@ -372,3 +372,168 @@ def test_bounce_keeps_the_kinetic_energy_with_the_momentum_on_the_heavy_coordina
                             events=[AtStep(10, then=Bounce())])
     np.testing.assert_allclose(traj.energy[:, 12], traj.energy[:, 10], rtol=1e-5)
     assert np.abs(traj.p[:, 11, 0]).min() > 0.0  # the direction did change
+
+
+# --- Born–Infeld: the first step's momentum without the projection --------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_born_infeld_first_step_starts_on_the_energy_shell_without_projection(backend):
+    """From p = 0 the first active step sets E₀ = V₀ + δE and starts along −∇V with
+    |Π|² = E₀²/V₀ − V₀, so V₀(V₀ + |Π|²) = E₀² (energy-conserving-and-port-hamiltonian.md §1.3,
+    line (*)). With consistent_energy=False no projection follows to repair a wrong start, so the
+    shell S alone must leave exactly that Π (kills |Π|² = E₀²/V₀, which the projection of every
+    other test rescales back onto the shell)."""
+    pot = P.Ackley(2, b=0.02)
+    v0, de = 1e-4, 2.0
+    system = S.BornInfeld(pot, v0=v0, delta_energy=de, t0=None, t1=None,
+                          consistent_energy=False)
+    q0 = np.array([[-4.0, 3.0], [1.5, -0.7]])
+    traj = dynopt.integrate(system, "S", q0, h=0.01, n_steps=1, seed=0, backend=backend)
+    V0 = pot.value(q0) - v0
+    E0 = V0 + de
+    g = pot.grad(q0)
+    gn = np.linalg.norm(g, axis=-1, keepdims=True)
+    expected = -g / gn * np.sqrt(E0 * E0 / V0 - V0)[:, None]
+    np.testing.assert_allclose(traj.p[:, -1], expected, rtol=1e-13)
+    p2 = (traj.p[:, -1] ** 2).sum(-1)
+    np.testing.assert_allclose(V0 * (V0 + p2), E0**2, rtol=1e-13)
+
+
+# --- the energy shells keep a given momentum's direction on the first step ----------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["bbi", "ecd"])
+def test_first_shell_step_keeps_a_given_momentums_direction(backend, kind):
+    """Only a chain that starts at rest (|Π|² = 0) is started along −∇V; a given p₀ keeps its
+    direction and is projected onto the shell: |Π|² = E₀²/V₀ − V₀ with E₀ = V₀ + δE (Born–Infeld),
+    |p|² = E/V₀ − s = δE with E = V₀(s + δE) (ECDSep). Both backends (kills the start along −∇V
+    applied whatever p₀ is: the other given-direction check runs on numba only)."""
+    pot = P.Harmonic(omega=np.linspace(0.5, 2.0, 6), dim=6)
+    de = 0.3
+    q0 = np.ones(6)
+    p0 = np.arange(6.0) - 1.5  # not parallel to ∇U(q0) = ω² q0
+    V0 = float(pot.value(q0))
+    if kind == "bbi":
+        system = S.BornInfeld(pot, delta_energy=de, t0=None, t1=None)
+        E0 = V0 + de
+        norm2 = E0 * E0 / V0 - V0
+    else:
+        system = S.ECDSep(pot, F0=0.0, eta=1.0, nu=0.0, delta_energy=de)
+        norm2 = de
+    traj = dynopt.integrate(system, "S", q0, p0=p0, h=0.05, n_steps=1, seed=0, backend=backend)
+    np.testing.assert_allclose(traj.p[0, -1], p0 / np.linalg.norm(p0) * math.sqrt(norm2),
+                               rtol=1e-13)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["bbi", "ecd"])
+def test_shell_leaves_the_momentum_alone_in_the_forbidden_region(backend, kind):
+    """Where the shell cannot be reached, no rescale: r = 1 if E₀²/V − V < 0 (Born–Infeld,
+    V > E₀) and c = 1 if E/V − s < 0 (ECDSep) (energy-conserving-and-port-hamiltonian.md
+    §1.3 and §2). The first step fixes the energy at q₀; the position is then moved to 2q₀ on
+    a harmonic well (V = 4V₀ above both levels for δE = 0.3) and one more shell step must return
+    Π exactly as it was (kills the guard dropped: the square root of a negative ratio gives
+    NaN momenta, which integrate() reports as a divergence)."""
+    pot = P.Harmonic(omega=np.linspace(0.5, 2.0, 6), dim=6)
+    if kind == "bbi":
+        system = S.BornInfeld(pot, delta_energy=0.3, t0=None, t1=None)
+    else:
+        system = S.ECDSep(pot, F0=0.0, eta=1.0, nu=0.0, delta_energy=0.3)
+    q0, p0 = np.ones(6), np.arange(6.0) - 1.5
+    first = dynopt.integrate(system, "S", q0, p0=p0, h=0.05, n_steps=1, seed=0,
+                             backend=backend)
+    state = first.final_state
+    state.q[:] = 2.0 * state.q
+    second = dynopt.integrate(system, "S", None, h=0.05, n_steps=1, state=state)
+    assert float(pot.value(2.0 * q0)) == pytest.approx(4.0 * float(pot.value(q0)))
+    np.testing.assert_array_equal(second.p[0, -1], first.p[0, -1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ecd_rotation_leaves_a_frozen_chain_alone(backend):
+    """The shell's "moving" flag gates the rotation R: at or below the floor (U ≤ F₀) the chain
+    is frozen and its momentum is not turned (the rotation sits inside the authors' ``V > eps2``
+    branch; energy-conserving-and-port-hamiltonian.md §2). One chain above F₀ (turned) and one
+    below (p and q kept exactly) (kills R applied to every chain with p ≠ 0)."""
+    pot = P.Harmonic(omega=np.linspace(0.5, 2.0, 6), dim=6)
+    system = S.ECDSep(pot, F0=1.0, eta=1.0, nu=0.5, delta_energy=0.3)
+    q0 = np.stack([np.ones(6), 0.1 * np.ones(6)])
+    assert pot.value(q0)[0] > 1.0 > pot.value(q0)[1]
+    p0 = np.tile(np.arange(6.0) - 1.5, (2, 1))
+    traj = dynopt.integrate(system, "SR", q0, p0=p0, h=0.05, n_steps=1, seed=2,
+                            backend=backend)
+    np.testing.assert_array_equal(traj.p[1, -1], p0[1])
+    np.testing.assert_array_equal(traj.q[1, -1], q0[1])
+    cos = traj.p[0, -1] @ p0[0] / (np.linalg.norm(traj.p[0, -1]) * np.linalg.norm(p0[0]))
+    assert cos < 1 - 1e-3
+
+
+# --- a run resumed from its final state continues the same noise --------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_resumed_run_continues_the_noise_of_one_long_run(backend):
+    """State.copy() copies the RNG state with the arrays, so 4 steps and then 6 more from
+    ``final_state`` are bit-identical to 10 steps in one run, and resuming twice from the same
+    state gives the same run (kills the torch copy that makes a fresh generator: numba's noise
+    is a pure function of seed, chain and step, torch's depends on the generator's state)."""
+    system = S.Langevin(P.DoubleWell(dim=2), gamma=0.7, temperature=0.4)
+    q0 = np.array([[0.5, -0.3], [1.2, 0.4]])
+    kw = dict(h=0.05, seed=11)
+    one = dynopt.integrate(system, "BAOAB", q0, n_steps=10, backend=backend, **kw)
+    part = dynopt.integrate(system, "BAOAB", q0, n_steps=4, backend=backend, **kw)
+    rest = dynopt.integrate(system, "BAOAB", None, n_steps=6, h=0.05, state=part.final_state)
+    again = dynopt.integrate(system, "BAOAB", None, n_steps=6, h=0.05, state=part.final_state)
+    np.testing.assert_array_equal(rest.q[:, -1], one.q[:, -1])
+    np.testing.assert_array_equal(rest.p[:, -1], one.p[:, -1])
+    np.testing.assert_array_equal(again.p[:, -1], rest.p[:, -1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_born_infeld_bounce_keeps_each_chains_momentum_norm(backend):
+    """A bounce gives each chain a new direction with *its own* |Π| and does not move it
+    (energy-conserving-and-port-hamiltonian.md §1.4: "|Π| unchanged exactly"), with 16 chains
+    bouncing on the same steps (t0 = 1: every other step). The other bounce-norm check runs a
+    single chain (kills the normalisation |u|² summed over all chains instead of per chain)."""
+    pot = P.Harmonic(omega=np.linspace(0.5, 2.0, 6), dim=6)
+    system = S.BornInfeld(pot, delta_energy=0.5, t0=1, n_bounces=1000, t1=None)
+    q0 = np.random.default_rng(5).uniform(-2, 2, (16, 6))
+    traj = dynopt.integrate(system, None, q0, h=0.05, n_steps=6, seed=4, backend=backend)
+    bounced = np.diff(traj.extras["bounces"], axis=1) > 0  # step k bounced: record k + 1
+    assert bounced.sum(0).max() == 16  # all chains bounce together
+    before = np.linalg.norm(traj.p[:, :-1], axis=-1)[bounced]
+    after = np.linalg.norm(traj.p[:, 1:], axis=-1)[bounced]
+    np.testing.assert_allclose(after, before, rtol=1e-13)
+    np.testing.assert_array_equal(traj.q[:, 1:][bounced], traj.q[:, :-1][bounced])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_born_infeld_progress_clock_reads_the_minimum_on_normal_steps_only(backend):
+    """The progress clock (energy-conserving-and-port-hamiltonian.md §1.3): a normal step
+    advances it and resets it on a new minimum of V; a bounce resets it and does *not* update
+    min V (the check sits in the normal branch). Descending a harmonic well, V at a fixed bounce
+    is a new minimum, so the step after the bounce (same q, same V) must find it new and reset
+    the clock. Recorded counter and min V against a replay of the rule on the recorded V (kills
+    min V updated on bounce steps too, which leaves the clock at 1 there)."""
+    t0, nb, steps = 3, 3, 20
+    pot = P.Harmonic(omega=np.linspace(0.5, 2.0, 6), dim=6)
+    system = S.BornInfeld(pot, delta_energy=0.5, t0=t0, n_bounces=nb, t1=None)
+    traj = dynopt.integrate(system, None, 3.0 * np.ones(6), h=0.05, n_steps=steps, seed=1,
+                            backend=backend)
+    V = traj.extras["V"][0, 1:]  # the V read by the shell of step k
+    bounced = np.diff(traj.extras["bounces"][0]) > 0
+    assert bounced.sum() == nb
+    counter, vmin = 0, math.inf
+    expected_counter, expected_min = [], []
+    for v, b in zip(V, bounced, strict=True):
+        if b:
+            counter = 0
+        else:
+            counter += 1
+            if v < vmin:
+                vmin, counter = v, 0
+        expected_counter.append(counter)
+        expected_min.append(vmin)
+    np.testing.assert_array_equal(traj.extras["counter"][0, 1:], expected_counter)
+    np.testing.assert_array_equal(traj.extras["min_V"][0, 1:], expected_min)
+    after = np.flatnonzero(bounced) + 1  # the steps right after a bounce reset the clock
+    assert (np.asarray(expected_counter)[after] == 0).all()
