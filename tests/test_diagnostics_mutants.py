@@ -169,3 +169,74 @@ def test_a_mass_of_the_wrong_length_is_refused_by_name():
     for mass in ([1.0, 2.0], [2.0]):
         with pytest.raises(ValueError, match=f"mass has {len(mass)} entries but p has dim=3"):
             dg.kinetic_temperature(p, mass=mass)
+
+
+# --- global error (dynopt/diagnostics/order.py) -----------------------------------------------------
+def test_global_error_is_the_maximum_over_chains():
+    """e(h) = max_c |state_c^{(h)}(T) − state_c^{ref}(T)|: two harmonic chains of amplitudes 1
+    and 3 (errors proportional to the amplitude) give the larger chain's error, not a mean."""
+    from dynopt.potentials import Harmonic
+    from dynopt.systems import Hamiltonian
+
+    system = Hamiltonian(Harmonic(1.0, 1))
+    kw = dict(T=1.0, hs=[0.25], backend="torch")
+    both = dg.global_error(system, "BAB", [[1.0], [3.0]], [[0.0], [0.0]], **kw)
+    small = dg.global_error(system, "BAB", [[1.0]], [[0.0]], **kw)
+    large = dg.global_error(system, "BAB", [[3.0]], [[0.0]], **kw)
+    np.testing.assert_allclose(large, 3.0 * small, rtol=1e-6)   # linear dynamics
+    np.testing.assert_allclose(both, large, rtol=1e-6)
+
+
+def test_global_error_with_extras_adds_the_thermostat_error_to_the_norm():
+    """include_extras=True measures |(q, p, ξ) error|, a norm over more components: at least
+    the (q, p) error, and larger where ξ is off; a system without extras is unaffected."""
+    from dynopt.potentials import Harmonic
+    from dynopt.systems import Hamiltonian, NoseHoover
+
+    nh = NoseHoover(Harmonic(1.0, 1), temperature=1.0, tau=0.5)
+    kw = dict(T=1.0, hs=[0.25], backend="torch")
+    qp = dg.global_error(nh, None, [[1.0]], [[0.5]], **kw)
+    full = dg.global_error(nh, None, [[1.0]], [[0.5]], include_extras=True, **kw)
+    assert np.all(full > qp * (1 + 1e-6)), (full, qp)
+    ham = Hamiltonian(Harmonic(1.0, 1))
+    np.testing.assert_array_equal(dg.global_error(ham, "BAB", [1.0], [0.0], **kw),
+                                  dg.global_error(ham, "BAB", [1.0], [0.0], include_extras=True,
+                                                  **kw))
+
+
+# --- gibbs_distance (dynopt/diagnostics/gibbs_distance.py) ------------------------------------------
+def test_gibbs_distance_counts_the_exact_mass_outside_the_bins():
+    """K bins plus one outside cell: for U = q²/2 at τ = 1 the exact mass outside [−1, 1] is
+    erfc(1/√2) = 0.3173; samples all inside give TV = ½(|1 − (1 − m)| + |0 − m|) = m."""
+    from dynopt.potentials import Harmonic
+
+    m = math.erfc(1.0 / math.sqrt(2.0))
+    q = np.concatenate([np.full(30, -0.5), np.full(30, 0.5)])[:, None]
+    d = dg.gibbs_distance(q, Harmonic(1.0), 1.0, bins=np.array([-1.0, 0.0, 1.0]), n_eff=60.0)
+    assert d.outside[1] == pytest.approx(m, rel=1e-9)
+    assert d.outside[0] == 0.0
+    np.testing.assert_allclose(d.exact, [(1 - m) / 2] * 2, rtol=1e-9)
+    assert d.value == pytest.approx(m, rel=1e-9)
+
+
+def test_gibbs_distance_bins_follow_numpy_histogram_the_last_bin_is_closed():
+    """np.histogram conventions: [a, b) bins except the last, [a, b]; a sample exactly on the
+    upper edge is inside (in the last bin), one just beyond it is outside."""
+    from dynopt.potentials import Harmonic
+
+    edges = np.array([-1.0, 0.0, 1.0])
+    q = np.array([-1.0, -0.5, 0.0, 1.0, 1.0, np.nextafter(1.0, 2.0), 0.25, -2.0])
+    d = dg.gibbs_distance(q[:, None], Harmonic(1.0), 1.0, bins=edges, n_eff=8.0)
+    hist, _ = np.histogram(q, edges)
+    np.testing.assert_array_equal(d.empirical * q.size, hist)
+    assert d.outside[0] == pytest.approx(2 / 8)
+
+
+def test_estimate_agreement_allows_the_stated_bias_and_z_is_signed():
+    """agrees: |value − target| <= n_se·se + bias (a known bias, e.g. a step-size error, is
+    allowed on top of the statistical error); z = (value − target)/se."""
+    est = dg.Estimate(1.0, 0.1)
+    assert est.agrees(1.35) and not est.agrees(1.5)
+    assert est.agrees(1.5, bias=0.1 + 1e-12) and not est.agrees(1.5, bias=0.09)
+    assert est.agrees(1.5, n_se=5.0) and not est.agrees(1.35, n_se=3.0)
+    assert est.z(0.8) == pytest.approx(2.0) and est.z(1.3) == pytest.approx(-3.0)

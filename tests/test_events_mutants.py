@@ -53,3 +53,23 @@ def test_a_stopped_chain_fires_no_later_event():
                                   AtStep(10)])
     assert [(f.step, f.chain) for f in tr.events if f.event == 0] == [(0, 0)]
     assert [(f.step, f.chain) for f in tr.events if f.event == 1] == [(10, 1)]
+
+
+def test_a_run_with_events_records_every_record_every_steps_like_one_without():
+    """With events the run advances one step per kernel call but records the same states:
+    record r is the state after r·record_every steps (a trigger that never fires changes
+    nothing), bit for bit. (The recording loop is shared by the backends: torch is enough.)"""
+    import dynopt
+    from dynopt.events import Threshold
+    from dynopt.potentials import Harmonic
+    from dynopt.systems import Hamiltonian
+
+    sys = Hamiltonian(Harmonic(omega=1.0, dim=1))
+    kw = dict(h=0.1, n_steps=9, record_every=3, seed=0, p0=[[0.0], [1.0]], backend="torch")
+    plain = dynopt.integrate(sys, "BAB", [[1.0], [2.0]], **kw)
+    never = Threshold(-1.0, observable="loss", below=True)   # U >= 0: never fires
+    ev = dynopt.integrate(sys, "BAB", [[1.0], [2.0]], events=[never], **kw)
+    assert ev.n_draws == 4 and list(ev.events.steps(0)) == []
+    np.testing.assert_array_equal(ev.t, plain.t)
+    np.testing.assert_array_equal(ev.q, plain.q)
+    np.testing.assert_array_equal(ev.p, plain.p)

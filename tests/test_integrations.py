@@ -419,3 +419,53 @@ def test_onecycle_still_cycles_the_momentum_of_groups_without_one():
         assert "momentum" not in opt.param_groups[0] and "momentum" in opt.defaults
         torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.2, total_steps=10)
         assert opt.param_groups[0]["momentum"] == pytest.approx(0.95)
+
+
+# --- feed_loss and FeedLoss by themselves (found by mutation testing) --------------------------------
+class _Reader:
+    """Duck-typed optimizer that reads the loss: records what observe_loss receives."""
+
+    uses_loss = True
+
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def observe_loss(self, loss) -> None:
+        self.seen.append(float(loss))
+
+
+def test_feed_loss_unwraps_framework_wrappers_and_feeds_only_loss_readers():
+    """``feed_loss`` hands the loss to the innermost optimizer (through accelerate's
+    ``.optimizer`` and Lightning's ``._optimizer``) if it reads the loss, and says so; an
+    optimizer that does not read it (HeavyBall without loss events) gets nothing."""
+    from types import SimpleNamespace
+
+    from dynopt.integrations import feed_loss, unwrap
+    from dynopt.optim import BBI, HeavyBall
+
+    reader = _Reader()
+    wrapped = SimpleNamespace(_optimizer=SimpleNamespace(optimizer=reader))
+    assert unwrap(wrapped) is reader
+    assert feed_loss(wrapped, torch.tensor(0.5)) is True and reader.seen == [0.5]
+    w = torch.nn.Parameter(torch.ones(3))
+    assert feed_loss(SimpleNamespace(_optimizer=HeavyBall([w], lr=0.1)), torch.tensor(1.0)) \
+        is False
+    assert feed_loss(BBI([w], lr=0.1, seed=0), torch.tensor(1.0)) is True
+
+
+def test_lightning_feed_loss_divides_out_the_grad_scaler_scale():
+    """Lightning back-propagates the scaled loss under a GradScaler: the callback hands the
+    optimizer loss / scale (the loss the gradients are unscaled to)."""
+    from types import SimpleNamespace
+
+    from dynopt.integrations.lightning import FeedLoss
+
+    reader = _Reader()
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=scaler),
+                              optimizers=[reader])
+    FeedLoss().on_before_backward(trainer, None, torch.tensor(512.0))
+    assert reader.seen == [0.5]
+    plain = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=None), optimizers=[reader])
+    FeedLoss().on_before_backward(plain, None, torch.tensor(0.25))
+    assert reader.seen == [0.5, 0.25]
