@@ -311,3 +311,28 @@ def test_a_warm_up_that_starts_at_lr_zero_pauses_only_its_first_step():
     ref.step()
     assert not torch.equal(q.detach(), torch.ones(3, dtype=torch.float64))
     assert torch.equal(p.detach(), q.detach())
+
+
+def test_ekfac_input_factor_is_the_running_average_of_the_batch_second_moments():
+    """EKFAC's input factor is a running average A ← d·A + (1 − d)·X̃ᵀX̃/B with d =
+    ``ekfac_decay`` (first step: A = X̃ᵀX̃/B), X̃ the layer's inputs with a column of ones for the
+    bias; for the first layer X̃ is the batch itself, so A is known in closed form: after two
+    steps with d = 0.75 it is 0.75·A₁ + 0.25·A₂. Catches the weights of the average swapped."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    opt = DDPNOpt(model, lr=1e-2, base="ekfac", feedback=False, ekfac_decay=0.75)
+    g = torch.Generator().manual_seed(2)
+    moments = []
+    for _ in range(2):
+        x = torch.randn(16, 4, generator=g, dtype=torch.float64)
+        y = torch.randint(0, 3, (16,), generator=g)
+        xa = torch.cat([x, torch.ones(16, 1, dtype=torch.float64)], 1)
+        moments.append(xa.T @ xa / 16)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        if len(moments) == 1:
+            assert torch.allclose(opt.state[model[0].weight]["ekfac_A"], moments[0], rtol=1e-12,
+                                  atol=0)
+    want = 0.75 * moments[0] + 0.25 * moments[1]
+    assert torch.allclose(opt.state[model[0].weight]["ekfac_A"], want, rtol=1e-12, atol=0)
