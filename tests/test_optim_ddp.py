@@ -45,15 +45,20 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         else:
             opt = Langevin(net.parameters(), lr=0.1, temperature=1e-2, seed=seed)
         g = torch.Generator().manual_seed(100 + rank)  # each rank its own minibatches
+        losses = []
         for _ in range(12):
             x, y = torch.randn(8, 2, generator=g), torch.randn(8, 1, generator=g)
             opt.zero_grad()
             loss = torch.nn.functional.mse_loss(model(x), y)
             loss.backward()
+            losses.append(float(loss.detach()))
             opt.step(loss=loss) if opt.uses_loss else opt.step()
         results[name] = torch.cat([p.detach().flatten() for p in net.parameters()])
         if name == "heavyball_brake":
             results["brake_steps"] = torch.tensor([f.step for f in opt.event_log] or [-1])
+            results["brake_values"] = torch.tensor([f.value for f in opt.event_log] or [-1.0],
+                                                   dtype=torch.float64)
+            results["losses"] = torch.tensor(losses, dtype=torch.float64)
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.barrier()
     dist.destroy_process_group()
@@ -68,6 +73,12 @@ def test_ddp_ranks_keep_identical_parameters(tmp_path):
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     for name in r0:
-        assert torch.equal(r0[name], r1[name]), name
+        if name != "losses":  # each rank's own minibatch losses
+            assert torch.equal(r0[name], r1[name]), name
     assert not torch.allclose(r0["adlala"], r0["adlala_other_seed"])
     assert int(r0["brake_steps"][0]) >= 1  # the brake fired, on the same step on both ranks
+    # the loss the event read is the mean of the ranks' losses at that step (not their sum,
+    # not one rank's own)
+    mean = (r0["losses"] + r1["losses"]) / 2
+    k = int(r0["brake_steps"][0])
+    assert float(r0["brake_values"][0]) == pytest.approx(float(mean[k]), rel=1e-12)
