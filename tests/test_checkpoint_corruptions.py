@@ -19,22 +19,9 @@ from typing import Any
 import pytest
 import torch
 from optim_zoo import FACTORIES, data, model, train
+from state_equal import same
 
 from dynopt.events import LossBelow, SetFriction
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Deep equality of state dicts (tensors bit for bit, NaN == NaN)."""
-    if isinstance(a, torch.Tensor):
-        return (isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype
-                and torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0)))
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float) and math.isnan(a):
-        return isinstance(b, float) and math.isnan(b)
-    return a == b
 
 
 def _trained(name: str, steps: int, **kw: Any) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -184,10 +171,10 @@ def test_damaged_checkpoint_is_refused_by_name_and_changes_nothing(case):
     theta = [p.detach().clone() for p in m.parameters()]
     with pytest.raises(error, match=message):
         opt.load_state_dict(bad)
-    assert _same(opt.state_dict(), before)
+    assert same(opt.state_dict(), before)
     assert all(torch.equal(a, p.detach()) for a, p in zip(theta, m.parameters(), strict=True))
     opt.load_state_dict(sd)  # the undamaged checkpoint still loads into the same optimizer
-    assert _same(opt.state_dict(), sd)
+    assert same(opt.state_dict(), sd)
 
 
 def test_a_step_count_saved_as_a_tensor_loads_as_that_integer():
@@ -218,4 +205,4 @@ def test_a_schedule_in_the_checkpoint_needs_a_schedule_in_the_optimizer():
     with pytest.raises(ValueError, match="the checkpoint's lr was a schedule; construct the "
                                          "optimizer with the same schedule"):
         opt.load_state_dict(sd)
-    assert _same(opt.state_dict(), before)
+    assert same(opt.state_dict(), before)

@@ -8,7 +8,6 @@ instead of killing the worker.
 from __future__ import annotations
 
 import copy
-import math
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from state_equal import same
 
 from dynopt.errors import DivergenceError
 from dynopt.optim import (
@@ -59,20 +59,6 @@ def _trained(cls, n=1000, steps=3, dtype=torch.float32, **kw):
     for _ in range(steps):
         _step(opt, p)
     return p, opt
-
-
-def _same(a, b) -> bool:
-    """Deep equality of state dicts / trees (tensors bit for bit, NaN == NaN)."""
-    if isinstance(a, torch.Tensor):
-        return (isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype
-                and torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0)))
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float) and math.isnan(a):
-        return isinstance(b, float) and math.isnan(b)
-    return a == b
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,7 +114,7 @@ def test_bad_checkpoints_raise_and_leave_the_optimizer_unchanged(cls, kind):
     params_before = p.detach().clone()
     with pytest.raises((ValueError, TypeError), match="checkpoint|state_dict|lr"):
         opt.load_state_dict(sd)
-    assert _same(opt.state_dict(), before)
+    assert same(opt.state_dict(), before)
     assert torch.equal(p.detach(), params_before)
 
 
@@ -150,7 +136,7 @@ def test_checkpoint_of_another_optimizer_is_refused(src, dst):
     before = copy.deepcopy(b.state_dict())
     with pytest.raises(ValueError, match=rf"{src.__name__}|dynamics"):
         b.load_state_dict(sd)
-    assert _same(b.state_dict(), before)
+    assert same(b.state_dict(), before)
     # an old checkpoint without the class name is still caught by the group's dynamics
     if dst is AdaptiveLangevin:
         del sd["dynopt"]["optimizer"]
@@ -237,7 +223,7 @@ def test_nonfinite_loss_raises_naming_the_step_and_changes_nothing(cls, bad):
     with pytest.raises(DivergenceError, match="non-finite loss .* at step 4") as err:
         _step(opt, p, loss_value=torch.tensor(bad, dtype=torch.float64))
     assert err.value.step == 4
-    assert torch.equal(p.detach(), theta) and _same(opt.state_dict(), before)
+    assert torch.equal(p.detach(), theta) and same(opt.state_dict(), before)
     _step(opt, p)  # and the next step runs normally
     assert opt.step_count == 4 and torch.isfinite(p).all()
 
@@ -259,7 +245,7 @@ def test_huge_loss_that_would_write_inf_is_undone():
     with pytest.raises(DivergenceError, match="step 4 would write a non-finite value") as err:
         _step(opt, p, loss_value=1e308)
     assert err.value.step == 4
-    assert torch.equal(p.detach(), theta) and _same(opt.state_dict(), before)
+    assert torch.equal(p.detach(), theta) and same(opt.state_dict(), before)
     p2, opt2 = _trained(BBI, n=50, dtype=torch.float64, nonfinite="skip")
     _step(opt2, p2, loss_value=1e308)
     assert torch.equal(p2.detach(), theta) and opt2.global_state["skipped"] == 1
@@ -288,7 +274,7 @@ def test_overflowing_update_is_undone(cls, fused, n):
         opt.step()
     assert err.value.step == 2
     assert torch.equal(p.detach(), theta)
-    assert _same(opt.state_dict(), before)
+    assert same(opt.state_dict(), before)
 
 
 # --------------------------------------------------------------------------------------------
