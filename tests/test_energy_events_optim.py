@@ -42,7 +42,7 @@ def _run(make, n_steps: int = 12):
         moms = [opt.state[p].get("momentum") for p in m.parameters()]
         p2 = sum(float((q.double() ** 2).sum()) for q in moms if q is not None)
         theta2 = sum(float((p.detach().double() ** 2).sum()) for p in m.parameters())
-        seen.append((float(loss), p2, theta2))
+        seen.append((float(loss.detach()), p2, theta2))
         opt.step(loss=loss)
     log = opt.event_log
     assert [f.step for f in log] == list(range(n_steps))  # the state after step k, k = 0, 1, …
