@@ -619,3 +619,21 @@ def test_an_ekfac_factor_that_is_not_a_dense_float_tensor_is_refused(value, show
             f"floating tensor, got {shown}; the optimizer was left unchanged")):
         opt.load_state_dict(sd)
     assert_unchanged(model, opt, before)
+
+
+@pytest.mark.parametrize("n", [12, 7])
+def test_a_later_layer_run_on_its_own_between_backward_and_step_changes_nothing(n):
+    """Bug fixed with this test: a layer run on its own with gradients on after ``backward()``
+    (``model[2](h)``, to inspect it) overwrote that layer's recorded activations with another
+    input's, so step() used them: a silently wrong step (same batch size) or a shape error.
+    The step must equal the one without the extra call, bit for bit."""
+    a, b = mlp(), mlp()
+    opt_a, opt_b = DDPNOpt(a, lr=0.5, base="adam"), DDPNOpt(b, lr=0.5, base="adam")
+    for k in range(2):
+        backward(a, opt_a, k)
+        a[2](torch.randn(n, 6, dtype=torch.float64))
+        a[3](torch.randn(n, 5, dtype=torch.float64))
+        opt_a.step()
+        backward(b, opt_b, k)
+        opt_b.step()
+    assert same(a, b)
