@@ -231,6 +231,7 @@ class _Record:
     low_precision: bool = False     # some output was recorded below the parameters' dtype
     reconciled: bool = False
     accumulated: bool = False       # a backward pass added to an earlier one's gradients
+    next: int = 0                   # the leaf whose output the model's forward pass gives next
 
     @property
     def batch(self) -> int:
@@ -414,8 +415,12 @@ class DDPTrajectory:
             self._rec = _Record(x0=x0.to(dtype), outs=[None] * len(self.leaves),
                                 versions=[p._version for p in params], dtype=dtype)
         rec = self._rec
-        if rec is None or not isinstance(output, Tensor):
+        # only the model's own forward pass, leaf after leaf, is recorded: a layer run on its
+        # own afterwards (model[2](h), e.g. to inspect it between backward() and step()) would
+        # otherwise overwrite that layer's activations with another input's
+        if rec is None or i != rec.next or not isinstance(output, Tensor):
             return
+        rec.next = i + 1
         out = output.detach()
         if out.is_floating_point() and out.dtype != rec.dtype:
             # autocast: keep the record in the parameters' dtype; backward() recomputes the

@@ -52,9 +52,10 @@ that record ``∂J/∂x_t`` during ``loss.backward()``. The ordinary loop works 
         opt.step()
 
 ``step()`` uses the last forward pass run with gradients enabled (evaluate under
-``torch.no_grad()``) and raises ``RuntimeError`` if that pass got no backward or the
-parameters changed since. ``opt.step(closure)`` works as usual. ``opt.remove_hooks()`` detaches
-the optimizer from the model (until ``opt.attach_hooks()``).
+``torch.no_grad()``; a later layer run on its own, ``model[2](h)``, is not recorded) and
+raises ``RuntimeError`` if that pass got no backward or the parameters changed since.
+``opt.step(closure)`` works as usual. ``opt.remove_hooks()`` detaches the optimizer from the
+model (until ``opt.attach_hooks()``).
 
 **Standard tooling.** ``GradScaler`` (either ``scaler.step(opt)`` or ``scaler.unscale_(opt)``
 then clipping): the recorded activation gradients are brought to the units of the parameter
