@@ -12,6 +12,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from state_equal import assert_unchanged, snapshot
 from torch import nn
 
 from dynopt.ddp.trajectory import _refactor, _regularized_factor
@@ -48,24 +49,6 @@ def run(model: nn.Module, opt: torch.optim.Optimizer, steps: int = 3, start: int
 
 def same(a: nn.Module, b: nn.Module) -> bool:
     return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
-
-
-def snapshot(model: nn.Module, opt: torch.optim.Optimizer) -> tuple[list, list, dict]:
-    params = [p.detach().clone() for p in model.parameters()]
-    state = [copy.deepcopy(dict(opt.state.get(p, {}))) for p in model.parameters()]
-    return params, state, copy.deepcopy(opt.global_state)
-
-
-def assert_unchanged(model: nn.Module, opt: torch.optim.Optimizer, before: tuple) -> None:
-    params, state, glob = before
-    for p, q in zip(model.parameters(), params, strict=True):
-        assert torch.equal(p, q)
-    for p, saved in zip(model.parameters(), state, strict=True):
-        now = dict(opt.state.get(p, {}))
-        assert set(now) == set(saved)
-        for k, v in saved.items():
-            assert torch.equal(now[k], v) if isinstance(v, torch.Tensor) else now[k] == v, k
-    assert opt.global_state == glob
 
 
 def no_hooks(model: nn.Module) -> bool:

@@ -11,6 +11,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from state_equal import assert_unchanged, snapshot
 from torch import nn
 
 from dynopt.errors import DivergenceError
@@ -41,24 +42,6 @@ def backward(model: nn.Module, opt: torch.optim.Optimizer, k: int = 0, scale: fl
     (F.cross_entropy(model(x).double(), y) * scale).backward()
 
 
-def snapshot(model: nn.Module, opt: torch.optim.Optimizer) -> tuple[list, list]:
-    """Clones of the parameters and of every optimizer state entry (empty: {})."""
-    params = [p.detach().clone() for p in model.parameters()]
-    state = [copy.deepcopy(dict(opt.state.get(p, {}))) for p in model.parameters()]
-    return params, state
-
-
-def assert_unchanged(model: nn.Module, opt: torch.optim.Optimizer, before: tuple) -> None:
-    params, state = before
-    for p, q in zip(model.parameters(), params, strict=True):
-        assert torch.equal(p, q)
-    for p, saved in zip(model.parameters(), state, strict=True):
-        now = dict(opt.state.get(p, {}))
-        assert set(now) == set(saved)
-        for k, v in saved.items():
-            assert torch.equal(now[k], v) if isinstance(v, torch.Tensor) else now[k] == v, k
-
-
 # --- 1. the base-only path checks its result ---------------------------------------------------
 @pytest.mark.parametrize("base", ["sgd", "rmsprop", "adam"])
 @pytest.mark.parametrize("policy", ["raise", "skip"])
@@ -87,7 +70,7 @@ def test_base_only_overflow_changes_nothing_and_skip_continues_as_torch(base, po
     else:
         opt.step()
         assert opt.global_state["skipped"] == 1 and opt.global_state["step"] == 2
-    assert_unchanged(model, opt, before)
+    assert_unchanged(model, opt, before, global_state=False)
     if policy == "skip":
         opt.param_groups[0]["lr"] = 1e-2
         backward(model, opt, 2)
@@ -112,7 +95,7 @@ def test_adam_whose_eps_is_zero_in_the_dtype_is_refused_naming_eps(dtype, eps, s
             "layer 0 (Linear), weight; no parameter or optimizer state was changed. Lower lr "
             f"or raise eps ({shown}")):
         opt.step()
-    assert_unchanged(model, opt, before)
+    assert_unchanged(model, opt, before, global_state=False)
     assert not any(opt.state.values())
 
 
@@ -132,7 +115,7 @@ def test_an_overflowing_buffer_is_refused_even_where_the_parameters_stay_finite(
     with pytest.raises(DivergenceError, match=r"the (weight|bias)'s optimizer state "
                                               r"'exp_avg_sq'"):
         opt.step()
-    assert_unchanged(model, opt, before)
+    assert_unchanged(model, opt, before, global_state=False)
 
 
 # --- 2. checkpoints: per-parameter state is validated ------------------------------------------
@@ -316,7 +299,7 @@ def test_onecycle_cycling_momentum_into_an_adam_group_is_refused(feedback):
             "construction)")) as err:
         opt.step()
     assert "OneCycleLR(cycle_momentum=False)" in str(err.value)
-    assert_unchanged(model, opt, before)
+    assert_unchanged(model, opt, before, global_state=False)
     assert opt.global_state["step"] == 0
 
 
@@ -352,7 +335,7 @@ def test_keys_changed_after_a_step_are_checked_again(edit, match):
     before = snapshot(model, opt)
     with pytest.raises(ValueError, match=re.escape(match)):
         opt.step()
-    assert_unchanged(model, opt, before)
+    assert_unchanged(model, opt, before, global_state=False)
 
 
 @pytest.mark.parametrize(("first", "second", "stale"), [
@@ -378,4 +361,4 @@ def test_a_base_switched_after_the_first_step_is_refused(first, second, stale):
     with pytest.raises(ValueError, match=re.escape(f"param group 0 runs base={second!r}, but its "
                                                    f"state holds {stale} of another base")):
         opt.step()
-    assert_unchanged(model, opt, before)
+    assert_unchanged(model, opt, before, global_state=False)
