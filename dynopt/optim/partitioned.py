@@ -40,7 +40,9 @@ authors' choice), per group, or shared by every ``scope="model"`` group (which m
 identical dynamics and hyperparameters). N, the number of degrees of freedom in
 ξ̇ = ε(pᵀM⁻¹p − Nτ), is the number of elements in the scope that take part in the step (tensors
 without a gradient are skipped). Per-tensor variables live in ``state[p]["extras"]``, the others
-in ``global_state["extras"]``; all are float64 and saved in ``state_dict()``.
+in ``global_state["extras"]``; all are float64 and saved in ``state_dict()``. A tensor whose first
+gradient comes after its shared ξ has started joins the scope's steady step from zero momentum,
+so that ξ takes one update per step.
 
 Initial state. Momenta start at zero (the authors' convention; the first step opens with the
 half kick B_{h/2}), ξ at ξ₀, the LM noise memory with fresh normals.
@@ -344,6 +346,13 @@ class Partitioned(DynamicsOptimizer):
                 (running if "step" in self.state[m[0]] else fresh).append(m)
             if spec.n_extras:  # before any tensor moves: the step is refused whole
                 self._check_extras(spec, running, scope, key)
+                if fresh and scope != "tensor" and (
+                        running or key in self.global_state.get("extras", {})):
+                    # a shared ξ takes one update per step, from every tensor of its scope: a
+                    # tensor joining a running scope starts from zero momentum and takes the
+                    # scope's steady step with the others (two cohorts would update ξ twice)
+                    self._start(spec, group, fresh)
+                    fresh, running = [], members
             cohorts.append((spec, group, fresh, running, scope, key))
         for spec, group, fresh, running, scope, key in cohorts:
             if fresh:
@@ -383,6 +392,12 @@ class Partitioned(DynamicsOptimizer):
                 ctx)
         for s in slots:
             s.state["step"] += 1
+
+    def _start(self, spec: Spec, group: dict[str, Any], members: list[Any]) -> None:
+        """The initial state of tensors that join a running thermostat scope (see
+        :meth:`_update`): zero momenta, fresh LM noise memories, step 0."""
+        slots = [Slot(param=p, grad=g, state=self.state[p], stream=s) for p, g, s in members]
+        self._init_state(spec, slots, self._buckets(spec, group, slots), self._context(spec))
 
     def _thermostats(self, spec: Spec, slots: list[Slot], scope: str, key: str
                      ) -> Thermostats | None:
