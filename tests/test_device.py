@@ -437,6 +437,31 @@ def test_bbi_bound_matches_the_snapshot_path_on_the_device(device):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("noise", ["gaussian", "discrete"])
+def test_langevin_bound_on_the_device_path_matches_the_snapshot_path(device, noise):
+    """Langevin (default checks) on the device's default path (foreach with torch's normals on
+    CUDA; here on the CPU the same path by foreach=True): steady steps take the bound
+    (TORCH_NORMAL_BOUND), not a snapshot, and every parameter after every step is bit-identical
+    to a run that always snapshots. Catches: torch's normals sent to the snapshot every step
+    (a copy and a scan of θ and p), or a bound path that changes the update."""
+    data = _data(device, n=8)
+    foreach = {} if device.type == "cuda" else {"foreach": True}
+
+    def run(bounded):
+        model = _mlp(device)
+        opt = Langevin(model.parameters(), lr=0.05, temperature=1e-3, seed=3, noise=noise,
+                       **foreach)
+        if not bounded:
+            opt._result_bounded = lambda *_: False
+        return _train(model, opt, data), opt
+
+    got, opt = run(True)
+    ref, _ = run(False)
+    assert opt.result_checks == {"bound": 7, "snapshot": 1}
+    for a, b in zip(got, ref, strict=True):
+        assert torch.equal(a, b)
+
+
 #: Host synchronisations of a steady step with ``nonfinite="ignore"`` (no finiteness check),
 #: on CUDA and, as the CPU counter sees them, on the CPU: there it also counts the conversions
 #: of values that live on the host anyway (the Nosé–Hoover chain's stiffness test, read only

@@ -13,12 +13,16 @@ import torch
 
 from dynopt.errors import DivergenceError
 from dynopt.optim import HeavyBall, Langevin, OverdampedLangevin
-from dynopt.optim.bound import NORMAL_BOUND, _linear_ops_bound
+from dynopt.optim.bound import NORMAL_BOUND, TORCH_NORMAL_BOUND, _linear_ops_bound
 from dynopt.optim.finite import FAST_ABOVE, abs_max
 from dynopt.program import Op, OpCode
 
 CASES = [(Langevin, {}), (Langevin, {"noise": "discrete"}), (OverdampedLangevin, {}),
-         (HeavyBall, {}), (HeavyBall, {"foreach": True})]
+         (HeavyBall, {}), (HeavyBall, {"foreach": True}),
+         # torch's normals (TORCH_NORMAL_BOUND): the foreach path (CUDA's default) and the
+         # single-tensor path, Gaussian and discrete, and the LM scheme's noise memory
+         (Langevin, {"foreach": True}), (Langevin, {"foreach": False, "noise": "discrete"}),
+         (OverdampedLangevin, {"foreach": True, "scheme": "lm"})]
 
 
 def _run(cls, kw, n, steps, bounded=True, seed=0):
@@ -130,6 +134,19 @@ def test_normal_bound_holds_and_is_tight():
     assert max(tops) <= NORMAL_BOUND
     assert max(tops) > 0.998 * NORMAL_BOUND
     assert 8 * math.sqrt(math.log(2)) < NORMAL_BOUND
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_torch_normal_bound_covers_torch_normals(dtype):
+    """The premise of TORCH_NORMAL_BOUND on this torch: its normals (vectorized fill and the
+    short scalar path) stay below the Box–Muller bound of 53-bit uniforms, √(2·53·ln 2), which
+    the constant covers with room to spare. Catches: a bound below what torch can draw."""
+    g = torch.Generator().manual_seed(0)
+    big = torch.randn(2**23, generator=g, dtype=dtype).abs().max().item()
+    small = max(torch.randn(7, generator=g, dtype=dtype).abs().max().item() for _ in range(2000))
+    box_muller_53 = math.sqrt(2 * 53 * math.log(2))
+    assert max(big, small) < box_muller_53 < TORCH_NORMAL_BOUND / 2
+    assert big > 4.5  # 2²³ draws reach beyond 4.5 σ (about 57 are expected to): real tails
 
 
 @pytest.mark.parametrize("n", [10, FAST_ABOVE + 7])

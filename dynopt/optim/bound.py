@@ -11,7 +11,9 @@ proves the result finite without any copy:
   buffer, but one launch and one synchronisation); max |∇L| comes free with the gradient check;
 * the normals of the fused kernel are bounded: Box–Muller from a 32-bit word u gives
   |ξ| ≤ √(−2 ln 2⁻³²) = 8√(ln 2) ≈ 6.6604 (:data:`NORMAL_BOUND`, with a margin for the
-  polynomial log/sin/cos; the discrete variable is ≈ 1.73);
+  polynomial log/sin/cos; the discrete variable is ≈ 1.73); torch's normals, which the single
+  and foreach paths draw, by the generous :data:`TORCH_NORMAL_BOUND` = 32 (any transform of
+  uniforms of up to 64 bits stays below 16);
 * each op maps the bounds as its update maps the values (triangle inequality):
 
   ======================  ====================================================
@@ -36,7 +38,7 @@ which then cannot exist: the inputs are finite (a NaN/inf input makes its max-sc
 the bound fail). BBI's r, kick and drift come from its shell logic, run first on a copy of
 its scalar state, whose result the step then adopts (:func:`bbi_bounded`). The step then runs
 without a snapshot; otherwise (a huge lr, parameters near the float range, a NaN placed in a
-buffer, ops outside this table such as thermostats, torch's normals on the non-fused paths,
+buffer, ops outside this table such as thermostats,
 BBI's events (HeavyBall's ``SetFriction``/``Stop`` events are bounded, see
 :func:`heavy_ball_bounded`), priors, first steps, BBI's bounces)
 the snapshot path runs exactly as before. Measured cost in docs/architecture.md.
@@ -72,17 +74,23 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..program import NOISE_OPS, OpCode
+from ..program import OpCode
 from . import prior
 from ._paths import device_of, same_device
 from .finite import abs_max
 
-__all__ = ["NORMAL_BOUND", "bbi_bounded", "commit_carry", "heavy_ball_bounded",
-           "partitioned_bounded"]
+__all__ = ["NORMAL_BOUND", "TORCH_NORMAL_BOUND", "bbi_bounded", "commit_carry",
+           "heavy_ball_bounded", "partitioned_bounded"]
 
 #: |ξ| ≤ this for every normal (and the discrete variable) of the fused numba kernel:
 #: 8√(ln 2) = 6.66035 for Box–Muller from 32-bit words, plus a margin for the polynomials.
 NORMAL_BOUND = 6.67
+#: |ξ| ≤ this for torch's normals (the single and foreach paths, ``torch.randn`` on any device).
+#: torch states no bound, so this one is generous: its CPU and CUDA generators use Box–Muller
+#: from uniforms of at most 53 bits, |ξ| ≤ √(2·53·ln 2) ≈ 8.57; any Box–Muller or polar
+#: transform of 64-bit uniforms stays below √(2·64·ln 2) ≈ 9.42, and a 256-layer ziggurat's tail
+#: (r + (−ln u)/r, r ≈ 3.65) below 16. A larger bound only makes the proof fail sooner.
+TORCH_NORMAL_BOUND = 32.0
 #: Bounds must stay below this fraction of the dtype's largest finite value.
 _HEADROOM = 0.25
 
@@ -262,8 +270,7 @@ def partitioned_bounded(opt: Any, used: Any = None) -> bool:
     pending = {}
     for spec, plan, ps, path in plans:
         key = plan[1:]
-        if any(op.code in NOISE_OPS for op in spec.steady) and path != "fused":
-            return False  # torch's normals: no bound stated
+        b_xi = NORMAL_BOUND if path == "fused" else TORCH_NORMAL_BOUND
         work = torch.float32 if key[1] in (torch.bfloat16, torch.float16) else key[1]
         moms, prevs = [], []
         for p in ps:
@@ -281,8 +288,8 @@ def partitioned_bounded(opt: Any, used: Any = None) -> bool:
         ts = ps + moms + prevs
         b_g = tops.get(key, math.inf)
         out = _proved(carry, plan, ts, key[1],
-                      lambda bt, bp, br, spec=spec, b_g=b_g: _linear_ops_bound(
-                          spec.steady, spec.mass, bt, bp, br, b_g, NORMAL_BOUND))
+                      lambda bt, bp, br, spec=spec, b_g=b_g, b_xi=b_xi: _linear_ops_bound(
+                          spec.steady, spec.mass, bt, bp, br, b_g, b_xi))
         if out is None:
             return False
         pending[plan] = (ts, _rounded_up(out, len(spec.steady), key[1]))
