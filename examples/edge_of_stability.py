@@ -77,13 +77,13 @@ def run(kind: str, steps: int, every: int, seed: int) -> dict[str, np.ndarray | 
             "limit": float(limit), "seconds": time.perf_counter() - t0}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--every", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--update-docs", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     runs = {kind: run(kind, args.steps, args.every, args.seed) for kind in ("gd", "heavy ball")}
     rows = []

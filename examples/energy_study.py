@@ -39,10 +39,10 @@ def save(fig: Figure, name: str) -> None:
     print(f"wrote {IMG / name}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--update-docs", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     system = dynopt.systems.Hamiltonian(DoubleWell())
     e0 = system.energy(Q0, P0)
 

@@ -185,10 +185,10 @@ def nose_hoover() -> str:
     return table
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--update-docs", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     t1 = langevin_double_well()
     t2 = bias_sweep()
     t3 = nose_hoover()

@@ -139,12 +139,12 @@ def part3(steps: int) -> str:
     return table
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--update-docs", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     t1 = part1(args.epochs)
     t2 = part2(args.steps)
