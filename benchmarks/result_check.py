@@ -1,7 +1,8 @@
 """Cost of the non-finite result check: bound (no snapshot) vs snapshot vs no check (20M float32).
 
 Side by side in one run (20 tensors of 10⁶ float32 parameters, gradients fixed, no backward):
-the fused Langevin and HeavyBall steps with ``nonfinite="raise"`` as shipped (ordinary steps are
+the fused Langevin and HeavyBall steps (and Langevin's foreach path, CUDA's default, whose
+torch normals have a bound of their own) with ``nonfinite="raise"`` as shipped (ordinary steps are
 proven finite by :mod:`dynopt.optim.bound` and take no snapshot; θ and p are not scanned while the
 previous step's carried bound holds), the same with the carried bound dropped before every step
 (θ and p scanned every step: the behaviour before carried bounds), with the bound switched
@@ -63,6 +64,13 @@ def main() -> None:
         opts[f"{name}, nonfinite='raise', bound off (snapshot)"] = snap
         opts[f"{name}, nonfinite='ignore'"] = cls(own_copy(params), lr=0.01, seed=0,
                                                  nonfinite="ignore")
+    # the foreach path (CUDA's default) draws torch's normals: bounded by TORCH_NORMAL_BOUND
+    for label, kw in (("(bound, carried)", {}), ("bound off (snapshot)", {}),
+                      ("nonfinite='ignore'", {"nonfinite": "ignore"})):
+        opt = Langevin(own_copy(params), lr=0.01, seed=0, foreach=True, **kw)
+        if "snapshot" in label:
+            opt._result_bounded = lambda *_: False
+        opts[f"Langevin foreach path, {label}"] = opt
     opts["torch.optim.SGD(momentum=0.9, fused=True)"] = torch.optim.SGD(
         own_copy(params), lr=0.01, momentum=0.9, fused=True)
     for k, o in opts.items():
