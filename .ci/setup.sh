@@ -15,6 +15,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet "torch==2.13.0"
   # integrations: transformers, accelerate, pytorch-lightning, arviz (tests importorskip them)
   .venv/bin/python -m pip install --quiet -e ".[test,dev,integrations]"
+  # devinterp (tests/test_devinterp.py): devinterp.optim needs only torch, so none of its
+  # dependencies (datasets, zarr, xarray, ...) are installed
+  .venv/bin/python -m pip install --quiet --no-deps "devinterp==2.0.0"
   echo "$want" > "$stamp"
 fi
 # Compile the numba kernels into the user's cache now (about 55 s on 2 cores; 2 s when the

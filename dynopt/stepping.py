@@ -28,6 +28,7 @@ import numpy as np
 from ._state_check import check_state
 from ._validation import check_choice, check_int, check_positive
 from .backends.state import State as State
+from .program import OpCode
 
 if TYPE_CHECKING:
     from .integrators.base import AbstractIntegrator
@@ -115,15 +116,20 @@ def init(
     check_memory(system, _rows(q0, n_chains), system.potential.dim, 0, 1,
                  itemsize=4 if dtype is not None and "32" in str(dtype) else 8)
     q, p = _initial_arrays(system, q0, p0, n_chains)
+    # an overdamped system's only extras are the LM noise memory: a scheme that never reads it
+    # (Euler–Maruyama) keeps zeros there and draws nothing, as its optimizer keeps none
+    memory_only = set(system.extras_layout(1)) == {"noise_prev"}
+    draw = not memory_only or any(system.lower(letter, 1.0).code == OpCode.LM_NOISE
+                                  for letter, _ in integrator.letters())
     if chain_ids is None:
         return get_backend(backend).init_state(system, q, p, seed=seed, noise=noise,
-                                              dtype=dtype, device=device)
+                                              dtype=dtype, device=device, draw_extras=draw)
     ids = check_chain_ids(chain_ids, q.shape[0])
     if not get_backend(backend).supports_chain_ids:
         raise ValueError(f"chain_ids needs backend='torch' (the numba backend keys noise by the "
                          f"local chain index), got backend={backend!r}")
     return get_backend(backend).init_state(system, q, p, seed=seed, noise=noise, dtype=dtype,
-                                          device=device, chain_ids=ids)
+                                          device=device, chain_ids=ids, draw_extras=draw)
 
 
 def _tensor_device(a: Any) -> Any:

@@ -60,8 +60,11 @@ class AbstractBackend(abc.ABC):
         noise: str,
         dtype: Any,
         device: Any,
+        draw_extras: bool = True,
     ) -> State:
-        """Create the state; draw default momenta and extras from the run's own generator."""
+        """Create the state; draw default momenta and extras from the run's own generator
+        (``draw_extras=False``: extras that the scheme never reads, an Euler–Maruyama run's
+        noise memory, are zeros and draw nothing)."""
 
     @abc.abstractmethod
     def advance(

@@ -34,7 +34,7 @@ from .. import systems
 from .._validation import check_choice, check_int, check_nonnegative, check_positive, check_real
 from ..integrators import resolve
 from ..integrators.base import AbstractIntegrator
-from ..program import Op, normals_per_step
+from ..program import Op, OpCode, normals_per_step
 from .executor import split_segments
 
 __all__ = ["COMMON_KEYS", "REGISTRY", "SCOPES", "Hyper", "OptimizerDynamics", "Spec", "build",
@@ -202,7 +202,9 @@ class Spec:
             (:func:`dynopt.optim.executor.split_segments`).
         n_extras: Number of scalar thermostat variables (ξ, η, chain) per scope.
         initial_extras: Their initial values.
-        needs_prev: Whether the scheme keeps the previous normal per element (LM).
+        needs_prev: Whether the scheme keeps the previous normal per element (its ops include
+            LM_NOISE: Leimkuhler–Matthews; an Euler–Maruyama group of the same system keeps
+            none, so SGLD holds no state besides its step count).
         has_momentum: Whether the system has momenta.
         mass: The scalar mass M.
     """
@@ -262,7 +264,7 @@ def build(group: dict[str, Any], value: Value) -> Spec:
     mass = float(system.mass) if system.has_momentum else 1.0
     return Spec(system=system, integrator=integrator, h=h, first=first, steady=steady,
                 n_extras=n_extras, initial_extras=init,
-                needs_prev="noise_prev" in system.extras_layout(1),
+                needs_prev=any(op.code == OpCode.LM_NOISE for op in first + steady),
                 has_momentum=system.has_momentum, mass=mass,
                 first_segments=split_segments(first), steady_segments=split_segments(steady))
 

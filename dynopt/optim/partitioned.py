@@ -344,6 +344,10 @@ class Partitioned(DynamicsOptimizer):
             fresh, running = [], []
             for m in members:  # one state lookup per tensor (Tensor.__hash__ is Python)
                 (running if "step" in self.state[m[0]] else fresh).append(m)
+            if spec.needs_prev:  # a running group switched to LM (scheme "em" -> "lm")
+                lacking = [m for m in running if "noise_prev" not in self.state[m[0]]]
+                if lacking:
+                    self._start_prev(spec, group, lacking)
             if spec.n_extras:  # before any tensor moves: the step is refused whole
                 self._check_extras(spec, running, scope, key)
                 if fresh and scope != "tensor" and (
@@ -398,6 +402,15 @@ class Partitioned(DynamicsOptimizer):
         :meth:`_update`): zero momenta, fresh LM noise memories, step 0."""
         slots = [Slot(param=p, grad=g, state=self.state[p], stream=s) for p, g, s in members]
         self._init_state(spec, slots, self._buckets(spec, group, slots), self._context(spec))
+
+    def _start_prev(self, spec: Spec, group: dict[str, Any], members: list[Any]) -> None:
+        """Fresh LM noise memories for running tensors that have none: their group switched
+        from Euler–Maruyama (which keeps none) to Leimkuhler–Matthews, which starts its memory
+        with fresh normals as on a first step."""
+        slots = [Slot(param=p, grad=g, state=self.state[p], stream=s) for p, g, s in members]
+        ctx = self._context(spec)
+        for b in self._buckets(spec, group, slots, prev=False):
+            self._init_prev(b, slots, ctx)
 
     def _thermostats(self, spec: Spec, slots: list[Slot], scope: str, key: str
                      ) -> Thermostats | None:
@@ -484,7 +497,8 @@ class Partitioned(DynamicsOptimizer):
         (:func:`dynopt.optim._paths.choose_path`)."""
         return choose_path(group, tensors, type(self).__name__)
 
-    def _buckets(self, spec: Spec, group: dict[str, Any], slots: list[Slot]) -> list[Bucket]:
+    def _buckets(self, spec: Spec, group: dict[str, Any], slots: list[Slot], prev: bool = True
+                 ) -> list[Bucket]:
         by_key: dict[tuple[torch.device, torch.dtype], list[int]] = {}
         for i, s in enumerate(slots):
             by_key.setdefault((device_of(s.param), s.param.dtype), []).append(i)
@@ -510,7 +524,7 @@ class Partitioned(DynamicsOptimizer):
                 if "step" in s.state:  # a running tensor: its buffers must fit (no fresh ones)
                     if spec.has_momentum:
                         b.mom.append(_buffer(s, "momentum_buffer", b.compute_dtype))
-                    if spec.needs_prev:
+                    if spec.needs_prev and prev:
                         b.prev.append(_buffer(s, "noise_prev", b.compute_dtype))
             out.append(b)
         return out
@@ -528,18 +542,21 @@ class Partitioned(DynamicsOptimizer):
                         s.param, dtype=cd, memory_format=torch.contiguous_format)
                     b.mom.append(s.state["momentum_buffer"])
             if spec.needs_prev:
-                if b.path == "fused":
-                    for i in b.idx:
-                        slots[i].state["noise_prev"] = torch.zeros_like(
-                            slots[i].param, memory_format=torch.contiguous_format)
-                    b.prev.extend(slots[i].state["noise_prev"] for i in b.idx)
-                    ctx.fused = runner = self._fused()
-                    runner.init_prev(b, ctx)
-                else:
-                    for i, z in zip(b.idx, draw_views(b, ctx), strict=True):
-                        slots[i].state["noise_prev"] = z.clone(
-                            memory_format=torch.contiguous_format)
-                    b.prev.extend(slots[i].state["noise_prev"] for i in b.idx)
+                self._init_prev(b, slots, ctx)
+
+    def _init_prev(self, b: Bucket, slots: list[Slot], ctx: Context) -> None:
+        """Fresh normals as the LM noise memory of every tensor of bucket ``b``."""
+        if b.path == "fused":
+            for i in b.idx:
+                slots[i].state["noise_prev"] = torch.zeros_like(
+                    slots[i].param, memory_format=torch.contiguous_format)
+            b.prev.extend(slots[i].state["noise_prev"] for i in b.idx)
+            ctx.fused = runner = self._fused()
+            runner.init_prev(b, ctx)
+        else:
+            for i, z in zip(b.idx, draw_views(b, ctx), strict=True):
+                slots[i].state["noise_prev"] = z.clone(memory_format=torch.contiguous_format)
+            b.prev.extend(slots[i].state["noise_prev"] for i in b.idx)
 
     # --- diagnostics -------------------------------------------------------------------------
     @torch.no_grad()
@@ -598,6 +615,8 @@ class Partitioned(DynamicsOptimizer):
             out["momentum_buffer"] = Key("param", required=True)
         if spec.needs_prev:
             out["noise_prev"] = Key("param", required=True)
+        elif "noise_prev" in spec.system.extras_layout(1):  # EM groups of earlier versions
+            out["noise_prev"] = Key("param", required=False)  # saved one (_after_load drops it)
         if spec.n_extras:
             out["extras"] = Key("vector", required=group.get("scope") == "tensor",
                                 size=spec.n_extras)
@@ -659,6 +678,9 @@ class Partitioned(DynamicsOptimizer):
                     if cur.dtype != want or not cur.is_contiguous():
                         self.state[p][k] = v.to(device=p.device, dtype=want, copy=True,
                                                 memory_format=torch.contiguous_format)
+            if not self._spec(group).needs_prev:  # an EM group's memory from an earlier version
+                for p in group["params"]:
+                    self.state.get(p, {}).pop("noise_prev", None)
 
 
 def _buffer(s: Slot, key: str, dtype: torch.dtype) -> Tensor:

@@ -90,7 +90,8 @@ class NumbaBackend(AbstractBackend):
 
     name = "numba"
 
-    def init_state(self, system, q, p, *, seed, noise, dtype, device):  # type: ignore[no-untyped-def]
+    def init_state(self, system, q, p, *, seed, noise, dtype, device,  # type: ignore[no-untyped-def]
+                   draw_extras=True):
         if str(dtype) not in ("None", "float64", "double", "torch.float64",
                               "<class 'numpy.float64'>", "<class 'float'>") or (
                 str(device) not in ("None", "cpu")):
@@ -110,7 +111,8 @@ class NumbaBackend(AbstractBackend):
 
         if p is None:
             p = system.initial_momentum(n, dim, sampler(STREAM_MOMENTA))
-        x = system.initial_extras(n, dim, sampler(STREAM_EXTRAS))
+        x = system.initial_extras(n, dim, sampler(STREAM_EXTRAS) if draw_extras
+                                  else lambda shape: np.zeros(shape))
         return State(q=np.ascontiguousarray(q, dtype=np.float64),
                      p=np.ascontiguousarray(p, dtype=np.float64).reshape(n, -1),
                      x=np.ascontiguousarray(x, dtype=np.float64).reshape(n, -1),

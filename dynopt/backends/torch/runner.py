@@ -66,12 +66,15 @@ class TorchBackend(AbstractBackend):
     supports_chain_ids = True
 
     def init_state(self, system, q, p, *, seed, noise, dtype, device,  # type: ignore[no-untyped-def]
-                   chain_ids=None):
+                   chain_ids=None, draw_extras=True):
         dt = resolve_dtype(dtype)
         dev = torch.device(device) if device is not None else torch.device("cpu")
         gen = ops.seeded(torch.Generator(device=dev), seed)
         n, dim = q.shape
         streams = None if chain_ids is None else ChainStreams(seed, chain_ids, dev)
+
+        def zeros(shape: tuple[int, ...]) -> np.ndarray:
+            return np.zeros(shape)
 
         def drawer(g: torch.Generator) -> Any:
             def draw(shape: tuple[int, ...]) -> np.ndarray:
@@ -83,13 +86,14 @@ class TorchBackend(AbstractBackend):
         if streams is None:
             if p is None:
                 p = system.initial_momentum(n, dim, drawer(gen))
-            x = system.initial_extras(n, dim, drawer(gen))
+            x = system.initial_extras(n, dim, drawer(gen) if draw_extras else zeros)
         else:  # chain c's initial draws from its own stream
             if p is None:
                 p = np.concatenate([system.initial_momentum(1, dim, drawer(g)).reshape(1, -1)
                                     for g in streams.generators]) if n else np.zeros((0, dim))
-            x = np.concatenate([np.asarray(system.initial_extras(1, dim, drawer(g))).reshape(1, -1)
-                                for g in streams.generators])
+            x = np.concatenate([np.asarray(system.initial_extras(
+                1, dim, drawer(g) if draw_extras else zeros)).reshape(1, -1)
+                for g in streams.generators])
 
         def tens(label: str, a: np.ndarray) -> torch.Tensor:
             t = torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev).reshape(n, -1)
