@@ -84,6 +84,25 @@ def test_records_equal_direct_recomputation(kind: str) -> None:
                                                                     rel=1e-10)
 
 
+def test_layer_temperatures_of_a_monitor_trajectory_skip_record_zero() -> None:
+    """Record 0 precedes the first step, so its kinetic energies are NaN (no momenta yet);
+    ``layer_temperatures(traj)`` as documented (burn_in=0) then gives T_kin of records 1, 2,
+    ... exactly as burn_in=1 does (it raised "x must be finite, got nan")."""
+    from dynopt.observables import layer_temperatures
+
+    model, data = _problem()
+    opt = Langevin(model.parameters(), lr=0.05, gamma=1.0, temperature=1e-3, seed=3)
+    mon = TrainingMonitor(model, opt, LOSS, data, every=2)
+    _train(model, opt, data, 40, mon)
+    traj = mon.trajectory()
+    assert np.isnan(traj.extras["kinetic:0.weight"][0, 0])
+    assert np.all(np.isfinite(traj.extras["kinetic:0.weight"][0, 1:]))
+    all_records = layer_temperatures(traj)
+    after_zero = layer_temperatures(traj, burn_in=1)
+    assert set(all_records) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    for name, t in all_records.items():
+        assert t.kinetic is not None and t.kinetic == after_zero[name].kinetic, name
+
 def test_sgd_momentum_reading_is_the_velocity() -> None:
     """With p = −(η/h)·buffer, h = √η: θₖ₊₁ − θₖ = h pₖ₊₁ (the heavy-ball reading)."""
     model, data = _problem()

@@ -35,7 +35,8 @@ def layer_temperatures(traj: Any, *, burn_in: int = 0, n_batches: int | None = N
 
     Args:
         traj: A trajectory recorded with ``"layer_kinetic"`` and/or ``"layer_configurational"``.
-        burn_in: Leading draws to discard.
+        burn_in: Leading draws to discard. T_kin also skips the leading draws that have no
+            momenta in any chain (NaN: a TrainingMonitor's record 0, before the first step).
         n_batches: Batches per chain for the standard errors.
         groups: The blocks used when recording (default: the potential's layers).
     """
@@ -54,8 +55,11 @@ def layer_temperatures(traj: Any, *, burn_in: int = 0, n_batches: int | None = N
         kin = conf = None
         if f"kinetic:{name}" in ex:
             k = 2.0 * np.asarray(ex[f"kinetic:{name}"])[:, b:] / n
-            if not np.isnan(k).all():  # all NaN: the block has no momenta (e.g. LOL's)
-                kin = estimate_mean(k, n_batches)
+            defined = ~np.isnan(k).all(axis=0)
+            if defined.any():  # all NaN: the block has no momenta (e.g. LOL's)
+                # leading records without momenta in any chain (a TrainingMonitor's record 0,
+                # before the optimizer's first step) have no kinetic temperature: skip them
+                kin = estimate_mean(k[:, int(np.argmax(defined)):], n_batches)
         if f"grad2:{name}" in ex:
             conf = estimate_ratio(np.asarray(ex[f"grad2:{name}"])[:, b:],
                                   np.asarray(ex[f"laplacian:{name}"])[:, b:], n_batches)
