@@ -438,3 +438,31 @@ def test_remove_hooks_sticks_until_attach_hooks():
     before = m[0].weight.detach().clone()
     opt.step()
     assert not torch.equal(m[0].weight, before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("factor", [1.0, 0.37])
+def test_the_unit_factor_fit_does_not_depend_on_the_weights_size(dtype, factor):
+    """The fit's columns (implied gradient, W, b) went to gelsd unscaled; gelsd drops singular
+    values below eps · the largest, so with weights ~1e16 times the gradient (a diverging run:
+    ``dynopt reproduce ddpnopt``'s Adam + Tassa ablation) the implied-gradient column was
+    dropped and a plain step raised "relative difference 0.928 … gradient accumulation". The
+    gradient equals the record's exactly there: c = 1, or the common factor a
+    ``clip_grad_norm_``-like rescaling applied."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 4)).to(dtype)
+    with torch.no_grad():
+        m[2].weight.mul_(1e16)
+        m[2].bias.mul_(1e16)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(32, 6, generator=g, dtype=dtype)
+    y = torch.randint(0, 4, (32,), generator=g)
+    opt = DDPNOpt(m, lr=0.01, base="sgd")
+    opt.zero_grad()
+    F.cross_entropy(m(x), y).backward()
+    w_grad = m[2].weight.grad
+    assert torch.isfinite(w_grad).all() and 1e-3 < float(w_grad.abs().max()) < 1.0
+    for p in m.parameters():
+        p.grad.mul_(factor)
+    c = opt.trajectory._reconcile(opt.trajectory.record())
+    assert c == pytest.approx(factor, rel=1e-6)

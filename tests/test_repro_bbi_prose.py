@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from dynopt.reproductions.bbi import _basins_prose, _zakharov_prose
+from dynopt.reproductions.bbi import _basins_prose, _digits_prose, _zakharov_prose
 
 
 @pytest.mark.parametrize("ratio, verdict, authors", [
@@ -27,3 +27,34 @@ def test_zakharov_prose_follows_the_run():
     missed = _zakharov_prose({"bbi_final": 1e-8, "gdm_final": 1e-9}, None, 1e-12)
     assert "does not reach its v0 floor in this run (final 1e-08)" in missed
     assert "BBI does not end below GD + momentum" in missed
+
+
+def _digits(sgd, bbi, ecd):
+    return {"BBI (lr 0.2)": {"test_acc": bbi}, "ECDSep (lr 0.4)": {"test_acc": ecd},
+            "SGD + momentum (lr 0.01)": {"test_acc": sgd}}
+
+
+def test_digits_prose_pairs_by_seed_and_chooses_each_verdict_by_2_se():
+    # the run of session 13: BBI 4 of 5 seeds lower (-2.2 SE), ECDSep within 1 SE
+    sgd = [0.97774, 0.97217, 0.96660, 0.97217, 0.97959]
+    bbi = [0.97588, 0.96289, 0.96846, 0.96289, 0.97403]
+    ecd = [0.97959, 0.97217, 0.97032, 0.97403, 0.97588]
+    text = _digits_prose(_digits(sgd, bbi, ecd))
+    assert "BBI -0.48 ± 0.22 (higher in 1, lower in 4 of 5 seeds)" in text
+    assert "ECDSep +0.07 ± 0.13 (higher in 3, lower in 1 of 5 seeds)" in text
+    assert "BBI ends below SGD + momentum (-2.2 SE); ECDSep ties SGD + momentum (+0.6 SE)" in text
+    assert "not tuned for digits" in text and "Comparable accuracy" not in text
+    # the same accuracies paired with other seeds tie (-1.2 SE): the verdict uses the pairing
+    shuffled = _digits_prose(_digits(sgd, [bbi[i] for i in (0, 2, 4, 1, 3)], ecd))
+    assert "BBI ties SGD + momentum" in shuffled
+    assert "Comparable accuracy without a schedule" in shuffled
+
+
+def test_digits_prose_one_seed_and_equal_differences_name_no_nan():
+    one = _digits_prose(_digits([0.9], [0.8], [0.9]))
+    assert "BBI -10.00 (higher in 0, lower in 1 of 1 seeds)" in one
+    assert "BBI: one seed, no verdict" in one and "nan" not in one
+    same = _digits_prose(_digits([0.9, 0.8], [0.8, 0.7], [0.9, 0.8]))
+    assert "BBI ends below SGD + momentum (the same difference on every seed)" in same
+    assert "ECDSep ties SGD + momentum (the same difference on every seed)" in same
+    assert "nan" not in same and "inf" not in same

@@ -582,7 +582,12 @@ class DDPTrajectory:
             return None
         if math.sqrt(bb) <= 64.0 * eps * size:
             return None
-        coef = torch.linalg.lstsq(basis, a.unsqueeze(1), driver="gelsd").solution[:, 0]
+        # columns scaled to unit norm: gelsd drops singular values below eps · the largest, so
+        # unscaled, weights ~1e16 times the gradient (a diverging run) dropped the c column
+        norms = basis.norm(dim=0)
+        norms = torch.where(norms > 0, norms, torch.ones_like(norms))
+        coef = torch.linalg.lstsq(basis / norms, a.unsqueeze(1),
+                                  driver="gelsd").solution[:, 0] / norms
         resid = a - basis @ coef
         rel = math.sqrt(float(resid.dot(resid)) / aa) if aa > 0 else 0.0
         return float(coef[0]), rel
