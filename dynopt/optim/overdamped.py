@@ -48,7 +48,7 @@ class OverdampedLangevin(Partitioned):
     * ``scheme="lm"`` (Leimkuhler–Matthews 2014, the high-friction limit of BAOAB):
       θₙ₊₁ = θₙ − dt ∇L(θₙ) + √(τ dt/2) (Rₙ + Rₙ₊₁), exact variance on quadratics and second
       order for the invariant measure at the same cost. The previous normal is kept per element
-      (``state[p]["noise_prev"]``).
+      (``state[p]["noise_prev"]``; EM keeps no such memory, only its step count).
 
     | symbol | code |
     |---|---|
