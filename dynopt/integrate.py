@@ -12,7 +12,7 @@ from ._validation import check_int, check_positive
 from .backends import get_backend
 from .errors import DivergenceError, Interrupted
 from .integrators import resolve
-from .stepping import check_state, init
+from .stepping import check_state, fill_memory, init
 from .trajectory import Trajectory
 
 if TYPE_CHECKING:
@@ -156,6 +156,7 @@ def integrate(
                      n_steps if observables is None else 0, record_every,
                      itemsize=get_backend(state.backend).itemsize(state))
         state = state.copy()
+        fill_memory(system, integ, state)  # an EM state continued by LM
     if events is not None and state.streams is not None:
         raise ValueError("events= cannot be combined with chain_ids= (per-chain noise streams)")
     program = integ.program(system, h)

@@ -118,9 +118,7 @@ def init(
     q, p = _initial_arrays(system, q0, p0, n_chains)
     # an overdamped system's only extras are the LM noise memory: a scheme that never reads it
     # (Euler–Maruyama) keeps zeros there and draws nothing, as its optimizer keeps none
-    memory_only = set(system.extras_layout(1)) == {"noise_prev"}
-    draw = not memory_only or any(system.lower(letter, 1.0).code == OpCode.LM_NOISE
-                                  for letter, _ in integrator.letters())
+    draw = not _memory_only(system) or _reads_memory(system, integrator)
     if chain_ids is None:
         return get_backend(backend).init_state(system, q, p, seed=seed, noise=noise,
                                               dtype=dtype, device=device, draw_extras=draw)
@@ -130,6 +128,40 @@ def init(
                          f"local chain index), got backend={backend!r}")
     return get_backend(backend).init_state(system, q, p, seed=seed, noise=noise, dtype=dtype,
                                           device=device, chain_ids=ids, draw_extras=draw)
+
+
+def _memory_only(system: AbstractSystem) -> bool:
+    """Whether the system's only extras are the LM noise memory (the overdamped system)."""
+    return set(system.extras_layout(1)) == {"noise_prev"}
+
+
+def _reads_memory(system: AbstractSystem, integrator: AbstractIntegrator) -> bool:
+    return any(system.lower(letter, 1.0).code == OpCode.LM_NOISE
+               for letter, _ in integrator.letters())
+
+
+def fill_memory(system: AbstractSystem, integrator: AbstractIntegrator, state: State) -> None:
+    """Give a state started by Euler–Maruyama (its LM noise memory left at zero) the memory
+    that Leimkuhler–Matthews's own start draws, when LM continues it; in place (call on a
+    copy). Without it LM's first step would add R₀ = 0: half the noise variance."""
+    if not _memory_only(system) or not _reads_memory(system, integrator):
+        return
+    x = state.x
+    if not bool((x == 0).all()) or x.shape[0] == 0:
+        return
+    from .backends import get_backend
+
+    kw: dict[str, Any] = {}
+    if state.backend == "torch":
+        kw = {"dtype": state.q.dtype, "device": state.q.device}
+        if state.streams is not None:
+            kw["chain_ids"] = state.streams.chain_ids
+    else:
+        kw = {"dtype": None, "device": None}
+    fresh = get_backend(state.backend).init_state(system, _to_numpy(state.q),
+                                                  _to_numpy(state.p), seed=state.seed,
+                                                  noise=state.noise, **kw)
+    state.x = fresh.x
 
 
 def _tensor_device(a: Any) -> Any:
@@ -196,6 +228,7 @@ def run(
     integrator.check(system)
     program = integrator.program(system, h)
     new = state.copy()
+    fill_memory(system, integrator, new)
     div = get_backend(state.backend).advance(system, program, new, n_steps, records=None)
     if div is not None:
         from .errors import DivergenceError

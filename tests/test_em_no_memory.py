@@ -8,6 +8,8 @@ torch paths), and one more tensor in every checkpoint.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -100,3 +102,45 @@ def test_integrate_em_draws_no_memory_and_equals_the_optimizer(backend):
     lm = dynopt.integrate(system, "lm", [0.3, -0.2], h=0.01, n_steps=20, seed=5,
                           backend=backend)
     assert np.all(np.asarray(lm.final_state.x) != 0.0)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_lm_em_lm_resumed_during_em_equals_the_uninterrupted_run(path):
+    """A group switched LM → EM drops its memory (EM keeps none), so switching back to LM starts
+    a fresh one both in the uninterrupted run and in a run resumed from a checkpoint taken
+    during the EM phase. Catches: an old memory kept through EM and reused by the second LM
+    phase, while the checkpoint (which drops it) draws a fresh one."""
+    theta, opt = _run(3, scheme="lm", path=path)
+    opt.param_groups[0]["scheme"] = "em"
+    _run(1, opt=opt, theta=theta)
+    assert set(opt.state[theta]) == {"step"}
+    sd, saved = copy.deepcopy(opt.state_dict()), theta.detach().clone()
+    opt.param_groups[0]["scheme"] = "lm"
+    straight = _run(2, opt=opt, theta=theta)[0].detach().clone()
+    t2 = saved.clone().requires_grad_()
+    o2 = OverdampedLangevin([t2], lr=0.01, temperature=0.5, scheme="em", seed=4, **PATHS[path])
+    o2.load_state_dict(sd)
+    o2.param_groups[0]["scheme"] = "lm"
+    assert torch.equal(_run(2, opt=o2, theta=t2)[0].detach(), straight)
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_an_em_state_continued_by_lm_gets_the_memory_lm_draws(backend):
+    """integrate(state=<EM final state>) with "lm": the zero memory of the EM state is replaced
+    by the one LM's own start draws, so LM's first step has its full noise variance τh on a
+    flat potential (4 SE, SE bounded), not τh/2 from R₀ = 0; a state that already holds a
+    memory is continued as it is."""
+    system = S.OverdampedLangevin(P.Harmonic(np.array([1e-6]), 1), temperature=1.0)
+    n = 20_000
+    em = dynopt.integrate(system, "em", np.zeros(1), h=1.0, n_steps=1, n_chains=n, seed=2,
+                          backend=backend)
+    q0 = np.asarray(em.final_state.q).copy()
+    lm = dynopt.integrate(system, "lm", None, h=1.0, n_steps=1, state=em.final_state)
+    step = np.asarray(lm.q[:, -1, 0]) - q0[:, 0]
+    se = step.var() * np.sqrt(2.0 / n)
+    assert se < 0.015 and abs(step.var() - 1.0) < 4 * se
+    assert np.all(np.asarray(lm.final_state.x) != 0.0)
+    again = dynopt.integrate(system, "lm", None, h=1.0, n_steps=1, state=lm.final_state)
+    mem = np.asarray(lm.final_state.x)
+    moved = np.asarray(again.q[:, -1, 0]) - np.asarray(lm.final_state.q)[:, 0]
+    assert abs(np.corrcoef(moved, mem[:, 0])[0, 1] - np.sqrt(0.5)) < 0.02  # R_prev carried

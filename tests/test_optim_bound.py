@@ -177,3 +177,16 @@ def test_abs_max_scan_sees_every_element_of_a_full_block(dtype):
         ts = [torch.full((n,), 0.5, dtype=dtype), torch.full((5,), 0.25, dtype=dtype)]
         ts[0][pos] = -7.0
         assert abs_max(ts) == 7.0, pos
+
+
+def test_an_empty_parameter_does_not_send_every_step_to_the_snapshot():
+    """The update skips empty tensors (no degrees of freedom), so they never take a first step;
+    the bound skips them too. Catches: one empty parameter with a gradient making every step
+    snapshot (it had no "step" in its state)."""
+    p = torch.nn.Parameter(torch.randn(50))
+    empty = torch.nn.Parameter(torch.zeros(0))
+    opt = Langevin([p, empty], lr=0.01, seed=5)
+    for _ in range(5):
+        p.grad, empty.grad = p.detach() * 2.0, torch.zeros(0)
+        opt.step()
+    assert opt.result_checks == {"bound": 4, "snapshot": 1}

@@ -253,7 +253,8 @@ def _groups_with_gradients(opt: Any) -> list[tuple[dict[str, Any], list[Tensor]]
 def partitioned_bounded(opt: Any, used: Any = None) -> bool:
     """The bound for :class:`~dynopt.optim.partitioned.Partitioned` optimizers (Langevin,
     OverdampedLangevin, ...): every group thermostat-free with a trivial prior, every tensor
-    past its first step, on the fused path wherever the ops draw noise."""
+    past its first step (empty tensors, which the update skips, aside); the noise bound is
+    NORMAL_BOUND on the fused path, TORCH_NORMAL_BOUND on the single and foreach paths."""
     carry = _take_carry(opt)
     tops = _grad_maxima(opt)
     plans = []
@@ -263,7 +264,8 @@ def partitioned_bounded(opt: Any, used: Any = None) -> bool:
             return False
         by_key: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
         for p in params:
-            by_key.setdefault((device_of(p), p.dtype), []).append(p)
+            if p.numel():  # the update skips empty tensors: they never take a first step
+                by_key.setdefault((device_of(p), p.dtype), []).append(p)
         for key, ps in by_key.items():
             path = opt._path(group, ps)
             plans.append((spec, (gi, *key), ps, path))

@@ -221,6 +221,9 @@ class Spec:
     mass: float
     first_segments: list[Any]
     steady_segments: list[Any]
+    #: The system declares an LM noise memory that this scheme does not read (Euler–Maruyama):
+    #: one left by an earlier LM phase of the group is dropped.
+    stale_prev: bool = False
 
 
 def build(group: dict[str, Any], value: Value) -> Spec:
@@ -262,9 +265,11 @@ def build(group: dict[str, Any], value: Value) -> Spec:
     init = (tuple(float(v) for v in system.initial_extras(1, 1, _zeros)[0][:n_extras])
             if n_extras else ())
     mass = float(system.mass) if system.has_momentum else 1.0
+    reads_prev = any(op.code == OpCode.LM_NOISE for op in first + steady)
     return Spec(system=system, integrator=integrator, h=h, first=first, steady=steady,
                 n_extras=n_extras, initial_extras=init,
-                needs_prev=any(op.code == OpCode.LM_NOISE for op in first + steady),
+                needs_prev=reads_prev,
+                stale_prev="noise_prev" in system.extras_layout(1) and not reads_prev,
                 has_momentum=system.has_momentum, mass=mass,
                 first_segments=split_segments(first), steady_segments=split_segments(steady))
 

@@ -348,6 +348,9 @@ class Partitioned(DynamicsOptimizer):
                 lacking = [m for m in running if "noise_prev" not in self.state[m[0]]]
                 if lacking:
                     self._start_prev(spec, group, lacking)
+            elif spec.stale_prev:  # switched from LM to EM: the memory is not kept, so that
+                for m in running:  # a later switch back starts a fresh one, as on a resume
+                    self.state[m[0]].pop("noise_prev", None)
             if spec.n_extras:  # before any tensor moves: the step is refused whole
                 self._check_extras(spec, running, scope, key)
                 if fresh and scope != "tensor" and (
