@@ -341,16 +341,19 @@ class Partitioned(DynamicsOptimizer):
                 units.append([spec, group, members, scope, f"group{gi}"])
         cohorts = []
         for spec, group, members, scope, key in units:
-            fresh, running = [], []
+            fresh, running, lacking = [], [], []
             for m in members:  # one state lookup per tensor (Tensor.__hash__ is Python)
-                (running if "step" in self.state[m[0]] else fresh).append(m)
-            if spec.needs_prev:  # a running group switched to LM (scheme "em" -> "lm")
-                lacking = [m for m in running if "noise_prev" not in self.state[m[0]]]
-                if lacking:
-                    self._start_prev(spec, group, lacking)
-            elif spec.stale_prev:  # switched from LM to EM: the memory is not kept, so that
-                for m in running:  # a later switch back starts a fresh one, as on a resume
-                    self.state[m[0]].pop("noise_prev", None)
+                st = self.state[m[0]]
+                if "step" not in st:
+                    fresh.append(m)
+                    continue
+                running.append(m)
+                if spec.needs_prev and "noise_prev" not in st:
+                    lacking.append(m)  # its group switched to LM (scheme "em" -> "lm")
+                elif spec.stale_prev:  # switched from LM to EM: the memory is not kept, so
+                    st.pop("noise_prev", None)  # a switch back starts a fresh one, as a resume
+            if lacking:
+                self._start_prev(spec, group, lacking)
             if spec.n_extras:  # before any tensor moves: the step is refused whole
                 self._check_extras(spec, running, scope, key)
                 if fresh and scope != "tensor" and (
