@@ -288,3 +288,19 @@ def test_network_study_interrupted_keeps_the_completed_records(tmp_path, capsys,
     assert summary["layers"]["0.weight"]["n"] == 200
     for layer in summary["layers"].values():
         assert math.isfinite(layer["kinetic"]["value"])
+
+
+def test_version_names_dynopt_and_its_stack_and_exits_0(capsys):
+    import importlib.metadata
+
+    import numba
+    import torch
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"dynopt {dynopt.__version__} (torch {torch.__version__}, "
+                          f"numba {numba.__version__}, ")
+    # one source of truth: setup.cfg reads the version from dynopt/__init__.py
+    assert importlib.metadata.version("dynopt") == dynopt.__version__

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dynopt",
         description="Neural-network training as continuous-time dynamics.",
     )
+    parser.add_argument("--version", action="version", version=_version(),
+                        help="print dynopt's version and those of its numeric stack, and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, modname in COMMANDS.items():
         mod = importlib.import_module(modname)
@@ -44,6 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
         mod.add_arguments(p)
         p.set_defaults(func=mod.run)
     return parser
+
+
+def _version() -> str:
+    """``dynopt X (torch …, numba …, numpy …, Python …)``: what a bug report needs."""
+    import platform
+
+    import numba
+    import numpy
+    import torch
+
+    from .. import __version__
+
+    return (f"dynopt {__version__} (torch {torch.__version__}, numba {numba.__version__}, "
+            f"numpy {numpy.__version__}, Python {platform.python_version()})")
 
 
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
