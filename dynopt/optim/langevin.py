@@ -58,7 +58,9 @@ class Langevin(Partitioned):
     **lr is the step size h.** With τ = 0 the update is heavy-ball SGD: the increments
     Δₙ = θₙ − θₙ₋₁ obey Δₙ₊₁ = c Δₙ − η ∇L(θₙ) with c = e^{−γh} and η = h²(1 + c)/2, i.e.
     ``torch.optim.SGD(lr=η, momentum=c)`` from the second step on (the first step moves by
-    −(η/2)∇L instead of −η∇L). With τ > 0 each increment gets the extra noise (h/2)√((1−c²)τ)R.
+    −(η/2)∇L instead of −η∇L). With τ > 0 the recursion gets the noise (h/2)d(Rₙ₋₁ + Rₙ),
+    d = √((1−c²)τ), the normals of the O steps before and after θₙ (the first increment gets
+    (h/2)d R₀).
     When ``lr`` changes (h → h′, e.g. by a scheduler), the opening kick B_{h′} of the next call
     holds the previous step's closing half kick at h′/2 (variable-step BAOAB would use h/2): p
     differs from it by (h′ − h)/2 · ∇L once per change (docs/optimizers.md, "How lr maps to h").
