@@ -232,3 +232,21 @@ def test_single_nose_hoover_is_not_ergodic_but_a_chain_is():
         # Bernoulli variance p(1 − p) over 4 × 29 000 records; measured correlation factor
         # 1.3 (inside), bounded at 2× that
         assert se < 2.6 * math.sqrt(exact * (1 - exact) / (4 * 29_000)), (se, exact)
+
+
+def test_nose_hoover_default_period_follows_the_current_lr_and_an_explicit_tau_does_not():
+    """Default τ_NH = 100·lr of the current lr (Q/N = k_BT τ_NH² follows lr² under a
+    schedule); an explicit ``tau`` keeps Q fixed (docs/optimizers.md)."""
+    import torch
+
+    from dynopt.optim import NoseHoover
+
+    p = torch.nn.Parameter(torch.zeros(4))
+    default = NoseHoover([p], lr=0.1, temperature=2.0)
+    fixed = NoseHoover([p], lr=0.1, temperature=2.0, tau=10.0)
+    sched = torch.optim.lr_scheduler.StepLR(default, step_size=1, gamma=0.1)
+    default.step(), sched.step()  # no gradient: nothing moves, the lr is decayed
+    for opt, want in ((default, 2.0 * (100 * 0.01) ** 2), (fixed, 2.0 * 10.0 ** 2)):
+        opt.param_groups[0]["lr"] = 0.01
+        system = opt._spec(opt.param_groups[0]).system
+        assert system.thermostat_mass == pytest.approx(want, rel=1e-12)

@@ -83,7 +83,9 @@ class NoseHoover(Partitioned):
     |---|---|
     | h | ``lr`` |
     | k_BT | ``temperature`` (> 0) |
-    | τ_NH | ``tau`` (thermostat period; default 100·lr, as jax-md) |
+    | τ_NH | ``tau`` (thermostat period; default 100·lr, as jax-md, from the current lr: under |
+    |  | an lr schedule the period stays 100 steps, so Q = N k_BT τ_NH² follows lr²; pass ``tau`` |
+    |  | or ``thermostat_mass`` for a fixed Q) |
     | Q/N | ``thermostat_mass`` (single thermostat; overrides ``tau``: Q = N·thermostat_mass) |
     | M | ``chain_length`` |
     | ξ₀ | ``xi0`` (single thermostat) |
