@@ -12,7 +12,6 @@ Systems and potentials come from :mod:`dynopt.cli.study_registry` (one entry eac
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -247,7 +246,9 @@ def _report(args: argparse.Namespace, traj: Any, out: Path, wall: float, load: f
 
 
 def _write_summary(path: Path, summary: dict[str, Any], quiet: bool = False) -> None:
-    text = json.dumps(summary, indent=2, default=_json_default)
+    from .study_report import json_text
+
+    text = json_text(summary, default=_json_default)
     if write_text_atomic(path, text) and not quiet:
         print(f"dynopt study: warning: replaced the existing {path}", file=sys.stderr)
 
