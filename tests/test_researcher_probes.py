@@ -88,3 +88,20 @@ def test_gibbs_distance_of_an_observables_run_says_positions_were_not_recorded()
     traj = _network_run(["loss"])
     with pytest.raises(ValueError, match="did not record the positions"):
         dg.gibbs_distance(traj)
+
+
+def test_divergence_from_a_nan_gradient_names_the_gradient_as_a_possible_cause():
+    # A gradient that is NaN outside |q| < 1.2 (finite q, no overflow) diverged with a message
+    # that blamed only the step size; it must name both causes, the step and the chain.
+    def grad(q):
+        return torch.where(q.abs() < 1.2, q, torch.nan) if torch.is_tensor(q) else q
+    pot = potentials.Custom(1, value=lambda q: 0.5 * (q**2).sum(-1), grad=grad)
+    with pytest.raises(dynopt.errors.DivergenceError) as info:
+        dynopt.integrate(systems.Langevin(pot, gamma=1.0, temperature=1.0), "BAOAB", [0.0],
+                         h=0.1, n_steps=1000, n_chains=4, seed=0, backend="torch")
+    err = info.value
+    assert f"at step {err.step} " in str(err) and f"chain {err.chain} " in str(err)
+    assert "stability limit" in str(err) and "non-finite gradient at a finite q" in str(err)
+    # the records of steps 0 .. step − 1 are kept, all inside the gradient's domain
+    assert err.trajectory.q.shape == (4, err.step, 1)
+    assert np.isfinite(err.trajectory.q).all() and np.abs(err.trajectory.q).max() < 1.2
