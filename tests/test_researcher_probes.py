@@ -105,3 +105,26 @@ def test_divergence_from_a_nan_gradient_names_the_gradient_as_a_possible_cause()
     # the records of steps 0 .. step − 1 are kept, all inside the gradient's domain
     assert err.trajectory.q.shape == (4, err.step, 1)
     assert np.isfinite(err.trajectory.q).all() and np.abs(err.trajectory.q).max() < 1.2
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--data", "wine"], "--data"),
+    (["--weight-decay", "0.5"], "--weight-decay"),
+    (["--threads", "2"], "--threads"),
+])
+def test_study_refuses_network_options_without_model(tmp_path, capsys, argv, option):
+    # `dynopt study --data wine` silently ran the default double-well study: the network-only
+    # options were ignored without --model (while --model refuses --potential, --dim, --q0).
+    rc = main(["study", *argv, "--steps", "100", "--no-plots", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{option} applies only with --model" in err
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_network_study_refuses_the_numba_backend(tmp_path, capsys):
+    # `--model mlp --backend numba` ran on torch and said so only in its header; the numba
+    # kernel cannot call a model, as integrate(backend="numba") says for a NetworkLoss.
+    rc = main(["study", "--model", "mlp", "--backend", "numba", "--steps", "40", "--chains", "2",
+               "--no-plots", "--out", str(tmp_path)])
+    assert rc == 2 and "--backend numba" in capsys.readouterr().err
+    assert not (tmp_path / "summary.json").exists()

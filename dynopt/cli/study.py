@@ -46,6 +46,10 @@ class _DefaultInt(int):
     is_default = True
 
 
+class _DefaultStr(str):
+    is_default = True
+
+
 def count(text: str) -> int:
     """An integer count; scientific notation of an integer (``3e9``) is accepted."""
     try:
@@ -84,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="friction (Langevin), time scale (overdamped), target ⟨ξ⟩ "
                              "(adaptive Langevin) or 1/thermostat period (Nosé–Hoover)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
-    parser.add_argument("--backend", default="numba", choices=["numba", "torch"],
+    parser.add_argument("--backend", default=_DefaultStr("numba"), choices=["numba", "torch"],
                         help="numba (CPU kernels, default) or torch (CPU/GPU)")
     parser.add_argument("--record-every", type=int, default=None,
                         help="steps between records (default: ceil(steps/20000); with --model: "
@@ -100,11 +104,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, choices=["mlp"],
                         help="study replicas of a network on its training loss instead of a "
                              "test potential (see dynopt.cli.study_network)")
-    parser.add_argument("--data", default="spirals", choices=["spirals", "digits", "wine"],
+    parser.add_argument("--data", default=_DefaultStr("spirals"),
+                        choices=["spirals", "digits", "wine"],
                         help="--model data set")
-    parser.add_argument("--weight-decay", type=float, default=1e-3,
+    parser.add_argument("--weight-decay", type=float, default=_Default(1e-3),
                         help="--model: Gaussian prior λ|θ|²/2 added to the mean loss")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=int, default=_DefaultInt(1),
                         help="--model: torch intra-op threads during the run")
 
 
@@ -149,6 +154,11 @@ def run(args: argparse.Namespace) -> int:
 
         return run_network(args)
     try:
+        for option in ("data", "weight_decay", "threads"):  # not silently ignored
+            value = getattr(args, option, None)
+            if value is not None and not getattr(value, "is_default", False):
+                raise ValueError(f"--{option.replace('_', '-')} applies only with --model "
+                                 f"(got {value!r}); without it the study is of --potential")
         if getattr(args.h, "is_default", False):
             args.h = POTENTIALS[args.potential].h
         check_positive("--h", args.h)

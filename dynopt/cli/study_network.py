@@ -94,6 +94,9 @@ def _run(args: argparse.Namespace) -> int:
             if value != default:  # the network's loss is the potential, θ its coordinates
                 raise ValueError(f"{option} does not apply with --model (got {value!r}): the "
                                  "potential is the network's training loss")
+        if args.backend == "numba" and not getattr(args.backend, "is_default", False):
+            raise ValueError("--backend numba cannot run --model: the fused kernel cannot call "
+                             "a network, so network studies run on torch (--backend torch)")
         out = prepare_output_dir(args.out, "--out")  # before the run, not after it
         h = check_positive("--h", args.h)
         tau = check_nonnegative("--temperature", _value(args, "temperature"))
