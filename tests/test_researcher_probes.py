@@ -128,3 +128,28 @@ def test_network_study_refuses_the_numba_backend(tmp_path, capsys):
                "--no-plots", "--out", str(tmp_path)])
     assert rc == 2 and "--backend numba" in capsys.readouterr().err
     assert not (tmp_path / "summary.json").exists()
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, maximize=True),
+    lambda p: dynopt.optim.Langevin(p, lr=0.1, gamma=1.0, temperature=0.0, maximize=True),
+    lambda p: dynopt.optim.HeavyBall(p, lr=0.1, maximize=True),
+])
+def test_optimizer_stability_limit_has_no_lambda_max_limit_under_maximize(make):
+    # maximize=True ascends the loss, so any positive curvature grows; the limit was reported
+    # as if the step descended (SGD(lr=0.1, momentum=0.9): λ_c = 38), and a monitor compared
+    # λ_max with it. A stable-looking λ = 1 diverges:
+    w = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+    opt = make([w])
+    for _ in range(200):
+        opt.zero_grad()
+        (0.5 * w**2).sum().backward()
+        opt.step()
+    assert abs(w.item()) > 1e3
+    lim = dg.optimizer_stability_limit(opt)
+    assert lim.lam is None and "maximize" in lim.reason
+    # a descending group beside it keeps no λ_max limit either: λ_max spans all parameters
+    v = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+    both = torch.optim.SGD([{"params": [v]}, {"params": [w], "maximize": True}], lr=0.1)
+    assert dg.optimizer_stability_limit(both).lam is None
+    assert dg.optimizer_stability_limit(torch.optim.SGD([v], lr=0.1)).lam == pytest.approx(20.0)
