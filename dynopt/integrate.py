@@ -201,7 +201,9 @@ def integrate(
             f"integration diverged at step {div.step} (t = {clock(div.step):.6g}): chain "
             f"{div.chain} reached a non-finite state (q, p or extras) with {integ.name} at "
             f"h = {h}. "
-            "The step size is probably beyond the stability limit of this potential; "
+            "Either the step size is beyond the stability limit of this potential "
+            "(dynopt.diagnostics.stability_limit) or the potential returned a non-finite "
+            "gradient at a finite q (a custom function outside its domain, say); "
             "err.trajectory holds the records before the divergence.",
             step=div.step, chain=div.chain, trajectory=partial)
 

@@ -12,7 +12,6 @@ Systems and potentials come from :mod:`dynopt.cli.study_registry` (one entry eac
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -44,6 +43,10 @@ class _Default(float):
 
 
 class _DefaultInt(int):
+    is_default = True
+
+
+class _DefaultStr(str):
     is_default = True
 
 
@@ -85,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="friction (Langevin), time scale (overdamped), target ⟨ξ⟩ "
                              "(adaptive Langevin) or 1/thermostat period (Nosé–Hoover)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
-    parser.add_argument("--backend", default="numba", choices=["numba", "torch"],
+    parser.add_argument("--backend", default=_DefaultStr("numba"), choices=["numba", "torch"],
                         help="numba (CPU kernels, default) or torch (CPU/GPU)")
     parser.add_argument("--record-every", type=int, default=None,
                         help="steps between records (default: ceil(steps/20000); with --model: "
@@ -101,11 +104,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, choices=["mlp"],
                         help="study replicas of a network on its training loss instead of a "
                              "test potential (see dynopt.cli.study_network)")
-    parser.add_argument("--data", default="spirals", choices=["spirals", "digits", "wine"],
+    parser.add_argument("--data", default=_DefaultStr("spirals"),
+                        choices=["spirals", "digits", "wine"],
                         help="--model data set")
-    parser.add_argument("--weight-decay", type=float, default=1e-3,
+    parser.add_argument("--weight-decay", type=float, default=_Default(1e-3),
                         help="--model: Gaussian prior λ|θ|²/2 added to the mean loss")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=int, default=_DefaultInt(1),
                         help="--model: torch intra-op threads during the run")
 
 
@@ -150,6 +154,11 @@ def run(args: argparse.Namespace) -> int:
 
         return run_network(args)
     try:
+        for option in ("data", "weight_decay", "threads"):  # not silently ignored
+            value = getattr(args, option, None)
+            if value is not None and not getattr(value, "is_default", False):
+                raise ValueError(f"--{option.replace('_', '-')} applies only with --model "
+                                 f"(got {value!r}); without it the study is of --potential")
         if getattr(args.h, "is_default", False):
             args.h = POTENTIALS[args.potential].h
         check_positive("--h", args.h)
@@ -247,7 +256,9 @@ def _report(args: argparse.Namespace, traj: Any, out: Path, wall: float, load: f
 
 
 def _write_summary(path: Path, summary: dict[str, Any], quiet: bool = False) -> None:
-    text = json.dumps(summary, indent=2, default=_json_default)
+    from .study_report import json_text
+
+    text = json_text(summary, default=_json_default)
     if write_text_atomic(path, text) and not quiet:
         print(f"dynopt study: warning: replaced the existing {path}", file=sys.stderr)
 

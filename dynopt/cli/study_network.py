@@ -20,7 +20,6 @@ nothing from intra-op threads, and on a shared machine a second thread made each
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -32,7 +31,7 @@ import torch
 
 from .. import diagnostics as dg
 from .._validation import check_int, check_nonnegative, check_positive, check_probability
-from .study_report import align, drift_row
+from .study_report import align, drift_row, json_text
 from .study_report import fmt_number as _fmt
 
 __all__ = ["MODEL_DEFAULTS", "analyze_network", "run_network"]
@@ -95,6 +94,9 @@ def _run(args: argparse.Namespace) -> int:
             if value != default:  # the network's loss is the potential, θ its coordinates
                 raise ValueError(f"{option} does not apply with --model (got {value!r}): the "
                                  "potential is the network's training loss")
+        if args.backend == "numba" and not getattr(args.backend, "is_default", False):
+            raise ValueError("--backend numba cannot run --model: the fused kernel cannot call "
+                             "a network, so network studies run on torch (--backend torch)")
         out = prepare_output_dir(args.out, "--out")  # before the run, not after it
         h = check_positive("--h", args.h)
         tau = check_nonnegative("--temperature", _value(args, "temperature"))
@@ -163,7 +165,7 @@ def _run(args: argparse.Namespace) -> int:
     print(format_network_table(summary))
     if not args.no_plots:
         summary["plots"] = network_plots(traj, summary, out, burn_in)
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))
+    write_text_atomic(out / "summary.json", json_text(summary))
     print(f"\nwrote {out / 'summary.json'}" + ("" if args.no_plots else " and plots"))
     if interrupted:
         print(f"dynopt study: interrupted after {(traj.n_draws - 1) * every:,} of {steps:,} "

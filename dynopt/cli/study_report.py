@@ -7,6 +7,7 @@ matplotlib's Agg canvas (no GUI backend is touched).
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -80,8 +81,8 @@ def analyze(traj: Trajectory, *, burn_in: int = 0) -> dict[str, Any]:
         dg.configurational_temperature(traj, burn_in=burn_in), tau if canonical else None)
     ess = np.atleast_1d(dg.effective_sample_size(q))
     rh = np.atleast_1d(dg.rhat(q))
-    out["ess_q"] = {"min": float(np.nanmin(ess)), "per_coord": ess.tolist()}
-    out["rhat_q"] = {"max": float(np.nanmax(rh)), "per_coord": rh.tolist()}
+    out["ess_q"] = {"min": _nan_extreme(np.nanmin, ess), "per_coord": ess.tolist()}
+    out["rhat_q"] = {"max": _nan_extreme(np.nanmax, rh), "per_coord": rh.tolist()}
     if canonical:
         out["gibbs_tv_q0"] = _try(lambda: _distance(q, system.potential, tau, (0,)))
         if traj.n_chains > 1:
@@ -90,6 +91,34 @@ def analyze(traj: Trajectory, *, burn_in: int = 0) -> dict[str, Any]:
             out["gibbs_tv_q0q1"] = _try(lambda: _distance(q, system.potential, tau, (0, 1),
                                                           bins=30))
     return out
+
+
+def _nan_extreme(reduce: Any, values: np.ndarray) -> float:
+    """``np.nanmin``/``np.nanmax`` of ``values``; NaN (no warning) when all are NaN (q at rest)."""
+    return float("nan") if np.isnan(values).all() else float(reduce(values))
+
+
+def json_text(summary: dict[str, Any], default: Any = str) -> str:
+    """``summary`` as standard JSON: non-finite numbers (an undefined ESS) become ``null``.
+
+    ``json.dumps`` writes ``NaN``/``Infinity``, which RFC 8259 does not allow and strict parsers
+    (JavaScript's ``JSON.parse``, for one) reject.
+    """
+    return json.dumps(_finite_or_none(summary), indent=2, default=default)
+
+
+def _finite_or_none(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _finite_or_none(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def _distance(q: np.ndarray, potential: Any, tau: float, coords: tuple[int, ...],

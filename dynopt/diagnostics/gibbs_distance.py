@@ -125,6 +125,9 @@ def gibbs_distance(
     if is_trajectory(q_or_traj):
         traj = q_or_traj
         q = traj.q
+        if np.shape(q)[-1] == 0:
+            raise ValueError("this trajectory did not record the positions (observables= "
+                             "without 'theta'); add 'theta' to observables=")
         potential = traj.system.potential if potential is None else potential
         temperature = _temperature_of(traj) if temperature is None else temperature
     else:

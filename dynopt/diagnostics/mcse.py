@@ -99,10 +99,16 @@ def mcse(x: Any, *, method: str = "mean", prob: float | None = None) -> Any:
         sd = flat.reshape(-1, flat.shape[2]).std(axis=0, ddof=1)
         out = sd / np.sqrt(_ess_of(_split_chains(flat)))
     elif method == "sd":
-        d = (flat - flat.mean(axis=(0, 1))) ** 2
+        # d⁴ terms under/overflow far from unit scale (|x| ≳ 1e77 or ≲ 1e-77): work on the
+        # centered draws divided by a power of two near their largest magnitude (exact, so
+        # results at ordinary scales are unchanged bit for bit) and scale the MCSE back
+        centered = flat - flat.mean(axis=(0, 1))
+        peak = np.abs(centered).max(axis=(0, 1))
+        scale = np.ldexp(1.0, np.frexp(np.where(peak > 0, peak, 1.0))[1])
+        d = (centered / scale) ** 2
         dbar = d.mean(axis=(0, 1))
         var_var = ((d**2).mean(axis=(0, 1)) - dbar**2) / _ess_of(_split_chains(d))
-        out = np.sqrt(var_var / dbar / 4.0)
+        out = scale * np.sqrt(var_var / dbar / 4.0)
     else:
         p = 0.5 if method == "median" else check_probability("prob", prob)
         out = _mcse_quantile(flat, p)

@@ -15,7 +15,8 @@ For SGD with momentum this gives the familiar ηλ < 2(1 + μ). The limit return
 :mod:`dynopt.optim.prior`: ``weight_decay``, ``localization``, ``nbeta``; SGD: wd only), so the
 limit on the loss's λ is (λ_c − wd − γ_loc)/nβ. A group with ``lr = 0`` takes no step and has
 no limit. Optimizers without a linear limit of this kind (Adam, BBI, ECDSep, Nesterov SGD, ...)
-get None with the reason.
+get None with the reason, and so does a step with ``maximize=True`` in any group: it ascends
+the loss, so every positive curvature grows and λ_max has no upper limit.
 
 | symbol | code |
 |---|---|
@@ -130,6 +131,14 @@ def optimizer_stability_limit(optimizer: torch.optim.Optimizer) -> OptimizerLimi
             reason = reason or why
     else:
         return OptimizerLimit(None, (), f"no linear stability limit for {type(optimizer).__name__}")
+    ascending = [i for i, group in enumerate(optimizer.param_groups)
+                 if group.get("maximize") and not paused(group)]
+    if ascending:
+        # the step descends −L there, so every positive curvature of L grows: the group limits
+        # bound −λ_min, and λ_max (over all parameters) has no upper limit
+        return OptimizerLimit(None, tuple(groups), (
+            f"param group {ascending[0]} has maximize=True: it ascends the loss, so any "
+            "positive curvature grows (its limit bounds −λ_min, not λ_max)"))
     lams = [(g.lam - shift) / scale
             for g, (shift, scale) in zip(groups, wds, strict=True) if g is not None]
     if not lams:

@@ -61,8 +61,8 @@ def kinetic_temperature(
         if traj.p is None and traj.system.has_momentum:
             raise ValueError(
                 "this trajectory did not record the momenta (it was recorded with "
-                "observables=); record 'layer_kinetic', or integrate without observables= "
-                "to get p")
+                "observables=); dynopt.observables.layer_temperatures(traj) gives T_kin per "
+                "layer from 'layer_kinetic' records, or integrate without observables= to get p")
         if traj.p is None:
             raise ValueError(
                 f"{type(traj.system).__name__} is first order (no momenta), so it has no kinetic "
@@ -112,7 +112,8 @@ def configurational_temperature(
         if np.shape(traj.q)[-1] == 0:
             raise ValueError(
                 "this trajectory did not record the positions (observables= without 'theta'); "
-                "add 'theta' or record 'layer_configurational'")
+                "add 'theta', or record 'layer_configurational' and use "
+                "dynopt.observables.layer_temperatures(traj) for T_conf per layer")
         q = _as_positions("q", traj.q)
         potential = traj.system.potential if potential is None else potential
     else:
