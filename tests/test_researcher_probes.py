@@ -130,6 +130,24 @@ def test_network_study_refuses_the_numba_backend(tmp_path, capsys):
     assert not (tmp_path / "summary.json").exists()
 
 
+@pytest.mark.parametrize("system", ["hamiltonian", "born-infeld", "ecdsep"])
+@pytest.mark.parametrize("model", [[], ["--model", "mlp", "--chains", "2"]])
+def test_study_refuses_gamma_for_a_system_that_does_not_read_it(tmp_path, capsys, system, model):
+    # `--system hamiltonian --gamma 5` ran the NVE study as if --gamma were not given
+    rc = main(["study", "--system", system, *model, "--gamma", "5", "--steps", "40",
+               "--no-plots", "--out", str(tmp_path)])
+    assert rc == 2 and f"--gamma does not apply to --system {system}" in capsys.readouterr().err
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_study_takes_gamma_for_every_system_whose_help_names_it():
+    from dynopt.cli.study_registry import SYSTEMS
+
+    readers = {name for name, entry in SYSTEMS.items() if "--gamma" in entry.help}
+    assert readers == {"langevin", "overdamped", "adaptive-langevin", "nose-hoover",
+                       "nose-hoover-chain", "port-hamiltonian"}
+
+
 @pytest.mark.parametrize("make", [
     lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, maximize=True),
     lambda p: dynopt.optim.Langevin(p, lr=0.1, gamma=1.0, temperature=0.0, maximize=True),

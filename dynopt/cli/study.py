@@ -28,7 +28,7 @@ from .._validation import (
     check_real,
 )
 from ..stepping import NOISES
-from .study_registry import POTENTIALS, SYSTEMS, check_scheme
+from .study_registry import POTENTIALS, SYSTEMS, build_system, check_scheme
 
 HELP = ("Integrate a system on a test potential (or, with --model, replicas of a network on "
         "its training loss) and report energy drift, temperatures, ESS/R-hat and the distance "
@@ -84,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="independent chains (--model: 8)")
     parser.add_argument("--temperature", type=float, default=_Default(0.25),
                         help="temperature τ = k_BT (--model: 1e-3)")
-    parser.add_argument("--gamma", type=float, default=1.0,
+    parser.add_argument("--gamma", type=float, default=_Default(1.0),
                         help="friction (Langevin), time scale (overdamped), target ⟨ξ⟩ "
                              "(adaptive Langevin) or 1/thermostat period (Nosé–Hoover)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
@@ -121,7 +121,7 @@ def _build(args: argparse.Namespace) -> tuple[Any, Any, np.ndarray, int]:
     check_nonnegative("--temperature", args.temperature)
     check_nonnegative("--gamma", args.gamma)
     potential = entry.factory(dim)
-    system = SYSTEMS[args.system].factory(potential, args)
+    system = build_system(args.system, potential, args)
     integ = resolve(args.integrator if args.integrator is not None else system.default_scheme)
     check_scheme(system, integ)
     start = entry.start if args.q0 is None else check_real("--q0", args.q0)

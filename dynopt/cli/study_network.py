@@ -84,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..integrators import resolve
     from ..observables import Projections
     from ..potentials import NetworkLoss
-    from .study_registry import SYSTEMS, check_scheme
+    from .study_registry import build_system, check_scheme
 
     try:
         if args.model != "mlp":
@@ -120,7 +120,7 @@ def _run(args: argparse.Namespace) -> int:
         potential = NetworkLoss(model, loss_fn, (split.x_train, split.y_train), weight_decay=wd,
                                 heldout=(split.x_test, split.y_test))
         ns = argparse.Namespace(**{**vars(args), "temperature": tau})
-        system = SYSTEMS[args.system].factory(potential, ns)
+        system = build_system(args.system, potential, ns)
         integ = resolve(args.integrator if args.integrator is not None else system.default_scheme)
         check_scheme(system, integ)
     except (ValueError, TypeError) as err:

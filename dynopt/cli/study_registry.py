@@ -39,7 +39,8 @@ from ..systems import (
 from ..systems.base import AbstractSystem
 from .study_systems_ecd import ECD_SYSTEMS
 
-__all__ = ["POTENTIALS", "SYSTEMS", "PotentialEntry", "SystemEntry", "check_scheme"]
+__all__ = ["POTENTIALS", "SYSTEMS", "PotentialEntry", "SystemEntry", "build_system",
+           "check_scheme"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ class SystemEntry:
 
     Attributes:
         factory: ``(potential, args) -> system``.
-        help: One line for ``--help``.
+        help: One line for ``--help``; it names ``--gamma`` if and only if the factory reads
+            it (:func:`build_system` refuses a ``--gamma`` the system would ignore).
     """
 
     factory: Callable[[AbstractPotential, argparse.Namespace], AbstractSystem]
@@ -120,6 +122,17 @@ POTENTIALS: dict[str, PotentialEntry] = {
 
 # energy-conserving descent and the port-Hamiltonian heavy ball (dynopt.cli.study_systems_ecd)
 SYSTEMS.update({k: SystemEntry(f, h) for k, (f, h) in ECD_SYSTEMS.items()})
+
+
+def build_system(name: str, potential: AbstractPotential, args: argparse.Namespace
+                 ) -> AbstractSystem:
+    """``SYSTEMS[name]`` on ``potential``; a ``--gamma`` given for a system without friction or
+    thermostat period is refused, not silently ignored."""
+    entry = SYSTEMS[name]
+    if not getattr(args.gamma, "is_default", False) and "--gamma" not in entry.help:
+        raise ValueError(f"--gamma does not apply to --system {name} (got {args.gamma!r}): "
+                         f"{entry.help}")
+    return entry.factory(potential, args)
 
 
 def check_scheme(system: AbstractSystem, integ: Any) -> None:
