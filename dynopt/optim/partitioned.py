@@ -300,7 +300,12 @@ class Partitioned(DynamicsOptimizer):
         self._stream_ids()  # noise streams are numbered over every group's parameters
 
     def _stream_ids(self) -> dict[int, int]:
-        if self._streams is None:
+        """Each parameter's noise stream: its position over every group's parameters. Rebuilt
+        when the groups' lengths change (``add_param_group``, or a tensor appended to or removed
+        from ``group["params"]`` by hand, which torch allows); :meth:`_update` rebuilds it too
+        when it meets a tensor it does not hold."""
+        if self._streams is None or len(self._streams) != sum(
+                len(group["params"]) for group in self.param_groups):
             ids: dict[int, int] = {}
             for group in self.param_groups:
                 for p in group["params"]:
@@ -319,8 +324,11 @@ class Partitioned(DynamicsOptimizer):
             params, grads = self.params_with_grad(group)
             # an empty tensor has no degrees of freedom: nothing to step, and a thermostat of
             # its own would divide by N = 0
-            members = [(p, g, streams[id(p)]) for p, g in zip(params, grads, strict=True)
+            members = [(p, g, streams.get(id(p))) for p, g in zip(params, grads, strict=True)
                        if p.numel()]
+            if any(m[2] is None for m in members):  # a tensor put into group["params"] by hand
+                self._streams = None  # (nothing has changed yet: start the step again)
+                return self._update(loss=loss, **kwargs)
             if not members:
                 continue
             spec = self._spec(group)
