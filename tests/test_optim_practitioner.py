@@ -4,13 +4,21 @@ own optimizers do or against an equivalent run.
 * A tensor appended to ``group["params"]`` by hand after some steps (torch's optimizers take it:
   their state is created lazily) steps exactly as if it had been in the group from the start
   without a gradient until then, noise streams included.
+* A param group that sets a constructor-only setting (``seed``, ``noise``, ``nonfinite``,
+  ``events``, BBI's and ECDSep's system hyperparameters) or a Langevin-family key that the
+  optimizer does not read (``temperature`` on HeavyBall) is refused, naming the key; these
+  were silently ignored (the group ran with the optimizer's values).
 """
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from optim_zoo import FACTORIES, data, model
+
+from dynopt.optim import BBI, ECDSep, HeavyBall, Langevin, NoseHoover, OverdampedLangevin
 
 # Partitioned's family numbers its noise streams over the groups' tensors (cached); the others
 # are the reference behaviour (torch's lazily created state).
@@ -58,3 +66,28 @@ def test_tensor_put_into_group_by_hand(name, how):
         runs.append(torch.cat([p.detach().flatten() for p in [*m.parameters(), extra]]))
     assert not torch.equal(runs[0][-3:], torch.full((3,), 0.1, dtype=torch.float64))
     assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("cls, key, value, message", [
+    (Langevin, "seed", 3, "'seed' is a setting of the whole Langevin, not of a param group"),
+    (OverdampedLangevin, "noise", "discrete", "'noise' is a setting of the whole"),
+    (NoseHoover, "nonfinite", "skip", "'nonfinite' is a setting of the whole"),
+    (HeavyBall, "events", [], "'events' is a setting of the whole HeavyBall"),
+    (BBI, "v0", 2.0, "'v0' is a setting of the whole BBI"),
+    (ECDSep, "nu", 0.1, "'nu' is a setting of the whole ECDSep"),
+    (HeavyBall, "temperature", 1e-3, "HeavyBall does not use 'temperature'"),
+    (BBI, "gamma", 0.5, "BBI does not use 'gamma'"),
+    (ECDSep, "scheme", "BAOAB", "ECDSep does not use 'scheme'"),
+])
+def test_group_key_that_would_be_ignored_is_refused(cls, key, value, message):
+    """The key is refused at construction and by ``add_param_group`` (which then keeps
+    nothing); the same key given to the constructor, where the optimizer reads it, is fine."""
+    m = model(0)
+    kw = {"temperature": 1e-3} if cls is NoseHoover else {}
+    with pytest.raises(ValueError, match=message):
+        cls([{"params": m[0].parameters(), key: value}, {"params": m[2].parameters()}],
+            lr=0.1, **kw)
+    opt = cls(m[0].parameters(), lr=0.1, **kw)
+    with pytest.raises(ValueError, match=re.escape(f"param group 1 sets it to {value!r}")):
+        opt.add_param_group({"params": m[2].parameters(), key: value})
+    assert len(opt.param_groups) == 1

@@ -53,6 +53,9 @@ FOREIGN_KEYS = ("weight_decay", "momentum", "betas", "nesterov", "dampening", "e
                 "alpha", "centered", "rho", "lr_decay", "initial_accumulator_value", "lambd",
                 "momentum_decay", "decoupled_weight_decay", "capturable", "fused", "localization",
                 "nbeta")
+#: Constructor arguments that hold for the whole optimizer: a param group that sets one is
+#: refused (the group would silently run with the optimizer's value).
+OPTIMIZER_WIDE_KEYS = ("seed", "noise", "nonfinite", "events")
 Check = Callable[[str, Any], float]
 
 
@@ -99,6 +102,8 @@ class DynamicsOptimizer(torch.optim.Optimizer):
 
     #: Hyperparameters that may be given as a schedule ``callable(step) -> value``.
     schedulable: ClassVar[tuple[str, ...]] = ("lr",)
+    #: Hyperparameters of the optimizer's one system (BBI's, ECDSep's), not of a param group.
+    system_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -160,13 +165,22 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                 raise TypeError(f"{flag} must be a bool, got {group[flag]!r} (param group {index})")
         if group.get("foreach") is not None and not isinstance(group["foreach"], bool):
             raise TypeError(f"foreach must be None or a bool, got {group['foreach']!r}")
+        for key in (*OPTIMIZER_WIDE_KEYS, *self.system_keys):
+            if key in group and key not in self.defaults:
+                raise ValueError(
+                    f"{key!r} is a setting of the whole {type(self).__name__}, not of a param "
+                    f"group (param group {index} sets it to {group[key]!r}); pass it to the "
+                    "constructor")
         self._refuse_foreign_keys(group, index)
         prior.validate(group, lambda name, fn: self._check_hyper(group, index, name, fn))
 
     def _refuse_foreign_keys(self, group: dict[str, Any], index: int) -> None:
-        """Hyperparameter keys of other torch optimizers (and dynopt's prior keys) that this
-        optimizer does not use: a clear error instead of silently ignoring them."""
-        for key in FOREIGN_KEYS:
+        """Hyperparameter keys of other torch optimizers, of the Langevin-family dynamics and
+        dynopt's prior keys that this optimizer does not use: a clear error instead of silently
+        ignoring them."""
+        from .dynamics import COMMON_KEYS, known_keys
+
+        for key in (*FOREIGN_KEYS, *sorted((known_keys() | COMMON_KEYS) - set(FOREIGN_KEYS))):
             if key in group and key not in self.defaults:
                 raise ValueError(
                     f"{type(self).__name__} does not use {key!r} (param group {index} sets it "
