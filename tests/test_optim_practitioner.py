@@ -8,6 +8,9 @@ own optimizers do or against an equivalent run.
   ``events``, BBI's and ECDSep's system hyperparameters) or a Langevin-family key that the
   optimizer does not read (``temperature`` on HeavyBall) is refused, naming the key; these
   were silently ignored (the group ran with the optimizer's values).
+* Under ``differentiable=True`` a hyperparameter tensor that requires grad (the hypergradient
+  pattern: ``torch.optim.SGD`` passes a gradient to its ``lr``) is refused, since dynopt reads
+  hyperparameters as numbers; it was silently left without a gradient.
 """
 
 from __future__ import annotations
@@ -91,3 +94,54 @@ def test_group_key_that_would_be_ignored_is_refused(cls, key, value, message):
     with pytest.raises(ValueError, match=re.escape(f"param group 1 sets it to {value!r}")):
         opt.add_param_group({"params": m[2].parameters(), key: value})
     assert len(opt.param_groups) == 1
+
+
+def test_sgd_passes_a_gradient_to_its_lr():
+    """The torch behaviour the refusal below stands for: two SGD steps on the (detached)
+    gradient g = a⊙θ give d(Σθ₂)/d(lr) = Σ −a(2 − lr a)θ₀ (= 0.0125 here)."""
+    lr = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
+    a = torch.tensor([0.5, 0.25], dtype=torch.float64)
+    w = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
+    p = w.clone()
+    opt = torch.optim.SGD([p], lr=lr, differentiable=True)
+    for _ in range(2):
+        p.grad = a * p.detach()
+        opt.step()
+    p.sum().backward()
+    expected = (-a * (2 - 0.1 * a) * torch.tensor([1.0, -2.0], dtype=torch.float64)).sum()
+    assert torch.allclose(lr.grad, expected, rtol=1e-12)
+
+
+REFUSED_HYPERGRADIENTS = [(Langevin, "lr"), (Langevin, "temperature"), (OverdampedLangevin, "lr"),
+                          (NoseHoover, "temperature"), (HeavyBall, "lr")]
+
+
+def _hyper_case(cls):
+    kw = {"temperature": 1e-3} if cls is NoseHoover else {}
+    hyper = torch.tensor(0.01, dtype=torch.float64, requires_grad=True)
+    p = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True).clone()
+    return kw, hyper, p
+
+
+@pytest.mark.parametrize("cls, key", [*REFUSED_HYPERGRADIENTS, (Langevin, "weight_decay")])
+def test_hyperparameter_requiring_grad_refused_at_construction(cls, key):
+    kw, hyper, p = _hyper_case(cls)
+    with pytest.raises(ValueError, match=f"{key} is a tensor that requires grad under "
+                                         "differentiable=True"):
+        cls([{"params": [p], key: hyper}], lr=0.1, differentiable=True, **kw)
+    leaf = torch.nn.Parameter(p.detach().clone())
+    cls([{"params": [leaf], key: hyper}], lr=0.1, **kw)  # not differentiable: as torch
+
+
+@pytest.mark.parametrize("cls, key", REFUSED_HYPERGRADIENTS)
+def test_hyperparameter_requiring_grad_refused_when_set_later(cls, key):
+    kw, hyper, p = _hyper_case(cls)
+    opt = cls([p], lr=0.1, differentiable=True, **kw)
+    p.grad = torch.ones(2, dtype=torch.float64)
+    opt.step()
+    before = p.detach().clone()
+    opt.param_groups[0][key] = hyper
+    with pytest.raises(ValueError, match=f"{key} is a tensor that requires grad under "
+                                         "differentiable=True"):
+        opt.step()
+    assert torch.equal(p.detach(), before)

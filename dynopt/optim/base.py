@@ -86,6 +86,19 @@ def _broadcast_seed(seed: int | None) -> int:
     return fresh
 
 
+def _refuse_hypergradient(group: dict[str, Any], name: str, value: Tensor, where: str) -> None:
+    """Under ``differentiable=True`` torch's optimizers pass gradients on to a hyperparameter
+    tensor that requires them (``torch.optim.SGD``'s ``lr``); dynopt's steps read
+    hyperparameters as numbers, so such a tensor is refused rather than left without its
+    gradient."""
+    if value.requires_grad and group.get("differentiable"):
+        raise ValueError(
+            f"{name} is a tensor that requires grad under differentiable=True ({where}): "
+            "dynopt's steps read hyperparameters as numbers, so no gradient would reach it; "
+            f"pass {name}.detach() (gradients still flow through the parameters and their "
+            "gradients)")
+
+
 class DynamicsOptimizer(torch.optim.Optimizer):
     """Base class of the dynopt optimizers (see the module docstring for the contract).
 
@@ -202,6 +215,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             if value.numel() != 1:
                 raise ValueError(f"{name} as a tensor must have 1 element, got shape "
                                  f"{tuple(value.shape)} (param group {index})")
+            _refuse_hypergradient(group, name, value, f"param group {index}")
             value = float(value.item())
         try:
             check(name, value)
@@ -226,6 +240,9 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                                 f"schedulable: {list(self.schedulable)} (param group {index})")
             value = value(self.global_state["step"])
         if isinstance(value, Tensor) and value.numel() == 1:
+            if value.requires_grad:  # set after construction
+                index = next((i for i, g in enumerate(self.param_groups) if g is group), "?")
+                _refuse_hypergradient(group, name, value, f"param group {index}")
             value = value.item()
         if check is None and name == "lr":  # 0 only reaches here where a group cannot pause
             from .._validation import check_nonnegative, check_positive

@@ -301,9 +301,9 @@ class Partitioned(DynamicsOptimizer):
 
     def _stream_ids(self) -> dict[int, int]:
         """Each parameter's noise stream: its position over every group's parameters. Rebuilt
-        when the groups' lengths change (``add_param_group``, or a tensor appended to or removed
-        from ``group["params"]`` by hand, which torch allows); :meth:`_update` rebuilds it too
-        when it meets a tensor it does not hold."""
+        when the groups' lengths change (``add_param_group``, or a tensor appended to
+        ``group["params"]`` by hand, as torch's optimizers allow); :meth:`_update` rebuilds it
+        too when it meets a tensor it does not hold (one replaced by hand)."""
         if self._streams is None or len(self._streams) != sum(
                 len(group["params"]) for group in self.param_groups):
             ids: dict[int, int] = {}
