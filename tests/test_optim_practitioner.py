@@ -40,12 +40,13 @@ def _step(m, opt, extra, x, y):
 
 
 @pytest.mark.parametrize("name", APPEND_NAMES)
-@pytest.mark.parametrize("how", ["append", "replace"])
+@pytest.mark.parametrize("how", ["append", "replace", "append, first group paused"])
 def test_tensor_put_into_group_by_hand(name, how):
     """Run A holds ``extra`` in its last group from the start (no gradient for two steps); run
     B puts it there by hand after two steps (appended, or replacing a placeholder tensor at the
-    same position). The two runs agree bit for bit; before the fix run B raised a bare
-    ``KeyError`` (the cached stream numbering did not know the tensor)."""
+    same position; in the third case both runs pause the first group at lr = 0 in the step
+    after). The two runs agree bit for bit; before the fix run B raised a bare ``KeyError``
+    (the cached stream numbering did not know the tensor)."""
     batches = data(6)
     runs = []
     for late in (False, True):
@@ -60,11 +61,13 @@ def test_tensor_put_into_group_by_hand(name, how):
             group["params"].append(placeholder)  # never gets a gradient
         for x, y in batches[:2]:
             _step(m, opt, extra.detach(), x, y)
-        if late and how == "append":
-            group["params"].append(extra)
-        elif late:
+        if late and how == "replace":
             group["params"][-1] = extra
-        for x, y in batches[2:]:
+        elif late:
+            group["params"].append(extra)
+        for k, (x, y) in enumerate(batches[2:]):
+            if how.endswith("paused") and len(opt.param_groups) > 1:
+                opt.param_groups[0]["lr"] = 0.0 if k == 0 else 0.1
             _step(m, opt, extra, x, y)
         runs.append(torch.cat([p.detach().flatten() for p in [*m.parameters(), extra]]))
     assert not torch.equal(runs[0][-3:], torch.full((3,), 0.1, dtype=torch.float64))

@@ -297,15 +297,20 @@ class Partitioned(DynamicsOptimizer):
         return spec
 
     def _before_pause(self) -> None:
-        self._stream_ids()  # noise streams are numbered over every group's parameters
+        # noise streams are numbered over every group's parameters, paused groups included
+        self._stream_ids(complete=True)
 
-    def _stream_ids(self) -> dict[int, int]:
+    def _stream_ids(self, complete: bool = False) -> dict[int, int]:
         """Each parameter's noise stream: its position over every group's parameters. Rebuilt
-        when the groups' lengths change (``add_param_group``, or a tensor appended to
-        ``group["params"]`` by hand, as torch's optimizers allow); :meth:`_update` rebuilds it
-        too when it meets a tensor it does not hold (one replaced by hand)."""
-        if self._streams is None or len(self._streams) != sum(
-                len(group["params"]) for group in self.param_groups):
+        after ``add_param_group``, and by :meth:`_update` when it meets a tensor put into
+        ``group["params"]`` by hand (as torch's optimizers allow); ``complete`` rebuilds it
+        unless it holds exactly the groups' tensors (before paused groups are emptied)."""
+        if self._streams is not None and complete and (
+                len(self._streams) != sum(len(g["params"]) for g in self.param_groups)
+                or any(id(p) not in self._streams
+                       for g in self.param_groups for p in g["params"])):
+            self._streams = None
+        if self._streams is None:
             ids: dict[int, int] = {}
             for group in self.param_groups:
                 for p in group["params"]:
