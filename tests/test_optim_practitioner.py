@@ -11,6 +11,8 @@ own optimizers do or against an equivalent run.
 * Under ``differentiable=True`` a hyperparameter tensor that requires grad (the hypergradient
   pattern: ``torch.optim.SGD`` passes a gradient to its ``lr``) is refused, since dynopt reads
   hyperparameters as numbers; it was silently left without a gradient.
+* The ``GradScaler`` recipe for the loss-reading optimizers (``observe_loss`` of the unscaled
+  loss, ``scaler.step``) equals the plain float32 loop bit for bit, a skipped step included.
 """
 
 from __future__ import annotations
@@ -148,3 +150,31 @@ def test_hyperparameter_requiring_grad_refused_when_set_later(cls, key):
                                          "differentiable=True"):
         opt.step()
     assert torch.equal(p.detach(), before)
+
+
+@pytest.mark.parametrize("name", ["BBI", "HeavyBall"])
+def test_grad_scaler_with_observed_loss_equals_the_plain_loop(name):
+    """Scales are powers of two, so unscaled gradients are exact: with the loss observed
+    before scaling, the run equals the unscaled loop that leaves out the batch whose gradient
+    was made infinite (the scaler skips that step and halves the scale)."""
+    m, m2 = model(0, dtype=torch.float32), model(0, dtype=torch.float32)
+    opt, ref = FACTORIES[name](m, seed=0), FACTORIES[name](m2, seed=0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12, growth_interval=2)
+    for i, (x, y) in enumerate(data(8, dtype=torch.float32)):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(m(x), y)
+        scaler.scale(loss).backward()
+        opt.observe_loss(loss)
+        if i == 4:
+            m[0].weight.grad[0, 0] = float("inf")
+        scaler.step(opt)
+        scaler.update()
+        if i != 4:
+            ref.zero_grad()
+            loss = torch.nn.functional.mse_loss(m2(x), y)
+            loss.backward()
+            ref.step(loss=loss)
+    assert scaler.get_scale() == 2.0**14  # x2 after batches 1, 3, 6; /2 at batch 4
+    assert opt.step_count == ref.step_count == 7
+    for a, b in zip(m.parameters(), m2.parameters(), strict=True):
+        assert torch.equal(a, b)
