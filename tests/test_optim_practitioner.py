@@ -13,6 +13,10 @@ own optimizers do or against an equivalent run.
   hyperparameters as numbers; it was silently left without a gradient.
 * The ``GradScaler`` recipe for the loss-reading optimizers (``observe_loss`` of the unscaled
   loss, ``scaler.step``) equals the plain float32 loop bit for bit, a skipped step included.
+* DDPNOpt under activation checkpointing (``torch.utils.checkpoint``, non-reentrant) equals the
+  plain loop bit for bit; the recomputation inside ``backward()`` started a new record, and
+  ``step()`` raised "the recorded forward pass is incomplete". The reentrant variant, whose
+  checkpointed layers run without gradients, is refused with a message that says so.
 """
 
 from __future__ import annotations
@@ -22,8 +26,17 @@ import re
 import pytest
 import torch
 from optim_zoo import FACTORIES, data, model
+from torch.utils.checkpoint import checkpoint, checkpoint_sequential
 
-from dynopt.optim import BBI, ECDSep, HeavyBall, Langevin, NoseHoover, OverdampedLangevin
+from dynopt.optim import (
+    BBI,
+    DDPNOpt,
+    ECDSep,
+    HeavyBall,
+    Langevin,
+    NoseHoover,
+    OverdampedLangevin,
+)
 
 # Partitioned's family numbers its noise streams over the groups' tensors (cached); the others
 # are the reference behaviour (torch's lazily created state).
@@ -178,3 +191,39 @@ def test_grad_scaler_with_observed_loss_equals_the_plain_loop(name):
     assert opt.step_count == ref.step_count == 7
     for a, b in zip(m.parameters(), m2.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def _ddpnopt_run(forward, base):
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16),
+                            torch.nn.Tanh(), torch.nn.Linear(16, 3)).double()
+    opt = DDPNOpt(m, lr=0.1, base=base)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        x = torch.randn(12, 8, generator=g, dtype=torch.float64)
+        y = torch.randint(0, 3, (12,), generator=g)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(forward(m, x), y).backward()
+        opt.step()
+    return torch.cat([p.detach().flatten() for p in m.parameters()])
+
+
+@pytest.mark.parametrize("base", ["sgd", "ekfac"])
+@pytest.mark.parametrize("how", ["sequential", "first layers"])
+def test_ddpnopt_under_activation_checkpointing(base, how):
+    if how == "sequential":
+        def forward(m, x):
+            return checkpoint_sequential(m, 2, x, use_reentrant=False)
+    else:
+        def forward(m, x):
+            return m[3:](checkpoint(m[:3], x, use_reentrant=False))
+    plain = _ddpnopt_run(lambda m, x: m(x), base)
+    assert torch.equal(_ddpnopt_run(forward, base), plain)
+
+
+def test_ddpnopt_reentrant_checkpointing_refused_clearly():
+    def forward(m, x):
+        return checkpoint_sequential(m, 2, x.requires_grad_(), use_reentrant=True)
+    with pytest.raises(RuntimeError, match="use_reentrant=True runs the checkpointed layers "
+                                           "without gradients"):
+        _ddpnopt_run(forward, "sgd")
