@@ -17,6 +17,10 @@ own optimizers do or against an equivalent run.
   plain loop bit for bit; the recomputation inside ``backward()`` started a new record, and
   ``step()`` raised "the recorded forward pass is incomplete". The reentrant variant, whose
   checkpointed layers run without gradients, is refused with a message that says so.
+* A Partitioned group whose ``dynamics`` is changed after construction without the new
+  dynamics' keys is refused naming them and the values construction would use (it raised a
+  bare ``KeyError: 'chain_length'`` or "sigma_a must be a real number, got None"); with them
+  set, as the message says, it steps.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from dynopt.optim import (
     Langevin,
     NoseHoover,
     OverdampedLangevin,
+    Partitioned,
 )
 
 # Partitioned's family numbers its noise streams over the groups' tensors (cached); the others
@@ -227,3 +232,36 @@ def test_ddpnopt_reentrant_checkpointing_refused_clearly():
     with pytest.raises(RuntimeError, match="use_reentrant=True runs the checkpointed layers "
                                            "without gradients"):
         _ddpnopt_run(forward, "sgd")
+
+
+@pytest.mark.parametrize("new, missing", [
+    ("nose-hoover", "['chain_length', 'n_substeps', 'scope', 'sy_order']"),
+    ("adaptive-langevin", "['eps', 'scope', 'sigma_a']")])
+def test_dynamics_switched_after_construction_names_its_missing_keys(new, missing):
+    m = model(0)
+    opt = Partitioned([{"params": m[0].parameters(), "dynamics": "langevin"},
+                       {"params": m[2].parameters(), "dynamics": "langevin"}],
+                      lr=0.1, temperature=1e-3, seed=0)
+    batches = data(3)
+
+    def step(x, y):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(m(x), y).backward()
+        opt.step()
+
+    step(*batches[0])
+    group = opt.param_groups[0]
+    group["dynamics"] = new
+    del group["gamma"]
+    before = torch.cat([p.detach().flatten() for p in m.parameters()])
+    with pytest.raises(ValueError, match=re.escape(
+            f"param group 0 runs dynamics={new!r} but has no {missing}")):
+        step(*batches[1])
+    assert torch.equal(torch.cat([p.detach().flatten() for p in m.parameters()]), before)
+    group.update({"scope": "tensor"} if new == "adaptive-langevin" else
+                 {"scope": "tensor", "chain_length": 1, "n_substeps": 1, "sy_order": 3})
+    if new == "adaptive-langevin":
+        group.update(sigma_a=0.01, eps=0.05)
+    step(*batches[1])
+    assert opt.state[m[0].weight]["extras"].dtype == torch.float64  # its new thermostat
+    assert not torch.equal(torch.cat([p.detach().flatten() for p in m.parameters()]), before)

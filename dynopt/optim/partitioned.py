@@ -276,6 +276,10 @@ class Partitioned(DynamicsOptimizer):
         spec = self._spec_cache.get(key)
         if spec is None:
             index = next((i for i, g in enumerate(self.param_groups) if g is group), None)
+            # construction fills in the keys of a group's dynamics; a dynamics set later has
+            # none of them (named in the error instead of a bare KeyError)
+            missing = {k: h.default for k, h in dyn.hypers.items()
+                       if k not in group and not h.optional}
             if values is raw:  # validate plain values once, when first seen
                 values = tuple(None if v is None else self._value(group, n)
                                for n, v in zip(names, raw, strict=True))
@@ -284,7 +288,14 @@ class Partitioned(DynamicsOptimizer):
                 current["lr"] = 1.0  # (thermostats, buffers) is built at a stand-in step
             try:
                 spec = build(group, lambda n: current[n])
-            except (ValueError, TypeError) as err:
+            except (ValueError, TypeError, KeyError) as err:
+                if missing:
+                    raise ValueError(
+                        f"param group {index} runs dynamics={dyn.name!r} but has no "
+                        f"{sorted(missing)} (was dynamics changed after construction?); set "
+                        f"them in the group too (construction would use {missing}) and remove "
+                        f"the keys of its previous dynamics ({type(err).__name__}: {err})"
+                    ) from None
                 msg = str(err)
                 if index is None or "param group" in msg:
                     raise
