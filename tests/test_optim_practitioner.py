@@ -21,10 +21,14 @@ own optimizers do or against an equivalent run.
   dynamics' keys is refused naming them and the values construction would use (it raised a
   bare ``KeyError: 'chain_length'`` or "sigma_a must be a real number, got None"); with them
   set, as the message says, it steps.
+* ``model.double()`` after the first steps: the step's error about the buffer's dtype says
+  how to convert the state (``opt.load_state_dict(opt.state_dict())``), and that round trip
+  continues exactly as a new optimizer loading the checkpoint after the conversion.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
@@ -265,3 +269,45 @@ def test_dynamics_switched_after_construction_names_its_missing_keys(new, missin
     step(*batches[1])
     assert opt.state[m[0].weight]["extras"].dtype == torch.float64  # its new thermostat
     assert not torch.equal(torch.cat([p.detach().flatten() for p in m.parameters()]), before)
+
+
+@pytest.mark.parametrize("name", ["Langevin", "OverdampedLangevin", "HeavyBall"])
+def test_model_converted_after_first_steps(name):
+    batches = data(5, dtype=torch.float32)
+
+    def step(m, opt, x, y):
+        dtype = next(m.parameters()).dtype
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(m(x.to(dtype)), y.to(dtype))
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+
+    def two_float32_steps():
+        m = model(0, dtype=torch.float32)
+        opt = FACTORIES[name](m, seed=0)
+        for x, y in batches[:2]:
+            step(m, opt, x, y)
+        return m, opt
+
+    m, opt = two_float32_steps()
+    m.double()
+    with pytest.raises(ValueError, match=re.escape(
+            "was the parameter converted after its first step (model.double(), model.to(...))?"
+            " opt.load_state_dict(opt.state_dict()) converts the optimizer's state to it")):
+        step(m, opt, *batches[2])
+    opt.load_state_dict(opt.state_dict())
+    m2, opt2 = two_float32_steps()
+    checkpoint = copy.deepcopy(opt2.state_dict())
+    m2.double()
+    opt2 = FACTORIES[name](m2, seed=0)
+    opt2.load_state_dict(checkpoint)
+    for x, y in batches[2:]:
+        step(m, opt, x, y)
+        step(m2, opt2, x, y)
+    assert next(m.parameters()).dtype == torch.float64
+    for a, b in zip(m.parameters(), m2.parameters(), strict=True):
+        assert torch.equal(a, b)

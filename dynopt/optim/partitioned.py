@@ -724,10 +724,15 @@ def _buffer(s: Slot, key: str, dtype: torch.dtype) -> Tensor:
                          "checkpoint or delete its whole state entry to restart it")
     if (t.shape != p.shape or t.dtype != dtype or not same_device(t, p)
             or not t.is_contiguous()):
+        converted = t.shape == p.shape and (t.dtype != dtype or not same_device(t, p))
         raise ValueError(f"state[{key!r}] of parameter {s.stream} must be a contiguous "
                          f"{dtype} tensor of shape {tuple(p.shape)} on {p.device}, got "
                          f"{t.dtype} {tuple(t.shape)} on {t.device}"
-                         + ("" if t.is_contiguous() else " (not contiguous)"))
+                         + ("" if t.is_contiguous() else " (not contiguous)")
+                         + ("; was the parameter converted after its first step "
+                            "(model.double(), model.to(...))? opt.load_state_dict("
+                            "opt.state_dict()) converts the optimizer's state to it"
+                            if converted else ""))
     return t
 
 
