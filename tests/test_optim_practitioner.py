@@ -106,6 +106,8 @@ def test_tensor_put_into_group_by_hand(name, how):
     (BBI, "v0", 2.0, "'v0' is a setting of the whole BBI"),
     (ECDSep, "nu", 0.1, "'nu' is a setting of the whole ECDSep"),
     (HeavyBall, "temperature", 1e-3, "HeavyBall does not use 'temperature'"),
+    (NoseHoover, "noise", "discrete", "NoseHoover does not use 'noise'"),
+    (Langevin, "events", [], "Langevin does not use 'events'"),
     (BBI, "gamma", 0.5, "BBI does not use 'gamma'"),
     (ECDSep, "scheme", "BAOAB", "ECDSep does not use 'scheme'"),
 ])

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import math
 import numbers
 import weakref
@@ -180,10 +181,13 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             raise TypeError(f"foreach must be None or a bool, got {group['foreach']!r}")
         for key in (*OPTIMIZER_WIDE_KEYS, *self.system_keys):
             if key in group and key not in self.defaults:
+                name = type(self).__name__
+                if key not in inspect.signature(type(self).__init__).parameters:
+                    raise ValueError(f"{name} does not use {key!r} (param group {index} sets "
+                                     f"it to {group[key]!r})")
                 raise ValueError(
-                    f"{key!r} is a setting of the whole {type(self).__name__}, not of a param "
-                    f"group (param group {index} sets it to {group[key]!r}); pass it to the "
-                    "constructor")
+                    f"{key!r} is a setting of the whole {name}, not of a param group (param "
+                    f"group {index} sets it to {group[key]!r}); pass it to the constructor")
         self._refuse_foreign_keys(group, index)
         prior.validate(group, lambda name, fn: self._check_hyper(group, index, name, fn))
 
