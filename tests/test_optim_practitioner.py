@@ -24,6 +24,9 @@ own optimizers do or against an equivalent run.
 * ``model.double()`` after the first steps: the step's error about the buffer's dtype says
   how to convert the state (``opt.load_state_dict(opt.state_dict())``), and that round trip
   continues exactly as a new optimizer loading the checkpoint after the conversion.
+* ``CSVLogger`` re-registered on a resumed run appends to its log (it truncated it, losing the
+  history, and two loggers on one file wrote NUL bytes): the log of a run resumed from a
+  checkpoint equals the uninterrupted run's, byte for byte.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from dynopt.optim import (
     OverdampedLangevin,
     Partitioned,
 )
+from dynopt.optim.hooks import CSVLogger
 
 # Partitioned's family numbers its noise streams over the groups' tensors (cached); the others
 # are the reference behaviour (torch's lazily created state).
@@ -313,3 +317,31 @@ def test_model_converted_after_first_steps(name):
     assert next(m.parameters()).dtype == torch.float64
     for a, b in zip(m.parameters(), m2.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_csv_logger_of_a_resumed_run_continues_its_log(tmp_path):
+    batches = data(7)
+
+    def run(path, stop, start=0, checkpoint=None):
+        m = model(0)
+        opt = Langevin(m.parameters(), lr=0.1, temperature=1e-3, seed=0)
+        if checkpoint is not None:
+            m.load_state_dict(checkpoint[0])
+            opt.load_state_dict(checkpoint[1])
+        logger = CSVLogger(path, every=1)
+        opt.register_step_post_hook(logger)
+        for x, y in batches[start:stop]:
+            _step(m, opt, 0.0, x, y)
+        logger.close()
+        return copy.deepcopy((m.state_dict(), opt.state_dict()))
+
+    run(tmp_path / "whole.csv", 7)
+    checkpoint = run(tmp_path / "resumed.csv", 4)
+    run(tmp_path / "resumed.csv", 7, start=4, checkpoint=checkpoint)
+    whole = (tmp_path / "whole.csv").read_bytes()
+    assert whole.count(b"step,group") == 1 and len(whole.splitlines()) == 8
+    assert (tmp_path / "resumed.csv").read_bytes() == whole
+    (tmp_path / "other.csv").write_text("epoch,loss\n1,0.5\n")
+    with pytest.raises(ValueError, match="exists with the header"):
+        CSVLogger(tmp_path / "other.csv")
+    assert (tmp_path / "other.csv").read_text() == "epoch,loss\n1,0.5\n"
