@@ -267,6 +267,10 @@ class DDPTrajectory:
             match.
     """
 
+    #: Set when a forward hook fired inside backward() (activation checkpointing recomputing
+    #: layers); cleared when a forward pass starts a record. Only for error messages.
+    _recomputed: bool = False
+
     def __init__(self, model: nn.Module, *,
                  terminal_hessian: TerminalHessian = "cross-entropy") -> None:
         if not isinstance(model, nn.Sequential):
@@ -408,7 +412,14 @@ class DDPTrajectory:
         # and the tensor hooks fire during backward().
         if not torch.is_grad_enabled() or module is not self.leaves[i]:
             return
+        if _in_backward():
+            # activation checkpointing (torch.utils.checkpoint) recomputes a segment inside
+            # backward(): the recorded pass is the forward pass itself, whose outputs are the
+            # graph's (their gradient hooks fire); a recomputation would start a new record
+            self._recomputed = True
+            return
         if i == 0:
+            self._recomputed = False
             params = self.parameters
             dtype = params[0].dtype
             x0 = inputs[0].detach()
@@ -441,6 +452,11 @@ class DDPTrajectory:
         rec = self._rec
         hint = ("call loss.backward() on the batch-mean loss of the model's last forward pass "
                 "(run with gradients enabled) before step()")
+        if self._recomputed:
+            hint += ("; layers of the model ran inside backward(), as activation checkpointing "
+                     "does: torch.utils.checkpoint with use_reentrant=True runs the "
+                     "checkpointed layers without gradients, so they are not recorded (use "
+                     "use_reentrant=False, which DDPNOpt supports)")
         if rec is None:
             raise RuntimeError(f"no forward pass of the model was recorded; {hint}")
         if any(o is None for o in rec.outs):
@@ -785,6 +801,13 @@ def _reset_compiled() -> None:
     dynamo = sys.modules.get("torch._dynamo")
     if dynamo is not None:
         dynamo.reset()
+
+
+def _in_backward() -> bool:
+    """True while autograd runs a backward pass on this thread (torch's graph-task id, -1
+    outside one; False where this private hook of torch is missing)."""
+    task_id = getattr(torch._C, "_current_graph_task_id", None)
+    return task_id is not None and task_id() != -1
 
 
 def _store_grad(rec: _Record, i: int, grad: Tensor) -> None:

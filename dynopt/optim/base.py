@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import math
 import numbers
 import weakref
@@ -53,6 +54,9 @@ FOREIGN_KEYS = ("weight_decay", "momentum", "betas", "nesterov", "dampening", "e
                 "alpha", "centered", "rho", "lr_decay", "initial_accumulator_value", "lambd",
                 "momentum_decay", "decoupled_weight_decay", "capturable", "fused", "localization",
                 "nbeta")
+#: Constructor arguments that hold for the whole optimizer: a param group that sets one is
+#: refused (the group would silently run with the optimizer's value).
+OPTIMIZER_WIDE_KEYS = ("seed", "noise", "nonfinite", "events")
 Check = Callable[[str, Any], float]
 
 
@@ -83,6 +87,19 @@ def _broadcast_seed(seed: int | None) -> int:
     return fresh
 
 
+def _refuse_hypergradient(group: dict[str, Any], name: str, value: Tensor, where: str) -> None:
+    """Under ``differentiable=True`` torch's optimizers pass gradients on to a hyperparameter
+    tensor that requires them (``torch.optim.SGD``'s ``lr``); dynopt's steps read
+    hyperparameters as numbers, so such a tensor is refused rather than left without its
+    gradient."""
+    if value.requires_grad and group.get("differentiable"):
+        raise ValueError(
+            f"{name} is a tensor that requires grad under differentiable=True ({where}): "
+            "dynopt's steps read hyperparameters as numbers, so no gradient would reach it; "
+            f"pass {name}.detach() (gradients still flow through the parameters and their "
+            "gradients)")
+
+
 class DynamicsOptimizer(torch.optim.Optimizer):
     """Base class of the dynopt optimizers (see the module docstring for the contract).
 
@@ -99,6 +116,8 @@ class DynamicsOptimizer(torch.optim.Optimizer):
 
     #: Hyperparameters that may be given as a schedule ``callable(step) -> value``.
     schedulable: ClassVar[tuple[str, ...]] = ("lr",)
+    #: Hyperparameters of the optimizer's one system (BBI's, ECDSep's), not of a param group.
+    system_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -160,13 +179,25 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                 raise TypeError(f"{flag} must be a bool, got {group[flag]!r} (param group {index})")
         if group.get("foreach") is not None and not isinstance(group["foreach"], bool):
             raise TypeError(f"foreach must be None or a bool, got {group['foreach']!r}")
+        for key in (*OPTIMIZER_WIDE_KEYS, *self.system_keys):
+            if key in group and key not in self.defaults:
+                name = type(self).__name__
+                if key not in inspect.signature(type(self).__init__).parameters:
+                    raise ValueError(f"{name} does not use {key!r} (param group {index} sets "
+                                     f"it to {group[key]!r})")
+                raise ValueError(
+                    f"{key!r} is a setting of the whole {name}, not of a param group (param "
+                    f"group {index} sets it to {group[key]!r}); pass it to the constructor")
         self._refuse_foreign_keys(group, index)
         prior.validate(group, lambda name, fn: self._check_hyper(group, index, name, fn))
 
     def _refuse_foreign_keys(self, group: dict[str, Any], index: int) -> None:
-        """Hyperparameter keys of other torch optimizers (and dynopt's prior keys) that this
-        optimizer does not use: a clear error instead of silently ignoring them."""
-        for key in FOREIGN_KEYS:
+        """Hyperparameter keys of other torch optimizers, of the Langevin-family dynamics and
+        dynopt's prior keys that this optimizer does not use: a clear error instead of silently
+        ignoring them."""
+        from .dynamics import COMMON_KEYS, known_keys
+
+        for key in (*FOREIGN_KEYS, *sorted((known_keys() | COMMON_KEYS) - set(FOREIGN_KEYS))):
             if key in group and key not in self.defaults:
                 raise ValueError(
                     f"{type(self).__name__} does not use {key!r} (param group {index} sets it "
@@ -188,6 +219,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             if value.numel() != 1:
                 raise ValueError(f"{name} as a tensor must have 1 element, got shape "
                                  f"{tuple(value.shape)} (param group {index})")
+            _refuse_hypergradient(group, name, value, f"param group {index}")
             value = float(value.item())
         try:
             check(name, value)
@@ -212,6 +244,9 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                                 f"schedulable: {list(self.schedulable)} (param group {index})")
             value = value(self.global_state["step"])
         if isinstance(value, Tensor) and value.numel() == 1:
+            if value.requires_grad:  # set after construction
+                index = next((i for i, g in enumerate(self.param_groups) if g is group), "?")
+                _refuse_hypergradient(group, name, value, f"param group {index}")
             value = value.item()
         if check is None and name == "lr":  # 0 only reaches here where a group cannot pause
             from .._validation import check_nonnegative, check_positive

@@ -67,7 +67,9 @@ feedback needs float32/float64; ``feedback=False`` is the base optimizer and acc
 Parameters with ``requires_grad=False``, without a gradient or outside every param group are
 not controls: they never move and their block of M⁻¹ is 0 (EKFAC needs a layer's weight and
 bias both trainable or both frozen). Compiled models: the hooks run eagerly, and attaching them
-resets torch.compile's caches. Gradient accumulation over several backward passes is refused
+resets torch.compile's caches. Activation checkpointing (``torch.utils.checkpoint``,
+``use_reentrant=False``) works: the layers recomputed inside ``backward()`` are not recorded.
+Gradient accumulation over several backward passes is refused
 (``RuntimeError`` at ``step()``; the per-sample quantities come from one batch), as is any
 change of the gradients between ``backward()`` and ``step()`` other than a common factor.
 

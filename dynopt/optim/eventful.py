@@ -92,13 +92,14 @@ class EventfulOptimizer(DynamicsOptimizer):
 
         Pass the tensor that is back-propagated (with gradient accumulation over N
         micro-batches: the micro-batch loss divided by N), so that the sum is the mean loss of
-        the accumulated batch, matching the accumulated gradient. The next ``step()`` uses the
-        sum (also when given a closure: the closure then only recomputes the gradients, and its
-        return value is returned but not used) and resets it. The tensor is detached and stays
-        on its device (no synchronization). The pending sum is not part of ``state_dict()``
-        (checkpoints are taken between steps); ``zero_grad()`` and
-        :meth:`discard_observed_loss` clear it. :mod:`dynopt.integrations` calls this from the
-        Hugging Face ``Trainer`` and from Lightning.
+        the accumulated batch, matching the accumulated gradient; with a ``GradScaler``, the
+        loss before ``scaler.scale`` (the scaler unscales the gradients, not this loss). The
+        next ``step()`` uses the sum (also when given a closure: the closure then only
+        recomputes the gradients, and its return value is returned but not used) and resets
+        it. The tensor is detached and stays on its device (no synchronization). The pending
+        sum is not part of ``state_dict()`` (checkpoints are taken between steps);
+        ``zero_grad()`` and :meth:`discard_observed_loss` clear it. :mod:`dynopt.integrations`
+        calls this from the Hugging Face ``Trainer`` and from Lightning.
 
         Raises:
             ValueError: If ``loss`` is not a scalar.

@@ -1,6 +1,7 @@
 """Step post-hooks that record an optimizer's live diagnostics (the OpenMM "reporter" pattern).
 
-Register with ``optimizer.register_step_post_hook(CSVLogger("run.csv"))``. The hook reads
+Register with ``optimizer.register_step_post_hook(CSVLogger("run.csv"))`` (an existing log is
+appended to, never truncated). The hook reads
 :meth:`dynopt.optim.Partitioned.diagnostics` every ``every`` steps (one host synchronization per
 logged step; the optimizer itself never synchronizes) and appends one row per param group:
 
@@ -27,9 +28,15 @@ class CSVLogger:
     """Append the optimizer's per-group diagnostics to a CSV file after every ``every`` steps.
 
     Args:
-        path: The CSV file (created with a header; parent folders are created).
+        path: The CSV file, created with a header (and its parent folders) if it does not exist
+            or is empty; an existing log is appended to (a run resumed from a checkpoint
+            continues its own log: the ``step`` column continues from the restored counter),
+            provided its header is this logger's.
         every: Log every this many steps (≥ 1).
         tensorboard_dir: Also write TensorBoard scalars there, if TensorBoard is installed.
+
+    Raises:
+        ValueError: If ``path`` exists with another header (not a log of this kind).
     """
 
     def __init__(self, path: str | Path, every: int = 1,
@@ -37,10 +44,18 @@ class CSVLogger:
         self.path = Path(path)
         self.every = check_int("every", every, minimum=1)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("w", newline="")
+        existing = self.path.is_file() and self.path.stat().st_size > 0
+        if existing:  # never truncate a log (resumed runs re-register their logger)
+            with self.path.open(newline="") as f:
+                header = next(csv.reader(f), [])
+            if tuple(header) != FIELDS:
+                raise ValueError(f"CSVLogger: {str(self.path)!r} exists with the header "
+                                 f"{header}, not {list(FIELDS)}; choose another path")
+        self._file = self.path.open("a", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=FIELDS)
-        self._writer.writeheader()
-        self._file.flush()
+        if not existing:
+            self._writer.writeheader()
+            self._file.flush()
         self._tb: Any = None
         if tensorboard_dir is not None:
             try:

@@ -276,6 +276,10 @@ class Partitioned(DynamicsOptimizer):
         spec = self._spec_cache.get(key)
         if spec is None:
             index = next((i for i, g in enumerate(self.param_groups) if g is group), None)
+            # construction fills in the keys of a group's dynamics; a dynamics set later has
+            # none of them (named in the error instead of a bare KeyError)
+            missing = {k: h.default for k, h in dyn.hypers.items()
+                       if k not in group and not h.optional}
             if values is raw:  # validate plain values once, when first seen
                 values = tuple(None if v is None else self._value(group, n)
                                for n, v in zip(names, raw, strict=True))
@@ -284,7 +288,14 @@ class Partitioned(DynamicsOptimizer):
                 current["lr"] = 1.0  # (thermostats, buffers) is built at a stand-in step
             try:
                 spec = build(group, lambda n: current[n])
-            except (ValueError, TypeError) as err:
+            except (ValueError, TypeError, KeyError) as err:
+                if missing:
+                    raise ValueError(
+                        f"param group {index} runs dynamics={dyn.name!r} but has no "
+                        f"{sorted(missing)} (was dynamics changed after construction?); set "
+                        f"them in the group too (construction would use {missing}) and remove "
+                        f"the keys of its previous dynamics ({type(err).__name__}: {err})"
+                    ) from None
                 msg = str(err)
                 if index is None or "param group" in msg:
                     raise
@@ -297,9 +308,19 @@ class Partitioned(DynamicsOptimizer):
         return spec
 
     def _before_pause(self) -> None:
-        self._stream_ids()  # noise streams are numbered over every group's parameters
+        # noise streams are numbered over every group's parameters, paused groups included
+        self._stream_ids(complete=True)
 
-    def _stream_ids(self) -> dict[int, int]:
+    def _stream_ids(self, complete: bool = False) -> dict[int, int]:
+        """Each parameter's noise stream: its position over every group's parameters. Rebuilt
+        after ``add_param_group``, and by :meth:`_update` when it meets a tensor put into
+        ``group["params"]`` by hand (as torch's optimizers allow); ``complete`` rebuilds it
+        unless it holds exactly the groups' tensors (before paused groups are emptied)."""
+        if self._streams is not None and complete and (
+                len(self._streams) != sum(len(g["params"]) for g in self.param_groups)
+                or any(id(p) not in self._streams
+                       for g in self.param_groups for p in g["params"])):
+            self._streams = None
         if self._streams is None:
             ids: dict[int, int] = {}
             for group in self.param_groups:
@@ -319,8 +340,11 @@ class Partitioned(DynamicsOptimizer):
             params, grads = self.params_with_grad(group)
             # an empty tensor has no degrees of freedom: nothing to step, and a thermostat of
             # its own would divide by N = 0
-            members = [(p, g, streams[id(p)]) for p, g in zip(params, grads, strict=True)
+            members = [(p, g, streams.get(id(p))) for p, g in zip(params, grads, strict=True)
                        if p.numel()]
+            if any(m[2] is None for m in members):  # a tensor put into group["params"] by hand
+                self._streams = None  # (nothing has changed yet: start the step again)
+                return self._update(loss=loss, **kwargs)
             if not members:
                 continue
             spec = self._spec(group)
@@ -700,10 +724,15 @@ def _buffer(s: Slot, key: str, dtype: torch.dtype) -> Tensor:
                          "checkpoint or delete its whole state entry to restart it")
     if (t.shape != p.shape or t.dtype != dtype or not same_device(t, p)
             or not t.is_contiguous()):
+        converted = t.shape == p.shape and (t.dtype != dtype or not same_device(t, p))
         raise ValueError(f"state[{key!r}] of parameter {s.stream} must be a contiguous "
                          f"{dtype} tensor of shape {tuple(p.shape)} on {p.device}, got "
                          f"{t.dtype} {tuple(t.shape)} on {t.device}"
-                         + ("" if t.is_contiguous() else " (not contiguous)"))
+                         + ("" if t.is_contiguous() else " (not contiguous)")
+                         + ("; was the parameter converted after its first step "
+                            "(model.double(), model.to(...))? opt.load_state_dict("
+                            "opt.state_dict()) converts the optimizer's state to it"
+                            if converted else ""))
     return t
 
 
