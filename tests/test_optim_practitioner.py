@@ -345,3 +345,17 @@ def test_csv_logger_of_a_resumed_run_continues_its_log(tmp_path):
     with pytest.raises(ValueError, match="exists with the header"):
         CSVLogger(tmp_path / "other.csv")
     assert (tmp_path / "other.csv").read_text() == "epoch,loss\n1,0.5\n"
+
+
+@pytest.mark.parametrize("name", ["Langevin", "OverdampedLangevin", "AdaptiveLangevin",
+                                  "NoseHoover", "HeavyBall", "BBI"])  # (AdLaLa, LOL: own error)
+def test_a_single_tensor_as_params_is_refused_as_torch_refuses_it(name):
+    # the Langevin family wrapped it as [params] while torch.optim and HeavyBall/BBI refuse it
+    import dynopt.optim
+
+    t = torch.nn.Parameter(torch.zeros(3))
+    with pytest.raises(TypeError) as ours:
+        getattr(dynopt.optim, name)(t, lr=0.1)
+    with pytest.raises(TypeError) as theirs:
+        torch.optim.SGD(t, lr=0.1)
+    assert str(ours.value) == str(theirs.value)

@@ -157,7 +157,11 @@ class Partitioned(DynamicsOptimizer):
             maximize=maximize, differentiable=differentiable)
         # optimizer-wide defaults: the declared ones of every dynamics the groups run (so torch
         # schedulers find e.g. "momentum" when a group runs Langevin), never another's keys
-        params = list(params) if not isinstance(params, torch.Tensor) else [params]
+        if isinstance(params, torch.Tensor):  # as torch.optim refuses it (and every other
+            raise TypeError(  # dynopt optimizer): a tensor is not a list of its rows
+                "params argument given to the optimizer should be an iterable of Tensors or "
+                f"dicts, but got {torch.typename(params)}")
+        params = list(params)
         running = [self.only_dynamics or dynamics] + [
             g.get("dynamics") for g in params if isinstance(g, dict)]
         for name in dict.fromkeys(running):
