@@ -657,7 +657,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         state = {k: v for k, v in self.__dict__.items()
                  if not k.startswith("_optimizer_") or not k.endswith("_hooks")}
         for name in (*self._caches, "_rollback_buffers", "_grad_absmax", bound._CARRY,
-                     bound._PENDING):  # step scratch too
+                     bound._PENDING, bound.STEP_PLAN):  # step scratch too
             state.pop(name, None)
         # an LR scheduler wraps ``step`` on the instance (a closure over this optimizer): a copy
         # that kept it would step the original; the copy gets its own wrapper instead

@@ -66,6 +66,7 @@ of the largest float could overflow in its element.)
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from collections.abc import Callable
@@ -95,13 +96,22 @@ TORCH_NORMAL_BOUND = 32.0
 _HEADROOM = 0.25
 
 
+@functools.lru_cache(maxsize=16)
+def _float_info(dtype: torch.dtype) -> tuple[float, float, float]:
+    """(largest finite, eps, smallest normal) of ``dtype``: ``torch.finfo`` builds an object
+    per call, and the bounds read these several times per step."""
+    info = torch.finfo(dtype)
+    return float(info.max), float(info.eps), float(info.tiny)
+
+
 def _limit(dtype: torch.dtype) -> float:
-    return float(torch.finfo(dtype).max) * _HEADROOM
+    return _float_info(dtype)[0] * _HEADROOM
 
 
 def _fits(t: Tensor | None, p: Tensor, dtype: torch.dtype) -> bool:
-    """A running state buffer the update will address: present and matching its parameter."""
-    return (isinstance(t, Tensor) and t.numel() == p.numel() and t.dtype == dtype
+    """A running state buffer the update will address: present and matching its parameter
+    (what :func:`dynopt.optim.partitioned._buffer` accepts)."""
+    return (isinstance(t, Tensor) and t.shape == p.shape and t.dtype == dtype
             and same_device(t, p) and t.is_contiguous())
 
 
@@ -144,6 +154,9 @@ def _linear_ops_bound(ops: Any, mass: float, b_theta: float, b_p: float, b_r: fl
 #: ``opt.__dict__`` keys: the bounds the last bounded step left for the next one, as
 #: ``(step counter after it, {plan: (fingerprint, bounds)})``, and those of the step under way.
 _CARRY, _PENDING = "_bound_carry", "_bound_pending"
+#: ``opt.__dict__`` key: what :func:`partitioned_bounded` found for the update that follows it
+#: in the same step, so that the update does not find it again (:class:`StepPlan`).
+STEP_PLAN = "_step_plan"
 
 
 def _fingerprint(ts: list[Tensor]) -> list[tuple[Any, int, int]] | None:
@@ -164,9 +177,9 @@ def _rounded_up(bounds: tuple[float, ...], n_ops: int, dtype: torch.dtype
     """Exact-arithmetic bounds made bounds of the stored floats: an op rounds its coefficients,
     products and sum (at most 8 roundings of relative eps/2 each, as (1 + 4 eps) covers), and
     an underflow can add at most the smallest normal float."""
-    info = torch.finfo(dtype)
-    grow = (1.0 + 4.0 * info.eps) ** n_ops
-    return tuple(b * grow + n_ops * info.tiny for b in bounds)
+    _, eps, tiny = _float_info(dtype)
+    grow = (1.0 + 4.0 * eps) ** n_ops
+    return tuple(b * grow + n_ops * tiny for b in bounds)
 
 
 def _state_bounds(carry: dict[Any, Any], plan: Any, ts: list[Tensor]
@@ -250,27 +263,45 @@ def _groups_with_gradients(opt: Any) -> list[tuple[dict[str, Any], list[Tensor]]
     return out
 
 
+class StepPlan:
+    """What :func:`partitioned_bounded` established for the update that follows it in the same
+    step (:meth:`~dynopt.optim.partitioned.Partitioned._update` takes it first thing, so it
+    never outlives that step): each group's spec, and for each of its (device, dtype) buckets
+    the parameters, their path and their state buffers, already checked as
+    :func:`~dynopt.optim.partitioned._buffer` checks them. Keyed by ``id(group)``: the groups
+    are alive, and unchanged, between the bound and the update."""
+
+    def __init__(self) -> None:
+        self.specs: dict[int, Any] = {}
+        self.buckets: dict[tuple[int, torch.device, torch.dtype],
+                           tuple[list[Tensor], str, list[Tensor], list[Tensor]]] = {}
+
+
 def partitioned_bounded(opt: Any, used: Any = None) -> bool:
     """The bound for :class:`~dynopt.optim.partitioned.Partitioned` optimizers (Langevin,
     OverdampedLangevin, ...): every group thermostat-free with a trivial prior, every tensor
     past its first step (empty tensors, which the update skips, aside); the noise bound is
-    NORMAL_BOUND on the fused path, TORCH_NORMAL_BOUND on the single and foreach paths."""
+    NORMAL_BOUND on the fused path, TORCH_NORMAL_BOUND on the single and foreach paths. On
+    success it leaves the update a :class:`StepPlan`."""
+    opt.__dict__.pop(STEP_PLAN, None)
     carry = _take_carry(opt)
     tops = _grad_maxima(opt)
+    step_plan = StepPlan()
     plans = []
     for gi, (group, params) in enumerate(_groups_with_gradients(opt)):
         spec = opt._spec(group)  # raises the update's hyperparameter errors before any write
         if spec.n_extras or not prior.is_trivial(group):
             return False
+        step_plan.specs[id(group)] = spec
         by_key: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
         for p in params:
             if p.numel():  # the update skips empty tensors: they never take a first step
                 by_key.setdefault((device_of(p), p.dtype), []).append(p)
         for key, ps in by_key.items():
             path = opt._path(group, ps)
-            plans.append((spec, (gi, *key), ps, path))
+            plans.append((spec, (gi, *key), ps, path, id(group)))
     pending = {}
-    for spec, plan, ps, path in plans:
+    for spec, plan, ps, path, group_id in plans:
         key = plan[1:]
         b_xi = NORMAL_BOUND if path == "fused" else TORCH_NORMAL_BOUND
         work = torch.float32 if key[1] in (torch.bfloat16, torch.float16) else key[1]
@@ -295,7 +326,9 @@ def partitioned_bounded(opt: Any, used: Any = None) -> bool:
         if out is None:
             return False
         pending[plan] = (ts, _rounded_up(out, len(spec.steady), key[1]))
+        step_plan.buckets[(group_id, *key)] = (ps, path, moms, prevs)
     opt.__dict__[_PENDING] = pending
+    opt.__dict__[STEP_PLAN] = step_plan
     return True
 
 

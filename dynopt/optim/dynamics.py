@@ -128,6 +128,8 @@ def names() -> tuple[str, ...]:
 
 def get(name: Any) -> OptimizerDynamics:
     """The declaration of dynamics ``name`` (ValueError naming the registered ones)."""
+    if type(name) is str and name in REGISTRY:  # the common case, read twice per step
+        return REGISTRY[name]
     return REGISTRY[check_choice("dynamics", name, names())]
 
 

@@ -27,9 +27,10 @@ __all__ = ["FAST_ABOVE", "abs_max", "all_finite", "copy_all"]
 #: Sets with at least this many CPU elements use the parallel numba scan (and copy).
 FAST_ABOVE = 1 << 18
 
-#: (unsigned type of the width, magnitude mask, float type) per dtype.
-_BITS = {torch.float32: (np.uint32, np.uint32(0x7FFFFFFF), np.float32),
-         torch.float64: (np.uint64, np.uint64(0x7FFFFFFFFFFFFFFF), np.float64)}
+#: (a one-element array of the unsigned type of the width (the kernel's type argument),
+#: magnitude mask, float type) per dtype.
+_BITS = {torch.float32: (np.zeros(1, np.uint32), np.uint32(0x7FFFFFFF), np.float32),
+         torch.float64: (np.zeros(1, np.uint64), np.uint64(0x7FFFFFFFFFFFFFFF), np.float64)}
 
 
 @functools.lru_cache(maxsize=32)
@@ -46,15 +47,15 @@ def _layout(numels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.compiler.disable  # numba on raw memory: runs eagerly inside a compiled step
-def _numba_abs_max(ts: list[Tensor], parallel: bool) -> float:
+def _numba_abs_max(ts: list[Tensor], numels: tuple[int, ...]) -> float:
     from ..backends.numba.block_memory import absmax_blocks, absmax_blocks_serial
 
     like, magnitude, real = _BITS[ts[0].dtype]
-    numel, work = _layout(tuple(t.numel() for t in ts))
-    out = np.empty(work.shape[0], dtype=like)
+    numel, work = _layout(numels)
+    out = np.empty(work.shape[0], dtype=like.dtype)
     ptrs = np.array([t.data_ptr() for t in ts], dtype=np.int64)
-    kernel = absmax_blocks if parallel else absmax_blocks_serial
-    kernel(np.zeros(1, dtype=like), magnitude, ptrs, numel, work, out)
+    kernel = absmax_blocks if sum(numels) >= FAST_ABOVE else absmax_blocks_serial
+    kernel(like, magnitude, ptrs, numel, work, out)
     top = float(out.max().view(real))
     return top if math.isfinite(top) else math.inf
 
@@ -66,9 +67,9 @@ def abs_max(ts: list[Tensor]) -> float:
     if not ts:
         return 0.0
     t0 = ts[0]
-    if (t0.device.type == "cpu" and t0.dtype in _BITS
+    if (t0.is_cpu and t0.dtype in _BITS  # t.is_cpu: no device object (this runs every step)
             and all(t.is_contiguous() and not t.is_sparse for t in ts)):
-        return _numba_abs_max(ts, sum(t.numel() for t in ts) >= FAST_ABOVE)
+        return _numba_abs_max(ts, tuple(t.numel() for t in ts))
     top = float(torch.stack(torch._foreach_norm(ts, math.inf)).max())
     return top if math.isfinite(top) else math.inf
 

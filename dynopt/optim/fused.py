@@ -198,17 +198,16 @@ class FusedRunner:
         numels = b.numels
         numel, streams, work, k2, total = self._layout(b.streams, numels)
         n_t = len(b.idx)
-
-        def addresses(ts: list[Tensor]) -> np.ndarray:
-            if not ts:
-                return np.zeros(n_t, dtype=np.int64)
-            return np.array([t.data_ptr() for t in ts], dtype=np.int64)
-
         _check_buffers(b, codes, need_k2, numels)
+        # the four address arrays as rows of one (a list the kernel does not address is
+        # empty: zeros); after the check, every other list has one tensor per parameter
+        ptrs = []
+        for ts in (b.theta, b.mom, b.grad, b.prev):
+            ptrs += [t.data_ptr() for t in ts] if ts else [0] * n_t
+        theta, mom, grad, prev = np.array(ptrs, dtype=np.int64).reshape(4, n_t)
         s = int(ctx.seed) & 0xFFFFFFFFFFFFFFFF
         kernel = k.run_segment if total >= k.SERIAL_BELOW else k.run_segment_serial
-        kernel(like, codes, slot_arr, coef, addresses(b.theta), addresses(b.mom),
-               addresses(b.grad), addresses(b.prev), numel, streams, work,
+        kernel(like, codes, slot_arr, coef, theta, mom, grad, prev, numel, streams, work,
                np.uint64(s & 0xFFFFFFFF), np.uint64(s >> 32), int(ctx.step),
                k.NOISE_KINDS[ctx.noise], need_k2, k2, zbuf)
         # written through raw pointers: tell autograd, as an in-place torch op would (the

@@ -337,6 +337,8 @@ class Partitioned(DynamicsOptimizer):
     _result_bounded = bound.partitioned_bounded  # the snapshot-free result check
 
     def _update(self, loss: Any = None, **kwargs: Any) -> None:
+        # what this step's bound found (None if it did not run or did not prove the step)
+        plan: bound.StepPlan | None = self.__dict__.pop(bound.STEP_PLAN, None)
         streams = self._stream_ids()
         model_unit: list[Any] | None = None
         units: list[list[Any]] = []
@@ -351,7 +353,8 @@ class Partitioned(DynamicsOptimizer):
                 return self._update(loss=loss, **kwargs)
             if not members:
                 continue
-            spec = self._spec(group)
+            spec = plan.specs.get(id(group)) if plan is not None else None
+            spec = spec or self._spec(group)
             scope = group["scope"] if spec.n_extras else "tensor"
             if scope == "model":
                 if model_unit is None:
@@ -396,7 +399,7 @@ class Partitioned(DynamicsOptimizer):
             if fresh:
                 self._run_cohort(spec, group, fresh, scope, key, first=True)
             if running:
-                self._run_cohort(spec, group, running, scope, key, first=False)
+                self._run_cohort(spec, group, running, scope, key, first=False, plan=plan)
 
     @torch.compiler.disable  # created eagerly: set inside a traced step, dynamo read it as None
     def _fused(self) -> Any:
@@ -414,10 +417,10 @@ class Partitioned(DynamicsOptimizer):
                        fused=self._fused_runner)
 
     def _run_cohort(self, spec: Spec, group: dict[str, Any], members: list[Any], scope: str,
-                    key: str, *, first: bool) -> None:
+                    key: str, *, first: bool, plan: bound.StepPlan | None = None) -> None:
         slots = [Slot(param=p, grad=g, state=self.state[p], stream=s) for p, g, s in members]
         thermo = self._thermostats(spec, slots, scope, key)
-        buckets = self._buckets(spec, group, slots)
+        buckets = self._buckets(spec, group, slots, plan=plan)
         if thermo is not None:  # where each bucket's Σp² goes in the cohort's k2 vector
             for b in buckets:
                 b.index = self._device_layout(("idx", *b.idx), thermo.x.device,
@@ -531,15 +534,23 @@ class Partitioned(DynamicsOptimizer):
         (:func:`dynopt.optim._paths.choose_path`)."""
         return choose_path(group, tensors, type(self).__name__)
 
-    def _buckets(self, spec: Spec, group: dict[str, Any], slots: list[Slot], prev: bool = True
-                 ) -> list[Bucket]:
+    def _buckets(self, spec: Spec, group: dict[str, Any], slots: list[Slot], prev: bool = True,
+                 plan: bound.StepPlan | None = None) -> list[Bucket]:
+        """The slots' buckets, one per (device, dtype), with their path and the state buffers
+        of running tensors (each checked by :func:`_buffer`). A bucket that this step's bound
+        ``plan`` holds for exactly these parameters takes its path and checked buffers from it.
+        """
         by_key: dict[tuple[torch.device, torch.dtype], list[int]] = {}
         for i, s in enumerate(slots):
             by_key.setdefault((device_of(s.param), s.param.dtype), []).append(i)
         out = []
         for (dev, dt), idx in by_key.items():
             params = [slots[i].param for i in idx]
-            b = Bucket(device=dev, dtype=dt, path=self._path(group, params), idx=idx,
+            planned = plan.buckets.get((id(group), dev, dt)) if plan is not None else None
+            if planned is not None and not _identical(planned[0], params):
+                planned = None
+            path = planned[1] if planned is not None else self._path(group, params)
+            b = Bucket(device=dev, dtype=dt, path=path, idx=idx,
                        streams=[slots[i].stream for i in idx])
             if b.path == "fused" and self._fused_runner is None:  # the disabled call costs
                 self._fused()                                    # a little: once, not per step
@@ -555,11 +566,15 @@ class Partitioned(DynamicsOptimizer):
                     if b.path == "fused" and not g.is_contiguous():
                         g = g.contiguous()
                 b.grad.append(g)
-                if "step" in s.state:  # a running tensor: its buffers must fit (no fresh ones)
-                    if spec.has_momentum:
+                if planned is None and "step" in s.state:  # a running tensor: its buffers
+                    if spec.has_momentum:                  # must fit (no fresh ones)
                         b.mom.append(_buffer(s, "momentum_buffer", b.compute_dtype))
                     if spec.needs_prev and prev:
                         b.prev.append(_buffer(s, "noise_prev", b.compute_dtype))
+            if planned is not None:  # all running, their buffers checked by the bound
+                b.mom.extend(planned[2])
+                if prev:
+                    b.prev.extend(planned[3])
             out.append(b)
         return out
 
@@ -738,6 +753,11 @@ def _buffer(s: Slot, key: str, dtype: torch.dtype) -> Tensor:
                             "opt.state_dict()) converts the optimizer's state to it"
                             if converted else ""))
     return t
+
+
+def _identical(a: list[Tensor], b: list[Tensor]) -> bool:
+    """The same tensor objects, in the same order."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 def _same(a: Any, b: Any) -> bool:
