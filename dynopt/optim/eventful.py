@@ -46,6 +46,7 @@ class EventfulOptimizer(DynamicsOptimizer):
                  nonfinite: str) -> None:
         self._events = OptimizerEvents(events, type(self).__name__, self.supported_actions,
                                        self.observables)
+        self.__dict__.setdefault("_given", {})["events"] = events
         super().__init__(params, defaults, seed=seed, nonfinite=nonfinite)
 
     def _validate_group(self, group: dict[str, Any], index: int) -> None:
