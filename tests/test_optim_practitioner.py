@@ -169,7 +169,8 @@ def test_hyperparameter_requiring_grad_refused_at_construction(cls, key):
     cls([{"params": [leaf], key: hyper}], lr=0.1, **kw)  # not differentiable: as torch
 
 
-@pytest.mark.parametrize("cls, key", REFUSED_HYPERGRADIENTS)
+@pytest.mark.parametrize("cls, key", [*REFUSED_HYPERGRADIENTS, (Langevin, "weight_decay"),
+                                      (HeavyBall, "nbeta")])  # (the prior's keys: prior._get)
 def test_hyperparameter_requiring_grad_refused_when_set_later(cls, key):
     kw, hyper, p = _hyper_case(cls)
     opt = cls([p], lr=0.1, differentiable=True, **kw)
