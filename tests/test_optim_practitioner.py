@@ -395,6 +395,17 @@ def test_group_repeating_the_constructors_own_setting_is_accepted(cls, settings)
     assert torch.equal(runs[0], runs[1])
 
 
+def test_events_given_as_a_generator_still_pickle():
+    """The constructor's events are kept to compare a group's with; a generator (consumed by
+    the constructor) is not, as it cannot be pickled or deep-copied."""
+    import pickle
+
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = HeavyBall([p], lr=0.1, events=(e for e in [AtStep(1, then=SetFriction(3.0))]))
+    copy.deepcopy(opt)
+    assert len(pickle.loads(pickle.dumps(opt))._events.set) == 1
+
+
 def test_zero_redundancy_optimizer_wraps_langevin(tmp_path):
     """torch's ZeroRedundancyOptimizer (one rank) around Langevin equals Langevin alone bit for
     bit; it was refused ("'seed' is a setting of the whole Langevin, not of a param group")."""
