@@ -302,5 +302,12 @@ def test_version_names_dynopt_and_its_stack_and_exits_0(capsys):
     out = capsys.readouterr().out.strip()
     assert out.startswith(f"dynopt {dynopt.__version__} (torch {torch.__version__}, "
                           f"numba {numba.__version__}, ")
-    # one source of truth: setup.cfg reads the version from dynopt/__init__.py
+    # one source of truth: setup.cfg reads the version from dynopt/__init__.py (the installed
+    # metadata alone would also agree with a literal "0.1.0" left in setup.cfg)
+    import configparser
+    from pathlib import Path
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg", encoding="utf-8")
+    assert cfg["metadata"]["version"] == "attr: dynopt.__version__"
     assert importlib.metadata.version("dynopt") == dynopt.__version__

@@ -7,7 +7,9 @@ own optimizers do or against an equivalent run.
 * A param group that sets a constructor-only setting (``seed``, ``noise``, ``nonfinite``,
   ``events``, BBI's and ECDSep's system hyperparameters) or a Langevin-family key that the
   optimizer does not read (``temperature`` on HeavyBall) is refused, naming the key; these
-  were silently ignored (the group ran with the optimizer's values).
+  were silently ignored (the group ran with the optimizer's values). A group that repeats the
+  constructor's own value is accepted, as torch's ``ZeroRedundancyOptimizer`` needs (it passes
+  its keyword arguments to the optimizer and into every group; the refusal broke it).
 * Under ``differentiable=True`` a hyperparameter tensor that requires grad (the hypergradient
   pattern: ``torch.optim.SGD`` passes a gradient to its ``lr``) is refused, since dynopt reads
   hyperparameters as numbers; it was silently left without a gradient.
@@ -39,6 +41,7 @@ import torch
 from optim_zoo import FACTORIES, data, model
 from torch.utils.checkpoint import checkpoint, checkpoint_sequential
 
+from dynopt.events import AtStep, SetFriction
 from dynopt.optim import (
     BBI,
     DDPNOpt,
@@ -166,7 +169,8 @@ def test_hyperparameter_requiring_grad_refused_at_construction(cls, key):
     cls([{"params": [leaf], key: hyper}], lr=0.1, **kw)  # not differentiable: as torch
 
 
-@pytest.mark.parametrize("cls, key", REFUSED_HYPERGRADIENTS)
+@pytest.mark.parametrize("cls, key", [*REFUSED_HYPERGRADIENTS, (Langevin, "weight_decay"),
+                                      (HeavyBall, "nbeta")])  # (the prior's keys: prior._get)
 def test_hyperparameter_requiring_grad_refused_when_set_later(cls, key):
     kw, hyper, p = _hyper_case(cls)
     opt = cls([p], lr=0.1, differentiable=True, **kw)
@@ -359,3 +363,71 @@ def test_a_single_tensor_as_params_is_refused_as_torch_refuses_it(name):
     with pytest.raises(TypeError) as theirs:
         torch.optim.SGD(t, lr=0.1)
     assert str(ours.value) == str(theirs.value)
+
+
+# (cls, constructor keywords): what a wrapper such as torch's ZeroRedundancyOptimizer, which
+# passes its keyword arguments both to the optimizer and into every param group, produces
+REPEATED_SETTINGS = [
+    (Langevin, lambda: {"lr": 0.1, "temperature": 1e-3, "seed": 3, "nonfinite": "skip",
+                        "noise": "discrete"}),
+    (Langevin, lambda: {"lr": 0.1, "temperature": 1e-3, "seed": None}),
+    (HeavyBall, lambda: {"lr": 0.1, "events": [AtStep(1, then=SetFriction(3.0))]}),
+    (BBI, lambda: {"lr": 0.1, "seed": 5, "v0": 0.5, "t0": None, "consistent_energy": False}),
+    (ECDSep, lambda: {"lr": 0.1, "seed": 5, "nu": 1e-3, "s": 0.5}),
+]
+
+
+@pytest.mark.parametrize("cls, settings", REPEATED_SETTINGS)
+def test_group_repeating_the_constructors_own_setting_is_accepted(cls, settings):
+    """A group key equal to the constructor's own setting changes nothing, so it is accepted
+    (the refusal above is for a group value the optimizer would ignore); the run equals the
+    one without the repeated keys bit for bit."""
+    batches = data(4)
+    runs = []
+    for repeat in (True, False):
+        m = model(0)
+        kw = settings()
+        torch.manual_seed(7)  # the seed=None draw
+        opt = cls([{"params": list(m.parameters()), **kw}] if repeat else m.parameters(), **kw)
+        for x, y in batches:
+            _step(m, opt, 0.0, x, y)
+        runs.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_events_given_as_a_generator_still_pickle():
+    """The constructor's events are kept to compare a group's with; a generator (consumed by
+    the constructor) is not, as it cannot be pickled or deep-copied."""
+    import pickle
+
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = HeavyBall([p], lr=0.1, events=(e for e in [AtStep(1, then=SetFriction(3.0))]))
+    copy.deepcopy(opt)
+    assert len(pickle.loads(pickle.dumps(opt))._events.set) == 1
+
+
+def test_zero_redundancy_optimizer_wraps_langevin(tmp_path):
+    """torch's ZeroRedundancyOptimizer (one rank) around Langevin equals Langevin alone bit for
+    bit; it was refused ("'seed' is a setting of the whole Langevin, not of a param group")."""
+    import torch.distributed as dist
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+
+    if not dist.is_available() or dist.is_initialized():
+        pytest.skip("needs torch.distributed, not yet initialized")
+    kw = {"lr": 0.1, "temperature": 1e-3, "seed": 3, "nonfinite": "skip"}
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)
+    try:
+        runs = []
+        for wrap in (True, False):
+            m = model(0)
+            opt = (ZeroRedundancyOptimizer(m.parameters(), optimizer_class=Langevin, **kw)
+                   if wrap else Langevin(m.parameters(), **kw))
+            for x, y in data(3):
+                opt.zero_grad()
+                torch.nn.functional.mse_loss(m(x), y).backward()
+                opt.step()
+            runs.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
+    finally:
+        dist.destroy_process_group()
+    assert torch.equal(runs[0], runs[1])

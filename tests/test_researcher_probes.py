@@ -148,6 +148,27 @@ def test_study_takes_gamma_for_every_system_whose_help_names_it():
                        "nose-hoover-chain", "port-hamiltonian"}
 
 
+def test_a_system_factory_reads_gamma_if_and_only_if_its_help_names_it():
+    """build_system refuses --gamma by the entry's help text, so a factory that reads gamma
+    under a help that does not name --gamma would refuse a --gamma it uses (and the converse
+    would let one be ignored): each factory is run on arguments that record the read."""
+    import argparse
+
+    from dynopt.cli.study_registry import POTENTIALS, SYSTEMS
+
+    class Recording(argparse.Namespace):
+        def __getattribute__(self, name):
+            if name == "gamma":
+                object.__getattribute__(self, "read").add(name)
+            return object.__getattribute__(self, name)
+
+    pot = POTENTIALS["double-well"].factory(1)
+    for name, entry in SYSTEMS.items():
+        args = Recording(gamma=1.0, temperature=0.25, read=set())
+        entry.factory(pot, args)
+        assert ("gamma" in args.read) == ("--gamma" in entry.help), name
+
+
 @pytest.mark.parametrize("make", [
     lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, maximize=True),
     lambda p: dynopt.optim.Langevin(p, lr=0.1, gamma=1.0, temperature=0.0, maximize=True),

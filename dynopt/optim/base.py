@@ -87,6 +87,21 @@ def _broadcast_seed(seed: int | None) -> int:
     return fresh
 
 
+_UNSET = object()
+
+
+def _same_setting(a: Any, b: Any) -> bool:
+    """``a`` is ``b`` or equals it (False where ``==`` is not a plain bool, e.g. tensors)."""
+    if a is b:
+        return True
+    if a is _UNSET or b is _UNSET or isinstance(a, Tensor) or isinstance(b, Tensor):
+        return False
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError, RuntimeError):
+        return False
+
+
 def _refuse_hypergradient(group: dict[str, Any], name: str, value: Tensor, where: str) -> None:
     """Under ``differentiable=True`` torch's optimizers pass gradients on to a hyperparameter
     tensor that requires them (``torch.optim.SGD``'s ``lr``); dynopt's steps read
@@ -129,6 +144,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
     ) -> None:
         self.nonfinite = check_choice("nonfinite", nonfinite, ("raise", "skip", "ignore"))
         self.seed = _broadcast_seed(seed)
+        self.__dict__.setdefault("_given", {}).update(seed=seed, nonfinite=nonfinite)
         self._generators: dict[str, torch.Generator] = {}
         self.global_state: dict[str, Any] = {"step": 0, "skipped": 0}
         self.result_checks = {"bound": 0, "snapshot": 0}
@@ -185,11 +201,26 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                 if key not in inspect.signature(type(self).__init__).parameters:
                     raise ValueError(f"{name} does not use {key!r} (param group {index} sets "
                                      f"it to {group[key]!r})")
+                if any(_same_setting(group[key], v) for v in self._own_settings(key)):
+                    continue  # the constructor's own value, repeated in the group by a wrapper
                 raise ValueError(
                     f"{key!r} is a setting of the whole {name}, not of a param group (param "
                     f"group {index} sets it to {group[key]!r}); pass it to the constructor")
         self._refuse_foreign_keys(group, index)
         prior.validate(group, lambda name, fn: self._check_hyper(group, index, name, fn))
+
+    def _own_settings(self, key: str) -> list[Any]:
+        """The optimizer's value of the constructor argument ``key`` (of
+        ``OPTIMIZER_WIDE_KEYS`` or ``system_keys``), as given and as held: a param group may
+        repeat it, as wrappers that pass their keyword arguments both to the constructor and
+        into every group do (``torch.distributed.optim.ZeroRedundancyOptimizer``)."""
+        own = [self.__dict__.get("_given", {}).get(key, _UNSET)]
+        system = self.__dict__.get("system")
+        if key in self.system_keys and system is not None:
+            own += [getattr(system, key, _UNSET), self.system_hyperparameters().get(key, _UNSET)]
+        else:
+            own.append(getattr(self, key, _UNSET))
+        return own
 
     def _refuse_foreign_keys(self, group: dict[str, Any], index: int) -> None:
         """Hyperparameter keys of other torch optimizers, of the Langevin-family dynamics and

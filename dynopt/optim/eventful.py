@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -46,6 +46,8 @@ class EventfulOptimizer(DynamicsOptimizer):
                  nonfinite: str) -> None:
         self._events = OptimizerEvents(events, type(self).__name__, self.supported_actions,
                                        self.observables)
+        if not isinstance(events, Iterator):  # (kept for _own_settings; a generator, consumed,
+            self.__dict__.setdefault("_given", {})["events"] = events  # would not pickle)
         super().__init__(params, defaults, seed=seed, nonfinite=nonfinite)
 
     def _validate_group(self, group: dict[str, Any], index: int) -> None:

@@ -54,6 +54,10 @@ def _get(group: dict[str, Any], key: str) -> float:
     if v is None:
         return _NEUTRAL[key]
     if isinstance(v, Tensor) and v.numel() == 1:
+        if v.requires_grad:  # set after construction (which refuses it)
+            from .base import _refuse_hypergradient
+
+            _refuse_hypergradient(group, key, v, "set after construction")
         v = v.item()
     return float(KEYS[key](key, v))
 
