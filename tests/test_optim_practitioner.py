@@ -26,7 +26,7 @@ own optimizers do or against an equivalent run.
 * ``model.double()`` after the first steps: the step's error about the buffer's dtype says
   how to convert the state (``opt.load_state_dict(opt.state_dict())``), and that round trip
   continues exactly as a new optimizer loading the checkpoint after the conversion.
-* ``CSVLogger`` re-registered on a resumed run appends to its log (it truncated it, losing the
+* ``CSVLogger(append=True)`` re-registered on a resumed run continues its log (it truncated it, losing the
   history, and two loggers on one file wrote NUL bytes): the log of a run resumed from a
   checkpoint equals the uninterrupted run's, byte for byte.
 """
@@ -326,13 +326,13 @@ def test_model_converted_after_first_steps(name):
 def test_csv_logger_of_a_resumed_run_continues_its_log(tmp_path):
     batches = data(7)
 
-    def run(path, stop, start=0, checkpoint=None):
+    def run(path, stop, start=0, checkpoint=None, every=1):
         m = model(0)
         opt = Langevin(m.parameters(), lr=0.1, temperature=1e-3, seed=0)
-        if checkpoint is not None:
+        if checkpoint is not None:  # (a copy: as torch's, the loaded state aliases the dict)
             m.load_state_dict(checkpoint[0])
-            opt.load_state_dict(checkpoint[1])
-        logger = CSVLogger(path, every=1)
+            opt.load_state_dict(copy.deepcopy(checkpoint[1]))
+        logger = CSVLogger(path, every=every, append=checkpoint is not None)
         opt.register_step_post_hook(logger)
         for x, y in batches[start:stop]:
             _step(m, opt, 0.0, x, y)
@@ -345,6 +345,22 @@ def test_csv_logger_of_a_resumed_run_continues_its_log(tmp_path):
     whole = (tmp_path / "whole.csv").read_bytes()
     assert whole.count(b"step,group") == 1 and len(whole.splitlines()) == 8
     assert (tmp_path / "resumed.csv").read_bytes() == whole
+    # resumed from a checkpoint older than the log's last rows: those rows (the abandoned
+    # continuation) are dropped, not repeated
+    early = run(tmp_path / "again.csv", 2)
+    run(tmp_path / "again.csv", 6, start=2, checkpoint=early)
+    run(tmp_path / "again.csv", 7, start=4, checkpoint=checkpoint)
+    assert (tmp_path / "again.csv").read_bytes() == whole
+    # the same with every=2: the first row the resumed run logs is step 6
+    run(tmp_path / "whole2.csv", 7, every=2)
+    run(tmp_path / "again2.csv", 7, every=2)
+    run(tmp_path / "again2.csv", 7, start=4, checkpoint=checkpoint, every=2)
+    assert (tmp_path / "again2.csv").read_bytes() == (tmp_path / "whole2.csv").read_bytes()
+    # without append (the default) a rerun replaces the log: one run, not two mixed
+    run(tmp_path / "whole.csv", 7)
+    assert (tmp_path / "whole.csv").read_bytes() == whole
+    with pytest.raises(TypeError, match="append must be a bool"):
+        CSVLogger(tmp_path / "x.csv", append="yes")
     (tmp_path / "other.csv").write_text("epoch,loss\n1,0.5\n")
     with pytest.raises(ValueError, match="exists with the header"):
         CSVLogger(tmp_path / "other.csv")
