@@ -192,3 +192,26 @@ def test_optimizer_stability_limit_has_no_lambda_max_limit_under_maximize(make):
     both = torch.optim.SGD([{"params": [v]}, {"params": [w], "maximize": True}], lr=0.1)
     assert dg.optimizer_stability_limit(both).lam is None
     assert dg.optimizer_stability_limit(torch.optim.SGD([v], lr=0.1)).lam == pytest.approx(20.0)
+
+
+@pytest.mark.parametrize("exponent", [-600, -540, 500, 560, 1000])
+def test_ess_and_rhat_do_not_depend_on_the_scale_of_the_draws(exponent):
+    # the squared sums of τ̂ and R̂ overflowed beyond |x| ≈ 1e152 and underflowed below 1e-165
+    # (NaN where ArviZ gives a value); a power-of-two scale is exact, so the results must be
+    # equal bit for bit to those of the unscaled draws
+    from dynopt.diagnostics import effective_sample_size, rhat
+
+    rng = np.random.default_rng(3)
+    x = np.empty((4, 400, 2))
+    x[:, 0] = rng.normal(size=(4, 2))
+    for t in range(1, 400):  # AR(1), φ = 0.7: ESS well below the 1,600 draws
+        x[:, t] = 0.7 * x[:, t - 1] + rng.normal(size=(4, 2))
+    x[..., 1] += 3.0  # an offset coordinate
+    scaled = np.ldexp(x, exponent)
+    assert np.all(np.isfinite(scaled)) and np.all(scaled != 0)
+    for method in ("mean", "bulk", "tail"):
+        base = effective_sample_size(x, method=method)
+        assert np.all(np.isfinite(base)) and np.all(base < 1600)
+        np.testing.assert_array_equal(effective_sample_size(scaled, method=method), base)
+    for method in ("split", "rank"):
+        np.testing.assert_array_equal(rhat(scaled, method=method), rhat(x, method=method))

@@ -94,8 +94,20 @@ def _split(arr: np.ndarray) -> np.ndarray:
     return np.concatenate([arr[:, :half], arr[:, arr.shape[1] - half:]], axis=0)
 
 
+def _unit_scaled(arr: np.ndarray) -> np.ndarray:
+    """``(chain, draw, K)`` data divided, per K, by the power of two nearest above its largest
+    magnitude: exact (the scale-free statistics, τ̂ and R̂, are unchanged bit for bit at
+    ordinary scales), and their squared sums no longer overflow beyond |x| ≈ 1e150 or
+    underflow below 1e-160."""
+    peak = np.abs(arr).max(axis=(0, 1))
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(peak) & (peak > 0)
+    return arr / np.ldexp(1.0, np.frexp(np.where(ok, peak, 1.0))[1])
+
+
 def _geyer_tau(arr: np.ndarray) -> np.ndarray:
     """Multi-chain initial-monotone τ̂ for ``(chain, draw, K)`` input, shape ``(K,)``."""
+    arr = _unit_scaled(arr)
     m, n, _ = arr.shape
     acov = autocovariance(arr)  # (m, n, K)
     chain_mean = arr.mean(axis=1)

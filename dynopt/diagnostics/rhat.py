@@ -29,7 +29,7 @@ import numpy as np
 from .._validation import check_choice
 from ._input import as_chains
 from ._rank import rank_normalize
-from .autocorrelation import _split
+from .autocorrelation import _split, _unit_scaled
 
 __all__ = ["rhat"]
 
@@ -37,7 +37,8 @@ METHODS = ("split", "rank")
 
 
 def _rhat_of(s: np.ndarray) -> np.ndarray:
-    """R̂ of already split ``(2m, n, ...)`` data."""
+    """R̂ of already split ``(2m, n, K)`` data."""
+    s = _unit_scaled(s)
     n = s.shape[1]
     w = s.var(axis=1, ddof=1).mean(axis=0)
     between = s.mean(axis=1).var(axis=0, ddof=1)
