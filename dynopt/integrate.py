@@ -12,6 +12,7 @@ from ._validation import check_int, check_positive
 from .backends import get_backend
 from .errors import DivergenceError, Interrupted
 from .integrators import resolve
+from .integrators.base import warn_if_noise_dropped
 from .stepping import check_state, fill_memory, init
 from .trajectory import Trajectory
 
@@ -160,6 +161,7 @@ def integrate(
     if events is not None and state.streams is not None:
         raise ValueError("events= cannot be combined with chain_ids= (per-chain noise streams)")
     program = integ.program(system, h)
+    warn_if_noise_dropped(system, integ.name, program.ops)
     be = get_backend(state.backend)
     if observables is None:
         records = be.allocate_records(state, n_records, record_every)

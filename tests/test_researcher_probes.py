@@ -215,3 +215,33 @@ def test_ess_and_rhat_do_not_depend_on_the_scale_of_the_draws(exponent):
         np.testing.assert_array_equal(effective_sample_size(scaled, method=method), base)
     for method in ("split", "rank"):
         np.testing.assert_array_equal(rhat(scaled, method=method), rhat(x, method=method))
+
+
+def test_integrate_warns_when_the_scheme_drops_a_positive_temperature():
+    # integrate(Langevin(τ > 0), "BAB") ran Hamiltonian dynamics without a word (the CLI
+    # refuses it): now a UserWarning; τ = 0 (deterministic on purpose) and schemes with an O
+    # step stay silent
+    pot = potentials.Harmonic(1.0, dim=1)
+    q0 = np.zeros((2, 1))
+    with pytest.warns(UserWarning, match="integrator 'BAB' draws no noise"):
+        dynopt.integrate(systems.Langevin(pot, gamma=1.0, temperature=0.5), "BAB", q0,
+                         h=0.1, n_steps=4, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dynopt.integrate(systems.Langevin(pot, gamma=1.0, temperature=0.0), "BAB", q0,
+                         h=0.1, n_steps=4, seed=0)
+        dynopt.integrate(systems.Langevin(pot, gamma=1.0, temperature=0.5), "BAOAB", q0,
+                         h=0.1, n_steps=4, seed=0)
+
+
+def test_an_optimizer_warns_when_its_scheme_drops_a_positive_temperature():
+    # the same check as integrate()'s (one function): Langevin(temperature > 0, scheme="BAB")
+    # stepped as plain heavy ball without a word
+    p = torch.nn.Parameter(torch.zeros(3))
+    p.grad = torch.ones(3)
+    with pytest.warns(UserWarning, match="integrator 'BAB' draws no noise"):
+        dynopt.optim.Langevin([p], lr=0.1, temperature=0.1, scheme="BAB").step()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dynopt.optim.Langevin([p], lr=0.1, temperature=0.0, scheme="BAB").step()
+        dynopt.optim.Langevin([p], lr=0.1, temperature=0.1).step()

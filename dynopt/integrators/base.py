@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
 
 from ..program import Op, Program
 
@@ -12,7 +15,7 @@ if TYPE_CHECKING:
     from ..stepping import State
     from ..systems.base import AbstractSystem
 
-__all__ = ["NAMED", "AbstractIntegrator", "LetterSequence", "named"]
+__all__ = ["NAMED", "AbstractIntegrator", "LetterSequence", "named", "warn_if_noise_dropped"]
 
 #: Lower-case name → integrator class; filled by :func:`named` where each scheme is defined.
 NAMED: dict[str, type[AbstractIntegrator]] = {}
@@ -149,3 +152,18 @@ def _merge(seq: LetterSequence, system: AbstractSystem) -> LetterSequence:
         else:
             out.append((letter, frac))
     return out
+
+
+def warn_if_noise_dropped(system: AbstractSystem, name: str, ops: Sequence[Op]) -> None:
+    """A UserWarning when a scheme whose ops draw no noise drives a system at a positive
+    temperature: the thermostat is silently gone (e.g. ``"BAB"`` on Langevin is Hamiltonian
+    dynamics). Shared by ``integrate()`` and the optimizers; temperature 0 stays silent."""
+    temperature = getattr(system, "temperature", None)
+    if (system.is_stochastic and temperature is not None
+            and bool(np.all(np.asarray(temperature) > 0))
+            and not any(op.draws_noise for op in ops)):
+        warnings.warn(
+            f"integrator {name!r} draws no noise, so it drops {type(system).__name__}'s "
+            "thermostat (its stationary distribution is not the system's); use a scheme with "
+            "an O step (e.g. BAOAB) or a deterministic system (e.g. systems.Hamiltonian)",
+            UserWarning, stacklevel=3)

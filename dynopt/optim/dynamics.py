@@ -33,7 +33,7 @@ from typing import Any
 from .. import systems
 from .._validation import check_choice, check_int, check_nonnegative, check_positive, check_real
 from ..integrators import resolve
-from ..integrators.base import AbstractIntegrator
+from ..integrators.base import AbstractIntegrator, warn_if_noise_dropped
 from ..program import Op, OpCode, normals_per_step
 from .executor import split_segments
 
@@ -259,6 +259,7 @@ def build(group: dict[str, Any], value: Value) -> Spec:
     h = dyn.step(group, value("lr"))
     first = tuple(integrator.lower_sequence(system, first_seq, h))
     steady = tuple(integrator.lower_sequence(system, steady_seq, h))
+    warn_if_noise_dropped(system, integrator.name, steady)
     for ops in (first, steady):
         if normals_per_step([op.code for op in ops]) > 15:
             raise ValueError(f"scheme={scheme!r} draws more than 15 noise vectors per step")
