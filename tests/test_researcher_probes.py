@@ -58,6 +58,20 @@ def test_mcse_of_the_sd_is_scale_equivariant_far_from_unit_scale():
     assert dg.mcse(x * 2.0**-300, method="sd") == ref * 2.0**-300
 
 
+@pytest.mark.parametrize("method", ["mean", "median"])
+def test_mcse_of_the_mean_and_median_are_scale_equivariant(method):
+    # MCSE(mean) took the sd of the raw draws: inf beyond |x| ≈ 1e154 (x² overflowed), and
+    # below 1e-160 the squares fell into subnormals (≈ 1e-4 relative error, 0 at 1e-300)
+    x = np.random.default_rng(0).normal(size=(4, 200))
+    ref = dg.mcse(x, method=method)
+    assert 0.03 < ref < 0.1
+    for exponent in (-1000, -540, 520, 1000):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = dg.mcse(np.ldexp(x, exponent), method=method)
+        assert got == np.ldexp(ref, exponent), exponent  # a power of two: bit-identical
+
+
 def _network_run(observables):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(16, 2, generator=gen, dtype=torch.float64)

@@ -94,15 +94,20 @@ def _split(arr: np.ndarray) -> np.ndarray:
     return np.concatenate([arr[:, :half], arr[:, arr.shape[1] - half:]], axis=0)
 
 
-def _unit_scaled(arr: np.ndarray) -> np.ndarray:
-    """``(chain, draw, K)`` data divided, per K, by the power of two nearest above its largest
-    magnitude: exact (the scale-free statistics, τ̂ and R̂, are unchanged bit for bit at
-    ordinary scales), and their squared sums no longer overflow beyond |x| ≈ 1e150 or
-    underflow below 1e-160."""
+def _power_of_two_scale(arr: np.ndarray) -> np.ndarray:
+    """Per K, the power of two nearest above the largest magnitude of ``(chain, draw, K)``
+    data (1 where that is 0 or not finite). Dividing by it is exact."""
     peak = np.abs(arr).max(axis=(0, 1))
     with np.errstate(invalid="ignore"):
         ok = np.isfinite(peak) & (peak > 0)
-    return arr / np.ldexp(1.0, np.frexp(np.where(ok, peak, 1.0))[1])
+    return np.ldexp(1.0, np.frexp(np.where(ok, peak, 1.0))[1])
+
+
+def _unit_scaled(arr: np.ndarray) -> np.ndarray:
+    """``(chain, draw, K)`` data divided, per K, by :func:`_power_of_two_scale`: exact (the
+    scale-free statistics, τ̂ and R̂, are unchanged bit for bit at ordinary scales), and
+    their squared sums no longer overflow beyond |x| ≈ 1e150 or underflow below 1e-160."""
+    return arr / _power_of_two_scale(arr)
 
 
 def _geyer_tau(arr: np.ndarray) -> np.ndarray:

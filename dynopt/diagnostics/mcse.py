@@ -34,7 +34,7 @@ import numpy as np
 
 from .._validation import check_choice, check_probability
 from ._input import as_chains
-from .autocorrelation import _flat
+from .autocorrelation import _flat, _power_of_two_scale
 from .ess import _ess_of, _split_chains, quantile_ess
 
 __all__ = ["mcse"]
@@ -95,16 +95,17 @@ def mcse(x: Any, *, method: str = "mean", prob: float | None = None) -> Any:
     flat, trailing = _flat(arr)
     if flat.shape[2] == 0:  # no columns: nothing to estimate (as ess and rhat)
         return np.zeros(trailing)
+    # Squares (x² for the sd, d² = x⁴ for the sd's MCSE) under/overflow far from unit scale
+    # (|x| ≳ 1e154 or ≲ 1e-160; for d², 1e77 and 1e-77): work on the draws divided by a power
+    # of two near their largest magnitude (exact, so results at ordinary scales are unchanged
+    # bit for bit) and scale the MCSE back
     if method == "mean":
-        sd = flat.reshape(-1, flat.shape[2]).std(axis=0, ddof=1)
+        scale = _power_of_two_scale(flat)
+        sd = scale * (flat / scale).reshape(-1, flat.shape[2]).std(axis=0, ddof=1)
         out = sd / np.sqrt(_ess_of(_split_chains(flat)))
     elif method == "sd":
-        # d⁴ terms under/overflow far from unit scale (|x| ≳ 1e77 or ≲ 1e-77): work on the
-        # centered draws divided by a power of two near their largest magnitude (exact, so
-        # results at ordinary scales are unchanged bit for bit) and scale the MCSE back
         centered = flat - flat.mean(axis=(0, 1))
-        peak = np.abs(centered).max(axis=(0, 1))
-        scale = np.ldexp(1.0, np.frexp(np.where(peak > 0, peak, 1.0))[1])
+        scale = _power_of_two_scale(centered)
         d = (centered / scale) ** 2
         dbar = d.mean(axis=(0, 1))
         var_var = ((d**2).mean(axis=(0, 1)) - dbar**2) / _ess_of(_split_chains(d))
