@@ -122,7 +122,8 @@ def estimate_ratio(num: Any, den: Any, n_batches: int | None = None) -> Estimate
         n_batches: Batches per chain.
 
     Returns:
-        :class:`Estimate` of the ratio of means.
+        :class:`Estimate` of the ratio of means. Where mean(den) is exactly 0 the ratio is
+        undefined: its value is ±inf (NaN for 0/0) and its standard error NaN, per component.
     """
     a = as_chains("num", num)
     d = as_chains("den", den)
