@@ -9,7 +9,7 @@ import torch
 
 import dynopt
 from dynopt import potentials as P
-from dynopt.events import AtStep, SetFriction, Stop
+from dynopt.events import AtStep, LossBelow, SetFriction, Stop
 from dynopt.optim import HeavyBall
 from dynopt.systems import PortHamiltonian
 
@@ -51,3 +51,57 @@ def test_a_stop_does_not_hide_the_other_firings_of_its_step(stop_first):
         assert opt.event_log[brake].actions == ("SetFriction(gamma=1)",)
         np.testing.assert_allclose(th.numpy(), tr.final_state.q[c], rtol=1e-12, atol=1e-14)
 
+
+def _mlp():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+
+
+_X = torch.randn(64, 4, generator=torch.Generator().manual_seed(1))
+_Y = torch.sin(_X.sum(1, keepdim=True))
+
+
+def _syncs(events, *, weight_decay, pass_loss, n=6):
+    """Host synchronisations (CPU proxy: tensor-to-host conversions) of each steady step."""
+    from dynopt.backends.torch.host_syncs import HostSyncs
+
+    m = _mlp()
+    opt = HeavyBall(m.parameters(), lr=0.2, gamma=0.5, weight_decay=weight_decay,
+                    events=events, nonfinite="ignore", foreach=True, fused=False)
+    counts, losses = [], []
+    for _ in range(n):
+        opt.zero_grad()
+        loss = ((m(_X) - _Y) ** 2).mean()
+        loss.backward()
+        losses.append(loss.detach().double() + 0.5 * weight_decay * sum(
+            (p.detach().double() ** 2).sum() for p in m.parameters()))
+        with HostSyncs("cpu") as s:
+            opt.step(loss=loss) if pass_loss else opt.step()
+        counts.append(s.count)
+    return counts, opt, losses
+
+
+def test_weight_decay_costs_the_loss_events_no_host_synchronisation():
+    """With weight_decay the events read U = loss + λ|θ|²/2, and the prior term was summed as a
+    Python float per parameter tensor: one host synchronisation per tensor and step (4 here; a
+    ResNet's hundreds on a GPU), where the docs promise that events add one. The term now stays
+    on the device: a loss event adds exactly one, and the value it reads is unchanged."""
+    base, _, _ = _syncs(None, weight_decay=1e-2, pass_loss=False)
+    counts, opt, losses = _syncs([LossBelow(0.999, then=SetFriction(1.0))], weight_decay=1e-2,
+                                 pass_loss=True)
+    (f,) = opt.event_log  # fired (once) on the first loss ≤ 0.999 × the first one
+    extra = [c - b for c, b in zip(counts, base, strict=True)]
+    assert [e for k, e in enumerate(extra) if k not in (0, f.step)] == [1] * (len(extra) - 2)
+    assert f.step > 0 and f.value == pytest.approx(float(losses[f.step]), rel=1e-6)
+    assert f.value <= 0.999 * float(losses[0]) * (1 + 1e-6)
+
+
+def test_a_loss_that_no_event_reads_costs_no_host_synchronisation():
+    """HeavyBall without loss events does not read the loss, but step(loss=loss) still summed
+    the weight-decay prior onto it (one host synchronisation per parameter tensor) before
+    dropping it: the docs' "no host synchronisation" for a steady HeavyBall step held only
+    without loss=. The prior is now added only when the step reads the loss."""
+    for events in (None, [AtStep(3, then=SetFriction(1.0))]):
+        without, _, _ = _syncs(events, weight_decay=1e-2, pass_loss=False)
+        given, _, _ = _syncs(events, weight_decay=1e-2, pass_loss=True)
+        assert given[1:] == without[1:]

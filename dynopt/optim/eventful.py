@@ -189,9 +189,12 @@ class EventfulOptimizer(DynamicsOptimizer):
 
     def _update(self, loss: Any = None, given_loss: Any = None) -> None:
         loss = self._step_loss(loss, given_loss)
-        if loss is not None and not self.prior_in_step:
+        if loss is not None and self.uses_loss and not self.prior_in_step:
+            # the dynamics' potential is U = loss + the weight-decay prior, summed on the
+            # device (a float per tensor was a host synchronisation each); only when the step
+            # reads the loss
             extra = self.prior_value()
-            if extra:  # the dynamics' potential is U = loss + the weight-decay prior
+            if extra is not None:
                 loss = loss + extra
         if self.stopped:
             return
