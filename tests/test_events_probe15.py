@@ -9,7 +9,7 @@ import torch
 
 import dynopt
 from dynopt import potentials as P
-from dynopt.events import AtStep, LossBelow, SetFriction, Stop
+from dynopt.events import AtStep, LossBelow, SetFriction, Stop, Threshold
 from dynopt.optim import HeavyBall
 from dynopt.systems import PortHamiltonian
 
@@ -105,3 +105,31 @@ def test_a_loss_that_no_event_reads_costs_no_host_synchronisation():
         without, _, _ = _syncs(events, weight_decay=1e-2, pass_loss=False)
         given, _, _ = _syncs(events, weight_decay=1e-2, pass_loss=True)
         assert given[1:] == without[1:]
+
+
+
+@pytest.mark.parametrize("hold", ["paused-group", "no-gradient"])
+def test_the_energy_event_counts_the_momenta_that_sit_a_step_out(hold):
+    """H = U + ½|p|² over every momentum. A param group paused with lr = 0 (or a tensor that got
+    no gradient this step) keeps its momentum unchanged, but the "energy" observable summed
+    only the stepping tensors' momenta: pausing a moving group dropped its kinetic energy from
+    H (here 6.75 → 6.07), so an EnergyBelow could fire on the pause alone."""
+    a = torch.nn.Parameter(torch.tensor([1.0, 2.0], dtype=torch.float64))
+    b = torch.nn.Parameter(torch.tensor([3.0], dtype=torch.float64))
+    opt = HeavyBall([{"params": [a]}, {"params": [b]}], lr=0.1, gamma=0.0,
+                    events=[Threshold(-1.0, observable="energy", below=False, once=False)])
+    want = []
+    for k in range(8):
+        opt.zero_grad()
+        loss = (a ** 2).sum() / 2 + (b ** 2).sum() / 2
+        loss.backward()
+        if k >= 4 and hold == "paused-group":
+            opt.param_groups[1]["lr"] = 0.0
+        elif k >= 4:
+            b.grad = None
+        kinetic = sum(float((opt.state[p]["momentum"] ** 2).sum()) for p in (a, b)
+                      if p in opt.state)
+        want.append(float(loss.detach()) + 0.5 * kinetic)
+        opt.step(loss=loss.detach())
+    assert float(opt.state[b]["momentum"].abs().sum()) > 0.1  # b moved, then held its p
+    assert [f.value for f in opt.event_log] == pytest.approx(want, rel=1e-14, abs=0)

@@ -293,6 +293,15 @@ class EventfulOptimizer(DynamicsOptimizer):
                 _refuse_cast(Slot(p, p, self.state[p], index), "momentum", p.dtype)
         return ms
 
+    def held_momenta(self, moms: Sequence[Tensor]) -> list[Tensor]:
+        """The momenta in the state other than ``moms`` (those of the stepping tensors): of
+        paused param groups (lr = 0) and of tensors without a gradient this step, which keep
+        their momentum and so their share of the kinetic energy (state order, which
+        ``state_dict`` and ``deepcopy`` keep)."""
+        ids = {id(m) for m in moms}
+        return [st["momentum"] for st in self.state.values()
+                if isinstance(st.get("momentum"), Tensor) and id(st["momentum"]) not in ids]
+
     @staticmethod
     def device_of(parts: Participants) -> torch.device:
         return next((p.device for _, ps, _ in parts for p in ps), torch.device("cpu"))
