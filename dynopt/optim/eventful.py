@@ -194,8 +194,8 @@ class EventfulOptimizer(DynamicsOptimizer):
             # device (a float per tensor was a host synchronisation each); only when the step
             # reads the loss
             extra = self.prior_value()
-            if extra is not None:
-                loss = loss + extra
+            if extra is not None:  # (on the loss's device: a model may span several)
+                loss = loss + (extra.to(loss.device) if isinstance(loss, Tensor) else extra)
         if self.stopped:
             return
         self._step(loss, self.participants())
