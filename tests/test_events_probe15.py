@@ -133,3 +133,21 @@ def test_the_energy_event_counts_the_momenta_that_sit_a_step_out(hold):
         opt.step(loss=loss.detach())
     assert float(opt.state[b]["momentum"].abs().sum()) > 0.1  # b moved, then held its p
     assert [f.value for f in opt.event_log] == pytest.approx(want, rel=1e-14, abs=0)
+
+
+def test_unordered_events_and_bad_labels_are_refused_naming_the_value():
+    """The actions of events that fire together apply in list order (a later SetFriction
+    wins), but a set of triggers was accepted and iterated in its hash order, which changes
+    from run to run; ``then="brake"`` was refused naming its first letter ('b'), and a
+    StateCondition's ``name`` (a label in the log) took any object."""
+    from dynopt.events import EventSet, StateCondition
+
+    for bad in ({AtStep(1), AtStep(2)}, frozenset({AtStep(1)})):
+        with pytest.raises(TypeError, match="events must be ordered"):
+            EventSet(bad)
+        with pytest.raises(TypeError, match="events must be ordered"):
+            HeavyBall([torch.nn.Parameter(torch.ones(2))], events=bad)
+    with pytest.raises(TypeError, match="got 'brake'"):
+        AtStep(1, then="brake")
+    with pytest.raises(TypeError, match="name must be a str, got 3"):
+        StateCondition(lambda q, p: q[:, 0] > 0, name=3)
