@@ -13,7 +13,7 @@ from .._validation import check_real
 from ..events.actions import Action, Stop
 from ..events.engine import EventLog
 from ..events.triggers import Trigger
-from ._events import OptimizerEvents, as_scalar
+from ._events import OptimizerEvents, as_scalar, move_state
 from .base import DynamicsOptimizer
 from .checkpoint import PRIOR_STATE, Key, check_scalar_tensor
 from .executor import Slot
@@ -238,8 +238,7 @@ class EventfulOptimizer(DynamicsOptimizer):
         if est is not None:  # the triggers run on the parameters' device (map_location="cpu")
             device = next((p.device for g in self.param_groups for p in g["params"]), None)
             if device is not None:
-                est["trig"] = [{k: v.to(device) for k, v in st.items()} for st in est["trig"]]
-                est["done"] = [d.to(device) for d in est["done"]]
+                move_state(est, device)
 
     #: Optimizer-level state dicts (``global_state[name]``) and their keys, checked on load.
     extras_keys: dict[str, tuple[str, ...]] = {}
