@@ -67,6 +67,10 @@ class EventSet:
         elif isinstance(events, (str, bytes)) or not hasattr(events, "__iter__"):
             raise TypeError(f"events must be a dynopt.events trigger or a list of them, got "
                             f"{events!r}")
+        elif isinstance(events, set | frozenset | dict):
+            raise TypeError(f"events must be ordered (a list or tuple): their actions apply in "
+                            f"list order, and a {type(events).__name__}'s order changes from "
+                            f"run to run; got {events!r}")
         else:
             evs = list(events)
         for i, e in enumerate(evs):

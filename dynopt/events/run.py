@@ -154,11 +154,16 @@ def run_with_events(be: AbstractBackend, system: AbstractSystem, integ: Abstract
                 values_i = dict(values)
                 values_i["state"] = _predicate(e, arr, system.has_momentum, n)
             fired_all.append((i, es.observe_one(est, i, values_i, state.step), values_i))
+        # chains stopped before this observation fire nothing; a Stop that fires in it does
+        # not hide the other firings of the same observation (logged and applied, as in the
+        # optimizers, whatever the list order)
+        running = ~stopped
         for i, fired, values_i in fired_all:
-            apply(i, fired, values_i)
+            apply(i, fired, values_i, running)
 
-    def apply(i: int, fired: np.ndarray, values: dict[str, np.ndarray]) -> None:
-        fired = np.asarray(fired, dtype=bool) & ~stopped
+    def apply(i: int, fired: np.ndarray, values: dict[str, np.ndarray], running: np.ndarray
+              ) -> None:
+        fired = np.asarray(fired, dtype=bool) & running
         if not fired.any():
             return
         es.record_one(est, i, fired, values, state.step)

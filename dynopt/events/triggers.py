@@ -66,7 +66,7 @@ class Trigger:
         if isinstance(then, type) and issubclass(then, Action):
             raise TypeError(f"then must be an Action instance, got the class {then.__name__}: "
                             f"write then={then.__name__}(...)")
-        if then is None or not isinstance(then, Action | Sequence):
+        if then is None or isinstance(then, str | bytes) or not isinstance(then, Action | Sequence):
             raise TypeError(f"then must be an Action or a list of Actions, got {then!r}")
         actions = [then] if isinstance(then, Action) else list(then)
         for a in actions:
@@ -293,6 +293,8 @@ class StateCondition(Trigger):
         super().__init__(then, once=True)
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r}")
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {name!r}")
         self.fn = fn
         self.name = name
 

@@ -12,7 +12,7 @@ from ..events.actions import Action
 from ..events.engine import EventLog, EventSet
 from ..events.triggers import Trigger
 
-__all__ = ["OptimizerEvents", "as_scalar"]
+__all__ = ["OptimizerEvents", "as_scalar", "move_state"]
 
 
 def as_scalar(value: Any, device: torch.device) -> Tensor:
@@ -62,6 +62,10 @@ class OptimizerEvents:
         if est is None:
             est = global_state["events"] = self.set.init_state(
                 torch.zeros(1, dtype=torch.float64, device=device))
+        elif est["done"] and est["done"][0].device != device:
+            # made where an earlier step observed (a step without gradients observes on the
+            # CPU; the first stepping tensor's device can change): follow the values
+            move_state(est, device)
         masks = self.set.observe(est, values, step)
         if not bool(torch.cat([m.reshape(-1) for m in masks]).any()):  # the one check
             return []
@@ -75,3 +79,10 @@ class OptimizerEvents:
     def log(self, global_state: dict[str, Any]) -> EventLog:
         est = global_state.get("events")
         return EventLog() if est is None else self.set.log(est)
+
+
+def move_state(est: dict[str, Any], device: torch.device) -> None:
+    """Move the triggers' state and the "once" latches of ``est`` (made by
+    :meth:`~dynopt.events.EventSet.init_state`) to ``device``, in place."""
+    est["trig"] = [{k: v.to(device) for k, v in st.items()} for st in est["trig"]]
+    est["done"] = [d.to(device) for d in est["done"]]

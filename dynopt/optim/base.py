@@ -664,14 +664,17 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             grads.append(prior.gradient(group, p, g, self.state[p]) if add_prior else g)
         return params, grads
 
-    def prior_value(self) -> float:
+    def prior_value(self) -> Tensor | None:
         """Σ over groups of the prior terms of U (see :mod:`dynopt.optim.prior`) at the
-        parameters with a gradient; 0.0 when no group has one."""
-        total = 0.0
+        parameters with a gradient: a 0-dim float64 tensor on the first such parameter's
+        device, summed there (no host synchronisation); None when no group has a prior."""
+        total: Tensor | None = None
         for group in self.param_groups:
             if not prior.is_trivial(group):
                 ps = [p for p in group["params"] if p.grad is not None]
-                total += prior.value(group, ps, [self.state[p] for p in ps])
+                v = prior.value(group, ps, [self.state[p] for p in ps])
+                if v is not None:
+                    total = v if total is None else total + v.to(total.device)
         return total
 
     # --- copies: deepcopy, pickle, torch.save(optimizer) ----------------------------------

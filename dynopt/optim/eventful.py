@@ -13,7 +13,7 @@ from .._validation import check_real
 from ..events.actions import Action, Stop
 from ..events.engine import EventLog
 from ..events.triggers import Trigger
-from ._events import OptimizerEvents, as_scalar
+from ._events import OptimizerEvents, as_scalar, move_state
 from .base import DynamicsOptimizer
 from .checkpoint import PRIOR_STATE, Key, check_scalar_tensor
 from .executor import Slot
@@ -189,10 +189,13 @@ class EventfulOptimizer(DynamicsOptimizer):
 
     def _update(self, loss: Any = None, given_loss: Any = None) -> None:
         loss = self._step_loss(loss, given_loss)
-        if loss is not None and not self.prior_in_step:
+        if loss is not None and self.uses_loss and not self.prior_in_step:
+            # the dynamics' potential is U = loss + the weight-decay prior, summed on the
+            # device (a float per tensor was a host synchronisation each); only when the step
+            # reads the loss
             extra = self.prior_value()
-            if extra:  # the dynamics' potential is U = loss + the weight-decay prior
-                loss = loss + extra
+            if extra is not None:  # (on the loss's device: a model may span several)
+                loss = loss + (extra.to(loss.device) if isinstance(loss, Tensor) else extra)
         if self.stopped:
             return
         self._step(loss, self.participants())
@@ -235,8 +238,7 @@ class EventfulOptimizer(DynamicsOptimizer):
         if est is not None:  # the triggers run on the parameters' device (map_location="cpu")
             device = next((p.device for g in self.param_groups for p in g["params"]), None)
             if device is not None:
-                est["trig"] = [{k: v.to(device) for k, v in st.items()} for st in est["trig"]]
-                est["done"] = [d.to(device) for d in est["done"]]
+                move_state(est, device)
 
     #: Optimizer-level state dicts (``global_state[name]``) and their keys, checked on load.
     extras_keys: dict[str, tuple[str, ...]] = {}
@@ -289,6 +291,15 @@ class EventfulOptimizer(DynamicsOptimizer):
                     q for g in self.param_groups for q in g["params"]) if q is p)
                 _refuse_cast(Slot(p, p, self.state[p], index), "momentum", p.dtype)
         return ms
+
+    def held_momenta(self, moms: Sequence[Tensor]) -> list[Tensor]:
+        """The momenta in the state other than ``moms`` (those of the stepping tensors): of
+        paused param groups (lr = 0) and of tensors without a gradient this step, which keep
+        their momentum and so their share of the kinetic energy (state order, which
+        ``state_dict`` and ``deepcopy`` keep)."""
+        ids = {id(m) for m in moms}
+        return [st["momentum"] for st in self.state.values()
+                if isinstance(st.get("momentum"), Tensor) and id(st["momentum"]) not in ids]
 
     @staticmethod
     def device_of(parts: Participants) -> torch.device:

@@ -140,8 +140,11 @@ class HeavyBall(EventfulOptimizer):
             values = {} if loss is None else {"loss": as_scalar(loss, device)}
             if self._events.needs("energy"):  # H = U + ½|p|², U = −loss under maximize
                 moms = [self.momentum(p) for _, ps, _ in parts for p in ps]
-                values["energy"] = self._potential_sign() * values["loss"] + (
-                    0.5 * self.norm2_tensor(moms, device))
+                kinetic = self.norm2_tensor(moms, device)
+                held = self.held_momenta(moms)  # paused groups', tensors without a gradient
+                if held:
+                    kinetic = kinetic + self.norm2_tensor(held, device)
+                values["energy"] = self._potential_sign() * values["loss"] + 0.5 * kinetic
             if self.run_events(values, device):
                 self.__dict__.pop(_PENDING, None)  # nothing written: no bound to carry
                 return

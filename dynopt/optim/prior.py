@@ -127,15 +127,18 @@ def gradient(group: dict[str, Any], p: Tensor, g: Tensor, state: dict[str, Any])
                               center=anchor)
 
 
-def value(group: dict[str, Any], params: list[Tensor], states: list[dict[str, Any]]) -> float:
-    """The prior terms of U for a group's tensors (float64; tensors without θ₀ yet contribute
-    no tether)."""
+def value(group: dict[str, Any], params: list[Tensor], states: list[dict[str, Any]]
+          ) -> Tensor | None:
+    """The prior terms of U for a group's tensors (tensors without θ₀ yet contribute no
+    tether): a 0-dim float64 tensor on the first tensor's device, summed there in the order of
+    ``params`` (no host synchronisation); None for no tensors."""
     wd, loc = _get(group, "weight_decay"), _get(group, "localization")
-    total = 0.0
+    total: Tensor | None = None
     for p, st in zip(params, states, strict=True):
         anchor = st.get("anchor")
         q = p.detach().double().reshape(-1)
-        total += float(potential_value(
+        v = potential_value(
             q, weight_decay=wd, localization=loc if anchor is not None else 0.0,
-            center=None if anchor is None else anchor.detach().double().reshape(-1)))
+            center=None if anchor is None else anchor.detach().double().reshape(-1))
+        total = v if total is None else total + v.to(total.device)
     return total
