@@ -28,7 +28,7 @@ from dynopt import potentials as P
 from dynopt import systems as S
 from dynopt.backends.torch.host_syncs import HostSyncs
 from dynopt.diagnostics import estimate_mean
-from dynopt.events import LossBelow, SetFriction
+from dynopt.events import AtStep, LossBelow, SetFriction
 from dynopt.optim import (
     BBI,
     LOL,
@@ -629,3 +629,21 @@ def test_gpu_benchmark_script_runs_small_on_the_device(device, tmp_path):
                          "here once `net` is merged")
 def test_network_study_potentials_on_the_device(device):  # pragma: no cover
     raise AssertionError("placeholder")
+
+
+def test_events_follow_the_values_to_the_parameters_device(device):
+    """A step without any gradient observes its events on the CPU (no stepping tensor to take
+    the device from), and the triggers' state was then made there for good: the next step on
+    the GPU mixed a CUDA observation with CPU state (a device-mismatch RuntimeError). The state
+    now follows the observed values. (Device tier: ``--device cuda``; not run on a GPU in the
+    session that wrote it.)"""
+    if device.type == "cpu":
+        pytest.skip("needs a parameter off the CPU")
+    th = torch.nn.Parameter(torch.ones(3, device=device))
+    opt = HeavyBall([th], lr=0.1, events=[AtStep(2, then=SetFriction(1.0))])
+    opt.step()  # no gradient yet: nothing moves, the events observe step 0
+    for _ in range(3):
+        th.grad = th.detach().clone()
+        opt.step()
+    assert opt.event_log.steps() == [2] and opt.friction(opt.param_groups[0]) == 1.0
+    assert opt.global_state["events"]["done"][0].device == th.device
