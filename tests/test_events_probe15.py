@@ -151,3 +151,19 @@ def test_unordered_events_and_bad_labels_are_refused_naming_the_value():
         AtStep(1, then="brake")
     with pytest.raises(TypeError, match="name must be a str, got 3"):
         StateCondition(lambda q, p: q[:, 0] > 0, name=3)
+
+
+def test_a_predicate_returning_nan_is_refused_not_read_as_true():
+    """StateCondition accepts a numeric predicate (nonzero = true); a NaN was cast to True and
+    fired the event (a Stop froze the chain). It is refused, naming the chain."""
+    from dynopt.events import StateCondition
+
+    pot = P.DoubleWell(1)
+    cond = StateCondition(lambda q, p: np.where(q[:, 0] > 0, np.nan, 0.0), then=Stop())
+    with pytest.raises(ValueError, match=r"non-finite value \(nan\) for chain\(s\) \[0\]"):
+        dynopt.integrate(PortHamiltonian(pot, gamma=1.0), "FBA", [[1.0], [-1.0]], h=0.1,
+                         n_steps=3, events=[cond])
+    ok = StateCondition(lambda q, p: (q[:, 0] > 5.0).astype(float), then=Stop())
+    traj = dynopt.integrate(PortHamiltonian(pot, gamma=1.0), "FBA", [[1.0], [-1.0]], h=0.1,
+                            n_steps=3, events=[ok])
+    assert len(traj.events) == 0

@@ -249,4 +249,9 @@ def _predicate(e: Any, arr: dict[str, np.ndarray], has_momentum: bool, n: int) -
         raise ValueError(f"{e!r}: the predicate must return one boolean per chain, shape "
                          f"({n},), got {type(out).__name__} of shape {out.shape} and dtype "
                          f"{out.dtype}")
+    if out.dtype.kind == "f" and not np.all(np.isfinite(out)):  # bool(NaN) is True
+        bad = np.flatnonzero(~np.isfinite(out.reshape(n)))
+        raise ValueError(f"{e!r}: the predicate returned a non-finite value "
+                         f"({out.reshape(n)[bad[0]]}) for chain(s) {bad.tolist()[:5]}, which is "
+                         "neither true nor false; return booleans")
     return out.astype(bool).reshape(n)
