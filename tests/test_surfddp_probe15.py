@@ -2,7 +2,7 @@
 
 * surf: snapshots that do not fit (a broadcastable shape, another output size), snapshots holding
   NaN, the divergence report's step, and arguments whose wrong type gave a raw error.
-* SnapshotRecorder: a state dict, to resume a training run.
+* DDPNOpt: hyperparameters set after construction are checked at the step.
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dynopt.errors import DivergenceError
+from dynopt.optim import DDPNOpt
 from dynopt.surfing import surf
 
 
@@ -108,6 +110,57 @@ def test_surf_arguments_are_named(kw, exc, match):
     literal for int()", and torch's own as_tensor() error."""
     with pytest.raises(exc, match=match):
         surf(generators(2), Y, **{**KW, **kw})
+
+
+# --- DDPNOpt: hyperparameters set after construction ------------------------------------------
+def _model() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+
+
+def _step(model: nn.Module, opt: DDPNOpt) -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(8, 4, dtype=torch.float64, generator=g)
+    y = torch.randint(0, 3, (8,), generator=g)
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+
+
+@pytest.mark.parametrize(("base", "key", "value", "exc", "match"), [
+    ("sgd", "vxx_reg", float("nan"), ValueError, "vxx_reg must be finite"),     # was taken as 0
+    ("sgd", "vxx_reg", -0.5, ValueError, "vxx_reg must be >= 0"),               # was taken as 0
+    ("sgd", "weight_decay", -1.0, ValueError, "weight_decay must be >= 0"),     # ran
+    ("sgd", "costate", "Bellman", ValueError, "costate must be one of"),        # back-prop
+    ("sgd", "expansion", "second", ValueError, "expansion must be one of"),     # Gauss-Newton
+    ("sgd", "feedback", "yes", TypeError, "feedback must be a bool"),           # truthy
+    ("sgd", "momentum", float("nan"), ValueError, "momentum must be finite"),   # 'lower lr'
+    ("rmsprop", "feedback_curvature", "Batch", ValueError, "feedback_curvature must be one of"),
+    ("adam", "eps", -1.0, ValueError, "eps must be >= 0"),                      # ran
+    ("adam", "betas", (0.9, 1.5), ValueError, r"betas\[1\] must be in \[0, 1\)"),  # complex
+    ("ekfac", "update_freq", 0, ValueError, "update_freq must be >= 1"),   # ZeroDivisionError
+    ("ekfac", "ekfac_decay", 1.5, ValueError, r"ekfac_decay must be in \[0, 1\)"),  # ran
+])
+@pytest.mark.parametrize("nonfinite", ["raise", "ignore"])
+def test_hyperparameter_set_after_construction_is_checked_at_the_step(
+        base, key, value, exc, match, nonfinite):
+    model = _model()
+    opt = DDPNOpt(model, lr=0.05, base=base, nonfinite=nonfinite)
+    _step(model, opt)
+    before = [p.detach().clone() for p in model.parameters()]
+    state = copy.deepcopy(opt.state_dict())
+    opt.param_groups[0][key] = value
+    with pytest.raises(exc, match=rf"{match}.*param group 0.*DDPNOpt step 2: no parameter"):
+        _step(model, opt)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert opt.global_state["step"] == 1
+    torch.testing.assert_close(opt.state_dict()["state"], state["state"], rtol=0, atol=0)
+
+
+def test_betas_error_at_construction_names_the_group():
+    with pytest.raises(ValueError, match=r"betas\[1\] must be in \[0, 1\), got 1.0 \(param "
+                                         r"group 0\)"):
+        DDPNOpt(_model(), base="adam", betas=(0.9, 1.0))
 
 
 # --- SnapshotRecorder: resuming a training run -------------------------------------------------
