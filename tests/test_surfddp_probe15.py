@@ -197,3 +197,22 @@ def test_recorder_resumes_from_its_state_dict():
     with pytest.raises(ValueError, match=r"state\['steps'\]\[1\] must be <= 1"):
         resumed.load_state_dict({**ref.state_dict(), "count": 1})
     assert resumed.steps == [0, 2, 4]                # unchanged
+
+
+@pytest.mark.parametrize("track", [1, "no"])
+def test_track_must_be_a_bool(track):
+    """track="no" switched the diagnostics on (bool("no")); the other flags raise."""
+    with pytest.raises(TypeError, match=f"track must be a bool, got {track!r}"):
+        DDPNOpt(_model(), track=track)
+
+
+@pytest.mark.parametrize(("at", "exc", "match"), [
+    (5, TypeError, "at must be a sequence of step numbers, got 5"),        # 'int' not iterable
+    ("12", TypeError, "at must be a sequence of step numbers, got '12'"),  # at[i] ... '1'
+    ([3, 0], ValueError, r"at\[1\] must be >= 1, got 0"),                  # at[i]
+])
+def test_recorder_at_is_named(at, exc, match):
+    from dynopt.surfing import SnapshotRecorder
+
+    with pytest.raises(exc, match=match):
+        SnapshotRecorder(generators(1)[0], at=at)

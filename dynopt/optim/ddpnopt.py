@@ -238,6 +238,8 @@ class DDPNOpt(DynamicsOptimizer):
     ) -> None:
         check_choice("base", base, BASES)
         check_choice("eps_placement", eps_placement, EPS_PLACEMENTS)
+        if not isinstance(track, bool):
+            raise TypeError(f"track must be a bool, got {track!r}")
         self.trajectory = DDPTrajectory(model, terminal_hessian=terminal_hessian)
         self._owner: dict[int, AffineLayer] = {
             id(p): st.layer for st in self.trajectory.stages for p in st.layer.params}
@@ -256,7 +258,7 @@ class DDPNOpt(DynamicsOptimizer):
         groups = list(params) if params is not None else [
             p for p in self.trajectory.parameters if p.requires_grad]
         super().__init__(groups, defaults, seed=seed, nonfinite=nonfinite)
-        self.track = bool(track)
+        self.track = track
         self.last_info: dict[str, list[float]] = {}
         self._sync_hooks()
         if self._needs_record():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -47,7 +47,10 @@ class SnapshotRecorder:
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         self.model = model
         self.every = check_int("every", every, minimum=1)
-        self.at = None if at is None else {check_int("at[i]", s, minimum=1) for s in at}
+        if at is not None and (isinstance(at, str) or not isinstance(at, Iterable)):
+            raise TypeError(f"at must be a sequence of step numbers, got {at!r}")
+        self.at = None if at is None else {
+            check_int(f"at[{i}]", s, minimum=1) for i, s in enumerate(at)}
         self.count = 0
         self.snapshots: list[dict[str, Tensor]] = []
         self.steps: list[int] = []

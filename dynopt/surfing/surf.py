@@ -159,7 +159,7 @@ def surf(
         lr: Step size h.
         dynamics: ``"gradient-flow"``, ``"overdamped-langevin"`` or ``"langevin"``.
         temperature: τ ≥ 0 or a schedule ``τ(s)`` with s = k/(K−1) ∈ [0, 1] (Langevin
-            dynamics only; default 0).
+            dynamics only; default 0). A single snapshot is the trained network: s = 1.
         gamma: Friction γ of ``"langevin"``.
         seed: Seed of the initial codes (drawn on the CPU, so the same on every device) and of
             the noise.
