@@ -63,7 +63,6 @@ from .._validation import (
 from ..errors import DivergenceError
 from ..integrators import BAOAB, EulerMaruyama
 from ..integrators.base import AbstractIntegrator
-from ..optim.finite import all_finite
 from ..stepping import State, run
 from ..systems import Langevin, OverdampedLangevin
 from ..systems.base import AbstractSystem
@@ -349,10 +348,9 @@ def _refuse_nonfinite(snaps: Sequence[Any]) -> None:
     for k, s in enumerate(snaps):
         named = list(s.named_parameters()) + list(s.named_buffers()) \
             if isinstance(s, nn.Module) else list(s.items())
-        ts = [t for _, t in named if isinstance(t, Tensor) and t.is_floating_point()
-              and t.numel()]
-        if ts and all_finite(ts):
-            continue
+        ts = [t for _, t in named if isinstance(t, Tensor) and t.is_floating_point()]
+        if not ts or bool(torch.stack([torch.isfinite(t).all() for t in ts]).all()):
+            continue      # (one host synchronisation per snapshot)
         for name, t in named:
             if isinstance(t, Tensor) and t.is_floating_point() and not bool(
                     torch.isfinite(t).all()):
