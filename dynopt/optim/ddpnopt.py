@@ -238,6 +238,8 @@ class DDPNOpt(DynamicsOptimizer):
     ) -> None:
         check_choice("base", base, BASES)
         check_choice("eps_placement", eps_placement, EPS_PLACEMENTS)
+        if not isinstance(track, bool):
+            raise TypeError(f"track must be a bool, got {track!r}")
         self.trajectory = DDPTrajectory(model, terminal_hessian=terminal_hessian)
         self._owner: dict[int, AffineLayer] = {
             id(p): st.layer for st in self.trajectory.stages for p in st.layer.params}
@@ -256,7 +258,7 @@ class DDPNOpt(DynamicsOptimizer):
         groups = list(params) if params is not None else [
             p for p in self.trajectory.parameters if p.requires_grad]
         super().__init__(groups, defaults, seed=seed, nonfinite=nonfinite)
-        self.track = bool(track)
+        self.track = track
         self.last_info: dict[str, list[float]] = {}
         self._sync_hooks()
         if self._needs_record():
@@ -313,6 +315,24 @@ class DDPNOpt(DynamicsOptimizer):
                 group.pop(k, None)
             _refuse_missing_keys(group, index)
         super()._validate_group(group, index)
+        self._check_values(group, index)
+        if group["maximize"]:
+            raise ValueError("DDPNOpt does not support maximize=True (the terminal cost is "
+                             "minimized)")
+        if group["differentiable"]:
+            raise ValueError("DDPNOpt does not support differentiable=True")
+        for p in group["params"]:
+            if id(p) not in self._owner:
+                raise ValueError(f"param group {index} holds a tensor of shape "
+                                 f"{tuple(p.shape)} that is not a parameter of the model's "
+                                 "Linear/Conv2d layers")
+        self._check_layers_grouped()
+
+    def _check_values(self, group: dict[str, Any], index: int) -> None:
+        """The group's hyperparameter values (all but ``lr``, which :meth:`hyper` checks):
+        at construction, and at every step, since a value set later (``group["vxx_reg"] =
+        nan``, ``group["costate"] = "Bellman"``) would otherwise run silently: NaN ε taken as 0,
+        an unknown costate as back-propagation, a negative weight decay as a growth term."""
         ch = self._check_hyper
         ch(group, index, "base", lambda n, v: check_choice(n, v, BASES))
         ch(group, index, "expansion", lambda n, v: check_choice(n, v, EXPANSIONS))
@@ -340,22 +360,14 @@ class DDPNOpt(DynamicsOptimizer):
                 raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r} "
                                  f"(param group {index})")
             for i, b in enumerate(betas):
-                check_probability(f"betas[{i}]", b, open_right=True)
+                try:
+                    check_probability(f"betas[{i}]", b, open_right=True)
+                except (ValueError, TypeError) as err:
+                    raise type(err)(f"{err} (param group {index})") from None
         if group.get("nesterov") and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError(f"nesterov=True requires momentum > 0 and dampening = 0, got "
                              f"momentum={group['momentum']}, dampening={group['dampening']} "
                              f"(param group {index})")
-        if group["maximize"]:
-            raise ValueError("DDPNOpt does not support maximize=True (the terminal cost is "
-                             "minimized)")
-        if group["differentiable"]:
-            raise ValueError("DDPNOpt does not support differentiable=True")
-        for p in group["params"]:
-            if id(p) not in self._owner:
-                raise ValueError(f"param group {index} holds a tensor of shape "
-                                 f"{tuple(p.shape)} that is not a parameter of the model's "
-                                 "Linear/Conv2d layers")
-        self._check_layers_grouped()
 
     def _check_layers_grouped(self) -> None:
         where = {id(p): gi for gi, g in enumerate(self.param_groups) for p in g["params"]}
@@ -429,6 +441,12 @@ class DDPNOpt(DynamicsOptimizer):
 
     # --- the update -------------------------------------------------------------------------
     def _hypers(self, group: dict[str, Any]) -> dict[str, Any]:
+        index = next(i for i, g in enumerate(self.param_groups) if g is group)
+        try:
+            self._check_values(group, index)
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"{err}; DDPNOpt step {self.global_state['step'] + 1}: no parameter "
+                            "or optimizer state was changed") from None
         hp = {k: v for k, v in group.items() if k != "params"}
         hp["lr"] = self.hyper(group, "lr", check_positive)
         return hp

@@ -44,7 +44,6 @@ dynamics, ≤ 0 (dissipation) for a gradient flow with a small step.
 from __future__ import annotations
 
 import functools
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -159,7 +158,7 @@ def surf(
         lr: Step size h.
         dynamics: ``"gradient-flow"``, ``"overdamped-langevin"`` or ``"langevin"``.
         temperature: τ ≥ 0 or a schedule ``τ(s)`` with s = k/(K−1) ∈ [0, 1] (Langevin
-            dynamics only; default 0).
+            dynamics only; default 0). A single snapshot is the trained network: s = 1.
         gamma: Friction γ of ``"langevin"``.
         seed: Seed of the initial codes (drawn on the CPU, so the same on every device) and of
             the noise.
@@ -175,9 +174,12 @@ def surf(
         :class:`SurfResult`.
 
     Raises:
-        ValueError: For an empty snapshot list, snapshots on several devices, mismatched shapes
-            of ``y``, ``A`` or ``x0``, or bad hyperparameters (naming them).
-        DivergenceError: If the codes become non-finite (names the snapshot and step).
+        ValueError: For an empty snapshot list, snapshots on several devices, a snapshot that
+            does not fit (a state dict's key or shape, an output size other than the first
+            snapshot's) or holds NaN/inf, mismatched shapes of ``y``, ``A`` or ``x0``, or bad
+            hyperparameters (naming them).
+        DivergenceError: If the codes become non-finite (names the snapshot and the step on
+            it, ``DivergenceError.step``).
     """
     snaps = list(snapshots) if not isinstance(snapshots, nn.Module) else [snapshots]
     if not snaps:
@@ -199,11 +201,16 @@ def surf(
                  check_probability("betas[1]", betas[1], open_right=True))
     lr = check_positive("lr", lr)
     gamma = check_nonnegative("gamma", gamma)
+    seed = None if seed is None else check_int("seed", seed, minimum=0)
+    if dtype is not None and dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64 (the chains' dtype), "
+                         f"got {dtype!r}")
     n_snap = len(snaps)
     steps = _steps(steps_per_snapshot, n_snap)
     temp = _temperature(temperature, dynamics, n_snap)
     net_dtype = _snapshot_dtype(snaps, model)
     device = _snapshot_device(snaps)
+    _refuse_nonfinite(snaps)
     if dtype is None:
         dtype = net_dtype
     gens = [generator_fn(s, model) for s in snaps]
@@ -216,12 +223,7 @@ def surf(
     n, d = x.shape
     if yt.ndim == 2 and yt.shape[0] != n:
         raise ValueError(f"y has {yt.shape[0]} rows (targets) but x0 has {n} rows (chains)")
-    try:
-        with torch.no_grad():
-            n_out = gens[0](x[:1].to(net_dtype)).shape[1]
-    except RuntimeError as err:
-        raise ValueError(f"the first snapshot cannot be evaluated on x0 with {d} latent "
-                         f"coordinates per chain ({err})") from None
+    n_out = _output_size(gens, x[:1].to(net_dtype))
     at = None
     if A is not None:
         at = torch.as_tensor(A, dtype=dtype).detach().to(device)
@@ -287,25 +289,73 @@ def _advance(system: AbstractSystem, integ: AbstractIntegrator, state: State, n_
     try:
         return run(system, integ, state, n_steps=n_steps, h=h)
     except DivergenceError as err:
-        raise DivergenceError(f"surfing diverged on snapshot {k} at step {err.step} (chain "
-                              f"{err.chain}); lower lr", step=err.step, chain=err.chain) from err
+        step = err.step - state.step     # the run's step count -> the step on snapshot k
+        raise _diverged(k, step, n_steps, err.step, err.chain, "") from err
 
 
 def _adam_steps(adam: torch.optim.Adam, pot: Any, state: State, n_steps: int, k: int) -> None:
-    """``n_steps`` Adam steps on U_k, written back into ``state.q`` (in place)."""
+    """``n_steps`` Adam steps on U_k, written back into ``state.q`` (in place). The codes are
+    checked after each step (a non-finite gradient makes them non-finite too): checking only
+    the gradient missed codes that overflowed at a snapshot's last step, or where the
+    gradient vanishes (a saturated tanh)."""
     xq = adam.param_groups[0]["params"][0]
     for i in range(n_steps):
         with torch.no_grad():
             g = pot.grad(xq.detach())
-        if not bool(torch.isfinite(g).all()):
-            raise DivergenceError(f"surfing (inner='adam') diverged on snapshot {k} at step "
-                                  f"{i + 1}", step=i + 1, chain=int((~torch.isfinite(g)).any(
-                                      1).nonzero()[0]))
         xq.grad = g.to(xq.dtype)
         adam.step()
+        bad = ~torch.isfinite(xq.detach()).all(1)
+        if bool(bad.any()):
+            chain = int(bad.nonzero()[0, 0])
+            raise _diverged(k, i + 1, n_steps, state.step + i + 1, chain, " (inner='adam')")
     with torch.no_grad():
         state.q.copy_(xq.detach())
     state.step += n_steps
+
+
+def _diverged(k: int, step: int, n_steps: int, overall: int, chain: int, how: str
+              ) -> DivergenceError:
+    """The one divergence report of both inner loops: ``step`` (also ``DivergenceError.step``)
+    counts the steps on snapshot k, so ``steps_per_snapshot[k] = step - 1`` stops just before
+    it; ``overall`` counts the whole run's."""
+    return DivergenceError(f"surfing{how} diverged on snapshot {k} at step {step} of its "
+                           f"{n_steps} (step {overall} of the run; chain {chain}); lower lr",
+                           step=step, chain=chain)
+
+
+def _output_size(gens: Sequence[Callable[[Tensor], Tensor]], x1: Tensor) -> int:
+    """The generator's output size, the same for every snapshot (evaluated on one code): a
+    snapshot with another (a broadcastable size 1 ran silently against the targets) or one
+    that cannot take the codes is named."""
+    sizes = []
+    for k, g in enumerate(gens):
+        try:
+            with torch.no_grad():
+                sizes.append(int(g(x1).shape[1]))
+        except RuntimeError as err:
+            raise ValueError(f"snapshot {k} cannot be evaluated on x0 with {x1.shape[1]} latent "
+                             f"coordinates per chain ({err})") from None
+        if sizes[k] != sizes[0]:
+            raise ValueError(f"snapshot {k} outputs {sizes[k]} values per code but snapshot 0 "
+                             f"outputs {sizes[0]}: every snapshot must map a code to the same "
+                             "number of outputs")
+    return sizes[0]
+
+
+def _refuse_nonfinite(snaps: Sequence[Any]) -> None:
+    """ValueError naming the first snapshot tensor holding NaN/inf: its potential is NaN, and
+    a snapshot given no steps passed it on silently into the loss and the work."""
+    for k, s in enumerate(snaps):
+        named = list(s.named_parameters()) + list(s.named_buffers()) \
+            if isinstance(s, nn.Module) else list(s.items())
+        ts = [t for _, t in named if isinstance(t, Tensor) and t.is_floating_point()]
+        if not ts or bool(torch.stack([torch.isfinite(t).all() for t in ts]).all()):
+            continue      # (one host synchronisation per snapshot)
+        for name, t in named:
+            if isinstance(t, Tensor) and t.is_floating_point() and not bool(
+                    torch.isfinite(t).all()):
+                raise ValueError(f"snapshot {k} holds non-finite values in {name!r}: a "
+                                 "snapshot must be a finite network")
 
 
 def _energy(system: AbstractSystem, state: State) -> np.ndarray:
@@ -315,10 +365,12 @@ def _energy(system: AbstractSystem, state: State) -> np.ndarray:
 
 def _snapshot_dtype(snaps: Sequence[Any], model: nn.Module | None) -> torch.dtype:
     """The one floating dtype of the snapshots' tensors (float64 if they have none); state
-    dicts must hold exactly the model's keys (a missing or misspelt key silently ran on the
-    model's own tensor, functional_call being lenient)."""
+    dicts must hold exactly the model's keys, shaped as the model's (a missing or misspelt key
+    silently ran on the model's own tensor, and a bias of shape (1,) broadcast, functional_call
+    being lenient)."""
     dtypes: set[torch.dtype] = set()
-    want = set(model.state_dict()) if model is not None else set()
+    own = model.state_dict() if model is not None else {}
+    want = set(own)
     for k, s in enumerate(snaps):
         if isinstance(s, nn.Module):
             tensors = [*s.parameters(), *s.buffers()]
@@ -329,6 +381,11 @@ def _snapshot_dtype(snaps: Sequence[Any], model: nn.Module | None) -> torch.dtyp
                 raise ValueError(f"snapshot {k} does not fit model: missing keys {missing[:5]}, "
                                  f"unexpected keys {extra[:5]} (a state dict of model itself, "
                                  "e.g. copy.deepcopy(model.state_dict()), has exactly its keys)")
+            for key in sorted(keys):
+                t, ref = s[key], own[key]
+                if isinstance(t, Tensor) and isinstance(ref, Tensor) and t.shape != ref.shape:
+                    raise ValueError(f"snapshot {k} does not fit model: {key!r} has shape "
+                                     f"{tuple(t.shape)} but the model's has {tuple(ref.shape)}")
             tensors = [t for t in s.values() if isinstance(t, Tensor)]
         dtypes |= {t.dtype for t in tensors if t.is_floating_point()}
     if len(dtypes) > 1:
@@ -351,9 +408,10 @@ def _snapshot_device(snaps: Sequence[Any]) -> torch.device:
 
 
 def _steps(spec: int | Sequence[int], n_snap: int) -> list[int]:
-    if isinstance(spec, numbers.Integral) and not isinstance(spec, bool):
+    if not isinstance(spec, Sequence | np.ndarray | torch.Tensor) or isinstance(spec, str) or (
+            getattr(spec, "ndim", 1) == 0):
         return [check_int("steps_per_snapshot", spec, minimum=0)] * n_snap
-    steps = [check_int("steps_per_snapshot[k]", s, minimum=0) for s in spec]
+    steps = [check_int(f"steps_per_snapshot[{i}]", s, minimum=0) for i, s in enumerate(spec)]
     if len(steps) != n_snap:
         raise ValueError(f"steps_per_snapshot has {len(steps)} entries but there are {n_snap} "
                          "snapshots")
