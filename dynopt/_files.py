@@ -15,13 +15,20 @@ from pathlib import Path
 __all__ = ["prepare_output_dir", "write_text_atomic"]
 
 
-def prepare_output_dir(path: str | os.PathLike[str], name: str = "out") -> Path:
-    """Create ``path`` (with parents) and check that files can be written there.
+def prepare_output_dir(path: str | os.PathLike[str], name: str = "out", *,
+                       sub: str | None = None) -> Path:
+    """Create ``path`` (or its subfolder ``sub``), with parents, and check that files can be
+    written there.
 
     Raises:
-        ValueError: Naming ``name`` and the path, if the folder cannot be created or written.
+        ValueError: Naming ``name`` and the path, if ``path`` is empty (an unset shell variable
+            would otherwise put the results in the current folder; pass ``.`` for that), or if
+            the folder cannot be created or written.
     """
-    out = Path(path)
+    if not os.fspath(path).strip():
+        raise ValueError(f"{name} must name a folder, got {os.fspath(path)!r} (use '.' for the "
+                         "current folder)")
+    out = Path(path) if sub is None else Path(path) / sub
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".dynopt-probe-", dir=out)

@@ -296,13 +296,16 @@ def _rows(q0: Any, n_chains: int | None) -> int:
 
 
 def check_memory(system: AbstractSystem, n_chains: int, dim: int, n_steps: int,
-                 record_every: int, *, itemsize: int = 8) -> int:
+                 record_every: int, *, itemsize: int = 8,
+                 names: tuple[str, str] = ("n_chains", "record_every")) -> int:
     """Bytes a run needs (state, its copy, records); ValueError above :data:`MAX_RECORD_BYTES`.
 
     Called before anything is allocated, so a huge ``n_chains`` is refused, not swapped in.
     The hint names the change that makes the run fit: the smallest ``record_every``, or the
-    largest ``n_chains``. Returns the byte count.
+    largest ``n_chains``, under ``names`` (the command line passes its option names). Returns
+    the byte count.
     """
+    chains_name, every_name = names
     width = dim + (dim if system.has_momentum else 0) + sum(system.extras_layout(dim).values())
     state_row = 3 * width * itemsize  # the initial arrays, the state and integrate's copy
     record_row = (width + 1) * itemsize  # q, p, extras and U per record
@@ -315,14 +318,14 @@ def check_memory(system: AbstractSystem, n_chains: int, dim: int, n_steps: int,
     free_records = (MAX_RECORD_BYTES // n_chains - state_row) // record_row  # records that fit
     if free_records >= 2:
         every = -(-n_steps // (free_records - 1))
-        hint = f"raise record_every to at least {every} (got {record_every})" + (
-            f" or lower n_chains to at most {fit_chains}" if fit_chains >= 1 else "")
+        hint = f"raise {every_name} to at least {every} (got {record_every})" + (
+            f" or lower {chains_name} to at most {fit_chains}" if fit_chains >= 1 else "")
     elif fit_chains >= 1:
-        hint = f"lower n_chains to at most {fit_chains} (or raise record_every)"
+        hint = f"lower {chains_name} to at most {fit_chains} (or raise {every_name})"
     else:
-        hint = "lower n_chains"
+        hint = f"lower {chains_name}"
     raise ValueError(
-        f"n_chains={n_chains} x {n_records} records of dim {dim} needs {need / 2**30:.3g} GiB "
+        f"{chains_name}={n_chains} x {n_records} records of dim {dim} needs {need / 2**30:.3g} GiB "
         f"(state {n_chains * state_row / 2**30:.3g} GiB, records "
         f"{n_chains * n_records * record_row / 2**30:.3g} GiB), above the limit of "
         f"{MAX_RECORD_BYTES / 2**30:.3g} GiB: {hint}")

@@ -151,15 +151,17 @@ def train_from_cli(args: Any) -> int:
     the :class:`~dynopt.monitor.TrainingMonitor`'s records (see :func:`_run_monitored`).
 
     User errors (option values, optimizer name or hyperparameters, an unwritable ``--out``)
-    are one line on stderr with exit status 2, before any training; Ctrl-C writes the metrics
-    of the epochs evaluated so far and returns 130.
+    are one line on stderr with exit status 2, before any training; a diverging run
+    (:class:`~dynopt.errors.DivergenceError`) is one line with exit status 1; Ctrl-C writes the
+    metrics of the epochs evaluated so far and returns 130. ``--optimizer`` takes any case
+    (:func:`~dynopt.optim.registry.canonical_name`); outputs use the registered name.
     """
     import sys
-    from pathlib import Path
 
     from . import data, optim
     from ._files import prepare_output_dir
     from ._validation import check_positive
+    from .optim.registry import canonical_name
 
     def user_error(err: Exception) -> int:
         print(f"dynopt train: error: {err}", file=sys.stderr)
@@ -173,12 +175,11 @@ def train_from_cli(args: Any) -> int:
         curv = None if not curv else check_int("--curvature-every", curv, minimum=1)
         if args.lr is not None:
             check_positive("--lr", args.lr)
-        if args.optimizer not in optim.REGISTRY:
-            raise ValueError(f"unknown optimizer {args.optimizer!r}; known: "
-                             f"{', '.join(sorted(optim.REGISTRY))}")
-        out = prepare_output_dir(Path(args.out) / "train", "--out")
+        name = canonical_name(args.optimizer)  # any case: "Langevin", "NoseHoover"
+        out = prepare_output_dir(args.out, "--out", sub="train")
     except (ValueError, TypeError) as err:
         return user_error(err)
+    args.optimizer = name  # the registered name in every output (file names, the JSON record)
     torch.manual_seed(seed)
     if args.data == "spirals":
         split = data.make_spirals(seed=seed)
@@ -220,6 +221,7 @@ def _run_monitored(args: Any, model: nn.Module, opt: torch.optim.Optimizer, spli
 
     from ._files import write_text_atomic
     from .cli.train_report import final_table, format_window, make_plots, window_summary
+    from .errors import DivergenceError
     from .monitor import TrainingMonitor
 
     loss_fn = loss_function(split)
@@ -253,6 +255,9 @@ def _run_monitored(args: Any, model: nn.Module, opt: torch.optim.Optimizer, spli
         hist = fit(model, opt, split, epochs=epochs, batch_size=25, seed=seed,
                    eval_every=max(1, epochs // 10), step=step, loss_fn=loss_fn,
                    callback=report)
+    except DivergenceError as err:  # a failed run: one line and status 1, as in dynopt study
+        print(f"dynopt train: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         if not evaluated:
             print("dynopt train: interrupted before the first evaluation; nothing to keep",

@@ -49,7 +49,7 @@ def _no_integration(monkeypatch):
         (["study", "--out", "/dev/null/x", *SMALL],
          "dynopt study: error: --out folder '/dev/null/x' cannot be written"),
         (["study", "--chains", "3e9", "--steps", "1000"],
-         r"dynopt study: error: n_chains=3000000000 x 1001 records"),
+         r"dynopt study: error: --chains=3000000000 x 1001 records"),
         (["study", "--chains", "0"], "dynopt study: error: --chains must be >= 1, got 0"),
         (["study", "--h", "-1"], "dynopt study: error: --h must be > 0, got -1.0"),
         (["study", "--temperature", "nan"], "dynopt study: error: --temperature must be finite"),

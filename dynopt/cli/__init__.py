@@ -48,6 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, with an unknown option reported by its subcommand's parser
+    (``dynopt train: error: unrecognized arguments: ... (see dynopt train --help)``)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        owner = sub.choices.get(args.command, parser) if args.command else parser
+        owner.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def _version() -> str:
     """``dynopt X (torch …, numba …, numpy …, Python …)``: what a bug report needs."""
     import platform
@@ -63,18 +74,19 @@ def _version() -> str:
 
 
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Adds "(default: ...)" to an option's help unless the help already says its default."""
+    """Adds "(default: ...)" to an option's help unless the help already says its default, or
+    the default says nothing (a flag's False, an unset option's None)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if "(default" in text:
+        if "(default" in text or action.default is None or action.default is False:
             return text
         return super()._get_help_string(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if args.command is None:
         parser.print_help()
         return 0

@@ -2,10 +2,11 @@
 
 numba compiles a kernel the first time it runs and keeps the machine code in the cache
 (``~/.cache/dynopt/numba/<version>-<hash of the kernel sources>``, see
-:mod:`dynopt.backends.numba.cache`). On an empty cache that first run stalls: about 19 s for the
-``integrate()`` kernel, 8.5 s for the extended ops, 11 s for the first float32 optimizer step
-and 13 s more for float64 (2 cores). This command pays those costs up front, e.g. in a Docker
-build or a CI set-up step (``.ci/setup.sh`` runs it), and prints what each part took.
+:mod:`dynopt.backends.numba.cache`). On an empty cache that first run stalls: in session 14's
+clean-clone ``.ci/run`` on the 2-core Xeon this command took 30 s for the ``integrate()``
+kernel, 23 s for the extended ops and 77 s for the optimizer kernels (README). It pays those
+costs up front, e.g. in a Docker build or a CI set-up step (``.ci/setup.sh`` runs it), and
+prints what each part took.
 
     dynopt compile                      # everything
     dynopt compile --only integrate     # just the integrate() kernel
@@ -73,7 +74,7 @@ PARTS: dict[str, Callable[[], None]] = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", action="append", choices=list(PARTS), default=None,
-                        help="compile only this part (repeatable); default: every part")
+                        help="compile only this part (repeatable; default: every part)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -69,8 +69,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--system", default="langevin", choices=sorted(SYSTEMS),
                         help="; ".join(f"{k}: {v.help}" for k, v in SYSTEMS.items()))
     parser.add_argument("--potential", default="double-well", choices=sorted(POTENTIALS))
+    dims: dict[int, list[str]] = {}
+    for name, entry in POTENTIALS.items():
+        dims.setdefault(entry.default_dim, []).append(name)
     parser.add_argument("--dim", type=int, default=None,
-                        help="number of coordinates (default: 1 for harmonic/double-well, else 2)")
+                        help="number of coordinates (default: " + "; ".join(
+                            f"{d} for {', '.join(names)}" for d, names in sorted(dims.items()))
+                        + ")")
     parser.add_argument("--integrator", default=None,
                         help="name (BAOAB, leapfrog, em, lm, ...) or splitting string "
                              "(default: the system's own scheme)")
@@ -163,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
             args.h = POTENTIALS[args.potential].h
         check_positive("--h", args.h)
         chains = check_int("--chains", args.chains, minimum=1)
-        check_int("--seed", args.seed, minimum=0)
+        check_int("--seed", args.seed, minimum=0, maximum=2**64 - 1)
         burn = check_probability("--burn-in", args.burn_in, open_right=True)
         steps = check_int("--steps", args.steps, minimum=1)
         every = (default_record_every(steps) if args.record_every is None
@@ -173,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
                              f"record_every={every}")
         system, integ, q0, steps = _build(args)
         # the size before anything is allocated, the output folder before any work
-        check_memory(system, chains, len(q0), steps, every)
+        check_memory(system, chains, len(q0), steps, every, names=("--chains", "--record-every"))
         out = prepare_output_dir(args.out, "--out")
         p0 = _initial_momenta(system, args, len(q0))
     except (ValueError, TypeError) as err:

@@ -10,7 +10,10 @@ HELP = ("Train a small model on built-in data with a dynopt optimizer, monitorin
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--optimizer", default="langevin", help="dynopt.optim optimizer name")
+    parser.add_argument("--optimizer", default="langevin",
+                        help="dynopt.optim registry name, e.g. langevin, adlala, nose-hoover, "
+                             "heavyball, bbi (any case; class names such as NoseHoover work "
+                             "too; an unknown name lists them all)")
     parser.add_argument("--data", default="spirals", choices=["spirals", "digits", "wine"],
                         help="data set (default: spirals; digits and wine ship with "
                              "scikit-learn)")
@@ -36,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """User errors (bad option values, unknown optimizer, unwritable --out) are one line on
-    stderr and exit status 2; Ctrl-C keeps the epochs completed so far (exit 130)."""
+    stderr and exit status 2, a divergence one line and exit status 1; Ctrl-C keeps the epochs
+    completed so far (exit 130)."""
     import torch
 
     from .._validation import check_int

@@ -31,4 +31,10 @@ def resolve(spec: "str | AbstractIntegrator") -> AbstractIntegrator:
     key = spec.strip().lower().replace("_", "-")
     if key in NAMED:  # each scheme registers its own names (integrators.base.named)
         return NAMED[key]()
-    return Splitting(spec.strip())
+    letters = spec.strip()
+    if letters != letters.upper():  # splitting letters are capitals: meant as a name
+        hint = (f" (the splitting {letters.upper()!r}? its letters are capitals)"
+                if set(letters.upper()) <= set(ALPHABET) else "")
+        raise ValueError(f"unknown integrator {spec!r}{hint}; names: {', '.join(sorted(NAMED))}; "
+                         f"or a splitting string over the letters {''.join(ALPHABET)}")
+    return Splitting(letters)

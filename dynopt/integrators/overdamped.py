@@ -29,7 +29,18 @@ class EulerMaruyama(_OverdampedScheme):
 
     .. math:: q_{n+1} = q_n - \tfrac{h}{\gamma}\nabla U(q_n) + \sqrt{2\tau h/\gamma}\,R_n .
 
+    | symbol | code |
+    |---|---|
+    | h | ``h`` of :func:`~dynopt.integrate` (``lr`` of the optimizers) |
+    | γ | the system's ``gamma`` (time scale) |
+    | τ | the system's ``temperature`` |
+    | Rₙ | standard normals (``noise=``) |
+
     Weak order 1; on U = ω²q²/2 (γ = 1) its invariant variance is τ/(ω²(1 − hω²/2)).
+
+    Reference: P. E. Kloeden, E. Platen, *Numerical Solution of Stochastic Differential
+    Equations*, Springer 1992 (the scheme); M. Welling, Y. W. Teh, "Bayesian learning via
+    stochastic gradient Langevin dynamics", ICML 2011 (SGLD).
     """
 
     weak_order: ClassVar[int] = 1
@@ -46,8 +57,19 @@ class LeimkuhlerMatthews(_OverdampedScheme):
     .. math:: q_{n+1} = q_n - \tfrac{h}{\gamma}\nabla U(q_n)
               + \sqrt{\tfrac{\tau h}{2\gamma}}\,(R_n + R_{n+1}) .
 
-    Same cost as Euler–Maruyama, but second order for invariant-measure averages and exact for
-    the variance on a harmonic potential (Leimkuhler, Matthews & Tretyakov 2014).
+    | symbol | code |
+    |---|---|
+    | h | ``h`` of :func:`~dynopt.integrate` (``lr`` of the optimizers) |
+    | γ | the system's ``gamma`` (time scale) |
+    | τ | the system's ``temperature`` |
+    | Rₙ | standard normals (``noise=``) |
+
+    Rₙ₊₁ is kept as the system's extra state ``noise_prev`` for the next step. Same cost as
+    Euler–Maruyama, but second order for invariant-measure averages and exact for the variance
+    on a harmonic potential.
+
+    Reference: B. Leimkuhler, C. Matthews, M. V. Tretyakov, "On the long-time integration of
+    stochastic gradient systems", Proc. R. Soc. A 470 (2014).
     """
 
     weak_order: ClassVar[int] = 1

@@ -133,7 +133,29 @@ class Splitting(AbstractIntegrator):
 
 @named("baoab")
 class BAOAB(Splitting):
-    """B½ A½ O A½ B½: Langevin with exact configurational sampling on quadratics (LM 2013)."""
+    r"""BAOAB, ``Splitting("BAOAB")``: B_{h/2} A_{h/2} O_h A_{h/2} B_{h/2} for Langevin dynamics.
+
+    One step, with c = e^{−γh}:
+
+    .. math::
+        p' = p_n - \tfrac h2 \nabla U(q_n),\quad q' = q_n + \tfrac h2 M^{-1}p',\quad
+        \tilde p = c\,p' + \sqrt{(1 - c^2)\tau}\,M^{1/2} R_n,\\
+        q_{n+1} = q' + \tfrac h2 M^{-1}\tilde p,\quad
+        p_{n+1} = \tilde p - \tfrac h2 \nabla U(q_{n+1}).
+
+    | symbol | code |
+    |---|---|
+    | h | ``h`` of :func:`~dynopt.integrate` (``lr`` of the optimizers) |
+    | γ, τ, M | the system's ``gamma``, ``temperature``, ``mass`` |
+    | Rₙ | standard normals (``noise=``) |
+
+    One gradient per step (the closing kick's gradient opens the next step). Weak order 2; on
+    U = ω²q²/2 it samples ⟨q²⟩ = τ/ω² exactly for every stable h (hω < 2), while the
+    integer-step ⟨p²⟩ = τ(1 − h²ω²/4) carries an O(h²) bias.
+
+    Reference: B. Leimkuhler, C. Matthews, "Rational construction of stochastic numerical
+    methods for molecular sampling", Appl. Math. Res. Express 2013(1), arXiv 1203.5428.
+    """
 
     def __init__(self) -> None:
         super().__init__("BAOAB", name="BAOAB")
@@ -141,7 +163,28 @@ class BAOAB(Splitting):
 
 @named("aboba")
 class ABOBA(Splitting):
-    """A½ B½ O B½ A½."""
+    r"""ABOBA, ``Splitting("ABOBA")``: A_{h/2} B_{h/2} O_h B_{h/2} A_{h/2} for Langevin dynamics.
+
+    One step, with c = e^{−γh}:
+
+    .. math::
+        q' = q_n + \tfrac h2 M^{-1}p_n,\quad p' = p_n - \tfrac h2 \nabla U(q'),\quad
+        \tilde p = c\,p' + \sqrt{(1 - c^2)\tau}\,M^{1/2} R_n,\\
+        p_{n+1} = \tilde p - \tfrac h2 \nabla U(q'),\quad
+        q_{n+1} = q' + \tfrac h2 M^{-1}p_{n+1}.
+
+    | symbol | code |
+    |---|---|
+    | h | ``h`` of :func:`~dynopt.integrate` (``lr`` of the optimizers) |
+    | γ, τ, M | the system's ``gamma``, ``temperature``, ``mass`` |
+    | Rₙ | standard normals (``noise=``) |
+
+    One gradient per step, at the midpoint q'. A palindrome, so weak order 2; its linear
+    stability limit is h²λ/M < 4 at any γ (:func:`dynopt.diagnostics.stability_limit`).
+
+    Reference: B. Leimkuhler, C. Matthews, "Rational construction of stochastic numerical
+    methods for molecular sampling", Appl. Math. Res. Express 2013(1), arXiv 1203.5428.
+    """
 
     def __init__(self) -> None:
         super().__init__("ABOBA", name="ABOBA")
@@ -149,7 +192,30 @@ class ABOBA(Splitting):
 
 @named("obabo")
 class OBABO(Splitting):
-    """O½ B½ A B½ O½ (velocity Verlet between two half OU steps; the BBK/VVR family)."""
+    r"""OBABO, ``Splitting("OBABO")``: O_{h/2} B_{h/2} A_h B_{h/2} O_{h/2}, velocity Verlet
+    between two half Ornstein–Uhlenbeck steps.
+
+    One step, with c = e^{−γh/2}:
+
+    .. math::
+        p' = c\,p_n + \sqrt{(1 - c^2)\tau}\,M^{1/2} R_n,\quad
+        p'' = p' - \tfrac h2 \nabla U(q_n),\quad q_{n+1} = q_n + h M^{-1}p'',\\
+        \tilde p = p'' - \tfrac h2 \nabla U(q_{n+1}),\quad
+        p_{n+1} = c\,\tilde p + \sqrt{(1 - c^2)\tau}\,M^{1/2} R_n'.
+
+    | symbol | code |
+    |---|---|
+    | h | ``h`` of :func:`~dynopt.integrate` (``lr`` of the optimizers) |
+    | γ, τ, M | the system's ``gamma``, ``temperature``, ``mass`` |
+    | Rₙ | standard normals (``noise=``) |
+
+    One gradient and two sets of normals per step. A palindrome, so weak order 2; its linear
+    stability limit is h²λ/M < 4 at any γ.
+
+    Reference: G. Bussi, M. Parrinello, "Accurate sampling using Langevin dynamics",
+    Phys. Rev. E 75, 056707 (2007); B. Leimkuhler, C. Matthews, Appl. Math. Res. Express
+    2013(1) (compared with BAOAB and ABOBA).
+    """
 
     def __init__(self) -> None:
         super().__init__("OBABO", name="OBABO")
@@ -157,7 +223,26 @@ class OBABO(Splitting):
 
 @named("leapfrog", "velocity-verlet", "verlet")
 class Leapfrog(Splitting):
-    """Velocity Verlet / Störmer–Verlet, B½ A B½: symplectic, reversible, second order."""
+    r"""Leapfrog (velocity Verlet, Störmer–Verlet), ``Splitting("BAB")``: B_{h/2} A_h B_{h/2}.
+
+    .. math::
+        p_{n+1/2} = p_n - \tfrac h2 \nabla U(q_n),\quad q_{n+1} = q_n + h M^{-1}p_{n+1/2},\quad
+        p_{n+1} = p_{n+1/2} - \tfrac h2 \nabla U(q_{n+1}).
+
+    | symbol | code |
+    |---|---|
+    | h | ``h`` of :func:`~dynopt.integrate` (``lr`` of the optimizers) |
+    | M | the system's ``mass`` |
+
+    Symplectic, time-reversible, second order, one gradient per step: it conserves a modified
+    Hamiltonian H + O(h²), so the energy error stays bounded (no secular drift) for
+    h²λ/M < 4 (docs/studies.md, part (a)). On a system at a positive temperature it draws no
+    noise, so the thermostat is dropped (with a ``UserWarning``).
+
+    Reference: L. Verlet, Phys. Rev. 159, 98 (1967); E. Hairer, C. Lubich, G. Wanner,
+    "Geometric numerical integration illustrated by the Störmer–Verlet method", Acta Numerica
+    12 (2003).
+    """
 
     def __init__(self) -> None:
         super().__init__("BAB", name="Leapfrog")

@@ -1,9 +1,9 @@
 """Dynamics as ``torch.optim.Optimizer`` objects, built from the same systems and schemes as
 ``integrate()``.
 
-``make(name, model_or_params, **hyperparameters)`` builds an optimizer by its registry name (used
-by ``dynopt train``; :mod:`dynopt.optim.registry`); every optimizer module registers itself
-with :func:`register`.
+``make(name, model_or_params, **hyperparameters)`` builds an optimizer by its registry name
+(any case; the class names ``"Langevin"``, ``"NoseHoover"`` work too; used by ``dynopt train``;
+:mod:`dynopt.optim.registry`); every optimizer module registers itself with :func:`register`.
 """
 
 from __future__ import annotations

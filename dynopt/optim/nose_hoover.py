@@ -91,6 +91,9 @@ class NoseHoover(Partitioned):
     | ξ₀ | ``xi0`` (single thermostat) |
     | N | elements in the ``scope`` of ξ (``"tensor"``, ``"group"``, ``"model"``) |
 
+    Reference: S. Nosé, J. Chem. Phys. 81, 511 (1984); W. G. Hoover, Phys. Rev. A 31, 1695
+    (1985); G. J. Martyna, M. L. Klein, M. Tuckerman, J. Chem. Phys. 97, 2635 (1992) (chains).
+
     Args:
         params: Parameters or param groups.
         lr: Step size h > 0 (default 0.1; groups may set their own).

@@ -24,6 +24,9 @@ class Hamiltonian(AbstractSystem):
     Letters: ``A`` (drift), ``B`` (kick). Leapfrog / velocity Verlet is ``Splitting("BAB")``:
     symplectic, time-reversible, second order, with bounded energy error (no secular drift).
 
+    Reference: B. Leimkuhler, C. Matthews, *Molecular Dynamics*, Springer 2015;
+    E. Hairer, C. Lubich, G. Wanner, *Geometric Numerical Integration*, Springer 2006.
+
     Args:
         potential: The potential energy.
         mass: Diagonal mass (scalar or per coordinate).

@@ -34,6 +34,9 @@ class NoseHoover(AbstractSystem):
     chain step of length 1 with Suzuki–Yoshida substeps). The default ``"ECBABCE"`` is a
     symmetric, second-order splitting.
 
+    Reference: S. Nosé, J. Chem. Phys. 81, 511 (1984); W. G. Hoover, Phys. Rev. A 31, 1695
+    (1985).
+
     Args:
         potential: The potential energy.
         temperature: k_BT > 0.

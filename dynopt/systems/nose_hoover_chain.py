@@ -50,6 +50,11 @@ class NoseHooverChain(AbstractSystem):
     Suzuki–Yoshida substeps). The default ``"TBABT"`` is the standard
     T_{h/2} B_{h/2} A_h B_{h/2} T_{h/2} scheme (jax-md ``nvt_nose_hoover``, OpenMM).
 
+    Reference: G. J. Martyna, M. L. Klein, M. Tuckerman, "Nosé–Hoover chains: the canonical
+    ensemble via continuous dynamics", J. Chem. Phys. 97, 2635 (1992); the Suzuki–Yoshida
+    substeps: G. J. Martyna, M. E. Tuckerman, D. J. Tobias, M. L. Klein, Mol. Phys. 87, 1117
+    (1996).
+
     Args:
         potential: The potential energy.
         temperature: k_BT > 0.

@@ -36,6 +36,9 @@ class OverdampedLangevin(AbstractSystem):
     * ``L``: Leimkuhler–Matthews increment q ← q + √(τt/(2γ)) (Rₙ + Rₙ₊₁), which keeps the
       previous normal as extra state ``noise_prev``.
 
+    Reference: B. Leimkuhler, C. Matthews, *Molecular Dynamics*, Springer 2015;
+    B. Leimkuhler, C. Matthews, M. V. Tretyakov, Proc. R. Soc. A 470 (2014) (the ``L`` letter).
+
     Args:
         potential: The potential energy.
         temperature: Temperature τ ≥ 0.
