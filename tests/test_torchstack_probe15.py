@@ -1,0 +1,146 @@
+"""dynopt's optimizers with the tools people train with (torch LR schedulers, GradScaler,
+torch.distributed.checkpoint, the Hugging Face Trainer, Lightning), in corners the contract tests
+do not reach: what works resumes bit for bit, what cannot work is refused naming the tool."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import pickle
+import warnings
+
+import pytest
+import torch
+from optim_zoo import data, flat, loss_fn, model, train
+
+from dynopt.optim import BBI, DDPNOpt, Langevin, Partitioned
+
+S = torch.optim.lr_scheduler
+
+
+def _schedule(step: int) -> float:
+    """A module-level lr schedule (picklable)."""
+    return 0.1 / (1.0 + 0.5 * step)
+
+
+def _with_schedule(name: str, m: torch.nn.Module) -> torch.optim.Optimizer:
+    if name == "Langevin":
+        return Langevin(m.parameters(), lr=_schedule, temperature=1e-3, seed=0)
+    if name == "BBI":
+        return BBI(m.parameters(), lr=_schedule, seed=0)
+    if name == "Partitioned":
+        return Partitioned([{"params": m[0].parameters(), "dynamics": "nose-hoover"},
+                            {"params": m[2].parameters(), "dynamics": "langevin"}],
+                           lr=_schedule, temperature=1e-3, seed=0)
+    return DDPNOpt(m, lr=_schedule, terminal_hessian="identity", seed=0)
+
+
+def _state_equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return (isinstance(b, dict) and a.keys() == b.keys()
+                and all(_state_equal(a[k], b[k]) for k in a))
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_state_equal(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+# --- a torch LR scheduler on an lr that is a dynopt schedule ---------------------------------
+ARITHMETIC = {
+    "LambdaLR": lambda o: S.LambdaLR(o, lambda s: 1.0),
+    "LinearLR": lambda o: S.LinearLR(o, start_factor=0.5),
+    "SWALR": lambda o: torch.optim.swa_utils.SWALR(o, swa_lr=0.01),
+}
+
+
+@pytest.mark.parametrize("sched", list(ARITHMETIC))
+@pytest.mark.parametrize("name", ["Langevin", "BBI", "Partitioned", "DDPNOpt"])
+def test_torch_scheduler_on_a_dynopt_lr_schedule_is_refused_clearly(name, sched):
+    """The scheduler multiplies the group's lr: it failed inside torch with "unsupported operand
+    type(s) for *: 'function' and 'float'"; now the TypeError says what lr is and the way out."""
+    opt = _with_schedule(name, model())
+    with pytest.raises(TypeError, match=r"lr is a dynopt schedule \(<function _schedule.*"
+                                        r"give the optimizer a number as lr"):
+        ARITHMETIC[sched](opt)
+
+
+@pytest.mark.parametrize("sched", [lambda o: S.StepLR(o, step_size=1),
+                                   lambda o: S.CosineAnnealingLR(o, T_max=4)],
+                         ids=["StepLR", "CosineAnnealingLR"])
+def test_schedulers_are_refused_where_they_compute(sched):
+    """StepLR and CosineAnnealingLR compute at their first step: the same clear TypeError
+    there."""
+    m = model()
+    opt = _with_schedule("Langevin", m)
+    scheduler = sched(opt)
+    train(m, opt, data(1), "Langevin")
+    with pytest.raises(TypeError, match="lr is a dynopt schedule"):
+        scheduler.step()
+
+
+def test_reduce_lr_on_plateau_is_refused_at_its_first_reduction():
+    """ReduceLROnPlateau takes float(lr) when it reduces (float() of a function was a bare
+    "float() argument must be a string or a real number, not 'function'")."""
+    opt = _with_schedule("Langevin", model())
+    plateau = S.ReduceLROnPlateau(opt, patience=0)
+    plateau.step(1.0)
+    with pytest.raises(TypeError, match="lr is a dynopt schedule"):
+        plateau.step(2.0)
+
+
+def test_hugging_face_trainer_with_a_dynopt_lr_schedule_is_refused_clearly(tmp_path):
+    """The Trainer always attaches a scheduler (constant: LambdaLR(lambda _: 1)), which
+    multiplies the lr."""
+    transformers = pytest.importorskip("transformers")
+    net = model()
+
+    class HFModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x, y):
+            return {"loss": loss_fn(self.net, x, y)}
+
+    x, y = data(1, batch=4)[0]
+    ds = [{"x": x[i], "y": y[i]} for i in range(4)]
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=1,
+        lr_scheduler_type="constant", report_to="none", disable_tqdm=True,
+        logging_strategy="no", save_strategy="no", use_cpu=True)
+    opt = _with_schedule("Langevin", net)
+    trainer = transformers.Trainer(model=HFModel(), args=args, train_dataset=ds,
+                                   optimizers=(opt, None))
+    with warnings.catch_warnings(), pytest.raises(TypeError, match="lr is a dynopt schedule"):
+        warnings.simplefilter("ignore")
+        trainer.train()
+
+
+@pytest.mark.parametrize("name", ["Langevin", "Partitioned"])
+def test_an_lr_schedule_still_drives_the_step_and_copies(name):
+    """The schedule, as the group holds it, is the given function (inspect.unwrap finds it),
+    is evaluated at the step counter, and a pickled or deep-copied optimizer continues it bit
+    for bit; the run equals one whose lr is set to the same values by hand."""
+    batches = data(6)
+    m1, m2 = model(), model()
+    o1 = _with_schedule(name, m1)
+    o2 = _with_schedule(name, m2)
+    for g in o2.param_groups:
+        g["lr"] = _schedule(0)
+    assert inspect.unwrap(o1.param_groups[0]["lr"]) is _schedule
+    for i, batch in enumerate(batches[:3]):
+        for g in o2.param_groups:
+            g["lr"] = _schedule(i)
+        train(m1, o1, [batch], name)
+        train(m2, o2, [batch], name)
+    assert torch.equal(flat(m1), flat(m2))
+    m3, o3 = pickle.loads(pickle.dumps((m1, o1)))
+    m4, o4 = copy.deepcopy((m1, o1))
+    for i, batch in enumerate(batches[3:], start=3):
+        for g in o2.param_groups:
+            g["lr"] = _schedule(i)
+        for m, o in ((m1, o1), (m2, o2), (m3, o3), (m4, o4)):
+            train(m, o, [batch], name)
+    assert torch.equal(flat(m1), flat(m2))
+    assert torch.equal(flat(m3), flat(m1)) and torch.equal(flat(m4), flat(m1))
