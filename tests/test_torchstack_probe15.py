@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 import torch
-from optim_zoo import data, flat, loss_fn, model, train
+from optim_zoo import FACTORIES, data, flat, loss_fn, model, train
 
 from dynopt.optim import BBI, DDPNOpt, Langevin, Partitioned
 
@@ -144,3 +144,28 @@ def test_an_lr_schedule_still_drives_the_step_and_copies(name):
             train(m, o, [batch], name)
     assert torch.equal(flat(m1), flat(m2))
     assert torch.equal(flat(m3), flat(m1)) and torch.equal(flat(m4), flat(m1))
+
+
+# --- torch.distributed.checkpoint's state-dict helpers ----------------------------------------
+@pytest.mark.parametrize("name", ["Langevin", "ECDSep"])
+def test_distributed_checkpoint_state_dict_is_refused_naming_it(name):
+    """get_optimizer_state_dict keeps only 'state' and 'param_groups' (keyed by parameter
+    name), so dynopt's entry (noise generators, step counter, thermostats) is lost: loading it
+    is refused naming torch.distributed.checkpoint and the way out, and changes nothing."""
+    from torch.distributed.checkpoint.state_dict import (
+        get_optimizer_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    m = model()
+    opt = FACTORIES[name](m, seed=1)
+    train(m, opt, data(2), name)
+    dcp_sd = get_optimizer_state_dict(m, opt)
+    assert "dynopt" not in dcp_sd
+    before = copy.deepcopy(opt.state_dict())
+    with pytest.raises(ValueError, match=r"no 'dynopt' entry: its param groups list parameters "
+                                         r"by name, as torch\.distributed\.checkpoint's .*"
+                                         rf"Checkpoint {type(opt).__name__}\.state_dict\(\) "
+                                         r"itself"):
+        set_optimizer_state_dict(m, opt, dcp_sd)
+    assert _state_equal(opt.state_dict(), before)
