@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import copy
 import inspect
+import io
+import os
 import pickle
 import warnings
 
 import pytest
 import torch
-from optim_zoo import FACTORIES, data, flat, loss_fn, model, train
+from optim_zoo import FACTORIES, NEEDS_LOSS, data, flat, loss_fn, model, train
 
 from dynopt.optim import BBI, DDPNOpt, Langevin, Partitioned
 
@@ -169,3 +171,124 @@ def test_distributed_checkpoint_state_dict_is_refused_naming_it(name):
                                          r"itself"):
         set_optimizer_state_dict(m, opt, dcp_sd)
     assert _state_equal(opt.state_dict(), before)
+
+
+# --- what works: schedulers and optimizers resume together, bit for bit ----------------------
+RESUMABLE = {
+    # CyclicLR drives Langevin's friction through momentum, as OneCycleLR does
+    "cyclic-momentum": ("Langevin", lambda o: S.CyclicLR(o, base_lr=0.01, max_lr=0.1,
+                                                         step_size_up=2,
+                                                         cycle_momentum=True), {}),
+    "plateau": ("NoseHoover", lambda o: S.ReduceLROnPlateau(o, patience=0, factor=0.5), {}),
+    "sequential": ("BBI", lambda o: S.SequentialLR(
+        o, [S.LinearLR(o, start_factor=0.1, total_iters=2), S.ExponentialLR(o, 0.9)],
+        milestones=[2]), {}),
+    "chained": ("AdLaLa", lambda o: S.ChainedScheduler(
+        [S.ConstantLR(o, factor=0.5, total_iters=5), S.ExponentialLR(o, 0.9)]), {}),
+    # the scheduler writes into the tensor in place (fill_)
+    "tensor-lr": ("ECDSep", lambda o: S.LambdaLR(o, lambda s: 1 / (1 + s)),
+                  {"lr": lambda: torch.tensor(0.05)}),
+}
+
+
+@pytest.mark.parametrize("case", list(RESUMABLE))
+def test_scheduler_and_optimizer_resume_bit_exact_from_weights_only_checkpoint(case):
+    name, make, kw = RESUMABLE[case]
+    batches = data(8)
+
+    def build(m, seed):
+        opt = FACTORIES[name](m, seed=seed, **{k: v() for k, v in kw.items()})
+        return opt, make(opt)
+
+    def run(m, opt, sched, bs):
+        for x, y in bs:
+            opt.zero_grad()
+            loss = loss_fn(m, x, y)
+            loss.backward()
+            opt.step(loss=loss) if name in NEEDS_LOSS else opt.step()
+            sched.step(loss.item()) if case == "plateau" else sched.step()
+
+    m = model()
+    opt, sched = build(m, 3)
+    run(m, opt, sched, batches)
+    ref = flat(m)
+    m = model()
+    opt, sched = build(m, 3)
+    run(m, opt, sched, batches[:4])
+    buf = io.BytesIO()
+    torch.save({"m": m.state_dict(), "o": opt.state_dict(), "s": sched.state_dict()}, buf)
+    buf.seek(0)
+    ck = torch.load(buf, weights_only=True)
+    m2 = model(5)
+    opt2, sched2 = build(m2, 99)
+    m2.load_state_dict(ck["m"])
+    opt2.load_state_dict(ck["o"])
+    sched2.load_state_dict(ck["s"])
+    run(m2, opt2, sched2, batches[4:])
+    assert torch.equal(flat(m2), ref)
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_grad_scaler_skip_leaves_every_optimizer_untouched(name):
+    """An inf gradient under a GradScaler (autocast fp16 on CPU): the scaler skips the step;
+    parameters, state_dict (generators, counters, thermostats) and step count are unchanged."""
+    m = model(dtype=torch.float32)
+    opt = FACTORIES[name](m, seed=1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    for i, (x, y) in enumerate(data(3, dtype=torch.float32)):
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = loss_fn(m, x, y)
+        scaler.scale(loss).backward()
+        if name in NEEDS_LOSS:
+            opt.observe_loss(loss)
+        if i == 2:
+            before, sd = flat(m), copy.deepcopy(opt.state_dict())
+            m[0].weight.grad[0, 0] = float("inf")
+        scaler.step(opt)
+        scaler.update()
+    assert torch.equal(flat(m), before) and _state_equal(opt.state_dict(), sd)
+    assert opt.step_count == 2 and scaler.get_scale() == 2.0**9
+
+
+# --- Lightning: an optimizer with a scheduler dict, seed from seed_everything ----------------
+def _lightning(epochs, ckpt_in=None, ckpt_out=None):
+    pl = pytest.importorskip("pytorch_lightning")
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = model()
+
+        def training_step(self, batch, batch_idx):
+            return loss_fn(self.net, *batch)
+
+        def configure_optimizers(self):
+            opt = FACTORIES["Langevin"](self.net, seed=None)
+            sched = S.OneCycleLR(opt, max_lr=0.1, total_steps=16)  # cycles the friction too
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    pl.seed_everything(0, verbose=False)
+    x, y = (torch.cat(t) for t in zip(*data(2), strict=True))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
+    module = Module()
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        os.environ.setdefault("PL_DISABLE_FORK", "1")
+        trainer.fit(module, loader, ckpt_path=ckpt_in)
+    if ckpt_out is not None:
+        trainer.save_checkpoint(ckpt_out)
+    return flat(module.net)
+
+
+def test_lightning_scheduler_dict_resume_is_bit_exact(tmp_path):
+    """configure_optimizers returning Langevin (seed=None: drawn under seed_everything) with a
+    per-step OneCycleLR that cycles lr and friction; Trainer.fit(ckpt_path=...) continues bit for
+    bit."""
+    ref = _lightning(4)
+    path = str(tmp_path / "mid.ckpt")
+    _lightning(2, ckpt_out=path)
+    assert torch.equal(_lightning(4, ckpt_in=path), ref)
