@@ -126,11 +126,12 @@ class LRSchedule:
 
     def _refuse(self, *args: Any) -> Any:
         raise TypeError(
-            f"lr is a dynopt schedule ({self.fn!r}), not a number: a torch LR scheduler (or a "
-            "framework's, e.g. the Hugging Face Trainer's, which always attaches one) cannot "
-            "compute with it. Use one of the two: give the optimizer a number as lr and express "
-            "the schedule as a torch scheduler (LambdaLR(opt, lambda s: schedule(s) / lr)), or "
-            "keep the schedule and attach no LR scheduler")
+            f"lr is a dynopt schedule ({self.fn!r}), not a number: code that computes with a "
+            "param group's lr (a torch LR scheduler, a framework's, e.g. the Hugging Face "
+            "Trainer's, which always attaches one) cannot use it. Use one of the two: give the "
+            "optimizer a number as lr and express the schedule as a torch scheduler "
+            "(LambdaLR(opt, lambda s: schedule(s) / lr)), or keep the schedule and attach no "
+            "LR scheduler")
 
     __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _refuse
     __add__ = __radd__ = __sub__ = __rsub__ = __neg__ = __float__ = _refuse
