@@ -44,7 +44,7 @@ from ._paths import device_of
 from .checkpoint import SCHEDULE, Key, scheme_entry
 from .finite import abs_max
 
-__all__ = ["SCHEDULE", "DynamicsOptimizer", "Hyper"]
+__all__ = ["SCHEDULE", "DynamicsOptimizer", "Hyper", "LRSchedule"]
 
 Hyper = float | Tensor | Callable[[int], float]
 
@@ -88,6 +88,53 @@ def _broadcast_seed(seed: int | None) -> int:
 
 
 _UNSET = object()
+
+
+class LRSchedule:
+    """A param group's ``lr`` given as a schedule ``callable(step) -> value``, as the group
+    holds it (the optimizer wraps the callable when the group is added).
+
+    Calling it calls the schedule. What it adds: a torch LR scheduler attached to the optimizer
+    computes with ``group["lr"]`` (``LambdaLR``, ``StepLR``, ``SWALR`` and the Hugging Face
+    Trainer's schedules multiply it, ``ReduceLROnPlateau`` takes ``float()`` of it), which for a
+    bare function failed deep inside torch with ``unsupported operand type(s) for *: 'function'
+    and 'float'``; arithmetic on an ``LRSchedule`` raises a ``TypeError`` that says what
+    happened and what to do. (``OneCycleLR`` and ``CyclicLR`` set ``lr`` outright, without
+    reading it: they replace the schedule, as they replace any lr.)
+
+    Args:
+        fn: The schedule; ``fn(step)`` is evaluated at the optimizer's step counter.
+    """
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[int], Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, step: int) -> Any:
+        return self.fn(step)
+
+    @property
+    def __wrapped__(self) -> Callable[[int], Any]:  # inspect.unwrap finds the schedule
+        return self.fn
+
+    def __repr__(self) -> str:
+        return repr(self.fn)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (LRSchedule, (self.fn,))
+
+    def _refuse(self, *args: Any) -> Any:
+        raise TypeError(
+            f"lr is a dynopt schedule ({self.fn!r}), not a number: code that computes with a "
+            "param group's lr (a torch LR scheduler, a framework's, e.g. the Hugging Face "
+            "Trainer's, which always attaches one) cannot use it. Use one of the two: give the "
+            "optimizer a number as lr and express the schedule as a torch scheduler "
+            "(LambdaLR(opt, lambda s: schedule(s) / lr)), or keep the schedule and attach no "
+            "LR scheduler")
+
+    __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _refuse
+    __add__ = __radd__ = __sub__ = __rsub__ = __neg__ = __float__ = _refuse
 
 
 def _same_setting(a: Any, b: Any) -> bool:
@@ -181,6 +228,9 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             del self.param_groups[n:]
             raise
         drop_unset_momentum(self.param_groups[n:])
+        lr = self.param_groups[-1].get("lr")
+        if callable(lr) and not isinstance(lr, Tensor | LRSchedule):
+            self.param_groups[-1]["lr"] = LRSchedule(lr)
 
     def _validate_group(self, group: dict[str, Any], index: int) -> None:
         """Validate a group's hyperparameters; subclasses extend (call super first)."""

@@ -273,12 +273,23 @@ def validate(opt: Any, state_dict: Any) -> tuple[list[dict[str, Any]], dict[str,
             raise _fail("the state_dict", f"has no {key!r} entry")
     extra = state_dict.get("dynopt")
     if extra is None:
+        groups = state_dict["param_groups"]
+        named = isinstance(groups, list | tuple) and any(
+            isinstance(pid, str) for g in groups if isinstance(g, Mapping)
+            for pid in (g.get("params") or ()))
+        origin = ("its param groups list parameters by name, as "
+                  "torch.distributed.checkpoint's get_state_dict/get_optimizer_state_dict do: "
+                  "they keep only an optimizer's 'state' and 'param_groups' and drop dynopt's "
+                  "entry" if named else
+                  "it was not saved by a dynopt optimizer (a plain torch.optim checkpoint, or "
+                  "the entry was removed)")
+        save = (f"Checkpoint {cls}.state_dict() itself (torch.save; it loads with "
+                "weights_only=True)" if named else f"Save with {cls}.state_dict()")
         raise ValueError(
-            "cannot load the checkpoint: it has no 'dynopt' entry, so it was not saved by a "
-            "dynopt optimizer (a plain torch.optim checkpoint, or the entry was removed). Loading "
-            "it would silently drop the random-number state, step counter and thermostat "
-            f"variables. Save with {cls}.state_dict(), or start a fresh {cls} instead of "
-            "loading; the optimizer was left unchanged")
+            f"cannot load the checkpoint: it has no 'dynopt' entry: {origin}. Loading it would "
+            "silently drop the random-number state, step counter and thermostat variables. "
+            f"{save}, or start a fresh {cls} instead of loading; the optimizer was left "
+            "unchanged")
     if not isinstance(extra, Mapping):
         raise _fail("dynopt", f"must be a dict, got {type(extra).__name__}")
     saved_cls = extra.get("optimizer")
