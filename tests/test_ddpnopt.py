@@ -321,7 +321,7 @@ def test_unsupported_networks_are_named(model, exc, match):
 
 
 @pytest.mark.parametrize(("kw", "match"), [
-    (dict(lr=-1.0), "lr must be > 0, got -1.0"),
+    (dict(lr=-1.0), "lr must be >= 0, got -1.0"),
     (dict(base="lbfgs"), "base must be one of"),
     (dict(vxx_reg=-0.1), "vxx_reg must be >= 0"),
     (dict(base="adam", betas=(0.9, 1.0)), r"betas\[1\] must be in \[0, 1\)"),

@@ -107,13 +107,59 @@ def test_linear_warmup_from_zero_trains(name):
     assert opt.step_count == 6
 
 
-def test_ddpnopt_cannot_pause_and_says_so():
-    with pytest.raises(ValueError, match="lr must be > 0"):
-        DDPNOpt(model(), lr=0.0, terminal_hessian="identity")
+_TORCH_BASE = {
+    "sgd": (dict(momentum=0.9), lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9)),
+    "adam": ({}, lambda p: torch.optim.Adam(p, lr=0.05)),
+    "rmsprop": (dict(momentum=0.5), lambda p: torch.optim.RMSprop(p, lr=0.05, momentum=0.5)),
+}
 
 
-def test_hugging_face_trainer_with_warmup_trains(tmp_path):
-    """``Trainer(warmup_steps > 0)`` crashed at its first step (lr 0)."""
+@pytest.mark.parametrize("base", sorted(_TORCH_BASE))
+def test_ddpnopt_steps_a_zero_lr_as_torch_does(base):
+    """DDPNOpt refused lr = 0 (a layer's control cannot sit a step out), so a warm-up from 0
+    crashed it. At lr = 0 it now steps as torch does: parameters unchanged, buffers advanced
+    (SGD's momentum, Adam's moments and step count), so without feedback a linear warm-up from
+    0 equals the torch optimizer bit for bit; with feedback the lr = 0 steps move nothing."""
+    kw, ref_factory = _TORCH_BASE[base]
+    runs = {}
+    for kind in ("ddp", "ddp-feedback", "torch"):
+        torch.manual_seed(0)
+        m = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(),
+                                torch.nn.Linear(5, 1)).double()
+        opt = (ref_factory(m.parameters()) if kind == "torch" else
+               DDPNOpt(m, lr=0.05, base=base, feedback=kind == "ddp-feedback",
+                       terminal_hessian="identity", **kw))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(s / 3, 1.0))
+        thetas = []
+        for k in range(6):
+            g = torch.Generator().manual_seed(k)
+            x = torch.randn(8, 3, generator=g, dtype=torch.float64)
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(m(x), x.sum(1, keepdim=True).sin()).backward()
+            opt.step()
+            sched.step()
+            thetas.append(flat(m).clone())
+        runs[kind] = (thetas, opt)
+    for kind in runs:
+        thetas = runs[kind][0]
+        assert torch.equal(thetas[0], _initial()), kind  # lr 0: nothing moved
+        assert not torch.equal(thetas[-1], thetas[0]) and torch.isfinite(thetas[-1]).all()
+    for a, b in zip(runs["ddp"][0], runs["torch"][0], strict=True):
+        assert torch.equal(a, b)
+    state = runs["ddp"][1].state
+    assert state and all(st for st in state.values())  # the lr-0 step made the buffers
+
+
+def _initial():
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 1)).double()
+    return flat(m)
+
+
+@pytest.mark.parametrize("optimizer", ["langevin", "ddpnopt"])
+def test_hugging_face_trainer_with_warmup_trains(tmp_path, optimizer):
+    """``Trainer(warmup_steps > 0)`` crashed at its first step (lr 0): every optimizer, and
+    DDPNOpt until it stepped lr = 0 as torch does."""
     transformers = pytest.importorskip("transformers")
     import warnings
 
@@ -132,7 +178,9 @@ def test_hugging_face_trainer_with_warmup_trains(tmp_path):
     x = torch.randn(16, 3, generator=g)
     ds = [{"x": x[i], "y": torch.sin(x[i].sum(0, keepdim=True))} for i in range(16)]
     model_ = HFModel()
-    opt = Langevin(model_.parameters(), lr=0.05, temperature=1e-4, seed=0)
+    opt = (Langevin(model_.parameters(), lr=0.05, temperature=1e-4, seed=0)
+           if optimizer == "langevin" else
+           DDPNOpt(net, lr=0.05, base="sgd", terminal_hessian="identity"))
     start = torch.nn.utils.parameters_to_vector(net.parameters()).detach().clone()
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=5, warmup_steps=2,

@@ -234,12 +234,12 @@ class DynamicsOptimizer(torch.optim.Optimizer):
 
     def _validate_group(self, group: dict[str, Any], index: int) -> None:
         """Validate a group's hyperparameters; subclasses extend (call super first)."""
-        from .._validation import check_nonnegative, check_positive
+        from .._validation import check_nonnegative
 
-        # lr = 0 is a valid value (a warm-up's first step, a schedule's last): that group sits
-        # the step out (_step_impl); optimizers that cannot pause a group refuse it
-        self._check_hyper(group, index, "lr",
-                          check_nonnegative if self._pause_at_zero_lr else check_positive)
+        # lr = 0 is a valid value (a warm-up's first step, a schedule's last), as in torch:
+        # that group sits the step out (_step_impl), or, where a group cannot pause
+        # (_pause_at_zero_lr False), steps with h = 0 as torch's optimizers do
+        self._check_hyper(group, index, "lr", check_nonnegative)
         for flag in ("maximize", "differentiable"):
             if not isinstance(group.get(flag, False), bool):
                 raise TypeError(f"{flag} must be a bool, got {group[flag]!r} (param group {index})")
@@ -329,10 +329,10 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                 index = next((i for i, g in enumerate(self.param_groups) if g is group), "?")
                 _refuse_hypergradient(group, name, value, f"param group {index}")
             value = value.item()
-        if check is None and name == "lr":  # 0 only reaches here where a group cannot pause
-            from .._validation import check_nonnegative, check_positive
+        if check is None and name == "lr":
+            from .._validation import check_nonnegative
 
-            check = check_nonnegative if self._pause_at_zero_lr else check_positive
+            check = check_nonnegative
         step = self.global_state["step"]
         label = f"{name} (schedule value at step {step})" if scheduled else name
         try:
@@ -456,7 +456,8 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         """Check a checkpoint's optimizer-level state (raise ValueError); subclasses extend."""
 
     # --- stepping ----------------------------------------------------------------------------
-    #: Whether a param group whose ``lr`` is exactly 0 sits a step out (False: lr must be > 0).
+    #: Whether a param group whose ``lr`` is exactly 0 sits a step out (False: it steps with
+    #: lr 0 as torch's optimizers do: its parameters stay, its buffers advance).
     _pause_at_zero_lr: ClassVar[bool] = True
 
     def _paused_groups(self) -> list[dict[str, Any]]:

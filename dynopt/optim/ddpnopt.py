@@ -305,7 +305,9 @@ class DDPNOpt(DynamicsOptimizer):
         own = BASE_HYPERPARAMETERS.get(group.get("base"), {})  # type: ignore[arg-type]
         super()._refuse_foreign_keys({k: v for k, v in group.items() if k not in own}, index)
 
-    #: A layer's control is updated as one (weights and bias): no group sits a step out.
+    #: A layer's control is updated as one (weights and bias): no group sits a step out. At
+    #: lr = 0 a group steps as torch's base optimizer does (its parameters stay exactly, its
+    #: momentum/moment buffers and step counts advance) and its feedback, η·K, is 0.
     _pause_at_zero_lr = False
 
     def _validate_group(self, group: dict[str, Any], index: int) -> None:
@@ -448,7 +450,7 @@ class DDPNOpt(DynamicsOptimizer):
             raise type(err)(f"{err}; DDPNOpt step {self.global_state['step'] + 1}: no parameter "
                             "or optimizer state was changed") from None
         hp = {k: v for k, v in group.items() if k != "params"}
-        hp["lr"] = self.hyper(group, "lr", check_positive)
+        hp["lr"] = self.hyper(group, "lr", check_nonnegative)
         return hp
 
     def _check_group_keys(self) -> None:
