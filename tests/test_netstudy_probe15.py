@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+import dynopt
+from dynopt import replicas
 from dynopt.potentials import NetworkLoss
 
 torch.set_num_threads(1)
@@ -104,3 +106,33 @@ def test_recurrent_model_is_refused_at_construction():
     x = torch.randn(8, 5, 3, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="_Recurrent cannot be evaluated.*gru"):
         NetworkLoss(_Recurrent(), F.mse_loss, (x, x[:, -1, :1]))
+
+
+# --- replicas keep q0's device ---------------------------------------------------------------------
+
+
+def test_integrate_distributed_hands_integrate_q0_and_p0_as_tensors(monkeypatch):
+    """integrate_distributed turned a torch q0 (and p0) into numpy before calling integrate(),
+    whose device defaults to q0's: a CUDA q0 silently ran on the CPU. Rows stay tensors on
+    their device now (checked through what integrate() receives; the study is unchanged)."""
+    x, y = _data(12)
+    U = NetworkLoss(_mlp(), F.mse_loss, (x, y))
+    sys = dynopt.systems.Langevin(U, gamma=1.0, temperature=0.01)
+    q0 = U.flatten().double().repeat(3, 1) + 0.01 * torch.arange(3.0, dtype=torch.float64)[:, None]
+    p0 = torch.zeros_like(q0)
+    seen = []
+    real = replicas.integrate
+
+    def spy(system, integ, q, **kw):
+        seen.append((q, kw["p0"]))
+        return real(system, integ, q, **kw)
+
+    monkeypatch.setattr(replicas, "integrate", spy)
+    traj = replicas.integrate_distributed(sys, "BAOAB", q0, n_chains=3, p0=p0, h=0.05,
+                                          n_steps=3, seed=1, observables=["theta"])
+    q, p = seen[0]
+    assert isinstance(q, torch.Tensor) and q.device == q0.device and torch.equal(q, q0)
+    assert isinstance(p, torch.Tensor) and torch.equal(p, p0)
+    alone = dynopt.integrate(sys, "BAOAB", q0, n_chains=3, p0=p0, h=0.05, n_steps=3, seed=1,
+                             chain_ids=range(3), observables=["theta"])
+    assert (traj.q == alone.q).all()
