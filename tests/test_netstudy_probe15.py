@@ -136,3 +136,21 @@ def test_integrate_distributed_hands_integrate_q0_and_p0_as_tensors(monkeypatch)
     alone = dynopt.integrate(sys, "BAOAB", q0, n_chains=3, p0=p0, h=0.05, n_steps=3, seed=1,
                              chain_ids=range(3), observables=["theta"])
     assert (traj.q == alone.q).all()
+
+
+# --- model_top_eigenvalue reads the model, it does not train it ------------------------------------
+
+
+def test_model_top_eigenvalue_leaves_batch_norm_statistics_unchanged():
+    """In training mode its forward updated batch norm's running mean, variance and counter
+    (its docstring: 'nothing is changed'), so a later eval-mode evaluation of the model moved."""
+    from dynopt.diagnostics import model_top_eigenvalue
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 5), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 1))
+    x, y = _data(40)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    lam = model_top_eigenvalue(m, F.mse_loss, [(x[:20], y[:20]), (x[20:], y[20:])]).value
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    assert m.training and lam == model_top_eigenvalue(m, F.mse_loss,
+                                                      [(x[:20], y[:20]), (x[20:], y[20:])]).value
