@@ -154,3 +154,15 @@ def test_model_top_eigenvalue_leaves_batch_norm_statistics_unchanged():
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
     assert m.training and lam == model_top_eigenvalue(m, F.mse_loss,
                                                       [(x[:20], y[:20]), (x[20:], y[20:])]).value
+
+
+def test_fit_names_a_fractional_seed():
+    """fit(seed=1.5) failed inside torch ('manual_seed expected a long')."""
+    from dynopt.data import make_spirals
+    from dynopt.training import fit, mlp
+
+    split = make_spirals(n_train=20, n_test=20)
+    model = mlp(2, 1, (4,), sigmoid_output=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match=r"seed must be an integer, got 1\.5"):
+        fit(model, opt, split, epochs=1, batch_size=5, seed=1.5)
