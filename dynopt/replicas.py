@@ -45,10 +45,11 @@ def chain_block(n_chains: int, rank: int, world: int) -> range:
 
 
 def _rows(name: str, a: Any, block: range, n_chains: int) -> Any:
-    """``a`` restricted to the block's rows if it has one row per chain."""
+    """``a`` restricted to the block's rows if it has one row per chain. A torch tensor stays
+    a tensor on its device (``integrate`` runs where ``q0`` lives: a CUDA ``q0`` on its GPU)."""
     if a is None:
         return None
-    arr = a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
+    arr = a.detach() if hasattr(a, "detach") else np.asarray(a)
     if arr.ndim == 2:
         if arr.shape[0] != n_chains:
             raise ValueError(f"{name} has {arr.shape[0]} rows but n_chains={n_chains}")

@@ -91,6 +91,7 @@ def fit(
     """
     epochs = check_int("epochs", epochs, minimum=0)
     eval_every = check_int("eval_every", eval_every, minimum=1)
+    seed = check_int("seed", seed)  # (torch's manual_seed raised its own error for 1.5)
     loss_fn = loss_fn or loss_function(split)
     g = torch.Generator().manual_seed(seed)
     hist = History()

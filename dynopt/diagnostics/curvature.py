@@ -145,7 +145,9 @@ def model_top_eigenvalue(model: torch.nn.Module, loss_fn: Callable[[Any, Any], t
 
     U(θ) = Σ_b n_b · loss_fn(model(x_b), y_b) / Σ_b n_b + (weight_decay/2)|θ|², i.e. the mean
     loss over all batches when ``loss_fn`` averages over a batch. Works with any optimizer: only
-    the model and the data are read, nothing is changed (gradients in ``.grad`` are kept).
+    the model and the data are read, nothing is changed (gradients in ``.grad`` are kept, and
+    buffers that a forward in training mode updates, such as batch norm's running statistics,
+    are restored afterwards).
 
     Args:
         model: The model (put it in eval mode first if it has dropout or batch norm).
@@ -170,6 +172,24 @@ def model_top_eigenvalue(model: torch.nn.Module, loss_fn: Callable[[Any, Any], t
     if not ps:
         raise ValueError("the model has no parameters that require gradients")
     sizes = [len(c[0]) for c in chunks]
+    # a forward in training mode updates batch norm's running statistics (and its counter):
+    # the model must leave as it came. Restored at the very end, after the last product: the
+    # double-backward graph holds them at their current version
+    held = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        return _model_top(model, loss_fn, chunks, sizes, ps, weight_decay, **kwargs)
+    finally:
+        with torch.no_grad():
+            for b, saved in held:
+                b.copy_(saved)
+
+
+def _model_top(model: torch.nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor],
+               chunks: list[Any], sizes: list[int], ps: list[torch.Tensor],
+               weight_decay: float, **kwargs: Any) -> TopEigenvalue:
+    """:func:`model_top_eigenvalue` after its checks (the caller restores the buffers)."""
+    import torch
+
     total = float(sum(sizes))
     grads = []
     with torch.enable_grad():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -89,13 +90,14 @@ def check_data(name: str, data: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def probe(model: nn.Module, loss_fn: Callable[..., Any], name: str,
-          data: tuple[torch.Tensor, torch.Tensor]) -> None:
+          data: tuple[torch.Tensor, torch.Tensor], *, batch_size: int | None = None) -> None:
     """Run the model and the loss on two examples: shapes must fit, buffers must not change and
-    the loss must be a finite scalar.
+    the loss must be a finite scalar; with minibatches (``batch_size``) it must be a batch
+    *mean*, not a sum.
 
     Raises:
-        ValueError: On a shape mismatch (the original error is chained), changed buffers or a
-            non-scalar loss.
+        ValueError: On a shape mismatch (the original error is chained), changed buffers, a
+            non-scalar loss or, with ``batch_size``, a loss that sums over the batch.
     """
     ref = next(model.parameters())
 
@@ -132,3 +134,30 @@ def probe(model: nn.Module, loss_fn: Callable[..., Any], name: str,
     if not isinstance(val, torch.Tensor) or val.numel() != 1 or val.ndim != 0:
         raise ValueError(f"loss_fn must return a scalar tensor (the mean loss of a batch), got "
                          f"{val!r}")
+    if batch_size is not None and _sums(loss_fn, out, y, val):
+        raise ValueError(
+            f"loss_fn sums over the batch (the loss of two examples is a + b, not (a + b)/2: "
+            f"reduction='sum'?); with batch_size={batch_size} a minibatch loss would then be "
+            "an estimate of b/n times U, and its gradient biased by that factor. NetworkLoss "
+            "needs the batch mean (reduction='mean'); the Gibbs density exp(-U/τ) of the mean "
+            "loss is the posterior of the summed loss at temperature τ·n")
+
+
+def _sums(loss_fn: Callable[..., Any], out: torch.Tensor, y: torch.Tensor,
+          both: torch.Tensor) -> bool:
+    """Whether ``loss_fn`` adds the losses of the examples instead of averaging them: its
+    value on two examples is a + b (within rounding) and clearly not (a + b)/2, with a and b
+    its values on each example alone (slices of the same output: no second forward)."""
+    if out.ndim == 0 or out.shape[0] < 2 or y.ndim == 0 or y.shape[0] < 2:
+        return False
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            a = float(loss_fn(out[:1], y[:1]))
+            b = float(loss_fn(out[1:2], y[1:2]))
+    except (RuntimeError, ValueError, TypeError, IndexError):
+        return False  # a loss that needs more than one example: not decidable here
+    ab, scale = float(both), abs(a) + abs(b)
+    if not (scale > 0 and all(map(math.isfinite, (a, b, ab)))):
+        return False
+    return abs(ab - (a + b)) <= 1e-4 * scale and abs(ab - 0.5 * (a + b)) > 1e-2 * scale

@@ -90,8 +90,9 @@ class NetworkLoss(AbstractPotential):
         TypeError: A non-module model, a non-callable loss, non-tensor data or a non-floating
             parameter (the message names it).
         ValueError: Dropout/BatchNorm in training mode, a forward that changes buffers, inputs
-            that do not fit the model, a non-scalar loss, a bad ``batch_size``/``weight_decay``/
-            ``seed``.
+            that do not fit the model, a non-scalar loss, with ``batch_size`` a loss that sums
+            over the batch, a model that ``torch.func.vmap`` cannot evaluate (an RNN, a random
+            forward), a bad ``batch_size``/``weight_decay``/``seed``.
     """
 
     name: ClassVar[str] = "network-loss"
@@ -121,7 +122,7 @@ class NetworkLoss(AbstractPotential):
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(
                 batch_size, int | np.integer)):
             raise TypeError(f"batch_size must be None or an int, got {batch_size!r}")
-        probe(model, loss_fn, "data", (x, y))
+        probe(model, loss_fn, "data", (x, y), batch_size=batch_size)
         if self.heldout_data is not None:
             probe(model, loss_fn, "heldout", self.heldout_data)
         sizes = [p.numel() for _, p in named]
@@ -161,6 +162,29 @@ class NetworkLoss(AbstractPotential):
         # (chains, probes) -> (chains, probes, dim)
         self._vhvp = vmap(vmap(hvp, in_dims=(None, 0, None, None, None)),
                           in_dims=(0, 0, None, None, None))
+        if self.path == "vmap":
+            self._probe_vmap()
+
+    def _probe_vmap(self) -> None:
+        """A value and a gradient of the general path on two examples, at construction: a
+        model that torch.func cannot batch (an RNN, a random forward such as
+        ``F.dropout(training=True)``) is refused here by name instead of failing at the first
+        evaluation of a run."""
+        ref = next(self.model.parameters())
+        theta = self.flatten().to(ref.dtype)[None]
+        x, y = self._tensors("data", theta.dtype, theta.device)
+        data = (x[:2], y[:2], self._tensors("buffers", theta.dtype, theta.device))
+        try:
+            with torch.no_grad():  # as value() evaluates (RNNs batch under grad, not here)
+                self._vvalue(theta, *data)
+            self._vgrad_value(theta, *data)
+        except (RuntimeError, ValueError, TypeError, NotImplementedError) as err:
+            raise ValueError(
+                f"model {type(self.model).__name__} cannot be evaluated by NetworkLoss's general "
+                "path (torch.func.functional_call under vmap, all chains in one call): "
+                f"{str(err).rstrip('.')}. (A forward that draws random numbers, such as "
+                "dropout or RReLU in training mode, makes U(θ) random: call model.eval().)"
+            ) from err
 
     # --- stochastic-potential protocol ----------------------------------------------------------
     @property
