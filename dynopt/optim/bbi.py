@@ -16,10 +16,11 @@ from ..events.triggers import Trigger
 from ..program import BBI_EXTRAS
 from ..systems.born_infeld import BornInfeld
 from ._events import as_scalar
-from ._paths import bucket, choose_path, mark_written, numpy_view
+from ._paths import bucket, choose_path
 from .base import Hyper
 from .bound import bbi_bounded
 from .eventful import EventfulOptimizer, Participants
+from .fused import kick_drift
 from .registry import register
 
 __all__ = ["BBI"]
@@ -325,7 +326,7 @@ class BBI(ShellSystem):
             ms = self._momenta(ps)
             path = choose_path(group, ps + gs + ms, "BBI")
             if path == "fused":
-                new_ps2 += _fused_kick_drift(ps, gs, ms, r, lr * kick, lr * drift)
+                new_ps2 += kick_drift(ps, gs, ms, r, lr * kick, lr * drift, want_sums=True)
             elif path == "foreach":
                 for bp, bg, bm in bucket(ps, gs, ms).values():
                     torch._foreach_mul_(bm, r)
@@ -361,22 +362,6 @@ class BBI(ShellSystem):
                 k = m.numel()
                 m.copy_((u[off:off + k] * scale).view_as(m))
                 off += k
-
-
-@torch.compiler.disable  # numba on raw memory: run eagerly inside a compiled step
-def _fused_kick_drift(ps: list[Tensor], gs: list[Tensor], ms: list[Tensor], r: float,
-                      kick: float, drift: float) -> float:
-    """The fused BBI kick and drift of one group; returns its new |Π|²."""
-    from ..backends.numba.kick_drift_kernels import bbi_kick_drift
-
-    total = 0.0
-    for p, g, m in zip(ps, gs, ms, strict=True):
-        tp = numpy_view(p)
-        cast = tp.dtype.type
-        total += bbi_kick_drift(tp, numpy_view(m), numpy_view(g), cast(r), cast(kick),
-                                cast(drift))
-    mark_written([*ps, *ms])  # raw-memory writes, made visible to autograd
-    return total
 
 
 def _to_host(values: list[Any]) -> list[float]:

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ._paths import mark_written
 
-__all__ = ["FAST_ABOVE", "abs_max", "all_finite", "copy_all"]
+__all__ = ["FAST_ABOVE", "abs_max", "all_finite", "block_layout", "copy_all"]
 
 #: Sets with at least this many CPU elements use the parallel numba scan (and copy).
 FAST_ABOVE = 1 << 18
@@ -33,17 +33,24 @@ _BITS = {torch.float32: (np.zeros(1, np.uint32), np.uint32(0x7FFFFFFF), np.float
          torch.float64: (np.zeros(1, np.uint64), np.uint64(0x7FFFFFFFFFFFFFFF), np.float64)}
 
 
-@functools.lru_cache(maxsize=32)
-def _layout(numels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """(numel per tensor, work table of (tensor, block start) rows), cached."""
-    from ..backends.numba.block_memory import BLOCK
-
+@functools.lru_cache(maxsize=64)
+def block_layout(numels: tuple[int, ...], block: int) -> tuple[np.ndarray, np.ndarray]:
+    """(numel per tensor, work table of (tensor, block start) rows of ``block`` elements, in
+    tensor order; an empty tensor has no row), cached: the layout of the raw-memory kernels."""
     numel = np.array(numels, dtype=np.int64)
-    counts = (numel + BLOCK - 1) // BLOCK
+    counts = (numel + block - 1) // block
     tensor = np.repeat(np.arange(len(numels), dtype=np.int64), counts)
     first = np.repeat(np.cumsum(counts) - counts, counts)
-    start = (np.arange(tensor.size, dtype=np.int64) - first) * BLOCK
+    start = (np.arange(tensor.size, dtype=np.int64) - first) * block
     return numel, np.ascontiguousarray(np.stack([tensor, start], axis=1))
+
+
+def _layout(numels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`block_layout` with the block passes' :data:`~dynopt.backends.numba.block_memory.
+    BLOCK`."""
+    from ..backends.numba.block_memory import BLOCK
+
+    return block_layout(numels, BLOCK)
 
 
 @torch.compiler.disable  # numba on raw memory: runs eagerly inside a compiled step

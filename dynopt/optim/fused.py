@@ -38,11 +38,12 @@ from torch import Tensor
 
 from ..program import Op, OpCode
 from ._paths import mark_written
+from .finite import block_layout
 
 if TYPE_CHECKING:
     from .executor import Bucket, Context, Slot
 
-__all__ = ["FusedRunner"]
+__all__ = ["FusedRunner", "kick_drift"]
 
 _NP = {torch.float32: np.float32, torch.float64: np.float64}
 _EMPTY = torch.empty(0)
@@ -216,3 +217,82 @@ class FusedRunner:
         if not need_k2:
             return _EMPTY
         return torch.from_numpy(np.bincount(work[:, 0], weights=k2, minlength=n_t))
+
+
+#: One element of each fused dtype: types the kick–drift kernel's pointers.
+_LIKE = {torch.float32: np.zeros(1, dtype=np.float32), torch.float64: np.zeros(1, dtype=np.float64)}
+
+
+@functools.cache
+def _kick_drift_kernel() -> tuple[Any, int]:
+    """The kernel entry and its block size (imported on first use: numba loads its kernels at
+    import)."""
+    from ..backends.numba.kick_drift_kernels import REDUCE_BLOCK, kick_drift_tensors
+
+    return kick_drift_tensors, REDUCE_BLOCK
+
+
+def _mismatch(i: int, p: Tensor, g: Tensor, m: Tensor) -> ValueError:
+    """The error for parameter ``i`` whose gradient or momentum the kernel cannot address."""
+    name, t = next(((name, t) for name, t in (("parameter", p), ("gradient", g), ("momentum", m))
+                    if not (t.numel() == p.numel() and t.dtype == p.dtype and p.dtype in _LIKE
+                            and t.is_cpu and t.is_contiguous())), ("parameter", p))
+    return ValueError(
+        f"fused step: the {name} of parameter {i} ({t.dtype}, shape {tuple(t.shape)}, "
+        f"{t.device}{'' if t.is_contiguous() else ', not contiguous'}) does not fit the fused "
+        f"path (parameter: {p.dtype}, shape {tuple(p.shape)}; it needs contiguous "
+        "float32/float64 CPU tensors of the parameter's size and dtype)")
+
+
+@torch.compiler.disable  # numba on raw memory: runs eagerly inside a compiled step
+def kick_drift(params: list[Tensor], grads: list[Tensor], moms: list[Tensor], a: float,
+               k: float, d: float, want_sums: bool = False) -> float:
+    r"""The fused path of HeavyBall and BBI: p ← a·p − k·∇L, then θ ← θ + d·p, for every
+    parameter, one numba call per dtype (:mod:`dynopt.backends.numba.kick_drift_kernels`);
+    returns Σ|p|² of the new momenta (float64, summed tensor by tensor in the order of
+    ``params``, as one call per tensor summed it) if ``want_sums``, else 0.0.
+
+    Every tensor is checked before anything is written (the kernel does no bounds checks): the
+    gradient and the momentum of ``params[i]`` must have its number of elements and dtype
+    (float32/float64), and all three must be contiguous CPU tensors (ValueError naming the
+    first mismatch). The coefficients are rounded to each bucket's dtype.
+    """
+    kernel, block = _kick_drift_kernel()
+    if not len(params) == len(grads) == len(moms):
+        raise ValueError(f"fused step: {len(params)} parameters, {len(grads)} gradients and "
+                         f"{len(moms)} momenta")
+    # dtype → (parameter indices, numels, θ, momentum and gradient addresses)
+    buckets: dict[torch.dtype, tuple[list[int], list[int], list[int], list[int], list[int]]] = {}
+    for i in range(len(params)):
+        p, g, m = params[i], grads[i], moms[i]
+        dt = p.dtype
+        n = p.numel()
+        # t.is_cpu, not t.device.type: no device object per tensor (this runs every step)
+        if not (dt in _LIKE and g.dtype == dt and m.dtype == dt and g.numel() == n
+                and m.numel() == n and p.is_cpu and g.is_cpu and m.is_cpu
+                and p.is_contiguous() and g.is_contiguous() and m.is_contiguous()):
+            raise _mismatch(i, p, g, m)
+        b = buckets.get(dt)
+        if b is None:
+            b = buckets[dt] = ([], [], [], [], [])
+        b[0].append(i)
+        b[1].append(n)
+        b[2].append(p.data_ptr())
+        b[3].append(m.data_ptr())
+        b[4].append(g.data_ptr())
+    sums = [0.0] * len(params) if want_sums else []
+    for dt, (idx, numels, th, mo, gr) in buckets.items():
+        numel, work = block_layout(tuple(numels), block)
+        cast = _NP[dt]
+        out = kernel(_LIKE[dt], np.array((th, mo, gr), dtype=np.int64), numel, work,
+                     sum(numels), cast(a), cast(k), cast(d), want_sums)
+        if want_sums:
+            for i, s in zip(idx, out.tolist(), strict=True):
+                sums[i] = s
+    # written through raw pointers: tell autograd, as an in-place torch op would (the
+    # version counters also vouch for the carried bound of dynopt.optim.bound)
+    mark_written([*params, *moms])
+    total = 0.0
+    for s in sums:  # in parameter order, as the per-tensor calls added them
+        total += s
+    return total

@@ -15,10 +15,11 @@ from ..integrators.splitting import Splitting
 from ..program import OpCode
 from ..systems.port_hamiltonian import PortHamiltonian
 from ._events import as_scalar
-from ._paths import bucket, choose_path, mark_written, numpy_view
+from ._paths import bucket, choose_path
 from .base import Hyper
 from .bound import _PENDING, heavy_ball_bounded
 from .eventful import EventfulOptimizer, Participants
+from .fused import kick_drift
 from .registry import register
 
 __all__ = ["HeavyBall"]
@@ -158,7 +159,7 @@ class HeavyBall(EventfulOptimizer):
         for group, params, grads, moms, h, gamma, c in steps:
             path = choose_path(group, params + grads + moms, "HeavyBall")
             if path == "fused":
-                _fused_step(params, grads, moms, c, h)
+                kick_drift(params, grads, moms, c, h, h)
             elif path == "foreach":
                 for ps, gs, ms in bucket(params, grads, moms).values():
                     torch._foreach_mul_(ms, c)
@@ -181,18 +182,6 @@ class HeavyBall(EventfulOptimizer):
                     ops.kick_(m, g, op.f[0])
                 else:
                     ops.drift_(p, m, op.f[0], 1.0)
-
-
-@torch.compiler.disable  # numba on raw memory: run eagerly inside a compiled step
-def _fused_step(params: list[Tensor], grads: list[Tensor], moms: list[Tensor], c: float,
-                h: float) -> None:
-    from ..backends.numba.kick_drift_kernels import heavy_ball_step
-
-    for p, g, m in zip(params, grads, moms, strict=True):
-        np_t = numpy_view(p)
-        heavy_ball_step(np_t, numpy_view(m), numpy_view(g), np_t.dtype.type(c),
-                        np_t.dtype.type(h))
-    mark_written([*params, *moms])  # raw-memory writes, made visible to autograd
 
 
 def _check_momentum(name: str, value: object) -> float:
