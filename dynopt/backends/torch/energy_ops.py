@@ -163,9 +163,11 @@ def bbi_shell_(p: Tensor, grad: Tensor, v: Tensor, st: Columns, c: BBIConstants,
     Bounce directions are drawn (one ``(chains, dim)`` tensor) only on steps where some chain
     bounces, so a run with a single chain draws exactly what the optimizer draws.
     """
-    ps2 = (p * p).sum(-1, keepdim=True)
-    g2 = (grad * grad).sum(-1, keepdim=True)
-    dec = bbi_control(v, ps2, g2, st, c)
+    # the per-chain scalars in float64 (v arrives so), as the optimizer computes them: a
+    # float32 |p|² overflows once |p| > 1.8e19, which BBI reaches near its floor (E₀²/V)
+    ps2 = p.double().square().sum(-1, keepdim=True)
+    g2 = grad.double().square().sum(-1, keepdim=True)
+    dec = bbi_control(v.double(), ps2, g2, st, c)
     p.copy_(torch.where(dec.init_coef != 0, -dec.init_coef * grad, p))
     if isinstance(generator, torch.Generator):
         if bool(dec.bounce.any()):

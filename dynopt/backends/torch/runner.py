@@ -260,7 +260,9 @@ class TorchBackend(AbstractBackend):
                     energy_ops.scaled_drift_(q, p, op.f[0], col(op.i[0]), m_inv)
                 elif code == OpCode.BBI_SHELL:
                     c = energy_ops.BBIConstants.from_op(op.f)
-                    V = value(n, j)[:, None] - c.v0
+                    # float64 as in the optimizer: near the floor v₀, E₀²/V and |p|² leave
+                    # float32's range long before the momenta themselves do
+                    V = value(n, j)[:, None].double() - c.v0
                     energy_ops.bbi_shell_(p, grad, V, cols(BBI_EXTRAS, op.i[0]), c,
                                           state.generator if streams is None else streams)
                 elif code == OpCode.ECD_SHELL:
