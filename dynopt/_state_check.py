@@ -39,6 +39,9 @@ def check_state(system: AbstractSystem, state: Any) -> None:
     check_real("state.time", state.time)  # finite
     if state.h is not None:
         check_positive("state.h", state.h)
+    if state.noise_memory is not None and not isinstance(state.noise_memory, bool):
+        raise TypeError(f"state.noise_memory must be None or a bool, got "
+                        f"{state.noise_memory!r}")
     if system.potential is None:
         raise ValueError(f"{type(system).__name__} needs a potential to be integrated")
     from .backends import get_backend

@@ -120,14 +120,19 @@ def init(
     # (Euler–Maruyama) keeps zeros there and draws nothing, as its optimizer keeps none
     draw = not _memory_only(system) or _reads_memory(system, integrator)
     if chain_ids is None:
-        return get_backend(backend).init_state(system, q, p, seed=seed, noise=noise,
-                                              dtype=dtype, device=device, draw_extras=draw)
-    ids = check_chain_ids(chain_ids, q.shape[0])
-    if not get_backend(backend).supports_chain_ids:
-        raise ValueError(f"chain_ids needs backend='torch' (the numba backend keys noise by the "
-                         f"local chain index), got backend={backend!r}")
-    return get_backend(backend).init_state(system, q, p, seed=seed, noise=noise, dtype=dtype,
-                                          device=device, chain_ids=ids, draw_extras=draw)
+        state = get_backend(backend).init_state(system, q, p, seed=seed, noise=noise,
+                                               dtype=dtype, device=device, draw_extras=draw)
+    else:
+        ids = check_chain_ids(chain_ids, q.shape[0])
+        if not get_backend(backend).supports_chain_ids:
+            raise ValueError(f"chain_ids needs backend='torch' (the numba backend keys noise by "
+                             f"the local chain index), got backend={backend!r}")
+        state = get_backend(backend).init_state(system, q, p, seed=seed, noise=noise,
+                                               dtype=dtype, device=device, chain_ids=ids,
+                                               draw_extras=draw)
+    if _memory_only(system):
+        state.noise_memory = draw
+    return state
 
 
 def _memory_only(system: AbstractSystem) -> bool:
@@ -143,11 +148,16 @@ def _reads_memory(system: AbstractSystem, integrator: AbstractIntegrator) -> boo
 def fill_memory(system: AbstractSystem, integrator: AbstractIntegrator, state: State) -> None:
     """Give a state started by Euler–Maruyama (its LM noise memory left at zero) the memory
     that Leimkuhler–Matthews's own start draws, when LM continues it; in place (call on a
-    copy). Without it LM's first step would add R₀ = 0: half the noise variance."""
+    copy). Without it LM's first step would add R₀ = 0: half the noise variance.
+
+    ``state.noise_memory`` says whether the state holds a memory (an all-zero one is genuine
+    under discrete noise); only where it is None (unknown) does an all-zero memory count as
+    none."""
     if not _memory_only(system) or not _reads_memory(system, integrator):
         return
-    x = state.x
-    if not bool((x == 0).all()) or x.shape[0] == 0:
+    if state.noise_memory is None:
+        state.noise_memory = not bool((state.x == 0).all())
+    if state.noise_memory:
         return
     from .backends import get_backend
 
@@ -162,6 +172,7 @@ def fill_memory(system: AbstractSystem, integrator: AbstractIntegrator, state: S
                                                   _to_numpy(state.p), seed=state.seed,
                                                   noise=state.noise, **kw)
     state.x = fresh.x
+    state.noise_memory = True
 
 
 def _tensor_device(a: Any) -> Any:

@@ -31,6 +31,13 @@ class State:
         streams: Per-chain generators keyed by (seed, global chain index)
             (:class:`~dynopt.backends.torch.streams.ChainStreams`; torch backend with
             ``chain_ids``), else None.
+        noise_memory: Whether ``x`` holds a Leimkuhler–Matthews noise memory (the previous
+            step's normals) for LM to continue: True once LM's start drew it (``init`` for an
+            LM scheme, or an LM run continuing a state without one), False for an overdamped
+            state started by Euler–Maruyama (which keeps none: LM then draws it). None where
+            unknown (a state built by hand or saved by an older version): an all-zero memory
+            then counts as none. The flag, not the values, decides: with ``noise="discrete"``
+            a genuine memory is all zeros with probability (2/3)^(chains·dim).
     """
 
     q: Any
@@ -44,6 +51,7 @@ class State:
     time: float = 0.0
     generator: Any = field(default=None, repr=False)
     streams: Any = field(default=None, repr=False)
+    noise_memory: bool | None = field(default=None, repr=False)
 
     @property
     def n_chains(self) -> int:

@@ -1,0 +1,77 @@
+"""Probes of the integration API and its state (session 15): resume, the single-step API,
+shapes and the State / Trajectory objects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dynopt
+from dynopt import integrators as I
+from dynopt import potentials as P
+from dynopt import systems as S
+
+BACKENDS = ["numba", "torch"]
+
+
+def _np(a):
+    return a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
+
+
+# --- LM noise memory under discrete noise ---------------------------------------------------
+
+def _lm_system() -> S.OverdampedLangevin:
+    return S.OverdampedLangevin(P.DoubleWell(dim=1), temperature=0.3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lm_single_steps_with_discrete_noise_equal_integrate(backend):
+    """Discrete noise is 0 with probability 2/3, so an LM memory of one chain in one dimension
+    is all zeros at most steps. Every step() used to take such a memory for that of an
+    Euler–Maruyama state and replace it by LM's start draw (the same value each time: a
+    systematic drift); the steps now equal integrate() bit for bit."""
+    system, lm = _lm_system(), I.LeimkuhlerMatthews()
+    full = dynopt.integrate(system, lm, [0.3], h=0.02, n_steps=30, seed=5, backend=backend,
+                            noise="discrete")
+    assert (full.extras["noise_prev"][0, 1:] == 0.0).sum() >= 5  # the case under test occurs
+    state = lm.init(system, [0.3], seed=5, backend=backend, noise="discrete")
+    for _ in range(30):
+        state = lm.step(system, state, h=0.02)
+    np.testing.assert_array_equal(_np(state.q), _np(full.final_state.q))
+    np.testing.assert_array_equal(_np(state.x), _np(full.final_state.x))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lm_run_resumed_where_its_discrete_memory_is_zero_is_the_long_run(backend):
+    """integrate(a) then integrate(b, state=final_state) equals integrate(a + b) when the split
+    falls on a step whose (discrete) LM memory is all zeros."""
+    system = _lm_system()
+    kw = dict(h=0.02, seed=5, backend=backend, noise="discrete")
+    full = dynopt.integrate(system, "lm", [0.3], n_steps=30, **kw)
+    zero = np.flatnonzero(full.extras["noise_prev"][0] == 0.0)
+    a = int(zero[zero > 0][0])
+    head = dynopt.integrate(system, "lm", [0.3], n_steps=a, **kw)
+    assert np.all(_np(head.final_state.x) == 0.0)
+    tail = dynopt.integrate(system, "lm", None, n_steps=30 - a, h=0.02, state=head.final_state)
+    np.testing.assert_array_equal(tail.q, full.q[:, a:])
+    np.testing.assert_array_equal(_np(tail.final_state.x), _np(full.final_state.x))
+
+
+def test_a_state_whose_memory_flag_is_unknown_falls_back_to_its_values():
+    """A state built by hand or saved by an older version has ``noise_memory=None``: an
+    all-zero memory then counts as none (LM draws its start memory), any other is kept; a
+    flag that is not None or a bool is refused by name."""
+    system = _lm_system()
+    em = dynopt.integrate(system, "em", [0.3], h=0.02, n_steps=3, seed=5)
+    lm = dynopt.integrate(system, "lm", [0.3], h=0.02, n_steps=3, seed=5)
+    assert em.final_state.noise_memory is False and lm.final_state.noise_memory is True
+    for traj in (em, lm):
+        unknown = traj.final_state.copy()
+        unknown.noise_memory = None
+        a = dynopt.integrate(system, "lm", None, h=0.02, n_steps=4, state=unknown)
+        b = dynopt.integrate(system, "lm", None, h=0.02, n_steps=4, state=traj.final_state)
+        np.testing.assert_array_equal(a.q, b.q)
+    bad = lm.final_state.copy()
+    bad.noise_memory = 1
+    with pytest.raises(TypeError, match=r"state.noise_memory must be None or a bool, got 1"):
+        dynopt.integrate(system, "lm", None, h=0.02, n_steps=1, state=bad)
