@@ -75,3 +75,17 @@ def test_a_state_whose_memory_flag_is_unknown_falls_back_to_its_values():
     bad.noise_memory = 1
     with pytest.raises(TypeError, match=r"state.noise_memory must be None or a bool, got 1"):
         dynopt.integrate(system, "lm", None, h=0.02, n_steps=1, state=bad)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_states_and_trajectories_compare_by_identity(backend):
+    """``==`` between two runs used to raise numpy's "truth value of an array ... is ambiguous"
+    (the dataclass compared the array fields) and ``hash`` a TypeError; both are now the
+    identity's, and the arrays are compared explicitly."""
+    system = S.Langevin(P.DoubleWell(dim=2), temperature=0.3)
+    a, b = (dynopt.integrate(system, None, [0.1, 0.2], h=0.05, n_steps=3, seed=1, n_chains=2,
+                             backend=backend) for _ in range(2))
+    assert a == a and a != b and a.final_state == a.final_state
+    assert a.final_state != b.final_state
+    assert len({a, b, a.final_state, b.final_state, a}) == 4
+    np.testing.assert_array_equal(a.q, b.q)

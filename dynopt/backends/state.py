@@ -12,9 +12,13 @@ from typing import Any
 __all__ = ["State"]
 
 
-@dataclass
+@dataclass(eq=False)
 class State:
     """The full state of a batch of chains.
+
+    States compare (and hash) by identity: their arrays have no single truth value, so a
+    field-wise ``==`` could only raise. Compare ``q``, ``p``, ``x`` with ``np.array_equal`` or
+    ``torch.equal``.
 
     Attributes:
         q: Positions, shape ``(chains, dim)`` (numpy float64 for numba, a tensor for torch).
