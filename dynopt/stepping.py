@@ -58,7 +58,7 @@ def init(
     seed: int | None = None,
     p0: Any = None,
     n_chains: int | None = None,
-    noise: str = "gaussian",
+    noise: str | None = "gaussian",
     dtype: Any = None,
     device: Any = None,
     chain_ids: Any = None,
@@ -76,8 +76,9 @@ def init(
         p0: Initial momenta, like ``q0``; by default Maxwell–Boltzmann for systems with a
             temperature, zero otherwise.
         n_chains: Number of independent chains (default: ``q0.shape[0]`` or 1).
-        noise: ``"gaussian"`` (default), ``"gaussian-f64"`` or ``"discrete"`` (moment-matched
-            three-point noise); see :func:`dynopt.integrate`.
+        noise: ``"gaussian"`` (default; None means it too, as in :func:`dynopt.integrate`),
+            ``"gaussian-f64"`` or ``"discrete"`` (moment-matched three-point noise); see
+            :func:`dynopt.integrate`.
         dtype: Torch dtype (torch backend; default float64, whatever ``q0``'s dtype).
         device: Torch device (torch backend; default: ``q0``'s device when ``q0`` is a torch
             tensor, else the CPU).
@@ -93,7 +94,7 @@ def init(
     if backend is None:
         backend = resolve_backend(system.potential)
     check_choice("backend", backend, BACKENDS)
-    check_choice("noise", noise, NOISES)
+    noise = check_choice("noise", "gaussian" if noise is None else noise, NOISES)
     if device is None and backend == "torch":
         device = _tensor_device(q0)  # a CUDA q0 runs on its GPU, not silently on the CPU
     if seed is None:

@@ -89,3 +89,21 @@ def test_states_and_trajectories_compare_by_identity(backend):
     assert a.final_state != b.final_state
     assert len({a, b, a.final_state, b.final_state, a}) == 4
     np.testing.assert_array_equal(a.q, b.q)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_init_takes_noise_none_as_the_default_like_integrate(backend):
+    """integrate(noise=None) means Gaussian noise; scheme.init(noise=None) refused None as not
+    one of the kinds, so a wrapper forwarding integrate's arguments to init failed."""
+    system, scheme = S.Langevin(P.DoubleWell(dim=2), temperature=0.3), I.BAOAB()
+    state = scheme.init(system, [0.1, 0.2], seed=3, backend=backend, noise=None)
+    assert state.noise == "gaussian"
+    ref = scheme.init(system, [0.1, 0.2], seed=3, backend=backend)
+    np.testing.assert_array_equal(_np(scheme.step(system, state, h=0.05).q),
+                                  _np(scheme.step(system, ref, h=0.05).q))
+
+
+def test_system_reprs_quote_their_text_parameters():
+    """``BornInfeld(...)`` showed ``bounce_direction=cube``: not the Python that makes it."""
+    text = repr(S.BornInfeld(P.DoubleWell(dim=2), bounce_direction="sphere", t0=None))
+    assert "bounce_direction='sphere'" in text and "t0=None" in text
