@@ -107,3 +107,19 @@ def test_system_reprs_quote_their_text_parameters():
     """``BornInfeld(...)`` showed ``bounce_direction=cube``: not the Python that makes it."""
     text = repr(S.BornInfeld(P.DoubleWell(dim=2), bounce_direction="sphere", t0=None))
     assert "bounce_direction='sphere'" in text and "t0=None" in text
+
+
+def test_a_splitting_repr_shows_its_fractions_and_name():
+    """``Splitting("BAB", fractions=[0.3, 1.0, 0.7])`` printed as ``Splitting('BAB')``, the
+    Strang scheme: the trajectory's repr and the ArviZ attributes named the wrong scheme. The
+    repr now rebuilds the integrator."""
+    custom = I.Splitting("BAB", fractions=[0.3, 1.0, 0.7], name="asym")
+    text = repr(custom)
+    assert text == "Splitting('BAB', fractions=(0.3, 1.0, 0.7), name='asym')"
+    again = eval(text, {"Splitting": I.Splitting})
+    assert again.letters() == custom.letters() and again.name == custom.name
+    assert repr(I.Splitting("BAOAB")) == "Splitting('BAOAB')"
+    assert repr(I.Splitting("B A B", fractions=[0.5, 1, 0.5])) == "Splitting('BAB')"
+    assert repr(I.BAOAB()) == "BAOAB()"
+    traj = dynopt.integrate(S.Hamiltonian(P.Harmonic()), custom, [1.0], h=0.1, n_steps=2)
+    assert "fractions=(0.3, 1.0, 0.7)" in repr(traj)
