@@ -133,7 +133,13 @@ def init(
                                                draw_extras=draw)
     if _memory_only(system):
         state.noise_memory = draw
+    state.layout = extras_layout(system, state.dim)
     return state
+
+
+def extras_layout(system: AbstractSystem, dim: int) -> tuple[tuple[str, int], ...]:
+    """``system``'s extras as ``((name, size), ...)``: what :attr:`State.layout` records."""
+    return tuple((str(k), int(v)) for k, v in system.extras_layout(dim).items())
 
 
 def _memory_only(system: AbstractSystem) -> bool:

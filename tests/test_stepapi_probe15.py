@@ -123,3 +123,59 @@ def test_a_splitting_repr_shows_its_fractions_and_name():
     assert repr(I.BAOAB()) == "BAOAB()"
     traj = dynopt.integrate(S.Hamiltonian(P.Harmonic()), custom, [1.0], h=0.1, n_steps=2)
     assert "fractions=(0.3, 1.0, 0.7)" in repr(traj)
+
+
+# --- a state continued by a system whose extras mean something else --------------------------
+
+POT = P.Rosenbrock(dim=2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("first", "then", "names"), [
+    (S.AdaptiveLangevin(POT, temperature=0.3), S.PortHamiltonian(POT, gamma=0.0),
+     r"\{'xi': 1\}.*\{'gamma': 1\}"),
+    (S.BornInfeld(POT, delta_energy=0.5), S.NoseHooverChain(POT, chain_length=5),
+     r"\{'E0': 1, .*\{'v': 5, 'eta': 5\}"),
+    (S.NoseHoover(POT), S.NoseHooverChain(POT, chain_length=1),
+     r"\{'xi': 1, 'eta': 1\}.*\{'v': 1, 'eta': 1\}"),
+])
+def test_a_state_is_not_continued_by_a_system_whose_extras_differ(backend, first, then, names):
+    """check_state compared only the widths of q, p and x, so a state of another system with as
+    many extras was continued with them reinterpreted: adaptive Langevin's ξ became the
+    port-Hamiltonian friction (its gamma=0.0 ignored), Born–Infeld's E0, V, ... NHC's thermostat
+    velocities. The state now carries its extras' names and sizes, checked like the shapes."""
+    traj = dynopt.integrate(first, None, [0.5, 0.2], h=0.01, n_steps=3, seed=0, backend=backend)
+    state = traj.final_state
+    with pytest.raises(ValueError, match=r"state.layout: .*" + names):
+        dynopt.integrate(then, None, None, h=0.01, n_steps=2, state=state)
+    with pytest.raises(ValueError, match=names):
+        dynopt.stepping.run(then, I.resolve(then.default_scheme), state, n_steps=2, h=0.01)
+    state.layout = None  # deliberately reinterpreted: allowed, as before
+    dynopt.integrate(then, None, None, h=0.01, n_steps=2, state=state)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_state_is_continued_by_a_system_with_the_same_extras(backend):
+    """Langevin burn-in continued as Hamiltonian dynamics (both without extras), and a
+    port-Hamiltonian state by another friction: the layouts agree, so the state continues."""
+    lang = dynopt.integrate(S.Langevin(POT, temperature=0.3), None, [0.5, 0.2], h=0.01,
+                            n_steps=3, seed=0, backend=backend)
+    ham = dynopt.integrate(S.Hamiltonian(POT), None, None, h=0.01, n_steps=2,
+                           state=lang.final_state)
+    assert ham.final_state.step == 5 and ham.final_state.layout == ()
+    port = dynopt.integrate(S.PortHamiltonian(POT, gamma=0.3), None, [0.5, 0.2], h=0.01,
+                            n_steps=3, seed=0, backend=backend)
+    again = dynopt.integrate(S.PortHamiltonian(POT, gamma=1.0), None, None, h=0.01, n_steps=2,
+                             state=port.final_state)
+    assert again.final_state.layout == (("gamma", 1),)
+
+
+def test_a_malformed_layout_is_refused_by_name():
+    state = dynopt.integrate(S.PortHamiltonian(POT), None, [0.5, 0.2], h=0.01, n_steps=1,
+                             seed=0).final_state
+    state.layout = "gamma"
+    with pytest.raises(TypeError, match=r"state.layout must be None or \(\(name, size\), \.\.\.\), "
+                                        r"got 'gamma'"):
+        dynopt.integrate(S.PortHamiltonian(POT), None, None, h=0.01, n_steps=1, state=state)
+    state.layout = [["gamma", 1]]  # a list of lists (e.g. from JSON) is the same layout
+    dynopt.integrate(S.PortHamiltonian(POT), None, None, h=0.01, n_steps=1, state=state)

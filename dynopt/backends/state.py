@@ -42,6 +42,12 @@ class State:
             unknown (a state built by hand or saved by an older version): an all-zero memory
             then counts as none. The flag, not the values, decides: with ``noise="discrete"``
             a genuine memory is all zeros with probability (2/3)^(chains·dim).
+        layout: The names and sizes of the extras in ``x``, ``((name, size), ...)`` as the
+            system that made the state lists them (``extras_layout``): a system continues the
+            state only with the same layout, so a state of another system whose extras have
+            the same total width is not silently reinterpreted. None (a state built by hand or
+            saved by an older version, or set on purpose to continue a state with other
+            extras): only the widths are checked.
     """
 
     q: Any
@@ -56,6 +62,7 @@ class State:
     generator: Any = field(default=None, repr=False)
     streams: Any = field(default=None, repr=False)
     noise_memory: bool | None = field(default=None, repr=False)
+    layout: tuple[tuple[str, int], ...] | None = field(default=None, repr=False)
 
     @property
     def n_chains(self) -> int:
