@@ -166,20 +166,19 @@ def fill_memory(system: AbstractSystem, integrator: AbstractIntegrator, state: S
         state.noise_memory = not bool((state.x == 0).all())
     if state.noise_memory:
         return
+    state.x = start_memory(system, state)
+    state.noise_memory = True
+
+
+def start_memory(system: AbstractSystem, state: State) -> Any:
+    """A fresh LM noise memory for every chain of ``state`` (as LM's start draws it), in the
+    state's array kind, dtype and device, repeating none of the run's noise (see
+    :meth:`~dynopt.backends.base.AbstractBackend.start_extras`; on the torch backend it
+    advances the state's generator): for an Euler–Maruyama state continued by LM, or the
+    chains an event switches to LM."""
     from .backends import get_backend
 
-    kw: dict[str, Any] = {}
-    if state.backend == "torch":
-        kw = {"dtype": state.q.dtype, "device": state.q.device}
-        if state.streams is not None:
-            kw["chain_ids"] = state.streams.chain_ids
-    else:
-        kw = {"dtype": None, "device": None}
-    fresh = get_backend(state.backend).init_state(system, _to_numpy(state.q),
-                                                  _to_numpy(state.p), seed=state.seed,
-                                                  noise=state.noise, **kw)
-    state.x = fresh.x
-    state.noise_memory = True
+    return get_backend(state.backend).start_extras(system, state)
 
 
 def _tensor_device(a: Any) -> Any:

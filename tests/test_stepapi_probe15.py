@@ -179,3 +179,71 @@ def test_a_malformed_layout_is_refused_by_name():
         dynopt.integrate(S.PortHamiltonian(POT), None, None, h=0.01, n_steps=1, state=state)
     state.layout = [["gamma", 1]]  # a list of lists (e.g. from JSON) is the same layout
     dynopt.integrate(S.PortHamiltonian(POT), None, None, h=0.01, n_steps=1, state=state)
+
+
+# --- an Euler–Maruyama chain switched to Leimkuhler–Matthews by an event ------------------------
+
+def _switch_to_lm(pot, at: int = 0):
+    from dynopt import events as E
+
+    return [E.AtStep(at, then=E.SwitchDynamics(S.OverdampedLangevin(pot, temperature=1.0),
+                                               "lm"))]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_em_chain_switched_to_lm_by_an_event_gets_lm_s_start_memory(backend):
+    """EM keeps no noise memory, so LM's first step after a SwitchDynamics from EM added
+    R_prev = 0: half the increment variance (0.49 for τh = 1 on a flat potential, 20,000
+    chains). The switched chains now get the memory LM's own start draws, as
+    integrate(state=<EM state>) with "lm" does: variance τh within 4 SE."""
+    pot = P.Harmonic(np.array([1e-6]), 1)
+    system, n = S.OverdampedLangevin(pot, temperature=1.0), 20_000
+    tr = dynopt.integrate(system, "em", np.zeros(1), h=1.0, n_steps=2, n_chains=n, seed=3,
+                          backend=backend, events=_switch_to_lm(pot))
+    first = tr.q[:, 1, 0] - tr.q[:, 0, 0]
+    se = first.var() * np.sqrt(2.0 / n)
+    assert se < 0.015 and abs(first.var() - 1.0) < 4 * se
+    assert tr.final_state.noise_memory is True
+
+
+def test_an_em_run_switched_to_lm_at_its_start_is_the_lm_run_on_numba():
+    """On numba (noise keyed by seed, chain and step) switching every chain from EM to LM on
+    the initial state is the LM run itself, bit for bit; switching half of them gives those
+    chains the LM run's paths and leaves the others on EM's."""
+    from dynopt import events as E
+
+    pot = P.DoubleWell(dim=2)
+    system = S.OverdampedLangevin(pot, temperature=1.0)
+    q0 = np.array([[0.3, -0.2], [0.1, 0.4], [-0.5, 0.2], [0.7, 0.0]])
+    kw = dict(h=0.01, n_steps=6, seed=9, backend="numba")
+    lm = dynopt.integrate(system, "lm", q0, **kw)
+    em = dynopt.integrate(system, "em", q0, **kw)
+    switched = dynopt.integrate(system, "em", q0, events=_switch_to_lm(pot), **kw)
+    np.testing.assert_array_equal(switched.q, lm.q[:, :])
+    calls = []
+
+    def chains_1_and_2_at_the_start(q, p):
+        calls.append(1)
+        return np.array([False, True, True, False]) & (len(calls) == 1)
+
+    half = dynopt.integrate(system, "em", q0, events=[E.StateCondition(
+        chains_1_and_2_at_the_start, then=E.SwitchDynamics(S.OverdampedLangevin(pot), "lm"))],
+        **kw)
+    np.testing.assert_array_equal(half.q[[1, 2]], lm.q[[1, 2]])
+    np.testing.assert_array_equal(half.q[[0, 3]], em.q[[0, 3]])
+    assert half.final_state.noise_memory is None  # some chains hold a memory, some none
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lm_continuing_an_em_start_draws_a_memory_independent_of_its_noise(backend):
+    """An EM state at step 0 continued by LM: on torch the memory came from a new generator
+    seeded like the run's, i.e. the very normals LM's first step then drew (R_prev = R), so
+    that step had variance 2τh (2.02 measured) instead of τh. It is now drawn from the run's
+    live generator (numba: the extras' own Philox stream)."""
+    pot = P.Harmonic(np.array([1e-6]), 1)
+    system, n = S.OverdampedLangevin(pot, temperature=1.0), 20_000
+    start = I.EulerMaruyama().init(system, np.zeros(1), n_chains=n, seed=3, backend=backend)
+    moved = _np(I.LeimkuhlerMatthews().step(system, start, h=1.0).q)[:, 0]
+    se = moved.var() * np.sqrt(2.0 / n)
+    assert se < 0.015 and abs(moved.var() - 1.0) < 4 * se
+    assert np.all(_np(start.x) == 0.0)  # the input state is unchanged
