@@ -26,6 +26,9 @@ def check_state(system: AbstractSystem, state: Any) -> None:
     A state continues a run (``integrate(state=...)``, :func:`run`); one from another system,
     dimension, backend or dtype would make the kernels read or write past their buffers, so
     every shape, dtype and layout the backends rely on is checked here, before any kernel runs.
+    A state that records its extras (``state.layout``, set by ``init``) continues only under a
+    system with the same extras, names and sizes: equal widths alone would let another
+    system's variables be read as this one's.
     """
     from .stepping import BACKENDS, MAX_SEED, NOISES, State
 
@@ -39,6 +42,9 @@ def check_state(system: AbstractSystem, state: Any) -> None:
     check_real("state.time", state.time)  # finite
     if state.h is not None:
         check_positive("state.h", state.h)
+    if state.noise_memory is not None and not isinstance(state.noise_memory, bool):
+        raise TypeError(f"state.noise_memory must be None or a bool, got "
+                        f"{state.noise_memory!r}")
     if system.potential is None:
         raise ValueError(f"{type(system).__name__} needs a potential to be integrated")
     from .backends import get_backend
@@ -70,6 +76,22 @@ def check_state(system: AbstractSystem, state: Any) -> None:
                 f"state.{name} has shape {shape} but {type(system).__name__} with dim={dim} "
                 f"needs ({n}, {width}) (extras {system.extras_layout(dim)}); the state belongs "
                 "to another system")
+    # the same widths can hold other variables (adaptive Langevin's ξ, the port-Hamiltonian γ)
+    if state.layout is not None:
+        from .stepping import extras_layout
+
+        try:
+            held = tuple((k, v) for k, v in state.layout)
+        except (TypeError, ValueError):
+            raise TypeError(f"state.layout must be None or ((name, size), ...), got "
+                            f"{state.layout!r}") from None
+        layout = extras_layout(system, dim)
+        if held != layout:
+            raise ValueError(
+                f"state.layout: the state holds the extras {dict(held)} but "
+                f"{type(system).__name__} with dim={dim} has the extras {dict(layout)}; the "
+                "state belongs to another system (set state.layout = None to continue it with "
+                "its extras reinterpreted, if that is meant)")
     be.check_storage(state)
     for name in ("q", "p", "x"):
         a = getattr(state, name)

@@ -143,7 +143,7 @@ def integrate(
                          n_steps if observables is None else 0, record_every,
                          itemsize=4 if dtype is not None and "32" in str(dtype) else 8)
         state = init(system, integ, q0, backend=backend, seed=seed, p0=p0, n_chains=n_chains,
-                     noise="gaussian" if noise is None else noise, dtype=dtype, device=device,
+                     noise=noise, dtype=dtype, device=device,
                      chain_ids=chain_ids)
     else:
         check_state(system, state)

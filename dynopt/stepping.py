@@ -58,7 +58,7 @@ def init(
     seed: int | None = None,
     p0: Any = None,
     n_chains: int | None = None,
-    noise: str = "gaussian",
+    noise: str | None = "gaussian",
     dtype: Any = None,
     device: Any = None,
     chain_ids: Any = None,
@@ -76,8 +76,9 @@ def init(
         p0: Initial momenta, like ``q0``; by default Maxwell–Boltzmann for systems with a
             temperature, zero otherwise.
         n_chains: Number of independent chains (default: ``q0.shape[0]`` or 1).
-        noise: ``"gaussian"`` (default), ``"gaussian-f64"`` or ``"discrete"`` (moment-matched
-            three-point noise); see :func:`dynopt.integrate`.
+        noise: ``"gaussian"`` (default; None means it too, as in :func:`dynopt.integrate`),
+            ``"gaussian-f64"`` or ``"discrete"`` (moment-matched three-point noise); see
+            :func:`dynopt.integrate`.
         dtype: Torch dtype (torch backend; default float64, whatever ``q0``'s dtype).
         device: Torch device (torch backend; default: ``q0``'s device when ``q0`` is a torch
             tensor, else the CPU).
@@ -93,7 +94,7 @@ def init(
     if backend is None:
         backend = resolve_backend(system.potential)
     check_choice("backend", backend, BACKENDS)
-    check_choice("noise", noise, NOISES)
+    noise = check_choice("noise", "gaussian" if noise is None else noise, NOISES)
     if device is None and backend == "torch":
         device = _tensor_device(q0)  # a CUDA q0 runs on its GPU, not silently on the CPU
     if seed is None:
@@ -120,14 +121,25 @@ def init(
     # (Euler–Maruyama) keeps zeros there and draws nothing, as its optimizer keeps none
     draw = not _memory_only(system) or _reads_memory(system, integrator)
     if chain_ids is None:
-        return get_backend(backend).init_state(system, q, p, seed=seed, noise=noise,
-                                              dtype=dtype, device=device, draw_extras=draw)
-    ids = check_chain_ids(chain_ids, q.shape[0])
-    if not get_backend(backend).supports_chain_ids:
-        raise ValueError(f"chain_ids needs backend='torch' (the numba backend keys noise by the "
-                         f"local chain index), got backend={backend!r}")
-    return get_backend(backend).init_state(system, q, p, seed=seed, noise=noise, dtype=dtype,
-                                          device=device, chain_ids=ids, draw_extras=draw)
+        state = get_backend(backend).init_state(system, q, p, seed=seed, noise=noise,
+                                               dtype=dtype, device=device, draw_extras=draw)
+    else:
+        ids = check_chain_ids(chain_ids, q.shape[0])
+        if not get_backend(backend).supports_chain_ids:
+            raise ValueError(f"chain_ids needs backend='torch' (the numba backend keys noise by "
+                             f"the local chain index), got backend={backend!r}")
+        state = get_backend(backend).init_state(system, q, p, seed=seed, noise=noise,
+                                               dtype=dtype, device=device, chain_ids=ids,
+                                               draw_extras=draw)
+    if _memory_only(system):
+        state.noise_memory = draw
+    state.layout = extras_layout(system, state.dim)
+    return state
+
+
+def extras_layout(system: AbstractSystem, dim: int) -> tuple[tuple[str, int], ...]:
+    """``system``'s extras as ``((name, size), ...)``: what :attr:`State.layout` records."""
+    return tuple((str(k), int(v)) for k, v in system.extras_layout(dim).items())
 
 
 def _memory_only(system: AbstractSystem) -> bool:
@@ -143,25 +155,30 @@ def _reads_memory(system: AbstractSystem, integrator: AbstractIntegrator) -> boo
 def fill_memory(system: AbstractSystem, integrator: AbstractIntegrator, state: State) -> None:
     """Give a state started by Euler–Maruyama (its LM noise memory left at zero) the memory
     that Leimkuhler–Matthews's own start draws, when LM continues it; in place (call on a
-    copy). Without it LM's first step would add R₀ = 0: half the noise variance."""
+    copy). Without it LM's first step would add R₀ = 0: half the noise variance.
+
+    ``state.noise_memory`` says whether the state holds a memory (an all-zero one is genuine
+    under discrete noise); only where it is None (unknown) does an all-zero memory count as
+    none."""
     if not _memory_only(system) or not _reads_memory(system, integrator):
         return
-    x = state.x
-    if not bool((x == 0).all()) or x.shape[0] == 0:
+    if state.noise_memory is None:
+        state.noise_memory = not bool((state.x == 0).all())
+    if state.noise_memory:
         return
+    state.x = start_memory(system, state)
+    state.noise_memory = True
+
+
+def start_memory(system: AbstractSystem, state: State) -> Any:
+    """A fresh LM noise memory for every chain of ``state`` (as LM's start draws it), in the
+    state's array kind, dtype and device, repeating none of the run's noise (see
+    :meth:`~dynopt.backends.base.AbstractBackend.start_extras`; on the torch backend it
+    advances the state's generator): for an Euler–Maruyama state continued by LM, or the
+    chains an event switches to LM."""
     from .backends import get_backend
 
-    kw: dict[str, Any] = {}
-    if state.backend == "torch":
-        kw = {"dtype": state.q.dtype, "device": state.q.device}
-        if state.streams is not None:
-            kw["chain_ids"] = state.streams.chain_ids
-    else:
-        kw = {"dtype": None, "device": None}
-    fresh = get_backend(state.backend).init_state(system, _to_numpy(state.q),
-                                                  _to_numpy(state.p), seed=state.seed,
-                                                  noise=state.noise, **kw)
-    state.x = fresh.x
+    return get_backend(state.backend).start_extras(system, state)
 
 
 def _tensor_device(a: Any) -> Any:

@@ -13,9 +13,12 @@ if TYPE_CHECKING:
 __all__ = ["Trajectory"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Trajectory:
     """Recorded states of a batch of chains, as numpy arrays in ``(chain, draw, ...)`` layout.
+
+    Trajectories compare (and hash) by identity, as :class:`~dynopt.stepping.State` does; compare
+    their arrays to compare runs.
 
     The layout is the one ArviZ and BlackJAX use, so ``az.from_dict(posterior={"q": traj.q})``
     works directly (see docs/user-guide.md, "Diagnostics").

@@ -67,6 +67,13 @@ class AbstractBackend(abc.ABC):
         noise memory, are zeros and draw nothing)."""
 
     @abc.abstractmethod
+    def start_extras(self, system: AbstractSystem, state: State) -> Any:
+        """Fresh initial extras for every chain of ``state`` (as ``init_state`` draws them), in
+        the state's array kind, dtype and device, drawn so that they repeat none of the noise
+        the run draws: the noise memory Leimkuhler–Matthews needs when it continues a state
+        that keeps none (Euler–Maruyama's). Advances the state's generator where it has one."""
+
+    @abc.abstractmethod
     def advance(
         self,
         system: AbstractSystem,

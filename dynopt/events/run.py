@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..backends.base import Divergence, Records
+from ..program import OpCode
 from .actions import Bounce, SetFriction, Stop, SwitchDynamics
 from .engine import EventLog, EventSet
 
@@ -123,6 +124,13 @@ def run_with_events(be: AbstractBackend, system: AbstractSystem, integ: Abstract
         raise ValueError(f"Bounce needs momenta; {type(system).__name__} has none")
     modes, mode_index = _modes(system, program, es, dim, h)
     chain_mode = np.zeros(n, dtype=np.int64)
+    # which chains hold an LM noise memory (an overdamped system): a chain switched from EM
+    # (which keeps none) to LM gets the one LM's start draws, not R_prev = 0 (half the variance)
+    reads_memory = [any(op.code == OpCode.LM_NOISE for op in prog.ops) for _, prog in modes]
+    has_memory = None
+    if any(reads_memory) and set(layout) == {"noise_prev"}:
+        has_memory = (np.full(n, bool(state.noise_memory)) if state.noise_memory is not None
+                      else np.asarray(be.state_to_numpy(state)["x"] != 0).any(axis=1))
     stopped = np.zeros(n, dtype=bool)
     est = es.init_state(np.zeros(n))
     every = records.every
@@ -174,8 +182,20 @@ def run_with_events(be: AbstractBackend, system: AbstractSystem, integ: Abstract
                 stopped[fired] = True
             elif isinstance(a, SwitchDynamics):
                 chain_mode[fired] = mode_index[id(a)]
+                if has_memory is not None and reads_memory[mode_index[id(a)]]:
+                    give_memory(fired)
             elif isinstance(a, Bounce):
                 bounce(fired)
+
+    def give_memory(fired: np.ndarray) -> None:
+        assert has_memory is not None
+        need = fired & ~has_memory
+        if need.any():
+            from ..stepping import start_memory
+
+            sel = _rows(state.x, need)
+            state.x[sel] = start_memory(system, state)[sel]
+            has_memory[need] = True
 
     def bounce(fired: np.ndarray) -> None:
         # one mass per chain mode: the kinetic energy pᵀM⁻¹p of the chain's own dynamics stays
@@ -239,6 +259,9 @@ def run_with_events(be: AbstractBackend, system: AbstractSystem, integ: Abstract
     except KeyboardInterrupt as err:  # the log so far travels with it (integrate attaches it)
         err.events_log = es.log(est)  # type: ignore[attr-defined]
         raise
+    if has_memory is not None:  # None: some chains hold a memory, some none
+        state.noise_memory = (bool(has_memory[0]) if bool((has_memory == has_memory[0]).all())
+                              else None)
     return None, es.log(est)
 
 

@@ -128,7 +128,13 @@ class Splitting(AbstractIntegrator):
     def __repr__(self) -> str:
         if type(self) is not Splitting:
             return f"{type(self).__name__}()"
-        return f"Splitting({self.scheme!r})"
+        parts = [repr(self.scheme)]
+        counts = Counter(self.scheme)
+        if self.fractions != tuple(1.0 / counts[c] for c in self.scheme):
+            parts.append(f"fractions={self.fractions!r}")
+        if self.name != self.scheme:
+            parts.append(f"name={self.name!r}")
+        return f"Splitting({', '.join(parts)})"
 
 
 @named("baoab")

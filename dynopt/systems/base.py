@@ -193,7 +193,8 @@ class AbstractSystem(abc.ABC):
 
     def __repr__(self) -> str:
         parts = [repr(self.potential)] if self.potential is not None else []
-        parts += [f"{k}={v}" for k, v in self.parameters().items()]
+        parts += [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
+                  for k, v in self.parameters().items()]
         if np.any(self._mass != 1.0):
             parts.append(f"mass={self._mass.tolist()}")
         return f"{type(self).__name__}({', '.join(parts)})"

@@ -118,6 +118,12 @@ class NumbaBackend(AbstractBackend):
                      x=np.ascontiguousarray(x, dtype=np.float64).reshape(n, -1),
                      step=0, seed=seed, backend="numba", noise=noise)
 
+    def start_extras(self, system, state):  # type: ignore[no-untyped-def]
+        # the extras' own Philox stream, keyed by (seed, chain): independent of the dynamics
+        # noise (stream 0) at every step
+        return self.init_state(system, state.q, state.p, seed=state.seed, noise=state.noise,
+                               dtype=None, device=None).x
+
     def advance(self, system, program: Program, state: State, n_steps: int,  # type: ignore[no-untyped-def]
                 records: Records | None) -> Divergence | None:
         if n_steps == 0:

@@ -53,6 +53,20 @@ def _finite_rows(state: State) -> torch.Tensor:
     return ok & ~torch.isnan(state.x).any(dim=1)
 
 
+def _sampler(g: torch.Generator, dev: torch.device) -> Any:
+    """Standard normals of a given shape from ``g`` as float64 numpy (initial momenta and
+    extras are Gaussian whatever the run's noise kind)."""
+    def draw(shape: tuple[int, ...]) -> np.ndarray:
+        return ops.standard_normal(shape, g, torch.float64, dev, "gaussian").cpu().numpy()
+    return draw
+
+
+def _extras_by_chain(system: AbstractSystem, dim: int, samplers: list[Any]) -> np.ndarray:
+    """Initial extras chain by chain, chain c's from ``samplers[c]`` (per-chain streams)."""
+    return np.concatenate([np.asarray(system.initial_extras(1, dim, draw)).reshape(1, -1)
+                           for draw in samplers])
+
+
 class TorchBackend(AbstractBackend):
     """Batched tensor ops over all chains; noise from a seeded ``torch.Generator``.
 
@@ -77,11 +91,7 @@ class TorchBackend(AbstractBackend):
             return np.zeros(shape)
 
         def drawer(g: torch.Generator) -> Any:
-            def draw(shape: tuple[int, ...]) -> np.ndarray:
-                # Maxwell–Boltzmann momenta are Gaussian whatever the run's noise kind
-                z = ops.standard_normal(shape, g, torch.float64, dev, "gaussian")
-                return z.cpu().numpy()
-            return draw
+            return _sampler(g, dev)
 
         if streams is None:
             if p is None:
@@ -91,9 +101,8 @@ class TorchBackend(AbstractBackend):
             if p is None:
                 p = np.concatenate([system.initial_momentum(1, dim, drawer(g)).reshape(1, -1)
                                     for g in streams.generators]) if n else np.zeros((0, dim))
-            x = np.concatenate([np.asarray(system.initial_extras(
-                1, dim, drawer(g) if draw_extras else zeros)).reshape(1, -1)
-                for g in streams.generators])
+            x = _extras_by_chain(system, dim, [drawer(g) if draw_extras else zeros
+                                               for g in streams.generators])
 
         def tens(label: str, a: np.ndarray) -> torch.Tensor:
             t = torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev).reshape(n, -1)
@@ -109,6 +118,17 @@ class TorchBackend(AbstractBackend):
         return State(q=tens("q0", q), p=tens("p0", p), x=tens("extras", x), step=0, seed=seed,
                      backend="torch", noise=noise, generator=gen if streams is None else None,
                      streams=streams)
+
+    def start_extras(self, system, state):  # type: ignore[no-untyped-def]
+        # from the run's live generator(s): a new generator seeded like the run's would replay
+        # the noise the run draws (at step 0 LM's R_prev would equal its first R)
+        n, dim, dev = state.n_chains, state.dim, state.q.device
+        if state.streams is None:
+            x = system.initial_extras(n, dim, _sampler(state.generator, dev))
+        else:
+            x = _extras_by_chain(system, dim, [_sampler(g, dev) for g in state.streams.generators])
+        return torch.as_tensor(np.ascontiguousarray(x), dtype=state.q.dtype,
+                               device=dev).reshape(n, -1)
 
     def advance(self, system, program: Program, state: State, n_steps: int,  # type: ignore[no-untyped-def]
                 records: Records | None) -> Divergence | None:
