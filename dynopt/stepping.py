@@ -28,6 +28,7 @@ import numpy as np
 from ._state_check import check_state
 from ._validation import check_choice, check_int, check_positive
 from .backends.state import State as State
+from .integrators.base import warn_if_noise_dropped
 from .program import OpCode
 
 if TYPE_CHECKING:
@@ -244,6 +245,7 @@ def run(
     check_state(system, state)
     integrator.check(system)
     program = integrator.program(system, h)
+    warn_if_noise_dropped(system, integrator.name, program.ops)  # as integrate() does
     new = state.copy()
     fill_memory(system, integrator, new)
     div = get_backend(state.backend).advance(system, program, new, n_steps, records=None)

@@ -259,3 +259,19 @@ def test_an_optimizer_warns_when_its_scheme_drops_a_positive_temperature():
         warnings.simplefilter("error")
         dynopt.optim.Langevin([p], lr=0.1, temperature=0.0, scheme="BAB").step()
         dynopt.optim.Langevin([p], lr=0.1, temperature=0.1).step()
+
+
+def test_the_single_step_api_warns_when_the_scheme_drops_a_positive_temperature():
+    # the single-step API (scheme.init/step, dynopt.stepping.run) ran "BAB" on Langevin(τ > 0)
+    # as Hamiltonian dynamics without a word, where integrate() and the optimizers warn
+    from dynopt import integrators
+
+    system = systems.Langevin(potentials.Harmonic(1.0, dim=1), gamma=1.0, temperature=0.5)
+    scheme = integrators.Splitting("BAB")
+    state = scheme.init(system, np.zeros((2, 1)), seed=0)
+    with pytest.warns(UserWarning, match="integrator 'BAB' draws no noise"):
+        scheme.step(system, state, h=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        integrators.BAOAB().step(system, integrators.BAOAB().init(system, np.zeros((2, 1)),
+                                                                  seed=0), h=0.1)
