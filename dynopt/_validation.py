@@ -83,7 +83,14 @@ def check_probability(name: str, value: Any, *, open_right: bool = False) -> flo
 
 def check_int(name: str, value: Any, *, minimum: int | None = None,
               maximum: int | None = None) -> int:
-    """An integer (bools rejected), optionally ``>= minimum`` and ``<= maximum``."""
+    """An integer (bools rejected), optionally ``>= minimum`` and ``<= maximum``. As
+    :func:`check_real` does for reals, a 1-element integer numpy array or tensor stands for
+    its value."""
+    if hasattr(value, "numel") and not isinstance(value, np.ndarray) and value.numel() == 1 \
+            and _tensor_is_integer(value):  # torch.Tensor
+        value = int(value.item())
+    elif isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "iu":
+        value = int(value.reshape(()))
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}")
     v = int(value)

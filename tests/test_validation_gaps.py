@@ -144,3 +144,16 @@ def test_a_first_order_system_still_integrates_without_p0():
     traj = dynopt.integrate(systems.OverdampedLangevin(P.DoubleWell(), temperature=0.25), None,
                             [0.5], h=0.01, n_steps=2, seed=0)
     assert traj.q.shape == (1, 3, 1) and np.isfinite(traj.q).all()
+
+
+def test_integer_parameters_take_one_element_integer_arrays_as_real_ones_do():
+    # check_real accepted 1-element tensors and arrays, check_int refused them: integrate(
+    # n_steps=torch.tensor(100)) and seed=np.array(3) failed while h=torch.tensor(0.1) worked
+    system = systems.Langevin(P.Harmonic(1.0, dim=1), gamma=1.0, temperature=0.5)
+    ref = dynopt.integrate(system, "BAOAB", [0.5], h=0.1, n_steps=7, seed=3)
+    for n, seed in ((torch.tensor(7), np.array(3)), (np.array([7]), torch.tensor([3]))):
+        got = dynopt.integrate(system, "BAOAB", [0.5], h=0.1, n_steps=n, seed=seed)
+        np.testing.assert_array_equal(got.q, ref.q)
+    for bad in (torch.tensor(7.0), np.array(7.0), torch.tensor(True), np.array([7, 8])):
+        with pytest.raises(TypeError, match="n_steps must be an integer"):
+            dynopt.integrate(system, "BAOAB", [0.5], h=0.1, n_steps=bad, seed=3)

@@ -136,7 +136,7 @@ OPTIMIZERS = [
     ("HeavyBall", lambda **kw: O.HeavyBall(_params(), **({"lr": 0.1} | kw)),
      {"lr": "nonnegative", "gamma": "nonnegative"}),
     ("DDPNOpt", lambda **kw: O.DDPNOpt(_net(), **({"base": _ddp_base(kw)} | kw)),
-     {"lr": "positive", "weight_decay": "nonnegative", "momentum": "nonnegative",
+     {"lr": "nonnegative", "weight_decay": "nonnegative", "momentum": "nonnegative",
       "dampening": "nonnegative", "alpha": "nonnegative", "eps": "nonnegative",
       "damping": "positive", "ekfac_decay": "unit_interval_open", "update_freq": "int>=1",
       "vxx_reg": "nonnegative"}),
