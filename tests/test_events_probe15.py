@@ -167,3 +167,19 @@ def test_a_predicate_returning_nan_is_refused_not_read_as_true():
     traj = dynopt.integrate(PortHamiltonian(pot, gamma=1.0), "FBA", [[1.0], [-1.0]], h=0.1,
                             n_steps=3, events=[ok])
     assert len(traj.events) == 0
+
+
+def test_an_atstep_inside_a_fully_paused_stretch_fires_at_the_first_step_that_moves():
+    """Documented (docs/energy-conserving.md): steps in which every group sits out (lr = 0)
+    observe nothing, so AtStep(3) under five paused steps fires, and is logged, at step 5."""
+    th = torch.nn.Parameter(torch.ones(3))
+    opt = HeavyBall([th], lr=0.1, gamma=0.5, events=[AtStep(3, then=SetFriction(1.0))])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.0 if s < 5 else 1.0)
+    frictions = []
+    for _ in range(7):
+        th.grad = th.detach().clone()
+        opt.step()
+        sched.step()
+        frictions.append(opt.friction(opt.param_groups[0]))
+    assert opt.event_log.steps() == [5]
+    assert frictions == [0.5] * 5 + [1.0] * 2
