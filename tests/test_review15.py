@@ -41,3 +41,32 @@ def test_an_optimizer_pickled_before_lr_schedule_refuses_a_torch_scheduler_clear
         assert isinstance(g["lr"], LRSchedule) and g["lr"].fn is _schedule
     with pytest.raises(TypeError, match=r"lr is a dynopt schedule .*_schedule"):
         torch.optim.lr_scheduler.LambdaLR(old, lambda s: 1.0)
+
+
+def _shell_inputs(dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(3)
+    n, dim = 4, 2000
+    p = torch.zeros(n, dim, dtype=dtype)  # |p| = 0 at the first active step: started along −∇U
+    grad = torch.randn(n, dim, generator=g, dtype=dtype) * 0.37
+    v = torch.rand(n, 1, generator=g, dtype=torch.float64) * 3 + 0.1
+    return p, grad, v
+
+
+def test_the_torch_bbi_shell_applies_its_per_chain_coefficients_in_the_momenta_s_dtype():
+    """The torch backend's BBI shell computes its per-chain scalars in float64 (session 15),
+    but applied the float64 coefficients to the whole (chains, dim) momenta, so every step ran
+    a float64 where() and mul_() over them (a float32 integrate() step 2-3x slower) and rounded
+    twice where the optimizer rounds once: the optimizer casts each coefficient to the
+    momenta's dtype first (bbi.scalar_like). Now p = (−c₀·∇U)·r with c₀, r in p's dtype."""
+    from dynopt.backends.torch.energy_ops import BBIConstants, bbi_shell_
+    from dynopt.program import BBI_EXTRAS
+
+    for dtype in (torch.float32, torch.float64):
+        p, grad, v = _shell_inputs(dtype)
+        st = {k: torch.zeros(p.shape[0], 1, dtype=dtype) for k in BBI_EXTRAS}
+        c = BBIConstants(v0=0.0, delta_energy=1.0, t0=float("inf"), n_bounces=0.0,
+                         t1=float("inf"), eps1=0.0, eps2=1e-12, project=True, cube=False)
+        dec = bbi_shell_(p, grad, v, st, c, torch.Generator().manual_seed(0))
+        assert p.dtype == dtype and bool((dec.init_coef != 0).all())
+        want = (-dec.init_coef.to(dtype) * grad) * dec.scale.to(dtype)
+        assert torch.equal(p, want)
