@@ -137,6 +137,16 @@ class LRSchedule:
     __add__ = __radd__ = __sub__ = __rsub__ = __neg__ = __float__ = _refuse
 
 
+def wrap_lr_schedules(groups: list[dict[str, Any]]) -> None:
+    """Hold each group's ``lr`` given as a schedule (a bare callable) as an
+    :class:`LRSchedule`, in place: groups as they are added, and groups unpickled from an
+    optimizer saved before ``LRSchedule`` existed."""
+    for group in groups:
+        lr = group.get("lr")
+        if callable(lr) and not isinstance(lr, Tensor | LRSchedule):
+            group["lr"] = LRSchedule(lr)
+
+
 def _same_setting(a: Any, b: Any) -> bool:
     """``a`` is ``b`` or equals it (False where ``==`` is not a plain bool, e.g. tensors)."""
     if a is b:
@@ -228,9 +238,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             del self.param_groups[n:]
             raise
         drop_unset_momentum(self.param_groups[n:])
-        lr = self.param_groups[-1].get("lr")
-        if callable(lr) and not isinstance(lr, Tensor | LRSchedule):
-            self.param_groups[-1]["lr"] = LRSchedule(lr)
+        wrap_lr_schedules(self.param_groups[n:])
 
     def _validate_group(self, group: dict[str, Any], index: int) -> None:
         """Validate a group's hyperparameters; subclasses extend (call super first)."""
@@ -311,7 +319,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         """The current value of hyperparameter ``name``, validated where it is used.
 
         Schedules are evaluated at the current step, tensors converted to float, and the value
-        is checked with ``check`` (``lr``: > 0 if no check is given) every time, so a value set
+        is checked with ``check`` (``lr``: ≥ 0 if no check is given) every time, so a value set
         after construction (``group["lr"] = nan``, a scheduler going negative) raises
         ``ValueError`` naming the group, the key, the value and the step instead of corrupting
         the state.
@@ -764,6 +772,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             group.setdefault("differentiable", False)
             group.setdefault("weight_decay", self.defaults.get("weight_decay", 0.0))
         drop_unset_momentum(self.param_groups)
+        wrap_lr_schedules(self.param_groups)  # pickled before LRSchedule: a bare function
 
 
 _SCHED_WRAPPED = "_step_wrapped_by_lr_scheduler"

@@ -168,7 +168,10 @@ def bbi_shell_(p: Tensor, grad: Tensor, v: Tensor, st: Columns, c: BBIConstants,
     ps2 = p.double().square().sum(-1, keepdim=True)
     g2 = grad.double().square().sum(-1, keepdim=True)
     dec = bbi_control(v.double(), ps2, g2, st, c)
-    p.copy_(torch.where(dec.init_coef != 0, -dec.init_coef * grad, p))
+    # the (chains, dim) products in p's dtype, each chain's coefficient rounded to it first, as
+    # the optimizer applies them (bbi.scalar_like): float64 coefficients made every step's
+    # full-size where/mul float64 passes (float32 integrate 2-3x slower per step)
+    p.copy_(torch.where(dec.init_coef != 0, -dec.init_coef.to(p.dtype) * grad, p))
     if isinstance(generator, torch.Generator):
         if bool(dec.bounce.any()):
             u = bounce_direction(tuple(p.shape), generator, p.dtype, p.device, c.cube)
@@ -178,7 +181,7 @@ def bbi_shell_(p: Tensor, grad: Tensor, v: Tensor, st: Columns, c: BBIConstants,
         for i in torch.nonzero(dec.bounce[:, 0]).flatten().tolist():
             u = bounce_direction((p.shape[1],), generator[i], p.dtype, p.device, c.cube)
             p[i] = u * torch.sqrt(dec.ps2[i] / (u * u).sum())
-    p.mul_(dec.scale)
+    p.mul_(dec.scale.to(p.dtype))
     return dec
 
 
