@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import sys
+import types
+
 import pytest
 
 from dynopt.backends.numba import cache
+from dynopt.cli import main
 
 
 @pytest.mark.parametrize("value, expected", [("relc", "cwd/relc"), ("~/c", "home/c"),
@@ -31,3 +35,45 @@ def test_a_relative_xdg_cache_home_is_made_absolute(monkeypatch, tmp_path):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", "xdg")
     assert cache._root() == tmp_path / "xdg" / "dynopt" / "numba"
+
+
+@pytest.fixture
+def fake_reproduction(monkeypatch):
+    """``dynopt reproduce braking`` runs a stand-in that records its call."""
+    from dynopt.reproductions import REGISTRY
+
+    calls = []
+    mod = types.ModuleType("_fake_reproduction")
+    mod.run = lambda args: calls.append(args.update_docs) or 0
+    monkeypatch.setitem(sys.modules, "_fake_reproduction", mod)
+    monkeypatch.setitem(REGISTRY, "braking", "_fake_reproduction")
+    return calls
+
+
+def test_update_docs_is_refused_before_the_run_without_a_source_checkout(
+        monkeypatch, tmp_path, capsys, fake_reproduction):
+    """An installed (non-editable) dynopt has no docs/reproductions.md: before, the
+    reproduction ran (minutes to hours) and then failed writing into site-packages/docs/."""
+    from dynopt.reproductions import report
+
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    monkeypatch.setattr(report, "repo_root", lambda: site)
+    rc = main(["reproduce", "braking", "--update-docs", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert fake_reproduction == []
+    assert err.count("\n") == 1
+    assert f"--update-docs rewrites {site / 'docs' / 'reproductions.md'}, which does not exist" \
+        in err
+    # without the flag the same installed package runs the reproduction
+    assert main(["reproduce", "braking", "--out", str(tmp_path / "out")]) == 0
+    assert fake_reproduction == [False]
+
+
+def test_update_docs_runs_in_a_source_checkout(tmp_path, fake_reproduction):
+    from dynopt.reproductions import report
+
+    assert report.docs_path().is_file()  # this checkout
+    assert main(["reproduce", "braking", "--update-docs", "--out", str(tmp_path / "o")]) == 0
+    assert fake_reproduction == [True]
