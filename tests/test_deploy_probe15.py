@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 import types
 
@@ -77,3 +78,24 @@ def test_update_docs_runs_in_a_source_checkout(tmp_path, fake_reproduction):
     assert report.docs_path().is_file()  # this checkout
     assert main(["reproduce", "braking", "--update-docs", "--out", str(tmp_path / "o")]) == 0
     assert fake_reproduction == [True]
+
+
+@pytest.mark.parametrize("adapter, blocked, package", [
+    ("lightning", ("pytorch_lightning", "lightning"), "pytorch-lightning"),
+    ("huggingface", ("transformers",), "transformers"),
+])
+def test_an_adapter_without_its_framework_names_the_extra(monkeypatch, adapter, blocked,
+                                                          package):
+    """Before: the lightning adapter without either Lightning package raised "No module named
+    'lightning'" (the fallback it tried last, not the package its docs name)."""
+    import dynopt.integrations  # noqa: F401
+
+    for name in blocked:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, f"dynopt.integrations.{adapter}", raising=False)
+    with pytest.raises(ImportError) as info:
+        importlib.import_module(f"dynopt.integrations.{adapter}")
+    msg = str(info.value)
+    assert msg.startswith(f"dynopt.integrations.{adapter} needs {package}, which is not "
+                          "installed"), msg
+    assert msg.endswith(f"pip install 'dynopt[integrations]' (or pip install {package})"), msg
