@@ -99,3 +99,34 @@ def test_an_adapter_without_its_framework_names_the_extra(monkeypatch, adapter, 
     assert msg.startswith(f"dynopt.integrations.{adapter} needs {package}, which is not "
                           "installed"), msg
     assert msg.endswith(f"pip install 'dynopt[integrations]' (or pip install {package})"), msg
+
+
+@pytest.mark.parametrize("module, advice", [
+    ("sklearn", "the package scikit-learn is not installed (import 'sklearn' failed): "
+                "pip install scikit-learn (a requirement of dynopt: this install is incomplete)"),
+    ("arviz", "the package arviz is not installed (import 'arviz' failed): "
+              "pip install 'dynopt[integrations]'"),
+])
+def test_a_command_missing_a_package_says_which_to_install(monkeypatch, capsys, module, advice):
+    """Before: a traceback ending in "No module named 'sklearn'" (not the pip name) after the
+    run, e.g. ``dynopt study`` without matplotlib failed at its plots."""
+    from dynopt.cli import study
+
+    def run(args):
+        monkeypatch.setitem(sys.modules, module, None)
+        importlib.import_module(module)
+
+    monkeypatch.setattr(study, "run", run)
+    assert main(["study"]) == 2
+    assert capsys.readouterr().err == f"dynopt study: error: {advice}\n"
+
+
+def test_a_missing_dynopt_module_is_a_bug_not_a_missing_package(monkeypatch):
+    from dynopt.cli import study
+
+    def run(args):
+        importlib.import_module("dynopt.no_such_module")
+
+    monkeypatch.setattr(study, "run", run)
+    with pytest.raises(ModuleNotFoundError, match="dynopt.no_such_module"):
+        main(["study"])
