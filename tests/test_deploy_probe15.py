@@ -4,13 +4,18 @@
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
 from dynopt.backends.numba import cache
 from dynopt.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("value, expected", [("relc", "cwd/relc"), ("~/c", "home/c"),
@@ -130,3 +135,31 @@ def test_a_missing_dynopt_module_is_a_bug_not_a_missing_package(monkeypatch):
     monkeypatch.setattr(study, "run", run)
     with pytest.raises(ModuleNotFoundError, match="dynopt.no_such_module"):
         main(["study"])
+
+
+_NO_JIT = """
+import numpy as np, dynopt
+from dynopt import potentials, systems
+s = systems.Langevin(potentials.DoubleWell(dim=2), gamma=1.0, temperature=0.5)
+tr = dynopt.integrate(s, "BAOAB", np.zeros((4, 2)), h=0.1, n_steps=20, seed=3, backend="torch")
+print(tr.q.shape, bool(np.isfinite(tr.q).all()))
+try:
+    dynopt.integrate(s, "BAOAB", np.zeros((4, 2)), h=0.1, n_steps=20, seed=3, backend="numba")
+except Exception as err:
+    print(type(err).__name__, err)
+"""
+
+
+def test_numba_backend_under_numba_disable_jit_says_so():
+    """NUMBA_DISABLE_JIT=1 (a debugging setting): before, backend='numba' failed deep inside
+    numba with "NotImplementedError: <intrinsic prefer_512_bit_vectors> is not usable in
+    pure-python"; now a RuntimeError naming the variable and backend='torch', which runs."""
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", _NO_JIT], capture_output=True, text=True,
+                         env=env, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines() == [
+        "(4, 21, 2) True",
+        "RuntimeError backend='numba' cannot run with NUMBA_DISABLE_JIT=1 (its kernels use "
+        "numba intrinsics and compiled function pointers, which have no pure-Python form): "
+        "unset NUMBA_DISABLE_JIT, or use backend='torch'"], out.stdout
