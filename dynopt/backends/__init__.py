@@ -10,7 +10,20 @@ _INSTANCES: dict[str, AbstractBackend] = {}
 
 
 def get_backend(name: str) -> AbstractBackend:
-    """The backend called ``name`` (imported lazily, so numba is not compiled for torch users)."""
+    """The backend called ``name`` (imported lazily, so numba is not compiled for torch users).
+
+    Raises:
+        RuntimeError: For ``"numba"`` under ``NUMBA_DISABLE_JIT=1``: its kernels use numba
+            intrinsics and compiled function pointers, which have no pure-Python form.
+    """
+    if name == "numba":
+        import numba
+
+        if numba.config.DISABLE_JIT:
+            raise RuntimeError("backend='numba' cannot run with NUMBA_DISABLE_JIT=1 (its "
+                               "kernels use numba intrinsics and compiled function pointers, "
+                               "which have no pure-Python form): unset NUMBA_DISABLE_JIT, or "
+                               "use backend='torch'")
     if name not in _INSTANCES:
         if name == "numba":
             from .numba.runner import NumbaBackend

@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module exposing ``HELP``, ``add_arguments(parser)`` and
 ``run(args) -> int``; ``COMMANDS`` maps names to modules. Exit status: 0 success, 1 a failed
-run (e.g. a divergence), 2 a user error (always one line on stderr), 130 Ctrl-C.
+run (e.g. a divergence), 2 a user error (always one line on stderr; also a missing package,
+named with the pip command that installs it), 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -73,6 +74,32 @@ def _version() -> str:
             f"numpy {numpy.__version__}, Python {platform.python_version()})")
 
 
+#: Import name → distribution name, where they differ.
+_DISTRIBUTIONS = {"sklearn": "scikit-learn", "pytorch_lightning": "pytorch-lightning"}
+
+
+def missing_package(module: str) -> str:
+    """One line for a package a command needs that is not installed: its pip name and whether
+    it is one of dynopt's requirements (an incomplete install) or in which extra it is."""
+    import re
+    from importlib.metadata import PackageNotFoundError, requires
+
+    dist = _DISTRIBUTIONS.get(module, module)
+    where = f"pip install {dist}"
+    try:
+        reqs = requires("dynopt") or []
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        reqs = []
+    for req in reqs:
+        name = re.match(r"[A-Za-z0-9_.-]*", req).group(0)
+        if name.lower().replace("_", "-") == dist.lower():
+            extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)", req)
+            where = (f"pip install 'dynopt[{extra.group(1)}]'" if extra else
+                     f"pip install {dist} (a requirement of dynopt: this install is incomplete)")
+            break
+    return f"the package {dist} is not installed (import {module!r} failed): {where}"
+
+
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Adds "(default: ...)" to an option's help unless the help already says its default, or
     the default says nothing (a flag's False, an unset option's None)."""
@@ -92,6 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
+    except ModuleNotFoundError as err:
+        top = (err.name or "").split(".")[0]
+        if not top or top == "dynopt":
+            raise
+        print(f"dynopt {args.command}: error: {missing_package(top)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         # commands that can keep partial results catch this themselves and say what they kept
         print(f"dynopt {args.command}: interrupted", file=sys.stderr)

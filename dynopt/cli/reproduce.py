@@ -23,16 +23,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Options are checked (``--seeds`` >= 1, a writable ``--out``) before any work. On Ctrl-C,
+    """Options are checked (``--seeds`` >= 1, a writable ``--out``, with ``--update-docs`` a
+    source checkout's docs/reproductions.md) before any work. On Ctrl-C,
     reproductions that cache their runs (``RESUMABLE = True``) keep every finished one."""
     from .._files import prepare_output_dir
-    from ..reproductions.report import seed_count
+    from ..reproductions.report import docs_path, seed_count
 
     try:
         seed_count(args, 1)
         prepare_output_dir(args.out, "--out")
     except (ValueError, TypeError) as err:
         print(f"dynopt reproduce: error: {err}", file=sys.stderr)
+        return 2
+    if args.update_docs and not docs_path().is_file():
+        # checked before the run: otherwise an installed dynopt ran for minutes to hours and
+        # then failed writing into site-packages/docs/
+        print(f"dynopt reproduce: error: --update-docs rewrites {docs_path()}, which does not "
+              "exist (it needs a source checkout, e.g. pip install -e .); run without "
+              "--update-docs to get the table and plots under --out", file=sys.stderr)
         return 2
     mod = importlib.import_module(REGISTRY[args.name])
     try:

@@ -21,3 +21,11 @@ from .feed import feed_loss as feed_loss
 from .feed import unwrap as unwrap
 
 __all__ = ["feed_loss", "unwrap"]
+
+
+def missing_framework(adapter: str, package: str, err: ImportError) -> ImportError:
+    """The ImportError an adapter module raises when its framework is not installed: names the
+    package and the extra that installs it (not the last module the import tried)."""
+    return ImportError(f"dynopt.integrations.{adapter} needs {package}, which is not "
+                       f"installed ({err}): pip install 'dynopt[integrations]' (or pip install "
+                       f"{package})")

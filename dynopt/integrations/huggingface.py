@@ -24,7 +24,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import transformers
+from . import missing_framework
+
+try:
+    import transformers
+except ImportError as err:
+    raise missing_framework("huggingface", "transformers", err) from err
 
 from .feed import discard_loss, feed_loss
 

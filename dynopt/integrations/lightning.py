@@ -25,10 +25,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import missing_framework
+
 try:
     import pytorch_lightning as pl
 except ImportError:  # pragma: no cover - the unified package
-    import lightning.pytorch as pl  # type: ignore[no-redef]
+    try:
+        import lightning.pytorch as pl  # type: ignore[no-redef]
+    except ImportError as err:
+        raise missing_framework("lightning", "pytorch-lightning", err) from err
 
 from .feed import feed_loss, unwrap
 

@@ -39,7 +39,7 @@ from .. import data, training
 from .._files import write_text_atomic
 from ..errors import DivergenceError
 from ..optim import LOL, AdLaLa, Langevin
-from .report import command, markdown_table, repo_root, seed_count, update_section
+from .report import command, docs_path, markdown_table, seed_count, update_section
 
 #: Every finished run is cached in ``results.json``; an interrupted run continues from it.
 RESUMABLE = True
@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
         cmd = command("adlala", args)
         body = _doc_section(cmd, n_seeds, epochs, spir, dig, digit_epochs, sweep, sweep_epochs,
                             len(sweep_seeds), verdict, notes)
-        path = update_section(repo_root() / "docs" / "reproductions.md", "adlala", body)
+        path = update_section(docs_path(), "adlala", body)
         print(f"updated {path}")
     return 0
 

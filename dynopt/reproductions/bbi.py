@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .report import command, markdown_table, repo_root, seed_count, update_section
+from .report import command, docs_path, markdown_table, seed_count, update_section
 
 DESCRIPTION = ("BBI (De Luca & Silverstein 2022): Ackley robustness, Zakharov, two-basin ratio, "
                "energy study; BBI/ECDSep vs SGD on digits")
@@ -274,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
     print(body)
     (out / "bbi.md").write_text(body + "\n")
     if args.update_docs:
-        update_section(repo_root() / "docs" / "reproductions.md", "bbi", body)
+        update_section(docs_path(), "bbi", body)
     return 0
 
 

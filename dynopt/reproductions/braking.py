@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .report import as_run, command, markdown_table, repo_root, seed_count, update_section
+from .report import as_run, command, docs_path, markdown_table, seed_count, update_section
 
 DESCRIPTION = ("goal-triggered braking (Burghoff et al. 2023): heavy ball with an EMA-loss goal "
                "→ SetFriction over a grid of goals vs constant friction and matched-step SGD on "
@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     print(as_run(body, args.update_docs))
     (out / "braking.md").write_text(as_run(body, args.update_docs) + "\n")
     if args.update_docs:
-        update_section(repo_root() / "docs" / "reproductions.md", "braking", body)
+        update_section(docs_path(), "braking", body)
     return 0
 
 

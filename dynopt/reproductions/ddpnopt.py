@@ -35,7 +35,7 @@ from ..data import Split, batches, load_digits_split, load_wine_split
 from ..errors import DivergenceError
 from ..optim import DDPNOpt
 from ..training import evaluate, fit, loss_function, mlp
-from .report import as_run, command, markdown_table, repo_root, seed_count, update_section
+from .report import as_run, command, docs_path, markdown_table, seed_count, update_section
 
 DESCRIPTION = ("DDPNOpt vs its base optimizers (per-epoch paired differences over an lr sweep on "
                "digits and wine; ε_Vxx ablation; vanishing gradients with a depth scan)")
@@ -434,6 +434,6 @@ def run(args: Any) -> int:
             f"### Vanishing gradients\n\n{table3}\n")
     print(as_run(body, args.update_docs))
     if args.update_docs:
-        update_section(repo_root() / "docs" / "reproductions.md", "ddpnopt", body)
+        update_section(docs_path(), "ddpnopt", body)
         print("updated docs/reproductions.md section 'ddpnopt'")
     return 0

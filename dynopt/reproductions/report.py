@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["as_run", "markdown_table", "repo_root", "seed_count", "update_section"]
+__all__ = ["as_run", "docs_path", "markdown_table", "repo_root", "seed_count", "update_section"]
 
 #: A table cell that is not a number: never written into the docs.
 _NOT_A_NUMBER = re.compile(r"(?<![\w.])[-+]?(nan|inf)(?![\w.])", re.IGNORECASE)
@@ -34,6 +34,12 @@ def command(name: str, args: Any) -> str:
 def repo_root() -> Path:
     """The source checkout containing this package (for docs/)."""
     return Path(__file__).resolve().parents[2]
+
+
+def docs_path() -> Path:
+    """``docs/reproductions.md`` of the source checkout, which ``--update-docs`` rewrites. An
+    installed (non-editable) dynopt has none: ``repo_root()`` is then ``site-packages``."""
+    return repo_root() / "docs" / "reproductions.md"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -50,7 +50,7 @@ from torch.func import functional_call
 from torch.nn import functional
 
 from ..surfing import SnapshotRecorder, surf
-from .report import as_run, command, markdown_table, repo_root, seed_count, update_section
+from .report import as_run, command, docs_path, markdown_table, seed_count, update_section
 
 DESCRIPTION = "surfing vs GD / Adam / random restarts on the final network (random ReLU, VAE)"
 
@@ -284,6 +284,6 @@ def run(args: Any) -> int:
             + table + "\n")
     print(as_run(body, args.update_docs))
     if args.update_docs:
-        update_section(repo_root() / "docs" / "reproductions.md", "surfing", body)
+        update_section(docs_path(), "surfing", body)
         print("updated docs/reproductions.md section 'surfing'")
     return 0

@@ -11,7 +11,7 @@ package is decorated) therefore points ``numba.config.CACHE_DIR`` at
 
 so any change of a source the kernels depend on selects a fresh directory (old ones are left
 for the user to delete). ``<root>`` is ``$DYNOPT_CACHE_DIR``, else ``$NUMBA_CACHE_DIR``, else
-``$XDG_CACHE_HOME/dynopt/numba`` (``~/.cache/dynopt/numba``).
+``$XDG_CACHE_HOME/dynopt/numba`` (``~/.cache/dynopt/numba``), made absolute at import.
 
 If no writable directory is available (read-only package and home), caching is switched off
 (:data:`CACHE` is False and the decorators of this package pass ``cache=CACHE``): the kernels
@@ -63,11 +63,15 @@ def cache_key(package: Path = PACKAGE, version: str | None = None) -> str:
 
 
 def _root() -> Path:
+    """The cache root, absolute: a relative or ``~`` path is resolved once, at import, so that
+    a later ``os.chdir`` does not send the kernels compiled after it to another directory
+    (numba joins ``CACHE_DIR`` with each function's path when the function is decorated and
+    saves relative to the working directory of the moment)."""
     for var in ("DYNOPT_CACHE_DIR", "NUMBA_CACHE_DIR"):
         if os.environ.get(var):
-            return Path(os.environ[var])
+            return Path(os.path.abspath(os.path.expanduser(os.environ[var])))
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "dynopt" / "numba"
+    return Path(os.path.abspath(os.path.expanduser(base))) / "dynopt" / "numba"
 
 
 def _writable(path: Path) -> bool:
