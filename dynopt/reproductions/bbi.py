@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .report import command, markdown_table, repo_root, seed_count, update_section
+from .report import command, duration, markdown_table, repo_root, seed_count, update_section
 
 DESCRIPTION = ("BBI (De Luca & Silverstein 2022): Ackley robustness, Zakharov, two-basin ratio, "
                "energy study; BBI/ECDSep vs SGD on digits")
@@ -280,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
 
 def report(res: dict[str, Any], cmd: str, quick: bool) -> str:
     a, z = res["ackley"], res["zakharov"]
-    lines = [f"Command: `{cmd}` ({res['seconds'] / 60:.0f} min on 2 shared CPU cores).", ""]
+    lines = [f"Command: `{cmd}` ({duration(res['seconds'])} on 2 shared CPU cores).", ""]
     lines.append(f"**Ackley 2-D (b = 0.02)**: {a['starts']} random starts in [−4, 4]², success "
                  f"= U < 5e-4 within {a['steps']} iterations, up to {a['tries']} tries.")
     lines.append("")

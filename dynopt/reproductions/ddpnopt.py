@@ -35,7 +35,7 @@ from ..data import Split, batches, load_digits_split, load_wine_split
 from ..errors import DivergenceError
 from ..optim import DDPNOpt
 from ..training import evaluate, fit, loss_function, mlp
-from .report import as_run, command, markdown_table, repo_root, seed_count, update_section
+from .report import as_run, command, duration, markdown_table, repo_root, seed_count, update_section
 
 DESCRIPTION = ("DDPNOpt vs its base optimizers (per-epoch paired differences over an lr sweep on "
                "digits and wine; ε_Vxx ablation; vanishing gradients with a depth scan)")
@@ -407,7 +407,7 @@ def run(args: Any) -> int:
     table2 = ablation(seeds, quick, log)
     print("## vanishing gradients (digits, sigmoid, MMC)")
     table3 = vanishing(seeds, quick, log)
-    minutes = (time.perf_counter() - t0) / 60
+    seconds = time.perf_counter() - t0
     out = Path(args.out) / "ddpnopt"
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(log))
@@ -417,7 +417,7 @@ def run(args: Any) -> int:
     sweep_text = "\n\n".join(
         f"**{d.upper()}** (batch {DATASETS[d][0]}, {ep[d]} epochs):\n\n{t}"
         for d, t in tables.items())
-    body = (f"Measured with `{cmd} --update-docs` ({len(seeds)} seeds, {minutes:.0f} min on 2 "
+    body = (f"Measured with `{cmd} --update-docs` ({len(seeds)} seeds, {duration(seconds)} on 2 "
             f"shared CPU cores); raw numbers in `<out>/ddpnopt/results.json`, plot "
             "`<out>/ddpnopt/paired_diff.png`.\n\n"
             "### Learning-rate sweep (5-layer tanh MLP, width 32)\n\n"
