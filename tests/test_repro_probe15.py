@@ -1,14 +1,19 @@
-"""Probe of the reproductions' reports (session 15).
+"""Probe of the reproductions' reports and the benchmarks' docs sections (session 15).
 
 Each test here failed before its fix: a quick run's header printed its wall time in whole
-minutes, so ``dynopt reproduce braking --quick`` (12 s) read "(0 min on 2 shared CPU cores)".
+minutes, so ``dynopt reproduce braking --quick`` (12 s) read "(0 min on 2 shared CPU cores)";
+most benchmarks named their full command in the docs section that a ``--quick`` run wrote, and
+``gpu.py --from-report`` named ``--size full`` whatever the report's size.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import math
 import pathlib
 import re
+import sys
 
 import pytest
 
@@ -55,3 +60,67 @@ def test_no_reproduction_formats_its_wall_time_in_whole_minutes_itself():
                                       fromlist=["x"]).__file__).read_text()
         assert not re.search(r"/ ?60\b", src), name
         assert ":.0f} min" not in src, name
+
+
+BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """The benchmarks' helpers (the scripts import ``_common`` from their own folder)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield importlib.import_module("_common"), importlib.import_module("gpu")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_a_quick_benchmark_names_quick_in_the_command_it_writes(bench):
+    common, _ = bench
+    quick, full = argparse.Namespace(quick=True), argparse.Namespace(quick=False)
+    assert common.command("noise_kinds", full) == "python benchmarks/noise_kinds.py --update-docs"
+    assert (common.command("noise_kinds", quick)
+            == "python benchmarks/noise_kinds.py --quick --update-docs")
+    assert (common.command("ddpnopt_cost", quick, "--device cuda")
+            == "python benchmarks/ddpnopt_cost.py --device cuda --quick --update-docs")
+
+
+def test_every_benchmark_builds_its_docs_command_from_the_run():
+    """cold_start, ensemble_sizes, ensemble_throughput, langevin_step, network_replicas,
+    noise_generators, noise_kinds and ddpnopt_cost wrote a fixed command without ``--quick``
+    into docs/benchmarks.md, also from a ``--quick --update-docs`` run."""
+    for path in sorted(BENCH.glob("[a-z]*.py")):
+        src = path.read_text()
+        assert not re.search(r"[\"'`]python benchmarks/", src), path.name
+        if "write_section(" in src or "update_section(" in src:
+            assert "command(" in src, path.name
+
+
+@pytest.mark.parametrize(("header", "cmd"), [
+    ("device cuda (H200), torch 2.5, size full: 1,000,000 chains x 1000 steps; ...",
+     "bash benchmarks/gpu_check.sh (benchmarks/gpu.py --device cuda --size full)"),
+    ("device cuda (H200), torch 2.5, size small: 4,096 chains x 20 steps; ...",
+     "SIZE=small bash benchmarks/gpu_check.sh (benchmarks/gpu.py --device cuda --size small)"),
+    ("device cuda:0 (H200), torch 2.5, size full (quick): 1,000,000 chains x 1000 steps",
+     "python benchmarks/gpu.py --device cuda --size full --quick"),
+])
+def test_gpu_from_report_names_the_size_and_quick_of_the_report(bench, header, cmd):
+    assert bench[1].report_command(header) == cmd
+
+
+def test_gpu_from_report_without_a_size_is_refused(bench):
+    with pytest.raises(SystemExit, match="names no size"):
+        bench[1].report_command("device cuda (H200), torch 2.5")
+
+
+def test_bench_help_lists_every_benchmark():
+    """``dynopt bench --help`` named no benchmark; only a run without NAME listed them."""
+    from dynopt.cli import bench as cli_bench
+    from dynopt.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    text = " ".join(sub.choices["bench"].format_help().split())
+    names = sorted(p.stem for p in BENCH.glob("[a-z]*.py"))
+    assert names == cli_bench.available() and "gpu" in names
+    assert "benchmark to run: " + ", ".join(names) + "; 'all' runs every one" in text
