@@ -164,3 +164,64 @@ def test_adlala_notes_do_not_claim_what_a_quick_run_contradicts():
                   {"AdLaLa": 94.0, "Adam": 97.6})
     assert "reaches 80.0%" in text and "usable only with" not in text
     assert "this run does not show that h = 0.25 needs AdLaLa's adaptive friction" in text
+
+
+def _bbi_result(**over):
+    res = {
+        "seconds": 120.0,
+        "ackley": {"starts": 20, "tries": 5, "steps": 5000, "bbi_first_try": 1,
+                   "bbi_any_try": 13, "bbi_run_rate": 0.15, "bbi_median_steps": 2624.0,
+                   "gdm": 0},
+        "zakharov": {"steps": 10000, "bbi_final": 3e-8, "bbi_best": 2e-10,
+                     "bbi_floor_step": None, "bbi_at_1000": 1e-3, "gdm_final": 2.31e-9,
+                     "gdm_best": 3.96e-13},
+        "basins": [{"direction": "cube", "runs": 200, "basin1": 128, "basin2": 71,
+                    "undecided": 1, "ratio": 1.803, "ratio_se": 0.267, "predicted": 1.926}],
+        "energy": {"steps": 2000, "chains": 8, "h": 0.00965, "max_V_over_E0": 0.97,
+                   "H_pre_projection_max_rel_dev": 0.25,
+                   "H_pre_projection_median_rel_dev": 3.2e-4,
+                   "H_post_projection_max_rel_dev": 6.7e-16, "max_speed_over_sqrtV": 1.24,
+                   "max_speed_over_bound": 0.995, "bounces_per_chain": 19.2},
+        "digits": {"SGD + momentum (lr 0.01, μ 0.95)": {"test_acc": [0.97, 0.96]}},
+    }
+    for k, v in over.items():
+        res[k] = dict(res[k], **v)
+    return res
+
+
+def test_bbi_zakharov_best_column_is_the_best_value_not_the_final_one():
+    """The BBI row's "best U along the run" printed the final U."""
+    from dynopt.reproductions.bbi import report
+
+    text = report(_bbi_result(), "dynopt reproduce bbi --quick", True)
+    row = next(line for line in text.splitlines() if line.startswith("| BBI (lr 0.0026"))
+    assert row.split(" | ")[1:3] == ["3e-08", "2e-10"], row
+
+
+def test_bbi_ackley_prose_compares_the_rate_with_the_paper_and_names_short_runs():
+    """The quick run (13/20 within 5000 iterations) read "the paper's 83/100 ... is
+    reproduced", whatever its rate and length."""
+    from dynopt.reproductions.bbi import _ackley_prose
+
+    quick = _ackley_prose(_bbi_result()["ackley"])
+    assert "the paper's ordering (83/100 within 5 tries vs 0/100) is reproduced" in quick
+    assert "the success rate 65% is consistent with the paper's 83 % (-1.7 SE)" in quick
+    assert quick.endswith("with 5000 iterations per try instead of the paper's 30000.")
+    low = _ackley_prose(dict(_bbi_result()["ackley"], starts=100, bbi_any_try=50, steps=30000))
+    assert "the success rate 50% is below the paper's 83 % (-6.6 SE)." in low
+    assert "instead of" not in low
+
+
+def test_bbi_energy_prose_states_a_broken_invariant():
+    """The energy study's reading was fixed text ("the loss never exceeds its ceiling", ...)
+    whatever the measured table said."""
+    from dynopt.reproductions.bbi import _energy_prose
+
+    ok = _energy_prose(_bbi_result()["energy"])
+    assert ("the projection restores the shell to rounding; the loss never exceeds its ceiling; "
+            "the discrete speed exceeds √V by the kick's Δt|∇V| term only.") in ok
+    bad = _energy_prose(dict(_bbi_result()["energy"], max_V_over_E0=1.02,
+                             H_post_projection_max_rel_dev=1e-6, max_speed_over_bound=1.1))
+    assert "does NOT restore the shell to rounding (1e-06)" in bad
+    assert "the loss exceeds its ceiling (max V/E0 = 1.020000)" in bad
+    assert "exceeds even √V + Δt|∇V| (ratio 1.100000)" in bad
