@@ -225,3 +225,26 @@ def test_bbi_energy_prose_states_a_broken_invariant():
     assert "does NOT restore the shell to rounding (1e-06)" in bad
     assert "the loss exceeds its ceiling (max V/E0 = 1.020000)" in bad
     assert "exceeds even √V + Δt|∇V| (ratio 1.100000)" in bad
+
+
+def _ddp_run(base: str, lr: float) -> dict:
+    curve = {"acc": [0.5, 0.6], "train_loss": [1.0, 0.9]}
+    better = {"acc": [0.55, 0.62], "train_loss": [0.9, 0.85]}
+    return {"dataset": "digits", "base_name": base, "lr": lr, "base": [curve, curve],
+            "ddpnopt": [better, better]}
+
+
+@pytest.mark.parametrize(("lrs", "columns"), [
+    ({"sgd": [1.0], "adam": [0.03]}, 1),               # --quick: the largest rates only
+    ({"sgd": [0.1, 0.3, 1.0], "adam": [0.001, 0.01, 0.03]}, 3),
+])
+def test_ddpnopt_plot_has_no_empty_panels(tmp_path, lrs, columns):
+    """A --quick run's paired_diff.png had three columns, two of them empty (only the largest
+    learning rate runs there); one column is drawn 6 inches wide, so the title fits."""
+    import matplotlib.image
+
+    from dynopt.reproductions.ddpnopt import _plot
+
+    _plot({"sweep": [_ddp_run(b, lr) for b, grid in lrs.items() for lr in grid]}, tmp_path)
+    height, width = matplotlib.image.imread(tmp_path / "paired_diff.png").shape[:2]
+    assert (width, height) == (max(4 * columns, 6) * 110, 6 * 110)

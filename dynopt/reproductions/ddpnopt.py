@@ -361,14 +361,25 @@ def _plot(log: dict[str, Any], out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     runs = [r for r in log.get("sweep", []) if r["dataset"] == "digits"]
     if not runs:
         return
     n_lr = max(len(v) for v in LRS.values())
-    fig, ax = plt.subplots(2, n_lr, figsize=(4 * n_lr, 6), squeeze=False, sharey="row")
+
+    def position(r: dict[str, Any]) -> int:
+        grid = LRS[r["base_name"]]
+        return grid.index(r["lr"]) if r["lr"] in grid else n_lr - 1
+
+    # only the grid positions that ran (--quick runs the largest learning rates alone: the
+    # other columns were empty panels)
+    cols = sorted({position(r) for r in runs})
+    # at least 6 inches wide: one column clipped the title
+    fig, ax = plt.subplots(2, len(cols), figsize=(max(4 * len(cols), 6), 6), squeeze=False,
+                           sharey="row")
     for r in runs:
-        j = LRS[r["base_name"]].index(r["lr"]) if r["lr"] in LRS[r["base_name"]] else n_lr - 1
+        j = cols.index(position(r))
         for i, key in enumerate(("acc", "train_loss")):
             ep = len(r["base"][0][key])
             stats = [paired([a[key][e] for a in r["base"]], [a[key][e] for a in r["ddpnopt"]])
@@ -379,11 +390,13 @@ def _plot(log: dict[str, Any], out: Path) -> None:
             line = ax[i, j].plot(xs, m, marker="o", ms=3,
                                  label=f"{r['base_name']} lr {r['lr']:g}")[0]
             ax[i, j].fill_between(xs, m - se, m + se, color=line.get_color(), alpha=0.2)
-    for j in range(n_lr):
-        ax[0, j].set_title(f"lr grid position {j + 1} (smallest → largest)")
+    for j, pos in enumerate(cols):
+        ax[0, j].set_title(f"lr grid position {pos + 1} of {n_lr} (smallest → largest)")
         ax[0, j].axhline(0, color="k", lw=0.6)
         ax[1, j].axhline(0, color="k", lw=0.6)
         ax[1, j].set_xlabel("epoch")
+        for i in range(2):
+            ax[i, j].xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax[0, j].get_legend_handles_labels()[0]:
             ax[0, j].legend(fontsize=7)
     ax[0, 0].set_ylabel("Δ test accuracy (points)")
