@@ -248,3 +248,12 @@ def test_ddpnopt_plot_has_no_empty_panels(tmp_path, lrs, columns):
     _plot({"sweep": [_ddp_run(b, lr) for b, grid in lrs.items() for lr in grid]}, tmp_path)
     height, width = matplotlib.image.imread(tmp_path / "paired_diff.png").shape[:2]
     assert (width, height) == (max(4 * columns, 6) * 110, 6 * 110)
+
+
+def test_ddpnopt_ablation_header_names_a_real_epoch_span():
+    """The --quick ablation table (2 epochs) had a column "lowest acc, any seed, ep 2–2 %"."""
+    from dynopt.reproductions.ddpnopt import ablation_header
+
+    assert ablation_header(2)[6] == "lowest acc, any seed, ep 2 %"
+    assert ablation_header(6)[4:7] == ["acc ep 6 %", "worst seed ep 6 %",
+                                       "lowest acc, any seed, ep 2–6 %"]

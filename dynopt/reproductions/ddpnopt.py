@@ -220,9 +220,15 @@ def ablation(seeds: list[int], quick: bool, log: dict[str, Any]) -> str:
                          f"{100 * lowest_after_first(res):.1f}",
                          sum(not math.isfinite(a) for a in final)])
             print(" | ".join(map(str, rows[-1])), flush=True)
-    return markdown_table(["base", "lr", "variant", "acc ep 1 %", f"acc ep {ep} %",
-                           f"worst seed ep {ep} %", f"lowest acc, any seed, ep 2–{ep} %",
-                           "diverged"], rows)
+    return markdown_table(ablation_header(ep), rows)
+
+
+def ablation_header(ep: int) -> list[str]:
+    """The ablation table's columns for runs of ``ep`` epochs (the lowest-accuracy column
+    spans epochs 2 … ep: "ep 2–6", or "ep 2" for a two-epoch --quick run, not "ep 2–2")."""
+    span = "2" if ep == 2 else f"2–{ep}"
+    return ["base", "lr", "variant", "acc ep 1 %", f"acc ep {ep} %", f"worst seed ep {ep} %",
+            f"lowest acc, any seed, ep {span} %", "diverged"]
 
 
 def lowest_after_first(runs: list[dict[str, list[float]]]) -> float:
