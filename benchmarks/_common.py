@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT))
 
 from dynopt.reproductions.report import markdown_table, update_section  # noqa: E402
 
-__all__ = ["ROOT", "fixed_gradient_params", "machine", "markdown_table", "parse_args",
+__all__ = ["ROOT", "command", "fixed_gradient_params", "machine", "markdown_table", "parse_args",
            "plain_baoab_double_well", "time_call", "update_section", "write_section"]
 
 
@@ -26,6 +26,22 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--update-docs", action="store_true",
                         help="write the table into docs/benchmarks.md")
     return parser.parse_args()
+
+
+def command(script: str, args: argparse.Namespace, *options: str) -> str:
+    """The command line that writes a docs section: ``python benchmarks/SCRIPT.py [OPTIONS]
+    [--quick] --update-docs``, with ``--quick`` exactly when this run had it (a quick run's
+    numbers must not read as those of the full command).
+
+    Args:
+        script: The script's name without ``.py``.
+        args: The parsed options (``args.quick``).
+        *options: Further options of this run, as typed (``"--device cuda"``).
+    """
+    parts = [f"python benchmarks/{script}.py", *options]
+    if getattr(args, "quick", False):
+        parts.append("--quick")
+    return " ".join([*parts, "--update-docs"])
 
 
 def fixed_gradient_params(n_tensors: int, numel: int, *, seed: int = 0) -> list:

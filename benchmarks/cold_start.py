@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 
-from _common import markdown_table, parse_args, write_section
+from _common import command, markdown_table, parse_args, write_section
 
 TARGET_S = 15.0
 FIRST_STEP = ("import torch\nfrom dynopt.optim import Langevin\n"
@@ -63,7 +63,7 @@ def main() -> None:
         table = markdown_table(["what (new process each)", "wall seconds"],
                                [[n, " / ".join(f"{t:.1f}" for t in ts)] for n, ts in rows.items()])
         write_section("cold-start", "Cold start on an empty numba cache",
-                      "python benchmarks/cold_start.py", table,
+                      command("cold_start", args), table,
                       notes=(f"Each run {repeats}×; a new empty DYNOPT_CACHE_DIR per row except "
                              "the warm study. " + verdict + " `.ci/setup.sh` runs `dynopt "
                              "compile`, so after set-up every row is warm."))

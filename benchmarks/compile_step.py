@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable
 
 import torch
-from _common import ROOT, machine, markdown_table, parse_args, update_section
+from _common import ROOT, command, machine, markdown_table, parse_args, update_section
 from torch._dynamo.utils import counters
 
 from dynopt.optim import BBI, HeavyBall, Langevin
@@ -85,7 +85,7 @@ def main() -> None:
     if args.update_docs:
         load = os.getloadavg()[0]
         body = ("### Compiled vs eager optimizer step\n\n"
-                f"Measured with `python benchmarks/compile_step.py{' --quick' * args.quick}` on "
+                f"Measured with `{command('compile_step', args)}` on "
                 f"{machine()}, {time.strftime('%Y-%m-%d')}, load average {load:.1f} at the end "
                 "(compare rows within one run). Warm-up steps per row (compile and recompiles "
                 "excluded), then interleaved rounds.\n\n" + table + "\n\n"

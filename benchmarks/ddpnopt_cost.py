@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _common import markdown_table, time_call, write_section
+from _common import command, markdown_table, time_call, write_section
 from torch import nn
 from torch.nn import functional
 
@@ -133,13 +133,13 @@ def main() -> None:
         write_section(f"ddpnopt-cost-{device.type}",
                       f"DDPNOpt: time per training iteration vs the base optimizer "
                       f"({device.type})",
-                      f"python benchmarks/ddpnopt_cost.py --device {args.device} --update-docs",
+                      command("ddpnopt_cost", args, f"--device {args.device}"),
                       table, "The same variants as the CPU section, timed on the device "
                       "(synchronized after each timed block of iterations).")
     elif args.update_docs:
         write_section(
             "ddpnopt-cost", "DDPNOpt: time per training iteration vs the base optimizer",
-            "python benchmarks/ddpnopt_cost.py --update-docs", table,
+            command("ddpnopt_cost", args), table,
             "An iteration is forward + backward + step; variants are timed in interleaved "
             "rounds (median). Target (issue 5): ≤ 2× the base "
             "optimizer. DDPNOpt adds a Bellman backward pass (per layer: q_x = Wᵀz, the "

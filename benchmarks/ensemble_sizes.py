@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from _common import markdown_table, parse_args, write_section
+from _common import command, markdown_table, parse_args, write_section
 
 import dynopt
 from dynopt import potentials, systems
@@ -58,7 +58,7 @@ def main() -> None:
     if args.update_docs:
         table = markdown_table(["system", "chains", "lanes per block", "M chain-steps/s"], rows)
         write_section("ensemble-sizes", "Ensemble throughput by size and scheme (numba)",
-                      "python benchmarks/ensemble_sizes.py", table,
+                      command("ensemble_sizes", args), table,
                       notes=(f"Best of {repeats} runs of about {WORK:,} chain-steps each, 2-D "
                              "double well, h = 0.05, τ = 0.25. See docs/architecture.md for the "
                              "block width and the extended ops."))

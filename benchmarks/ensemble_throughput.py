@@ -23,6 +23,7 @@ import numba as nb
 import numpy as np
 import torch
 from _common import (
+    command,
     interleaved_times,
     markdown_table,
     parse_args,
@@ -155,7 +156,7 @@ def main() -> None:
     if args.update_docs:
         write_section(
             "ensemble", "Ensemble throughput: BAOAB, DoubleWell(dim=2), 10,000 chains",
-            "python benchmarks/ensemble_throughput.py --update-docs", table,
+            command("ensemble_throughput", args), table,
             "A particle-step is one BAOAB step of one chain (2 coordinates, 2 normals). Target "
             "(issue 2): numba ≥ 3× the plain batched-torch loop. The numba backend draws its "
             "normals from a counter-based Philox-4x32-10 generator with a vectorized Box–Muller "

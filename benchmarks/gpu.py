@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import ROOT, markdown_table, plain_baoab_double_well, update_section
+from _common import ROOT, command, markdown_table, plain_baoab_double_well, update_section
 
 SIZES = {  # chains, integrate steps, parameter tensors, elements per tensor
     "full": {"chains": 1_000_000, "steps": 1000, "tensors": 20, "numel": 5_000_000},
@@ -199,6 +199,26 @@ def optimizer_steps(device, size: dict, repeats: int, steps: int  # type: ignore
     return rows, numbers, verdict
 
 
+def report_command(header: str) -> str:
+    """The command that made a fetched report, from its first line (``... size SIZE[ (quick)]:
+    ...``): ``bash benchmarks/gpu_check.sh`` runs ``--size full`` unless ``SIZE`` is set, and
+    never ``--quick``. A report from another size or from ``--quick`` was named as the full run.
+
+    Raises:
+        SystemExit: If the header names no size.
+    """
+    import re
+
+    m = re.search(r"\bsize (\w+)( \(quick\))?:", header)
+    if not m or m.group(1) not in SIZES:
+        raise SystemExit(f"the report's first line names no size ({header!r}); docs not updated")
+    size, quick = m.group(1), bool(m.group(2))
+    run = f"benchmarks/gpu.py --device cuda --size {size}" + (" --quick" if quick else "")
+    if quick:
+        return f"python {run}"
+    return ("" if size == "full" else f"SIZE={size} ") + f"bash benchmarks/gpu_check.sh ({run})"
+
+
 def _docs_section(report: str, cmd: str) -> None:
     update_section(ROOT / "docs" / "benchmarks.md", "gpu",
                    f"### GPU: ensemble throughput and optimizer steps\n\nMeasured with `{cmd}`"
@@ -214,8 +234,7 @@ def main() -> None:
             raise SystemExit(f"{args.from_report} is not a CUDA run; docs not updated")
         if not args.update_docs:
             raise SystemExit("--from-report needs --update-docs")
-        _docs_section(report, "bash benchmarks/gpu_check.sh (benchmarks/gpu.py --device cuda "
-                              "--size full)")
+        _docs_section(report, report_command(report.splitlines()[0]))
         return
     import torch
 
@@ -231,7 +250,7 @@ def main() -> None:
     size = SIZES[args.size]
     repeats = 3 if args.quick or args.size == "small" else 5
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    header = (f"device {device} ({name}), torch {torch.__version__}, size {args.size}: "
+    header = (f"device {device} ({name}), torch {torch.__version__}, size {args.size}{' (quick)' * args.quick}: "
               f"{size['chains']:,} chains x {size['steps']} steps; "
               f"{size['tensors']} x {size['numel']:,} float32 parameters")
     print(header)
@@ -266,8 +285,8 @@ def main() -> None:
         if device.type != "cuda":
             print("--update-docs writes CUDA figures only; nothing written")
         else:
-            _docs_section(report, f"python benchmarks/gpu.py --device {args.device} "
-                                  f"--size {args.size}")
+            _docs_section(report, command("gpu", args, f"--device {args.device}",
+                                          f"--size {args.size}"))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import statistics
 from collections.abc import Callable
 
 from _common import (
+    command,
     fixed_gradient_params,
     interleaved_times,
     machine,
@@ -114,8 +115,7 @@ def main() -> None:
 
         env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")
                        if k in os.environ)
-        cmd = (env + " " if env else "") + "python benchmarks/heavyball_bbi_step.py" + (
-            " --quick" if args.quick else "")
+        cmd = (env + " " if env else "") + command("heavyball_bbi_step", args)
         write_section(
             "heavyball-bbi-step",
             "HeavyBall, BBI and ECDSep step vs torch.optim.SGD (20M float32)", cmd,

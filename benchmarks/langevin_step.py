@@ -29,6 +29,7 @@ import numba
 import torch
 from _common import (
     ROOT,
+    command,
     fixed_gradient_params,
     markdown_table,
     own_copy,
@@ -156,7 +157,7 @@ def main() -> None:
                 break
         body = (
             "### Langevin optimizer step\n\n"
-            f"Measured with `python benchmarks/langevin_step.py` on {cpu}, torch "
+            f"Measured with `{command('langevin_step', args)}` on {cpu}, torch "
             f"{torch.__version__}, numba {numba.__version__}, 2 threads, "
             f"{time.strftime('%Y-%m-%d')}; median and minimum of {repeats} steps after warm-up, "
             "measured in interleaved rounds (one step of every row per round), "

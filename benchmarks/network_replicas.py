@@ -24,7 +24,7 @@ import statistics
 import time
 
 import torch
-from _common import markdown_table, parse_args, time_call, write_section
+from _common import command, markdown_table, parse_args, time_call, write_section
 
 import dynopt
 from dynopt.data import make_spirals
@@ -173,7 +173,7 @@ def main() -> None:
     if args.update_docs:
         write_section(
             "network-replicas", "Network replicas: 16 spiral MLPs, Langevin BAOAB",
-            "python benchmarks/network_replicas.py --update-docs",
+            command("network_replicas", args),
             table + "\n\nTraining monitor (one replica, dynopt.optim.Langevin, full batch):\n\n"
             + table2,
             "A replica-step is one BAOAB step (one full-batch gradient of 500 points) of one "

@@ -31,7 +31,7 @@ import time
 
 import numba as nb
 import numpy as np
-from _common import markdown_table, parse_args, write_section
+from _common import command, markdown_table, parse_args, write_section
 
 from dynopt.backends.numba import segment_kernel as sk
 from dynopt.backends.numba.intrinsics import prefer_512_bit_vectors
@@ -380,7 +380,7 @@ def main() -> None:
                             [[lbl, f"{v:.2f}"] for lbl, v in part2])
         write_section(
             "noise-generators", "What the kernels' noise costs, and the generators weighed",
-            "python benchmarks/noise_generators.py --update-docs", t1 + "\n\n" + t2,
+            command("noise_generators", args), t1 + "\n\n" + t2,
             notes=("Every part is compiled as the kernels are, with 512-bit vectors "
                    "(intrinsics.prefer_512_bit_vectors). The float32 transform's integer steps "
                    "run on 32-bit lanes (intrinsics.word_plus_one_f32 and friends) and its "

@@ -21,7 +21,7 @@ import time
 
 import numba
 import torch
-from _common import interleaved_times, markdown_table, own_copy, parse_args, write_section
+from _common import command, interleaved_times, markdown_table, own_copy, parse_args, write_section
 
 import dynopt
 from dynopt import potentials, systems
@@ -109,7 +109,7 @@ def main() -> None:
     if args.update_docs:
         write_section(
             "noise-kinds", "The noise kinds side by side (float32 and float64 transforms)",
-            "python benchmarks/noise_kinds.py --update-docs", table,
+            command("noise_kinds", args), table,
             "Ensemble: best of interleaved rounds of 2,000 steps; the cost of a normal inside "
             "the kernel is its share of the time per chain-step over the τ = 0 row (words, "
             "transform, noise buffer), per core. Optimizer: 20 tensors of 1M elements with "

@@ -21,6 +21,7 @@ import statistics
 from collections.abc import Callable
 
 from _common import (
+    command,
     fixed_gradient_params,
     interleaved_times,
     machine,
@@ -91,7 +92,7 @@ def main() -> None:
     if args.update_docs:
         write_section(
             "result-check", "Cost of the non-finite result check (20M float32)",
-            "python benchmarks/result_check.py" + (" --quick" if args.quick else ""), table,
+            command("result_check", args), table,
             f"{N_TENSORS} tensors × {NUMEL:,} float32 parameters, fixed gradients, {steps} steps "
             f"per timing, median of {rounds} interleaved rounds, each optimizer on its own copy "
             f"of the parameters, load average {load:.1f} at the "

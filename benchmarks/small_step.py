@@ -17,7 +17,15 @@ import statistics
 from collections.abc import Callable
 
 import torch
-from _common import interleaved_times, machine, markdown_table, own_copy, parse_args, write_section
+from _common import (
+    command,
+    interleaved_times,
+    machine,
+    markdown_table,
+    own_copy,
+    parse_args,
+    write_section,
+)
 
 WIDTH, DEPTH, OUT = 64, 3, 10
 
@@ -77,7 +85,7 @@ def main() -> None:
     if args.update_docs:
         write_section(
             "small-step", f"Optimizer step on a small model ({n:,} parameters, 6 tensors)",
-            "python benchmarks/small_step.py" + (" --quick" if args.quick else ""), table,
+            command("small_step", args), table,
             f"A {WIDTH}-{WIDTH}-{WIDTH}-{OUT} MLP's parameters with fixed gradients, no "
             f"backward, 2 threads; {steps} steps per timing, median and minimum of {rounds} "
             "interleaved rounds, each optimizer on its own copy of the parameters. At this size "

@@ -22,8 +22,11 @@ def available() -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    names = available()
     parser.add_argument("name", nargs="?", default=None,
-                        help="benchmark to run (default: list them); 'all' runs every one")
+                        help="benchmark to run: " + (", ".join(names) if names else
+                                                     "none found (needs a source checkout)")
+                        + "; 'all' runs every one (default: list them)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--update-docs", action="store_true",
                         help="write the numbers into docs/benchmarks.md")

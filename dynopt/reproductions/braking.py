@@ -38,7 +38,15 @@ from typing import Any
 
 import numpy as np
 
-from .report import as_run, command, docs_path, markdown_table, seed_count, update_section
+from .report import (
+    as_run,
+    command,
+    docs_path,
+    duration,
+    markdown_table,
+    seed_count,
+    update_section,
+)
 
 DESCRIPTION = ("goal-triggered braking (Burghoff et al. 2023): heavy ball with an EMA-loss goal "
                "→ SetFriction over a grid of goals vs constant friction and matched-step SGD on "
@@ -198,7 +206,7 @@ def report(results: dict[str, list[dict[str, Any]]], seeds: int, epochs: int, n_
                      (f"{np.median(brakes):.2f} ({len(brakes)}/{len(runs)})" if brakes else
                       f"never (0/{len(runs)})") if "brake at" in name else ""])
     lines = [
-        f"Command: `{cmd} --update-docs` ({seconds / 60:.0f} min on 2 shared CPU cores). "
+        f"Command: `{cmd} --update-docs` ({duration(seconds)} on 2 shared CPU cores). "
         f"Teacher task ({n_train} training samples with 5 % label noise, {n_train // 2} clean "
         f"test samples, 10 features, 10 classes), ReLU MLP 10-128-128-10, batch {BATCH}, "
         f"{epochs} epochs, {seeds} seeds. Heavy ball h = {H}: exploration γ = {GAMMA_EXPLORE:g} "

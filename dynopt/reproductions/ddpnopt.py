@@ -35,7 +35,15 @@ from ..data import Split, batches, load_digits_split, load_wine_split
 from ..errors import DivergenceError
 from ..optim import DDPNOpt
 from ..training import evaluate, fit, loss_function, mlp
-from .report import as_run, command, docs_path, markdown_table, seed_count, update_section
+from .report import (
+    as_run,
+    command,
+    docs_path,
+    duration,
+    markdown_table,
+    seed_count,
+    update_section,
+)
 
 DESCRIPTION = ("DDPNOpt vs its base optimizers (per-epoch paired differences over an lr sweep on "
                "digits and wine; ε_Vxx ablation; vanishing gradients with a depth scan)")
@@ -220,9 +228,15 @@ def ablation(seeds: list[int], quick: bool, log: dict[str, Any]) -> str:
                          f"{100 * lowest_after_first(res):.1f}",
                          sum(not math.isfinite(a) for a in final)])
             print(" | ".join(map(str, rows[-1])), flush=True)
-    return markdown_table(["base", "lr", "variant", "acc ep 1 %", f"acc ep {ep} %",
-                           f"worst seed ep {ep} %", f"lowest acc, any seed, ep 2–{ep} %",
-                           "diverged"], rows)
+    return markdown_table(ablation_header(ep), rows)
+
+
+def ablation_header(ep: int) -> list[str]:
+    """The ablation table's columns for runs of ``ep`` epochs (the lowest-accuracy column
+    spans epochs 2 … ep: "ep 2–6", or "ep 2" for a two-epoch --quick run, not "ep 2–2")."""
+    span = "2" if ep == 2 else f"2–{ep}"
+    return ["base", "lr", "variant", "acc ep 1 %", f"acc ep {ep} %", f"worst seed ep {ep} %",
+            f"lowest acc, any seed, ep {span} %", "diverged"]
 
 
 def lowest_after_first(runs: list[dict[str, list[float]]]) -> float:
@@ -361,14 +375,25 @@ def _plot(log: dict[str, Any], out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     runs = [r for r in log.get("sweep", []) if r["dataset"] == "digits"]
     if not runs:
         return
     n_lr = max(len(v) for v in LRS.values())
-    fig, ax = plt.subplots(2, n_lr, figsize=(4 * n_lr, 6), squeeze=False, sharey="row")
+
+    def position(r: dict[str, Any]) -> int:
+        grid = LRS[r["base_name"]]
+        return grid.index(r["lr"]) if r["lr"] in grid else n_lr - 1
+
+    # only the grid positions that ran (--quick runs the largest learning rates alone: the
+    # other columns were empty panels)
+    cols = sorted({position(r) for r in runs})
+    # at least 6 inches wide: one column clipped the title
+    fig, ax = plt.subplots(2, len(cols), figsize=(max(4 * len(cols), 6), 6), squeeze=False,
+                           sharey="row")
     for r in runs:
-        j = LRS[r["base_name"]].index(r["lr"]) if r["lr"] in LRS[r["base_name"]] else n_lr - 1
+        j = cols.index(position(r))
         for i, key in enumerate(("acc", "train_loss")):
             ep = len(r["base"][0][key])
             stats = [paired([a[key][e] for a in r["base"]], [a[key][e] for a in r["ddpnopt"]])
@@ -379,11 +404,13 @@ def _plot(log: dict[str, Any], out: Path) -> None:
             line = ax[i, j].plot(xs, m, marker="o", ms=3,
                                  label=f"{r['base_name']} lr {r['lr']:g}")[0]
             ax[i, j].fill_between(xs, m - se, m + se, color=line.get_color(), alpha=0.2)
-    for j in range(n_lr):
-        ax[0, j].set_title(f"lr grid position {j + 1} (smallest → largest)")
+    for j, pos in enumerate(cols):
+        ax[0, j].set_title(f"lr grid position {pos + 1} of {n_lr} (smallest → largest)")
         ax[0, j].axhline(0, color="k", lw=0.6)
         ax[1, j].axhline(0, color="k", lw=0.6)
         ax[1, j].set_xlabel("epoch")
+        for i in range(2):
+            ax[i, j].xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax[0, j].get_legend_handles_labels()[0]:
             ax[0, j].legend(fontsize=7)
     ax[0, 0].set_ylabel("Δ test accuracy (points)")
@@ -407,7 +434,7 @@ def run(args: Any) -> int:
     table2 = ablation(seeds, quick, log)
     print("## vanishing gradients (digits, sigmoid, MMC)")
     table3 = vanishing(seeds, quick, log)
-    minutes = (time.perf_counter() - t0) / 60
+    seconds = time.perf_counter() - t0
     out = Path(args.out) / "ddpnopt"
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(log))
@@ -417,7 +444,7 @@ def run(args: Any) -> int:
     sweep_text = "\n\n".join(
         f"**{d.upper()}** (batch {DATASETS[d][0]}, {ep[d]} epochs):\n\n{t}"
         for d, t in tables.items())
-    body = (f"Measured with `{cmd} --update-docs` ({len(seeds)} seeds, {minutes:.0f} min on 2 "
+    body = (f"Measured with `{cmd} --update-docs` ({len(seeds)} seeds, {duration(seconds)} on 2 "
             f"shared CPU cores); raw numbers in `<out>/ddpnopt/results.json`, plot "
             "`<out>/ddpnopt/paired_diff.png`.\n\n"
             "### Learning-rate sweep (5-layer tanh MLP, width 32)\n\n"

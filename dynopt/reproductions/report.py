@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["as_run", "docs_path", "markdown_table", "repo_root", "seed_count", "update_section"]
+__all__ = ["as_run", "docs_path", "duration", "markdown_table", "repo_root", "seed_count",
+           "update_section"]
 
 #: A table cell that is not a number: never written into the docs.
 _NOT_A_NUMBER = re.compile(r"(?<![\w.])[-+]?(nan|inf)(?![\w.])", re.IGNORECASE)
@@ -29,6 +30,26 @@ def command(name: str, args: Any) -> str:
     seeds = getattr(args, "seeds", None)
     return (f"dynopt reproduce {name}" + (" --quick" if getattr(args, "quick", False) else "")
             + (f" --seeds {seeds}" if seeds is not None else ""))
+
+
+def duration(seconds: float) -> str:
+    """A run's wall time as the report headers print it: whole seconds under a minute
+    (``"12 s"``, ``"< 1 s"``), whole minutes from there on (``"5 min"``).
+
+    A quick run takes seconds; printing its time in whole minutes read "0 min".
+
+    Raises:
+        ValueError: If ``seconds`` is negative or not finite.
+    """
+    import math
+
+    if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds >= 0):
+        raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
+    if seconds < 1:
+        return "< 1 s"
+    if seconds < 59.5:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min"
 
 
 def repo_root() -> Path:

@@ -50,7 +50,15 @@ from torch.func import functional_call
 from torch.nn import functional
 
 from ..surfing import SnapshotRecorder, surf
-from .report import as_run, command, docs_path, markdown_table, seed_count, update_section
+from .report import (
+    as_run,
+    command,
+    docs_path,
+    duration,
+    markdown_table,
+    seed_count,
+    update_section,
+)
 
 DESCRIPTION = "surfing vs GD / Adam / random restarts on the final network (random ReLU, VAE)"
 
@@ -253,7 +261,7 @@ def run(args: Any) -> int:
         for m in (20, 10):
             am = torch.randn(m, 64, generator=g) / math.sqrt(m)
             add(f"VAE digits, CS m = {m}", evaluate(vsnaps, dec, xv, am, n_steps_vae, seed))
-    minutes = (time.perf_counter() - t0) / 60
+    seconds = time.perf_counter() - t0
     methods = list(next(iter(pooled.values())))
     rows = []
     for setting, per in pooled.items():
@@ -271,7 +279,7 @@ def run(args: Any) -> int:
     _plot(pooled, out / "residual_cdf.png")
     cmd = command("surfing", args)
     body = (f"Measured with `{cmd} --update-docs` ({n_seeds} seed(s), {n_total} targets per "
-            f"setting, {minutes:.0f} min on 2 shared CPU cores); raw numbers in "
+            f"setting, {duration(seconds)} on 2 shared CPU cores); raw numbers in "
             f"`<out>/surfing/results.json`, the residuals' distributions in "
             f"`<out>/surfing/residual_cdf.png`.\n\nCells: success rate in % (success: relative "
             f"residual ‖A G(x̂) − y‖/‖y‖ ≤ {THRESHOLD:g}) and, in parentheses, the median "
