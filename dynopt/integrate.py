@@ -14,7 +14,8 @@ from .errors import DivergenceError, Interrupted
 from .integrators import resolve
 from .integrators.base import warn_if_noise_dropped
 from .stepping import check_state, fill_memory, init
-from .trajectory import Trajectory
+from .systems.port_hamiltonian import check_friction_ops
+from .trajectory import Trajectory, recorded_extras
 
 if TYPE_CHECKING:
     from .integrators.base import AbstractIntegrator
@@ -110,7 +111,9 @@ def integrate(
         A :class:`~dynopt.trajectory.Trajectory` with ``n_steps // record_every + 1`` draws.
 
     Raises:
-        ValueError: On invalid parameters (the message names the parameter and value).
+        ValueError: On invalid parameters (the message names the parameter and value), e.g. an
+            explicit friction step ``F`` with γ·t > 2, which would amplify the momentum
+            (:func:`dynopt.systems.port_hamiltonian.friction_factor`).
         DivergenceError: If q, p or an extra becomes NaN/inf; it names the first such step and
             carries the (finite) trajectory recorded before it (``err.trajectory``).
         Interrupted: On Ctrl-C (a KeyboardInterrupt); ``err.trajectory`` keeps the records
@@ -162,6 +165,8 @@ def integrate(
         raise ValueError("events= cannot be combined with chain_ids= (per-chain noise streams)")
     program = integ.program(system, h)
     warn_if_noise_dropped(system, integ.name, program.ops)
+    if events is None:  # (with events, run_with_events checks every mode and SetFriction's γ)
+        check_friction_ops(program.ops, state.x, h)
     be = get_backend(state.backend)
     if observables is None:
         records = be.allocate_records(state, n_records, record_every)
@@ -358,7 +363,7 @@ def _assemble(be: Any, system: AbstractSystem, integ: AbstractIntegrator, state:
         raw[name] = arr["x"][:, :upto, off:off + size]
         off += size
     extras: dict[str, np.ndarray] = {"potential": u, "kinetic": kinetic}
-    extras.update({k: (v[..., 0] if v.shape[-1] == 1 else v) for k, v in raw.items()})
+    extras.update(recorded_extras(system, raw))
     with np.errstate(over="ignore", invalid="ignore"):
         inv = system.invariant(u, kinetic, raw, dim)
     if inv is not None:

@@ -30,6 +30,7 @@ from ._validation import check_choice, check_int, check_positive
 from .backends.state import State as State
 from .integrators.base import warn_if_noise_dropped
 from .program import OpCode
+from .systems.port_hamiltonian import check_friction_ops
 
 if TYPE_CHECKING:
     from .integrators.base import AbstractIntegrator
@@ -246,6 +247,7 @@ def run(
     integrator.check(system)
     program = integrator.program(system, h)
     warn_if_noise_dropped(system, integrator.name, program.ops)  # as integrate() does
+    check_friction_ops(program.ops, state.x, h)
     new = state.copy()
     fill_memory(system, integrator, new)
     div = get_backend(state.backend).advance(system, program, new, n_steps, records=None)

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..backends.base import Divergence, Records
 from ..program import OpCode
+from ..systems.port_hamiltonian import check_friction_ops
 from .actions import Bounce, SetFriction, Stop, SwitchDynamics
 from .engine import EventLog, EventSet
 
@@ -123,6 +124,10 @@ def run_with_events(be: AbstractBackend, system: AbstractSystem, integ: Abstract
     if any(isinstance(a, Bounce) for a in es.actions()) and not system.has_momentum:
         raise ValueError(f"Bounce needs momenta; {type(system).__name__} has none")
     modes, mode_index = _modes(system, program, es, dim, h)
+    # an explicit friction step must not amplify p at the γ any chain has or an event may set
+    set_gammas = [a.gamma for a in es.actions() if isinstance(a, SetFriction)]
+    for _, prog in modes:
+        check_friction_ops(prog.ops, state.x, h, set_gammas)
     chain_mode = np.zeros(n, dtype=np.int64)
     # which chains hold an LM noise memory (an overdamped system): a chain switched from EM
     # (which keeps none) to LM gets the one LM's start draws, not R_prev = 0 (half the variance)

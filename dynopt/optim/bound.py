@@ -372,8 +372,9 @@ def heavy_ball_bounded(opt: Any, used: Any = None) -> bool:
         h = opt.hyper(group, "lr")  # the update's own checks, before any write
         c = _friction_factor(opt.friction(group), h)
         for gamma in event_gammas:  # as the update would compute it once the event fired
-            c_event = 1.0 - gamma * h
-            if c_event < -1.0:
+            try:
+                c_event = _friction_factor(gamma, h)
+            except ValueError:  # refused by the update only if the event fires
                 return False
             c = max(c, c_event, key=abs)
         if not prior.is_trivial(group):

@@ -13,7 +13,7 @@ from ..events.actions import Action, SetFriction, Stop
 from ..events.triggers import Trigger
 from ..integrators.splitting import Splitting
 from ..program import OpCode
-from ..systems.port_hamiltonian import PortHamiltonian
+from ..systems.port_hamiltonian import PortHamiltonian, friction_factor
 from ._events import as_scalar
 from ._paths import bucket, choose_path
 from .base import Hyper
@@ -194,13 +194,8 @@ def _check_momentum(name: str, value: object) -> float:
 
 def _friction_factor(gamma: float, h: float) -> float:
     """c = 1 − γh of the friction step p ← c p; γh > 2 makes |c| > 1, a friction that
-    amplifies the momentum every step (refused, naming both)."""
-    c = 1.0 - gamma * h
-    if c < -1.0:
-        raise ValueError(f"gamma * lr = {gamma} * {h} = {gamma * h:g} > 2: the friction step "
-                         f"p <- (1 - gamma*lr) p would multiply the momentum by {c:g} each step "
-                         "(an amplifying friction); lower gamma or lr")
-    return c
+    amplifies the momentum every step (refused, naming both: the system's own check)."""
+    return friction_factor(gamma, h, step="lr")
 
 
 @register("heavyball")

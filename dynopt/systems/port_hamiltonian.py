@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ from ..program import Op, OpCode
 from . import subflows
 from .base import AbstractSystem, NormalSampler
 
-__all__ = ["PortHamiltonian"]
+__all__ = ["PortHamiltonian", "check_friction_ops", "friction_factor"]
 
 
 class PortHamiltonian(AbstractSystem):
@@ -33,10 +34,12 @@ class PortHamiltonian(AbstractSystem):
     change it per chain during ``integrate()``.
 
     Letters: ``A`` drift, ``B`` kick, ``F`` explicit-Euler friction p ← (1 − tγ)p and ``C`` the
-    exact friction flow p ← e^{−γt}p. The default ``"FBA"`` is the heavy ball (semi-implicit
-    Euler): p ← (1 − γh)p − h∇L(θ), θ ← θ + hp — exactly ``torch.optim.SGD(lr=h²,
-    momentum=1 − γh)`` with buffer b = −p/h; one step is conformally symplectic with
-    Jacobian determinant (1 − γh)^d. ``"BACAB"``-type compositions with ``C`` are
+    exact friction flow p ← e^{−γt}p. An ``F`` step with γt > 2 multiplies p by 1 − γt < −1,
+    a friction that amplifies the momentum: ``integrate()`` refuses it, as
+    :class:`dynopt.optim.HeavyBall` does (:func:`friction_factor`). The default ``"FBA"`` is
+    the heavy ball (semi-implicit Euler): p ← (1 − γh)p − h∇L(θ), θ ← θ + hp — exactly
+    ``torch.optim.SGD(lr=h², momentum=1 − γh)`` with buffer b = −p/h; one step is conformally
+    symplectic with Jacobian determinant (1 − γh)^d. ``"BACAB"``-type compositions with ``C`` are
     conformally symplectic with factor e^{−γh} instead.
 
     | symbol | code |
@@ -95,3 +98,41 @@ class PortHamiltonian(AbstractSystem):
 
     def parameters(self) -> dict[str, Any]:
         return {"gamma": self.gamma}
+
+
+def friction_factor(gamma: float, t: float, *, step: str = "h") -> float:
+    """c = 1 − γt of the explicit friction step ``F`` (p ← c p), or a ValueError when γt > 2:
+    then |c| > 1 and the "friction" multiplies the momentum by c every step. The one check of
+    ``integrate()`` (:func:`check_friction_ops`) and :class:`dynopt.optim.HeavyBall`.
+
+    Args:
+        gamma: The friction γ.
+        t: The duration of the step.
+        step: How the message names t (``"lr"`` in the optimizer, ``"h"`` or ``"0.5*h"`` in
+            ``integrate()``).
+    """
+    c = 1.0 - gamma * t
+    if c < -1.0:
+        raise ValueError(f"gamma * {step} = {gamma} * {t} = {gamma * t:g} > 2: the friction step "
+                         f"p <- (1 - gamma*{step}) p would multiply the momentum by {c:g} each "
+                         f"step (an amplifying friction); lower gamma or {step.split('*')[-1]}")
+    return c
+
+
+def check_friction_ops(ops: Sequence[Op], x: Any, h: float, more: Iterable[float] = ()) -> None:
+    """Refuse a program whose explicit friction steps (``LIN_FRIC``, the letter ``F``) amplify
+    the momentum for some chain (:func:`friction_factor`).
+
+    Args:
+        ops: The program's ops (one step of size ``h``).
+        x: The per-chain extras ``(chains, n_extras)`` (numpy or torch), which hold each chain's γ.
+        h: The step size (to name an op's duration as a fraction of it).
+        more: Frictions the run may set later (its ``SetFriction`` events).
+    """
+    extra = list(more)
+    for op in ops:
+        if op.code != OpCode.LIN_FRIC:
+            continue
+        gamma = max([float(x[:, op.i[0]].max()), *extra])
+        t = op.f[0]
+        friction_factor(gamma, t, step="h" if t == h else f"{t / h:g}*h")
