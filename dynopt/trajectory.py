@@ -10,7 +10,7 @@ import numpy as np
 if TYPE_CHECKING:
     from .stepping import State
 
-__all__ = ["Trajectory"]
+__all__ = ["Trajectory", "recorded_extras"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -29,9 +29,11 @@ class Trajectory:
         p: Momenta, ``(chain, draw, dim)``, or None for first-order dynamics.
         energy: The energy H per record: U + pᵀM⁻¹p/2 (U for first-order dynamics), the
             system's own H where it is not separable (Born–Infeld, ECDSep), ``(chain, draw)``.
-        extras: ``potential`` and ``kinetic`` energies, the system's extra variables (e.g. ``xi``;
-            size-1 variables are squeezed to ``(chain, draw)``) and ``invariant`` for extended
-            systems (Nosé–Hoover), all numpy.
+        extras: ``potential`` and ``kinetic`` energies, the system's extra variables and
+            ``invariant`` for extended systems (Nosé–Hoover), all numpy. A scalar variable (e.g.
+            ``xi``, ``gamma``) is ``(chain, draw)``; a vector one (a Nosé–Hoover chain's ``v``
+            and ``eta``, the overdamped ``noise_prev``) is ``(chain, draw, size)``, also when
+            its size is 1 (:func:`recorded_extras`).
         h: Step size.
         record_every: Steps between records.
         seed: The seed that reproduces the run.
@@ -119,3 +121,12 @@ class Trajectory:
         return (f"Trajectory(chains={self.n_chains}, draws={self.n_draws}, dim={self.dim}, "
                 f"h={self.h}, record_every={self.record_every}, backend={self.backend!r}, "
                 f"system={self.system!r}, integrator={self.integrator!r})")
+
+
+def recorded_extras(system: Any, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The extras of a trajectory from the recorded columns ``raw`` (each ``(chain, draw,
+    size)``): a scalar variable becomes ``(chain, draw)``, a vector one (named in
+    ``system.vector_extras``) keeps its last axis even when its size is 1, so that the shape of
+    ``traj.extras["v"]`` does not depend on whether the chain length (or dim) happens to be 1."""
+    vectors = getattr(system, "vector_extras", frozenset())
+    return {k: (v if k in vectors or v.shape[-1] != 1 else v[..., 0]) for k, v in raw.items()}

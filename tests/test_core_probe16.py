@@ -5,6 +5,9 @@ Each test failed on the code before its fix; the docstrings say what it was.
 
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
 import pytest
 import torch
 
@@ -13,7 +16,7 @@ from dynopt import stepping
 from dynopt.events import AtStep, SetFriction
 from dynopt.optim import HeavyBall
 from dynopt.potentials import Harmonic
-from dynopt.systems import PortHamiltonian
+from dynopt.systems import NoseHooverChain, OverdampedLangevin, PortHamiltonian
 
 BACKENDS = ("numba", "torch")
 
@@ -65,3 +68,43 @@ def test_an_event_friction_and_a_continued_state_are_checked():
     with pytest.raises(ValueError, match=r"gamma \* h = 30.0 \* 0.1"):
         stepping.run(system, dynopt.integrators.Splitting("FBA"), first.final_state, n_steps=1,
                      h=0.1)
+
+
+# --- vector extras keep their axis when their size is 1 ----------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n_chains", [1, 3])
+def test_chain_of_length_one_keeps_its_link_axis(backend, n_chains):
+    """A Nosé–Hoover chain's v and eta have one entry per link: with chain_length=1 they were
+    squeezed to (chain, draw) while chain_length=2 gave (chain, draw, 2), so code written for
+    M links broke at M = 1. Now (chain, draw, M) for every M; scalar extras stay squeezed."""
+    for m in (1, 2):
+        system = NoseHooverChain(Harmonic(dim=1), chain_length=m)
+        traj = dynopt.integrate(system, None, [0.5], h=0.05, n_steps=4, n_chains=n_chains,
+                                backend=backend, seed=3)
+        assert traj.extras["v"].shape == (n_chains, 5, m)
+        assert traj.extras["eta"].shape == (n_chains, 5, m)
+        assert traj.extras["invariant"].shape == (n_chains, 5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_overdamped_noise_memory_keeps_its_coordinate_axis(backend):
+    """The overdamped LM memory noise_prev has one entry per coordinate: dim=1 squeezed it to
+    (chain, draw) while dim=2 gave (chain, draw, 2). Now (chain, draw, dim) for every dim."""
+    for dim in (1, 2):
+        system = OverdampedLangevin(Harmonic(dim=dim), temperature=0.5)
+        traj = dynopt.integrate(system, "lm", np.zeros(dim), h=0.05, n_steps=4, n_chains=2,
+                                backend=backend, seed=3)
+        assert traj.extras["noise_prev"].shape == (2, 5, dim)
+        np.testing.assert_array_equal(traj.extras["noise_prev"][:, -1],
+                                      np.asarray(traj.final_state.x.tolist()))
+
+
+def test_observables_run_keeps_the_link_axis_too():
+    """The observables recorder (torch, observables=) squeezed the same way; it now shares
+    integrate()'s rule (:func:`dynopt.trajectory.recorded_extras`)."""
+    system = NoseHooverChain(Harmonic(dim=2), chain_length=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traj = dynopt.integrate(system, None, [0.5, 0.1], h=0.05, n_steps=4, n_chains=2,
+                                backend="torch", seed=3, observables=["theta"])
+    assert traj.extras["v"].shape == (2, 5, 1)

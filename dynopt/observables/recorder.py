@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..backends.base import Records
-from ..trajectory import Trajectory
+from ..trajectory import Trajectory, recorded_extras
 from .base import Context
 from .names import resolve
 from .theta import Theta
@@ -119,15 +119,16 @@ class Recorder:
 
     def trajectory(self, upto: int, **fields: Any) -> Trajectory:
         """A :class:`Trajectory`: ``q`` is θ if ``"theta"`` was recorded, else ``(C, R, 0)``;
-        ``p`` is None; ``extras`` hold potential, kinetic, the thermostat variables (size-1
-        squeezed), ``invariant`` where the system has one, and every observable."""
+        ``p`` is None; ``extras`` hold potential, kinetic, the thermostat variables (scalar ones
+        squeezed, :func:`~dynopt.trajectory.recorded_extras`), ``invariant`` where the system
+        has one, and every observable."""
         arr = self.arrays(upto)
         u = arr.pop("potential")
         kinetic = arr.pop("kinetic", np.zeros_like(u))
         raw = {name: arr.pop(f"x:{name}") for name, _, _ in self.extras}
         q = arr.pop("q", np.zeros((u.shape[0], u.shape[1], 0)))
         extras: dict[str, np.ndarray] = {"potential": u, "kinetic": kinetic}
-        extras.update({k: (v[..., 0] if v.shape[-1] == 1 else v) for k, v in raw.items()})
+        extras.update(recorded_extras(self.system, raw))
         with np.errstate(over="ignore", invalid="ignore"):
             inv = self.system.invariant(u, kinetic, raw, self.dim)
         if inv is not None:

@@ -34,6 +34,8 @@ class AbstractSystem(abc.ABC):
         has_kinetic_temperature: False where the energy is not U(q) + pᵀM⁻¹p/2 (Born–Infeld,
             ECDSep): pᵀM⁻¹p/N is then no temperature, and
             :func:`~dynopt.diagnostics.kinetic_temperature` refuses the trajectory.
+        vector_extras: Names of the extras that are vectors whatever their size (see
+            :func:`dynopt.trajectory.recorded_extras`).
 
     Args:
         potential: The potential energy U(q) (or loss, in an optimizer).
@@ -45,6 +47,10 @@ class AbstractSystem(abc.ABC):
     is_stochastic: ClassVar[bool] = False
     default_scheme: ClassVar[str] = "BAB"
     has_kinetic_temperature: ClassVar[bool] = True
+    #: Extras whose size follows the dimension or a parameter (Nosé–Hoover chain ``v``/``eta``,
+    #: overdamped ``noise_prev``): recorded ``(chain, draw, size)`` even when the size is 1, while
+    #: the scalar extras (size 1 always, e.g. ``xi``, ``gamma``) are recorded ``(chain, draw)``.
+    vector_extras: ClassVar[frozenset[str]] = frozenset()
 
     @property
     def is_conservative(self) -> bool:

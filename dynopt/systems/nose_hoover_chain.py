@@ -67,6 +67,7 @@ class NoseHooverChain(AbstractSystem):
 
     letters = {"A": "drift", "B": "kick", "T": "Nosé–Hoover chain step"}
     default_scheme = "TBABT"
+    vector_extras = frozenset({"v", "eta"})  # one entry per link, also for M = 1
 
     def __init__(
         self,

@@ -56,6 +56,7 @@ class OverdampedLangevin(AbstractSystem):
     has_momentum = False
     is_stochastic = True
     default_scheme = "EulerMaruyama"
+    vector_extras = frozenset({"noise_prev"})  # one entry per coordinate, also for dim = 1
 
     def __init__(
         self, potential: AbstractPotential | None, *, temperature: float = 1.0,
