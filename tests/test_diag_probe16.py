@@ -44,3 +44,29 @@ def test_theta_still_records_q_and_other_names_are_free():
     np.testing.assert_array_equal(traj.extras["kinetic2"], 3.0)
     np.testing.assert_array_equal(traj.energy, plain.energy)
     np.testing.assert_array_equal(traj.conserved, plain.conserved)
+
+
+# --- exact bin probabilities: the edges are checked ---------------------------------------------
+
+@pytest.mark.parametrize("potential", [P.DoubleWell(dim=2), P.Rosenbrock()],
+                         ids=["separable", "dim-2 grid"])
+@pytest.mark.parametrize(("edges", "error", "message"), [
+    (np.array([np.nan, 0.0, 1.0]), ValueError, r"edges must be finite, got nan at index \(0,\)"),
+    (np.array([1.0, 0.0, -1.0]), ValueError, r"edges: bin edges must be increasing"),
+    (np.array([1.0]), ValueError, r"edges: bin edges must be increasing with at least 2"),
+])
+def test_bin_probabilities_refuses_bad_edges_by_name(potential, edges, error, message):
+    """Before: NaN edges gave a NaN probability, decreasing edges zeros (separable) or
+    negative probabilities (-0.42, Rosenbrock), one edge a ZeroDivisionError."""
+    from dynopt import diagnostics as dg
+
+    with pytest.raises(error, match=message):
+        dg.bin_probabilities(potential, 0.5, 0, [edges])
+
+
+def test_gibbs_distance_names_a_potential_that_is_not_one():
+    """Before: AttributeError: 'function' object has no attribute 'check_dim'."""
+    from dynopt import diagnostics as dg
+
+    with pytest.raises(TypeError, match="potential must be a dynopt.potentials potential"):
+        dg.gibbs_distance(np.zeros((1, 10, 1)), potential=lambda x: x, temperature=1.0)
