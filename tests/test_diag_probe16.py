@@ -70,3 +70,20 @@ def test_gibbs_distance_names_a_potential_that_is_not_one():
 
     with pytest.raises(TypeError, match="potential must be a dynopt.potentials potential"):
         dg.gibbs_distance(np.zeros((1, 10, 1)), potential=lambda x: x, temperature=1.0)
+
+
+# --- chains of different lengths ----------------------------------------------------------------
+
+@pytest.mark.parametrize("fn", ["effective_sample_size", "rhat", "mcse", "batch_means_se",
+                                "integrated_autocorrelation_time", "energy_drift"])
+def test_chains_of_different_lengths_are_named_as_such(fn):
+    """Before: TypeError "x must be array-like of real numbers, got [[...], [...]]" (the whole
+    list), which does not say what is wrong."""
+    from dynopt import diagnostics as dg
+
+    rng = np.random.default_rng(0)
+    chains = [rng.normal(size=40), rng.normal(size=37)]
+    with pytest.raises(ValueError, match=r"chains of different lengths \[40, 37\].*shortest, 37"):
+        getattr(dg, fn)(chains)
+    same = [c[:37] for c in chains]  # trimmed, the list is the stacked array
+    assert getattr(dg, fn)(same) == getattr(dg, fn)(np.stack(same))
