@@ -87,3 +87,14 @@ def test_chains_of_different_lengths_are_named_as_such(fn):
         getattr(dg, fn)(chains)
     same = [c[:37] for c in chains]  # trimmed, the list is the stacked array
     assert getattr(dg, fn)(same) == getattr(dg, fn)(np.stack(same))
+
+
+@pytest.mark.parametrize("cls", ["Theta", "Projections", "Loss"])
+def test_an_observable_class_instead_of_an_object_is_named(cls):
+    """Before: the class, being callable, became Callback(cls) and failed at the first record
+    with 'Theta() takes no arguments' or 'k must be an integer, got State(...)'."""
+    import dynopt.observables as O
+    from dynopt.observables.names import resolve
+
+    with pytest.raises(TypeError, match=rf"not classes: got {cls}; pass {cls}\(\)"):
+        resolve([getattr(O, cls)])
