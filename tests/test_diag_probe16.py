@@ -98,3 +98,36 @@ def test_an_observable_class_instead_of_an_object_is_named(cls):
 
     with pytest.raises(TypeError, match=rf"not classes: got {cls}; pass {cls}\(\)"):
         resolve([getattr(O, cls)])
+
+
+# --- top Hessian eigenvalue: the point and weight_decay are checked ------------------------------
+
+@pytest.mark.parametrize(("q", "error", "message"), [
+    ([0.0, 0.0, 1.0], ValueError, r"q has 3 coordinate\(s\) .* DoubleWell\(dim=2\) has dim=2"),
+    (torch.zeros(3), ValueError, r"q has 3 coordinate\(s\) .* DoubleWell\(dim=2\) has dim=2"),
+    ([np.nan, 0.0], ValueError, r"q must be finite, got nan at index \(0,\)"),
+    (torch.tensor([0.0, np.inf]), ValueError, r"q must be finite, got a tensor of shape \(2,\)"),
+    (np.zeros((2, 2)), ValueError, r"q must be one point, shape \(dim,\) or \(1, dim\), got"),
+])
+def test_potential_top_eigenvalue_checks_the_point(q, error, message):
+    """Before: three coordinates for a dim-2 double well gave λ_max = 8.0 (a different
+    problem), a NaN coordinate 'FloatingPointError: a Hessian-vector product is not finite'."""
+    from dynopt import diagnostics as dg
+
+    with pytest.raises(error, match=message):
+        dg.potential_top_eigenvalue(P.DoubleWell(dim=2), q)
+    # the accepted shapes agree (λ_max of the double well at 0 is U''(0) = -4)
+    assert dg.potential_top_eigenvalue(P.DoubleWell(dim=2), [[0.0, 0.0]]).value == pytest.approx(
+        -4.0, abs=1e-12)
+
+
+def test_model_top_eigenvalue_names_a_bad_weight_decay():
+    """Before: weight_decay='a' raised "'<' not supported between instances of 'str' and 'int'"."""
+    from dynopt import diagnostics as dg
+
+    model = torch.nn.Linear(2, 1)
+    data = (torch.ones(3, 2), torch.ones(3, 1))
+    with pytest.raises(TypeError, match="weight_decay must be a real number, got 'a'"):
+        dg.model_top_eigenvalue(model, torch.nn.functional.mse_loss, data, weight_decay="a")
+    with pytest.raises(ValueError, match="weight_decay must be >= 0, got -1.0"):
+        dg.model_top_eigenvalue(model, torch.nn.functional.mse_loss, data, weight_decay=-1)
