@@ -131,3 +131,32 @@ def test_model_top_eigenvalue_names_a_bad_weight_decay():
         dg.model_top_eigenvalue(model, torch.nn.functional.mse_loss, data, weight_decay="a")
     with pytest.raises(ValueError, match="weight_decay must be >= 0, got -1.0"):
         dg.model_top_eigenvalue(model, torch.nn.functional.mse_loss, data, weight_decay=-1)
+
+
+# --- stability limits and the reference flow: arguments named ------------------------------------
+
+@pytest.mark.parametrize(("call", "error", "message"), [
+    (lambda dg, L, NH: dg.transfer_matrix(L, "BAOAB", 0.1, "a"), TypeError,
+     r"lam must be a real number, got 'a'"),                 # was: could not convert string
+    (lambda dg, L, NH: dg.transfer_matrix("L", "BAOAB", 0.1, 1.0), TypeError,
+     r"system must be a dynopt system .* got 'L'"),          # was: AttributeError 'offers'
+    (lambda dg, L, NH: dg.critical_step("L", "BAOAB", 1.0), TypeError,
+     r"system must be a dynopt system .* got 'L'"),          # was: AttributeError 'has_momentum'
+    (lambda dg, L, NH: dg.stability_limit(NH, None, 0.1, extras={"xi": "a"}), TypeError,
+     r"extras\['xi'\] must be a real number, got 'a'"),      # was: could not convert string
+    (lambda dg, L, NH: dg.stability_limit(NH, None, 0.1, extras=[("xi", 1.0)]), TypeError,
+     r"extras must be a dict of name -> value, got \[\('xi', 1.0\)\]"),  # was: no 'items'
+    (lambda dg, L, NH: dg.reference_flow(S.Hamiltonian(P.Harmonic()), [1.0], [0.0],
+                                         x0=[5.0, 6.0], t=1.0), ValueError,
+     r"x0 must have shape \(1, 0\), got \(1, 2\)"),          # was: x0 silently ignored
+])
+def test_stability_and_reference_flow_name_bad_arguments(call, error, message):
+    from dynopt import diagnostics as dg
+
+    L = S.Langevin(None, gamma=1.0, temperature=0.0)
+    NH = S.NoseHoover(None, temperature=1.0)
+    with pytest.raises(error, match=message):
+        call(dg, L, NH)
+    # the accepted forms are unchanged
+    assert dg.stability_limit(NH, None, 0.1, extras={"xi": np.float32(2.0)}).lam == \
+        dg.stability_limit(NH, None, 0.1, extras={"xi": 2.0}).lam
