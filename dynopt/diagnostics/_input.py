@@ -23,9 +23,11 @@ def as_chains(name: str, x: Any, *, min_draws: int = 1) -> np.ndarray:
     A 1-D input is one chain, ``(draw,)`` → ``(1, draw)``.
 
     Raises:
-        ValueError: On NaN/inf, a 0-d input or fewer than ``min_draws`` draws.
+        ValueError: On NaN/inf, a 0-d input, chains of different lengths or fewer than
+            ``min_draws`` draws.
         TypeError: If ``x`` is not array-like.
     """
+    _check_equal_lengths(name, x)
     arr = as_finite_array(name, x)
     if arr.ndim == 0:
         raise ValueError(f"{name} must have a draw axis, got a scalar {float(arr)!r}")
@@ -39,6 +41,19 @@ def as_chains(name: str, x: Any, *, min_draws: int = 1) -> np.ndarray:
             "(layout is (chain, draw, ...))"
         )
     return arr
+
+
+def _check_equal_lengths(name: str, x: Any) -> None:
+    """Chains given as a list of different lengths: say so (numpy's ragged-array error came
+    out as "must be array-like of real numbers" with the whole list)."""
+    if not isinstance(x, list | tuple) or len(x) < 2:
+        return
+    lengths = [len(c) if hasattr(c, "__len__") and np.ndim(c) > 0 else None for c in x]
+    if None not in lengths and len(set(lengths)) > 1:
+        raise ValueError(
+            f"{name} has chains of different lengths {lengths}; the (chain, draw, ...) layout "
+            f"needs one length: trim the chains to a common number of draws (e.g. the shortest, "
+            f"{min(lengths)})")
 
 
 def check_burn_in(burn_in: Any, n_draws: int) -> int:

@@ -166,7 +166,9 @@ def integrated_autocorrelation_time(x: Any, *, split: bool = True) -> Any:
 
     Returns:
         τ̂ in units of draws, a float or an array over the trailing dimensions; NaN for
-        constant input. ``effective_sample_size(x) == total_draws / τ̂``.
+        constant input. With ``split=True``, ``effective_sample_size(x) == S / τ̂`` for the S
+        draws of the split chains (all draws less the middle draw of each odd-length chain:
+        4 × 1000 for 4 chains of 1001 draws).
     """
     arr = as_chains("x", x, min_draws=4)
     tau, _ = _tau(arr, split)

@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._validation import check_int, check_positive
+from .._validation import (
+    _tensor_is_integer,
+    as_finite_array,
+    check_int,
+    check_nonnegative,
+    check_positive,
+)
 
 if TYPE_CHECKING:  # torch is imported where it is used: `import dynopt` stays torch-free
     import torch
@@ -101,6 +107,7 @@ def potential_top_eigenvalue(potential: Any, q: Any, **kwargs: Any) -> TopEigenv
 
     from ..potentials.base import AbstractPotential
 
+    _check_point(potential, q)
     if isinstance(potential, AbstractPotential) and hasattr(potential, "hvp"):
         # its own Hessian-vector products (NetworkLoss: the model's double backward), in the
         # point's own dtype and device
@@ -137,6 +144,33 @@ def potential_top_eigenvalue(potential: Any, q: Any, **kwargs: Any) -> TopEigenv
     return hessian_top_eigenvalue(hvp, qt.numel(), **kwargs)
 
 
+def _check_point(potential: Any, q: Any) -> None:
+    """``q`` is one finite point (``(dim,)``, or ``(1, dim)``) of the potential's dimension:
+    a point of another size gave an eigenvalue of a different problem (8.0 for DoubleWell(dim=2)
+    at three coordinates) and a NaN one a FloatingPointError about a Hessian-vector product.
+    A tensor stays on its device (only whether it is all finite comes to the host)."""
+    import torch
+
+    from ..potentials.base import AbstractPotential
+
+    if isinstance(q, torch.Tensor):
+        shape = tuple(q.shape)
+        if q.is_complex() or not (q.is_floating_point() or _tensor_is_integer(q)):
+            raise TypeError(f"q must be a real tensor, got dtype {q.dtype}")
+        finite = bool(torch.isfinite(q.detach()).all())
+    else:
+        arr = np.asarray(q)
+        shape = arr.shape
+        finite = True
+        as_finite_array("q", q)  # names a non-real or non-finite q
+    if not finite:
+        raise ValueError(f"q must be finite, got a tensor of shape {shape} with NaN/inf entries")
+    if len(shape) not in (1, 2) or (len(shape) == 2 and shape[0] != 1):
+        raise ValueError(f"q must be one point, shape (dim,) or (1, dim), got shape {shape}")
+    if isinstance(potential, AbstractPotential):
+        potential.check_dim(shape[-1], "q")
+
+
 def model_top_eigenvalue(model: torch.nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor],
                          data: Sequence[tuple[Any, Any]] | tuple[Any, Any], *,
                          weight_decay: float = 0.0, params: Sequence[torch.Tensor] | None = None,
@@ -161,8 +195,7 @@ def model_top_eigenvalue(model: torch.nn.Module, loss_fn: Callable[[Any, Any], t
 
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if weight_decay < 0 or not np.isfinite(weight_decay):
-        raise ValueError(f"weight_decay must be finite and >= 0, got {weight_decay!r}")
+    weight_decay = check_nonnegative("weight_decay", weight_decay)
     # one (x, y) pair, or a sequence (a list, or a tuple of pairs) of chunks
     pair = isinstance(data, tuple) and not all(isinstance(c, tuple | list) for c in data)
     chunks = [data] if pair else list(data)

@@ -3,7 +3,8 @@ r"""Effective sample size of ``(chain, draw, ...)`` samples (Vehtari et al. 2021
 .. math:: \widehat{\mathrm{ESS}} = \frac{m n}{\hat\tau},
 
 with τ̂ the multi-chain Geyer-truncated integrated autocorrelation time of the split chains
-(:func:`~dynopt.diagnostics.integrated_autocorrelation_time`; 2m half-chains of n draws).
+(:func:`~dynopt.diagnostics.integrated_autocorrelation_time`; 2m half-chains of ⌊n/2⌋
+draws, so for odd n the middle draw of each chain is not counted: mn stands for 2m⌊n/2⌋).
 The methods differ only in what τ̂ is computed of:
 
 | ``method`` | τ̂ of | ESS of |

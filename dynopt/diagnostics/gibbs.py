@@ -170,6 +170,15 @@ def _check_bounds(bounds: Any) -> tuple[float, float]:
     return float(b[0]), float(b[1])
 
 
+def check_edges(name: str, edges: Any) -> np.ndarray:
+    """One coordinate's histogram bin edges: finite, strictly increasing, at least 2."""
+    arr = as_finite_array(name, edges, ndim=1)
+    if arr.shape[0] < 2 or np.any(np.diff(arr) <= 0):
+        raise ValueError(f"{name}: bin edges must be increasing with at least 2 entries, got "
+                         f"{edges!r}")
+    return arr
+
+
 def _quad(fn: Callable[[float], float], lo: float, hi: float) -> float:
     from scipy import integrate  # lazy: keeps `import dynopt` fast
 
@@ -453,20 +462,24 @@ def bin_probabilities(
 
     Separable potentials use ``quad`` per bin; non-separable dim-2 potentials the midpoint rule
     with each bin refined to ~1600 points per axis in total.
+
+    Raises:
+        ValueError: If ``edges`` does not hold one finite, strictly increasing array of at
+            least 2 edges per coordinate.
     """
     tau = check_positive("temperature", temperature)
     _check_potential(potential)
     cs = _check_coords(coords, potential.dim)
     if len(edges) != len(cs):
         raise ValueError(f"edges must have one array per coordinate ({len(cs)}), got {len(edges)}")
+    edges = [check_edges("edges", e) for e in edges]
     if is_separable(potential):
-        parts = [_Density1D.build(potential, tau, c).bin_masses(np.asarray(e))
+        parts = [_Density1D.build(potential, tau, c).bin_masses(e)
                  for c, e in zip(cs, edges, strict=True)]
         return parts[0] if len(parts) == 1 else np.multiply.outer(parts[0], parts[1])
     d2 = _Density2D.build(_need_dim2(potential, cs), tau)
     refined = []
     for e in edges:
-        e = np.asarray(e, dtype=np.float64)
         s = max(4, math.ceil(N_FINE / (len(e) - 1)))
         frac = (np.arange(s) + 0.5) / s
         width = np.diff(e)

@@ -33,7 +33,7 @@ import numpy as np
 from .._validation import as_finite_array, check_choice, check_int, check_positive
 from ._input import check_burn_in, is_trajectory
 from .batch_means import default_n_batches
-from .gibbs import _check_coords, bin_probabilities, gibbs_support
+from .gibbs import _check_coords, _check_potential, bin_probabilities, check_edges, gibbs_support
 
 __all__ = ["GibbsDistance", "gibbs_distance"]
 
@@ -135,6 +135,7 @@ def gibbs_distance(
     if potential is None or temperature is None:
         raise ValueError("gibbs_distance needs potential= and temperature= for array input")
     tau = check_positive("temperature", temperature)
+    _check_potential(potential)
     arr = as_finite_array("q", q, ndim=(2, 3))
     if arr.ndim == 2:  # (samples, dim): one chain
         arr = arr[None]
@@ -222,10 +223,4 @@ def _edges(bins: Any, potential: Any, tau: float, cs: tuple[int, ...]) -> tuple[
     raw = (bins,) if len(cs) == 1 else tuple(bins)
     if len(raw) != len(cs):
         raise ValueError(f"bins must give one edge array per coordinate ({len(cs)}), got {bins!r}")
-    out = []
-    for e in raw:
-        arr = as_finite_array("bins", e, ndim=1)
-        if arr.shape[0] < 2 or np.any(np.diff(arr) <= 0):
-            raise ValueError(f"bin edges must be increasing with at least 2 entries, got {e!r}")
-        out.append(arr)
-    return tuple(out)
+    return tuple(check_edges("bins", e) for e in raw)

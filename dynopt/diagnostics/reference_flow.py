@@ -114,7 +114,7 @@ def reference_flow(
     if x0 is None:
         x = system.initial_extras(n, dim, lambda shape: np.zeros(shape))
     else:
-        x = _rows("x0", x0, n, n_x) if n_x else np.zeros((n, 0))
+        x = _rows("x0", x0, n, n_x)  # also for n_x = 0: extras the system has not are refused
     y0 = torch.as_tensor(np.concatenate([q, p, x], axis=1), dtype=torch.float64)
 
     def rhs(_t: Any, y: Any) -> Any:

@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.polynomial import Polynomial as Poly
 
-from .._validation import check_positive
+from .._validation import check_positive, check_real
 from ..program import OpCode, Program
 
 if TYPE_CHECKING:
@@ -109,6 +109,14 @@ class StabilityLimit:
                 f"({self.variable} < {self.value:.6g})")
 
 
+def _check_system(system: Any) -> None:
+    from ..systems.base import AbstractSystem
+
+    if not isinstance(system, AbstractSystem):
+        raise TypeError(f"system must be a dynopt system (e.g. dynopt.systems.Langevin(None, "
+                        f"gamma=1.0)), got {system!r}")
+
+
 def _mass(system: AbstractSystem, mass: float | None) -> float:
     if mass is not None:
         return check_positive("mass", mass)
@@ -127,13 +135,13 @@ def _frozen_extras(system: AbstractSystem, extras: dict[str, float] | None
     for name, size in layout.items():
         offsets[name] = (k, size)
         k += size
+    if extras is not None and not isinstance(extras, dict):
+        raise TypeError(f"extras must be a dict of name -> value, got {extras!r}")
     for name, v in (extras or {}).items():
         if name not in offsets:
             raise ValueError(f"extras has {name!r}, but {type(system).__name__} has the extras "
                              f"{sorted(layout)}")
-        val = float(v)
-        if not math.isfinite(val):
-            raise ValueError(f"extras[{name!r}] must be finite, got {v!r}")
+        val = check_real(f"extras[{name!r}]", v)
         o, size = offsets[name]
         x[o:o + size] = val
     named = {n: float(x[o]) for n, (o, s) in offsets.items() if n != "noise_prev"}
@@ -214,9 +222,8 @@ def transfer_matrix(system: AbstractSystem, integrator: AbstractIntegrator | str
                     extras: dict[str, float] | None = None) -> np.ndarray:
     """The one-step map K on the mode U = λq²/2: (q, p) ↦ K (q, p) (``(1, 1)`` first order)."""
     h = check_positive("h", h)
-    lam = float(lam)
-    if not math.isfinite(lam):
-        raise ValueError(f"lam must be finite, got {lam!r}")
+    lam = check_real("lam", lam)
+    _check_system(system)
     program = _program(system, integrator, h)
     _check_program(program, getattr(integrator, "name", str(integrator)))
     x, _ = _frozen_extras(system, extras)
@@ -255,11 +262,7 @@ def stability_limit(system: AbstractSystem, integrator: AbstractIntegrator | str
     from ..integrators import resolve
 
     h = check_positive("h", h)
-    from ..systems.base import AbstractSystem
-
-    if not isinstance(system, AbstractSystem):
-        raise TypeError(f"system must be a dynopt system (e.g. dynopt.systems.Langevin(None, "
-                        f"gamma=1.0)), got {system!r}")
+    _check_system(system)
     integ = resolve(system.default_scheme if integrator is None else integrator)
     program = _program(system, integ, h)
     _check_program(program, integ.name)
@@ -339,6 +342,7 @@ def critical_step(system: AbstractSystem, integrator: AbstractIntegrator | str |
     below h_c, as all the usual schemes are. Returns ``inf`` if no h up to 2⁶⁰·h₀ is unstable.
     """
     lam = check_positive("lam", lam)
+    _check_system(system)
 
     def stable(h: float) -> bool:
         return stability_limit(system, integrator, h, mass=mass, extras=extras).lam > lam

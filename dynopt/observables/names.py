@@ -44,6 +44,10 @@ def resolve(observables: Any) -> list[Observable]:
             if item not in NAMES:
                 raise ValueError(f"unknown observable {item!r}; choose from {sorted(NAMES)}")
             out.append(NAMES[item]())
+        elif isinstance(item, type) and issubclass(item, Observable):
+            # a class is callable too: it became a Callback that called Theta(state)
+            raise TypeError(f"observables entries must be Observable objects, not classes: "
+                            f"got {item.__name__}; pass {item.__name__}()")
         elif callable(item):
             out.append(Callback(getattr(item, "__name__", "callback"), item))
         else:

@@ -57,6 +57,13 @@ class Recorder:
                 self.extras.append((name, off, size))
             off += size
         self.buffers: dict[str, torch.Tensor] = {}
+        #: Keys :meth:`trajectory` gives a meaning of its own (the kinetic energy, traj.q,
+        #: the invariant, the squeezed thermostat variables), so an observable may not record
+        #: them, even where this system records no such key itself: a user "kinetic" on a
+        #: first-order system became traj.energy's kinetic term, a user "invariant" became
+        #: traj.conserved, a user "xi" replaced the thermostat's record.
+        self.reserved = {"potential", "kinetic", "invariant", "q"} | {
+            key for name, _, _ in self.extras for key in (name, f"x:{name}")}
 
     @property
     def width(self) -> int:
@@ -93,12 +100,14 @@ class Recorder:
             out[f"x:{name}"] = state.x[:, off:off + size]
         for item in self.items:
             got = item(ctx)
-            clash = out.keys() & got.keys()
+            # "q" is θ, recorded by Theta only
+            reserved = self.reserved - {"q"} if isinstance(item, Theta) else self.reserved
+            clash = (out.keys() | reserved) & got.keys()
             if clash:  # it would overwrite a record (traj.energy is built from two of them)
                 raise ValueError(
-                    f"observable {item!r} records {sorted(clash)}, a name already recorded (the "
-                    "potential, the kinetic energy, the thermostat variables or another "
-                    "observable); give it another name")
+                    f"observable {item!r} records {sorted(clash)}, a name already recorded or "
+                    "reserved (the potential, the kinetic energy, the invariant, θ as 'q', the "
+                    "thermostat variables or another observable); give it another name")
             out.update(got)
         for key, val in out.items():
             buf = self.buffers.get(key)
