@@ -75,6 +75,11 @@ def test_a_schedule_lr_still_refuses_to_be_computed_with():
     with pytest.raises(TypeError, match="lr is a dynopt schedule"):
         plateau.step(2.0)  # no improvement: it reduces
     assert isinstance(opt.param_groups[0]["lr"], LRSchedule)
+    transformers_optimization = pytest.importorskip("transformers.optimization")
+    greedy = transformers_optimization.GreedyLR(opt, patience=0, min_lr=0.0)
+    with pytest.raises(TypeError, match="lr is a dynopt schedule"):
+        greedy.step(1.0)  # an improvement: it raises lr, float(lr) / factor
+    assert isinstance(opt.param_groups[0]["lr"], LRSchedule)
 
 
 def test_an_lr_function_assigned_after_construction_is_wrapped_at_the_step():
