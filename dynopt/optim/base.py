@@ -28,6 +28,7 @@ import functools
 import inspect
 import math
 import numbers
+import sys
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -90,26 +91,59 @@ def _broadcast_seed(seed: int | None) -> int:
 _UNSET = object()
 
 
-class LRSchedule:
-    """A param group's ``lr`` given as a schedule ``callable(step) -> value``, as the group
-    holds it (the optimizer wraps the callable when the group is added).
+#: Modules whose code reads a param group's ``lr`` with ``float()`` to compute a new one
+#: (torch's ``ReduceLROnPlateau``, the Hugging Face ``GreedyLR``): there ``float()`` of an
+#: :class:`LRSchedule` refuses, as arithmetic does, instead of replacing the schedule by a number.
+SCHEDULER_MODULES = ("torch.optim.lr_scheduler", "transformers.optimization")
 
-    Calling it calls the schedule. What it adds: a torch LR scheduler attached to the optimizer
-    computes with ``group["lr"]`` (``LambdaLR``, ``StepLR``, ``SWALR`` and the Hugging Face
-    Trainer's schedules multiply it, ``ReduceLROnPlateau`` takes ``float()`` of it), which for a
-    bare function failed deep inside torch with ``unsupported operand type(s) for *: 'function'
-    and 'float'``; arithmetic on an ``LRSchedule`` raises a ``TypeError`` that says what
-    happened and what to do. (``OneCycleLR`` and ``CyclicLR`` set ``lr`` outright, without
-    reading it: they replace the schedule, as they replace any lr.)
+
+class LRSchedule(float):
+    """A param group's ``lr`` given as a schedule ``callable(step) -> value``, as the group
+    holds it (the optimizer wraps the callable when the group is added, and again after every
+    step).
+
+    Calling it calls the schedule. As a number it *reads* as the schedule's current value, the
+    ``lr`` the next step will use (``fn(optimizer.step_count)``; NaN where the schedule raises
+    or gives no number there: the step then raises, naming it): ``str``, ``format``
+    (``f"{lr:.3g}"``), ``float``, ``torch.tensor``, numpy, JSON and comparisons, so Lightning's
+    ``LearningRateMonitor``, the Hugging Face Trainer's logging and a logging line work as with
+    a number lr.
+
+    It refuses to be *computed with*: a torch LR scheduler attached to the optimizer computes
+    with ``group["lr"]`` (``LambdaLR``, ``StepLR``, ``SWALR`` and the Hugging Face Trainer's
+    schedules multiply it, ``ReduceLROnPlateau`` and ``GreedyLR`` take ``float()`` of it, then
+    multiply), which for a bare function failed deep inside torch with ``unsupported operand
+    type(s) for *: 'function' and 'float'`` and with the current value would silently replace
+    the schedule by a number; arithmetic (and ``float()`` inside :data:`SCHEDULER_MODULES`)
+    raises a ``TypeError`` that says what happened and what to do. (``OneCycleLR`` and
+    ``CyclicLR`` set ``lr`` outright, without reading it: they replace the schedule, as they
+    replace any lr.)
 
     Args:
         fn: The schedule; ``fn(step)`` is evaluated at the optimizer's step counter.
+        value: The value it reads as (see :meth:`at`).
     """
 
     __slots__ = ("fn",)
 
-    def __init__(self, fn: Callable[[int], Any]) -> None:
+    def __new__(cls, fn: Callable[[int], Any], value: float = math.nan) -> LRSchedule:
+        self = super().__new__(cls, value)
         self.fn = fn
+        return self
+
+    @classmethod
+    def at(cls, fn: Callable[[int], Any], step: int) -> LRSchedule:
+        """``fn`` reading as its value at ``step`` (NaN where it raises or gives no real
+        number: only read, never used; the step that uses it validates it)."""
+        try:
+            value = fn(step)
+            if isinstance(value, Tensor) and value.numel() == 1:
+                value = value.item()
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            value = float(value) if ok else math.nan
+        except Exception:  # a display value: the step that uses it raises the real error
+            value = math.nan
+        return cls(fn, value)
 
     def __call__(self, step: int) -> Any:
         return self.fn(step)
@@ -118,11 +152,18 @@ class LRSchedule:
     def __wrapped__(self) -> Callable[[int], Any]:  # inspect.unwrap finds the schedule
         return self.fn
 
-    def __repr__(self) -> str:
-        return repr(self.fn)
+    def __repr__(self) -> str:  # the number, as in a printed log dict (``.fn``: the schedule)
+        return float.__repr__(self)
+
+    __str__ = __repr__
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (LRSchedule, (self.fn,))
+        return (LRSchedule, (self.fn, float.__float__(self)))
+
+    def __float__(self) -> float:
+        if sys._getframe(1).f_globals.get("__name__") in SCHEDULER_MODULES:
+            self._refuse()
+        return float.__float__(self)
 
     def _refuse(self, *args: Any) -> Any:
         raise TypeError(
@@ -134,17 +175,20 @@ class LRSchedule:
             "LR scheduler")
 
     __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _refuse
-    __add__ = __radd__ = __sub__ = __rsub__ = __neg__ = __float__ = _refuse
+    __add__ = __radd__ = __sub__ = __rsub__ = __neg__ = __pos__ = __abs__ = _refuse
+    __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = __divmod__ = __rdivmod__ = _refuse
+    __pow__ = __rpow__ = _refuse
 
 
-def wrap_lr_schedules(groups: list[dict[str, Any]]) -> None:
-    """Hold each group's ``lr`` given as a schedule (a bare callable) as an
-    :class:`LRSchedule`, in place: groups as they are added, and groups unpickled from an
-    optimizer saved before ``LRSchedule`` existed."""
+def wrap_lr_schedules(groups: list[dict[str, Any]], step: int = 0) -> None:
+    """Hold each group's ``lr`` given as a schedule as an :class:`LRSchedule` reading as its
+    value at ``step``, in place: groups as they are added, after every step (a bare function
+    assigned to ``group["lr"]`` after construction is wrapped there too), after a load, and
+    groups unpickled from an optimizer saved before ``LRSchedule`` existed."""
     for group in groups:
         lr = group.get("lr")
-        if callable(lr) and not isinstance(lr, Tensor | LRSchedule):
-            group["lr"] = LRSchedule(lr)
+        if callable(lr) and not isinstance(lr, Tensor):
+            group["lr"] = LRSchedule.at(lr.fn if isinstance(lr, LRSchedule) else lr, step)
 
 
 def _same_setting(a: Any, b: Any) -> bool:
@@ -238,7 +282,13 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             del self.param_groups[n:]
             raise
         drop_unset_momentum(self.param_groups[n:])
-        wrap_lr_schedules(self.param_groups[n:])
+        self._show_lr_schedules(self.param_groups[n:])
+
+    def _show_lr_schedules(self, groups: list[dict[str, Any]] | None = None) -> None:
+        """Wrap the ``lr`` schedules of ``groups`` (default: all) so that each reads as the
+        value the next step will use (:class:`LRSchedule`)."""
+        step = self.__dict__.get("global_state", {}).get("step", 0)
+        wrap_lr_schedules(self.param_groups if groups is None else groups, int(step))
 
     def _validate_group(self, group: dict[str, Any], index: int) -> None:
         """Validate a group's hyperparameters; subclasses extend (call super first)."""
@@ -436,6 +486,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         self._generators = generators
         self._after_load(state_dict)
         drop_unset_momentum(self.param_groups)
+        self._show_lr_schedules()  # at the loaded step
         for hook in self._optimizer_load_state_dict_post_hooks.values():
             hook(self)
 
@@ -640,10 +691,13 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                         if key == "loss" else "")
                 raise TypeError(f"{type(self).__name__}.step() got an unexpected keyword "
                                 f"argument {key!r}{hint}")
-        if any(g.get("differentiable") for g in self.param_groups):
-            with torch.enable_grad():
-                return self._step_impl(closure, **kwargs)
-        return self._step_impl(closure, **kwargs)
+        try:
+            if any(g.get("differentiable") for g in self.param_groups):
+                with torch.enable_grad():
+                    return self._step_impl(closure, **kwargs)
+            return self._step_impl(closure, **kwargs)
+        finally:  # the lr schedules read as the next step's lr (a bare function is wrapped)
+            self._show_lr_schedules()
 
     def _update(self, loss: Any = None, **kwargs: Any) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -772,7 +826,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             group.setdefault("differentiable", False)
             group.setdefault("weight_decay", self.defaults.get("weight_decay", 0.0))
         drop_unset_momentum(self.param_groups)
-        wrap_lr_schedules(self.param_groups)  # pickled before LRSchedule: a bare function
+        self._show_lr_schedules()  # pickled before LRSchedule: a bare function
 
 
 _SCHED_WRAPPED = "_step_wrapped_by_lr_scheduler"
