@@ -6,10 +6,13 @@ Each test names the old behaviour it replaces.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from dynopt.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,3 +76,18 @@ def test_study_backend_torch_runs_under_numba_disable_jit(tmp_path):
                               f"--out {out}")
     assert lines[0].startswith("0 ")
     assert _strict_json((out / "summary.json").read_text())["backend"] == "torch"
+
+
+# --- dynopt train writes standard JSON ------------------------------------------------------
+
+def test_train_json_is_standard_json_with_null_for_undefined(tmp_path, capsys):
+    """Before: the record 0 per-layer kinetic energies (no momenta yet) were written as the
+    bare token NaN (json.dumps), which RFC 8259 and JSON.parse reject; dynopt study already
+    wrote null. Now null, and every other number unchanged."""
+    assert main(["train", "--epochs", "1", "--record-every", "5", "--no-plots",
+                 "--out", str(tmp_path)]) == 0
+    rec = _strict_json((tmp_path / "train" / "langevin-spirals.json").read_text())
+    kin = rec["monitor"]["kinetic:0.weight"]
+    assert kin[0] is None  # the first record: no momenta yet
+    assert all(isinstance(v, float) and math.isfinite(v) for v in kin[1:])
+    assert rec["epoch"] == [1] and math.isfinite(rec["test_loss"][0])
