@@ -91,3 +91,19 @@ def test_train_json_is_standard_json_with_null_for_undefined(tmp_path, capsys):
     assert kin[0] is None  # the first record: no momenta yet
     assert all(isinstance(v, float) and math.isfinite(v) for v in kin[1:])
     assert rec["epoch"] == [1] and math.isfinite(rec["test_loss"][0])
+
+
+# --- dynopt study --model records the values it ran with -------------------------------------
+
+def test_network_study_config_records_the_model_defaults_it_used(tmp_path, capsys):
+    """Before: summary.json's "config" of a --model run held the potential study's defaults
+    (chains 64, temperature 0.25, steps 10⁶, backend numba) for every option not given, while
+    the run used 8 replicas, τ = 1e-3 on torch. Now the config holds the values used."""
+    assert main(["study", "--model", "mlp", "--steps", "16", "--chains", "2", "--no-plots",
+                 "--out", str(tmp_path)]) == 0
+    s = _strict_json((tmp_path / "summary.json").read_text())
+    cfg = s["config"]
+    assert (cfg["steps"], cfg["chains"], cfg["temperature"], cfg["backend"]) == (
+        16, 2, 1e-3, "torch")
+    assert (s["chains"], s["temperature"]) == (2, 1e-3)
+    assert cfg["record_every"] is None and s["record_every"] == 1

@@ -159,8 +159,12 @@ def _run(args: argparse.Namespace) -> int:
                               burn_in=burn_in)
     summary["wall_time_s"] = wall
     summary["interrupted"] = interrupted
+    # the options as run: --model's own defaults (MODEL_DEFAULTS) and the torch backend, not
+    # the potential study's defaults that argparse filled in
+    used = {**vars(args), "temperature": tau, "steps": steps, "chains": chains,
+            "backend": "torch"}
     summary["config"] = {k: (float(v) if isinstance(v, float) else v)
-                         for k, v in vars(args).items() if k != "func"}
+                         for k, v in used.items() if k != "func"}
     print(f"integration: {wall:.1f} s; statistics over draws {burn_in}..{traj.n_draws - 1}\n")
     print(format_network_table(summary))
     if not args.no_plots:
