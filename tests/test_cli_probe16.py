@@ -107,3 +107,30 @@ def test_network_study_config_records_the_model_defaults_it_used(tmp_path, capsy
         16, 2, 1e-3, "torch")
     assert (s["chains"], s["temperature"]) == (2, 1e-3)
     assert cfg["record_every"] is None and s["record_every"] == 1
+
+
+def test_network_study_keeps_its_summary_when_plotting_is_interrupted_and_warns_on_replace(
+        tmp_path, capsys, monkeypatch):
+    """Before: the --model study wrote summary.json only after its plots, so Ctrl-C while
+    plotting lost the computed statistics (the generic "interrupted", nothing written), and a
+    rerun replaced an earlier summary silently, where the plain study writes the summary
+    first and warns (docs/diagnostics.md). Now both behave like the plain study."""
+    from dynopt.cli import study_network
+
+    argv = ["study", "--model", "mlp", "--steps", "16", "--chains", "2", "--out", str(tmp_path)]
+    assert main([*argv, "--no-plots"]) == 0
+    first = (tmp_path / "summary.json").read_text()
+    assert "replaced" not in capsys.readouterr().err
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study_network, "network_plots", interrupt)
+    assert main(argv) == 130
+    path = tmp_path / "summary.json"
+    assert capsys.readouterr().err.splitlines() == [
+        f"dynopt study: warning: replaced the existing {path}",
+        f"dynopt study: interrupted while plotting; the results are in {path}"]
+    again = _strict_json(path.read_text())
+    assert again["loss"] == _strict_json(first)["loss"]  # the same seed: the same statistics
+    assert "plots" not in again
