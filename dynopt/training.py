@@ -217,10 +217,10 @@ def _run_monitored(args: Any, model: nn.Module, opt: torch.optim.Optimizer, spli
                    curvature_every: int | None) -> int:
     """Train with a :class:`~dynopt.monitor.TrainingMonitor`; print, plot and save its records
     (atomically; on Ctrl-C the epochs evaluated so far are kept and 130 is returned)."""
-    import json
     import sys
 
     from ._files import write_text_atomic
+    from .cli.study_report import json_text  # standard JSON: NaN (no momenta yet) as null
     from .cli.train_report import final_table, format_window, make_plots, window_summary
     from .errors import DivergenceError
     from .monitor import TrainingMonitor
@@ -266,7 +266,7 @@ def _run_monitored(args: Any, model: nn.Module, opt: torch.optim.Optimizer, spli
             return 130
         kept = {**evaluated[0].as_dict(), "seconds": time.perf_counter() - started,
                 "interrupted": True, "monitor": _monitor_record(mon.trajectory())}
-        write_text_atomic(path, json.dumps(kept))
+        write_text_atomic(path, json_text(kept, indent=None))
         print(f"dynopt train: interrupted after epoch {evaluated[0].epoch[-1]} of {epochs}; "
               f"kept the metrics evaluated so far in {path}", file=sys.stderr)
         return 130
@@ -274,7 +274,7 @@ def _run_monitored(args: Any, model: nn.Module, opt: torch.optim.Optimizer, spli
     print(final_table(traj, tau))
     record = hist.as_dict()
     record["monitor"] = _monitor_record(traj)
-    if write_text_atomic(path, json.dumps(record)):
+    if write_text_atomic(path, json_text(record, indent=None)):
         print(f"dynopt train: warning: replaced the existing {path}", file=sys.stderr)
     if not getattr(args, "no_plots", False):
         print(f"wrote {make_plots(traj, out / name, name, tau)}")

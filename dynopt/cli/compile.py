@@ -78,6 +78,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dynopt.backends import numba_jit_disabled
+
+    if numba_jit_disabled():
+        print("dynopt compile: error: NUMBA_DISABLE_JIT=1 turns numba's compiler off, so there "
+              "is nothing to compile (and dynopt's numba kernels cannot run): unset "
+              "NUMBA_DISABLE_JIT", file=sys.stderr)
+        return 2
     from dynopt.backends.numba.cache import CACHE, CACHE_PATH
 
     if not CACHE:

@@ -27,6 +27,7 @@ from .._validation import (
     check_probability,
     check_real,
 )
+from ..backends import NO_JIT_REASON, numba_jit_disabled
 from ..stepping import NOISES
 from .study_registry import POTENTIALS, SYSTEMS, build_system, check_scheme
 
@@ -164,6 +165,10 @@ def run(args: argparse.Namespace) -> int:
             if value is not None and not getattr(value, "is_default", False):
                 raise ValueError(f"--{option.replace('_', '-')} applies only with --model "
                                  f"(got {value!r}); without it the study is of --potential")
+        if args.backend == "numba" and numba_jit_disabled():
+            raise ValueError(f"--backend numba cannot run with NUMBA_DISABLE_JIT=1 "
+                             f"({NO_JIT_REASON}): unset NUMBA_DISABLE_JIT, or pass --backend "
+                             "torch")
         if getattr(args.h, "is_default", False):
             args.h = POTENTIALS[args.potential].h
         check_positive("--h", args.h)

@@ -159,14 +159,26 @@ def _run(args: argparse.Namespace) -> int:
                               burn_in=burn_in)
     summary["wall_time_s"] = wall
     summary["interrupted"] = interrupted
+    # the options as run: --model's own defaults (MODEL_DEFAULTS) and the torch backend, not
+    # the potential study's defaults that argparse filled in
+    used = {**vars(args), "temperature": tau, "steps": steps, "chains": chains,
+            "backend": "torch"}
     summary["config"] = {k: (float(v) if isinstance(v, float) else v)
-                         for k, v in vars(args).items() if k != "func"}
+                         for k, v in used.items() if k != "func"}
     print(f"integration: {wall:.1f} s; statistics over draws {burn_in}..{traj.n_draws - 1}\n")
     print(format_network_table(summary))
+    path = out / "summary.json"
+    if write_text_atomic(path, json_text(summary)):  # before the plots: Ctrl-C there keeps it
+        print(f"dynopt study: warning: replaced the existing {path}", file=sys.stderr)
     if not args.no_plots:
-        summary["plots"] = network_plots(traj, summary, out, burn_in)
-    write_text_atomic(out / "summary.json", json_text(summary))
-    print(f"\nwrote {out / 'summary.json'}" + ("" if args.no_plots else " and plots"))
+        try:
+            summary["plots"] = network_plots(traj, summary, out, burn_in)
+        except KeyboardInterrupt:
+            print(f"dynopt study: interrupted while plotting; the results are in {path}",
+                  file=sys.stderr)
+            return 130
+        write_text_atomic(path, json_text(summary))
+    print(f"\nwrote {path}" + ("" if args.no_plots else " and plots"))
     if interrupted:
         print(f"dynopt study: interrupted after {(traj.n_draws - 1) * every:,} of {steps:,} "
               f"steps; kept the statistics of the records completed so far", file=sys.stderr)

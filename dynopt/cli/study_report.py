@@ -98,13 +98,14 @@ def _nan_extreme(reduce: Any, values: np.ndarray) -> float:
     return float("nan") if np.isnan(values).all() else float(reduce(values))
 
 
-def json_text(summary: dict[str, Any], default: Any = str) -> str:
+def json_text(summary: dict[str, Any], default: Any = str, indent: int | None = 2) -> str:
     """``summary`` as standard JSON: non-finite numbers (an undefined ESS) become ``null``.
 
     ``json.dumps`` writes ``NaN``/``Infinity``, which RFC 8259 does not allow and strict parsers
-    (JavaScript's ``JSON.parse``, for one) reject.
+    (JavaScript's ``JSON.parse``, for one) reject. ``indent=None`` writes one line (long
+    records, such as ``dynopt train``'s monitor lists).
     """
-    return json.dumps(_finite_or_none(summary), indent=2, default=default)
+    return json.dumps(_finite_or_none(summary), indent=indent, default=default)
 
 
 def _finite_or_none(obj: Any) -> Any:
