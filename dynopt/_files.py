@@ -8,11 +8,16 @@ Windows).
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
-__all__ = ["prepare_output_dir", "write_text_atomic"]
+import numpy as np
+
+__all__ = ["json_text", "prepare_output_dir", "write_text_atomic"]
 
 
 def prepare_output_dir(path: str | os.PathLike[str], name: str = "out", *,
@@ -63,3 +68,27 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> bool:
             os.unlink(tmp)
         raise
     return existed
+
+
+def json_text(summary: dict[str, Any], default: Any = str, indent: int | None = 2) -> str:
+    """``summary`` as standard JSON: non-finite numbers (an undefined ESS) become ``null``.
+
+    ``json.dumps`` writes ``NaN``/``Infinity``, which RFC 8259 does not allow and strict parsers
+    (JavaScript's ``JSON.parse``, for one) reject. ``indent=None`` writes one line (long
+    records, such as ``dynopt train``'s monitor lists).
+    """
+    return json.dumps(_finite_or_none(summary), indent=indent, default=default)
+
+
+def _finite_or_none(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _finite_or_none(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

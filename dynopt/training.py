@@ -219,8 +219,7 @@ def _run_monitored(args: Any, model: nn.Module, opt: torch.optim.Optimizer, spli
     (atomically; on Ctrl-C the epochs evaluated so far are kept and 130 is returned)."""
     import sys
 
-    from ._files import write_text_atomic
-    from .cli.study_report import json_text  # standard JSON: NaN (no momenta yet) as null
+    from ._files import json_text, write_text_atomic  # standard JSON: NaN as null
     from .cli.train_report import final_table, format_window, make_plots, window_summary
     from .errors import DivergenceError
     from .monitor import TrainingMonitor

@@ -7,7 +7,6 @@ matplotlib's Agg canvas (no GUI backend is touched).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .. import diagnostics as dg
+from .._files import json_text  # noqa: F401  (re-exported: the study's JSON writer)
 from ..trajectory import Trajectory
 
 __all__ = ["analyze", "format_table", "make_plots"]
@@ -96,30 +96,6 @@ def analyze(traj: Trajectory, *, burn_in: int = 0) -> dict[str, Any]:
 def _nan_extreme(reduce: Any, values: np.ndarray) -> float:
     """``np.nanmin``/``np.nanmax`` of ``values``; NaN (no warning) when all are NaN (q at rest)."""
     return float("nan") if np.isnan(values).all() else float(reduce(values))
-
-
-def json_text(summary: dict[str, Any], default: Any = str, indent: int | None = 2) -> str:
-    """``summary`` as standard JSON: non-finite numbers (an undefined ESS) become ``null``.
-
-    ``json.dumps`` writes ``NaN``/``Infinity``, which RFC 8259 does not allow and strict parsers
-    (JavaScript's ``JSON.parse``, for one) reject. ``indent=None`` writes one line (long
-    records, such as ``dynopt train``'s monitor lists).
-    """
-    return json.dumps(_finite_or_none(summary), indent=indent, default=default)
-
-
-def _finite_or_none(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_none(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _finite_or_none(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _distance(q: np.ndarray, potential: Any, tau: float, coords: tuple[int, ...],

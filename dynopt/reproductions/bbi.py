@@ -21,7 +21,6 @@ Optimization", ICML 2022 (arXiv 2201.11137), §4.1–4.3, with the authors' hype
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import json_text
 from .report import command, docs_path, duration, markdown_table, seed_count, update_section
 
 DESCRIPTION = ("BBI (De Luca & Silverstein 2022): Ackley robustness, Zakharov, two-basin ratio, "
@@ -269,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
     res["digits"] = digits(seeds, 10 if quick else 50)
     print("digits", {k: v["test_acc"] for k, v in res["digits"].items()}, flush=True)
     res["seconds"] = time.perf_counter() - t0
-    (out / "bbi.json").write_text(json.dumps(res, indent=1, default=float))
+    (out / "bbi.json").write_text(json_text(res, default=float, indent=1))
     body = report(res, command("bbi", args), quick)
     print(body)
     (out / "bbi.md").write_text(body + "\n")

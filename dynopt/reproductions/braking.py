@@ -30,7 +30,6 @@ so this is an experiment designed to test the claim, not a reproduction of its t
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import json_text
 from .report import (
     as_run,
     command,
@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
               [None if r["brake_epoch"] is None else round(r["brake_epoch"], 2)
                for r in results[name]], flush=True)
     seconds = time.perf_counter() - t0
-    (out / "braking.json").write_text(json.dumps(results))
+    (out / "braking.json").write_text(json_text(results, default=None, indent=None))
     _plot(results, out)
     body = report(results, seeds, epochs, n_train, seconds, command("braking", args))
     print(as_run(body, args.update_docs))

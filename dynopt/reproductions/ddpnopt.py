@@ -21,7 +21,6 @@ of the vanishing-gradient network, the VGR weight) are unknown to us; every valu
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._files import json_text
 from ..data import Split, batches, load_digits_split, load_wine_split
 from ..errors import DivergenceError
 from ..optim import DDPNOpt
@@ -437,7 +437,7 @@ def run(args: Any) -> int:
     seconds = time.perf_counter() - t0
     out = Path(args.out) / "ddpnopt"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(log))
+    (out / "results.json").write_text(json_text(log, default=None, indent=None))
     _plot(log, out)
     cmd = command("ddpnopt", args)
     ep = {d: v[2 if quick else 1] for d, v in DATASETS.items()}

@@ -37,7 +37,6 @@ error ‖x̂ − x*‖/‖x*‖ is reported alongside.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import time
 from pathlib import Path
@@ -49,6 +48,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn import functional
 
+from .._files import json_text
 from ..surfing import SnapshotRecorder, surf
 from .report import (
     as_run,
@@ -275,7 +275,7 @@ def run(args: Any) -> int:
     table = markdown_table(["setting", *methods], rows)
     out = Path(args.out) / "surfing"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(pooled))
+    (out / "results.json").write_text(json_text(pooled, default=None, indent=None))
     _plot(pooled, out / "residual_cdf.png")
     cmd = command("surfing", args)
     body = (f"Measured with `{cmd} --update-docs` ({n_seeds} seed(s), {n_total} targets per "
