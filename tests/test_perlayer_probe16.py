@@ -14,6 +14,8 @@ import pytest
 import torch
 from optim_zoo import FACTORIES, NEEDS_LOSS, data, flat, loss_fn, model, train
 
+from dynopt.optim import LOL, AdLaLa, ECDSep
+
 
 def _one_step(m, opt, name):
     x, y = data(1)[0]
@@ -78,3 +80,63 @@ def test_keys_the_optimizer_reads_may_still_be_added_later():
     hb = FACTORIES["HeavyBall"](model(), seed=0)
     hb.param_groups[0]["momentum"] = 0.8
     train(model(), hb, data(1), "HeavyBall")
+
+
+# --- ECDSep with s = 0 at p = 0 ------------------------------------------------------------------
+def _ecd_quadratic_run(n, events=None, start=0.0):
+    """ECDSep with s = 0 (the authors' ECDSep_s0) on |θ|² + 1 from θ = ``start``."""
+    theta = torch.nn.Parameter(torch.full((3,), start, dtype=torch.float64))
+    opt = ECDSep([theta], lr=0.05, s=0.0, F0=0.0, nu=0.1, seed=0, events=events)
+
+    def closure():
+        opt.zero_grad()
+        loss = (theta ** 2).sum() + 1.0
+        loss.backward()
+        return loss
+
+    for _ in range(n):
+        opt.step(closure)
+    return theta.detach().clone(), opt
+
+
+def test_ecdsep_with_s0_at_a_stationary_point_stays_there():
+    """With s = 0 and every momentum 0 (a start at a stationary point: p₀ ∝ ∇F = 0) the drift
+    2Δt·p/(s + |p|²) divided by zero: a ZeroDivisionError from inside the step. p = 0 now moves
+    nothing, as for s > 0."""
+    theta, opt = _ecd_quadratic_run(3)
+    assert torch.equal(theta, torch.zeros(3, dtype=torch.float64))
+    assert opt.step_count == 3
+    moved, _ = _ecd_quadratic_run(3, start=0.5)  # (away from it, it descends as before)
+    assert (moved.abs() < 0.5).all()
+
+
+def test_ecdsep_with_s0_energy_event_before_the_start():
+    """An energy event read log(s + |p|²) at the first step, where s = 0 and p = 0 (the start
+    has not happened yet): ``math.log(0)`` raised 'math domain error'. It is −inf now (the
+    formula's value), and a trigger that does not fire leaves the run bit for bit as without
+    it."""
+    from dynopt.events import EnergyAbove, Stop
+
+    plain, _ = _ecd_quadratic_run(4, start=0.5)
+    watched, opt = _ecd_quadratic_run(4, events=[EnergyAbove(1e9, then=Stop())], start=0.5)
+    assert torch.equal(plain, watched)
+    assert opt.step_count == 4
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_ecdsep_system_with_s0_at_rest_at_its_minimum(backend):
+    """The system's map (``dynopt.integrate``) at p = 0 with s = 0 computed 0·2t/0 = NaN and
+    reported a divergence ("the step size is beyond the stability limit"); the particle at
+    rest at a stationary point now stays there."""
+    import numpy as np
+
+    import dynopt
+    from dynopt import potentials
+    from dynopt.systems import ECDSep as ECDSepSystem
+
+    system = ECDSepSystem(potentials.Harmonic(dim=2), F0=-1.0, s=0.0, nu=0.1)
+    tr = dynopt.integrate(system, None, np.zeros((2, 2)), h=0.3, n_steps=3, seed=1,
+                          backend=backend)
+    assert np.array_equal(tr.q[:, -1], np.zeros((2, 2)))
+    assert np.array_equal(tr.p[:, -1], np.zeros((2, 2)))
+
