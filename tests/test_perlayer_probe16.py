@@ -140,3 +140,18 @@ def test_ecdsep_system_with_s0_at_rest_at_its_minimum(backend):
     assert np.array_equal(tr.q[:, -1], np.zeros((2, 2)))
     assert np.array_equal(tr.p[:, -1], np.zeros((2, 2)))
 
+
+@pytest.mark.parametrize("make, name", [
+    (lambda m, v: AdLaLa([{"params": m[0].parameters()}, {"params": m[2].parameters()}],
+                         sigma_a=v), "sigma_a"),
+    (lambda m, v: LOL([{"params": m[0].parameters()}, {"params": m[2].parameters()}],
+                      temperature=v), "temperature"),
+    (lambda m, v: ECDSep(m.parameters(), eta=v), "eta"),
+    (lambda m, v: ECDSep(m.parameters(), lr=v), "lr"),
+])
+def test_an_integer_beyond_the_float_range_is_refused_by_name(make, name):
+    """``float(10**400)`` raised 'OverflowError: int too large to convert to float', naming
+    no parameter; the shared check (``_validation.check_real``) now names it."""
+    with pytest.raises(ValueError, match=f"{name} must be finite, got a int value beyond the "
+                                         "float range"):
+        make(model(), 10 ** 400)
