@@ -155,3 +155,28 @@ def test_an_integer_beyond_the_float_range_is_refused_by_name(make, name):
     with pytest.raises(ValueError, match=f"{name} must be finite, got a int value beyond the "
                                          "float range"):
         make(model(), 10 ** 400)
+
+
+@pytest.mark.parametrize("name", ["AdLaLa", "LOL", "ECDSep"])
+def test_numpy_scalar_hyperparameters_checkpoint_loads_with_weights_only(name, tmp_path):
+    """A hyperparameter given as a NumPy scalar (``np.float32(1e-3)``, a value from a
+    ``np.logspace`` sweep) was saved as that object, and ``torch.load(path)`` (weights_only,
+    torch's default) refused the checkpoint. It is saved as the Python number it holds, and
+    the resumed run continues bit for bit."""
+    import numpy as np
+
+    kw = {"lr": np.float32(0.05)} if name == "ECDSep" else {"temperature": np.float32(1e-3),
+                                                            "lr": np.float64(0.1)}
+    m = model()
+    opt = FACTORIES[name](m, seed=0, **kw)
+    train(m, opt, data(2), name)
+    path = tmp_path / "opt.pt"
+    torch.save(opt.state_dict(), path)
+    sd = torch.load(path)  # weights_only=True
+    m2 = copy.deepcopy(m)
+    opt2 = FACTORIES[name](m2, seed=1)
+    opt2.load_state_dict(sd)
+    batches = data(3, seed=5)
+    train(m, opt, batches, name)
+    train(m2, opt2, batches, name)
+    assert torch.equal(flat(m), flat(m2))

@@ -33,6 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -422,7 +423,9 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                     g[k] = scheme_entry(v)
                 elif callable(v) and not isinstance(v, Tensor):
                     g[k] = SCHEDULE
-        sd["dynopt"] = {
+                elif isinstance(v, np.generic):  # a NumPy scalar (np.float32(1e-3) from a
+                    g[k] = v.item()  # sweep) as the Python number it holds: weights_only
+        sd["dynopt"] = {  # loads refuse NumPy objects
             "optimizer": type(self).__name__,
             "seed": self.seed,
             "global": _detach_tree(self.global_state),
