@@ -180,3 +180,39 @@ def test_numpy_scalar_hyperparameters_checkpoint_loads_with_weights_only(name, t
     train(m, opt, batches, name)
     train(m2, opt2, batches, name)
     assert torch.equal(flat(m), flat(m2))
+
+
+def test_per_layer_temperatures_of_lol_are_each_groups_target():
+    """LOL with a temperature per layer, a non-unit mass and a Langevin group added later
+    (add_param_group), on U = ω²|θ|²/2: each group samples its own τ. Exact in h on a quadratic
+    (langevin-thermostats.md §5.2, §5.3): Langevin's ⟨ω²θ²⟩ = τ and stored ⟨p²⟩/M = τ
+    (diagnostics()'s kinetic temperature), LM's ⟨ω²θ²⟩ = τ at dt = h²/2; each time average
+    within 4 standard errors (20 batch means) of its target."""
+    import math
+
+    n, w2, h = 1000, 1.7, 0.5
+    g = torch.Generator().manual_seed(0)
+    taus = (0.5, 0.1, 0.2)
+    thetas = [torch.randn(n, generator=g, dtype=torch.float64) * math.sqrt(t / w2)
+              for t in taus]
+    opt = LOL([{"params": [thetas[0]], "temperature": taus[0], "gamma": 1.0, "mass": 2.0},
+               {"params": [thetas[1]], "temperature": taus[1]}], lr=h, seed=3)
+    opt.add_param_group({"params": [thetas[2]], "dynamics": "langevin",
+                         "temperature": taus[2], "gamma": 2.0, "mass": 0.5})
+    conf, kin = [[] for _ in taus], [[] for _ in taus]
+    for step in range(1300):
+        for t in thetas:
+            t.grad = w2 * t
+        opt.step()
+        if step >= 300:
+            diag = opt.diagnostics(host=True)
+            for i, t in enumerate(thetas):
+                conf[i].append(float(w2 * (t * t).mean()))
+                kin[i].append(diag[i]["kinetic_temperature"])
+    assert kin[1][0] is None  # the overdamped group has no momentum
+    for i, tau in enumerate(taus):
+        for series in (conf[i], kin[i]) if i != 1 else (conf[i],):
+            b = torch.tensor(series).reshape(20, -1).mean(1)
+            se = float(b.std() / math.sqrt(20))
+            assert abs(float(b.mean()) - tau) < 4 * se, (i, float(b.mean()), tau, se)
+            assert se < 0.02 * tau  # (a measurement that can tell)
