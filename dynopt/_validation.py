@@ -44,7 +44,11 @@ def check_real(name: str, value: Any) -> float:
             raise TypeError(
                 f"{name} must be a real number, got {value!r} of type {type(value).__name__}"
             ) from None
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # e.g. 10**400: float() raised it without naming the parameter
+        raise ValueError(f"{name} must be finite, got a {type(value).__name__} value beyond the "
+                         "float range") from None
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     return value

@@ -170,7 +170,8 @@ def test_hyperparameter_requiring_grad_refused_at_construction(cls, key):
 
 
 @pytest.mark.parametrize("cls, key", [*REFUSED_HYPERGRADIENTS, (Langevin, "weight_decay"),
-                                      (HeavyBall, "nbeta")])  # (the prior's keys: prior._get)
+                                      (Langevin, "nbeta")])  # (the prior's keys: prior._get;
+# HeavyBall, which does not read nbeta, refuses the key itself when it is set later)
 def test_hyperparameter_requiring_grad_refused_when_set_later(cls, key):
     kw, hyper, p = _hyper_case(cls)
     opt = cls([p], lr=0.1, differentiable=True, **kw)

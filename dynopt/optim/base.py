@@ -34,6 +34,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -303,6 +304,13 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                 raise TypeError(f"{flag} must be a bool, got {group[flag]!r} (param group {index})")
         if group.get("foreach") is not None and not isinstance(group["foreach"], bool):
             raise TypeError(f"foreach must be None or a bool, got {group['foreach']!r}")
+        self._refuse_wide_keys(group, index)
+        self._refuse_foreign_keys(group, index)
+        prior.validate(group, lambda name, fn: self._check_hyper(group, index, name, fn))
+
+    def _refuse_wide_keys(self, group: dict[str, Any], index: int) -> None:
+        """A setting of the whole optimizer (``OPTIMIZER_WIDE_KEYS``, ``system_keys``) in a param
+        group is refused: the group would silently run with the optimizer's value."""
         for key in (*OPTIMIZER_WIDE_KEYS, *self.system_keys):
             if key in group and key not in self.defaults:
                 name = type(self).__name__
@@ -314,8 +322,34 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                 raise ValueError(
                     f"{key!r} is a setting of the whole {name}, not of a param group (param "
                     f"group {index} sets it to {group[key]!r}); pass it to the constructor")
-        self._refuse_foreign_keys(group, index)
-        prior.validate(group, lambda name, fn: self._check_hyper(group, index, name, fn))
+
+    #: True where the subclass refuses foreign keys set after construction itself, at its step,
+    #: with messages of its own (Partitioned's spec cache, DDPNOpt's base keys): the check of
+    #: keys set later (:meth:`_refuse_keys_set_later`) then covers the optimizer-wide ones only.
+    _checks_late_foreign_keys: ClassVar[bool] = False
+
+    def _refuse_keys_set_later(self) -> None:
+        """A key put into a param group after construction (by hand, a scheduler or a callback)
+        is checked as construction checks it: a setting of the whole optimizer (``seed``,
+        ``nu`` of ECDSep, ``v0`` of BBI) or another optimizer's hyperparameter (``betas``,
+        ``momentum``, ``temperature``) raises a ValueError naming it and its value instead of
+        going silently unused. Cheap: a group is checked only when its key set is one not seen
+        before (the first step, then after a key is added)."""
+        seen: set[tuple[Any, ...]] = self.__dict__.setdefault("_group_keys_seen", set())
+        for index, group in enumerate(self.param_groups):
+            sig = tuple(group)
+            if sig in seen:
+                continue
+            try:
+                self._refuse_wide_keys(group, index)
+                if not self._checks_late_foreign_keys:
+                    self._refuse_foreign_keys(group, index)
+            except ValueError as err:
+                raise ValueError(f"{err} (set after construction; no parameter or optimizer "
+                                 "state was changed)") from None
+            if len(seen) > 256:
+                seen.clear()
+            seen.add(sig)
 
     def _own_settings(self, key: str) -> list[Any]:
         """The optimizer's value of the constructor argument ``key`` (of
@@ -439,7 +473,9 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                     g[k] = scheme_entry(v)
                 elif callable(v) and not isinstance(v, Tensor):
                     g[k] = SCHEDULE
-        sd["dynopt"] = {
+                elif isinstance(v, np.generic):  # a NumPy scalar (np.float32(1e-3) from a
+                    g[k] = v.item()  # sweep) as the Python number it holds: weights_only
+        sd["dynopt"] = {  # loads refuse NumPy objects
             "optimizer": type(self).__name__,
             "seed": self.seed,
             "global": _detach_tree(self.global_state),
@@ -691,6 +727,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                         if key == "loss" else "")
                 raise TypeError(f"{type(self).__name__}.step() got an unexpected keyword "
                                 f"argument {key!r}{hint}")
+        self._refuse_keys_set_later()
         try:
             if any(g.get("differentiable") for g in self.param_groups):
                 with torch.enable_grad():
@@ -803,8 +840,8 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         be closures over other objects); caches are rebuilt."""
         state = {k: v for k, v in self.__dict__.items()
                  if not k.startswith("_optimizer_") or not k.endswith("_hooks")}
-        for name in (*self._caches, "_rollback_buffers", "_grad_absmax", bound._CARRY,
-                     bound._PENDING, bound.STEP_PLAN):  # step scratch too
+        for name in (*self._caches, "_rollback_buffers", "_grad_absmax", "_group_keys_seen",
+                     bound._CARRY, bound._PENDING, bound.STEP_PLAN):  # step scratch too
             state.pop(name, None)
         # an LR scheduler wraps ``step`` on the instance (a closure over this optimizer): a copy
         # that kept it would step the original; the copy gets its own wrapper instead

@@ -300,6 +300,9 @@ class DDPNOpt(DynamicsOptimizer):
             self._sync_hooks()
 
     # --- validation -------------------------------------------------------------------------
+    #: Base keys set after construction are refused by _check_group_keys at the step.
+    _checks_late_foreign_keys = True
+
     def _refuse_foreign_keys(self, group: dict[str, Any], index: int) -> None:
         # a group's own base keys are its hyperparameters even where the defaults' base differs
         own = BASE_HYPERPARAMETERS.get(group.get("base"), {})  # type: ignore[arg-type]

@@ -178,7 +178,7 @@ class ECDSep(ShellSystem):
         if len(self._events):
             values = {"loss": as_scalar(loss, device)}
             if self._events.needs("energy"):
-                energy = (math.log(c.s + ps2) + c.eta * math.log(fd)) if fd > 0 else math.nan
+                energy = (_log0(c.s + ps2) + c.eta * math.log(fd)) if fd > 0 else math.nan
                 values["energy"] = as_scalar(energy, device)
             if self.run_events(values, device):
                 return
@@ -204,7 +204,8 @@ class ECDSep(ShellSystem):
         for path, lr, _, ps, _, ms in items:  # drift with the global |p|², rotation direction
             z = zs[off:off + len(ms)]
             off += len(ms)
-            u2 += _drift_rotate(path, lr * 2.0 / (c.s + p2), pn, nu, ps, ms, z, not reference)
+            u2 += _drift_rotate(path, _drift_coef(lr, c.s, p2), pn, nu, ps, ms, z,
+                                not reference)
         if rotate:  # p ← |p|·u/|u|
             scale = _t(pn) / torch.sqrt(_t(sq(moms) if reference else u2))
             if reference:
@@ -262,6 +263,18 @@ class ECDSep(ShellSystem):
         if z is None or z.numel() != n:
             z = cache[(dev, dt)] = torch.empty((n,), dtype=dt, device=dev)
         return z
+
+
+def _drift_coef(lr: float, s: float, p2: float) -> float:
+    """2Δt/(s + |p|²), the drift's factor of p; 0 where s + |p|² = 0 (s = 0 and every momentum
+    0: p = 0 moves nothing, as for s > 0, where the division was a ZeroDivisionError)."""
+    d = s + p2
+    return lr * 2.0 / d if d > 0.0 else 0.0
+
+
+def _log0(x: float) -> float:
+    """log x, −inf at x = 0 (log(s + |p|²) with s = 0 before the start, where p = 0)."""
+    return math.log(x) if x > 0.0 else -math.inf
 
 
 def _force(wd: float, p: Tensor, g: Tensor) -> Tensor:

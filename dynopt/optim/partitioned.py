@@ -185,6 +185,10 @@ class Partitioned(DynamicsOptimizer):
         return tuple(out)
 
     # --- groups ------------------------------------------------------------------------------
+    #: Foreign keys set after construction are refused by the spec cache at the step, after
+    #: build() (whose messages, e.g. for OneCycleLR's momentum, are the more specific).
+    _checks_late_foreign_keys = True
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         self._streams = None
         super().add_param_group(param_group)

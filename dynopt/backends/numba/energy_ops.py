@@ -204,7 +204,8 @@ def ecd_shell_block(Q, P, X, G, nl, fpar, f, o, pot_kind, pot_par, value_fn, tq)
 
 @nb.njit(cache=CACHE, error_model="numpy")
 def ecd_drift_block(Q, P, X, nl, t, s, k, tmp):  # type: ignore[no-untyped-def]
-    """ECD_DRIFT: q ← q + x[k] · 2t p / (s + |p|²)."""
+    """ECD_DRIFT: q ← q + x[k] · 2t p / (s + |p|²); nothing where s + |p|² = 0 (s = 0, p = 0:
+    the 0/0 was NaN)."""
     D = Q.shape[0]
     for lane in range(nl):
         tmp[lane] = 0.0
@@ -212,7 +213,8 @@ def ecd_drift_block(Q, P, X, nl, t, s, k, tmp):  # type: ignore[no-untyped-def]
         for lane in range(nl):
             tmp[lane] += P[d, lane] * P[d, lane]
     for lane in range(nl):
-        tmp[lane] = X[k, lane] * 2.0 * t / (s + tmp[lane])
+        den = s + tmp[lane]
+        tmp[lane] = X[k, lane] * 2.0 * t / den if den > 0.0 else 0.0
     for d in range(D):
         for lane in range(nl):
             Q[d, lane] += tmp[lane] * P[d, lane]

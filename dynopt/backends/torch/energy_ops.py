@@ -249,9 +249,12 @@ def ecd_shell_(p: Tensor, grad: Tensor, fd: Tensor, st: Columns, c: ECDConstants
 
 
 def ecd_drift_(q: Tensor, p: Tensor, t: float, s: float, moving: Tensor) -> None:
-    """ECD_DRIFT: q ← q + moving · 2t p / (s + |p|²) (|p|² over the last axis)."""
-    p2 = (p * p).sum(-1, keepdim=True)
-    q.add_(p * (moving * 2.0 * t / (s + p2)))
+    """ECD_DRIFT: q ← q + moving · 2t p / (s + |p|²) (|p|² over the last axis); nothing where
+    s + |p|² = 0 (s = 0, p = 0: the 0/0 was NaN)."""
+    d = s + (p * p).sum(-1, keepdim=True)
+    ok = d > 0
+    q.add_(p * torch.where(ok, moving * 2.0 * t / torch.where(ok, d, torch.ones_like(d)),
+                           torch.zeros_like(d)))
 
 
 def rotate_(p: Tensor, z: Tensor, nu: float, moving: Tensor,
