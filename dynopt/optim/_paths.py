@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 from torch.autograd.graph import increment_version
 
-__all__ = ["bucket", "choose_path", "device_of", "mark_written", "numpy_view", "resolve_loss",
-           "same_device"]
+__all__ = ["bucket", "choose_path", "device_of", "mark_written", "numba_jit_enabled", "numpy_view",
+           "resolve_loss", "same_device"]
 
 FUSED_DTYPES = (torch.float32, torch.float64)
 
@@ -73,6 +73,17 @@ def same_device(a: Tensor, b: Tensor) -> bool:
     return a.device == b.device
 
 
+def numba_jit_enabled() -> bool:
+    """False under ``NUMBA_DISABLE_JIT=1`` (a numba debugging setting), where dynopt's CPU
+    kernels cannot run: they use numba intrinsics on raw memory, which have no pure-Python
+    form. The optimizers then take their torch paths (the finite scan and the snapshot copy
+    give the same results; the default path is foreach instead of fused), and ``fused=True``
+    is refused by :func:`choose_path`."""
+    import numba
+
+    return not numba.config.DISABLE_JIT
+
+
 def _fusable(tensors: Sequence[Tensor]) -> bool:
     # t.is_cpu, not t.device.type: a device object per tensor costs more than the rest
     return all(t.is_cpu and t.dtype in FUSED_DTYPES and t.is_contiguous() for t in tensors)
@@ -85,7 +96,9 @@ def choose_path(group: dict[str, Any], tensors: Sequence[Tensor], owner: str) ->
     float32/float64 CPU tensor, foreach otherwise (CUDA, bfloat16, non-contiguous);
     ``differentiable=True`` and ``foreach=False`` select the single-tensor reference path;
     ``fused=False`` selects foreach on CUDA and the single-tensor path on the CPU (torch's own
-    CPU default), unless ``foreach=True``. Under
+    CPU default), unless ``foreach=True``. Under ``NUMBA_DISABLE_JIT=1`` the default is foreach
+    (its noise comes from torch's generator, as on CUDA) and ``fused=True`` is refused
+    (:func:`numba_jit_enabled`). Under
     ``torch.compile`` the numba kernel runs eagerly (``torch.compiler.disable``), so the default
     path stays the fastest one on the CPU; ``foreach=True`` is what inductor can fuse.
     """
@@ -101,9 +114,14 @@ def choose_path(group: dict[str, Any], tensors: Sequence[Tensor], owner: str) ->
     if fused:
         if not _fusable(tensors):
             raise ValueError(f"{owner}(fused=True) needs contiguous float32/float64 CPU tensors")
+        if not numba_jit_enabled():
+            raise RuntimeError(f"{owner}(fused=True) cannot run with NUMBA_DISABLE_JIT=1 (the "
+                               "fused kernel uses numba intrinsics on raw memory, which have no "
+                               "pure-Python form): unset NUMBA_DISABLE_JIT, or leave fused "
+                               "unset (the foreach path runs instead)")
         return "fused"
     if fused is None and foreach is None and tensors and _fusable(tensors):
-        return "fused"
+        return "fused" if numba_jit_enabled() else "foreach"
     if foreach or (foreach is None and tensors and tensors[0].device.type != "cpu"):
         return "foreach"
     return "single" if foreach is False or fused is False else "foreach"

@@ -602,8 +602,24 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         """Fill caches that index every group's parameters before some groups sit a step out
         (subclasses extend)."""
 
+    def _check_prior_keys(self) -> None:
+        """Validate the prior keys (:mod:`dynopt.optim.prior`) of the groups that step with
+        :meth:`hyper`, before anything is read or written: a value set between steps
+        (``group["weight_decay"] = nan``) is refused naming the group and the step, as every
+        other hyperparameter is (the prior's own check, where the value is used, names
+        neither). Neutral plain numbers, the common case, cost one comparison each."""
+        for group in self.param_groups:
+            if not group["params"]:  # a group sitting the step out (lr = 0) reads nothing
+                continue
+            for key, check in prior.KEYS.items():
+                v = group.get(key)
+                if v is None or (type(v) in (float, int) and v == prior.NEUTRAL[key]):
+                    continue
+                self.hyper(group, key, check)
+
     def _checked_update(self, loss: Any, kwargs: dict[str, Any]) -> Any:
         """The update under the non-finite policy (``nonfinite``)."""
+        self._check_prior_keys()
         if self.nonfinite == "ignore":
             self._refuse_unsupported()  # (the finite scan, skipped here, refuses them otherwise)
             self._update(loss=loss, **kwargs)
@@ -643,10 +659,18 @@ class DynamicsOptimizer(torch.optim.Optimizer):
                 self.global_state["skipped"] += 1
                 self.global_state["step"] += 1
                 return loss
-            gi, pi, what = bad
+            gi, pi, what, already = bad
             step = self.global_state["step"] + 1
             at = (f"{what}" if gi < 0 else
                   f"param group {gi}, parameter {pi} ({what})")
+            if already:
+                raise DivergenceError(
+                    f"{type(self).__name__}: the {at} already held a non-finite value (NaN/inf) "
+                    f"before step {step}, so the step cannot give a finite result; it was put "
+                    "there outside the optimizer (the model's initial values, or a write between "
+                    f"steps). Step {step} was undone: no parameter or optimizer state was "
+                    "changed. Replace the non-finite values (or load a checkpoint) and step "
+                    "again.", step=step, chain=max(pi, 0))
             raise DivergenceError(
                 f"{type(self).__name__}: step {step} would write a non-finite value into the "
                 f"{at}; the step was undone: no parameter or optimizer state was changed. Lower "

@@ -275,6 +275,9 @@ class BBI(ShellSystem):
 
     @torch.compiler.disable  # host-driven (energy, bounces): nothing for a compiler to fuse
     def _step(self, loss: Any, parts: Participants) -> None:
+        # every group's lr first: a refused one (set between steps) leaves everything unwritten,
+        # also under nonfinite="ignore", where no snapshot undoes a half-done step
+        lrs = [self.hyper(group, "lr") if ps else 0.0 for group, ps, _ in parts]
         c = self.constants
         device = self.device_of(parts)
         params = [p for _, ps, _ in parts for p in ps]
@@ -319,10 +322,9 @@ class BBI(ShellSystem):
         # |Π|² for the next step: a float from the fused and reference paths, a float64 tensor
         # left on the device by the foreach path (read with the next loss, one transfer)
         new_ps2: Any = 0.0
-        for group, ps, gs in parts:
+        for (group, ps, gs), lr in zip(parts, lrs, strict=True):
             if not ps:
                 continue
-            lr = self.hyper(group, "lr")
             ms = self._momenta(ps)
             path = choose_path(group, ps + gs + ms, "BBI")
             if path == "fused":

@@ -333,6 +333,10 @@ class DDPNOpt(DynamicsOptimizer):
                                  "Linear/Conv2d layers")
         self._check_layers_grouped()
 
+    def _check_prior_keys(self) -> None:
+        """Nothing: DDPNOpt's ``weight_decay`` is its base optimizer's running cost, not the
+        prior of :mod:`dynopt.optim.prior`; :meth:`_check_values` checks it at every step."""
+
     def _check_values(self, group: dict[str, Any], index: int) -> None:
         """The group's hyperparameter values (all but ``lr``, which :meth:`hyper` checks):
         at construction, and at every step, since a value set later (``group["vxx_reg"] =

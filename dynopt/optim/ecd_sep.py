@@ -17,7 +17,7 @@ from ..events.triggers import Trigger
 from ..program import ECD_EXTRAS
 from ..systems.ecd_sep import ECDSep as ECDSepSystem
 from ._events import as_scalar
-from ._paths import bucket, choose_path, mark_written
+from ._paths import bucket, choose_path, mark_written, numba_jit_enabled
 from .base import Hyper
 from .bbi import ShellSystem, _sum_sq, scalar_like
 from .eventful import EventfulOptimizer, Participants
@@ -249,11 +249,12 @@ class ECDSep(ShellSystem):
     @staticmethod
     def _philox_bucket(dev: torch.device, dt: torch.dtype, calls: int, n: int) -> bool:
         """Whether a bucket of ``n`` normals takes its rotation noise from Philox: CPU float32
-        or float64 whose calls end within the counter's 2³² (``calls`` taken before it);
+        or float64 whose calls end within the counter's 2³² (``calls`` taken before it), while
+        numba compiles (not under ``NUMBA_DISABLE_JIT=1``: the generator then, as on CUDA);
         4·2³² normals of one dtype would be 16–32 GiB of momenta, which draw from the
         generator instead. (Tests and the benchmark's "before" row override it.)"""
         return (dev.type == "cpu" and dt in (torch.float32, torch.float64)
-                and calls + (n + 3) // 4 <= 1 << 32)
+                and calls + (n + 3) // 4 <= 1 << 32 and numba_jit_enabled())
 
     def _noise_buffer(self, dev: torch.device, dt: torch.dtype, n: int) -> Tensor:
         """The flat buffer of ``n`` normals of a (device, dtype) bucket, kept between steps."""

@@ -6,7 +6,8 @@ magnitude feeds the overflow bound of :mod:`dynopt.optim.bound`. Large CPU model
 integers with the sign bit masked off and takes the largest pattern (for IEEE floats the integer
 order is the order of |x|, and NaN/±inf lie at or above +inf's pattern): an integer reduction,
 which vectorizes (serially below :data:`FAST_ABOVE` elements, where waking the thread pool costs
-more than the scan). Everything else (CUDA, other dtypes, non-contiguous tensors) uses one
+more than the scan). Everything else (CUDA, other dtypes, non-contiguous tensors, and any set
+under ``NUMBA_DISABLE_JIT=1``, where the kernels cannot run) uses one
 ``torch._foreach_norm(·, inf)`` (max |x|, NaN-propagating, never overflows) per bucket, which
 stays on the device until one ``float()``.
 """
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._paths import mark_written
+from ._paths import mark_written, numba_jit_enabled
 
 __all__ = ["FAST_ABOVE", "abs_max", "all_finite", "block_layout", "copy_all"]
 
@@ -75,7 +76,7 @@ def abs_max(ts: list[Tensor]) -> float:
         return 0.0
     t0 = ts[0]
     if (t0.is_cpu and t0.dtype in _BITS  # t.is_cpu: no device object (this runs every step)
-            and all(t.is_contiguous() and not t.is_sparse for t in ts)):
+            and all(t.is_contiguous() and not t.is_sparse for t in ts) and numba_jit_enabled()):
         return _numba_abs_max(ts, tuple(t.numel() for t in ts))
     top = float(torch.stack(torch._foreach_norm(ts, math.inf)).max())
     return top if math.isfinite(top) else math.inf
@@ -102,7 +103,7 @@ def copy_all(dst: list[Tensor], src: list[Tensor]) -> None:
         else:
             d.copy_(s)
     for width, pairs in fast.items():
-        if sum(d.numel() for d, _ in pairs) < FAST_ABOVE:
+        if sum(d.numel() for d, _ in pairs) < FAST_ABOVE or not numba_jit_enabled():
             for d, s in pairs:
                 d.copy_(s)
             continue

@@ -37,13 +37,14 @@ from torch import Tensor
 
 from .._validation import check_nonnegative, check_positive
 
-__all__ = ["KEYS", "add_scaled", "gradient", "is_trivial", "potential_gradient",
+__all__ = ["KEYS", "NEUTRAL", "add_scaled", "gradient", "is_trivial", "potential_gradient",
            "potential_value", "validate", "value"]
 
 #: The prior keys with their validators.
 KEYS: dict[str, Callable[[str, Any], float]] = {
     "weight_decay": check_nonnegative, "localization": check_nonnegative, "nbeta": check_positive}
-_NEUTRAL = {"weight_decay": 0.0, "localization": 0.0, "nbeta": 1.0}
+#: The value of each prior key that adds nothing to U.
+NEUTRAL = {"weight_decay": 0.0, "localization": 0.0, "nbeta": 1.0}
 
 
 def _get(group: dict[str, Any], key: str) -> float:
@@ -52,7 +53,7 @@ def _get(group: dict[str, Any], key: str) -> float:
     a ValueError or TypeError naming the key and the value, before anything is written)."""
     v = group.get(key)
     if v is None:
-        return _NEUTRAL[key]
+        return NEUTRAL[key]
     if isinstance(v, Tensor) and v.numel() == 1:
         if v.requires_grad:  # set after construction (which refuses it)
             from .base import _refuse_hypergradient
@@ -72,7 +73,7 @@ def validate(group: dict[str, Any], check: Callable[[str, Callable[[str, Any], f
 
 def is_trivial(group: dict[str, Any]) -> bool:
     """True if U = L for this group (no gradient term to add)."""
-    for key, neutral in _NEUTRAL.items():
+    for key, neutral in NEUTRAL.items():
         v = group.get(key)
         if v is None or (type(v) in (float, int) and v == neutral):
             continue  # the common case, without a call per key (read several times a step)

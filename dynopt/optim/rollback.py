@@ -65,24 +65,43 @@ class Snapshot:
         self.where = where
         self.buffers = buffers
         self.entries = entries
-        self.global_state = _detach_tree(opt.global_state)
+        # the event log only grows (one entry per firing, without bound for once=False
+        # triggers): kept by reference with its lengths, and cut back on restore, instead of
+        # copied, which made each step cost O(firings so far) (0.5 s at 10^5 firings)
+        self.log, self.log_lengths = _event_log(opt.global_state)
+        if self.log is None:
+            self.global_state = _detach_tree(opt.global_state)
+        else:
+            events = opt.global_state["events"]
+            events["log"] = None
+            try:
+                self.global_state = _detach_tree(opt.global_state)
+            finally:
+                events["log"] = self.log
+            self.global_state["events"]["log"] = self.log
         self.generators = {k: g.get_state() for k, g in opt._generators.items()}
 
-    def first_nonfinite(self, opt: Any) -> tuple[int, int, str] | None:
-        """(group, index, what) of the first non-finite tensor after the step, or None."""
+    def first_nonfinite(self, opt: Any) -> tuple[int, int, str, bool] | None:
+        """(group, index, what, already) of the first non-finite tensor after the step, or
+        None. ``already``: a tensor held a NaN/inf before the step (put there outside the
+        optimizer: the model's initial values, a write between steps), so the step did not
+        produce it; that tensor (the first such) is the one named."""
         buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
         for i, t in enumerate(self.live):
             if t.is_floating_point():
                 buckets.setdefault((t.device, t.dtype), []).append(i)
         for idx in buckets.values():
             if not all_finite([self.live[i] for i in idx]):
+                for j, b in enumerate(self.buffers):  # the error path: cost does not matter
+                    if b.is_floating_point() and not bool(torch.isfinite(b).all()):
+                        return (*self.where[j], True)
                 for i in idx:
                     if not bool(torch.isfinite(self.live[i]).all()):
-                        return self.where[i]
+                        return (*self.where[i], False)
         extra = _global_tensors(opt.global_state.get("extras", {}))  # thermostats
         if extra and not all(bool(torch.isfinite(t).all()) for t in extra
                              if t.is_floating_point()):
-            return (-1, -1, "optimizer-level state")
+            return (-1, -1, "optimizer-level state", False)
         return None
 
     def restore(self, opt: Any) -> None:
@@ -97,11 +116,25 @@ class Snapshot:
                 st.clear()
                 st.update(saved)
         opt.global_state = self.global_state
+        if self.log is not None:  # the firings of the undone step come off the log
+            for key, n in self.log_lengths.items():
+                del self.log[key][n:]
         for key in list(opt._generators):
             if key in self.generators:
                 opt._generators[key].set_state(self.generators[key])
             else:
                 del opt._generators[key]
+
+
+def _event_log(glob: dict[str, Any]) -> tuple[dict[str, list[Any]] | None, dict[str, int]]:
+    """The event log of an optimizer's ``global_state`` (``{"step": [...], "chain": [...],
+    ...}``, see :meth:`dynopt.events.EventSet.init_state`) and the length of each of its
+    lists; (None, {}) where there is none."""
+    events = glob.get("events")
+    log = events.get("log") if isinstance(events, dict) else None
+    if not isinstance(log, dict) or not all(isinstance(v, list) for v in log.values()):
+        return None, {}
+    return log, {k: len(v) for k, v in log.items()}
 
 
 def _global_tensors(obj: Any) -> list[Tensor]:
