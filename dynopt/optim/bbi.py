@@ -241,11 +241,11 @@ class BBI(ShellSystem):
                                                        READ: lambda: None}
 
     def _control_key(self, v: float, ps2: float, g2: float, forced: bool,
-                     st: dict[str, Tensor]) -> tuple[Any, ...]:
-        """Everything the shell logic (``energy_ops.bbi_control``, a pure function) reads: equal
-        keys give equal results, so a run of it can be reused (see :data:`TRIAL`)."""
-        return (v, ps2, g2, forced, id(self.constants),
-                tuple((k, float(t)) for k, t in st.items()))
+                     st: dict[str, float]) -> tuple[Any, ...]:
+        """Everything the shell logic (``energy_ops.bbi_control``, a pure function) reads, with
+        BBI's state ``st`` as read by :func:`read_extras`: equal keys give equal results, so a
+        run of it can be reused (see :data:`TRIAL`)."""
+        return (v, ps2, g2, forced, id(self.constants), tuple(st.items()))
 
     def _host_inputs(self, loss: Any, moms: list[Tensor], reference: bool
                      ) -> tuple[float, float]:
@@ -294,17 +294,18 @@ class BBI(ShellSystem):
             if self.run_events(values, device):
                 return
         st = self._extras()
+        now = read_extras(st)  # the shell logic runs on Python floats (one chain)
         g2 = 0.0
-        if not float(st["started"]) and v > c.eps2:
+        if not now["started"] and v > c.eps2:
             g2 = _sum_sq(grads) if reference else self.norm2(grads)
         forced = bool(self.global_state.pop("bounce_request", False))
         trial = self.__dict__.pop(TRIAL, None)
-        if trial is not None and trial[0] == self._control_key(v, ps2, g2, forced, st):
-            st.update(trial[1])  # the shell logic already ran on these inputs (bbi_bounded)
+        if trial is not None and trial[0] == self._control_key(v, ps2, g2, forced, now):
+            now = trial[1]  # the shell logic already ran on these inputs (bbi_bounded)
             dec = trial[2]
         else:
-            force = _t(1.0 if forced else 0.0) > 0
-            dec = energy_ops.bbi_control(_t(v), _t(ps2), _t(g2), st, c, force=force)
+            dec = energy_ops.bbi_control(v, ps2, g2, now, c, force=forced)
+        write_extras(st, now)
         if not v > c.eps2:
             return
         if float(dec.init_coef) != 0.0:  # first step: start along −∇ℓ
@@ -318,7 +319,7 @@ class BBI(ShellSystem):
             self.global_state["ps2_key"] = key
             return
         r = float(dec.scale)
-        kick, drift = float(st["kick_rate"]), float(st["drift_rate"])
+        kick, drift = now["kick_rate"], now["drift_rate"]
         # |Π|² for the next step: a float from the fused and reference paths, a float64 tensor
         # left on the device by the foreach path (read with the next loss, one transfer)
         new_ps2: Any = 0.0
@@ -399,11 +400,27 @@ def _sum_sq(tensors: list[Tensor]) -> float:
     return total
 
 
-def scalar_like(x: Tensor, t: Tensor) -> Tensor:
-    """The 1-element ``x`` as a 0-dim tensor of ``t``'s dtype and device: a coefficient of the
-    reference path's in-place ops, which broadcasts with every shape, 0-dim parameters
-    included (a shape-(1,) one cannot be written into a 0-dim tensor)."""
+def scalar_like(x: Tensor | float, t: Tensor) -> Tensor:
+    """The 1-element ``x`` (or a float, taken as a float64 one) as a 0-dim tensor of ``t``'s
+    dtype and device: a coefficient of the reference path's in-place ops, which broadcasts with
+    every shape, 0-dim parameters included (a shape-(1,) one cannot be written into a 0-dim
+    tensor). A float is rounded to ``t``'s dtype by the same float64 → dtype conversion."""
+    if not isinstance(x, Tensor):
+        x = torch.tensor([x], dtype=torch.float64)
     return x.to(t).reshape(())
+
+
+def read_extras(st: Mapping[str, Tensor]) -> dict[str, float]:
+    """BBI's state (``global_state["bbi"]``, 1-element tensors) as Python floats, the input of
+    the shell logic's float path (``energy_ops.bbi_control``); fresh float objects on every
+    call, so that a NaN never compares equal to an earlier read (:meth:`BBI._control_key`)."""
+    return {k: float(t) for k, t in st.items()}
+
+
+def write_extras(st: Mapping[str, Tensor], values: Mapping[str, float]) -> None:
+    """Store the shell logic's new state ``values`` (floats) into BBI's state tensors."""
+    for k, x in values.items():
+        st[k].fill_(x)
 
 
 @register("bbi")

@@ -416,7 +416,7 @@ def bbi_bounded(opt: Any, used: Any = None) -> bool:
     dtype: n·BΠ² must stay below the limit, see :func:`_kick_drift`).
     """
     from ..backends.torch import energy_ops
-    from .bbi import TRIAL
+    from .bbi import TRIAL, read_extras
 
     opt.__dict__.pop(TRIAL, None)
     if used is None or len(opt._events) or opt.stopped or "bounce_request" in opt.global_state:
@@ -439,13 +439,13 @@ def bbi_bounded(opt: Any, used: Any = None) -> bool:
     v = loss_value - c.v0                                   # which the step then reuses
     if not v > c.eps2:
         return False
-    control = opt._control_key(v, ps2, 0.0, False, st)
-    trial = {k: t.clone() for k, t in st.items()}
-    dec = energy_ops.bbi_control(_scalar(v), _scalar(ps2), _scalar(0.0), trial, c)
+    trial = read_extras(st)
+    control = opt._control_key(v, ps2, 0.0, False, trial)
+    dec = energy_ops.bbi_control(v, ps2, 0.0, trial, c)  # on floats: updates trial, not st
     r = float(dec.scale)
-    kick, drift = float(trial["kick_rate"]), float(trial["drift_rate"])
+    kick, drift = trial["kick_rate"], trial["drift_rate"]
     if bool(dec.bounce) or float(dec.init_coef) != 0.0 or not all(
-            math.isfinite(float(t)) or k == "min_V" for k, t in trial.items()):
+            math.isfinite(x) or k == "min_V" for k, x in trial.items()):
         return False
     carry = _take_carry(opt)
     tops = _grad_maxima(opt)
@@ -468,8 +468,3 @@ def bbi_bounded(opt: Any, used: Any = None) -> bool:
     opt.__dict__[_PENDING] = pending
     opt.__dict__[TRIAL] = (control, trial, dec)  # the step adopts it: one run of the logic
     return True
-
-
-def _scalar(x: float) -> Tensor:
-    """A BBI control input, shaped as :meth:`BBI._step` makes it."""
-    return torch.tensor([x], dtype=torch.float64)

@@ -84,68 +84,169 @@ class BBIDecision:
         scale: The projection factor r (1 where there is none).
     """
 
-    init_coef: Tensor
-    ps2: Tensor
-    bounce: Tensor
-    fixed: Tensor
-    scale: Tensor
+    init_coef: Any
+    ps2: Any
+    bounce: Any
+    fixed: Any
+    scale: Any
 
 
-def bbi_control(v: Tensor, ps2: Tensor, g2: Tensor, st: Columns, c: BBIConstants,
-                force: Tensor | None = None) -> BBIDecision:
+class _TensorOps:
+    """The primitives of :func:`_bbi_logic` on tensors (every branch evaluated, as torch does)."""
+
+    where = staticmethod(torch.where)
+    sqrt = staticmethod(torch.sqrt)
+    isfinite = staticmethod(torch.isfinite)
+
+    @staticmethod
+    def div(a: Tensor, b: Tensor) -> Tensor:
+        return a / b
+
+    @staticmethod
+    def square(a: Tensor) -> Tensor:
+        return a ** 2  # torch computes pow(a, 2) as a * a (the float path's product)
+
+    @staticmethod
+    def logical_not(a: Tensor) -> Tensor:
+        return ~a
+
+    @staticmethod
+    def full(like: Tensor, x: float) -> Tensor:
+        return torch.full_like(like, x)
+
+    @staticmethod
+    def true(like: Tensor) -> Tensor:
+        return torch.ones_like(like)
+
+    @staticmethod
+    def as_float(b: Tensor, like: Tensor) -> Tensor:
+        return b.to(like.dtype)
+
+
+class _FloatOps:
+    """The same primitives on Python floats and bools, with IEEE-754 float64 results where
+    Python would raise (x/0, sqrt of a negative): the tensor path's values bit for bit, since
+    +, −, ×, ÷ and √ are correctly rounded in both."""
+
+    @staticmethod
+    def where(cond: bool, a: Any, b: Any) -> Any:
+        return a if cond else b
+
+    @staticmethod
+    def sqrt(x: float) -> float:
+        return math.sqrt(x) if x >= 0.0 else math.nan  # NaN stays NaN, −0 stays −0
+
+    @staticmethod
+    def isfinite(x: float) -> bool:
+        return math.isfinite(x)
+
+    @staticmethod
+    def div(a: float, b: float) -> float:
+        if b != 0.0:
+            return a / b
+        if a != a or a == 0.0:  # 0/0, NaN/0
+            return math.nan
+        return math.copysign(math.inf, a) * math.copysign(1.0, b)
+
+    @staticmethod
+    def square(a: float) -> float:
+        return a * a
+
+    @staticmethod
+    def logical_not(a: bool) -> bool:
+        return not a
+
+    @staticmethod
+    def full(like: float, x: float) -> float:
+        return x
+
+    @staticmethod
+    def true(like: bool) -> bool:
+        return True
+
+    @staticmethod
+    def as_float(b: bool, like: float) -> float:
+        return float(b)
+
+
+def bbi_control(v: Tensor | float, ps2: Tensor | float, g2: Tensor | float, st: Columns,
+                c: BBIConstants, force: Tensor | bool | None = None) -> BBIDecision:
     """Born–Infeld shell logic on per-chain scalars; updates the extras ``st`` in place.
+
+    One implementation for two kinds of scalars: tensors (the torch backend's ``(chains, 1)``
+    columns) or Python floats (the optimizer's single chain: ``st`` then maps the extras'
+    names to floats, and the decision holds floats and bools). Both give the same values bit
+    for bit (:class:`_FloatOps`); the float path avoids ~60 dispatches of one-element torch ops.
 
     Args:
         v: U(q) − v₀ at the start of the step.
         ps2: |p|² before the step.
         g2: |∇U|² (only read on the first active step).
-        st: The ``BBI_EXTRAS`` columns (tensors broadcastable with ``v``).
+        st: The ``BBI_EXTRAS`` columns (tensors broadcastable with ``v``, or floats).
         c: The op's constants.
         force: Optional mask of chains that must bounce now (the ``Bounce`` event action).
     """
+    if isinstance(v, Tensor):
+        new, dec = _bbi_logic(_TensorOps, v, ps2, g2, st, c, force)
+        for k, x in new.items():
+            st[k].copy_(x)
+    else:
+        new, dec = _bbi_logic(_FloatOps, float(v), float(ps2), float(g2), st, c,  # type: ignore[arg-type]
+                              None if force is None else bool(force))
+        st.update(new)
+    return dec
+
+
+def _bbi_logic(ops: Any, v: Any, ps2: Any, g2: Any, st: Columns, c: BBIConstants, force: Any
+               ) -> tuple[dict[str, Any], BBIDecision]:
+    """:func:`bbi_control`'s arithmetic, on the primitives ``ops``: (the new extras, the
+    decision). Reads ``st`` only."""
+    where, div = ops.where, ops.div
     active = v > c.eps2
     first = active & (st["started"] == 0)
-    E0 = torch.where(first, v + c.delta_energy, st["E0"])
-    st["E0"].copy_(E0)
-    st["started"].copy_(torch.where(first, torch.ones_like(v), st["started"]))
-    st["min_V"].copy_(torch.where(first, torch.full_like(v, math.inf), st["min_V"]))
-    target = E0 * E0 / v - v
+    E0 = where(first, v + c.delta_energy, st["E0"])
+    started = where(first, ops.full(v, 1.0), st["started"])
+    min_v = where(first, ops.full(v, math.inf), st["min_V"])
+    target = div(E0 * E0, v) - v
     init = first & (ps2 == 0) & (g2 > 0) & (target > 0)
-    init_coef = torch.where(init, torch.sqrt(torch.where(init, target / g2, 1.0)), 0.0 * v)
-    ps2 = torch.where(init, target, ps2)
+    init_coef = where(init, ops.sqrt(where(init, div(target, g2), 1.0)), 0.0 * v)
+    ps2 = where(init, target, ps2)
     counter0, counter, fixed = st["counter0"], st["counter"], st["fixed_bounces"]
     at_t0 = counter0 == c.t0
     fixed_bounce = active & at_t0 & (fixed < c.n_bounces)
     bounce = fixed_bounce | (active & (counter == c.t1))
     if force is not None:
         bounce = bounce | (active & force)
-    normal = active & ~bounce
-    correct = v * ((E0 / v) ** 2 - 1.0)
+    normal = active & ops.logical_not(bounce)
+    correct = v * (ops.square(div(E0, v)) - 1.0)
     # (E0/V)² overflows float32 once E0/V > 1.8e19 (a loss near its floor v0); E0²/V − V, the
     # same value rounded differently, still fits: used there only, so other values keep theirs
-    correct = torch.where(torch.isfinite(correct), correct, target)
-    skip = ((ps2 - correct).abs() < c.eps1) | (correct < 0) | (ps2 == 0)
+    correct = where(ops.isfinite(correct), correct, target)
+    skip = (abs(ps2 - correct) < c.eps1) | (correct < 0) | (ps2 == 0)
     if not c.project:
-        skip = torch.ones_like(skip)
-    project = normal & ~skip
-    scale = torch.where(project, torch.sqrt(torch.where(project, correct / ps2, 1.0)), 1.0 + 0 * v)
-    zero = torch.zeros_like(v)
-    st["kick_rate"].copy_(torch.where(normal, 0.5 * (v / E0 + E0 / v), zero))
-    st["drift_rate"].copy_(torch.where(normal, v / E0, zero))
+        skip = ops.true(skip)
+    project = normal & ops.logical_not(skip)
+    scale = where(project, ops.sqrt(where(project, div(correct, ps2), 1.0)), 1.0 + 0 * v)
+    zero = ops.full(v, 0.0)
     # counters (the authors' order: advance, then reset on a new minimum; bounce branch)
     counted = bounce & at_t0
-    new_fixed = torch.where(counted, fixed + 1, fixed)
-    c0_bounce = torch.where(new_fixed < c.n_bounces, zero, counter0 + 1)
-    st["counter0"].copy_(torch.where(normal, counter0 + 1,
-                                     torch.where(counted, c0_bounce, counter0)))
-    st["fixed_bounces"].copy_(new_fixed)
-    new_min = normal & (v < st["min_V"])
-    st["min_V"].copy_(torch.where(new_min, v, st["min_V"]))
-    st["counter"].copy_(torch.where(new_min | bounce, zero,
-                                    torch.where(normal, counter + 1, counter)))
-    st["bounces"].add_(bounce.to(v.dtype))
-    st["V"].copy_(v)
-    return BBIDecision(init_coef=init_coef, ps2=ps2, bounce=bounce, fixed=counted, scale=scale)
+    new_fixed = where(counted, fixed + 1, fixed)
+    c0_bounce = where(new_fixed < c.n_bounces, zero, counter0 + 1)
+    new_min = normal & (v < min_v)
+    new = {
+        "E0": E0,
+        "started": started,
+        "kick_rate": where(normal, 0.5 * (div(v, E0) + div(E0, v)), zero),
+        "drift_rate": where(normal, div(v, E0), zero),
+        "counter0": where(normal, counter0 + 1, where(counted, c0_bounce, counter0)),
+        "fixed_bounces": new_fixed,
+        "min_V": where(new_min, v, min_v),
+        "counter": where(new_min | bounce, zero, where(normal, counter + 1, counter)),
+        "bounces": st["bounces"] + ops.as_float(bounce, v),
+        "V": v,
+    }
+    return new, BBIDecision(init_coef=init_coef, ps2=ps2, bounce=bounce, fixed=counted,
+                            scale=scale)
 
 
 def bounce_direction(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype,
@@ -165,13 +266,20 @@ def bbi_shell_(p: Tensor, grad: Tensor, v: Tensor, st: Columns, c: BBIConstants,
     """
     # the per-chain scalars in float64 (v arrives so), as the optimizer computes them: a
     # float32 |p|² overflows once |p| > 1.8e19, which BBI reaches near its floor (E₀²/V)
-    ps2 = p.double().square().sum(-1, keepdim=True)
-    g2 = grad.double().square().sum(-1, keepdim=True)
+    ps2 = _sum_sq64(p)
+    # |∇U|² is read only by a chain's first active step (bbi_control's ``first``): on the CPU,
+    # where the check costs no device synchronisation, it is summed only while a chain has not
+    # started (zeros otherwise, which the logic then never reads)
+    cpu = p.device.type == "cpu"
+    needs_g2 = not cpu or bool((st["started"] == 0).any())
+    g2 = _sum_sq64(grad) if needs_g2 else torch.zeros_like(ps2)
     dec = bbi_control(v.double(), ps2, g2, st, c)
     # the (chains, dim) products in p's dtype, each chain's coefficient rounded to it first, as
     # the optimizer applies them (bbi.scalar_like): float64 coefficients made every step's
-    # full-size where/mul float64 passes (float32 integrate 2-3x slower per step)
-    p.copy_(torch.where(dec.init_coef != 0, -dec.init_coef.to(p.dtype) * grad, p))
+    # full-size where/mul float64 passes (float32 integrate 2-3x slower per step). The start
+    # along −∇U is skipped (on the CPU) when no chain takes it: where() would copy p onto itself
+    if not cpu or bool((dec.init_coef != 0).any()):
+        p.copy_(torch.where(dec.init_coef != 0, -dec.init_coef.to(p.dtype) * grad, p))
     if isinstance(generator, torch.Generator):
         if bool(dec.bounce.any()):
             u = bounce_direction(tuple(p.shape), generator, p.dtype, p.device, c.cube)
@@ -183,6 +291,14 @@ def bbi_shell_(p: Tensor, grad: Tensor, v: Tensor, st: Columns, c: BBIConstants,
             p[i] = u * torch.sqrt(dec.ps2[i] / (u * u).sum())
     p.mul_(dec.scale.to(p.dtype))
     return dec
+
+
+def _sum_sq64(x: Tensor) -> Tensor:
+    """Σ x² over the last axis (keepdim) in float64: the squares of a float64 copy of ``x``,
+    squared in place (the same values and summation as ``x.double().square().sum(-1)``, one
+    float64 temporary instead of two)."""
+    x64 = x.double() if x.dtype != torch.float64 else x.clone()
+    return x64.square_().sum(-1, keepdim=True)
 
 
 @dataclass(frozen=True)
