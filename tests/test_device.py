@@ -465,8 +465,8 @@ def test_langevin_bound_on_the_device_path_matches_the_snapshot_path(device, noi
 #: Host synchronisations of a steady step with ``nonfinite="ignore"`` (no finiteness check),
 #: on CUDA and, as the CPU counter sees them, on the CPU: there it also counts the conversions
 #: of values that live on the host anyway (the Nosé–Hoover chain's stiffness test, read only
-#: where it is free; BBI's scalar shell state). BBI's one is the loss with |Π|², fetched
-#: together.
+#: where it is free; BBI's scalar shell state, read into Python floats once per step and written
+#: back, all on the host). BBI's one on CUDA is the loss with |Π|², fetched together.
 STEADY_SYNCS = {
     "langevin": (lambda m: Langevin(m.parameters(), lr=0.1, temperature=1e-3), 0, 0),
     "adaptive-langevin": (lambda m: AdaptiveLangevin(m.parameters(), lr=0.1,
@@ -476,7 +476,7 @@ STEADY_SYNCS = {
     "adlala": (lambda m: AdLaLa([{"params": m[0].parameters()},
                                  {"params": m[2].parameters()}], lr=0.1), 0, 0),
     "heavyball": (lambda m: HeavyBall(m.parameters(), lr=0.2, gamma=0.5), 0, 0),
-    "bbi": (lambda m: BBI(m.parameters(), lr=0.05, t0=None, t1=None), 1, 7),
+    "bbi": (lambda m: BBI(m.parameters(), lr=0.05, t0=None, t1=None), 1, 11),
 }
 
 
