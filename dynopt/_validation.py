@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import reprlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,13 +16,51 @@ import numpy as np
 
 __all__ = [
     "as_finite_array",
+    "check_bool",
     "check_choice",
     "check_int",
     "check_nonnegative",
     "check_positive",
     "check_probability",
     "check_real",
+    "short_repr",
 ]
+
+#: Items of a sequence, and elements of an array, shown in full by :func:`short_repr`.
+SHORT_ITEMS = 6
+
+_REPR = reprlib.Repr()
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxset = _REPR.maxfrozenset = _REPR.maxdict = SHORT_ITEMS
+_REPR.maxlevel = 3
+_REPR.maxstring = _REPR.maxother = 80
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)`` for error messages, never longer than a line or so.
+
+    A small value is shown as ``repr`` shows it (``'x'``, ``True``, ``[1.0, nan]``); an array or
+    tensor of more than :data:`SHORT_ITEMS` elements by its type, shape and dtype; a long list or
+    tuple by its first items and its length; anything else cut to about 80 characters.
+    """
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "dtype"):
+        try:
+            size = math.prod(int(n) for n in shape)
+        except TypeError:
+            size = None
+        if size is None or size > SHORT_ITEMS:
+            shape_text = tuple(int(n) for n in shape) if size is not None else shape
+            return f"{type(value).__name__} of shape {shape_text} and dtype {value.dtype}"
+    if isinstance(value, list | tuple) and len(value) > SHORT_ITEMS:
+        return f"{_REPR.repr(value)} ({type(value).__name__} of {len(value)} items)"
+    return _REPR.repr(value)
+
+
+def _with_type(value: Any) -> str:
+    """:func:`short_repr` followed by the type, unless the summary already names it."""
+    text = short_repr(value)
+    kind = type(value).__name__
+    return text if text.startswith(f"{kind} of shape") else f"{text} of type {kind}"
 
 
 def check_real(name: str, value: Any) -> float:
@@ -42,7 +81,7 @@ def check_real(name: str, value: Any) -> float:
                 raise TypeError
         except TypeError:
             raise TypeError(
-                f"{name} must be a real number, got {value!r} of type {type(value).__name__}"
+                f"{name} must be a real number, got {_with_type(value)}"
             ) from None
     try:
         value = float(value)
@@ -96,7 +135,7 @@ def check_int(name: str, value: Any, *, minimum: int | None = None,
     elif isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "iu":
         value = int(value.reshape(()))
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}")
+        raise TypeError(f"{name} must be an integer, got {_with_type(value)}")
     v = int(value)
     if minimum is not None and v < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v}")
@@ -116,7 +155,7 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
                 equal = False
             if equal:
                 return choice
-    raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    raise ValueError(f"{name} must be one of {list(choices)}, got {short_repr(value)}")
 
 
 def _same_kind(value: Any, choice: Any) -> bool:
@@ -127,24 +166,67 @@ def _same_kind(value: Any, choice: Any) -> bool:
     return True
 
 
+def check_bool(name: str, value: Any) -> bool:
+    """A ``bool`` (or numpy bool): ``1``, ``"no"`` or ``None`` do not stand for a truth value."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool (True or False), got {_with_type(value)}")
+
+
+def _why_not_real(given: Any, raw: np.ndarray | None) -> str:
+    """What a non-real array holds: its dtype, and for an object array (a list holding a None,
+    a string...) the first offending element and its index."""
+    if raw is None or raw.ndim == 0:
+        return ""
+    text = f" (dtype {raw.dtype})" if "dtype" not in short_repr(given) else ""
+    if raw.dtype.kind == "b":
+        return text + "; booleans are not numbers here: convert them with .astype(float)"
+    if raw.dtype.kind == "O":
+        for k, item in enumerate(raw.reshape(-1)):
+            if isinstance(item, bool | np.bool_) or not isinstance(item, numbers.Real):
+                index = tuple(int(i) for i in np.unravel_index(k, raw.shape))
+                return f"{text}: {short_repr(item)} at index {index}"
+    return text
+
+
 def as_finite_array(
     name: str,
     value: Any,
     *,
     ndim: int | tuple[int, ...] | None = None,
     positive: bool = False,
+    allow_bool: bool = False,
 ) -> np.ndarray:
-    """Convert to a float64 numpy array, rejecting NaN/inf (and non-positive entries if asked)."""
+    """Convert to a float64 numpy array, rejecting NaN/inf (and non-positive entries if asked).
+
+    Args:
+        name: The parameter's name, for the error messages.
+        value: Array-like of real numbers (numpy array, tensor, nested sequence, scalar).
+        ndim: The allowed number(s) of dimensions.
+        positive: Refuse entries <= 0.
+        allow_bool: Take booleans as 0/1 (samples of an indicator, as ArviZ does); otherwise a
+            bool value is refused as not a real number.
+
+    Raises:
+        TypeError: A value that is not array-like of real numbers.
+        ValueError: A wrong number of dimensions, NaN/inf or (``positive``) an entry <= 0. The
+            messages name the parameter and show a short summary of the value (its shape and
+            the first offending index and entry), never the whole array.
+    """
+    given = value
     if hasattr(value, "detach"):  # torch.Tensor (bfloat16 has no numpy dtype: widen floats)
         t = value.detach().cpu()
         value = t.double().numpy() if t.is_floating_point() else t.numpy()
+    kinds = "biuf" if allow_bool else "iuf"
+    raw: np.ndarray | None = None
     try:
         raw = np.asarray(value)
-        if raw.dtype.kind not in "iuf":  # bools, strings, complex numbers, None, objects
+        if raw.dtype.kind not in kinds:  # bools, strings, complex numbers, None, objects
             raise TypeError
         arr = raw.astype(np.float64)
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be array-like of real numbers, got {value!r}") from None
+        raise TypeError(f"{name} must be array-like of real numbers, got {short_repr(given)}"
+                        f"{_why_not_real(given, raw)}") from None
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else ndim
         if arr.ndim not in allowed:
@@ -156,11 +238,16 @@ def as_finite_array(
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise ValueError(
             f"{name} must be finite, got {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}"
+            f"{_of_shape(arr)}"
         )
     if positive and np.any(arr <= 0):
         bad = np.argwhere(arr <= 0)[0]
         raise ValueError(
             f"{name} must be > 0 everywhere, got {arr[tuple(bad)]} at index "
-            f"{tuple(int(i) for i in bad)}"
+            f"{tuple(int(i) for i in bad)}{_of_shape(arr)}"
         )
     return arr
+
+
+def _of_shape(arr: np.ndarray) -> str:
+    return f" (of an array of shape {arr.shape})" if arr.ndim > 0 else ""

@@ -145,7 +145,16 @@ class TrainingMonitor:
         self._records: list[int] = []
         self._curv: list[tuple[float, float]] = []
         state = self._state()
-        self.recorder = Recorder(items, self.system, state, 16)
+        # keys this monitor writes after the observables: an observable of the same name was
+        # silently overwritten by them (refused now, at the first record below)
+        reserved = {}
+        if self.curvature_every is not None:
+            reserved["lambda_max"] = "TrainingMonitor's curvature, with curvature_every"
+            reserved["stability_limit"] = "TrainingMonitor's stability limit, with curvature_every"
+        if self._loss_alias:
+            reserved["loss"] = "TrainingMonitor's copy of the potential, with the 'loss' observable"
+        self.recorder = Recorder(items, self.system, state, 16, reserved=reserved,
+                                 reserved_prefixes={"xi:group": "TrainingMonitor's thermostats"})
         self.recorder.extras = []  # the monitor system has no extras; thermostats come below
         self.items = items
         self._record(state)

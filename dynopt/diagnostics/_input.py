@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import as_finite_array, check_int
+from .._validation import as_finite_array, check_int, short_repr
 from ..trajectory import Trajectory
 
 __all__ = ["as_chains", "check_burn_in", "is_trajectory"]
@@ -17,10 +17,12 @@ def is_trajectory(obj: Any) -> bool:
     return isinstance(obj, Trajectory)
 
 
-def as_chains(name: str, x: Any, *, min_draws: int = 1) -> np.ndarray:
+def as_chains(name: str, x: Any, *, min_draws: int = 1, allow_bool: bool = True) -> np.ndarray:
     """``x`` as a finite float64 array in ``(chain, draw, ...)`` layout.
 
-    A 1-D input is one chain, ``(draw,)`` → ``(1, draw)``.
+    A 1-D input is one chain, ``(draw,)`` → ``(1, draw)``. Booleans are taken as 0/1 (an
+    indicator's chain, e.g. for the ESS of a probability, as ArviZ takes them) unless
+    ``allow_bool=False`` (energies, momenta: quantities a bool cannot stand for).
 
     Raises:
         ValueError: On NaN/inf, a 0-d input, chains of different lengths or fewer than
@@ -28,7 +30,7 @@ def as_chains(name: str, x: Any, *, min_draws: int = 1) -> np.ndarray:
         TypeError: If ``x`` is not array-like.
     """
     _check_equal_lengths(name, x)
-    arr = as_finite_array(name, x)
+    arr = as_finite_array(name, x, allow_bool=allow_bool)
     if arr.ndim == 0:
         raise ValueError(f"{name} must have a draw axis, got a scalar {float(arr)!r}")
     if arr.ndim == 1:
@@ -51,9 +53,9 @@ def _check_equal_lengths(name: str, x: Any) -> None:
     lengths = [len(c) if hasattr(c, "__len__") and np.ndim(c) > 0 else None for c in x]
     if None not in lengths and len(set(lengths)) > 1:
         raise ValueError(
-            f"{name} has chains of different lengths {lengths}; the (chain, draw, ...) layout "
-            f"needs one length: trim the chains to a common number of draws (e.g. the shortest, "
-            f"{min(lengths)})")
+            f"{name} has chains of different lengths {short_repr(lengths)}; the "
+            f"(chain, draw, ...) layout needs one length: trim the chains to a common number of "
+            f"draws (e.g. the shortest, {min(lengths)})")
 
 
 def check_burn_in(burn_in: Any, n_draws: int) -> int:

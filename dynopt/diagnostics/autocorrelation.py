@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_int
+from .._validation import check_bool, check_int
 from ._input import as_chains
 
 __all__ = ["autocorrelation", "autocovariance", "integrated_autocorrelation_time"]
@@ -78,6 +78,7 @@ def autocorrelation(x: Any, max_lag: int | None = None, *, average: bool = True)
         ``(max_lag + 1, k...)`` when averaged, else ``(chain, max_lag + 1, k...)``. Constant
         chains give NaN (the autocorrelation is undefined).
     """
+    average = check_bool("average", average)
     arr = as_chains("x", x, min_draws=2)
     n = arr.shape[1]
     lag = n - 1 if max_lag is None else check_int("max_lag", max_lag, minimum=0)
@@ -170,6 +171,7 @@ def integrated_autocorrelation_time(x: Any, *, split: bool = True) -> Any:
         draws of the split chains (all draws less the middle draw of each odd-length chain:
         4 × 1000 for 4 chains of 1001 draws).
     """
+    split = check_bool("split", split)
     arr = as_chains("x", x, min_draws=4)
     tau, _ = _tau(arr, split)
     return float(tau) if np.ndim(tau) == 0 else tau

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import short_repr
 from ._input import as_chains
 
 __all__ = ["barrier_crossings"]
@@ -44,9 +45,9 @@ def barrier_crossings(x: Any, levels: Sequence[float] = (-0.5, 0.5)) -> np.ndarr
     try:
         lower, upper = (float(v) for v in levels)
     except (TypeError, ValueError):
-        raise TypeError(f"levels must be a pair of numbers, got {levels!r}") from None
+        raise TypeError(f"levels must be a pair of numbers, got {short_repr(levels)}") from None
     if not lower < upper:
-        raise ValueError(f"levels must satisfy lower < upper, got {levels!r}")
+        raise ValueError(f"levels must satisfy lower < upper, got {short_repr(levels)}")
     state = np.where(arr >= upper, 1, np.where(arr <= lower, -1, 0)).astype(np.int8)
     idx = np.where(state != 0, np.arange(arr.shape[1])[None, :], 0)
     np.maximum.accumulate(idx, axis=1, out=idx)

@@ -100,10 +100,10 @@ def energy_drift(energy_or_traj: Any, t: Any = None) -> EnergyDrift:
         if t is not None:
             raise ValueError("t must not be given with a Trajectory (its own times are used)")
         traj = energy_or_traj
-        energy = as_chains("energy", traj.conserved, min_draws=3)
+        energy = as_chains("energy", traj.conserved, min_draws=3, allow_bool=False)
         t = traj.t
     else:
-        energy = as_chains("energy", energy_or_traj, min_draws=3)
+        energy = as_chains("energy", energy_or_traj, min_draws=3, allow_bool=False)
     if energy.ndim != 2:
         raise ValueError(f"energy must be (chain, draw), got shape {energy.shape}")
     c, n = energy.shape

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_choice, check_probability
+from .._validation import check_choice, check_probability, short_repr
 from ._input import as_chains
 from ._rank import rank_normalize
 from .autocorrelation import _flat, _geyer_tau, _split
@@ -79,7 +79,8 @@ def _tail_probs(prob: Any) -> tuple[float, float]:
         return 0.05, 0.95
     if isinstance(prob, (tuple, list)):
         if len(prob) != 2:
-            raise ValueError(f"prob must be a probability or a pair (low, high), got {prob!r}")
+            raise ValueError("prob must be a probability or a pair (low, high), got "
+                             f"{short_repr(prob)}")
         return check_probability("prob[0]", prob[0]), check_probability("prob[1]", prob[1])
     p = check_probability("prob", prob)
     return p, 1.0 - p
@@ -113,7 +114,8 @@ def effective_sample_size(x: Any, *, method: str = "mean", prob: Any = None) -> 
     arr = as_chains("x", x, min_draws=4)
     flat, trailing = _flat(arr)
     if method in ("mean", "bulk") and prob is not None:
-        raise ValueError(f"prob is only used by method='tail' or 'quantile', got prob={prob!r}")
+        raise ValueError("prob is only used by method='tail' or 'quantile', got "
+                         f"prob={short_repr(prob)}")
     if method == "mean":
         ess = _ess_of(_split_chains(flat))
     elif method == "bulk":

@@ -30,7 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import as_finite_array, check_choice, check_int, check_positive
+from .._validation import (
+    as_finite_array,
+    check_bool,
+    check_choice,
+    check_int,
+    check_positive,
+    short_repr,
+)
 from ._input import check_burn_in, is_trajectory
 from .batch_means import default_n_batches
 from .gibbs import _check_coords, _check_potential, bin_probabilities, check_edges, gibbs_support
@@ -122,6 +129,7 @@ def gibbs_distance(
         :class:`GibbsDistance` (``float(result)`` is the distance).
     """
     check_choice("metric", metric, METRICS)
+    per_chain = check_bool("per_chain", per_chain)
     if is_trajectory(q_or_traj):
         traj = q_or_traj
         q = traj.q
@@ -222,5 +230,6 @@ def _edges(bins: Any, potential: Any, tau: float, cs: tuple[int, ...]) -> tuple[
         return tuple(np.linspace(lo, hi, nb + 1) for lo, hi in gibbs_support(potential, tau, cs))
     raw = (bins,) if len(cs) == 1 else tuple(bins)
     if len(raw) != len(cs):
-        raise ValueError(f"bins must give one edge array per coordinate ({len(cs)}), got {bins!r}")
+        raise ValueError(f"bins must give one edge array per coordinate ({len(cs)}), got "
+                         f"{short_repr(bins)}")
     return tuple(check_edges("bins", e) for e in raw)

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_choice, check_probability
+from .._validation import check_choice, check_probability, short_repr
 from ._input import as_chains
 from .autocorrelation import _flat, _power_of_two_scale
 from .ess import _ess_of, _split_chains, quantile_ess
@@ -90,7 +90,7 @@ def mcse(x: Any, *, method: str = "mean", prob: float | None = None) -> Any:
     check_choice("method", method, METHODS)
     if (method == "quantile") != (prob is not None):
         raise ValueError(f"prob is required by method='quantile' and only by it, got "
-                         f"method={method!r}, prob={prob!r}")
+                         f"method={method!r}, prob={short_repr(prob)}")
     arr = as_chains("x", x, min_draws=4)
     flat, trailing = _flat(arr)
     if flat.shape[2] == 0:  # no columns: nothing to estimate (as ess and rhat)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._validation import as_finite_array, check_positive
+from .._validation import as_finite_array, check_bool, check_positive
 from ..program import OPS
 from .reference_flow import reference_flow
 
@@ -144,6 +144,7 @@ def global_error(
 
     integ = resolve(integrator if integrator is not None else system.default_scheme)
     T = check_positive("T", T)
+    include_extras = check_bool("include_extras", include_extras)
     h_arr = as_finite_array("hs", hs, ndim=1, positive=True)
     steps = []
     for h in h_arr:

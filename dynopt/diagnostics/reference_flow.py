@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._validation import as_finite_array, check_choice, check_positive
+from .._validation import as_finite_array, check_choice, check_positive, short_repr
 
 if TYPE_CHECKING:
     from ..systems.base import AbstractSystem
@@ -103,7 +103,7 @@ def reference_flow(
     if times.ndim == 0:
         times = np.array([0.0, float(times)])
     if times.shape[0] < 2 or np.any(np.diff(times) <= 0):
-        raise ValueError(f"t must be increasing with at least 2 entries, got {t!r}")
+        raise ValueError(f"t must be increasing with at least 2 entries, got {short_repr(t)}")
     if system.potential is None:
         raise ValueError(f"{type(system).__name__} needs a potential")
     q = _rows("q0", q0, None, system.potential.dim)

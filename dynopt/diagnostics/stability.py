@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.polynomial import Polynomial as Poly
 
-from .._validation import check_positive, check_real
+from .._validation import check_positive, check_real, short_repr
 from ..program import OpCode, Program
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ def _frozen_extras(system: AbstractSystem, extras: dict[str, float] | None
         offsets[name] = (k, size)
         k += size
     if extras is not None and not isinstance(extras, dict):
-        raise TypeError(f"extras must be a dict of name -> value, got {extras!r}")
+        raise TypeError(f"extras must be a dict of name -> value, got {short_repr(extras)}")
     for name, v in (extras or {}).items():
         if name not in offsets:
             raise ValueError(f"extras has {name!r}, but {type(system).__name__} has the extras "

@@ -35,7 +35,7 @@ __all__ = ["configurational_temperature", "kinetic_temperature"]
 
 
 def _as_positions(name: str, x: Any) -> np.ndarray:
-    arr = as_chains(name, x, min_draws=2)
+    arr = as_chains(name, x, min_draws=2, allow_bool=False)
     if arr.ndim != 3:
         raise ValueError(f"{name} must be (chain, draw, dim), got shape {arr.shape}")
     return arr

@@ -37,7 +37,8 @@ def resolve(observables: Any) -> list[Observable]:
         raise TypeError(f"observables must be a list of observables, names or callables, got "
                         f"{observables!r}")
     out: list[Observable] = []
-    for item in observables:
+    named: dict[str, int] = {}  # a bare callable's __name__ -> its entry
+    for k, item in enumerate(observables):
         if isinstance(item, Observable):
             out.append(item)
         elif isinstance(item, str):
@@ -49,7 +50,15 @@ def resolve(observables: Any) -> list[Observable]:
             raise TypeError(f"observables entries must be Observable objects, not classes: "
                             f"got {item.__name__}; pass {item.__name__}()")
         elif callable(item):
-            out.append(Callback(getattr(item, "__name__", "callback"), item))
+            name = getattr(item, "__name__", "callback")
+            if name in named:  # two lambdas: both '<lambda>'; the recorder refused a "clash"
+                raise ValueError(
+                    f"observables entries {named[name]} and {k} are both functions named "
+                    f"{name!r}, and a function is recorded under its __name__: name each one "
+                    f"with dynopt.observables.Callback('a_name', fn), e.g. "
+                    f"[Callback('m1', f1), Callback('m2', f2)]")
+            named[name] = k
+            out.append(Callback(name, item))
         else:
             raise TypeError(f"observables entries must be Observable objects, names or "
                             f"callables, got {item!r}")

@@ -18,6 +18,7 @@ import torch
 from ..backends.base import Records
 from ..trajectory import Trajectory, recorded_extras
 from .base import Context
+from .callback import Callback
 from .names import resolve
 from .theta import Theta
 
@@ -36,10 +37,14 @@ class Recorder:
         state: The initial state (its device, chain count and chain ids).
         n_records: Number of records (including the initial one).
         h: The run's step size (the time a record's state shows; None: the state's own).
+        reserved: Further keys no observable may record, because the caller writes them into
+            the trajectory itself (TrainingMonitor's ``lambda_max``), with what each one is.
+        reserved_prefixes: Key prefixes likewise refused (TrainingMonitor's ``xi:group<i>``).
     """
 
     def __init__(self, observables: Any, system: Any, state: Any, n_records: int,
-                 h: float | None = None) -> None:
+                 h: float | None = None, *, reserved: dict[str, str] | None = None,
+                 reserved_prefixes: dict[str, str] | None = None) -> None:
         self.items = resolve(observables)
         self.system = system
         self.n_records = int(n_records)
@@ -64,6 +69,9 @@ class Recorder:
         #: traj.conserved, a user "xi" replaced the thermostat's record.
         self.reserved = {"potential", "kinetic", "invariant", "q"} | {
             key for name, _, _ in self.extras for key in (name, f"x:{name}")}
+        self.caller_reserved = dict(reserved or {})
+        self.reserved |= self.caller_reserved.keys()
+        self.reserved_prefixes = dict(reserved_prefixes or {})
 
     @property
     def width(self) -> int:
@@ -102,12 +110,10 @@ class Recorder:
             got = item(ctx)
             # "q" is θ, recorded by Theta only
             reserved = self.reserved - {"q"} if isinstance(item, Theta) else self.reserved
-            clash = (out.keys() | reserved) & got.keys()
+            clash = ((out.keys() | reserved) & got.keys()) | {
+                key for key in got if key.startswith(tuple(self.reserved_prefixes))}
             if clash:  # it would overwrite a record (traj.energy is built from two of them)
-                raise ValueError(
-                    f"observable {item!r} records {sorted(clash)}, a name already recorded or "
-                    "reserved (the potential, the kinetic energy, the invariant, θ as 'q', the "
-                    "thermostat variables or another observable); give it another name")
+                raise ValueError(self._clash_message(item, clash))
             out.update(got)
         for key, val in out.items():
             buf = self.buffers.get(key)
@@ -117,6 +123,20 @@ class Recorder:
                                  dtype=val.dtype, device=val.device)
                 self.buffers[key] = buf
             buf[:, r] = val
+
+    def _clash_message(self, item: Any, clash: set[str]) -> str:
+        caller = [f"{key!r} ({what})" for key, what in self.caller_reserved.items()
+                  if key in clash]
+        caller += [f"{prefix}... ({what})" for prefix, what in self.reserved_prefixes.items()
+                   if any(key.startswith(prefix) for key in clash)]
+        also = f"; here {', '.join(caller)}" if caller else ""
+        text = (f"observable {item!r} records {sorted(clash)}, a name already recorded or "
+                "reserved (the potential, the kinetic energy, the invariant, θ as 'q', the "
+                f"thermostat variables or another observable{also}); give it another name")
+        if isinstance(item, Callback):
+            text += (" with dynopt.observables.Callback('a_name', fn) (a bare function is "
+                     "recorded under its __name__)")
+        return text
 
     def arrays(self, upto: int) -> dict[str, np.ndarray]:
         """The first ``upto`` records of every key as numpy (float64 for floating values)."""
