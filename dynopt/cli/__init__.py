@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "Parser", "main"]
 
 COMMANDS: dict[str, str] = {
     "study": "dynopt.cli.study",
@@ -25,15 +25,18 @@ COMMANDS: dict[str, str] = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line usage errors (exit status 2, as for every user error)."""
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit status 2, as for every user error); also the
+    parser of the benchmark scripts that ``dynopt bench`` runs."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="dynopt",
         description="Neural-network training as continuous-time dynamics.",
     )

@@ -1,0 +1,75 @@
+"""Session 16's second probe of the command line: ``dynopt bench`` errors, the braking
+reproduction's output, integer options, the precision of the study tables and stale plots.
+
+Each test names the old behaviour it replaces.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from dynopt.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _one_line_error(capsys, prefix: str) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(prefix), err
+    return lines[0]
+
+
+# --- 1. dynopt bench: script errors are one line with status 2, usage names the command -----
+
+def test_bench_from_report_of_a_missing_file_is_one_line_with_status_2(tmp_path, capsys):
+    """Before: a FileNotFoundError traceback out of benchmarks/gpu.py."""
+    missing = tmp_path / "missing.md"
+    assert main(["bench", "gpu", "--from-report", str(missing), "--update-docs"]) == 2
+    line = _one_line_error(capsys, "dynopt bench gpu: error: --from-report ")
+    assert str(missing) in line and "No such file" in line
+
+
+def test_bench_script_refusal_exits_2_not_1(tmp_path, capsys):
+    """Before: ``raise SystemExit("--from-report needs --update-docs")`` went through dynopt
+    bench as exit status 1 with the bare message; now status 2 and a line naming the command."""
+    report = tmp_path / "r.md"
+    report.write_text("device cuda (H200), torch 2.5, size small: ...\n")
+    assert main(["bench", "gpu", "--from-report", str(report)]) == 2
+    assert _one_line_error(capsys, "dynopt bench gpu: error: ") == (
+        "dynopt bench gpu: error: --from-report needs --update-docs")
+
+
+def test_bench_script_usage_and_argparse_errors_name_dynopt_bench(capsys):
+    """Before: ``usage: gpu.py ...`` and ``gpu.py: error: ...`` (two lines) under dynopt bench."""
+    assert main(["bench", "gpu", "--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: dynopt bench gpu [-h]")
+    assert main(["bench", "gpu", "--size", "huge"]) == 2
+    _one_line_error(capsys, "dynopt bench gpu: error: argument --size: invalid choice: 'huge'")
+
+
+def test_bench_turns_a_string_exit_and_a_file_error_of_a_script_into_one_line(
+        tmp_path, capsys, monkeypatch):
+    from dynopt.cli import bench
+
+    (tmp_path / "refuses.py").write_text("raise SystemExit('no such size')\n")
+    (tmp_path / "reads.py").write_text(f"open({str(tmp_path / 'nope.txt')!r})\n")
+    monkeypatch.setattr(bench, "benchmarks_dir", lambda: tmp_path)
+    argv0 = sys.argv[0]
+    assert main(["bench", "refuses"]) == 2
+    assert _one_line_error(capsys, "dynopt") == "dynopt bench refuses: error: no such size"
+    assert main(["bench", "reads"]) == 2
+    assert _one_line_error(capsys, "dynopt") == (
+        f"dynopt bench reads: error: No such file or directory: {tmp_path / 'nope.txt'}")
+    assert sys.argv[0] == argv0 and str(tmp_path) not in sys.path  # restored
+
+
+def test_benchmark_script_run_directly_exits_2_on_a_usage_error(tmp_path):
+    """Before: ``python benchmarks/gpu.py --from-report x`` exited 1."""
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--from-report",
+                          str(tmp_path / "x.md")], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.strip() == "gpu.py: error: --from-report needs --update-docs"
