@@ -6,11 +6,14 @@ Each test names the old behaviour it replaces.
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
 
-from dynopt.cli import main
+import pytest
+
+from dynopt.cli import build_parser, count, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,3 +76,56 @@ def test_benchmark_script_run_directly_exits_2_on_a_usage_error(tmp_path):
                           str(tmp_path / "x.md")], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
     assert res.stderr.strip() == "gpu.py: error: --from-report needs --update-docs"
+
+
+# --- 3. every integer option: one parser, 1e3 accepted, 1.5 refused with flag and value ------
+
+INT_OPTIONS = [
+    (["study"], "--dim"), (["study"], "--seed"), (["study"], "--record-every"),
+    (["study"], "--steps"), (["study"], "--chains"), (["study"], "--threads"),
+    (["train"], "--epochs"), (["train"], "--seed"), (["train"], "--record-every"),
+    (["train"], "--curvature-every"), (["train"], "--threads"),
+    (["reproduce", "braking"], "--seeds"),
+]
+
+
+@pytest.mark.parametrize(("prefix", "flag"), INT_OPTIONS)
+def test_integer_options_accept_scientific_notation_and_name_a_fraction(prefix, flag, capsys):
+    """Before: ``--steps 1e3`` worked but ``--seed 1e3`` (and --dim, --epochs, --seeds,
+    --record-every) was refused as an invalid int value."""
+    args = build_parser().parse_args([*prefix, flag, "1e3"])
+    assert getattr(args, flag[2:].replace("-", "_")) == 1000
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([*prefix, flag, "1.5"])
+    assert exc.value.code == 2
+    _one_line_error(capsys, f"dynopt {prefix[0]}: error: argument {flag}: invalid integer "
+                            "'1.5' (not a whole number)")
+
+
+def test_no_cli_option_is_typed_plain_int():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    plain = [(name, a.dest) for name, p in sub.choices.items() for a in p._actions
+             if a.type is int]
+    assert plain == []
+    named = {(name, a.option_strings[0]) for name, p in sub.choices.items()
+             for a in p._actions if a.type is count}
+    assert {(p[0], f) for p, f in INT_OPTIONS} <= named
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("1.5", "not a whole number"), ("inf", "not finite"), ("nan", "not finite"),
+    ("ten", "invalid integer 'ten'")])
+def test_count_refuses_non_integers(text, message):
+    with pytest.raises(argparse.ArgumentTypeError, match=message):
+        count(text)
+
+
+def test_adlala_module_entry_point_uses_the_same_integer_parser(capsys):
+    from dynopt.reproductions import adlala
+
+    with pytest.raises(SystemExit) as exc:
+        adlala.main(["--seeds", "2.5"])
+    assert exc.value.code == 2
+    assert "argument --seeds: invalid integer '2.5' (not a whole number)" in (
+        capsys.readouterr().err)
