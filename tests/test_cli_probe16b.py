@@ -78,6 +78,53 @@ def test_benchmark_script_run_directly_exits_2_on_a_usage_error(tmp_path):
     assert res.stderr.strip() == "gpu.py: error: --from-report needs --update-docs"
 
 
+# --- 2. dynopt reproduce braking: labelled progress, warns when it replaces results ----------
+
+def _fake_run(spec, seed, epochs, n_train):
+    goal = "goal" in spec
+    return {"acc": [0.5, 0.7], "train_loss": [1.0, 0.5], "final": 0.7 + 0.01 * seed,
+            "epochs_to_target": None if seed == 0 else 2, "brake_epoch": 1.5 if goal else None,
+            "ema": []}
+
+
+def test_braking_progress_lines_say_what_each_list_is():
+    """Before: ``HB brake at f = 0.6 [0.7, 0.71] [None, 2] [1.5, 1.5]``."""
+    from dynopt.reproductions import braking
+
+    runs = [_fake_run({"goal": 0.6}, s, 2, 10) for s in range(2)]
+    assert braking.progress_line("HB brake at f = 0.6", runs) == (
+        "HB brake at f = 0.6: final test acc % [70.00, 71.00]; epochs to 76% test acc "
+        "[never, 2]; braking epoch [1.50, 1.50]")
+    const = [_fake_run({}, s, 2, 10) for s in range(2)]
+    assert braking.progress_line("SGD lr = 0.2", const) == (
+        "SGD lr = 0.2: final test acc % [70.00, 71.00]; epochs to 76% test acc [never, 2]")
+
+
+def test_braking_rerun_warns_that_it_replaced_the_results(tmp_path, capsys, monkeypatch):
+    """Before: a rerun with the same --out overwrote braking.json and braking.md silently
+    (dynopt study warns); the progress lines printed bare lists with None."""
+    import torch
+
+    from dynopt.reproductions import braking
+
+    monkeypatch.setattr(braking, "train_one", _fake_run)
+    monkeypatch.setattr(braking, "_plot", lambda results, out: None)
+    threads = torch.get_num_threads()
+    try:
+        argv = ["reproduce", "braking", "--quick", "--out", str(tmp_path)]
+        assert main(argv) == 0
+        first = capsys.readouterr()
+        assert first.err == ""
+        assert "None" not in first.out and "final test acc % [" in first.out
+        assert main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = tmp_path / "braking"
+    assert capsys.readouterr().err.splitlines() == [
+        f"dynopt reproduce braking: warning: replaced the existing {out / 'braking.json'}, "
+        f"{out / 'braking.md'}"]
+
+
 # --- 3. every integer option: one parser, 1e3 accepted, 1.5 refused with flag and value ------
 
 INT_OPTIONS = [
