@@ -176,3 +176,52 @@ def test_adlala_module_entry_point_uses_the_same_integer_parser(capsys):
     assert exc.value.code == 2
     assert "argument --seeds: invalid integer '2.5' (not a whole number)" in (
         capsys.readouterr().err)
+
+
+# --- 4. table precision: the value shows the deviation its z-score reports -------------------
+
+@pytest.mark.parametrize(("value", "se", "text"), [
+    (0.0010213, 1.1e-5, "0.001021 ± 1.1e-05"),
+    (0.2487, 0.0003, "0.24870 ± 0.0003"),
+    (0.25003, 0.04, "0.2500 ± 0.04"),          # never fewer than 4 decimals (as before)
+    (2.50123e-5, 1.1e-9, "2.50123e-05 ± 1.1e-09"),
+    (-6.97e-6, 9.1e-6, "-6.970e-06 ± 9.1e-06"),
+])
+def test_estimates_print_to_the_precision_of_their_se(value, se, text):
+    """Before: ``0.0010 ± 1.1e-05`` (z = +1.9 reported a deviation the value hid)."""
+    from dynopt.cli.study_report import fmt_estimate
+
+    assert fmt_estimate(value, se) == text
+    shown = float(text.split(" ± ")[0])
+    assert abs(shown - value) <= se / 20  # rounded at the SE's second significant digit
+
+
+def _network_summary() -> dict:
+    est = {"value": 0.0010213, "se": 1.1e-5, "target": 0.001, "z": 1.94}
+    loss = {"value": 0.5, "se": 0.01, "target": None, "z": None, "ess": 50.0, "rhat": 1.0}
+    return {"layers": {"0.weight": {"n": 10, "kinetic": est, "configurational": est}},
+            "loss": loss, "heldout_loss": loss,
+            "projections": {"ess": [40.0], "rhat": [1.0]},
+            "curvature": {"lambda_max": [800.0], "limit": 1600.0, "ratio_max": 0.5}}
+
+
+def test_network_table_shows_the_deviation_and_an_unpadded_limit():
+    """Before: ``T_kin  0.weight (n=10)  0.0010 ± 1.1e-05 ... +1.9`` and ``< 1600.0000
+    (limit)``."""
+    from dynopt.cli.study_network import format_network_table
+
+    table = format_network_table(_network_summary())
+    row = next(line for line in table.splitlines() if line.startswith("T_kin"))
+    assert "0.001021 ± 1.1e-05" in row and row.rstrip().endswith("+1.9")
+    lam = next(line for line in table.splitlines() if line.startswith("λ_max"))
+    assert "  800  " in lam and "< 1600 (limit)" in lam and "1600.0000" not in lam
+
+
+def test_study_table_shows_the_deviation():
+    from dynopt.cli.study_report import format_table
+
+    table = format_table({"configurational_temperature": {"value": 0.0010213, "se": 1.1e-5,
+                                                          "target": 0.001, "z": 1.94},
+                          "ess_q": {"min": 100.0}, "rhat_q": {"max": 1.001}})
+    row = next(line for line in table.splitlines() if line.startswith("configurational"))
+    assert "0.001021 ± 1.1e-05" in row

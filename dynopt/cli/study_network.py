@@ -31,7 +31,7 @@ import torch
 
 from .. import diagnostics as dg
 from .._validation import check_int, check_nonnegative, check_positive, check_probability
-from .study_report import align, drift_row, json_text
+from .study_report import align, drift_row, fmt_estimate, json_text
 from .study_report import fmt_number as _fmt
 
 __all__ = ["MODEL_DEFAULTS", "analyze_network", "run_network"]
@@ -262,7 +262,7 @@ def format_network_table(s: dict[str, Any]) -> str:
         if e is None:
             return
         z = "-" if e["z"] is None else f"{e['z']:+.1f}"
-        rows.append((label, f"{_fmt(e['value'])} ± {e['se']:.2g}", _fmt(e["target"]), z))
+        rows.append((label, fmt_estimate(e["value"], e["se"]), _fmt(e["target"]), z))
 
     if "conservation" in s:
         c = s["conservation"]
@@ -286,11 +286,12 @@ def format_network_table(s: dict[str, Any]) -> str:
         rows.append(("λ_max at the end (max over replicas)", "-", "interrupted: no final θ",
                      "-"))
     elif cv["limit"] is None:
-        rows.append(("λ_max at the end (max over replicas)", _fmt(lam), "no linear limit", "-"))
-    else:
+        rows.append(("λ_max at the end (max over replicas)", f"{lam:.4g}", "no linear limit",
+                     "-"))
+    else:  # λ_max and the limit 4/h² (or the like) to 4 significant digits, as the ratio
         verdict = " UNSTABLE" if cv["ratio_max"] >= 1 else ""
-        rows.append(("λ_max at the end (max over replicas)", _fmt(lam),
-                     f"< {_fmt(cv['limit'])} (limit)", f"ratio {cv['ratio_max']:.3g}{verdict}"))
+        rows.append(("λ_max at the end (max over replicas)", f"{lam:.4g}",
+                     f"< {cv['limit']:.4g} (limit)", f"ratio {cv['ratio_max']:.3g}{verdict}"))
     out = align(rows)
     out.append("T_kin = 2<K_L>/n_L, T_conf = <|∇_L U|²>/<Δ_L U> (Hutchinson); z = (value − "
                "target)/SE with batch-means SEs, discretization bias not included.")

@@ -122,6 +122,23 @@ def fmt_number(x: float | None, digits: int = 4) -> str:
 _fmt = fmt_number
 
 
+def fmt_estimate(value: float | None, se: float | None, digits: int = 4) -> str:
+    """``value ± SE``, the SE to 2 significant digits and the value to the SE's second
+    significant digit (at least ``digits`` decimals, as :func:`fmt_number`), so the deviation
+    that the z-score reports shows in the value: ``0.001021 ± 1.1e-05``, not
+    ``0.0010 ± 1.1e-05``. Scientific values get as many mantissa digits:
+    ``2.50123e-05 ± 1.1e-09``."""
+    if value is None:
+        return "-"
+    if se is None or not math.isfinite(se) or se <= 0 or not math.isfinite(value):
+        return f"{fmt_number(value, digits)} ± {'-' if se is None else f'{se:.2g}'}"
+    last = math.floor(math.log10(float(f"{se:.2g}"))) - 1  # decimal exponent of SE's 2nd digit
+    if value == 0 or 1e-3 <= abs(value) < 1e5:
+        return f"{value:.{max(digits, -last)}f} ± {se:.2g}"
+    lead = math.floor(math.log10(abs(value)))
+    return f"{value:.{max(digits - 1, lead - last)}e} ± {se:.2g}"
+
+
 def align(rows: list[tuple[str, str, str, str]]) -> list[str]:
     """Rows under the header (quantity, value, target, z), padded to common column widths."""
     head = ("quantity", "value", "target", "z")
@@ -147,7 +164,7 @@ def drift_row(c: dict[str, Any]) -> tuple[str, str, str, str]:
     """The drift row: a conservation check (target 0, z) for a conservative flow; for a
     dissipative one (PortHamiltonian with γ > 0) the rate of change, with no target."""
     name = c["quantity"]
-    value = f"{fmt_number(c['slope'])} ± {c['slope_se']:.2g}"
+    value = fmt_estimate(c["slope"], c["slope_se"])
     if not c.get("conservative", True):
         return (f"{name} change d/dt (dissipative)", value, "-", "-")
     z = "-" if not c["slope_se"] > 0 else f"{c['slope'] / c['slope_se']:+.1f}"
@@ -160,7 +177,7 @@ def format_table(summary: dict[str, Any]) -> str:
 
     def est_row(label: str, e: dict[str, Any]) -> None:
         z = "-" if e["z"] is None else f"{e['z']:+.1f}"
-        rows.append((label, f"{_fmt(e['value'])} ± {e['se']:.2g}", _fmt(e["target"]), z))
+        rows.append((label, fmt_estimate(e["value"], e["se"]), _fmt(e["target"]), z))
 
     if "conservation" in summary:
         c = summary["conservation"]
