@@ -225,3 +225,43 @@ def test_study_table_shows_the_deviation():
                           "ess_q": {"min": 100.0}, "rhat_q": {"max": 1.001}})
     row = next(line for line in table.splitlines() if line.startswith("configurational"))
     assert "0.001021 ± 1.1e-05" in row
+
+
+# --- 5. a run that writes no plots removes the plots of an earlier one ------------------------
+
+def test_no_plots_rerun_removes_the_earlier_plots_and_says_so(tmp_path, capsys):
+    """Before: ``dynopt study --no-plots`` into a folder with plots of an earlier run left them
+    next to the new summary.json, which they do not show."""
+    old = [tmp_path / n for n in ("loss.png", "temperatures.png", "energy.png")]
+    for path in old:
+        path.write_bytes(b"old plot")
+    (tmp_path / "notes.png").write_bytes(b"the user's own")
+    assert main(["study", "--model", "mlp", "--steps", "16", "--chains", "2", "--no-plots",
+                 "--out", str(tmp_path)]) == 0
+    assert not any(p.exists() for p in old)
+    assert (tmp_path / "notes.png").read_bytes() == b"the user's own"
+    warning = [ln for ln in capsys.readouterr().err.splitlines() if "removed" in ln]
+    assert warning == ["dynopt study: warning: removed the plots of an earlier run that do not "
+                       f"show this one: {old[2]}, {old[0]}, {old[1]}"]
+
+
+def test_train_without_a_plot_removes_the_earlier_monitor_png(tmp_path, capsys):
+    from dynopt.training import _remove_stale_plot
+
+    (tmp_path / "monitor.png").write_bytes(b"old")
+    _remove_stale_plot(tmp_path)
+    assert not (tmp_path / "monitor.png").exists()
+    assert capsys.readouterr().err.startswith(
+        f"dynopt train: warning: removed {tmp_path / 'monitor.png'} of an earlier run")
+    _remove_stale_plot(tmp_path)  # nothing there: nothing said
+    assert capsys.readouterr().err == ""
+
+
+def test_remove_stale_keeps_what_this_run_wrote(tmp_path):
+    from dynopt._files import remove_stale
+
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).write_bytes(b"x")
+    assert remove_stale(tmp_path, ["a.png", "b.png", "c.png"], keep=[str(tmp_path / "b.png")]
+                        ) == [tmp_path / "a.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.png"]

@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace, traj: Any, out: Path, wall: float, load: float,
             chains: int, steps: int, burn: float, interrupted: BaseException | None) -> int:
     """Analyze, print, and write summary.json (atomically, before the plots) and the plots."""
-    from .study_report import analyze, format_table, make_plots
+    from .study_report import analyze, format_table, make_plots, remove_stale_plots
 
     done = (traj.n_draws - 1) * traj.record_every
     burn_in = min(int(burn * traj.n_draws), traj.n_draws - 4)
@@ -229,6 +229,7 @@ def _report(args: argparse.Namespace, traj: Any, out: Path, wall: float, load: f
     if interrupted is not None:
         summary["plots"] = []
         _write_summary(path, summary)
+        remove_stale_plots(out, [])
         print(format_table(summary))
         print(f"\ndynopt study: interrupted after {done:,} of {steps:,} steps; kept the "
               f"{traj.n_draws} completed records per chain: wrote {path} (no plots)",
@@ -247,6 +248,7 @@ def _report(args: argparse.Namespace, traj: Any, out: Path, wall: float, load: f
                   file=sys.stderr)
             return 130
         _write_summary(path, summary, quiet=True)
+    remove_stale_plots(out, summary.get("plots", []))
     print(f"\nwrote {path}" + ("" if args.no_plots else " and plots"))
     return 0
 

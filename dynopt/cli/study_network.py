@@ -31,7 +31,14 @@ import torch
 
 from .. import diagnostics as dg
 from .._validation import check_int, check_nonnegative, check_positive, check_probability
-from .study_report import align, drift_row, fmt_estimate, json_text
+from .study_report import (
+    NETWORK_PLOTS,
+    align,
+    drift_row,
+    fmt_estimate,
+    json_text,
+    remove_stale_plots,
+)
 from .study_report import fmt_number as _fmt
 
 __all__ = ["MODEL_DEFAULTS", "analyze_network", "run_network"]
@@ -178,6 +185,7 @@ def _run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 130
         write_text_atomic(path, json_text(summary))
+    remove_stale_plots(out, summary.get("plots", []))
     print(f"\nwrote {path}" + ("" if args.no_plots else " and plots"))
     if interrupted:
         print(f"dynopt study: interrupted after {(traj.n_draws - 1) * every:,} of {steps:,} "
@@ -315,8 +323,8 @@ def network_plots(traj: Any, s: dict[str, Any], out: Path, burn_in: int) -> list
                  f"R-hat(loss) = {s['loss']['rhat']:.3f}", fontsize=9)
     FigureCanvasAgg(fig)
     fig.tight_layout()
-    fig.savefig(out / "loss.png", dpi=80)
-    paths.append(str(out / "loss.png"))
+    fig.savefig(out / NETWORK_PLOTS[0], dpi=80)
+    paths.append(str(out / NETWORK_PLOTS[0]))
     fig = Figure(figsize=(7, 3.2))
     ax = fig.add_subplot()
     names = list(s["layers"])
@@ -336,6 +344,6 @@ def network_plots(traj: Any, s: dict[str, Any], out: Path, burn_in: int) -> list
     ax.set_title("per-layer temperatures (after burn-in)", fontsize=9)
     FigureCanvasAgg(fig)
     fig.tight_layout()
-    fig.savefig(out / "temperatures.png", dpi=80)
-    paths.append(str(out / "temperatures.png"))
+    fig.savefig(out / NETWORK_PLOTS[1], dpi=80)
+    paths.append(str(out / NETWORK_PLOTS[1]))
     return paths

@@ -8,6 +8,7 @@ matplotlib's Agg canvas (no GUI backend is touched).
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +215,24 @@ def format_table(summary: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+#: The plots of a potential study and of a network study (``--model``), by file name. A run
+#: removes those of an earlier run into the same ``--out`` that it did not write itself.
+STUDY_PLOTS = ("energy.png", "histogram.png", "autocorrelation.png")
+NETWORK_PLOTS = ("loss.png", "temperatures.png")
+
+
+def remove_stale_plots(out: Path, written: list[str], command: str = "dynopt study") -> None:
+    """Remove the study plots in ``out`` that this run did not write (``--no-plots``, an
+    interrupted run, the other kind of study) and say so on stderr, as for a replaced
+    summary."""
+    from .._files import remove_stale
+
+    removed = remove_stale(out, STUDY_PLOTS + NETWORK_PLOTS, keep=written)
+    if removed:
+        print(f"{command}: warning: removed the plots of an earlier run that do not show this "
+              f"one: {', '.join(map(str, removed))}", file=sys.stderr)
+
+
 def make_plots(traj: Trajectory, summary: dict[str, Any], out: Path, *,
                burn_in: int = 0) -> list[str]:
     """Write energy.png, histogram.png and autocorrelation.png to ``out``; return the paths."""
@@ -253,7 +272,7 @@ def make_plots(traj: Trajectory, summary: dict[str, Any], out: Path, *,
         ax.set_title(f"energy: {summary['integrator']}, h = {traj.h}")
     ax.set_xlabel("t")
     ax.legend(fontsize=7, loc="upper right")
-    save(fig, "energy.png")
+    save(fig, STUDY_PLOTS[0])
     # 2. histogram against the exact density
     q = traj.q[:, burn_in:]
     two = traj.dim >= 2
@@ -279,7 +298,7 @@ def make_plots(traj: Trajectory, summary: dict[str, Any], out: Path, *,
         ax2.set_xlabel("q0")
         ax2.set_ylabel("q1")
         ax2.set_title("2-D histogram, exact contours", fontsize=9)
-    save(fig, "histogram.png")
+    save(fig, STUDY_PLOTS[1])
     # 3. autocorrelation of q
     fig = Figure(figsize=(6, 3.2))
     ax = fig.add_subplot()
@@ -294,7 +313,7 @@ def make_plots(traj: Trajectory, summary: dict[str, Any], out: Path, *,
     ax.set_ylabel("autocorrelation")
     ax.set_title(f"chain-averaged ACF, ESS(q) ≥ {summary['ess_q']['min']:.0f}", fontsize=9)
     ax.legend(fontsize=7)
-    save(fig, "autocorrelation.png")
+    save(fig, STUDY_PLOTS[2])
     return paths
 
 
