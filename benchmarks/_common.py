@@ -10,18 +10,45 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from dynopt.cli import Parser  # noqa: E402
 from dynopt.reproductions.report import markdown_table, update_section  # noqa: E402
 
-__all__ = ["ROOT", "command", "fixed_gradient_params", "machine", "markdown_table", "parse_args",
-           "plain_baoab_double_well", "time_call", "update_section", "write_section"]
+__all__ = ["ROOT", "Parser", "UsageError", "command", "fixed_gradient_params", "machine",
+           "markdown_table", "parse_args", "plain_baoab_double_well", "time_call",
+           "update_section", "usage_error", "write_section"]
+
+
+class UsageError(SystemExit):
+    """A benchmark's refusal of its options: exit status 2 (a user error, as everywhere in
+    dynopt); ``str()`` is the message, which :func:`usage_error` printed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def usage_error(message: str) -> NoReturn:
+    """Print ``PROG: error: MESSAGE`` on stderr (``PROG`` is ``dynopt bench NAME`` under
+    ``dynopt bench``, the script's file name when run directly) and exit with status 2.
+
+    Raises:
+        UsageError: Always.
+    """
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "benchmark"
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise UsageError(message)
 
 
 def parse_args(description: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=description)
+    parser = Parser(description=description)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--update-docs", action="store_true",
                         help="write the table into docs/benchmarks.md")

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _common import command, markdown_table, time_call, write_section
+from _common import Parser, command, markdown_table, time_call, write_section
 from torch import nn
 from torch.nn import functional
 
@@ -78,7 +78,7 @@ def interleaved_times(makes: list[Callable[[nn.Module], torch.optim.Optimizer]],
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--update-docs", action="store_true",
                         help="write the table into docs/benchmarks.md")

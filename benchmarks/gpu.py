@@ -34,7 +34,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import ROOT, command, markdown_table, plain_baoab_double_well, update_section
+from _common import (
+    ROOT,
+    Parser,
+    command,
+    markdown_table,
+    plain_baoab_double_well,
+    update_section,
+    usage_error,
+)
 
 SIZES = {  # chains, integrate steps, parameter tensors, elements per tensor
     "full": {"chains": 1_000_000, "steps": 1000, "tensors": 20, "numel": 5_000_000},
@@ -44,7 +52,7 @@ H, GAMMA, TAU = 0.05, 1.0, 0.25
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None,
                         help="torch device (default: cuda; without CUDA the benchmark is "
                              "skipped unless a device is given)")
@@ -205,13 +213,13 @@ def report_command(header: str) -> str:
     never ``--quick``. A report from another size or from ``--quick`` was named as the full run.
 
     Raises:
-        SystemExit: If the header names no size.
+        UsageError: If the header names no size (a SystemExit with status 2).
     """
     import re
 
     m = re.search(r"\bsize (\w+)( \(quick\))?:", header)
     if not m or m.group(1) not in SIZES:
-        raise SystemExit(f"the report's first line names no size ({header!r}); docs not updated")
+        usage_error(f"the report's first line names no size ({header!r}); docs not updated")
     size, quick = m.group(1), bool(m.group(2))
     run = f"benchmarks/gpu.py --device cuda --size {size}" + (" --quick" if quick else "")
     if quick:
@@ -229,11 +237,14 @@ def _docs_section(report: str, cmd: str) -> None:
 def main() -> None:
     args = parse_args()
     if args.from_report:
-        report = Path(args.from_report).read_text()
-        if "device cuda" not in report.splitlines()[0]:
-            raise SystemExit(f"{args.from_report} is not a CUDA run; docs not updated")
         if not args.update_docs:
-            raise SystemExit("--from-report needs --update-docs")
+            usage_error("--from-report needs --update-docs")
+        try:
+            report = Path(args.from_report).read_text()
+        except OSError as err:
+            usage_error(f"--from-report {args.from_report}: {err.strerror or err}")
+        if not report.strip() or "device cuda" not in report.splitlines()[0]:
+            usage_error(f"--from-report {args.from_report} is not a CUDA run; docs not updated")
         _docs_section(report, report_command(report.splitlines()[0]))
         return
     import torch
@@ -245,8 +256,8 @@ def main() -> None:
     args.device = args.device or "cuda"
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {args.device}: CUDA is not available (use --device cpu "
-                         "--size small for a CPU check)")
+        usage_error(f"--device {args.device}: CUDA is not available (use --device cpu "
+                    "--size small for a CPU check)")
     size = SIZES[args.size]
     repeats = 3 if args.quick or args.size == "small" else 5
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"

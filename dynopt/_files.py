@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["json_text", "prepare_output_dir", "write_text_atomic"]
+__all__ = ["json_text", "prepare_output_dir", "remove_stale", "write_text_atomic"]
 
 
 def prepare_output_dir(path: str | os.PathLike[str], name: str = "out", *,
@@ -68,6 +68,20 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> bool:
             os.unlink(tmp)
         raise
     return existed
+
+
+def remove_stale(folder: str | os.PathLike[str], names: Any, keep: Any = ()) -> list[Path]:
+    """Remove the files ``names`` from ``folder`` except those in ``keep`` (paths this run
+    wrote): the plots of an earlier run into the same folder, which would otherwise sit next to
+    a new summary that they do not show (a ``--no-plots`` rerun). Returns the removed paths."""
+    kept = {Path(k).name for k in keep}
+    removed = []
+    for name in names:
+        path = Path(folder) / name
+        if name not in kept and path.is_file():
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 def json_text(summary: dict[str, Any], default: Any = str, indent: int | None = 2) -> str:

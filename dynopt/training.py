@@ -266,6 +266,7 @@ def _run_monitored(args: Any, model: nn.Module, opt: torch.optim.Optimizer, spli
         kept = {**evaluated[0].as_dict(), "seconds": time.perf_counter() - started,
                 "interrupted": True, "monitor": _monitor_record(mon.trajectory())}
         write_text_atomic(path, json_text(kept, indent=None))
+        _remove_stale_plot(out / name)
         print(f"dynopt train: interrupted after epoch {evaluated[0].epoch[-1]} of {epochs}; "
               f"kept the metrics evaluated so far in {path}", file=sys.stderr)
         return 130
@@ -277,8 +278,22 @@ def _run_monitored(args: Any, model: nn.Module, opt: torch.optim.Optimizer, spli
         print(f"dynopt train: warning: replaced the existing {path}", file=sys.stderr)
     if not getattr(args, "no_plots", False):
         print(f"wrote {make_plots(traj, out / name, name, tau)}")
+    else:
+        _remove_stale_plot(out / name)
     print(f"wrote {path} ({hist.seconds:.1f} s)")
     return 0
+
+
+def _remove_stale_plot(folder: Any) -> None:
+    """Remove ``monitor.png`` of an earlier run (this one writes none: ``--no-plots`` or
+    Ctrl-C), which would sit next to a JSON record that it does not show, and say so."""
+    import sys
+
+    from ._files import remove_stale
+
+    for path in remove_stale(folder, ["monitor.png"]):
+        print(f"dynopt train: warning: removed {path} of an earlier run (this run writes no "
+              "plot)", file=sys.stderr)
 
 
 def _monitor_record(traj: Any) -> dict[str, Any]:

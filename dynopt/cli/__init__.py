@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "Parser", "count", "main"]
 
 COMMANDS: dict[str, str] = {
     "study": "dynopt.cli.study",
@@ -25,15 +25,39 @@ COMMANDS: dict[str, str] = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line usage errors (exit status 2, as for every user error)."""
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit status 2, as for every user error); also the
+    parser of the benchmark scripts that ``dynopt bench`` runs."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+
+def count(text: str) -> int:
+    """The ``type`` of every integer option: an integer, also written in scientific notation
+    (``1e3``, ``3e9``); a fraction (``1.5``), ``inf`` or ``nan`` is refused, and argparse
+    names the option and the value (``argument --seed: invalid integer '1.5' (not a whole
+    number)``)."""
+    import math
+
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r} (not finite)")
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r} (not a whole number)")
+    return int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="dynopt",
         description="Neural-network training as continuous-time dynamics.",
     )

@@ -1,10 +1,16 @@
-"""``dynopt bench [NAME]``: run the side-by-side benchmarks in ``benchmarks/``."""
+"""``dynopt bench [NAME]``: run the side-by-side benchmarks in ``benchmarks/``.
+
+A script runs as ``dynopt bench NAME`` (its usage and error lines name that command). Its user
+errors are one line on stderr with exit status 2, as for every dynopt command: its argparse
+errors, its own refusals (``SystemExit("...")`` or ``_common.usage_error``) and a file it
+cannot read or write (``--from-report missing.md``), instead of a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
-import runpy
 import sys
+import types
 from pathlib import Path
 
 HELP = "Run the benchmarks in benchmarks/ (needs a source checkout)."
@@ -52,11 +58,36 @@ def run(args: argparse.Namespace) -> int:
             return 2
         argv = [name] + (["--quick"] if args.quick else []) + (
             ["--update-docs"] if args.update_docs else []) + list(args.script_args or [])
-        old_argv, old_path = sys.argv, list(sys.path)
-        sys.argv = argv
-        sys.path.insert(0, str(benchmarks_dir()))  # the scripts import their _common helpers
-        try:
-            runpy.run_path(str(benchmarks_dir() / f"{name}.py"), run_name="__main__")
-        finally:
-            sys.argv, sys.path[:] = old_argv, old_path
+        status = _run_script(name, argv[1:])
+        if status:
+            return status
+    return 0
+
+
+def _run_script(name: str, argv: list[str]) -> int:
+    """Run ``benchmarks/NAME.py`` as ``dynopt bench NAME`` with ``argv``; its exit status."""
+    prog = f"dynopt bench {name}"
+    path = benchmarks_dir() / f"{name}.py"
+    # runpy.run_path would set sys.argv[0] to the file, and argparse read "usage: NAME.py"
+    module = types.ModuleType("__main__")
+    module.__file__ = str(path)
+    old_argv, old_path, old_main = sys.argv, list(sys.path), sys.modules.get("__main__")
+    sys.argv = [prog, *argv]  # argparse's prog (usage: dynopt bench NAME ...)
+    sys.path.insert(0, str(benchmarks_dir()))  # the scripts import their _common helpers
+    sys.modules["__main__"] = module
+    try:
+        exec(compile(path.read_bytes(), str(path), "exec"), module.__dict__)
+    except SystemExit as done:
+        if done.code is None or isinstance(done.code, int):
+            return done.code or 0  # argparse and usage_error printed their one line
+        print(f"{prog}: error: {done.code}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        what = f"{err.strerror}: {err.filename}" if err.filename and err.strerror else str(err)
+        print(f"{prog}: error: {what}", file=sys.stderr)
+        return 2
+    finally:
+        sys.argv, sys.path[:] = old_argv, old_path
+        if old_main is not None:
+            sys.modules["__main__"] = old_main
     return 0

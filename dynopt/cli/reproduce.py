@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from ..reproductions import REGISTRY
+from . import count
 
 HELP = "Reproduce a paper's result: " + ", ".join(REGISTRY) + "."
 
@@ -16,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="dynopt-out", help="output folder for tables and plots")
     parser.add_argument("--quick", action="store_true",
                         help="a reduced run (fewer seeds/epochs) that finishes in minutes")
-    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the "
+    parser.add_argument("--seeds", type=count, default=None, help="number of seeds (default: the "
                         "reproduction's own)")
     parser.add_argument("--update-docs", action="store_true",
                         help="write the measured table into docs/reproductions.md")

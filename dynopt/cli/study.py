@@ -29,6 +29,7 @@ from .._validation import (
 )
 from ..backends import NO_JIT_REASON, numba_jit_disabled
 from ..stepping import NOISES
+from . import count
 from .study_registry import POTENTIALS, SYSTEMS, build_system, check_scheme
 
 HELP = ("Integrate a system on a test potential (or, with --model, replicas of a network on "
@@ -51,21 +52,6 @@ class _DefaultStr(str):
     is_default = True
 
 
-def count(text: str) -> int:
-    """An integer count; scientific notation of an integer (``3e9``) is accepted."""
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
-    if not value.is_integer():
-        raise argparse.ArgumentTypeError(f"invalid integer {text!r} (not a whole number)")
-    return int(value)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--system", default="langevin", choices=sorted(SYSTEMS),
                         help="; ".join(f"{k}: {v.help}" for k, v in SYSTEMS.items()))
@@ -73,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dims: dict[int, list[str]] = {}
     for name, entry in POTENTIALS.items():
         dims.setdefault(entry.default_dim, []).append(name)
-    parser.add_argument("--dim", type=int, default=None,
+    parser.add_argument("--dim", type=count, default=None,
                         help="number of coordinates (default: " + "; ".join(
                             f"{d} for {', '.join(names)}" for d, names in sorted(dims.items()))
                         + ")")
@@ -93,10 +79,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gamma", type=float, default=_Default(1.0),
                         help="friction (Langevin), time scale (overdamped), target ⟨ξ⟩ "
                              "(adaptive Langevin) or 1/thermostat period (Nosé–Hoover)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
+    parser.add_argument("--seed", type=count, default=0, help="seed of the noise (default: 0)")
     parser.add_argument("--backend", default=_DefaultStr("numba"), choices=["numba", "torch"],
                         help="numba (CPU kernels, default) or torch (CPU/GPU)")
-    parser.add_argument("--record-every", type=int, default=None,
+    parser.add_argument("--record-every", type=count, default=None,
                         help="steps between records (default: ceil(steps/20000); with --model: "
                              "max(1, steps // 200))")
     parser.add_argument("--noise", default="gaussian", choices=list(NOISES),
@@ -115,7 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--model data set")
     parser.add_argument("--weight-decay", type=float, default=_Default(1e-3),
                         help="--model: Gaussian prior λ|θ|²/2 added to the mean loss")
-    parser.add_argument("--threads", type=int, default=_DefaultInt(1),
+    parser.add_argument("--threads", type=count, default=_DefaultInt(1),
                         help="--model: torch intra-op threads during the run")
 
 
@@ -228,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace, traj: Any, out: Path, wall: float, load: float,
             chains: int, steps: int, burn: float, interrupted: BaseException | None) -> int:
     """Analyze, print, and write summary.json (atomically, before the plots) and the plots."""
-    from .study_report import analyze, format_table, make_plots
+    from .study_report import analyze, format_table, make_plots, remove_stale_plots
 
     done = (traj.n_draws - 1) * traj.record_every
     burn_in = min(int(burn * traj.n_draws), traj.n_draws - 4)
@@ -243,6 +229,7 @@ def _report(args: argparse.Namespace, traj: Any, out: Path, wall: float, load: f
     if interrupted is not None:
         summary["plots"] = []
         _write_summary(path, summary)
+        remove_stale_plots(out, [])
         print(format_table(summary))
         print(f"\ndynopt study: interrupted after {done:,} of {steps:,} steps; kept the "
               f"{traj.n_draws} completed records per chain: wrote {path} (no plots)",
@@ -261,6 +248,7 @@ def _report(args: argparse.Namespace, traj: Any, out: Path, wall: float, load: f
                   file=sys.stderr)
             return 130
         _write_summary(path, summary, quiet=True)
+    remove_stale_plots(out, summary.get("plots", []))
     print(f"\nwrote {path}" + ("" if args.no_plots else " and plots"))
     return 0
 

@@ -31,7 +31,14 @@ import torch
 
 from .. import diagnostics as dg
 from .._validation import check_int, check_nonnegative, check_positive, check_probability
-from .study_report import align, drift_row, json_text
+from .study_report import (
+    NETWORK_PLOTS,
+    align,
+    drift_row,
+    fmt_estimate,
+    json_text,
+    remove_stale_plots,
+)
 from .study_report import fmt_number as _fmt
 
 __all__ = ["MODEL_DEFAULTS", "analyze_network", "run_network"]
@@ -178,6 +185,7 @@ def _run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 130
         write_text_atomic(path, json_text(summary))
+    remove_stale_plots(out, summary.get("plots", []))
     print(f"\nwrote {path}" + ("" if args.no_plots else " and plots"))
     if interrupted:
         print(f"dynopt study: interrupted after {(traj.n_draws - 1) * every:,} of {steps:,} "
@@ -262,7 +270,7 @@ def format_network_table(s: dict[str, Any]) -> str:
         if e is None:
             return
         z = "-" if e["z"] is None else f"{e['z']:+.1f}"
-        rows.append((label, f"{_fmt(e['value'])} ± {e['se']:.2g}", _fmt(e["target"]), z))
+        rows.append((label, fmt_estimate(e["value"], e["se"]), _fmt(e["target"]), z))
 
     if "conservation" in s:
         c = s["conservation"]
@@ -286,11 +294,12 @@ def format_network_table(s: dict[str, Any]) -> str:
         rows.append(("λ_max at the end (max over replicas)", "-", "interrupted: no final θ",
                      "-"))
     elif cv["limit"] is None:
-        rows.append(("λ_max at the end (max over replicas)", _fmt(lam), "no linear limit", "-"))
-    else:
+        rows.append(("λ_max at the end (max over replicas)", f"{lam:.4g}", "no linear limit",
+                     "-"))
+    else:  # λ_max and the limit 4/h² (or the like) to 4 significant digits, as the ratio
         verdict = " UNSTABLE" if cv["ratio_max"] >= 1 else ""
-        rows.append(("λ_max at the end (max over replicas)", _fmt(lam),
-                     f"< {_fmt(cv['limit'])} (limit)", f"ratio {cv['ratio_max']:.3g}{verdict}"))
+        rows.append(("λ_max at the end (max over replicas)", f"{lam:.4g}",
+                     f"< {cv['limit']:.4g} (limit)", f"ratio {cv['ratio_max']:.3g}{verdict}"))
     out = align(rows)
     out.append("T_kin = 2<K_L>/n_L, T_conf = <|∇_L U|²>/<Δ_L U> (Hutchinson); z = (value − "
                "target)/SE with batch-means SEs, discretization bias not included.")
@@ -314,8 +323,8 @@ def network_plots(traj: Any, s: dict[str, Any], out: Path, burn_in: int) -> list
                  f"R-hat(loss) = {s['loss']['rhat']:.3f}", fontsize=9)
     FigureCanvasAgg(fig)
     fig.tight_layout()
-    fig.savefig(out / "loss.png", dpi=80)
-    paths.append(str(out / "loss.png"))
+    fig.savefig(out / NETWORK_PLOTS[0], dpi=80)
+    paths.append(str(out / NETWORK_PLOTS[0]))
     fig = Figure(figsize=(7, 3.2))
     ax = fig.add_subplot()
     names = list(s["layers"])
@@ -335,6 +344,6 @@ def network_plots(traj: Any, s: dict[str, Any], out: Path, burn_in: int) -> list
     ax.set_title("per-layer temperatures (after burn-in)", fontsize=9)
     FigureCanvasAgg(fig)
     fig.tight_layout()
-    fig.savefig(out / "temperatures.png", dpi=80)
-    paths.append(str(out / "temperatures.png"))
+    fig.savefig(out / NETWORK_PLOTS[1], dpi=80)
+    paths.append(str(out / NETWORK_PLOTS[1]))
     return paths

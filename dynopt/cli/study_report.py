@@ -8,6 +8,7 @@ matplotlib's Agg canvas (no GUI backend is touched).
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,23 @@ def fmt_number(x: float | None, digits: int = 4) -> str:
 _fmt = fmt_number
 
 
+def fmt_estimate(value: float | None, se: float | None, digits: int = 4) -> str:
+    """``value ± SE``, the SE to 2 significant digits and the value to the SE's second
+    significant digit (at least ``digits`` decimals, as :func:`fmt_number`), so the deviation
+    that the z-score reports shows in the value: ``0.001021 ± 1.1e-05``, not
+    ``0.0010 ± 1.1e-05``. Scientific values get as many mantissa digits:
+    ``2.50123e-05 ± 1.1e-09``."""
+    if value is None:
+        return "-"
+    if se is None or not math.isfinite(se) or se <= 0 or not math.isfinite(value):
+        return f"{fmt_number(value, digits)} ± {'-' if se is None else f'{se:.2g}'}"
+    last = math.floor(math.log10(float(f"{se:.2g}"))) - 1  # decimal exponent of SE's 2nd digit
+    if value == 0 or 1e-3 <= abs(value) < 1e5:
+        return f"{value:.{max(digits, -last)}f} ± {se:.2g}"
+    lead = math.floor(math.log10(abs(value)))
+    return f"{value:.{max(digits - 1, lead - last)}e} ± {se:.2g}"
+
+
 def align(rows: list[tuple[str, str, str, str]]) -> list[str]:
     """Rows under the header (quantity, value, target, z), padded to common column widths."""
     head = ("quantity", "value", "target", "z")
@@ -147,7 +165,7 @@ def drift_row(c: dict[str, Any]) -> tuple[str, str, str, str]:
     """The drift row: a conservation check (target 0, z) for a conservative flow; for a
     dissipative one (PortHamiltonian with γ > 0) the rate of change, with no target."""
     name = c["quantity"]
-    value = f"{fmt_number(c['slope'])} ± {c['slope_se']:.2g}"
+    value = fmt_estimate(c["slope"], c["slope_se"])
     if not c.get("conservative", True):
         return (f"{name} change d/dt (dissipative)", value, "-", "-")
     z = "-" if not c["slope_se"] > 0 else f"{c['slope'] / c['slope_se']:+.1f}"
@@ -160,7 +178,7 @@ def format_table(summary: dict[str, Any]) -> str:
 
     def est_row(label: str, e: dict[str, Any]) -> None:
         z = "-" if e["z"] is None else f"{e['z']:+.1f}"
-        rows.append((label, f"{_fmt(e['value'])} ± {e['se']:.2g}", _fmt(e["target"]), z))
+        rows.append((label, fmt_estimate(e["value"], e["se"]), _fmt(e["target"]), z))
 
     if "conservation" in summary:
         c = summary["conservation"]
@@ -195,6 +213,24 @@ def format_table(summary: dict[str, Any]) -> str:
                "included\n(e.g. BAOAB's integer-step kinetic temperature is low by O(h²): "
                "τ·h²ω²/4 on a harmonic mode).")
     return "\n".join(out)
+
+
+#: The plots of a potential study and of a network study (``--model``), by file name. A run
+#: removes those of an earlier run into the same ``--out`` that it did not write itself.
+STUDY_PLOTS = ("energy.png", "histogram.png", "autocorrelation.png")
+NETWORK_PLOTS = ("loss.png", "temperatures.png")
+
+
+def remove_stale_plots(out: Path, written: list[str], command: str = "dynopt study") -> None:
+    """Remove the study plots in ``out`` that this run did not write (``--no-plots``, an
+    interrupted run, the other kind of study) and say so on stderr, as for a replaced
+    summary."""
+    from .._files import remove_stale
+
+    removed = remove_stale(out, STUDY_PLOTS + NETWORK_PLOTS, keep=written)
+    if removed:
+        print(f"{command}: warning: removed the plots of an earlier run that do not show this "
+              f"one: {', '.join(map(str, removed))}", file=sys.stderr)
 
 
 def make_plots(traj: Trajectory, summary: dict[str, Any], out: Path, *,
@@ -236,7 +272,7 @@ def make_plots(traj: Trajectory, summary: dict[str, Any], out: Path, *,
         ax.set_title(f"energy: {summary['integrator']}, h = {traj.h}")
     ax.set_xlabel("t")
     ax.legend(fontsize=7, loc="upper right")
-    save(fig, "energy.png")
+    save(fig, STUDY_PLOTS[0])
     # 2. histogram against the exact density
     q = traj.q[:, burn_in:]
     two = traj.dim >= 2
@@ -262,7 +298,7 @@ def make_plots(traj: Trajectory, summary: dict[str, Any], out: Path, *,
         ax2.set_xlabel("q0")
         ax2.set_ylabel("q1")
         ax2.set_title("2-D histogram, exact contours", fontsize=9)
-    save(fig, "histogram.png")
+    save(fig, STUDY_PLOTS[1])
     # 3. autocorrelation of q
     fig = Figure(figsize=(6, 3.2))
     ax = fig.add_subplot()
@@ -277,7 +313,7 @@ def make_plots(traj: Trajectory, summary: dict[str, Any], out: Path, *,
     ax.set_ylabel("autocorrelation")
     ax.set_title(f"chain-averaged ACF, ESS(q) ≥ {summary['ess_q']['min']:.0f}", fontsize=9)
     ax.legend(fontsize=7)
-    save(fig, "autocorrelation.png")
+    save(fig, STUDY_PLOTS[2])
     return paths
 
 

@@ -349,10 +349,12 @@ Plots: `<out>/adlala/spirals_test_accuracy.png` and `<out>/adlala/h_sweep.png`.
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m dynopt.reproductions.adlala [--quick] [--seeds N] [--out DIR]``."""
-    p = argparse.ArgumentParser(description=DESCRIPTION)
+    from ..cli import Parser, count
+
+    p = Parser(description=DESCRIPTION)
     p.add_argument("--out", default="dynopt-out")
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--seeds", type=int, default=None)
+    p.add_argument("--seeds", type=count, default=None)
     p.add_argument("--update-docs", action="store_true")
     return run(p.parse_args(argv))
 

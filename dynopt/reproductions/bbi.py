@@ -29,7 +29,15 @@ from typing import Any
 import numpy as np
 
 from .._files import json_text
-from .report import command, docs_path, duration, markdown_table, seed_count, update_section
+from .report import (
+    command,
+    docs_path,
+    duration,
+    markdown_table,
+    seed_count,
+    update_section,
+    write_results,
+)
 
 DESCRIPTION = ("BBI (De Luca & Silverstein 2022): Ackley robustness, Zakharov, two-basin ratio, "
                "energy study; BBI/ECDSep vs SGD on digits")
@@ -269,10 +277,10 @@ def run(args: argparse.Namespace) -> int:
     res["digits"] = digits(seeds, 10 if quick else 50)
     print("digits", {k: v["test_acc"] for k, v in res["digits"].items()}, flush=True)
     res["seconds"] = time.perf_counter() - t0
-    (out / "bbi.json").write_text(json_text(res, default=float, indent=1))
     body = report(res, command("bbi", args), quick)
+    write_results("bbi", {out / "bbi.json": json_text(res, default=float, indent=1),
+                          out / "bbi.md": body + "\n"})
     print(body)
-    (out / "bbi.md").write_text(body + "\n")
     if args.update_docs:
         update_section(docs_path(), "bbi", body)
     return 0

@@ -46,6 +46,7 @@ from .report import (
     markdown_table,
     seed_count,
     update_section,
+    write_results,
 )
 
 DESCRIPTION = ("goal-triggered braking (Burghoff et al. 2023): heavy ball with an EMA-loss goal "
@@ -169,19 +170,32 @@ def run(args: argparse.Namespace) -> int:
     results: dict[str, list[dict[str, Any]]] = {}
     for name, spec in variants(QUICK_GOALS if quick else GOALS).items():
         results[name] = [train_one(spec, s, epochs, n_train) for s in range(seeds)]
-        print(name, [round(r["final"], 4) for r in results[name]],
-              [r["epochs_to_target"] for r in results[name]],
-              [None if r["brake_epoch"] is None else round(r["brake_epoch"], 2)
-               for r in results[name]], flush=True)
+        print(progress_line(name, results[name]), flush=True)
     seconds = time.perf_counter() - t0
-    (out / "braking.json").write_text(json_text(results, default=None, indent=None))
-    _plot(results, out)
     body = report(results, seeds, epochs, n_train, seconds, command("braking", args))
+    write_results("braking", {out / "braking.json": json_text(results, default=None, indent=None),
+                              out / "braking.md": as_run(body, args.update_docs) + "\n"})
+    _plot(results, out)
     print(as_run(body, args.update_docs))
-    (out / "braking.md").write_text(as_run(body, args.update_docs) + "\n")
     if args.update_docs:
         update_section(docs_path(), "braking", body)
     return 0
+
+
+def progress_line(name: str, runs: list[dict[str, Any]]) -> str:
+    """One variant's runs as the progress output prints them, each list per seed:
+    ``NAME: final test acc % [73.12, 74.01]; epochs to 76% test acc [never, 5]; braking epoch
+    [1.53, 1.61]`` (the last only for a variant with a goal)."""
+
+    def per_seed(values: list[Any], digits: int) -> str:
+        return "[" + ", ".join("never" if v is None else f"{v:.{digits}f}" for v in values) + "]"
+
+    line = (f"{name}: final test acc % {per_seed([100 * r['final'] for r in runs], 2)}; "
+            f"epochs to {100 * TARGET:.0f}% test acc "
+            f"{per_seed([r['epochs_to_target'] for r in runs], 0)}")
+    if "brake at" in name:
+        line += f"; braking epoch {per_seed([r['brake_epoch'] for r in runs], 2)}"
+    return line
 
 
 def report(results: dict[str, list[dict[str, Any]]], seeds: int, epochs: int, n_train: int,

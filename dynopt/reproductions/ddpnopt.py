@@ -43,6 +43,7 @@ from .report import (
     markdown_table,
     seed_count,
     update_section,
+    write_results,
 )
 
 DESCRIPTION = ("DDPNOpt vs its base optimizers (per-epoch paired differences over an lr sweep on "
@@ -437,7 +438,7 @@ def run(args: Any) -> int:
     seconds = time.perf_counter() - t0
     out = Path(args.out) / "ddpnopt"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json_text(log, default=None, indent=None))
+    write_results("ddpnopt", {out / "results.json": json_text(log, default=None, indent=None)})
     _plot(log, out)
     cmd = command("ddpnopt", args)
     ep = {d: v[2 if quick else 1] for d, v in DATASETS.items()}

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["as_run", "docs_path", "duration", "markdown_table", "repo_root", "seed_count",
-           "update_section"]
+           "update_section", "write_results"]
 
 #: A table cell that is not a number: never written into the docs.
 _NOT_A_NUMBER = re.compile(r"(?<![\w.])[-+]?(nan|inf)(?![\w.])", re.IGNORECASE)
@@ -103,6 +103,28 @@ def update_section(path: str | Path, name: str, body: str) -> Path:
         text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
     write_text_atomic(path, text)
     return path
+
+
+def write_results(name: str, files: dict[Path, str]) -> list[Path]:
+    """Write a reproduction's result files (path → text), each atomically.
+
+    A rerun with the same ``--out`` replaces the results of the earlier one; as ``dynopt study``
+    does for its summary, that is said on stderr, in one line:
+    ``dynopt reproduce NAME: warning: replaced the existing OUT/NAME/x.json, ...``. (Only adlala
+    caches its runs and continues from them: its rerun does not replace results.)
+
+    Returns:
+        The paths that replaced an existing file.
+    """
+    import sys
+
+    from .._files import write_text_atomic
+
+    replaced = [Path(path) for path, text in files.items() if write_text_atomic(path, text)]
+    if replaced:
+        print(f"dynopt reproduce {name}: warning: replaced the existing "
+              f"{', '.join(map(str, replaced))}", file=sys.stderr)
+    return replaced
 
 
 def as_run(body: str, update_docs: bool) -> str:

@@ -58,6 +58,7 @@ from .report import (
     markdown_table,
     seed_count,
     update_section,
+    write_results,
 )
 
 DESCRIPTION = "surfing vs GD / Adam / random restarts on the final network (random ReLU, VAE)"
@@ -275,7 +276,7 @@ def run(args: Any) -> int:
     table = markdown_table(["setting", *methods], rows)
     out = Path(args.out) / "surfing"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json_text(pooled, default=None, indent=None))
+    write_results("surfing", {out / "results.json": json_text(pooled, default=None, indent=None)})
     _plot(pooled, out / "residual_cdf.png")
     cmd = command("surfing", args)
     body = (f"Measured with `{cmd} --update-docs` ({n_seeds} seed(s), {n_total} targets per "
