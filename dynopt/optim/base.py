@@ -328,6 +328,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
     #: keys set later (:meth:`_refuse_keys_set_later`) then covers the optimizer-wide ones only.
     _checks_late_foreign_keys: ClassVar[bool] = False
 
+    @torch.compiler.disable  # host check of dict keys; dynamo failed tracing it (IndexError)
     def _refuse_keys_set_later(self) -> None:
         """A key put into a param group after construction (by hand, a scheduler or a callback)
         is checked as construction checks it: a setting of the whole optimizer (``seed``,
