@@ -42,3 +42,32 @@ def test_compiled_eventful_step_matches_eager_with_the_check_of_keys_set_later(l
     with pytest.raises(ValueError, match="'betas'.*set after construction"):
         step()
     assert all(torch.equal(p, q) for p, q in zip(m2.parameters(), before, strict=True))
+
+
+def test_an_optimizer_wide_key_changed_after_construction_is_refused():
+    """A param group may repeat the constructor's value of an optimizer-wide key (ZeRO-style
+    wrappers do); the check of keys set later cached groups by their key names only, so such a
+    value changed between steps (``group["nu"] = 0.5`` on ECDSep) ran silently with the
+    optimizer's ``nu``. It is now refused, naming the key and the value."""
+    from dynopt.optim import ECDSep
+
+    torch.manual_seed(0)
+    m = torch.nn.Linear(3, 1)
+    opt = ECDSep([{"params": m.parameters(), "nu": 0.0}], lr=0.01, nu=0.0, seed=0)
+    x = torch.randn(4, 3)
+
+    def closure():
+        m.zero_grad()
+        loss = m(x).pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    opt.step(closure)  # the same value: still accepted
+    opt.param_groups[0]["nu"] = 0.5
+    before = [p.detach().clone() for p in m.parameters()]
+    with pytest.raises(ValueError, match=r"'nu' is a setting of the whole ECDSep.*sets it to "
+                                         r"0\.5.*set after construction"):
+        opt.step(closure)
+    assert all(torch.equal(p, q) for p, q in zip(m.parameters(), before, strict=True))
+    assert opt.step_count == 2
