@@ -204,6 +204,12 @@ def _same_setting(a: Any, b: Any) -> bool:
         return False
 
 
+def _sig_value(v: Any) -> Any:
+    """``v`` where it is a plain hashable value, else its identity (a key of
+    :meth:`DynamicsOptimizer._refuse_keys_set_later`'s cache)."""
+    return v if type(v) in (int, float, bool, str, type(None)) else id(v)
+
+
 def _refuse_hypergradient(group: dict[str, Any], name: str, value: Tensor, where: str) -> None:
     """Under ``differentiable=True`` torch's optimizers pass gradients on to a hyperparameter
     tensor that requires them (``torch.optim.SGD``'s ``lr``); dynopt's steps read
@@ -328,16 +334,21 @@ class DynamicsOptimizer(torch.optim.Optimizer):
     #: keys set later (:meth:`_refuse_keys_set_later`) then covers the optimizer-wide ones only.
     _checks_late_foreign_keys: ClassVar[bool] = False
 
+    @torch.compiler.disable  # host check of dict keys; dynamo failed tracing it (IndexError)
     def _refuse_keys_set_later(self) -> None:
         """A key put into a param group after construction (by hand, a scheduler or a callback)
         is checked as construction checks it: a setting of the whole optimizer (``seed``,
         ``nu`` of ECDSep, ``v0`` of BBI) or another optimizer's hyperparameter (``betas``,
         ``momentum``, ``temperature``) raises a ValueError naming it and its value instead of
-        going silently unused. Cheap: a group is checked only when its key set is one not seen
-        before (the first step, then after a key is added)."""
+        going silently unused. Cheap: a group is checked only when its key set (with the values
+        of the optimizer-wide keys it holds) is one not seen before (the first step, then after
+        a key is added or such a value changed)."""
         seen: set[tuple[Any, ...]] = self.__dict__.setdefault("_group_keys_seen", set())
+        wide = (*OPTIMIZER_WIDE_KEYS, *self.system_keys)
         for index, group in enumerate(self.param_groups):
-            sig = tuple(group)
+            # a wide key repeating the constructor's value is allowed, so its value is part of
+            # the signature: changed later (group["nu"] = 0.5), it is checked again
+            sig = (tuple(group), tuple((k, _sig_value(group[k])) for k in wide if k in group))
             if sig in seen:
                 continue
             try:
