@@ -46,14 +46,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .._validation import check_int
-    from ..backends import NO_JIT_REASON, numba_jit_disabled
     from ..training import train_from_cli
 
-    if numba_jit_disabled():  # every optimizer step on CPU tensors runs a numba kernel
-        print(f"dynopt train: error: dynopt's optimizers cannot run with NUMBA_DISABLE_JIT=1: "
-              f"their CPU steps run numba kernels ({NO_JIT_REASON}); unset NUMBA_DISABLE_JIT",
-              file=sys.stderr)
-        return 2
     threads = torch.get_num_threads()
     try:
         want = check_int("--threads", getattr(args, "threads", 1), minimum=1)

@@ -79,9 +79,9 @@ def numba_jit_enabled() -> bool:
     form. The optimizers then take their torch paths (the finite scan and the snapshot copy
     give the same results; the default path is foreach instead of fused), and ``fused=True``
     is refused by :func:`choose_path`."""
-    import numba
+    from ..backends import numba_jit_disabled  # the one reading of the setting
 
-    return not numba.config.DISABLE_JIT
+    return not numba_jit_disabled()
 
 
 def _fusable(tensors: Sequence[Tensor]) -> bool:
