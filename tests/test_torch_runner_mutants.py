@@ -7,13 +7,17 @@ optim.bbi)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 import dynopt
 from dynopt import potentials as P
 from dynopt import stepping, systems
+from dynopt.backends.torch import energy_ops
 from dynopt.integrators import EulerMaruyama, LeimkuhlerMatthews
 from dynopt.optim import BBI
+from dynopt.optim.bbi import scalar_like
+from dynopt.program import BBI_EXTRAS
 from dynopt.systems import BornInfeld
 
 F32 = torch.float32
@@ -88,3 +92,57 @@ def test_float32_bbi_reads_v_as_the_float64_difference_near_the_floor():
         path.append(th.double().clone())
     # not bit for bit: integrate's float32 state stores E₀ in float32 (the optimizer: float64)
     np.testing.assert_allclose(tr.q[0, 1:], torch.stack(path).numpy(), rtol=0, atol=1e-7)
+
+
+# --- 3. float32 momenta: each factor rounded to float32 first, as the optimizer does -----------
+
+# E₀ = U(θ₀) + δE = 2 exactly in float32, so integrate's float32 extras hold the optimizer's
+# float64 values; then the two must agree bit for bit, projections and bounces included
+ANISO = P.Custom(2, value=lambda q: 0.5 * (q * q * torch.tensor([1.0, 3.0], dtype=q.dtype)).sum(-1),
+                 grad=lambda q: q * torch.tensor([1.0, 3.0], dtype=q.dtype))
+ANISO_Q0 = [1.0, 0.5773502691896258]
+
+
+@pytest.mark.parametrize("t0", [20, 10**9], ids=["bounces", "no-bounces"])
+def test_float32_bbi_integrate_equals_the_reference_optimizer_bit_for_bit(t0):
+    """300 float32 steps of integrate(backend="torch") and of BBI(foreach=False, fused=False)
+    on one tensor: equal bit for bit, with 4 bounces or none. Catches: the projection factor r
+    applied in float64 (p·r rounded once instead of p·fl32(r): the survived mutant; 4e-8 off
+    from step 13), the bounce factor √(|p|²/|u|²) applied in float64, and the reference path
+    summing a float32 |Π|² in float32 (the backend sums in float64): each was 1-2 ulp per step
+    apart (1.5e-8 from step 18 without bounces)."""
+    kw = {"v0": 0.0, "delta_energy": 1.0, "t0": t0, "n_bounces": 4, "t1": 40}
+    tr = dynopt.integrate(BornInfeld(ANISO, **kw), None, ANISO_Q0, h=0.05, n_steps=300, seed=3,
+                          backend="torch", dtype=F32, record_every=1)
+    assert tr.extras["E0"][0, 1] == 2.0
+    assert tr.extras["bounces"][0, -1] == (4 if t0 == 20 else 0)
+    th = torch.tensor(ANISO_Q0, dtype=F32)
+    opt = BBI([th], lr=0.05, seed=3, foreach=False, fused=False, **kw)
+    path = []
+    for _ in range(300):
+        th.grad = ANISO.grad(th)
+        opt.step(loss=ANISO.value(th))
+        path.append(th.clone())
+    np.testing.assert_array_equal(tr.q[0, 1:], torch.stack(path).double().numpy())
+    np.testing.assert_array_equal(tr.final_state.p[0].numpy(),
+                                  opt.state[th]["momentum"].numpy())
+
+
+def test_bbi_shell_projects_float32_momenta_with_the_float32_factor():
+    """One projection of 4 chains × 257 float32 momenta: p ← p·fl32(r), the optimizer's
+    ``m.mul_(scalar_like(r, m))``, bit for bit (not p·r rounded once, which differs here)."""
+    g = torch.Generator().manual_seed(0)
+    p = torch.randn(4, 257, generator=g, dtype=F32)
+    p0 = p.clone()
+    st = {k: torch.zeros(4, 1, dtype=F32) for k in BBI_EXTRAS}
+    st["started"].fill_(1.0)
+    st["E0"].fill_(2.0)
+    st["min_V"].fill_(float("inf"))
+    c = energy_ops.BBIConstants(0.0, 1.0, float("inf"), 0.0, float("inf"), 1e-10, 1e-40,
+                                True, True)
+    v = torch.full((4, 1), 0.7, dtype=torch.float64)
+    dec = energy_ops.bbi_shell_(p, torch.zeros_like(p), v, st, c, torch.Generator())
+    assert not bool(dec.bounce.any()) and bool((dec.scale != 1).all())
+    want = torch.stack([p0[i].clone().mul_(scalar_like(dec.scale[i], p0[i])) for i in range(4)])
+    assert torch.equal(p, want)
+    assert not torch.equal(want, (p0.double() * dec.scale).to(F32))  # the test can fail
