@@ -461,3 +461,44 @@ def test_ddpnopt_consistency_fit_reads_its_inputs_in_one_go(monkeypatch):
         F.mse_loss(model(x), y).backward()
         opt.step()
     assert reads and all(n == 2 for n in reads), reads  # the two reads of the CPU fit result
+
+
+@pytest.mark.parametrize("base", ["sgd", "rmsprop", "ekfac"])
+def test_ddpnopt_reads_tensor_momentum_and_weight_decay_once_per_step(base):
+    """Tensor ``lr``, ``momentum`` and ``weight_decay``: one host read of each per step (at
+    validation), none in the base updates, with or without the feedback; the parameters equal a
+    run with the same values as floats bit for bit. Catches: ``momentum != 0`` and
+    ``alpha=weight_decay`` reading the tensor again per parameter tensor (4 + 8 more reads a
+    step on this 4-tensor model: 15 in all for sgd)."""
+    import torch.nn.functional as F
+
+    from dynopt.optim import DDPNOpt
+
+    def run(as_tensor: bool) -> tuple[list[torch.Tensor], list[HostTraffic]]:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(),
+                                    torch.nn.Linear(8, 1)).double()
+        hp = {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-3}
+        if as_tensor:
+            hp = {k: torch.tensor(v, dtype=F64) for k, v in hp.items()}
+        opt = DDPNOpt(model, base=base, feedback=base == "ekfac",
+                      terminal_hessian="identity", **hp)
+        g = torch.Generator().manual_seed(1)
+        traffic = []
+        for _ in range(3):
+            x = torch.randn(8, 3, generator=g, dtype=F64)
+            y = torch.randn(8, 1, generator=g, dtype=F64)
+            opt.zero_grad()
+            F.mse_loss(model(x), y).backward()
+            with HostTraffic() as t:
+                opt.step()
+            traffic.append(t)
+        return [p.detach().clone() for p in model.parameters()], traffic
+
+    got, traffic = run(True)
+    want, _ = run(False)
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+    for t in traffic:
+        # (the feedback path also reads its fit and its result check: trajectory.py, finite.py)
+        assert [s.split(":")[0] for s in t.reads()].count("optim/base.py") == 3, t.reads()
+        assert not [s for s in t.reads() if "ddp_bases" in s or "ddpnopt" in s], t.reads()

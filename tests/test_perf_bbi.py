@@ -108,11 +108,13 @@ def _old_bbi_shell_(p: Tensor, grad: Tensor, v: Tensor, st: Columns, c: BBIConst
         if bool(dec.bounce.any()):
             u = bounce_direction(tuple(p.shape), generator, p.dtype, p.device, c.cube)
             u2 = (u * u).sum(-1, keepdim=True)
-            p.copy_(torch.where(dec.bounce, u * torch.sqrt(dec.ps2 / u2), p))
+            # (the bounce factor rounded to p's dtype since session 16, as the optimizer's
+            # reference path rounds it: float32 bounces were 1 ulp off the optimizer's)
+            p.copy_(torch.where(dec.bounce, u * torch.sqrt(dec.ps2 / u2).to(p.dtype), p))
     else:  # per-chain streams: a chain draws only when it bounces itself
         for i in torch.nonzero(dec.bounce[:, 0]).flatten().tolist():
             u = bounce_direction((p.shape[1],), generator[i], p.dtype, p.device, c.cube)
-            p[i] = u * torch.sqrt(dec.ps2[i] / (u * u).sum())
+            p[i] = u * torch.sqrt(dec.ps2[i] / (u * u).sum()).to(p.dtype)
     p.mul_(dec.scale.to(p.dtype))
     return dec
 

@@ -391,14 +391,15 @@ class DynamicsOptimizer(torch.optim.Optimizer):
         return {k for k in self.defaults if k not in ("foreach", "fused", "maximize",
                                                        "differentiable")}
 
-    def _check_hyper(self, group: dict[str, Any], index: int, name: str, check: Check) -> None:
-        """Validate ``group[name]`` now (or, for a schedule, each time it is evaluated)."""
+    def _check_hyper(self, group: dict[str, Any], index: int, name: str, check: Check) -> Any:
+        """Validate ``group[name]`` now (or, for a schedule, each time it is evaluated); returns
+        the value checked (a 1-element tensor's as a float, a schedule itself)."""
         value = group[name]
         if callable(value) and not isinstance(value, Tensor):
             if name not in self.schedulable:
                 raise TypeError(f"{name} cannot be a schedule for {type(self).__name__}; "
                                 f"schedulable: {list(self.schedulable)}")
-            return
+            return value
         if isinstance(value, Tensor):
             if value.numel() != 1:
                 raise ValueError(f"{name} as a tensor must have 1 element, got shape "
@@ -409,6 +410,7 @@ class DynamicsOptimizer(torch.optim.Optimizer):
             check(name, value)
         except (ValueError, TypeError) as err:
             raise type(err)(f"{err} (param group {index})") from None
+        return value
 
     def hyper(self, group: dict[str, Any], name: str, check: Check | None = None) -> float:
         """The current value of hyperparameter ``name``, validated where it is used.

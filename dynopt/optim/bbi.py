@@ -265,7 +265,7 @@ class BBI(ShellSystem):
         if self.global_state.get("ps2_key") == key and "ps2" in self.global_state:
             ps2: Any = self.global_state["ps2"]
         elif reference:
-            ps2 = _sum_sq(moms)
+            ps2 = _sum_sq_wide(moms)
         else:
             ps2 = self.norm2_tensor(moms, moms[0].device if moms else torch.device("cpu"))
         values = _to_host([loss.detach() if isinstance(loss, Tensor) else loss, ps2])
@@ -297,7 +297,7 @@ class BBI(ShellSystem):
         now = read_extras(st)  # the shell logic runs on Python floats (one chain)
         g2 = 0.0
         if not now["started"] and v > c.eps2:
-            g2 = _sum_sq(grads) if reference else self.norm2(grads)
+            g2 = _sum_sq_wide(grads) if reference else self.norm2(grads)
         forced = bool(self.global_state.pop("bounce_request", False))
         trial = self.__dict__.pop(TRIAL, None)
         if trial is not None and trial[0] == self._control_key(v, ps2, g2, forced, now):
@@ -314,7 +314,7 @@ class BBI(ShellSystem):
         key = self.participation_key()
         if bool(dec.bounce):
             self._bounce(moms, float(dec.ps2), reference)
-            self.global_state["ps2"] = (_sum_sq(moms) if reference
+            self.global_state["ps2"] = (_sum_sq_wide(moms) if reference
                                         else self.norm2_tensor(moms, device))
             self.global_state["ps2_key"] = key
             return
@@ -341,7 +341,7 @@ class BBI(ShellSystem):
                     m.mul_(scalar_like(dec.scale, m))
                     energy_ops.scaled_kick_(m, g, lr, scalar_like(st["kick_rate"], m))
                     energy_ops.scaled_drift_(p, m, lr, scalar_like(st["drift_rate"], m), 1.0)
-                new_ps2 += _sum_sq(ms)
+                new_ps2 += _sum_sq_wide(ms)
         self.global_state["ps2"] = new_ps2
         self.global_state["ps2_key"] = key
 
@@ -382,9 +382,27 @@ def _to_host(values: list[Any]) -> list[float]:
     return [fetched[i] if i in fetched else float(x) for i, x in enumerate(values)]
 
 
+def _sum_sq_wide(tensors: list[Tensor]) -> float:
+    """Σ|t|² over ``tensors`` as a Python float: BBI's |Π|² and |∇ℓ|² on the reference path.
+
+    Each tensor's squares are summed in float64 (:func:`energy_ops._sum_sq64` on the flat
+    tensor), the torch backend's reduction of these per-chain scalars, so that the reference
+    path performs ``integrate(backend="torch")``'s arithmetic in float32 too (a float32 sum
+    made every projection factor differ from the backend's in its last bits) and a float32 |Π|²
+    does not overflow once |Π| > 1.8e19 (near the floor v₀).
+    """
+    total = 0.0
+    for t in tensors:
+        if t.dtype in (torch.float32, torch.float64):
+            total += float(energy_ops._sum_sq64(t.reshape(1, -1)))
+        else:
+            total += float(torch.linalg.vector_norm(t, dtype=torch.float64)) ** 2
+    return total
+
+
 def _sum_sq(tensors: list[Tensor]) -> float:
     """Σ|t|² over ``tensors``, summed over tensors as a Python float (float64): the reference
-    path's reduction.
+    path's |u|² of a bounce direction (and ECDSep's norms).
 
     A float32/float64 tensor is reduced as the torch backend reduces it, ``(t*t).sum()`` in its
     own dtype, so that the reference path performs the backend's arithmetic bit for bit. Any

@@ -450,13 +450,23 @@ class DDPNOpt(DynamicsOptimizer):
 
     # --- the update -------------------------------------------------------------------------
     def _hypers(self, group: dict[str, Any]) -> dict[str, Any]:
+        """The group's hyperparameters for this step, validated. A tensor ``momentum`` or
+        ``weight_decay`` is read to the host once here and the step uses that float (the base
+        updates' ``momentum != 0`` and ``alpha=weight_decay`` read the tensor once per
+        parameter tensor), with the same results bit for bit: torch applies a 0-dim tensor and
+        a Python number alike, cast to the operation's dtype. Others stay tensors:
+        ``1 - dampening`` of a float32 tensor is rounded to float32, as in
+        ``torch.optim.SGD``."""
         index = next(i for i, g in enumerate(self.param_groups) if g is group)
+        hp = {k: v for k, v in group.items() if k != "params"}
         try:
-            self._check_values(group, index)
+            for name in _HOST_HYPERS:
+                if isinstance(hp.get(name), Tensor):
+                    hp[name] = self._check_hyper(group, index, name, _accept)
+            self._check_values(hp, index)
         except (ValueError, TypeError) as err:
             raise type(err)(f"{err}; DDPNOpt step {self.global_state['step'] + 1}: no parameter "
                             "or optimizer state was changed") from None
-        hp = {k: v for k, v in group.items() if k != "params"}
         hp["lr"] = self.hyper(group, "lr", check_nonnegative)
         return hp
 
@@ -706,6 +716,15 @@ def _make(model: Any, **kwargs: Any) -> DDPNOpt:
     if not isinstance(model, nn.Module):
         raise TypeError("ddpnopt needs the model (an nn.Sequential), not a parameter list")
     return DDPNOpt(model, **kwargs)
+
+
+#: The hyperparameters a step reads as host floats (:meth:`DDPNOpt._hypers`).
+_HOST_HYPERS = ("momentum", "weight_decay")
+
+
+def _accept(name: str, value: Any) -> Any:
+    """No check (:meth:`DDPNOpt._check_values` checks the host value afterwards)."""
+    return value
 
 
 def _refuse_foreign_keys(keys: dict[str, Any], base: str, where: str) -> None:

@@ -274,21 +274,23 @@ def bbi_shell_(p: Tensor, grad: Tensor, v: Tensor, st: Columns, c: BBIConstants,
     needs_g2 = not cpu or bool((st["started"] == 0).any())
     g2 = _sum_sq64(grad) if needs_g2 else torch.zeros_like(ps2)
     dec = bbi_control(v.double(), ps2, g2, st, c)
-    # the (chains, dim) products in p's dtype, each chain's coefficient rounded to it first, as
-    # the optimizer applies them (bbi.scalar_like): float64 coefficients made every step's
-    # full-size where/mul float64 passes (float32 integrate 2-3x slower per step). The start
-    # along −∇U is skipped (on the CPU) when no chain takes it: where() would copy p onto itself
+    # the (chains, dim) products in p's dtype, each chain's coefficient (the bounce's
+    # √(|p|²/|u|²) too) rounded to it first, as the optimizer applies them (bbi.scalar_like):
+    # float64 coefficients made every step's full-size where/mul float64 passes (float32
+    # integrate 2-3x slower per step) and float32 runs differ from the optimizer's in the last
+    # bits. The start along −∇U is skipped (on the CPU) when no chain takes it: where() would
+    # copy p onto itself
     if not cpu or bool((dec.init_coef != 0).any()):
         p.copy_(torch.where(dec.init_coef != 0, -dec.init_coef.to(p.dtype) * grad, p))
     if isinstance(generator, torch.Generator):
         if bool(dec.bounce.any()):
             u = bounce_direction(tuple(p.shape), generator, p.dtype, p.device, c.cube)
             u2 = (u * u).sum(-1, keepdim=True)
-            p.copy_(torch.where(dec.bounce, u * torch.sqrt(dec.ps2 / u2), p))
+            p.copy_(torch.where(dec.bounce, u * torch.sqrt(dec.ps2 / u2).to(p.dtype), p))
     else:  # per-chain streams: a chain draws only when it bounces itself
         for i in torch.nonzero(dec.bounce[:, 0]).flatten().tolist():
             u = bounce_direction((p.shape[1],), generator[i], p.dtype, p.device, c.cube)
-            p[i] = u * torch.sqrt(dec.ps2[i] / (u * u).sum())
+            p[i] = u * torch.sqrt(dec.ps2[i] / (u * u).sum()).to(p.dtype)
     p.mul_(dec.scale.to(p.dtype))
     return dec
 
