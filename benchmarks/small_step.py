@@ -2,8 +2,8 @@
 
 A 64-64-64-10 tanh MLP (8,970 parameters in 6 tensors) with fixed random gradients, no
 backward: ``torch.optim.SGD(momentum=0.9)`` (for-loop, foreach, fused) next to dynopt's Langevin (default checks and ``nonfinite="ignore"``), OverdampedLangevin, HeavyBall
-(default and unchecked) and BBI (default). At this size the work per element is negligible and
-what is timed is the per-step Python and dispatch cost, which a small research model pays every
+(default and unchecked), BBI and ECDSep (default). At this size the work per element is
+negligible and what is timed is the per-step Python and dispatch cost, which a small research model pays every
 step. Each optimizer steps its own copy of the parameters; rounds are interleaved (one block of
 steps of every row per round) so that load changes hit all rows alike; median and minimum over
 rounds of the mean µs per step of a block.
@@ -44,7 +44,7 @@ def model_params() -> list[torch.Tensor]:
 
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
-    from dynopt.optim import BBI, HeavyBall, Langevin, OverdampedLangevin
+    from dynopt.optim import BBI, ECDSep, HeavyBall, Langevin, OverdampedLangevin
 
     torch.set_num_threads(2)
     params = model_params()
@@ -71,6 +71,7 @@ def main() -> None:
                                                              nonfinite="ignore")),
         "BBI (default checks)": with_loss(BBI(own_copy(params), lr=1e-3, seed=0, t0=None,
                                               t1=None)),
+        "ECDSep (default checks)": with_loss(ECDSep(own_copy(params), lr=1e-3, seed=0)),
     }
     steps, rounds = (50, 5) if args.quick else (200, 15)
     times = interleaved_times(rows, steps=steps, rounds=rounds, warmup=20)

@@ -60,14 +60,27 @@ class AbstractIntegrator(abc.ABC):
         """One step as (letter, fraction of h) pairs."""
 
     def check(self, system: AbstractSystem) -> None:
-        """Raise ValueError unless ``system`` offers every letter this scheme uses."""
-        missing = sorted({letter for letter, _ in self.letters() if not system.offers(letter)})
+        """Raise ValueError unless ``system`` offers every letter this scheme uses, and uses
+        each of the system's ``whole_step_letters`` (maps applied once per step, whose op
+        ignores the fraction of h) at most once, with fraction 1."""
+        seq = self.letters()
+        missing = sorted({letter for letter, _ in seq if not system.offers(letter)})
         if missing:
             raise ValueError(
                 f"integrator {self.name!r} uses letter(s) {missing} that {type(system).__name__} "
                 f"does not offer; it offers {sorted(system.letters)} "
                 f"({'; '.join(f'{k}: {v}' for k, v in system.letters.items())})"
             )
+        for letter in sorted(system.whole_step_letters):
+            fracs = [frac for name, frac in seq if name == letter]
+            if len(fracs) > 1 or any(abs(frac - 1.0) > 1e-12 for frac in fracs):
+                raise ValueError(
+                    f"integrator {self.name!r} (letters {''.join(n for n, _ in seq)!r}) gives "
+                    f"letter {letter!r} of {type(system).__name__} the fractions {fracs} of h, "
+                    f"but {letter!r} ({system.letters[letter]}) is a whole-step map that ignores "
+                    "the fraction: use it once per step with fraction 1 (e.g. the default "
+                    f"scheme {system.default_scheme!r})"
+                )
 
     def program(self, system: AbstractSystem, h: float) -> Program:
         """Lower one step of size ``h`` for ``system`` into primitive ops."""

@@ -20,8 +20,9 @@ ALPHABET: dict[str, str] = {
     "G": "explicit gradient step (overdamped)",
     "W": "Brownian increment (overdamped)",
     "L": "Leimkuhler–Matthews increment (overdamped)",
-    "S": "energy shell: projection onto the energy surface and bounces (BornInfeld, ECDSep)",
-    "R": "random rotation of p keeping |p| (ECDSep's generalised bounce)",
+    "S": ("energy shell: projection onto the energy surface and bounces (BornInfeld, ECDSep; "
+          "once per step, fraction 1)"),
+    "R": "random rotation of p keeping |p| (ECDSep's generalised bounce; once per step)",
     "F": "explicit-Euler friction: p ∗= (1 − tγ) (PortHamiltonian heavy ball)",
 }
 

@@ -19,7 +19,7 @@ from ..systems.ecd_sep import ECDSep as ECDSepSystem
 from ._events import as_scalar
 from ._paths import bucket, choose_path, mark_written, numba_jit_enabled
 from .base import Hyper
-from .bbi import ShellSystem, _sum_sq, scalar_like
+from .bbi import ShellSystem, _sum_sq, read_extras, scalar_like, write_extras
 from .eventful import EventfulOptimizer, Participants
 from .registry import register
 
@@ -71,9 +71,11 @@ class ECDSep(ShellSystem):
     | p | ``state[θ]["momentum"]`` | ``momenta`` | |
 
     Rotation noise: on CPU, float32 and float64 momenta draw z from a counter-based Philox
-    generator in a parallel numba kernel (:func:`dynopt.backends.numba.fill_tensor.fill_normals`,
-    the float32 Box–Muller transform, widened in float64, as the fused Langevin kernels' default
-    noise ``"gaussian"``): the normal of element i of the (device, dtype) bucket is a pure
+    generator in a numba kernel (:func:`dynopt.backends.numba.fill_tensor.fill_normals`, the
+    float32 Box–Muller transform, widened in float64, as the fused Langevin kernels' default
+    noise ``"gaussian"``; parallel above 32,768 normals, on the calling thread below, where
+    entering numba's thread pool next to torch's cost more than the draw): the normal of
+    element i of the (device, dtype) bucket is a pure
     function of (``seed``, stream :data:`ROTATION_STREAM`, step counter, i), so it does not
     depend on the thread count, every DDP rank draws the same (the seed is rank 0's), and a
     resumed or copied run continues bit for bit with no generator state (such a run saves none;
@@ -183,17 +185,18 @@ class ECDSep(ShellSystem):
             if self.run_events(values, device):
                 return
         st = self._extras()
+        now = read_extras(st)  # the shell logic runs on Python floats (one chain)
         g2 = 0.0
-        if not float(st["started"]):
+        if not now["started"]:
             g2 = sq([_force(wd, p, g) for _, _, wd, ps, gs, _ in items
                      for p, g in zip(ps, gs, strict=True)])
-        dec = energy_ops.ecd_control(_t(fd), _t(ps2), _t(g2), st, c)
-        if not bool(dec.active):
+        dec = energy_ops.ecd_control(fd, ps2, g2, now, c)
+        write_extras(st, now)
+        if not dec.active:
             return
         p2 = 0.0
         for path, lr, wd, ps, gs, ms in items:  # init, projection, kick
-            p2 += _kick(path, dec, float(st["kick_rate"]), st["kick_rate"], lr, wd, ps, gs, ms,
-                        not reference)
+            p2 += _kick(path, dec, now["kick_rate"], lr, wd, ps, gs, ms, not reference)
         if reference:  # reduced over all groups at once, in the torch backend's order
             p2 = sq(moms)
         rotate = p2 > 0.0 and nu > 0.0
@@ -283,8 +286,8 @@ def _force(wd: float, p: Tensor, g: Tensor) -> Tensor:
     return g if wd == 0 else g + wd * p
 
 
-def _kick(path: str, dec: energy_ops.ECDDecision, rate: float, rate_t: Tensor, lr: float,
-          wd: float, ps: list[Tensor], gs: list[Tensor], ms: list[Tensor], norm: bool) -> float:
+def _kick(path: str, dec: energy_ops.ECDDecision, rate: float, lr: float, wd: float,
+          ps: list[Tensor], gs: list[Tensor], ms: list[Tensor], norm: bool) -> float:
     """Start (first step), projection and kick p ← c·p − Δt·η/(F̃ − F₀)·∇F̃ of one group;
     returns the group's new |p|² (0.0 on the single-tensor path unless ``norm``: a model
     whose groups all take it reduces over all groups at once, in the torch backend's order)."""
@@ -303,7 +306,7 @@ def _kick(path: str, dec: energy_ops.ECDDecision, rate: float, rate_t: Tensor, l
         if init:
             m.copy_(-scalar_like(dec.init_coef, m) * f)
         m.mul_(scalar_like(dec.scale, m))
-        energy_ops.scaled_kick_(m, f, lr, scalar_like(rate_t, m))
+        energy_ops.scaled_kick_(m, f, lr, scalar_like(rate, m))
     return _sum_sq(ms) if norm else 0.0
 
 

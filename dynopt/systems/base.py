@@ -36,6 +36,10 @@ class AbstractSystem(abc.ABC):
             :func:`~dynopt.diagnostics.kinetic_temperature` refuses the trajectory.
         vector_extras: Names of the extras that are vectors whatever their size (see
             :func:`dynopt.trajectory.recorded_extras`).
+        whole_step_letters: Letters that are once-per-step maps rather than sub-flows of a
+            duration t (BornInfeld's and ECDSep's shell ``S``, ECDSep's rotation ``R``): their op
+            ignores t, so :meth:`~dynopt.integrators.base.AbstractIntegrator.check` refuses a
+            scheme that uses one more than once or with a fraction other than 1.
 
     Args:
         potential: The potential energy U(q) (or loss, in an optimizer).
@@ -51,6 +55,7 @@ class AbstractSystem(abc.ABC):
     #: overdamped ``noise_prev``): recorded ``(chain, draw, size)`` even when the size is 1, while
     #: the scalar extras (size 1 always, e.g. ``xi``, ``gamma``) are recorded ``(chain, draw)``.
     vector_extras: ClassVar[frozenset[str]] = frozenset()
+    whole_step_letters: ClassVar[frozenset[str]] = frozenset()
 
     @property
     def is_conservative(self) -> bool:

@@ -98,6 +98,7 @@ class BornInfeld(AbstractSystem):
         "A": "drift θ += t·(V/E0)·Π",
     }
     default_scheme = "SBA"
+    whole_step_letters = frozenset("S")  # the projection and the bounce clock: once per step
     has_kinetic_temperature = False  # H is not U + |Π|²/2
 
     def __init__(

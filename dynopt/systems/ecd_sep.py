@@ -71,6 +71,7 @@ class ECDSep(AbstractSystem):
     }
     is_stochastic = True
     default_scheme = "SBAR"
+    whole_step_letters = frozenset("SR")  # the projection and the rotation by ν: once per step
     has_kinetic_temperature = False  # H is not U + |Π|²/2
 
     def __init__(

@@ -55,26 +55,52 @@ def _fill_block(Z, K, call0, s, lo, hi, k0, k1):  # type: ignore[no-untyped-def]
     _normals(Z, K, 0, K, np.int64(call0), s, lo, hi, k0, k1, box_muller_f32)
 
 
-@nb.njit(parallel=True, cache=CACHE, error_model="numpy")
-def _fill(out, call0, stream, draw, k0, k1):  # type: ignore[no-untyped-def]
+@nb.njit(cache=CACHE, error_model="numpy")
+def _fill_task(out, t, c0, s, lo, hi, k0, k1):  # type: ignore[no-untyped-def]
+    """The full blocks of task ``t`` (:data:`BLOCKS_PER_TASK` blocks from block 16t)."""
+    full = out.shape[0] // BLOCK
+    per = BLOCK // 4
+    for blk in range(t * BLOCKS_PER_TASK, min((t + 1) * BLOCKS_PER_TASK, full)):
+        b0 = blk * BLOCK
+        _fill_block(out[b0:b0 + BLOCK], per, c0 + np.uint64(blk * per), s, lo, hi, k0, k1)
+
+
+@nb.njit(cache=CACHE, error_model="numpy")
+def _fill_rest(out, c0, s, lo, hi, k0, k1):  # type: ignore[no-untyped-def]
+    """The ragged last block (after the full ones), through a scratch of 4K elements."""
     n = out.shape[0]
     full = n // BLOCK
+    rest = n - full * BLOCK
+    if rest:
+        K = (rest + 3) // 4
+        Z = np.empty(4 * K, dtype=out.dtype)
+        _fill_block(Z, K, c0 + np.uint64(full * (BLOCK // 4)), s, lo, hi, k0, k1)
+        out[full * BLOCK:] = Z[:rest]
+
+
+@nb.njit(parallel=True, cache=CACHE, error_model="numpy")
+def _fill(out, call0, stream, draw, k0, k1):  # type: ignore[no-untyped-def]
+    """The whole buffer, its tasks in parallel."""
     s = np.uint64(stream)
     lo = draw & _MASK32
     hi = draw >> np.uint64(32)
     c0 = np.uint64(call0)
-    per = BLOCK // 4
-    n_tasks = (full + BLOCKS_PER_TASK - 1) // BLOCKS_PER_TASK
+    n_tasks = (out.shape[0] // BLOCK + BLOCKS_PER_TASK - 1) // BLOCKS_PER_TASK
     for t in nb.prange(n_tasks):
-        for blk in range(t * BLOCKS_PER_TASK, min((t + 1) * BLOCKS_PER_TASK, full)):
-            b0 = blk * BLOCK
-            _fill_block(out[b0:b0 + BLOCK], per, c0 + np.uint64(blk * per), s, lo, hi, k0, k1)
-    rest = n - full * BLOCK
-    if rest:  # the ragged last block, through a scratch of 4K elements
-        K = (rest + 3) // 4
-        Z = np.empty(4 * K, dtype=out.dtype)
-        _fill_block(Z, K, c0 + np.uint64(full * per), s, lo, hi, k0, k1)
-        out[full * BLOCK:] = Z[:rest]
+        _fill_task(out, t, c0, s, lo, hi, k0, k1)
+    _fill_rest(out, c0, s, lo, hi, k0, k1)
+
+
+@nb.njit(cache=CACHE, error_model="numpy")
+def _fill_serial(out, call0, stream, draw, k0, k1):  # type: ignore[no-untyped-def]
+    """:func:`_fill` on the calling thread, for a buffer of at most one task: the same values
+    (each a pure function of its position), without entering numba's thread pool."""
+    s = np.uint64(stream)
+    lo = draw & _MASK32
+    hi = draw >> np.uint64(32)
+    c0 = np.uint64(call0)
+    _fill_task(out, 0, c0, s, lo, hi, k0, k1)
+    _fill_rest(out, c0, s, lo, hi, k0, k1)
 
 
 def fill_normals(out: np.ndarray, seed: int, stream: int, draw: int, call0: int = 0) -> None:
@@ -101,5 +127,10 @@ def fill_normals(out: np.ndarray, seed: int, stream: int, draw: int, call0: int 
         raise ValueError(f"fill_normals: calls {call0} .. {end} are outside the counter's "
                          f"2**32 calls (4·2**32 normals per draw)")
     k0, k1 = split_seed(seed)
-    _fill(out, np.int64(call0), np.int64(stream), np.uint64(int(draw) & 0xFFFFFFFFFFFFFFFF),
-          k0, k1)
+    # one task's worth (≤ 32,768 normals, ~15 µs on one core) runs on the calling thread: the
+    # parallel region gained nothing there and, next to torch's own OpenMP pool (ECDSep's
+    # step), each entry into numba's pool waited for threads that torch's kept spinning
+    # (0.2-1.5 ms per call on 2 cores instead of ~15 µs)
+    kernel = _fill_serial if out.shape[0] <= BLOCK * BLOCKS_PER_TASK else _fill
+    kernel(out, np.int64(call0), np.int64(stream), np.uint64(int(draw) & 0xFFFFFFFFFFFFFFFF),
+           k0, k1)

@@ -3,8 +3,9 @@
 The *control* functions (:func:`bbi_control`, :func:`ecd_control`) hold the per-chain scalar
 logic of the shell ops (first-step initialisation, bounce decisions, counters, the projection
 factor) on tensors of any broadcastable shape: ``(chains, 1)`` columns of the extras in
-``integrate()``, 1-element float64 tensors in the optimizers, which apply the result to all
-their parameter tensors with global norms. The numba kernel implements the same logic per lane
+``integrate()``, Python floats in the optimizers (the same arithmetic bit for bit, without
+one-element torch ops), which apply the result to all their parameter tensors with global
+norms. The numba kernel implements the same logic per lane
 (:mod:`dynopt.backends.numba.energy_ops`).
 """
 
@@ -122,11 +123,23 @@ class _TensorOps:
     def as_float(b: Tensor, like: Tensor) -> Tensor:
         return b.to(like.dtype)
 
+    @staticmethod
+    def rdiv(a: float, b: Tensor) -> Tensor:
+        return a / b  # torch computes a Python scalar over a tensor as reciprocal(b) * a
+
+    @staticmethod
+    def pow(a: Tensor, e: float) -> Tensor:
+        return a ** e
+
+    @staticmethod
+    def stored(x: Tensor, column: Tensor) -> Tensor:
+        return x.to(column.dtype)  # the value an in-place copy_ into the column holds
+
 
 class _FloatOps:
     """The same primitives on Python floats and bools, with IEEE-754 float64 results where
     Python would raise (x/0, sqrt of a negative): the tensor path's values bit for bit, since
-    +, −, ×, ÷ and √ are correctly rounded in both."""
+    +, −, × and ÷ are correctly rounded in both, and √ and pow follow torch's kernels."""
 
     @staticmethod
     def where(cond: bool, a: Any, b: Any) -> Any:
@@ -134,7 +147,14 @@ class _FloatOps:
 
     @staticmethod
     def sqrt(x: float) -> float:
-        return math.sqrt(x) if x >= 0.0 else math.nan  # NaN stays NaN, −0 stays −0
+        """torch's CPU float64 sqrt, which is not correctly rounded (it differs from
+        ``math.sqrt`` by an ulp for ~1% of inputs): through a 1-element tensor, except where
+        the result is exact (0, ±0, 1, inf) or NaN, the common cases that cost no dispatch."""
+        if x == 1.0 or x == 0.0 or x == math.inf:
+            return x  # −0 stays −0
+        if not x > 0.0:
+            return math.nan
+        return float(torch.sqrt(torch.tensor([x], dtype=torch.float64)))
 
     @staticmethod
     def isfinite(x: float) -> bool:
@@ -167,6 +187,29 @@ class _FloatOps:
     @staticmethod
     def as_float(b: bool, like: float) -> float:
         return float(b)
+
+    @classmethod
+    def rdiv(cls, a: float, b: float) -> float:
+        return cls.div(1.0, b) * a  # as torch: reciprocal, then the product
+
+    @staticmethod
+    def pow(a: float, e: float) -> float:
+        """a ** e for a > 0 (or +inf) as torch's CPU kernel: e = 1 the value itself, 2 and 3
+        repeated products, otherwise libm's pow (std::pow), +inf where Python would raise."""
+        if e == 1.0:
+            return a
+        if e == 2.0:
+            return a * a
+        if e == 3.0:
+            return a * a * a
+        try:
+            return math.pow(a, e)
+        except OverflowError:
+            return math.inf
+
+    @staticmethod
+    def stored(x: float, column: float) -> float:
+        return x
 
 
 def bbi_control(v: Tensor | float, ps2: Tensor | float, g2: Tensor | float, st: Columns,
@@ -323,37 +366,60 @@ class ECDConstants:
 @dataclass
 class ECDDecision:
     """What an ``ECD_SHELL`` does to the momenta: p ← −init_coef·∇U where nonzero, then
-    p ← scale·p."""
+    p ← scale·p (tensors, or a float, a float and a bool on the float path)."""
 
-    init_coef: Tensor
-    scale: Tensor
-    active: Tensor
+    init_coef: Any
+    scale: Any
+    active: Any
 
 
-def ecd_control(fd: Tensor, ps2: Tensor, g2: Tensor, st: Columns, c: ECDConstants) -> ECDDecision:
-    """ECDSep shell logic on per-chain scalars (``fd`` = U − F₀); updates ``st`` in place."""
+def ecd_control(fd: Tensor | float, ps2: Tensor | float, g2: Tensor | float, st: Columns,
+                c: ECDConstants) -> ECDDecision:
+    """ECDSep shell logic on per-chain scalars (``fd`` = U − F₀); updates ``st`` in place.
+
+    As :func:`bbi_control`, one implementation for tensors (the torch backend's ``(chains, 1)``
+    columns) and Python floats (the optimizer's single chain: ``st`` maps the extras' names to
+    floats, and the decision holds floats and bools), equal bit for bit.
+    """
+    if isinstance(fd, Tensor):
+        new, dec = _ecd_logic(_TensorOps, fd, ps2, g2, st, c)
+        for k, x in new.items():
+            st[k].copy_(x)
+    else:
+        new, dec = _ecd_logic(_FloatOps, float(fd), float(ps2), float(g2), st, c)
+        st.update(new)
+    return dec
+
+
+def _ecd_logic(ops: Any, fd: Any, ps2: Any, g2: Any, st: Columns, c: ECDConstants
+               ) -> tuple[dict[str, Any], ECDDecision]:
+    """:func:`ecd_control`'s arithmetic, on the primitives ``ops``: (the new extras, the
+    decision). Reads ``st`` only."""
+    where = ops.where
     positive = fd > 0
-    v = torch.where(positive, torch.where(positive, fd, 1.0) ** c.eta, 0.0 * fd)
+    v = where(positive, ops.pow(where(positive, fd, 1.0), c.eta), 0.0 * fd)
     active = positive & (v > c.eps2)
     first = active & (st["started"] == 0)
-    st["E"].copy_(torch.where(first, v * (c.s + c.delta_energy), st["E"]))
-    st["started"].copy_(torch.where(first, torch.ones_like(fd), st["started"]))
+    E = ops.stored(where(first, v * (c.s + c.delta_energy), st["E"]), st["E"])
+    started = where(first, ops.full(fd, 1.0), st["started"])
     init = first & (ps2 == 0) & (g2 > 0) & (c.delta_energy > 0)
-    init_coef = torch.where(init, torch.sqrt(c.delta_energy / torch.where(init, g2, 1.0)),
-                            0.0 * fd)
-    ps2 = torch.where(init, torch.full_like(ps2, c.delta_energy), ps2)
-    target = st["E"] / torch.where(active, v, 1.0) - c.s
-    skip = ((target - ps2).abs() < c.eps1) | (target < 0) | (ps2 == 0)
+    init_coef = where(init, ops.sqrt(ops.rdiv(c.delta_energy, where(init, g2, 1.0))), 0.0 * fd)
+    ps2 = where(init, ops.full(ps2, c.delta_energy), ps2)
+    target = ops.div(E, where(active, v, 1.0)) - c.s
+    skip = (abs(target - ps2) < c.eps1) | (target < 0) | (ps2 == 0)
     if not c.project:
-        skip = torch.ones_like(skip)
-    project = active & ~skip
-    scale = torch.where(project, torch.sqrt(torch.where(project, target / ps2, 1.0)),
-                        1.0 + 0 * fd)
-    zero = torch.zeros_like(fd)
-    st["kick_rate"].copy_(torch.where(active, c.eta / torch.where(active, fd, 1.0), zero))
-    st["moving"].copy_(active.to(fd.dtype))
-    st["F"].copy_(fd)
-    return ECDDecision(init_coef=init_coef, scale=scale, active=active)
+        skip = ops.true(skip)
+    project = active & ops.logical_not(skip)
+    scale = where(project, ops.sqrt(where(project, ops.div(target, ps2), 1.0)), 1.0 + 0 * fd)
+    zero = ops.full(fd, 0.0)
+    new = {
+        "E": E,
+        "started": started,
+        "kick_rate": where(active, ops.rdiv(c.eta, where(active, fd, 1.0)), zero),
+        "moving": ops.as_float(active, fd),
+        "F": fd,
+    }
+    return new, ECDDecision(init_coef=init_coef, scale=scale, active=active)
 
 
 def ecd_shell_(p: Tensor, grad: Tensor, fd: Tensor, st: Columns, c: ECDConstants) -> ECDDecision:
