@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import math
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,16 +18,25 @@ from .systems.port_hamiltonian import check_friction_ops
 from .trajectory import Trajectory, recorded_extras
 
 if TYPE_CHECKING:
+    from .backends.base import Divergence
     from .integrators.base import AbstractIntegrator
     from .stepping import State
     from .systems.base import AbstractSystem
 
-__all__ = ["integrate"]
+__all__ = ["advance_in_chunks", "integrate"]
 
 #: Refuse to allocate more than this many bytes of state and records together.
 MAX_RECORD_BYTES = 4 * 2**30
-#: Chain-steps per kernel call (sets the progress-bar granularity).
+#: Chain-steps per kernel call at most (sets the progress-bar granularity). A numba kernel call
+#: does not see Ctrl-C: the KeyboardInterrupt arrives when the call returns, so calls are also
+#: bounded in time (:data:`CHUNK_SECONDS`), whatever the record interval.
 CHUNK_WORK = 4_000_000
+#: A kernel call that took longer than this makes the next ones about half as long; calls far
+#: shorter grow back, up to :data:`CHUNK_WORK`.
+CHUNK_SECONDS = 0.5
+#: Coordinates per chain that count as one chain-step of work for the first call's size (on
+#: the numba backend: each later call is sized by the time the previous one took).
+_DIM_WORK = 64
 
 
 def integrate(
@@ -114,10 +123,14 @@ def integrate(
         ValueError: On invalid parameters (the message names the parameter and value), e.g. an
             explicit friction step ``F`` with γ·t > 2, which would amplify the momentum
             (:func:`dynopt.systems.port_hamiltonian.friction_factor`).
-        DivergenceError: If q, p or an extra becomes NaN/inf; it names the first such step and
-            carries the (finite) trajectory recorded before it (``err.trajectory``).
-        Interrupted: On Ctrl-C (a KeyboardInterrupt); ``err.trajectory`` keeps the records
-            completed before it.
+        DivergenceError: If q, p or an extra becomes NaN/inf, or the potential energy at a
+            record step after the start does (a chain left the potential's domain, or U
+            overflows); it names the first such step and chain and carries the trajectory
+            recorded before it (``err.trajectory``: finite but for U at the initial q, which
+            is recorded as given).
+        Interrupted: On Ctrl-C (a KeyboardInterrupt, seen within about
+            :data:`CHUNK_SECONDS` whatever ``record_every``); ``err.trajectory`` keeps the
+            records completed before it.
     """
     from .systems.base import AbstractSystem
 
@@ -185,11 +198,8 @@ def integrate(
         records = observer.records(record_every)
         observer.record(0, state, system)
         records.next = 1
-    chunk = max(1, CHUNK_WORK // max(state.n_chains, 1))
-    chunk = record_every * max(1, math.ceil(chunk / record_every))
     show = progress if progress is not None else n_steps * state.n_chains > 10**8
     bar = _progress(show, n_steps, f"{integ.name} on {type(system).__name__}")
-    done = 0
     start_step, start_time = state.step, state.time
     log = None
 
@@ -204,6 +214,15 @@ def integrate(
                             final=False)
         if log is not None:  # what the events did up to the divergence
             partial = dataclasses.replace(partial, events=log)
+        if getattr(div, "potential", False):
+            return DivergenceError(
+                f"integration diverged at step {div.step} (t = {clock(div.step):.6g}): the "
+                f"potential energy of chain {div.chain} was not finite (NaN or inf) at a finite "
+                f"state with {integ.name} at h = {h}: the chain left the potential's domain "
+                "(the gradient did not keep it inside), or the step size is beyond the "
+                "stability limit (dynopt.diagnostics.stability_limit); U is evaluated at the "
+                "record steps; err.trajectory holds the records before this one.",
+                step=div.step, chain=div.chain, trajectory=partial)
         return DivergenceError(
             f"integration diverged at step {div.step} (t = {clock(div.step):.6g}): chain "
             f"{div.chain} reached a non-finite state (q, p or extras) with {integ.name} at "
@@ -222,13 +241,10 @@ def integrate(
                                        events, h, bar)
             if div is not None:
                 raise diverged(div)
-        while log is None and done < n_steps:
-            todo = min(chunk, n_steps - done)
-            div = be.advance(system, program, state, todo, records)
+        if log is None:
+            div = advance_in_chunks(be, system, program, state, n_steps, records, bar)
             if div is not None:
                 raise diverged(div)
-            done += todo
-            bar.update(todo)
     except KeyboardInterrupt as err:
         if isinstance(err, Interrupted):
             raise
@@ -249,6 +265,68 @@ def integrate(
     traj = _assemble(be, system, integ, state, records, h, record_every, start_step,
                      start_time, upto=records.next)
     return traj if log is None else dataclasses.replace(traj, events=log)
+
+
+def advance_in_chunks(be: Any, system: AbstractSystem, program: Any, state: State,
+                      n_steps: int, records: Any = None, bar: Any = None) -> Divergence | None:
+    """``be.advance`` for ``n_steps`` steps in calls bounded in work and time, with the same
+    result (bit for bit) as one call.
+
+    A call runs at most :data:`CHUNK_WORK` chain-steps (the first fewer for chains of many
+    coordinates on a backend whose calls do not see Ctrl-C), and calls shrink when one takes
+    longer than :data:`CHUNK_SECONDS`: the numba kernel sees no
+    Ctrl-C, so a single call over a long record interval (``record_every=10**9``) made Ctrl-C
+    wait for the interval's end. Records stay where one call would put them (every
+    ``records.every`` steps from ``state.step`` at entry): a call ends on a record step or
+    records nothing, and a call that ends a record interval it did not start records that
+    interval's end alone. The results do not depend on the split: every op acts on each chain
+    alone, the noise is a function of (seed, chain, step) on numba and the generator's stream
+    continues from call to call on torch.
+
+    Args:
+        be: The backend.
+        system: The dynamics.
+        program: The compiled scheme (``integrator.program(system, h)``).
+        state: Advanced in place.
+        n_steps: Steps to run.
+        records: Where to record (``records.next`` advances), or None.
+        bar: A progress bar (``update(n)``), or None.
+
+    Returns:
+        None, or the backend's :class:`~dynopt.backends.base.Divergence`.
+    """
+    cap = max(1, CHUNK_WORK // max(state.n_chains, 1))
+    size = cap if be.sees_interrupts else max(1, cap // max(1, -(-state.dim // _DIM_WORK)))
+    every = records.every if records is not None else n_steps + 1
+    done = 0
+    while done < n_steps:
+        left = n_steps - done
+        todo = min(size, left)
+        phase = done % every
+        call_records = records
+        if phase == 0 and todo >= every:
+            if todo < left:  # whole intervals (the run's tail past its last record excepted)
+                todo -= todo % every
+        elif phase + todo >= every:  # ends the interval it is in: records its end alone
+            todo = every - phase
+            call_records = dataclasses.replace(records, every=todo)
+        else:  # inside an interval: records nothing
+            call_records = None
+        t0 = time.perf_counter()
+        div = be.advance(system, program, state, todo, call_records)
+        took = time.perf_counter() - t0
+        if div is not None:
+            return div
+        if call_records is not None and call_records is not records:
+            records.next = call_records.next
+        done += todo
+        if bar is not None:
+            bar.update(todo)
+        if took > CHUNK_SECONDS:
+            size = max(1, min(size, int(todo * CHUNK_SECONDS / (2 * took))))
+        elif took < CHUNK_SECONDS / 8 and todo == size:
+            size = min(cap, 2 * size)
+    return None
 
 
 def _refuse_conflicts(state: State, **given: Any) -> None:

@@ -235,7 +235,12 @@ def run(
     n_steps: int,
     h: float | None = None,
 ) -> State:
-    """``n_steps`` steps without recording; returns a new state."""
+    """``n_steps`` steps without recording; returns a new state.
+
+    The steps run in calls of bounded work, as in :func:`dynopt.integrate`, so Ctrl-C (a
+    KeyboardInterrupt, ``state`` unchanged) is seen within about a second; U is not evaluated,
+    so unlike integrate() a non-finite U at a finite state is not checked here.
+    """
     from .backends import get_backend
 
     h = state.h if h is None else h
@@ -250,7 +255,9 @@ def run(
     check_friction_ops(program.ops, state.x, h)
     new = state.copy()
     fill_memory(system, integrator, new)
-    div = get_backend(state.backend).advance(system, program, new, n_steps, records=None)
+    from .integrate import advance_in_chunks  # (calls Ctrl-C can interrupt: see there)
+
+    div = advance_in_chunks(get_backend(state.backend), system, program, new, n_steps)
     if div is not None:
         from .errors import DivergenceError
 

@@ -285,13 +285,26 @@ def test_switching_to_another_friction_is_refused_naming_set_friction():
     assert tr.extras["gamma"][0, -1] == 5.0 and tr.energy[0, -1] < 0.5 * tr.energy[0, 10]
 
 
+def _abs_value(q):
+    return abs(q[0])
+
+
+def _double_well_force(q, out):
+    out[0] = 4.0 * q[0] * (q[0] * q[0] - 1.0)
+
+
 @pytest.mark.parametrize("backend", ["numba", "torch"])
 def test_a_stopped_chains_overflow_does_not_stop_the_clock(backend):
     """The backend counts a step only when every chain stayed finite; a stopped chain's trial
     overflow was then forgiven but the step counter stayed put, so on numba the live chains
     drew one step's noise over and over (keyed by step) and final_state.step/time were wrong.
     The live chain now follows the run whose stopped chain is harmless, bit for bit."""
-    system = Langevin(P.DoubleWell(), gamma=1.0, temperature=0.3)
+    # the double well's force with U = |q|, finite at q = 1e200 (its own (q² − 1)² is not, and
+    # a non-finite U at a record stops the run)
+    system = Langevin(P.Custom(1, value=lambda q: q[..., 0].abs(),
+                               grad=lambda q: 4.0 * q * (q * q - 1.0),
+                               numba_value=_abs_value, numba_grad=_double_well_force),
+                      gamma=1.0, temperature=0.3)
     runs = {}
     for far in (1e4, 1e200):  # 1e200 overflows in every trial step
         runs[far] = dynopt.integrate(
@@ -314,7 +327,9 @@ def test_the_event_log_survives_a_divergence(backend):
         dynopt.integrate(system, None, np.array([[1.0], [1.0], [3.0]]), p0=np.zeros((3, 1)),
                          h=0.3, n_steps=40, seed=0, backend=backend,
                          events=[AtStep(2, then=SetFriction(0.5))])
-    assert err.value.step == 7 and err.value.chain == 2
+    # chain 2's U = (q² − 1)² overflows at step 6 (recorded: the run stops there), q at 7
+    assert err.value.step == 6 and err.value.chain == 2
+    assert "potential energy of chain 2" in str(err.value)
     log = err.value.trajectory.events
     assert [(f.step, f.chain) for f in log] == [(2, 0), (2, 1), (2, 2)]
 

@@ -21,6 +21,16 @@ from dynopt.errors import DivergenceError
 
 integrate_module = importlib.import_module("dynopt.integrate")
 BACKENDS = ["numba", "torch"]
+
+
+def _linear_force(q, out):
+    out[0] = q[0]
+
+
+#: The harmonic force (∇U = q) with U = 0 recorded: its runs overflow in q or p, never in U
+#: (integrate() also stops at a non-finite recorded U, which q²/2 reaches at |q| ≈ 1.3e154).
+FORCE_ONLY = P.Custom(1, value=lambda q: 0.0 * q[..., 0], grad=lambda q: 1.0 * q,
+                      numba_value=lambda q: 0.0, numba_grad=_linear_force, name="force-only")
 LANGEVIN = S.Langevin(P.DoubleWell(dim=2), gamma=1.0, temperature=0.5)
 LANGEVIN_1D = S.Langevin(P.DoubleWell(), gamma=1.0, temperature=0.5)
 
@@ -96,7 +106,7 @@ def _kernel_args(C=3, D=2, Dp=2, E=0, R=4, n_steps=3):
         fill=fill_lanes, k0=np.uint64(1),
         k1=np.uint64(2), noise=0, step0=0, n_steps=n_steps, every=1, start=1,
         rq=np.zeros((C, R, D)), rp=np.zeros((C, R, Dp)), rx=np.zeros((C, R, E)),
-        ru=np.zeros((C, R)), status=np.zeros((1, 2), dtype=np.int64), lanes=64)
+        ru=np.zeros((C, R)), status=np.zeros((1, 3), dtype=np.int64), lanes=64)
 
 
 def _grouped(a: dict) -> tuple:
@@ -172,7 +182,7 @@ def test_divergence_in_the_momenta_is_reported_at_its_step(backend, n_steps):
 def test_divergence_on_the_last_step_in_a_chunk_of_many(backend):
     """A NaN in p on the final step of a 3-step run of 70 chains (2 numba blocks): raised, the
     chain is the right one and the two finite records are kept."""
-    ham = S.Hamiltonian(P.Harmonic())
+    ham = S.Hamiltonian(FORCE_ONLY)
     q0 = np.zeros((70, 1))
     q0[41] = 1e304  # p: -1e305, 9.8e306, -inf at step 3 while q stays finite (9.7e307)
     with pytest.raises(DivergenceError, match="diverged at step 3 ") as info:
@@ -198,14 +208,19 @@ def test_divergence_of_a_minibatch_run_is_replayed_on_its_own_batches():
                          (x, torch.zeros(10, 1)), batch_size=1, seed=3)
     ham = S.Hamiltonian(loss)
     kw = dict(p0=[0.0], h=0.7, seed=0, dtype="float32")
-    reference = dynopt.integrate(ham, "BAB", [1.0], n_steps=30, **kw)  # before it diverges
+    reference = dynopt.integrate(ham, "BAB", [1.0], n_steps=16, **kw)  # before it diverges
     for n_steps in (200, 47):
-        with pytest.raises(DivergenceError) as info:
+        # the loss (recorded every step) overflows float32 at step 17, θ's momentum at 38
+        with pytest.raises(DivergenceError, match="potential energy of chain 0") as info:
             dynopt.integrate(ham, "BAB", [1.0], n_steps=n_steps, **kw)
         err = info.value
-        assert err.step == 38
-        np.testing.assert_array_equal(err.trajectory.q[:, :31], reference.q)
-        assert np.isfinite(err.trajectory.q).all() and err.trajectory.n_draws == 38
+        assert err.step == 17
+        np.testing.assert_array_equal(err.trajectory.q, reference.q)
+        assert np.isfinite(err.trajectory.extras["potential"]).all()
+        assert err.trajectory.n_draws == 17
+        with pytest.raises(DivergenceError, match="non-finite state") as info:
+            dynopt.integrate(ham, "BAB", [1.0], n_steps=n_steps, record_every=100, **kw)
+        assert info.value.step == 38 and info.value.trajectory.n_draws == 1
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -213,7 +228,7 @@ def test_first_diverging_chain_of_a_step_is_reported_and_signs_do_not_count(back
     """Chains 5 (negative side) and 41 overflow on step 3, chain 60 one step later, and every
     other chain sits at a negative q (its q·0 is −0.0, which is not a divergence): chain 5 at
     step 3 is reported, the first of the step's diverging chains in a block of 70."""
-    ham = S.Hamiltonian(P.Harmonic())
+    ham = S.Hamiltonian(FORCE_ONLY)
     q0 = np.full((70, 1), -2.0)
     q0[5], q0[41], q0[60] = -1e304, 1e304, 1e303
     with pytest.raises(DivergenceError, match="diverged at step 3 ") as info:

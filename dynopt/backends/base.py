@@ -38,10 +38,13 @@ class Records:
 
 @dataclass
 class Divergence:
-    """Where a run first became non-finite (returned by :meth:`AbstractBackend.advance`)."""
+    """Where a run first became non-finite (returned by :meth:`AbstractBackend.advance`):
+    the first such step, its first such chain, and whether that chain's state was finite and
+    its potential energy, evaluated at a record step, was not (``potential``)."""
 
     step: int
     chain: int
+    potential: bool = False
 
 
 class AbstractBackend(abc.ABC):
@@ -85,8 +88,9 @@ class AbstractBackend(abc.ABC):
         """Run ``n_steps`` steps in place, recording into ``records`` if given.
 
         Returns None, or the first step at which a chain's q or p became non-finite or an extra
-        became NaN (checked before that step is recorded, so every record is finite); the state
-        is then undefined and ``state.step`` unchanged.
+        became NaN, or (at a record step) its potential energy became non-finite (checked
+        before that step is recorded, so every record is finite); the state is then undefined
+        and ``state.step`` unchanged.
         """
 
     @abc.abstractmethod
@@ -106,6 +110,12 @@ class AbstractBackend(abc.ABC):
     supports_observables: bool = False
     #: ``chain_ids=`` (per-chain noise streams keyed by a global chain index) works.
     supports_chain_ids: bool = False
+
+    #: Ctrl-C interrupts a call of ``advance`` between two ops (a Python loop); False for a
+    #: compiled kernel, which sees it only when the call returns, so that integrate() makes
+    #: its first call smaller for chains of many coordinates
+    #: (:func:`dynopt.integrate.advance_in_chunks`).
+    sees_interrupts: bool = False
 
     #: How this backend's state arrays are named in error messages.
     array_kind: str = "an array"

@@ -209,14 +209,21 @@ def run_with_events(be: AbstractBackend, system: AbstractSystem, integ: Abstract
             if sel.any():
                 be.bounce_momenta(state, sel, sys_m.mass_vector(dim))
 
-    def record() -> None:
+    def record() -> Divergence | None:
+        """Record the state; a non-finite U stops the run as in the kernels (the chain left
+        the potential's domain), before this record counts."""
         r = records.next
         if records.observer is not None:  # integrate(observables=...)
             records.observer.record(r, state, system)
-            records.next = r + 1
-            return
-        be.write_record(records, r, state, system)
+            u = records.observer.buffers["potential"][:, r]
+        else:
+            be.write_record(records, r, state, system)
+            u = records.u[:, r]
+        finite = np.isfinite(np.asarray(_host(u)))
+        if not finite.all():
+            return Divergence(step=state.step, chain=int(np.argmin(finite)), potential=True)
         records.next = r + 1
+        return None
 
     def advance() -> Divergence | None:
         present = np.unique(chain_mode[~stopped]) if (~stopped).any() else np.array([0])
@@ -258,7 +265,9 @@ def run_with_events(be: AbstractBackend, system: AbstractSystem, integ: Abstract
                 if div is not None:
                     return div, es.log(est)
                 if (k + 1) % every == 0:
-                    record()
+                    div = record()
+                    if div is not None:
+                        return div, es.log(est)
                 bar.update(1)
                 observe()
     except KeyboardInterrupt as err:  # the log so far travels with it (integrate attaches it)

@@ -11,7 +11,8 @@ Loop order (chains are independent, so they are the parallel and the vector dime
                 then one vectorized loop over lanes (inline ops, INLINE_CODES) or one call of
                 the extended-op function pointer (EXTENDED_CODES, :mod:`.extended_ops`)
             check that Q, P are finite and X is not NaN (else record the step, stop the block)
-            every ``record_every`` steps: write q, p, extras, U to the output arrays
+            every ``record_every`` steps: write q, p, extras, U to the output arrays (a
+                non-finite U stops the block as a non-finite state does)
         store the block back
 
 The op interpreter dispatches on the op code once per op per step per block, so its cost is
@@ -230,7 +231,8 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
 
     Arguments are grouped as the module's tuple types say (:data:`STATE`, :data:`MASS`,
     :data:`PROGRAM`, :data:`POTENTIAL`, :data:`NOISE`, :data:`SCHEDULE`, :data:`RECORDS`);
-    ``status[b] = (step, chain)`` marks the first non-finite state of block ``b`` (0 if none).
+    ``status[b] = (step, chain, why)`` marks the first non-finite state of block ``b`` (0 if
+    none; ``why`` = 1 where q, p and the extras were finite but U at a record step was not).
     """
     q, p, x = state
     minv, sqrtm = mass
@@ -258,8 +260,8 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
         raise ValueError("run_block_kernel: n_steps, step0, rec_start >= 0, record_every >= 1")
     if lanes < 1:
         raise ValueError("run_block_kernel: lanes >= 1")
-    if status.shape[0] < (C + lanes - 1) // lanes or status.shape[1] < 2:
-        raise ValueError("run_block_kernel: status needs (n_blocks, 2) entries")
+    if status.shape[0] < (C + lanes - 1) // lanes or status.shape[1] < 3:
+        raise ValueError("run_block_kernel: status needs (n_blocks, 3) entries")
     if n_steps // record_every > 0:
         last = rec_start + n_steps // record_every
         if (rec_q.shape[0] != C or rec_q.shape[1] < last or rec_q.shape[2] != D
@@ -359,15 +361,19 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
                     grad_ok = False
                 zb += D * _NORMALS[code]  # the op's normals are consumed
             # divergence check, before recording: a NaN/inf in q or p or a NaN in an extra
-            # (extras may hold +inf as a "not yet" marker) stops this block at this step.
+            # (extras may hold +inf as a "not yet" marker) stops this block at this step, and
+            # so does, at a record step, a non-finite U at a finite state (the chain left the
+            # potential's domain): the first lane either way (status[b, 2] = 1 for U).
             bad = _first_bad_lane(Q, P, X, Dp, E, nl)
-            if bad >= 0:
-                status[b, 0] = gs + 1
-                status[b, 1] = c0 + bad
-                break
+            why = 0
             if (n + 1) % record_every == 0:
                 r = rec_start + (n + 1) // record_every - 1
-                for lane in range(nl):
+                for lane in range(nl if bad < 0 else bad):
+                    u = value_lane(pot_kind, pot_par, Q, lane, value_fn, tq)
+                    if not math.isfinite(u):
+                        bad = lane
+                        why = 1
+                        break
                     cc = c0 + lane
                     for d in range(D):
                         rec_q[cc, r, d] = Q[d, lane]
@@ -375,7 +381,12 @@ def run_block_kernel(  # type: ignore[no-untyped-def]
                         rec_p[cc, r, d] = P[d, lane]
                     for e in range(E):
                         rec_x[cc, r, e] = X[e, lane]
-                    rec_u[cc, r] = value_lane(pot_kind, pot_par, Q, lane, value_fn, tq)
+                    rec_u[cc, r] = u
+            if bad >= 0:
+                status[b, 0] = gs + 1
+                status[b, 1] = c0 + bad
+                status[b, 2] = why
+                break
         for lane in range(nl):
             for d in range(D):
                 q[c0 + lane, d] = Q[d, lane]

@@ -137,7 +137,7 @@ class NumbaBackend(AbstractBackend):
         lanes = block_lanes(state.n_chains)
         start_q = state.q[:lanes].copy() if kind == 0 else None
         n_blocks = (state.n_chains + lanes - 1) // lanes
-        status = np.zeros((n_blocks, 2), dtype=np.int64)
+        status = np.zeros((n_blocks, 3), dtype=np.int64)
         if records is None:
             rq = np.zeros((1, 1, 1))
             rp = np.zeros((1, 1, 1))
@@ -157,7 +157,8 @@ class NumbaBackend(AbstractBackend):
         div = None
         if bad.any():
             i = int(np.argmin(np.where(bad, status[:, 0], np.iinfo(np.int64).max)))
-            div = Divergence(step=int(status[i, 0]), chain=int(status[i, 1]))
+            div = Divergence(step=int(status[i, 0]), chain=int(status[i, 1]),
+                             potential=bool(status[i, 2]))
         if kind == 0 and hasattr(system.potential, "raise_if_failed"):
             where = (f"at or before step {div.step} (chain {div.chain})" if div is not None
                      else f"in steps {state.step + 1}..{state.step + n_steps}")

@@ -53,6 +53,13 @@ def _finite_rows(state: State) -> torch.Tensor:
     return ok & ~torch.isnan(state.x).any(dim=1)
 
 
+def _recorded_u(records: Records) -> torch.Tensor:
+    """The recorded potential energies, (chains, records)."""
+    if records.observer is not None:
+        return records.observer.buffers["potential"]
+    return records.u
+
+
 def _sampler(g: torch.Generator, dev: torch.device) -> Any:
     """Standard normals of a given shape from ``g`` as float64 numpy (initial momenta and
     extras are Gaussian whatever the run's noise kind)."""
@@ -78,6 +85,7 @@ class TorchBackend(AbstractBackend):
     name = "torch"
     supports_observables = True
     supports_chain_ids = True
+    sees_interrupts = True
 
     def init_state(self, system, q, p, *, seed, noise, dtype, device,  # type: ignore[no-untyped-def]
                    chain_ids=None, draw_extras=True):
@@ -145,7 +153,12 @@ class TorchBackend(AbstractBackend):
         saved = (state.q.clone(), state.p.clone(), state.x.clone(), gen_state)
         next_record = records.next if records is not None else 0
         self._steps(system, program, state, n_steps, records)
-        if bool(_finite_rows(state).all()):
+        ok = _finite_rows(state).all()
+        written = n_steps // records.every if records is not None else 0
+        if written:  # and U of the records just written (one host sync for both)
+            ok = ok & torch.isfinite(_recorded_u(records)[:, next_record:next_record + written]
+                                     ).all()
+        if bool(ok):
             state.step += n_steps
             if records is not None:
                 records.next += n_steps // records.every
@@ -169,11 +182,15 @@ class TorchBackend(AbstractBackend):
                 state.step = start + n
                 self._steps(system, program, state, 1, None)
                 finite = _finite_rows(state)
-                if not bool(finite.all()):
-                    return Divergence(step=start + n + 1,
-                                      chain=int(torch.argmin(finite.int())))
-                if records is not None and (n + 1) % every == 0:
-                    self._record(records, records.next + (n + 1) // every - 1, state, system)
+                ok = finite
+                if records is not None and (n + 1) % every == 0:  # as the numba kernel: U
+                    r = records.next + (n + 1) // every - 1  # at a record step counts too
+                    self._record(records, r, state, system)
+                    ok = finite & torch.isfinite(_recorded_u(records)[:, r])
+                if not bool(ok.all()):
+                    chain = int(torch.argmin(ok.int()))
+                    return Divergence(step=start + n + 1, chain=chain,
+                                      potential=bool(finite[chain]))
         finally:
             state.step = start
         raise AssertionError("a non-finite chunk replayed finite")  # pragma: no cover
