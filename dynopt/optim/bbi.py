@@ -65,6 +65,13 @@ class ShellSystem(EventfulOptimizer):
         self.system = system
         self.constants = self.constants_type.from_op(system.lower("S", 0.0).f)
 
+    def _cached_ps2(self, key: list[list[int]]) -> Any:
+        """The |Π|² the previous step left (``global_state["ps2"]``) if the same parameters
+        take part now (``global_state["ps2_key"] == key``; a checkpoint's entries are checked
+        at load), else None (compute it)."""
+        glob = self.global_state
+        return glob.get("ps2") if glob.get("ps2_key") == key else None
+
     def system_hyperparameters(self) -> dict[str, Any]:
         """The system's hyperparameters, as saved in ``state_dict()["dynopt"]["system"]``."""
         return {k: getattr(self.system, k) for k in self.system_keys}
@@ -262,12 +269,10 @@ class BBI(ShellSystem):
         if read is not None and read[0] == tag and (read[1] is loss or (
                 not isinstance(loss, Tensor) and read[1] == loss)):
             return read[2]
-        if self.global_state.get("ps2_key") == key and "ps2" in self.global_state:
-            ps2: Any = self.global_state["ps2"]
-        elif reference:
-            ps2 = _sum_sq_wide(moms)
-        else:
-            ps2 = self.norm2_tensor(moms, moms[0].device if moms else torch.device("cpu"))
+        ps2: Any = self._cached_ps2(key)
+        if ps2 is None:
+            ps2 = _sum_sq_wide(moms) if reference else self.norm2_tensor(
+                moms, moms[0].device if moms else torch.device("cpu"))
         values = _to_host([loss.detach() if isinstance(loss, Tensor) else loss, ps2])
         out = (values[0], values[1])
         self.__dict__[READ] = (tag, loss, out)

@@ -175,8 +175,8 @@ class ECDSep(ShellSystem):
         fd = ftilde - c.f0
         moms = [m for *_, ms in items for m in ms]
         key = self.participation_key()
-        cached = self.global_state.get("ps2_key") == key and "ps2" in self.global_state
-        ps2 = float(self.global_state["ps2"]) if cached else sq(moms)
+        cached = self._cached_ps2(key)
+        ps2 = float(cached) if cached is not None else sq(moms)
         if len(self._events):
             values = {"loss": as_scalar(loss, device)}
             if self._events.needs("energy"):

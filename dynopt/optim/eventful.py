@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import check_real
+from .._validation import check_real, short_repr
 from ..events.actions import Action, Stop
 from ..events.engine import EventLog
 from ..events.triggers import Trigger
@@ -216,6 +216,16 @@ class EventfulOptimizer(DynamicsOptimizer):
             if float(glob["ps2"]) < 0:
                 raise ValueError("cannot load the checkpoint: dynopt['global']['ps2'] must be "
                                  "non-negative; the optimizer was left unchanged")
+        if "ps2_key" in glob:  # [[group, index], ...] of the parameters |Π|² was summed over
+            key = glob["ps2_key"]
+            if not (isinstance(key, list) and all(
+                    isinstance(x, list) and len(x) == 2 and all(type(i) is int for i in x)
+                    and 0 <= x[0] < len(groups) and 0 <= x[1] < len(groups[x[0]]["params"])
+                    for x in key)):
+                raise ValueError(
+                    "cannot load the checkpoint: dynopt['global']['ps2_key'] must be a list of "
+                    "[group, index] pairs of this optimizer's parameters, got "
+                    f"{short_repr(key)}; the optimizer was left unchanged")
         _validate_event_state(self, glob)
         for name, keys in self.extras_keys.items():
             if name not in glob:
